@@ -1,0 +1,283 @@
+//! The guest: thin glue between the WIT platform imports and `mqtt-protocol`.
+//!
+//! Each exported call reads the clock, feeds the sans-IO client what changed (link, socket
+//! readiness, bytes), runs its timers, then performs the IO it asks for and returns its
+//! events. All protocol decisions live in `mqtt-protocol`; nothing here blocks.
+
+mod convert;
+
+use std::cell::RefCell;
+
+use mqtt_protocol::{Action, Client, Event, Instant, LinkState};
+
+wit_bindgen::generate!({
+    path: "../wit",
+    world: "mqtt-client",
+});
+
+use exports::mqtt_as::client::client as api;
+use mqtt_as::client::{clock, log, socket, wifi};
+
+/// Bytes read per `recv` call, and the most read in one `poll` so a flooding broker cannot
+/// make one call unbounded (the rest is read on the next poll).
+const RECV_CHUNK: u32 = 16 * 1024;
+const MAX_READ_PER_POLL: usize = 256 * 1024;
+/// Rounds of input → output per poll: an in-memory host can complete a socket open and a
+/// CONNACK within one poll, each needing a round.
+const MAX_ROUNDS: usize = 8;
+
+struct Glue {
+    client: Client,
+    socket: Option<u32>,
+    /// The socket was opened and `status` has not said `open` yet.
+    opening: bool,
+    /// Bytes the host has not accepted yet, for the current socket.
+    outbuf: Vec<u8>,
+    link: Option<LinkState>,
+    events: Vec<api::Event>,
+}
+
+fn now() -> Instant {
+    Instant::from_millis(clock::now_ms())
+}
+
+fn warn(msg: &str) {
+    log::log(log::Level::Warn, msg);
+}
+
+impl Glue {
+    /// One full turn: inputs in, timers, IO out, until nothing changes.
+    fn drive(&mut self) {
+        for _ in 0..MAX_ROUNDS {
+            let now = now();
+            let mut progress = self.read_inputs(now);
+            if self.client.poll_timeout().is_some_and(|t| t <= now) {
+                self.client.handle_timeout(now);
+            }
+            progress |= self.write_outputs(now);
+            self.collect_events();
+            if !progress {
+                break;
+            }
+        }
+    }
+
+    fn read_inputs(&mut self, now: Instant) -> bool {
+        let mut progress = false;
+        let link = convert::link_from_wit(wifi::state());
+        if self.link != Some(link) {
+            self.link = Some(link);
+            self.client.handle_link(now, link);
+            progress = true;
+        }
+        let Some(h) = self.socket else { return progress };
+        if self.opening {
+            match socket::status(h) {
+                Ok(socket::SocketState::Connecting) => return progress,
+                Ok(socket::SocketState::Open) => {
+                    self.opening = false;
+                    self.client.handle_socket_open(now);
+                    progress = true;
+                }
+                Err(e) => {
+                    self.drop_socket();
+                    self.client.handle_socket_error(now, convert::socket_error(e));
+                    return true;
+                }
+            }
+        }
+        let mut read = 0;
+        while read < MAX_READ_PER_POLL && self.socket == Some(h) {
+            match socket::recv(h, RECV_CHUNK) {
+                Ok(bytes) if bytes.is_empty() => break,
+                Ok(bytes) => {
+                    read += bytes.len();
+                    self.client.handle_input(now, &bytes);
+                    progress = true;
+                }
+                Err(e) => {
+                    self.drop_socket();
+                    self.client.handle_socket_error(now, convert::socket_error(e));
+                    return true;
+                }
+            }
+        }
+        progress
+    }
+
+    fn write_outputs(&mut self, now: Instant) -> bool {
+        let mut progress = false;
+        // Bytes first: they belong to the socket that is current before any action.
+        while let Some(bytes) = self.client.poll_transmit() {
+            self.outbuf.extend_from_slice(&bytes);
+            progress = true;
+        }
+        self.flush(now);
+        while let Some(action) = self.client.poll_action() {
+            progress = true;
+            match action {
+                Action::OpenSocket { host, port, tls } => {
+                    self.drop_socket();
+                    let tls = tls.map(convert::tls_to_wit);
+                    match socket::open(&host, port, tls.as_ref()) {
+                        Ok(h) => {
+                            self.socket = Some(h);
+                            self.opening = true;
+                        }
+                        Err(e) => self.client.handle_socket_error(now, convert::socket_error(e)),
+                    }
+                }
+                Action::CloseSocket => self.drop_socket(),
+                Action::JoinWifi { ssid, password } => {
+                    if let Err(e) = wifi::connect(&ssid, &password) {
+                        warn(&format!("wifi connect to {ssid:?} failed: {e}"));
+                    }
+                }
+                Action::LeaveWifi => wifi::disconnect(),
+            }
+        }
+        progress
+    }
+
+    fn flush(&mut self, now: Instant) {
+        let Some(h) = self.socket else {
+            self.outbuf.clear();
+            return;
+        };
+        if self.opening {
+            return;
+        }
+        while !self.outbuf.is_empty() {
+            match socket::send(h, &self.outbuf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.outbuf.drain(..(n as usize).min(self.outbuf.len()));
+                }
+                Err(e) => {
+                    self.drop_socket();
+                    self.client.handle_socket_error(now, convert::socket_error(e));
+                    break;
+                }
+            }
+        }
+    }
+
+    fn drop_socket(&mut self) {
+        if let Some(h) = self.socket.take() {
+            socket::close(h);
+        }
+        self.opening = false;
+        self.outbuf.clear();
+    }
+
+    fn collect_events(&mut self) {
+        while let Some(e) = self.client.poll_event() {
+            if let Event::Error(msg) = &e {
+                warn(msg);
+            }
+            self.events.push(convert::event_to_wit(e));
+        }
+    }
+}
+
+struct ClientResource(RefCell<Glue>);
+
+struct Component;
+
+impl api::Guest for Component {
+    type Client = ClientResource;
+}
+
+fn api_error(e: mqtt_protocol::ApiError) -> api::ClientError {
+    match e {
+        mqtt_protocol::ApiError::Invalid(why) => api::ClientError::Invalid(why),
+        mqtt_protocol::ApiError::QueueFull => api::ClientError::QueueFull,
+        mqtt_protocol::ApiError::Closed => api::ClientError::Closed,
+    }
+}
+
+impl ClientResource {
+    /// Runs an API call against the client, then a full turn of IO so its effect is on the
+    /// wire before the call returns.
+    fn with<T>(&self, f: impl FnOnce(&mut Client, Instant) -> T) -> T {
+        let mut g = self.0.borrow_mut();
+        let now = now();
+        let out = f(&mut g.client, now);
+        g.drive();
+        out
+    }
+}
+
+impl api::GuestClient for ClientResource {
+    fn create(config: api::Config) -> Result<api::Client, api::ClientError> {
+        let config = convert::config_from_wit(config).map_err(api::ClientError::Invalid)?;
+        let client = Client::new(config).map_err(|e| api::ClientError::Invalid(e.to_string()))?;
+        let glue = Glue { client, socket: None, opening: false, outbuf: Vec::new(), link: None, events: Vec::new() };
+        Ok(api::Client::new(ClientResource(RefCell::new(glue))))
+    }
+
+    fn connect(&self) -> Result<(), api::ClientError> {
+        self.with(|c, now| c.connect(now)).map_err(api_error)
+    }
+
+    fn publish(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        qos: api::Qos,
+        retain: bool,
+        properties: Option<api::PublishProperties>,
+        deadline_ms: Option<u64>,
+    ) -> Result<u64, api::ClientError> {
+        let publish = mqtt_protocol::OutgoingPublish {
+            topic,
+            payload,
+            qos: convert::qos_from_wit(qos),
+            retain,
+            properties: properties.map(convert::properties_from_wit).unwrap_or_default(),
+        };
+        let deadline = deadline_ms.map(Instant::from_millis);
+        self.with(|c, now| c.publish(now, publish, deadline)).map_err(api_error)
+    }
+
+    fn cancel(&self, token: u64) -> bool {
+        self.with(|c, _| c.cancel(token))
+    }
+
+    fn subscribe(&self, subscriptions: Vec<api::Subscription>) -> Result<u64, api::ClientError> {
+        let filters = subscriptions.into_iter().map(convert::subscription_from_wit).collect();
+        self.with(|c, now| c.subscribe(now, filters)).map_err(api_error)
+    }
+
+    fn unsubscribe(&self, filters: Vec<String>) -> Result<u64, api::ClientError> {
+        self.with(|c, now| c.unsubscribe(now, filters)).map_err(api_error)
+    }
+
+    fn disconnect(&self) {
+        self.with(|c, now| c.disconnect(now))
+    }
+
+    fn is_connected(&self) -> bool {
+        self.0.borrow().client.is_connected()
+    }
+
+    fn broker_up(&self) {
+        self.with(|c, now| c.broker_up(now))
+    }
+
+    fn poll(&self) -> Vec<api::Event> {
+        let mut g = self.0.borrow_mut();
+        g.drive();
+        std::mem::take(&mut g.events)
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        self.0.borrow().client.poll_timeout().map(Instant::as_millis)
+    }
+
+    fn stats(&self) -> api::Stats {
+        convert::stats_to_wit(self.0.borrow().client.stats())
+    }
+}
+
+export!(Component);

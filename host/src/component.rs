@@ -1,0 +1,52 @@
+//! Loading the component: the bytes this crate was built with, or another file.
+
+use std::path::Path;
+
+use anyhow::Context;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+
+use crate::bindings::{MqttClient, MqttClientPre};
+use crate::device::HostState;
+
+/// The component built from `client-component/` when this crate was compiled.
+pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mqtt_client.wasm"));
+
+/// A compiled component ready to instantiate: one [`Engine`] and one `InstancePre`, shared
+/// by every [`crate::Device`] made from it. Cloning is cheap.
+#[derive(Clone)]
+pub struct ComponentFile {
+    pub(crate) engine: Engine,
+    pub(crate) pre: MqttClientPre<HostState>,
+    bytes: std::sync::Arc<Vec<u8>>,
+}
+
+impl ComponentFile {
+    /// The embedded component.
+    pub fn embedded() -> anyhow::Result<Self> {
+        Self::from_bytes(EMBEDDED_COMPONENT)
+    }
+
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading component {}", path.display()))?;
+        Self::from_bytes(&bytes).with_context(|| format!("loading component {}", path.display()))
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        // Fuel bounds every call: a runaway guest becomes an error, not a hung host.
+        config.consume_fuel(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config)?;
+        let component = Component::from_binary(&engine, bytes).map_err(anyhow::Error::from).context("not a valid client component")?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        MqttClient::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
+        let pre = MqttClientPre::new(linker.instantiate_pre(&component)?)?;
+        Ok(ComponentFile { engine, pre, bytes: std::sync::Arc::new(bytes.to_vec()) })
+    }
+
+    /// The component's bytes, as loaded (for `component --out FILE`).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}

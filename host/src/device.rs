@@ -1,0 +1,474 @@
+//! One running client component, with the watchdog.
+//!
+//! Every call into the guest gets a fresh fuel budget. If the guest traps or runs out of
+//! fuel, the instance is thrown away and a new one is made from the same `InstancePre`,
+//! given the same config, connected if it was, re-subscribed, and handed again every
+//! publish the old one had accepted but not completed — so nothing accepted is lost. This
+//! is the role the NO_NET bridge's host plays when it reboots its ESP8266.
+
+use std::collections::BTreeMap;
+
+use wasmtime::component::ResourceAny;
+use wasmtime::Store;
+
+use crate::bindings::exports::mqtt_as::client::client::{ClientError, Config, Event, PublishProperties, Qos, Stats, Subscription};
+use crate::bindings::mqtt_as::client::{clock, log, socket, wifi};
+use crate::bindings::MqttClient;
+use crate::component::ComponentFile;
+use crate::platform::Platform;
+use crate::{LinkState, SocketError, SocketState, TlsParams};
+
+/// Identifies a request across restarts of the instance (the guest's own tokens do not).
+pub type Token = u64;
+
+/// Default fuel for one call: far more than any legitimate poll needs (see the
+/// `boundary` benchmark for measured figures), small enough to stop a runaway loop in
+/// well under a second.
+pub const DEFAULT_FUEL_PER_CALL: u64 = 500_000_000;
+
+/// The store's data: the platform, and the handles the instance has open (closed for it
+/// if it dies).
+pub struct HostState {
+    platform: Option<Box<dyn Platform>>,
+    open_handles: Vec<u32>,
+    name: String,
+}
+
+impl HostState {
+    fn p(&mut self) -> &mut dyn Platform {
+        // Only `Device::restart` takes the platform, and it moves it into the next store
+        // before any further call.
+        self.platform.as_deref_mut().expect("platform present outside a restart")
+    }
+}
+
+impl socket::Host for HostState {
+    fn open(&mut self, host: String, port: u16, tls: Option<TlsParams>) -> Result<u32, SocketError> {
+        let h = self.p().open(&host, port, tls)?;
+        self.open_handles.push(h);
+        Ok(h)
+    }
+    fn status(&mut self, handle: u32) -> Result<SocketState, SocketError> {
+        self.p().status(handle)
+    }
+    fn send(&mut self, handle: u32, data: Vec<u8>) -> Result<u32, SocketError> {
+        self.p().send(handle, &data)
+    }
+    fn recv(&mut self, handle: u32, max: u32) -> Result<Vec<u8>, SocketError> {
+        self.p().recv(handle, max)
+    }
+    fn close(&mut self, handle: u32) {
+        self.open_handles.retain(|h| *h != handle);
+        self.p().close(handle)
+    }
+}
+
+impl clock::Host for HostState {
+    fn now_ms(&mut self) -> u64 {
+        self.p().now_ms()
+    }
+    fn wall_ms(&mut self) -> Option<u64> {
+        self.p().wall_ms()
+    }
+}
+
+impl wifi::Host for HostState {
+    fn state(&mut self) -> LinkState {
+        self.p().state()
+    }
+    fn connect(&mut self, ssid: String, password: String) -> Result<(), String> {
+        self.p().connect(&ssid, &password)
+    }
+    fn disconnect(&mut self) {
+        self.p().disconnect()
+    }
+    fn rssi(&mut self) -> Option<i32> {
+        self.p().rssi()
+    }
+}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) {
+        let name = &self.name;
+        match level {
+            log::Level::Trace => tracing::trace!(device = %name, "{message}"),
+            log::Level::Debug => tracing::debug!(device = %name, "{message}"),
+            log::Level::Info => tracing::info!(device = %name, "{message}"),
+            log::Level::Warn => tracing::warn!(device = %name, "{message}"),
+            log::Level::Error => tracing::error!(device = %name, "{message}"),
+        }
+    }
+}
+
+/// A publish as handed to [`Device::publish`]; kept until it completes, for replay.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: Qos,
+    pub retain: bool,
+    pub properties: Option<PublishProperties>,
+    pub deadline_ms: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The client refused the call (bad argument, queue full, closed).
+    #[error("{}", client_error_text(.0))]
+    Client(ClientError),
+    /// Instantiating a fresh instance failed: the component cannot run on this host.
+    #[error("could not instantiate the component: {0:#}")]
+    Instantiate(anyhow::Error),
+}
+
+fn client_error_text(e: &ClientError) -> String {
+    match e {
+        ClientError::Invalid(why) => format!("invalid: {why}"),
+        ClientError::QueueFull => "outgoing queue full".into(),
+        ClientError::Closed => "client closed by disconnect".into(),
+    }
+}
+
+/// A config with mqtt_as's defaults, for `server` and `client_id`.
+pub fn default_config(server: &str, client_id: &str) -> Config {
+    Config {
+        client_id: client_id.into(),
+        server: server.into(),
+        port: None,
+        user: None,
+        password: None,
+        keepalive_secs: 60,
+        ping_interval_secs: 0,
+        ssl: false,
+        ssl_params: None,
+        response_time_ms: 10_000,
+        clean_init: true,
+        clean: true,
+        max_repubs: 4,
+        will: None,
+        queue_len: 64,
+        mqttv5: false,
+        session_expiry_secs: 0,
+        receive_maximum: 64,
+        max_inflight: 16,
+        max_queued: 1024,
+        max_packet_size: 256 * 1024,
+        topic_alias_maximum: 16,
+        connect_user_properties: Vec::new(),
+        ssid: None,
+        wifi_pw: None,
+        seed: 0,
+        backoff_min_ms: 250,
+        backoff_max_ms: 30_000,
+        resubscribe: true,
+    }
+}
+
+struct Live {
+    store: Store<HostState>,
+    instance: MqttClient,
+    client: ResourceAny,
+}
+
+pub struct Device {
+    component: ComponentFile,
+    config: Config,
+    live: Live,
+    fuel_per_call: u64,
+    connect_requested: bool,
+    /// After a restart, a failed first connect is retried by us, not reported.
+    restarted: bool,
+    retry_connect_at: Option<u64>,
+    next_token: Token,
+    guest_to_host: BTreeMap<u64, Token>,
+    unacked: BTreeMap<Token, Publish>,
+    subscriptions: Vec<Subscription>,
+    restarts: u64,
+    /// Events produced while handling a restart, returned by the next poll.
+    backlog: Vec<Event>,
+}
+
+fn instantiate(component: &ComponentFile, state: HostState, config: &Config, fuel: u64) -> anyhow::Result<Live> {
+    let mut store = Store::new(&component.engine, state);
+    store.set_fuel(fuel)?;
+    let instance = component.pre.instantiate(&mut store)?;
+    store.set_fuel(fuel)?;
+    let created = instance.mqtt_as_client_client().client().call_create(&mut store, config)?;
+    match created {
+        Ok(client) => Ok(Live { store, instance, client }),
+        Err(e) => Err(anyhow::Error::new(DeviceError::Client(e))),
+    }
+}
+
+impl Device {
+    /// Instantiate the component on `platform` and create the client. A bad config is
+    /// reported as [`DeviceError::Client`] with the key and the reason.
+    pub fn new(component: &ComponentFile, platform: Box<dyn Platform>, config: Config, name: &str) -> Result<Self, DeviceError> {
+        let state = HostState { platform: Some(platform), open_handles: Vec::new(), name: name.into() };
+        let live = instantiate(component, state, &config, DEFAULT_FUEL_PER_CALL).map_err(|e| match e.downcast::<DeviceError>() {
+            Ok(d) => d,
+            Err(e) => DeviceError::Instantiate(e),
+        })?;
+        Ok(Device {
+            component: component.clone(),
+            config,
+            live,
+            fuel_per_call: DEFAULT_FUEL_PER_CALL,
+            connect_requested: false,
+            restarted: false,
+            retry_connect_at: None,
+            next_token: 1,
+            guest_to_host: BTreeMap::new(),
+            unacked: BTreeMap::new(),
+            subscriptions: Vec::new(),
+            restarts: 0,
+            backlog: Vec::new(),
+        })
+    }
+
+    pub fn set_fuel_per_call(&mut self, fuel: u64) {
+        self.fuel_per_call = fuel;
+    }
+
+    /// How many times the watchdog replaced the instance.
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+
+    /// Publishes accepted and not yet completed (acknowledged, failed or cancelled).
+    pub fn unacked(&self) -> usize {
+        self.unacked.len()
+    }
+
+    pub fn platform_mut(&mut self) -> &mut dyn Platform {
+        self.live.store.data_mut().p()
+    }
+
+    /// Runs one guest call with a fresh fuel budget; a trap restarts the instance and
+    /// returns `None`.
+    fn guarded<T>(&mut self, what: &str, f: impl FnOnce(&mut Live) -> wasmtime::Result<T>) -> Result<Option<T>, DeviceError> {
+        self.live.store.set_fuel(self.fuel_per_call).map_err(|e| DeviceError::Instantiate(e.into()))?;
+        match f(&mut self.live) {
+            Ok(v) => Ok(Some(v)),
+            Err(trap) => {
+                self.restart(what, trap.into())?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn restart(&mut self, what: &str, why: anyhow::Error) -> Result<(), DeviceError> {
+        self.restarts += 1;
+        let state = self.live.store.data_mut();
+        let name = state.name.clone();
+        tracing::warn!(device = %name, "component failed in `{what}` ({why:#}); restarting it");
+        let mut platform = state.platform.take().expect("platform present");
+        for h in std::mem::take(&mut state.open_handles) {
+            platform.close(h);
+        }
+        let fresh = HostState { platform: Some(platform), open_handles: Vec::new(), name };
+        let live = instantiate(&self.component, fresh, &self.config, self.fuel_per_call).map_err(DeviceError::Instantiate)?;
+        self.live = live;
+        self.restarted = true;
+        self.guest_to_host.clear();
+        self.backlog.push(Event::Error(format!("component restarted after a failure in `{what}`: {why:#}")));
+        if self.connect_requested {
+            self.call_connect()?;
+        }
+        if !self.subscriptions.is_empty() {
+            let subs = self.subscriptions.clone();
+            self.guarded("subscribe", |l| {
+                let api = l.instance.mqtt_as_client_client().client();
+                api.call_subscribe(&mut l.store, l.client, &subs)
+            })?;
+        }
+        for (token, p) in self.unacked.clone() {
+            if let Err(e) = self.hand_over(token, &p)? {
+                // The fresh instance refused what the old one accepted (same config, so
+                // this means it is already failing again): report it, never drop it silently.
+                self.unacked.remove(&token);
+                self.backlog.push(Event::Error(format!("replay after restart refused: {}", client_error_text(&e))));
+                self.backlog.push(Event::PublishFailed((token, 0)));
+            }
+        }
+        Ok(())
+    }
+
+    fn call_connect(&mut self) -> Result<(), DeviceError> {
+        match self.guarded("connect", |l| l.instance.mqtt_as_client_client().client().call_connect(&mut l.store, l.client))? {
+            Some(Err(e)) => Err(DeviceError::Client(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Start connecting; `ClientEvent::Up` or `ConnectFailed` follows from `poll`.
+    pub fn connect(&mut self) -> Result<(), DeviceError> {
+        self.connect_requested = true;
+        self.call_connect()
+    }
+
+    /// Give a publish to the current instance under the host token `token`.
+    fn hand_over(&mut self, token: Token, p: &Publish) -> Result<Result<(), ClientError>, DeviceError> {
+        let r = self.guarded("publish", |l| {
+            let api = l.instance.mqtt_as_client_client().client();
+            api.call_publish(&mut l.store, l.client, &p.topic, &p.payload, p.qos, p.retain, p.properties.as_ref(), p.deadline_ms)
+        })?;
+        match r {
+            Some(Ok(guest)) => {
+                self.guest_to_host.insert(guest, token);
+                Ok(Ok(()))
+            }
+            Some(Err(e)) => Ok(Err(e)),
+            // The instance died and was restarted, and the restart replayed `unacked`,
+            // which holds this publish if it was accepted before.
+            None => Ok(Ok(())),
+        }
+    }
+
+    /// Queue a publish; its token is completed by `Event::Published` / `PublishFailed`.
+    pub fn publish(&mut self, p: Publish) -> Result<Token, DeviceError> {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.unacked.insert(token, p.clone());
+        match self.hand_over(token, &p)? {
+            Ok(()) => Ok(token),
+            Err(e) => {
+                self.unacked.remove(&token);
+                Err(DeviceError::Client(e))
+            }
+        }
+    }
+
+    pub fn subscribe(&mut self, subs: Vec<Subscription>) -> Result<Token, DeviceError> {
+        let token = self.next_token;
+        self.next_token += 1;
+        let r = self.guarded("subscribe", |l| {
+            let api = l.instance.mqtt_as_client_client().client();
+            api.call_subscribe(&mut l.store, l.client, &subs)
+        })?;
+        match r {
+            Some(Err(e)) => return Err(DeviceError::Client(e)),
+            Some(Ok(guest)) => {
+                self.guest_to_host.insert(guest, token);
+            }
+            None => {}
+        }
+        for s in subs {
+            self.subscriptions.retain(|x| x.filter != s.filter);
+            self.subscriptions.push(s);
+        }
+        Ok(token)
+    }
+
+    pub fn unsubscribe(&mut self, filters: Vec<String>) -> Result<Token, DeviceError> {
+        let token = self.next_token;
+        self.next_token += 1;
+        let r = self.guarded("unsubscribe", |l| {
+            let api = l.instance.mqtt_as_client_client().client();
+            api.call_unsubscribe(&mut l.store, l.client, &filters)
+        })?;
+        match r {
+            Some(Err(e)) => return Err(DeviceError::Client(e)),
+            Some(Ok(guest)) => {
+                self.guest_to_host.insert(guest, token);
+            }
+            None => {}
+        }
+        self.subscriptions.retain(|s| !filters.contains(&s.filter));
+        Ok(token)
+    }
+
+    /// Stop waiting for a publish (see the WIT `cancel`).
+    pub fn cancel(&mut self, token: Token) -> Result<bool, DeviceError> {
+        if self.unacked.remove(&token).is_none() {
+            return Ok(false);
+        }
+        let guest = self.guest_to_host.iter().find(|(_, h)| **h == token).map(|(g, _)| *g);
+        let Some(guest) = guest else { return Ok(true) };
+        self.guest_to_host.remove(&guest);
+        let r = self.guarded("cancel", |l| l.instance.mqtt_as_client_client().client().call_cancel(&mut l.store, l.client, guest))?;
+        Ok(r.unwrap_or(true))
+    }
+
+    pub fn disconnect(&mut self) -> Result<(), DeviceError> {
+        self.connect_requested = false;
+        self.guarded("disconnect", |l| l.instance.mqtt_as_client_client().client().call_disconnect(&mut l.store, l.client))?;
+        Ok(())
+    }
+
+    pub fn broker_up(&mut self) -> Result<(), DeviceError> {
+        self.guarded("broker-up", |l| l.instance.mqtt_as_client_client().client().call_broker_up(&mut l.store, l.client))?;
+        Ok(())
+    }
+
+    pub fn is_connected(&mut self) -> Result<bool, DeviceError> {
+        let r = self.guarded("is-connected", |l| l.instance.mqtt_as_client_client().client().call_is_connected(&mut l.store, l.client))?;
+        Ok(r.unwrap_or(false))
+    }
+
+    pub fn stats(&mut self) -> Result<Option<Stats>, DeviceError> {
+        self.guarded("stats", |l| l.instance.mqtt_as_client_client().client().call_stats(&mut l.store, l.client))
+    }
+
+    /// Platform-clock time at which `poll` must run again.
+    pub fn next_deadline(&mut self) -> Result<Option<u64>, DeviceError> {
+        let d = self
+            .guarded("next-deadline", |l| l.instance.mqtt_as_client_client().client().call_next_deadline(&mut l.store, l.client))?
+            .flatten();
+        Ok(match (d, self.retry_connect_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Run the client: read, time out, send. Returns what happened, with host tokens.
+    pub fn poll(&mut self) -> Result<Vec<Event>, DeviceError> {
+        if let Some(at) = self.retry_connect_at {
+            let now = self.platform_mut().now_ms();
+            if now >= at {
+                self.retry_connect_at = None;
+                self.call_connect()?;
+            }
+        }
+        let events = self.guarded("poll", |l| l.instance.mqtt_as_client_client().client().call_poll(&mut l.store, l.client))?;
+        let mut out = std::mem::take(&mut self.backlog);
+        for e in events.unwrap_or_default() {
+            if let Some(e) = self.translate(e) {
+                out.push(e);
+            }
+        }
+        out.append(&mut self.backlog);
+        Ok(out)
+    }
+
+    /// Guest tokens → host tokens; completes `unacked`; hides what a restart caused.
+    fn translate(&mut self, e: Event) -> Option<Event> {
+        let host = |g: &mut BTreeMap<u64, Token>, t: u64| g.remove(&t);
+        Some(match e {
+            Event::Published(t) => {
+                let h = host(&mut self.guest_to_host, t)?;
+                self.unacked.remove(&h);
+                Event::Published(h)
+            }
+            Event::PublishFailed((t, reason)) => {
+                let h = host(&mut self.guest_to_host, t)?;
+                self.unacked.remove(&h);
+                Event::PublishFailed((h, reason))
+            }
+            Event::Subscribed((t, codes)) => Event::Subscribed((host(&mut self.guest_to_host, t)?, codes)),
+            Event::Unsubscribed((t, codes)) => Event::Unsubscribed((host(&mut self.guest_to_host, t)?, codes)),
+            Event::Up(session) => {
+                self.restarted = false;
+                Event::Up(session)
+            }
+            Event::ConnectFailed(why) if self.restarted => {
+                // The application's connect succeeded long ago; a restarted instance's
+                // first attempt failing is an outage like any other: retry.
+                let now = self.platform_mut().now_ms();
+                self.retry_connect_at = Some(now + u64::from(self.config.backoff_max_ms.min(5_000)));
+                Event::Error(format!("reconnect after restart failed: {why}"))
+            }
+            other => other,
+        })
+    }
+}

@@ -1,0 +1,28 @@
+//! Embed the MQTT client component in a Rust program.
+//!
+//! - [`ComponentFile`]: the compiled component (the embedded one, or any file), compiled
+//!   once per [`wasmtime::Engine`] and instantiated many times (`InstancePre`).
+//! - [`Platform`]: what a host provides — [`Socket`], [`Clock`], [`Wifi`] — the same three
+//!   imports on the simulator, a board, or your own host.
+//! - [`Device`]: one running client. Every call is bounded by fuel; a trap or exhausted fuel
+//!   restarts the instance and hands it the publishes the old one had accepted but not
+//!   completed (the watchdog role of the NO_NET bridge's host).
+//! - [`Client`]: an async (tokio) handle shaped like mqtt_as: `connect().await`,
+//!   `publish(..).await` returning when the broker acknowledged, an event stream.
+
+mod bindings;
+mod client;
+mod component;
+mod device;
+mod platform;
+
+pub use bindings::exports::mqtt_as::client::client::{
+    ClientError, Config, DownReason, Event, Message, PublishProperties, Qos, Stats, Subscription, Will,
+};
+pub use bindings::mqtt_as::client::log::Level as LogLevel;
+pub use bindings::mqtt_as::client::socket::{SocketError, SocketState, TlsParams};
+pub use bindings::mqtt_as::client::wifi::LinkState;
+pub use client::{Client, ClientEvent, Error as ClientCallError};
+pub use component::{ComponentFile, EMBEDDED_COMPONENT};
+pub use device::{default_config, Device, DeviceError, Publish, Token};
+pub use platform::{Clock, Platform, Socket, Wifi};

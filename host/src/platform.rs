@@ -1,0 +1,52 @@
+//! The three things a host provides. Implement them over whatever network you have.
+//!
+//! Every method must return at once: the component never blocks, so neither may its
+//! imports. Report readiness by calling [`crate::Device::poll`] again (the async
+//! [`crate::Client`] does that when [`Platform::wakeup`] fires).
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::{LinkState, SocketError, SocketState, TlsParams};
+
+/// Non-blocking TCP (and TLS) connections, identified by host-chosen handles.
+pub trait Socket {
+    /// Start opening a connection; the handle's `status` says when it is open.
+    fn open(&mut self, host: &str, port: u16, tls: Option<TlsParams>) -> Result<u32, SocketError>;
+    fn status(&mut self, handle: u32) -> Result<SocketState, SocketError>;
+    /// Accept what fits and return how many bytes that was (0 when the buffer is full).
+    fn send(&mut self, handle: u32, data: &[u8]) -> Result<u32, SocketError>;
+    /// What has arrived, at most `max` bytes; empty when nothing has. End of stream is
+    /// `Err(SocketError::Closed)`.
+    fn recv(&mut self, handle: u32, max: u32) -> Result<Vec<u8>, SocketError>;
+    fn close(&mut self, handle: u32);
+}
+
+pub trait Clock {
+    /// Monotonic milliseconds.
+    fn now_ms(&mut self) -> u64;
+    /// Unix-epoch milliseconds, when known.
+    fn wall_ms(&mut self) -> Option<u64> {
+        None
+    }
+}
+
+pub trait Wifi {
+    fn state(&mut self) -> LinkState;
+    /// Join a network; the outcome shows in `state`. Hosts whose OS manages the link say so.
+    fn connect(&mut self, ssid: &str, password: &str) -> Result<(), String>;
+    fn disconnect(&mut self);
+    fn rssi(&mut self) -> Option<i32> {
+        None
+    }
+}
+
+/// Everything the component imports, in one object the host owns.
+pub trait Platform: Socket + Clock + Wifi + Send + 'static {
+    /// Notified when a socket becomes readable or closes, or the link changes, so an async
+    /// driver knows to poll. `None`: the driver polls only at deadlines and API calls.
+    fn wakeup(&self) -> Option<Arc<Notify>> {
+        None
+    }
+}

@@ -1,0 +1,84 @@
+use core::fmt;
+
+/// A byte stream that is not valid MQTT. Each variant names the rule that was broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The remaining-length field runs past four bytes (spec 2.2.3).
+    MalformedRemainingLength,
+    /// A variable byte integer inside the packet runs past four bytes (spec 1.5.5).
+    MalformedVariableInteger,
+    /// The packet is larger than the negotiated maximum packet size.
+    PacketTooLarge { size: u64, max: u32 },
+    /// Packet type 0, or AUTH (15) on an MQTT 3.1.1 connection.
+    UnknownPacketType(u8),
+    /// Reserved fixed-header flags or option bits have the wrong value.
+    InvalidFlags { packet: &'static str, flags: u8 },
+    /// A field ends past the end of the packet.
+    Truncated { field: &'static str },
+    /// Bytes are left after the last field of the packet.
+    TrailingBytes { packet: &'static str },
+    /// A string is not well-formed UTF-8, or contains U+0000 (spec 1.5.4).
+    InvalidUtf8 { field: &'static str },
+    /// A string or binary is longer than 65,535 bytes.
+    StringTooLong,
+    /// A topic name or filter is empty (spec 4.7.3).
+    EmptyTopic,
+    /// A PUBLISH topic contains `+` or `#` (spec 3.3.2.1).
+    WildcardInTopicName,
+    /// A topic filter uses a wildcard anywhere but a whole level (spec 4.7.1).
+    InvalidTopicFilter,
+    InvalidQos(u8),
+    /// Packet identifier 0 (spec 2.2.1).
+    PacketIdZero,
+    UnknownProperty(u8),
+    /// The property exists but may not appear in this packet (spec table 2-4).
+    PropertyNotAllowed { id: u8, packet: &'static str },
+    /// A property other than User Property or Subscription Identifier appears twice.
+    DuplicateProperty(u8),
+    InvalidPropertyValue { id: u8, why: &'static str },
+    /// CONNECT names a protocol other than MQTT 3.1.1 or 5.0.
+    UnsupportedProtocol { level: u8 },
+    /// Any other rule; the text cites it.
+    Protocol(&'static str),
+}
+
+impl DecodeError {
+    /// The MQTT 5 reason code a DISCONNECT for this error carries.
+    pub fn reason_code(&self) -> u8 {
+        match self {
+            DecodeError::PacketTooLarge { .. } => 0x95,
+            DecodeError::Protocol(_) | DecodeError::UnknownPacketType(_) => 0x82,
+            DecodeError::WildcardInTopicName => 0x90,
+            DecodeError::InvalidTopicFilter => 0x8F,
+            DecodeError::UnsupportedProtocol { .. } => 0x84,
+            _ => 0x81,
+        }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MalformedRemainingLength => write!(f, "malformed remaining length: more than 4 bytes (spec 2.2.3)"),
+            Self::MalformedVariableInteger => write!(f, "malformed variable byte integer: more than 4 bytes (spec 1.5.5)"),
+            Self::PacketTooLarge { size, max } => write!(f, "packet of {size} bytes is over the maximum packet size of {max}"),
+            Self::UnknownPacketType(t) => write!(f, "unknown or reserved packet type {t}"),
+            Self::InvalidFlags { packet, flags } => write!(f, "invalid reserved flags {flags:#04x} in {packet}"),
+            Self::Truncated { field } => write!(f, "{field} runs past the end of the packet"),
+            Self::TrailingBytes { packet } => write!(f, "unexpected bytes after the end of {packet}"),
+            Self::InvalidUtf8 { field } => write!(f, "{field} is not valid MQTT UTF-8 (spec 1.5.4)"),
+            Self::StringTooLong => write!(f, "string longer than 65535 bytes"),
+            Self::EmptyTopic => write!(f, "empty topic (spec 4.7.3)"),
+            Self::WildcardInTopicName => write!(f, "wildcard in a PUBLISH topic name (spec 3.3.2.1)"),
+            Self::InvalidTopicFilter => write!(f, "wildcard not alone in its topic level (spec 4.7.1)"),
+            Self::InvalidQos(q) => write!(f, "invalid QoS {q}"),
+            Self::PacketIdZero => write!(f, "packet identifier 0 (spec 2.2.1)"),
+            Self::UnknownProperty(id) => write!(f, "unknown property {id:#04x}"),
+            Self::PropertyNotAllowed { id, packet } => write!(f, "property {id:#04x} is not allowed in {packet}"),
+            Self::DuplicateProperty(id) => write!(f, "property {id:#04x} appears more than once"),
+            Self::InvalidPropertyValue { id, why } => write!(f, "property {id:#04x} {why}"),
+            Self::UnsupportedProtocol { level } => write!(f, "unsupported protocol name or level {level}"),
+            Self::Protocol(why) => write!(f, "{why}"),
+        }
+    }
+}

@@ -1,0 +1,722 @@
+//! The MQTT 3.1.1 and 5.0 wire format: every control packet, both directions.
+//!
+//! [`Decoder`] takes a byte stream split anywhere and yields whole packets. It checks the
+//! announced size against the maximum packet size *before* buffering the body, so a peer
+//! cannot make it allocate more than that bound. Errors name the rule that was broken.
+
+mod error;
+mod properties;
+pub mod topic;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+pub use error::DecodeError;
+pub use properties::{Properties, PropertyContext};
+
+/// The protocol level spoken on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProtocolVersion {
+    /// MQTT 3.1.1 (protocol level 4).
+    V311,
+    /// MQTT 5.0 (protocol level 5).
+    V5,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum QoS {
+    AtMostOnce = 0,
+    AtLeastOnce = 1,
+    ExactlyOnce = 2,
+}
+
+impl QoS {
+    pub fn from_u8(v: u8) -> Result<Self, DecodeError> {
+        match v {
+            0 => Ok(QoS::AtMostOnce),
+            1 => Ok(QoS::AtLeastOnce),
+            2 => Ok(QoS::ExactlyOnce),
+            _ => Err(DecodeError::InvalidQos(v)),
+        }
+    }
+}
+
+/// A non-zero MQTT packet identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PacketId(u16);
+
+impl PacketId {
+    pub fn new(v: u16) -> Option<Self> {
+        (v != 0).then_some(PacketId(v))
+    }
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastWill {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub properties: Properties,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connect {
+    pub protocol: ProtocolVersion,
+    pub clean_start: bool,
+    pub keep_alive: u16,
+    pub client_id: String,
+    pub will: Option<LastWill>,
+    pub username: Option<String>,
+    pub password: Option<Vec<u8>>,
+    pub properties: Properties,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnAck {
+    pub session_present: bool,
+    /// 3.1.1 return code or 5.0 reason code; 0 is success.
+    pub code: u8,
+    pub properties: Properties,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Empty only with a topic alias (MQTT 5).
+    pub topic: String,
+    /// Present exactly when `qos` is 1 or 2.
+    pub packet_id: Option<PacketId>,
+    pub payload: Vec<u8>,
+    pub properties: Properties,
+}
+
+/// PUBACK, PUBREC, PUBREL and PUBCOMP share this shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubResponse {
+    pub packet_id: PacketId,
+    pub reason: u8,
+    pub properties: Properties,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeFilter {
+    pub filter: String,
+    pub qos: QoS,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub retain_handling: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribe {
+    pub packet_id: PacketId,
+    pub filters: Vec<SubscribeFilter>,
+    pub properties: Properties,
+}
+
+/// SUBACK and UNSUBACK: one code per filter (UNSUBACK under 3.1.1 has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubAck {
+    pub packet_id: PacketId,
+    pub codes: Vec<u8>,
+    pub properties: Properties,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsubscribe {
+    pub packet_id: PacketId,
+    pub filters: Vec<String>,
+    pub properties: Properties,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disconnect {
+    pub reason: u8,
+    pub properties: Properties,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packet {
+    Connect(Connect),
+    ConnAck(ConnAck),
+    Publish(Publish),
+    PubAck(PubResponse),
+    PubRec(PubResponse),
+    PubRel(PubResponse),
+    PubComp(PubResponse),
+    Subscribe(Subscribe),
+    SubAck(SubAck),
+    Unsubscribe(Unsubscribe),
+    UnsubAck(SubAck),
+    PingReq,
+    PingResp,
+    Disconnect(Disconnect),
+    /// MQTT 5 AUTH (reason code and properties).
+    Auth(Disconnect),
+}
+
+impl Packet {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Packet::Connect(_) => "CONNECT",
+            Packet::ConnAck(_) => "CONNACK",
+            Packet::Publish(_) => "PUBLISH",
+            Packet::PubAck(_) => "PUBACK",
+            Packet::PubRec(_) => "PUBREC",
+            Packet::PubRel(_) => "PUBREL",
+            Packet::PubComp(_) => "PUBCOMP",
+            Packet::Subscribe(_) => "SUBSCRIBE",
+            Packet::SubAck(_) => "SUBACK",
+            Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+            Packet::UnsubAck(_) => "UNSUBACK",
+            Packet::PingReq => "PINGREQ",
+            Packet::PingResp => "PINGRESP",
+            Packet::Disconnect(_) => "DISCONNECT",
+            Packet::Auth(_) => "AUTH",
+        }
+    }
+}
+
+/// Largest remaining length a 4-byte variable integer can announce (spec 1.5.5).
+pub const MAX_REMAINING_LENGTH: u32 = 268_435_455;
+
+// ---------------------------------------------------------------------------------------
+// Reading
+
+/// A bounds-checked cursor over one packet's bytes.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader { buf }
+    }
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(DecodeError::Truncated { field });
+        }
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        Ok(a)
+    }
+    fn sub(&mut self, n: usize, field: &'static str) -> Result<Reader<'a>, DecodeError> {
+        Ok(Reader::new(self.take(n, field)?))
+    }
+    fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.take(1, field)?[0])
+    }
+    fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
+        let b = self.take(2, field)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+        let b = self.take(4, field)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn varint(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+        let mut value = 0u32;
+        for i in 0..4 {
+            let b = self.u8(field)?;
+            value |= u32::from(b & 0x7F) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError::MalformedVariableInteger)
+    }
+    fn binary(&mut self, field: &'static str) -> Result<Vec<u8>, DecodeError> {
+        let n = self.u16(field)? as usize;
+        Ok(self.take(n, field)?.to_vec())
+    }
+    fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {
+        let n = self.u16(field)? as usize;
+        let bytes = self.take(n, field)?;
+        let s = core::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 { field })?;
+        // Spec 1.5.4: U+0000 is not allowed in UTF-8 strings.
+        if s.contains('\0') {
+            return Err(DecodeError::InvalidUtf8 { field });
+        }
+        Ok(String::from(s))
+    }
+    fn packet_id(&mut self) -> Result<PacketId, DecodeError> {
+        PacketId::new(self.u16("packet identifier")?).ok_or(DecodeError::PacketIdZero)
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        core::mem::take(&mut self.buf)
+    }
+    fn finish(&self, packet: &'static str) -> Result<(), DecodeError> {
+        if self.buf.is_empty() { Ok(()) } else { Err(DecodeError::TrailingBytes { packet }) }
+    }
+}
+
+/// Reads a fixed header from the start of `buf`: `Ok(None)` when more bytes are needed,
+/// else (first byte, remaining length, header length).
+pub fn parse_fixed_header(buf: &[u8]) -> Result<Option<(u8, u32, usize)>, DecodeError> {
+    let Some(&first) = buf.first() else { return Ok(None) };
+    let mut len = 0u32;
+    for i in 0..4 {
+        let Some(&b) = buf.get(1 + i) else { return Ok(None) };
+        len |= u32::from(b & 0x7F) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(Some((first, len, 2 + i)));
+        }
+    }
+    Err(DecodeError::MalformedRemainingLength)
+}
+
+fn expect_flags(first: u8, want: u8, packet: &'static str) -> Result<(), DecodeError> {
+    if first & 0x0F != want {
+        return Err(DecodeError::InvalidFlags { packet, flags: first & 0x0F });
+    }
+    Ok(())
+}
+
+fn props(r: &mut Reader<'_>, v: ProtocolVersion, ctx: PropertyContext) -> Result<Properties, DecodeError> {
+    if v == ProtocolVersion::V5 { Properties::decode(r, ctx) } else { Ok(Properties::default()) }
+}
+
+/// Decodes one packet body. `version` is the connection's protocol; a CONNECT carries its
+/// own and ignores it.
+pub fn decode_packet(first: u8, body: &[u8], version: ProtocolVersion) -> Result<Packet, DecodeError> {
+    let mut r = Reader::new(body);
+    let v5 = version == ProtocolVersion::V5;
+    let packet = match first >> 4 {
+        1 => {
+            expect_flags(first, 0, "CONNECT")?;
+            Packet::Connect(decode_connect(&mut r)?)
+        }
+        2 => {
+            expect_flags(first, 0, "CONNACK")?;
+            let flags = r.u8("connect acknowledge flags")?;
+            if flags & 0xFE != 0 {
+                return Err(DecodeError::InvalidFlags { packet: "CONNACK", flags });
+            }
+            let code = r.u8("connect reason code")?;
+            let properties = props(&mut r, version, PropertyContext::ConnAck)?;
+            if flags & 1 == 1 && code != 0 {
+                return Err(DecodeError::Protocol("CONNACK with session present must have code 0"));
+            }
+            Packet::ConnAck(ConnAck { session_present: flags & 1 == 1, code, properties })
+        }
+        3 => {
+            let dup = first & 0x08 != 0;
+            let qos = QoS::from_u8((first >> 1) & 0x03)?;
+            let retain = first & 0x01 != 0;
+            if dup && qos == QoS::AtMostOnce {
+                return Err(DecodeError::Protocol("DUP set on a QoS 0 PUBLISH (spec 3.3.1.1)"));
+            }
+            let topic = r.string("topic name")?;
+            let packet_id = if qos == QoS::AtMostOnce { None } else { Some(r.packet_id()?) };
+            let properties = props(&mut r, version, PropertyContext::Publish)?;
+            if topic.is_empty() && properties.topic_alias.is_none() {
+                return Err(DecodeError::EmptyTopic);
+            }
+            if !topic.is_empty() {
+                topic::validate_topic_name(&topic)?;
+            }
+            let payload = r.rest().to_vec();
+            Packet::Publish(Publish { dup, qos, retain, topic, packet_id, payload, properties })
+        }
+        n @ 4..=7 => {
+            let (name, flags) = match n {
+                4 => ("PUBACK", 0),
+                5 => ("PUBREC", 0),
+                6 => ("PUBREL", 2),
+                _ => ("PUBCOMP", 0),
+            };
+            expect_flags(first, flags, name)?;
+            let packet_id = r.packet_id()?;
+            let (reason, properties) = if v5 && !r.is_empty() {
+                let reason = r.u8("reason code")?;
+                let p = if r.is_empty() { Properties::default() } else { Properties::decode(&mut r, PropertyContext::PubResponse)? };
+                (reason, p)
+            } else {
+                (0, Properties::default())
+            };
+            let resp = PubResponse { packet_id, reason, properties };
+            match n {
+                4 => Packet::PubAck(resp),
+                5 => Packet::PubRec(resp),
+                6 => Packet::PubRel(resp),
+                _ => Packet::PubComp(resp),
+            }
+        }
+        8 => {
+            expect_flags(first, 2, "SUBSCRIBE")?;
+            let packet_id = r.packet_id()?;
+            let properties = props(&mut r, version, PropertyContext::Subscribe)?;
+            let mut filters = Vec::new();
+            while !r.is_empty() {
+                let filter = r.string("topic filter")?;
+                topic::validate_topic_filter(&filter)?;
+                let o = r.u8("subscription options")?;
+                let reserved = if v5 { 0xC0 } else { 0xFC };
+                if o & reserved != 0 || (o >> 4) & 3 == 3 {
+                    return Err(DecodeError::InvalidFlags { packet: "SUBSCRIBE options", flags: o });
+                }
+                filters.push(SubscribeFilter {
+                    filter,
+                    qos: QoS::from_u8(o & 3)?,
+                    no_local: o & 0x04 != 0,
+                    retain_as_published: o & 0x08 != 0,
+                    retain_handling: (o >> 4) & 3,
+                });
+            }
+            if filters.is_empty() {
+                return Err(DecodeError::Protocol("SUBSCRIBE with no topic filter (spec 3.8.3)"));
+            }
+            Packet::Subscribe(Subscribe { packet_id, filters, properties })
+        }
+        9 | 11 => {
+            let (name, ctx) = if first >> 4 == 9 { ("SUBACK", PropertyContext::SubAck) } else { ("UNSUBACK", PropertyContext::UnsubAck) };
+            expect_flags(first, 0, name)?;
+            let packet_id = r.packet_id()?;
+            let properties = props(&mut r, version, ctx)?;
+            let codes = r.rest().to_vec();
+            let ack = SubAck { packet_id, codes, properties };
+            if first >> 4 == 9 {
+                if ack.codes.is_empty() {
+                    return Err(DecodeError::Protocol("SUBACK with no return code"));
+                }
+                if !v5 && ack.codes.iter().any(|c| !matches!(c, 0 | 1 | 2 | 0x80)) {
+                    return Err(DecodeError::Protocol("SUBACK return code not 0, 1, 2 or 0x80"));
+                }
+                Packet::SubAck(ack)
+            } else {
+                if !v5 && !ack.codes.is_empty() {
+                    return Err(DecodeError::TrailingBytes { packet: "UNSUBACK" });
+                }
+                Packet::UnsubAck(ack)
+            }
+        }
+        10 => {
+            expect_flags(first, 2, "UNSUBSCRIBE")?;
+            let packet_id = r.packet_id()?;
+            let properties = props(&mut r, version, PropertyContext::Unsubscribe)?;
+            let mut filters = Vec::new();
+            while !r.is_empty() {
+                let f = r.string("topic filter")?;
+                topic::validate_topic_filter(&f)?;
+                filters.push(f);
+            }
+            if filters.is_empty() {
+                return Err(DecodeError::Protocol("UNSUBSCRIBE with no topic filter (spec 3.10.3)"));
+            }
+            Packet::Unsubscribe(Unsubscribe { packet_id, filters, properties })
+        }
+        12 => {
+            expect_flags(first, 0, "PINGREQ")?;
+            Packet::PingReq
+        }
+        13 => {
+            expect_flags(first, 0, "PINGRESP")?;
+            Packet::PingResp
+        }
+        14 => {
+            expect_flags(first, 0, "DISCONNECT")?;
+            let (reason, properties) = if v5 && !r.is_empty() {
+                let reason = r.u8("reason code")?;
+                let p = if r.is_empty() { Properties::default() } else { Properties::decode(&mut r, PropertyContext::Disconnect)? };
+                (reason, p)
+            } else {
+                (0, Properties::default())
+            };
+            Packet::Disconnect(Disconnect { reason, properties })
+        }
+        15 if v5 => {
+            expect_flags(first, 0, "AUTH")?;
+            let (reason, properties) = if !r.is_empty() {
+                let reason = r.u8("reason code")?;
+                (reason, Properties::decode(&mut r, PropertyContext::Auth)?)
+            } else {
+                (0, Properties::default())
+            };
+            Packet::Auth(Disconnect { reason, properties })
+        }
+        t => return Err(DecodeError::UnknownPacketType(t)),
+    };
+    r.finish(packet.name())?;
+    Ok(packet)
+}
+
+fn decode_connect(r: &mut Reader<'_>) -> Result<Connect, DecodeError> {
+    let name = r.string("protocol name")?;
+    let level = r.u8("protocol level")?;
+    let protocol = match (name.as_str(), level) {
+        ("MQTT", 4) => ProtocolVersion::V311,
+        ("MQTT", 5) => ProtocolVersion::V5,
+        _ => return Err(DecodeError::UnsupportedProtocol { level }),
+    };
+    let flags = r.u8("connect flags")?;
+    if flags & 1 != 0 {
+        return Err(DecodeError::InvalidFlags { packet: "CONNECT", flags });
+    }
+    let keep_alive = r.u16("keep alive")?;
+    let properties = props(r, protocol, PropertyContext::Connect)?;
+    let client_id = r.string("client identifier")?;
+    let will_flag = flags & 0x04 != 0;
+    let will_qos = QoS::from_u8((flags >> 3) & 3)?;
+    let will_retain = flags & 0x20 != 0;
+    if !will_flag && (will_qos != QoS::AtMostOnce || will_retain) {
+        return Err(DecodeError::Protocol("will QoS/retain set without the will flag (spec 3.1.2.6)"));
+    }
+    let will = if will_flag {
+        let properties = props(r, protocol, PropertyContext::Will)?;
+        let topic = r.string("will topic")?;
+        topic::validate_topic_name(&topic)?;
+        let payload = r.binary("will payload")?;
+        Some(LastWill { topic, payload, qos: will_qos, retain: will_retain, properties })
+    } else {
+        None
+    };
+    let username = if flags & 0x80 != 0 { Some(r.string("user name")?) } else { None };
+    let password = if flags & 0x40 != 0 { Some(r.binary("password")?) } else { None };
+    if protocol == ProtocolVersion::V311 && password.is_some() && username.is_none() {
+        return Err(DecodeError::Protocol("password without user name (spec 3.1.2.9)"));
+    }
+    Ok(Connect { protocol, clean_start: flags & 0x02 != 0, keep_alive, client_id, will, username, password, properties })
+}
+
+/// Incremental decoder for one direction of one connection.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    version: ProtocolVersion,
+    max_packet_size: u32,
+}
+
+impl Decoder {
+    /// `max_packet_size` bounds a whole packet (fixed header included), as MQTT 5 does.
+    pub fn new(version: ProtocolVersion, max_packet_size: u32) -> Self {
+        Decoder { buf: Vec::new(), version, max_packet_size }
+    }
+    pub fn set_version(&mut self, version: ProtocolVersion) {
+        self.version = version;
+    }
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+    /// Bytes buffered for a packet not yet complete.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+    /// The next whole packet, `Ok(None)` if more bytes are needed. After an error the
+    /// stream is unusable: the connection must be closed.
+    pub fn next_packet(&mut self) -> Result<Option<Packet>, DecodeError> {
+        let Some((first, len, hdr)) = parse_fixed_header(&self.buf)? else {
+            return Ok(None);
+        };
+        let total = hdr as u64 + u64::from(len);
+        if total > u64::from(self.max_packet_size) {
+            return Err(DecodeError::PacketTooLarge { size: total, max: self.max_packet_size });
+        }
+        if (self.buf.len() as u64) < total {
+            return Ok(None);
+        }
+        let total = total as usize;
+        let result = decode_packet(first, &self.buf[hdr..total], self.version);
+        self.buf.drain(..total);
+        result.map(Some)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing
+
+#[derive(Default)]
+pub(crate) struct Writer {
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    fn varint(&mut self, mut v: u32) {
+        loop {
+            let mut b = (v & 0x7F) as u8;
+            v >>= 7;
+            if v > 0 {
+                b |= 0x80;
+            }
+            self.buf.push(b);
+            if v == 0 {
+                break;
+            }
+        }
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+    /// Strings and binaries longer than 65,535 bytes are rejected by validation before
+    /// they reach the encoder (config, publish and subscribe arguments, decoded packets).
+    fn binary(&mut self, b: &[u8]) {
+        self.u16(b.len() as u16);
+        self.bytes(b);
+    }
+    fn string(&mut self, s: &str) {
+        self.binary(s.as_bytes());
+    }
+    fn into_inner(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+impl Packet {
+    /// The packet's bytes as sent on a connection speaking `version`.
+    pub fn encode(&self, version: ProtocolVersion) -> Vec<u8> {
+        let v5 = version == ProtocolVersion::V5;
+        let mut w = Writer::default();
+        let first: u8 = match self {
+            Packet::Connect(c) => {
+                w.string("MQTT");
+                w.u8(if c.protocol == ProtocolVersion::V5 { 5 } else { 4 });
+                let mut flags = 0u8;
+                if c.clean_start {
+                    flags |= 0x02;
+                }
+                if let Some(will) = &c.will {
+                    flags |= 0x04 | ((will.qos as u8) << 3);
+                    if will.retain {
+                        flags |= 0x20;
+                    }
+                }
+                if c.password.is_some() {
+                    flags |= 0x40;
+                }
+                if c.username.is_some() {
+                    flags |= 0x80;
+                }
+                w.u8(flags);
+                w.u16(c.keep_alive);
+                let cv5 = c.protocol == ProtocolVersion::V5;
+                if cv5 {
+                    c.properties.encode(&mut w);
+                }
+                w.string(&c.client_id);
+                if let Some(will) = &c.will {
+                    if cv5 {
+                        will.properties.encode(&mut w);
+                    }
+                    w.string(&will.topic);
+                    w.binary(&will.payload);
+                }
+                if let Some(u) = &c.username {
+                    w.string(u);
+                }
+                if let Some(p) = &c.password {
+                    w.binary(p);
+                }
+                0x10
+            }
+            Packet::ConnAck(c) => {
+                w.u8(c.session_present as u8);
+                w.u8(c.code);
+                if v5 {
+                    c.properties.encode(&mut w);
+                }
+                0x20
+            }
+            Packet::Publish(p) => {
+                w.string(&p.topic);
+                if let Some(id) = p.packet_id {
+                    w.u16(id.get());
+                }
+                if v5 {
+                    p.properties.encode(&mut w);
+                }
+                w.bytes(&p.payload);
+                0x30 | ((p.dup as u8) << 3) | ((p.qos as u8) << 1) | p.retain as u8
+            }
+            Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+                w.u16(a.packet_id.get());
+                if v5 && (a.reason != 0 || !a.properties.is_empty()) {
+                    w.u8(a.reason);
+                    if !a.properties.is_empty() {
+                        a.properties.encode(&mut w);
+                    }
+                }
+                match self {
+                    Packet::PubAck(_) => 0x40,
+                    Packet::PubRec(_) => 0x50,
+                    Packet::PubRel(_) => 0x62,
+                    _ => 0x70,
+                }
+            }
+            Packet::Subscribe(s) => {
+                w.u16(s.packet_id.get());
+                if v5 {
+                    s.properties.encode(&mut w);
+                }
+                for f in &s.filters {
+                    w.string(&f.filter);
+                    let mut o = f.qos as u8;
+                    if v5 {
+                        o |= (f.no_local as u8) << 2 | (f.retain_as_published as u8) << 3 | (f.retain_handling & 3) << 4;
+                    }
+                    w.u8(o);
+                }
+                0x82
+            }
+            Packet::SubAck(a) | Packet::UnsubAck(a) => {
+                w.u16(a.packet_id.get());
+                if v5 {
+                    a.properties.encode(&mut w);
+                }
+                let is_sub = matches!(self, Packet::SubAck(_));
+                if is_sub || v5 {
+                    w.bytes(&a.codes);
+                }
+                if is_sub { 0x90 } else { 0xB0 }
+            }
+            Packet::Unsubscribe(u) => {
+                w.u16(u.packet_id.get());
+                if v5 {
+                    u.properties.encode(&mut w);
+                }
+                for f in &u.filters {
+                    w.string(f);
+                }
+                0xA2
+            }
+            Packet::PingReq => 0xC0,
+            Packet::PingResp => 0xD0,
+            Packet::Disconnect(d) | Packet::Auth(d) => {
+                let is_auth = matches!(self, Packet::Auth(_));
+                if v5 && (d.reason != 0 || !d.properties.is_empty() || is_auth) {
+                    w.u8(d.reason);
+                    d.properties.encode(&mut w);
+                }
+                if is_auth { 0xF0 } else { 0xE0 }
+            }
+        };
+        let body = w.into_inner();
+        let mut out = Writer::default();
+        out.u8(first);
+        out.varint(body.len() as u32);
+        out.bytes(&body);
+        out.into_inner()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,274 @@
+//! MQTT 5 properties (spec 2.2.2): one struct for all of them, and a table of which
+//! packet may carry which, so a misplaced property is reported by name.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::{DecodeError, Reader, Writer};
+
+/// Where a property list appears; decides which identifiers are allowed (spec 2.2.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropertyContext {
+    Connect,
+    Will,
+    ConnAck,
+    Publish,
+    /// PUBACK, PUBREC, PUBREL, PUBCOMP.
+    PubResponse,
+    Subscribe,
+    SubAck,
+    Unsubscribe,
+    UnsubAck,
+    Disconnect,
+    Auth,
+}
+
+impl PropertyContext {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connect => "CONNECT",
+            Self::Will => "will properties",
+            Self::ConnAck => "CONNACK",
+            Self::Publish => "PUBLISH",
+            Self::PubResponse => "PUBACK/PUBREC/PUBREL/PUBCOMP",
+            Self::Subscribe => "SUBSCRIBE",
+            Self::SubAck => "SUBACK",
+            Self::Unsubscribe => "UNSUBSCRIBE",
+            Self::UnsubAck => "UNSUBACK",
+            Self::Disconnect => "DISCONNECT",
+            Self::Auth => "AUTH",
+        }
+    }
+}
+
+/// Every MQTT 5 property. `None`/empty means absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Properties {
+    pub payload_format_indicator: Option<u8>,
+    pub message_expiry_interval: Option<u32>,
+    pub content_type: Option<String>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Vec<u8>>,
+    pub subscription_identifiers: Vec<u32>,
+    pub session_expiry_interval: Option<u32>,
+    pub assigned_client_identifier: Option<String>,
+    pub server_keep_alive: Option<u16>,
+    pub authentication_method: Option<String>,
+    pub authentication_data: Option<Vec<u8>>,
+    pub request_problem_information: Option<u8>,
+    pub will_delay_interval: Option<u32>,
+    pub request_response_information: Option<u8>,
+    pub response_information: Option<String>,
+    pub server_reference: Option<String>,
+    pub reason_string: Option<String>,
+    pub receive_maximum: Option<u16>,
+    pub topic_alias_maximum: Option<u16>,
+    pub topic_alias: Option<u16>,
+    pub maximum_qos: Option<u8>,
+    pub retain_available: Option<u8>,
+    pub user_properties: Vec<(String, String)>,
+    pub maximum_packet_size: Option<u32>,
+    pub wildcard_subscription_available: Option<u8>,
+    pub subscription_identifier_available: Option<u8>,
+    pub shared_subscription_available: Option<u8>,
+}
+
+use PropertyContext as C;
+
+/// Property identifiers with the contexts that may carry them (spec table 2-4).
+fn allowed(id: u8, ctx: PropertyContext) -> Option<bool> {
+    let ok = match id {
+        0x01 | 0x02 | 0x03 | 0x08 | 0x09 => matches!(ctx, C::Publish | C::Will),
+        0x0B => matches!(ctx, C::Publish | C::Subscribe),
+        0x11 => matches!(ctx, C::Connect | C::ConnAck | C::Disconnect),
+        0x12 | 0x13 | 0x1A | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => ctx == C::ConnAck,
+        0x15 | 0x16 => matches!(ctx, C::Connect | C::ConnAck | C::Auth),
+        0x17 | 0x19 => ctx == C::Connect,
+        0x18 => ctx == C::Will,
+        0x1C => matches!(ctx, C::ConnAck | C::Disconnect),
+        0x1F => !matches!(ctx, C::Connect | C::Will | C::Publish | C::Subscribe | C::Unsubscribe),
+        0x21 | 0x22 | 0x27 => matches!(ctx, C::Connect | C::ConnAck),
+        0x23 => ctx == C::Publish,
+        0x26 => true,
+        _ => return None,
+    };
+    Some(ok)
+}
+
+fn set_once<T>(slot: &mut Option<T>, id: u8, value: T) -> Result<(), DecodeError> {
+    if slot.is_some() {
+        return Err(DecodeError::DuplicateProperty(id));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn flag(r: &mut Reader<'_>, id: u8) -> Result<u8, DecodeError> {
+    let v = r.u8("property value")?;
+    if v > 1 {
+        return Err(DecodeError::InvalidPropertyValue { id, why: "must be 0 or 1" });
+    }
+    Ok(v)
+}
+
+impl Properties {
+    pub fn is_empty(&self) -> bool {
+        *self == Properties::default()
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>, ctx: PropertyContext) -> Result<Self, DecodeError> {
+        let len = r.varint("property length")? as usize;
+        let mut r = r.sub(len, "properties")?;
+        let mut p = Properties::default();
+        while !r.is_empty() {
+            let id = r.varint("property identifier")?;
+            let id = u8::try_from(id).map_err(|_| DecodeError::UnknownProperty(0xFF))?;
+            match allowed(id, ctx) {
+                None => return Err(DecodeError::UnknownProperty(id)),
+                Some(false) => {
+                    return Err(DecodeError::PropertyNotAllowed { id, packet: ctx.name() });
+                }
+                Some(true) => {}
+            }
+            match id {
+                0x01 => set_once(&mut p.payload_format_indicator, id, flag(&mut r, id)?)?,
+                0x02 => set_once(&mut p.message_expiry_interval, id, r.u32("property value")?)?,
+                0x03 => set_once(&mut p.content_type, id, r.string("content type")?)?,
+                0x08 => {
+                    let topic = r.string("response topic")?;
+                    super::topic::validate_topic_name(&topic)?;
+                    set_once(&mut p.response_topic, id, topic)?
+                }
+                0x09 => set_once(&mut p.correlation_data, id, r.binary("correlation data")?)?,
+                0x0B => {
+                    let v = r.varint("subscription identifier")?;
+                    if v == 0 {
+                        return Err(DecodeError::InvalidPropertyValue { id, why: "must not be 0" });
+                    }
+                    p.subscription_identifiers.push(v);
+                }
+                0x11 => set_once(&mut p.session_expiry_interval, id, r.u32("property value")?)?,
+                0x12 => set_once(&mut p.assigned_client_identifier, id, r.string("client id")?)?,
+                0x13 => set_once(&mut p.server_keep_alive, id, r.u16("property value")?)?,
+                0x15 => set_once(&mut p.authentication_method, id, r.string("auth method")?)?,
+                0x16 => set_once(&mut p.authentication_data, id, r.binary("auth data")?)?,
+                0x17 => set_once(&mut p.request_problem_information, id, flag(&mut r, id)?)?,
+                0x18 => set_once(&mut p.will_delay_interval, id, r.u32("property value")?)?,
+                0x19 => set_once(&mut p.request_response_information, id, flag(&mut r, id)?)?,
+                0x1A => set_once(&mut p.response_information, id, r.string("response info")?)?,
+                0x1C => set_once(&mut p.server_reference, id, r.string("server reference")?)?,
+                0x1F => set_once(&mut p.reason_string, id, r.string("reason string")?)?,
+                0x21 => {
+                    let v = r.u16("property value")?;
+                    if v == 0 {
+                        return Err(DecodeError::InvalidPropertyValue { id, why: "must not be 0" });
+                    }
+                    set_once(&mut p.receive_maximum, id, v)?
+                }
+                0x22 => set_once(&mut p.topic_alias_maximum, id, r.u16("property value")?)?,
+                0x23 => {
+                    let v = r.u16("property value")?;
+                    if v == 0 {
+                        return Err(DecodeError::InvalidPropertyValue { id, why: "must not be 0" });
+                    }
+                    set_once(&mut p.topic_alias, id, v)?
+                }
+                0x24 => set_once(&mut p.maximum_qos, id, flag(&mut r, id)?)?,
+                0x25 => set_once(&mut p.retain_available, id, flag(&mut r, id)?)?,
+                0x26 => {
+                    let k = r.string("user property name")?;
+                    let v = r.string("user property value")?;
+                    p.user_properties.push((k, v));
+                }
+                0x27 => {
+                    let v = r.u32("property value")?;
+                    if v == 0 {
+                        return Err(DecodeError::InvalidPropertyValue { id, why: "must not be 0" });
+                    }
+                    set_once(&mut p.maximum_packet_size, id, v)?
+                }
+                0x28 => set_once(&mut p.wildcard_subscription_available, id, flag(&mut r, id)?)?,
+                0x29 => set_once(&mut p.subscription_identifier_available, id, flag(&mut r, id)?)?,
+                0x2A => set_once(&mut p.shared_subscription_available, id, flag(&mut r, id)?)?,
+                _ => return Err(DecodeError::UnknownProperty(id)),
+            }
+        }
+        Ok(p)
+    }
+
+    /// Encoded body (without the length prefix).
+    fn body(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        let u8p = |w: &mut Writer, id: u8, v: Option<u8>| {
+            if let Some(v) = v {
+                w.u8(id);
+                w.u8(v);
+            }
+        };
+        let u16p = |w: &mut Writer, id: u8, v: Option<u16>| {
+            if let Some(v) = v {
+                w.u8(id);
+                w.u16(v);
+            }
+        };
+        let u32p = |w: &mut Writer, id: u8, v: Option<u32>| {
+            if let Some(v) = v {
+                w.u8(id);
+                w.u32(v);
+            }
+        };
+        let strp = |w: &mut Writer, id: u8, v: &Option<String>| {
+            if let Some(v) = v {
+                w.u8(id);
+                w.string(v);
+            }
+        };
+        let binp = |w: &mut Writer, id: u8, v: &Option<Vec<u8>>| {
+            if let Some(v) = v {
+                w.u8(id);
+                w.binary(v);
+            }
+        };
+        u8p(&mut w, 0x01, self.payload_format_indicator);
+        u32p(&mut w, 0x02, self.message_expiry_interval);
+        strp(&mut w, 0x03, &self.content_type);
+        strp(&mut w, 0x08, &self.response_topic);
+        binp(&mut w, 0x09, &self.correlation_data);
+        for id in &self.subscription_identifiers {
+            w.u8(0x0B);
+            w.varint(*id);
+        }
+        u32p(&mut w, 0x11, self.session_expiry_interval);
+        strp(&mut w, 0x12, &self.assigned_client_identifier);
+        u16p(&mut w, 0x13, self.server_keep_alive);
+        strp(&mut w, 0x15, &self.authentication_method);
+        binp(&mut w, 0x16, &self.authentication_data);
+        u8p(&mut w, 0x17, self.request_problem_information);
+        u32p(&mut w, 0x18, self.will_delay_interval);
+        u8p(&mut w, 0x19, self.request_response_information);
+        strp(&mut w, 0x1A, &self.response_information);
+        strp(&mut w, 0x1C, &self.server_reference);
+        strp(&mut w, 0x1F, &self.reason_string);
+        u16p(&mut w, 0x21, self.receive_maximum);
+        u16p(&mut w, 0x22, self.topic_alias_maximum);
+        u16p(&mut w, 0x23, self.topic_alias);
+        u8p(&mut w, 0x24, self.maximum_qos);
+        u8p(&mut w, 0x25, self.retain_available);
+        for (k, v) in &self.user_properties {
+            w.u8(0x26);
+            w.string(k);
+            w.string(v);
+        }
+        u32p(&mut w, 0x27, self.maximum_packet_size);
+        u8p(&mut w, 0x28, self.wildcard_subscription_available);
+        u8p(&mut w, 0x29, self.subscription_identifier_available);
+        u8p(&mut w, 0x2A, self.shared_subscription_available);
+        w.into_inner()
+    }
+
+    pub(crate) fn encode(&self, w: &mut Writer) {
+        let body = self.body();
+        w.varint(body.len() as u32);
+        w.bytes(&body);
+    }
+}

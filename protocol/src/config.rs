@@ -1,0 +1,272 @@
+//! Client configuration: every mqtt_as config key, plus what a sans-IO core needs (a seed,
+//! bounds on memory and backoff). [`Config::validate`] turns every bad value into an error
+//! that names the key and says why.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::codec::{topic, Properties, QoS};
+
+/// TLS parameters passed through to the host's socket import.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsParams {
+    pub server_name: String,
+    pub ca_file: Option<String>,
+    pub client_cert_file: Option<String>,
+    pub client_key_file: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: QoS,
+    pub retain: bool,
+    /// MQTT 5 Will Delay Interval, seconds.
+    pub delay_secs: Option<u32>,
+    /// MQTT 5 will properties (payload format, expiry, content type, user properties …).
+    pub properties: Properties,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub client_id: String,
+    pub server: String,
+    /// `None` selects 1883, or 8883 with `ssl`.
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password: Option<Vec<u8>>,
+    pub keepalive_secs: u16,
+    /// 0 uses keepalive/4 (mqtt_as's default).
+    pub ping_interval_secs: u16,
+    pub ssl: bool,
+    pub ssl_params: Option<TlsParams>,
+    pub response_time_ms: u32,
+    pub clean_init: bool,
+    pub clean: bool,
+    pub max_repubs: u32,
+    pub will: Option<Will>,
+    pub queue_len: u32,
+    pub mqttv5: bool,
+    pub session_expiry_secs: u32,
+    pub receive_maximum: u16,
+    pub max_inflight: u16,
+    /// Most publishes waiting to be sent or acknowledged; `publish` fails past it.
+    pub max_queued: u32,
+    pub max_packet_size: u32,
+    pub topic_alias_maximum: u16,
+    pub connect_user_properties: Vec<(String, String)>,
+    pub ssid: Option<String>,
+    pub wifi_pw: Option<String>,
+    pub seed: u64,
+    pub backoff_min_ms: u32,
+    pub backoff_max_ms: u32,
+    pub resubscribe: bool,
+}
+
+impl Default for Config {
+    /// mqtt_as's defaults where it has them.
+    fn default() -> Self {
+        Config {
+            client_id: String::new(),
+            server: String::new(),
+            port: None,
+            user: None,
+            password: None,
+            keepalive_secs: 60,
+            ping_interval_secs: 0,
+            ssl: false,
+            ssl_params: None,
+            response_time_ms: 10_000,
+            clean_init: true,
+            clean: true,
+            max_repubs: 4,
+            will: None,
+            queue_len: 64,
+            mqttv5: false,
+            session_expiry_secs: 0,
+            receive_maximum: 64,
+            max_inflight: 16,
+            max_queued: 1024,
+            max_packet_size: 256 * 1024,
+            topic_alias_maximum: 16,
+            connect_user_properties: Vec::new(),
+            ssid: None,
+            wifi_pw: None,
+            seed: 0,
+            backoff_min_ms: 250,
+            backoff_max_ms: 30_000,
+            resubscribe: true,
+        }
+    }
+}
+
+/// A config value that cannot work, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub why: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config key `{}`: {}", self.key, self.why)
+    }
+}
+
+fn err(key: &'static str, why: impl Into<String>) -> Result<(), ConfigError> {
+    Err(ConfigError { key, why: why.into() })
+}
+
+impl Config {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(if self.ssl { 8883 } else { 1883 })
+    }
+
+    /// Milliseconds between pings when nothing else is exchanged; `None` disables pings.
+    pub fn ping_interval_ms(&self, keepalive_secs: u16) -> Option<u64> {
+        let default = u64::from(keepalive_secs) * 1000 / 4;
+        let explicit = u64::from(self.ping_interval_secs) * 1000;
+        match (default, explicit) {
+            (0, 0) => None,
+            (0, e) => Some(e),
+            (d, 0) => Some(d),
+            (d, e) => Some(d.min(e)),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.is_empty() {
+            return err("server", "is required (broker host name or address)");
+        }
+        if self.port == Some(0) {
+            return err("port", "0 is not a port; leave it unset for 1883 (8883 with ssl)");
+        }
+        if self.client_id.len() > u16::MAX as usize {
+            return err("client_id", "longer than 65535 bytes");
+        }
+        if self.client_id.is_empty() && !(self.clean && self.clean_init) {
+            return err(
+                "client_id",
+                "is empty, but clean/clean_init is false: a persistent session needs a stable client id",
+            );
+        }
+        if self.keepalive_secs == 1 {
+            return err("keepalive_secs", "1 s is out of range: use 0 (off) or at least 2 s");
+        }
+        if self.response_time_ms < 100 || self.response_time_ms > 600_000 {
+            return err("response_time_ms", format!("{} is out of range 100..=600000", self.response_time_ms));
+        }
+        if self.keepalive_secs > 0 && u64::from(self.response_time_ms) >= u64::from(self.keepalive_secs) * 1000 {
+            return err(
+                "keepalive_secs",
+                format!(
+                    "{} s is out of range: it must be longer than response_time_ms ({} ms) so a dead broker is noticed before the keepalive runs out",
+                    self.keepalive_secs, self.response_time_ms
+                ),
+            );
+        }
+        if self.password.is_some() && self.user.is_none() && !self.mqttv5 {
+            return err("password", "is set without `user` (MQTT 3.1.1 spec 3.1.2.9)");
+        }
+        if let Some(u) = &self.user {
+            if u.len() > u16::MAX as usize {
+                return err("user", "longer than 65535 bytes");
+            }
+        }
+        if self.password.as_ref().is_some_and(|p| p.len() > u16::MAX as usize) {
+            return err("password", "longer than 65535 bytes");
+        }
+        if self.ssl && self.ssl_params.as_ref().is_some_and(|p| p.server_name.is_empty()) {
+            return err("ssl_params.server_name", "is empty");
+        }
+        if self.queue_len == 0 || self.queue_len > 65_535 {
+            return err("queue_len", format!("{} is out of range 1..=65535", self.queue_len));
+        }
+        if self.receive_maximum == 0 {
+            return err("receive_maximum", "must be at least 1");
+        }
+        if self.max_inflight == 0 {
+            return err("max_inflight", "must be at least 1");
+        }
+        if self.max_queued < u32::from(self.max_inflight) {
+            return err("max_queued", format!("{} is smaller than max_inflight ({})", self.max_queued, self.max_inflight));
+        }
+        if self.max_packet_size < 128 || self.max_packet_size > crate::codec::MAX_REMAINING_LENGTH + 5 {
+            return err("max_packet_size", format!("{} is out of range 128..=268435460", self.max_packet_size));
+        }
+        if self.backoff_min_ms == 0 || self.backoff_min_ms > self.backoff_max_ms {
+            return err(
+                "backoff_min_ms",
+                format!("{} must be at least 1 and at most backoff_max_ms ({})", self.backoff_min_ms, self.backoff_max_ms),
+            );
+        }
+        if self.wifi_pw.is_some() && self.ssid.is_none() {
+            return err("wifi_pw", "is set without `ssid`");
+        }
+        if let Some(w) = &self.will {
+            if let Err(e) = topic::validate_topic_name(&w.topic) {
+                return err("will.topic", format!("{e}"));
+            }
+            if w.payload.len() > u16::MAX as usize {
+                return err("will.payload", "longer than 65535 bytes");
+            }
+            if w.delay_secs.is_some() && !self.mqttv5 {
+                return err("will.delay_secs", "needs mqttv5");
+            }
+        }
+        for (k, v) in &self.connect_user_properties {
+            if k.len() > u16::MAX as usize || v.len() > u16::MAX as usize {
+                return err("connect_user_properties", "a name or value is longer than 65535 bytes");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> Config {
+        Config { client_id: "dev".into(), server: "broker".into(), ..Config::default() }
+    }
+
+    #[test]
+    fn default_config_with_server_and_id_is_valid() {
+        assert_eq!(good().validate(), Ok(()));
+    }
+
+    #[test]
+    fn empty_client_id_with_unclean_session_is_rejected_naming_the_key() {
+        let c = Config { client_id: String::new(), clean: false, ..good() };
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "client_id");
+    }
+
+    #[test]
+    fn port_zero_is_rejected_and_unset_port_defaults_by_ssl() {
+        assert_eq!(Config { port: Some(0), ..good() }.validate().unwrap_err().key, "port");
+        assert_eq!(good().port(), 1883);
+        assert_eq!(Config { ssl: true, ..good() }.port(), 8883);
+    }
+
+    #[test]
+    fn keepalive_shorter_than_response_time_is_out_of_range() {
+        let e = Config { keepalive_secs: 5, ..good() }.validate().unwrap_err();
+        assert_eq!(e.key, "keepalive_secs");
+        assert!(e.to_string().contains("out of range"), "{e}");
+        assert_eq!(Config { keepalive_secs: 1, ..good() }.validate().unwrap_err().key, "keepalive_secs");
+        assert_eq!(Config { keepalive_secs: 0, ..good() }.validate(), Ok(()));
+    }
+
+    #[test]
+    fn ping_interval_is_keepalive_quarter_unless_smaller_given() {
+        let c = good();
+        assert_eq!(c.ping_interval_ms(60), Some(15_000));
+        assert_eq!(Config { ping_interval_secs: 5, ..good() }.ping_interval_ms(60), Some(5_000));
+        assert_eq!(c.ping_interval_ms(0), None);
+    }
+}

@@ -1,0 +1,24 @@
+//! Sans-IO MQTT 3.1.1 / 5.0 client with mqtt_as's resilience.
+//!
+//! No IO, no clock, no threads, no OS randomness: the [`Client`] is told the time and handed
+//! bytes, and asked what to send, what IO to perform, what happened and when to come back.
+//! Every host (the WebAssembly component, tests, the simulator's broker model) drives the
+//! same code. See `protocol/README.md` for the design and the codec choice.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+mod client;
+pub mod codec;
+mod config;
+mod rng;
+mod types;
+
+pub use client::Client;
+pub use codec::{Packet, PacketId, Properties, ProtocolVersion, QoS, SubscribeFilter};
+pub use config::{Config, ConfigError, TlsParams, Will};
+pub use rng::SplitMix64;
+pub use types::{Action, ApiError, DownReason, Event, Instant, LinkState, Message, OutgoingPublish, SocketError, Stats, Token};

@@ -1,0 +1,172 @@
+//! The vocabulary between the state machine and its driver: time, link and socket states,
+//! the actions it asks for and the events it reports.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::ops::Add;
+
+use crate::codec::{Properties, QoS};
+use crate::config::TlsParams;
+
+/// A point on the driver's monotonic clock, in milliseconds. The core never reads a clock:
+/// every input carries one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+pub struct Instant(u64);
+
+impl Instant {
+    pub const fn from_millis(ms: u64) -> Self {
+        Instant(ms)
+    }
+    pub const fn as_millis(self) -> u64 {
+        self.0
+    }
+    pub fn saturating_since(self, earlier: Instant) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl Add<u64> for Instant {
+    type Output = Instant;
+    fn add(self, ms: u64) -> Instant {
+        Instant(self.0.saturating_add(ms))
+    }
+}
+
+/// Identifies an API request (publish, subscribe, unsubscribe) in the events that complete it.
+pub type Token = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    Down,
+    Connecting,
+    Up,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketError {
+    Refused,
+    Reset,
+    TimedOut,
+    Unreachable,
+    DnsFailed,
+    TlsFailed,
+    Closed,
+    NotPermitted,
+    BadHandle,
+    Other,
+}
+
+/// IO the driver must perform for the state machine. Drain [`crate::Client::poll_transmit`]
+/// *before* applying actions: bytes queued before a `CloseSocket` belong to the old socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Open a TCP (optionally TLS) connection; report `handle_socket_open` or
+    /// `handle_socket_error`. Any previous socket has been closed by a `CloseSocket` first.
+    OpenSocket { host: String, port: u16, tls: Option<TlsParams> },
+    CloseSocket,
+    JoinWifi { ssid: String, password: String },
+    LeaveWifi,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownReason {
+    LinkLost,
+    Socket(SocketError),
+    /// The broker did not answer in time (CONNACK, ping, acknowledgement).
+    Timeout,
+    /// MQTT 3.1.1: `max_repubs` republications went unacknowledged.
+    MaxRepubs,
+    /// MQTT 5 DISCONNECT from the broker, with its reason code.
+    ServerDisconnect(u8),
+    /// The broker broke the protocol; the text names the rule.
+    ProtocolError(String),
+    Requested,
+}
+
+impl core::fmt::Display for DownReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DownReason::LinkLost => write!(f, "link lost"),
+            DownReason::Socket(e) => write!(f, "socket error: {e:?}"),
+            DownReason::Timeout => write!(f, "broker did not answer within response_time"),
+            DownReason::MaxRepubs => write!(f, "no acknowledgement after max_repubs republications"),
+            DownReason::ServerDisconnect(c) => write!(f, "broker sent DISCONNECT with reason {c:#04x}"),
+            DownReason::ProtocolError(e) => write!(f, "protocol error: {e}"),
+            DownReason::Requested => write!(f, "disconnect requested"),
+        }
+    }
+}
+
+/// An application message received from the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: QoS,
+    pub retained: bool,
+    pub dup: bool,
+    /// MQTT 5 only.
+    pub properties: Option<Properties>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Up { session_present: bool },
+    Down(DownReason),
+    Message(Message),
+    Published(Token),
+    /// `reason` is the MQTT 5 reason code, or 0 when the publish expired, was cancelled, or
+    /// the client was closed before it completed.
+    PublishFailed { token: Token, reason: u8 },
+    Subscribed { token: Token, codes: Vec<u8> },
+    Unsubscribed { token: Token, codes: Vec<u8> },
+    BrokerUp(bool),
+    Link(LinkState),
+    /// The first connection attempt failed: the application decides (mqtt_as raises).
+    ConnectFailed(String),
+    /// Incoming messages were discarded because `queue_len` was reached (total so far).
+    Discarded(u64),
+    Error(String),
+}
+
+/// A publish as the application asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingPublish {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: QoS,
+    pub retain: bool,
+    /// MQTT 5 properties (ignored under 3.1.1).
+    pub properties: Properties,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub connects: u64,
+    pub reconnects: u64,
+    pub republishes: u64,
+    pub discards: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub inflight: u32,
+    pub queued: u32,
+    pub protocol_errors: u64,
+}
+
+/// Why an API call was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    Invalid(String),
+    QueueFull,
+    Closed,
+}
+
+impl core::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ApiError::Invalid(why) => write!(f, "invalid argument: {why}"),
+            ApiError::QueueFull => write!(f, "outgoing queue full"),
+            ApiError::Closed => write!(f, "client closed by disconnect()"),
+        }
+    }
+}
