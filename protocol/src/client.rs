@@ -109,6 +109,8 @@ pub struct Client {
     /// MQTT 3.1.1 clean_init && !clean: the first CONNECT purges the old session, then we
     /// reconnect unclean.
     purging: bool,
+    /// The power-up connection (clean_init) is behind us; later ones use `clean`.
+    initial_done: bool,
     backoff_attempt: u32,
     client_id: String,
     limits: ServerLimits,
@@ -180,6 +182,7 @@ impl Client {
             ever_up: false,
             up: false,
             purging: false,
+            initial_done: false,
             backoff_attempt: 0,
             client_id: cfg.client_id.clone(),
             limits,
@@ -601,8 +604,7 @@ impl Client {
     }
 
     fn connect_packet(&self) -> Connect {
-        let clean = if self.ever_up { self.cfg.clean } else { self.cfg.clean_init };
-        let clean = clean || self.purging;
+        let clean = if self.initial_done { self.cfg.clean } else { self.cfg.clean_init };
         let v5 = self.version == ProtocolVersion::V5;
         let mut properties = Properties::default();
         if v5 {
@@ -653,6 +655,7 @@ impl Client {
         if self.purging {
             // mqtt_as clean_init: the old session is gone now; start the persistent one.
             self.purging = false;
+            self.initial_done = true;
             self.send(now, &Packet::Disconnect(Disconnect { reason: 0, properties: Properties::default() }));
             self.close_socket();
             self.open(now);
@@ -681,6 +684,7 @@ impl Client {
             self.stats.reconnects += 1;
         }
         self.ever_up = true;
+        self.initial_done = true;
         self.up = true;
         self.backoff_attempt = 0;
         self.events.push_back(Event::Up { session_present: ack.session_present });

@@ -229,6 +229,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::ToString;
 
     fn good() -> Config {
         Config { client_id: "dev".into(), server: "broker".into(), ..Config::default() }

@@ -1,0 +1,167 @@
+//! A quinn-proto style harness: the client under test, a scripted broker on the other end
+//! of an in-memory "socket", and an explicit clock that jumps to the next deadline.
+
+#![allow(dead_code)]
+
+use mqtt_protocol::codec::{ConnAck, Decoder, PubResponse, Publish, SubAck};
+use mqtt_protocol::{Action, Client, Config, Event, Instant, LinkState, OutgoingPublish, Packet, PacketId, Properties, ProtocolVersion, QoS};
+
+pub fn config(v5: bool) -> Config {
+    Config {
+        client_id: "dev-1".into(),
+        server: "broker".into(),
+        keepalive_secs: 60,
+        response_time_ms: 2_000,
+        mqttv5: v5,
+        backoff_min_ms: 100,
+        backoff_max_ms: 1_000,
+        ..Config::default()
+    }
+}
+
+pub fn qos1(topic: &str, payload: &[u8]) -> OutgoingPublish {
+    OutgoingPublish { topic: topic.into(), payload: payload.into(), qos: QoS::AtLeastOnce, retain: false, properties: Properties::default() }
+}
+
+pub fn pid(n: u16) -> PacketId {
+    PacketId::new(n).unwrap()
+}
+
+pub struct Harness {
+    pub client: Client,
+    pub now: Instant,
+    pub version: ProtocolVersion,
+    /// Packets the client sent, decoded by the broker side, not yet inspected.
+    pub sent: Vec<Packet>,
+    pub actions: Vec<Action>,
+    pub events: Vec<Event>,
+    pub socket_open: bool,
+    broker_decoder: Decoder,
+}
+
+impl Harness {
+    pub fn new(cfg: Config) -> Self {
+        let version = if cfg.mqttv5 { ProtocolVersion::V5 } else { ProtocolVersion::V311 };
+        let mut client = Client::new(cfg).expect("valid config");
+        let now = Instant::from_millis(1_000);
+        client.handle_link(now, LinkState::Up);
+        let mut h = Harness {
+            client,
+            now,
+            version,
+            sent: Vec::new(),
+            actions: Vec::new(),
+            events: Vec::new(),
+            socket_open: false,
+            broker_decoder: Decoder::new(version, u32::MAX),
+        };
+        h.pump();
+        h.events.clear();
+        h
+    }
+
+    /// Collect everything the client wants to do; open sockets at once (the in-memory
+    /// network always succeeds unless a test says otherwise).
+    pub fn pump(&mut self) {
+        loop {
+            let mut progress = false;
+            while let Some(bytes) = self.client.poll_transmit() {
+                progress = true;
+                assert!(self.socket_open, "client transmitted with no socket open");
+                self.broker_decoder.feed(&bytes);
+                while let Some(p) = self.broker_decoder.next_packet().expect("client sent valid MQTT") {
+                    self.sent.push(p);
+                }
+            }
+            while let Some(a) = self.client.poll_action() {
+                progress = true;
+                match &a {
+                    Action::OpenSocket { .. } => {
+                        self.socket_open = true;
+                        self.broker_decoder = Decoder::new(self.version, u32::MAX);
+                        self.client.handle_socket_open(self.now);
+                    }
+                    Action::CloseSocket => self.socket_open = false,
+                    _ => {}
+                }
+                self.actions.push(a);
+            }
+            while let Some(e) = self.client.poll_event() {
+                progress = true;
+                self.events.push(e);
+            }
+            if !progress {
+                break;
+            }
+        }
+    }
+
+    pub fn broker_sends(&mut self, p: Packet) {
+        let bytes = p.encode(self.version);
+        self.client.handle_input(self.now, &bytes);
+        self.pump();
+    }
+
+    pub fn connack(&mut self, session_present: bool) {
+        self.connack_with(session_present, 0, Properties::default());
+    }
+
+    pub fn connack_with(&mut self, session_present: bool, code: u8, properties: Properties) {
+        self.broker_sends(Packet::ConnAck(ConnAck { session_present, code, properties }));
+    }
+
+    /// Connect and accept with `session_present = false`; clears the record.
+    pub fn up(cfg: Config) -> Self {
+        let mut h = Harness::new(cfg);
+        h.client.connect(h.now).unwrap();
+        h.pump();
+        h.connack(false);
+        h.take_sent();
+        h.events.clear();
+        h.actions.clear();
+        h
+    }
+
+    pub fn take_sent(&mut self) -> Vec<Packet> {
+        std::mem::take(&mut self.sent)
+    }
+
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub fn advance(&mut self, ms: u64) {
+        let target = self.now + ms;
+        // Visit every deadline on the way, bounded so a livelock fails fast.
+        for _ in 0..10_000 {
+            match self.client.poll_timeout() {
+                Some(t) if t <= target => {
+                    self.now = self.now.max(t);
+                    self.client.handle_timeout(self.now);
+                    self.pump();
+                }
+                _ => break,
+            }
+        }
+        self.now = target;
+        self.client.handle_timeout(self.now);
+        self.pump();
+    }
+
+    pub fn link(&mut self, state: LinkState) {
+        self.client.handle_link(self.now, state);
+        self.pump();
+    }
+
+    pub fn puback(&mut self, id: PacketId) {
+        self.broker_sends(Packet::PubAck(PubResponse { packet_id: id, reason: 0, properties: Properties::default() }));
+    }
+
+    pub fn suback(&mut self, id: PacketId, codes: Vec<u8>) {
+        self.broker_sends(Packet::SubAck(SubAck { packet_id: id, codes, properties: Properties::default() }));
+    }
+
+    pub fn publishes(packets: &[Packet]) -> Vec<&Publish> {
+        packets.iter().filter_map(|p| if let Packet::Publish(p) = p { Some(p) } else { None }).collect()
+    }
+}

@@ -1,0 +1,633 @@
+//! Behaviour of the connection manager and session, one test per behaviour, driven with
+//! explicit timestamps against a scripted broker.
+
+mod harness;
+
+use harness::*;
+use mqtt_protocol::codec::{Disconnect, PubResponse, Publish};
+use mqtt_protocol::{Action, ApiError, DownReason, Event, LinkState, Packet, Properties, QoS, SubscribeFilter};
+
+fn sub(filter: &str) -> SubscribeFilter {
+    SubscribeFilter { filter: filter.into(), qos: QoS::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 }
+}
+
+#[test]
+fn connect_sends_connect_and_reports_up_on_connack() {
+    let mut h = Harness::new(config(false));
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    assert!(matches!(h.actions[0], Action::OpenSocket { ref host, port: 1883, tls: None } if host == "broker"));
+    let sent = h.take_sent();
+    let Packet::Connect(c) = &sent[0] else { panic!("expected CONNECT, got {sent:?}") };
+    assert_eq!(c.client_id, "dev-1");
+    assert!(c.clean_start);
+    assert_eq!(c.keep_alive, 60);
+    h.connack(false);
+    assert_eq!(h.take_events(), vec![Event::Up { session_present: false }]);
+    assert!(h.client.is_connected());
+}
+
+#[test]
+fn first_connect_refused_reports_connect_failed_and_stays_idle() {
+    let mut h = Harness::new(config(false));
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    h.connack_with(false, 5, Properties::default());
+    let events = h.take_events();
+    assert!(matches!(&events[..], [Event::ConnectFailed(why)] if why.contains("not authorized")), "{events:?}");
+    assert_eq!(h.client.poll_timeout(), None, "no retry after a failed first connect");
+    h.take_sent();
+    // The application may try again.
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    assert!(matches!(h.take_sent()[..], [Packet::Connect(_)]));
+}
+
+#[test]
+fn first_connect_times_out_without_connack() {
+    let mut h = Harness::new(config(false));
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    h.advance(2_000);
+    assert!(matches!(&h.take_events()[..], [Event::ConnectFailed(_)]));
+}
+
+#[test]
+fn later_refusals_are_retried_with_backoff_not_reported_as_connect_failed() {
+    let mut h = Harness::up(config(false));
+    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Reset);
+    h.pump();
+    h.advance(1_000);
+    h.connack_with(false, 3, Properties::default());
+    let events = h.take_events();
+    assert!(!events.iter().any(|e| matches!(e, Event::ConnectFailed(_))), "{events:?}");
+    h.take_sent();
+    h.advance(1_000);
+    assert!(h.take_sent().iter().any(|p| matches!(p, Packet::Connect(_))), "retried after backoff");
+}
+
+#[test]
+fn qos1_publish_completes_on_puback() {
+    let mut h = Harness::up(config(false));
+    let t = h.client.publish(h.now, qos1("a/b", b"hi"), None).unwrap();
+    h.pump();
+    let sent = h.take_sent();
+    let p = Harness::publishes(&sent)[0].clone();
+    assert_eq!((p.qos, p.dup, p.topic.as_str()), (QoS::AtLeastOnce, false, "a/b"));
+    h.puback(p.packet_id.unwrap());
+    assert_eq!(h.take_events(), vec![Event::Published(t)]);
+    assert_eq!(h.client.stats().inflight, 0);
+}
+
+#[test]
+fn qos1_republishes_with_dup_after_response_time() {
+    let mut h = Harness::up(config(false));
+    h.client.publish(h.now, qos1("t", b"x"), None).unwrap();
+    h.pump();
+    let first = Harness::publishes(&h.take_sent())[0].clone();
+    h.advance(1_999);
+    assert!(h.take_sent().is_empty(), "nothing before response_time");
+    h.advance(1);
+    let again = h.take_sent();
+    let again = Harness::publishes(&again)[0].clone();
+    assert!(again.dup);
+    assert_eq!(again.packet_id, first.packet_id, "same packet id");
+    assert_eq!(again.payload, first.payload);
+    assert_eq!(h.client.stats().republishes, 1);
+}
+
+#[test]
+fn max_repubs_without_ack_forces_a_reconnect() {
+    let mut cfg = config(false);
+    cfg.max_repubs = 2;
+    let mut h = Harness::up(cfg);
+    h.client.publish(h.now, qos1("t", b"x"), None).unwrap();
+    h.pump();
+    h.advance(2_000);
+    h.advance(2_000);
+    assert_eq!(h.client.stats().republishes, 2);
+    h.advance(2_000);
+    assert!(h.take_events().contains(&Event::Down(DownReason::MaxRepubs)));
+    assert!(h.actions.contains(&Action::CloseSocket));
+}
+
+#[test]
+fn v5_never_resends_on_a_live_connection_but_resends_after_resume() {
+    let mut h = Harness::up(config(true));
+    h.client.publish(h.now, qos1("t", b"x"), None).unwrap();
+    h.pump();
+    let first = Harness::publishes(&h.take_sent())[0].clone();
+    h.advance(9_999);
+    assert!(Harness::publishes(&h.take_sent()).is_empty(), "MQTT 5 forbids resending on the same connection");
+    h.advance(1);
+    assert!(h.take_events().contains(&Event::Down(DownReason::Timeout)));
+    h.advance(1_000);
+    h.connack(true);
+    let resent = h.take_sent();
+    let resent = Harness::publishes(&resent);
+    assert_eq!(resent.len(), 1);
+    assert!(resent[0].dup);
+    assert_eq!(resent[0].packet_id, first.packet_id);
+}
+
+#[test]
+fn resumed_session_resends_unacked_in_original_order_with_original_ids_and_dup() {
+    let mut h = Harness::up(config(false));
+    for i in 0..5u8 {
+        h.client.publish(h.now, qos1("t", &[i]), None).unwrap();
+    }
+    h.pump();
+    let first: Vec<Publish> = Harness::publishes(&h.take_sent()).into_iter().cloned().collect();
+    h.puback(first[1].packet_id.unwrap());
+    h.link(LinkState::Down);
+    h.link(LinkState::Up);
+    h.connack(true);
+    let resent = h.take_sent();
+    let resent = Harness::publishes(&resent);
+    let want: Vec<_> = first.iter().filter(|p| p.payload != [1]).map(|p| (p.packet_id, p.payload.clone())).collect();
+    let got: Vec<_> = resent.iter().map(|p| (p.packet_id, p.payload.clone())).collect();
+    assert_eq!(got, want);
+    assert!(resent.iter().all(|p| p.dup));
+}
+
+#[test]
+fn clean_reconnect_republishes_unacked_as_new_messages_in_order() {
+    let mut h = Harness::up(config(false));
+    for i in 0..3u8 {
+        h.client.publish(h.now, qos1("t", &[i]), None).unwrap();
+    }
+    h.pump();
+    h.take_sent();
+    h.link(LinkState::Down);
+    h.link(LinkState::Up);
+    h.connack(false);
+    let sent = h.take_sent();
+    let resent = Harness::publishes(&sent);
+    assert_eq!(resent.iter().map(|p| p.payload[0]).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert!(resent.iter().all(|p| !p.dup), "new messages, not duplicates");
+}
+
+#[test]
+fn clean_init_true_clean_false_purges_the_old_session_then_connects_unclean() {
+    let mut cfg = config(false);
+    cfg.clean_init = true;
+    cfg.clean = false;
+    let mut h = Harness::new(cfg);
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    let Packet::Connect(c) = &h.take_sent()[0] else { panic!() };
+    assert!(c.clean_start, "power-up discards the stale session");
+    h.connack(false);
+    let sent = h.take_sent();
+    assert!(matches!(sent[0], Packet::Disconnect(_)), "{sent:?}");
+    let Packet::Connect(c) = &sent[1] else { panic!("{sent:?}") };
+    assert!(!c.clean_start, "then a persistent session");
+    assert!(h.take_events().is_empty(), "not up before the persistent session is");
+    h.connack(false);
+    assert_eq!(h.take_events(), vec![Event::Up { session_present: false }]);
+    // Later outages keep the session.
+    h.link(LinkState::Down);
+    h.link(LinkState::Up);
+    let Packet::Connect(c) = &h.take_sent()[0] else { panic!() };
+    assert!(!c.clean_start);
+}
+
+#[test]
+fn both_flags_false_resume_the_session_from_power_up() {
+    let mut cfg = config(false);
+    cfg.clean_init = false;
+    cfg.clean = false;
+    let mut h = Harness::new(cfg);
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    let Packet::Connect(c) = &h.take_sent()[0] else { panic!() };
+    assert!(!c.clean_start);
+}
+
+#[test]
+fn v5_clean_start_on_first_connect_with_session_expiry_keeps_later_sessions() {
+    let mut cfg = config(true);
+    cfg.clean_init = true;
+    cfg.clean = false;
+    cfg.session_expiry_secs = 3600;
+    let mut h = Harness::new(cfg);
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    let Packet::Connect(c) = &h.take_sent()[0] else { panic!() };
+    assert!(c.clean_start);
+    assert_eq!(c.properties.session_expiry_interval, Some(3600));
+    h.connack(false);
+    assert_eq!(h.take_events(), vec![Event::Up { session_present: false }], "one connection suffices in v5");
+    h.link(LinkState::Down);
+    h.link(LinkState::Up);
+    let Packet::Connect(c) = &h.take_sent()[0] else { panic!() };
+    assert!(!c.clean_start);
+}
+
+#[test]
+fn pings_after_a_quarter_keepalive_of_silence() {
+    let mut h = Harness::up(config(false));
+    h.advance(14_999);
+    assert!(h.take_sent().is_empty());
+    h.advance(1);
+    assert_eq!(h.take_sent(), vec![Packet::PingReq]);
+    h.broker_sends(Packet::PingResp);
+    assert!(h.client.is_connected());
+}
+
+#[test]
+fn ping_interval_overrides_when_shorter() {
+    let mut cfg = config(false);
+    cfg.ping_interval_secs = 5;
+    let mut h = Harness::up(cfg);
+    h.advance(5_000);
+    assert_eq!(h.take_sent(), vec![Packet::PingReq]);
+}
+
+#[test]
+fn broker_declared_dead_after_response_time_without_pingresp() {
+    let mut h = Harness::up(config(false));
+    h.advance(15_000);
+    h.take_sent();
+    h.advance(1_999);
+    assert!(h.client.is_connected());
+    h.advance(1);
+    assert!(h.take_events().contains(&Event::Down(DownReason::Timeout)));
+}
+
+#[test]
+fn broker_up_reports_the_ping_answer() {
+    let mut h = Harness::up(config(false));
+    h.client.broker_up(h.now);
+    h.pump();
+    assert_eq!(h.take_sent(), vec![Packet::PingReq]);
+    h.broker_sends(Packet::PingResp);
+    assert_eq!(h.take_events(), vec![Event::BrokerUp(true)]);
+    h.client.broker_up(h.now);
+    h.pump();
+    h.advance(2_000);
+    assert!(h.take_events().contains(&Event::BrokerUp(false)));
+}
+
+#[test]
+fn link_loss_reports_down_and_link_return_reconnects_at_once() {
+    let mut h = Harness::up(config(false));
+    h.link(LinkState::Down);
+    let events = h.take_events();
+    assert!(events.contains(&Event::Down(DownReason::LinkLost)), "{events:?}");
+    assert!(h.actions.contains(&Action::CloseSocket));
+    h.actions.clear();
+    h.advance(60_000);
+    assert!(h.actions.is_empty(), "nothing to do while the link is down (host-managed link)");
+    h.link(LinkState::Up);
+    assert!(matches!(h.actions[0], Action::OpenSocket { .. }), "no backoff wait when the link returns");
+}
+
+#[test]
+fn wifi_join_requested_when_credentials_are_configured() {
+    let mut cfg = config(false);
+    cfg.ssid = Some("home".into());
+    cfg.wifi_pw = Some("pw".into());
+    let mut h = Harness::up(cfg);
+    h.link(LinkState::Down);
+    assert!(h.actions.contains(&Action::JoinWifi { ssid: "home".into(), password: "pw".into() }));
+}
+
+#[test]
+fn reconnect_backoff_grows_and_stays_within_bounds() {
+    let mut h = Harness::up(config(false));
+    let mut waits = Vec::new();
+    for _ in 0..8 {
+        h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Refused);
+        h.pump();
+        let start = h.now;
+        let t = h.client.poll_timeout().unwrap();
+        waits.push(t.saturating_since(start));
+        h.now = t;
+        h.client.handle_timeout(t);
+        h.pump();
+    }
+    // backoff_min 100, max 1000: each wait in [d/2, d] with d doubling up to the cap.
+    for (i, w) in waits.iter().enumerate() {
+        let d = (100u64 << i).min(1000);
+        assert!(*w >= d / 2 && *w <= d, "attempt {i}: waited {w}, bound {d}");
+    }
+}
+
+#[test]
+fn incoming_qos1_is_acked_and_delivered() {
+    let mut h = Harness::up(config(false));
+    let p = Publish { dup: false, qos: QoS::AtLeastOnce, retain: true, topic: "in".into(), packet_id: Some(pid(7)), payload: b"m".to_vec(), properties: Properties::default() };
+    h.broker_sends(Packet::Publish(p));
+    assert_eq!(h.take_sent(), vec![Packet::PubAck(PubResponse { packet_id: pid(7), reason: 0, properties: Properties::default() })]);
+    let events = h.take_events();
+    assert!(matches!(&events[..], [Event::Message(m)] if m.topic == "in" && m.retained && m.payload == b"m"));
+}
+
+#[test]
+fn incoming_qos2_is_delivered_exactly_once_despite_redelivery() {
+    let mut h = Harness::up(config(false));
+    let p = Publish { dup: false, qos: QoS::ExactlyOnce, retain: false, topic: "in".into(), packet_id: Some(pid(9)), payload: b"m".to_vec(), properties: Properties::default() };
+    h.broker_sends(Packet::Publish(p.clone()));
+    h.broker_sends(Packet::Publish(Publish { dup: true, ..p.clone() }));
+    let msgs = h.take_events().into_iter().filter(|e| matches!(e, Event::Message(_))).count();
+    assert_eq!(msgs, 1);
+    let recs = h.take_sent().into_iter().filter(|p| matches!(p, Packet::PubRec(_))).count();
+    assert_eq!(recs, 2, "every copy is answered");
+    h.broker_sends(Packet::PubRel(PubResponse { packet_id: pid(9), reason: 0, properties: Properties::default() }));
+    assert!(matches!(h.take_sent()[..], [Packet::PubComp(_)]));
+    // After release the id is free: the same id is a new message.
+    h.broker_sends(Packet::Publish(p));
+    assert_eq!(h.take_events().len(), 1);
+}
+
+#[test]
+fn qos2_publish_completes_on_pubcomp_after_pubrel() {
+    let mut h = Harness::up(config(false));
+    let mut p = qos1("t", b"x");
+    p.qos = QoS::ExactlyOnce;
+    let t = h.client.publish(h.now, p, None).unwrap();
+    h.pump();
+    let id = Harness::publishes(&h.take_sent())[0].packet_id.unwrap();
+    h.broker_sends(Packet::PubRec(PubResponse { packet_id: id, reason: 0, properties: Properties::default() }));
+    assert!(matches!(h.take_sent()[..], [Packet::PubRel(_)]));
+    assert!(h.take_events().is_empty());
+    h.broker_sends(Packet::PubComp(PubResponse { packet_id: id, reason: 0, properties: Properties::default() }));
+    assert_eq!(h.take_events(), vec![Event::Published(t)]);
+}
+
+#[test]
+fn full_queue_discards_the_oldest_message_and_counts_it() {
+    let mut cfg = config(false);
+    cfg.queue_len = 2;
+    let mut h = Harness::up(cfg);
+    for i in 0..3u8 {
+        let p = Publish { dup: false, qos: QoS::AtMostOnce, retain: false, topic: "in".into(), packet_id: None, payload: vec![i], properties: Properties::default() };
+        h.client.handle_input(h.now, &Packet::Publish(p).encode(h.version));
+    }
+    let mut payloads = Vec::new();
+    let mut discarded = None;
+    while let Some(e) = h.client.poll_event() {
+        match e {
+            Event::Message(m) => payloads.push(m.payload[0]),
+            Event::Discarded(n) => discarded = Some(n),
+            _ => {}
+        }
+    }
+    assert_eq!(payloads, vec![1, 2]);
+    assert_eq!(discarded, Some(1));
+    assert_eq!(h.client.stats().discards, 1);
+}
+
+#[test]
+fn oversize_packet_is_refused_before_it_is_buffered() {
+    let mut cfg = config(true);
+    cfg.max_packet_size = 1024;
+    let mut h = Harness::up(cfg);
+    // A header announcing 100 MB: refused on the header alone.
+    h.client.handle_input(h.now, &[0x30, 0x80, 0x80, 0x80, 0x30]);
+    h.pump();
+    let events = h.take_events();
+    assert!(events.iter().any(|e| matches!(e, Event::Down(DownReason::ProtocolError(why)) if why.contains("maximum packet size"))), "{events:?}");
+    let sent = h.take_sent();
+    assert!(matches!(&sent[..], [Packet::Disconnect(Disconnect { reason: 0x95, .. })]), "{sent:?}");
+}
+
+#[test]
+fn malformed_input_ends_in_a_clean_disconnect_with_a_reason() {
+    let mut h = Harness::up(config(false));
+    // PUBLISH with a wildcard in its topic.
+    let bad = [0x30, 0x05, 0x00, 0x03, b'a', b'/', b'#'];
+    h.client.handle_input(h.now, &bad);
+    h.pump();
+    let events = h.take_events();
+    assert!(events.iter().any(|e| matches!(e, Event::Down(DownReason::ProtocolError(why)) if why.contains("wildcard"))), "{events:?}");
+    assert_eq!(h.client.stats().protocol_errors, 1);
+    assert!(h.actions.contains(&Action::CloseSocket));
+}
+
+#[test]
+fn disconnect_sends_disconnect_and_fails_what_is_unfinished() {
+    let mut h = Harness::up(config(false));
+    let t = h.client.publish(h.now, qos1("t", b"x"), None).unwrap();
+    h.pump();
+    h.take_sent();
+    h.client.disconnect(h.now);
+    h.pump();
+    assert!(matches!(h.take_sent()[..], [Packet::Disconnect(_)]));
+    let events = h.take_events();
+    assert!(events.contains(&Event::Down(DownReason::Requested)));
+    assert!(events.contains(&Event::PublishFailed { token: t, reason: 0 }));
+    assert_eq!(h.client.publish(h.now, qos1("t", b"x"), None), Err(ApiError::Closed));
+}
+
+#[test]
+fn unsent_publish_fails_at_its_deadline() {
+    let mut h = Harness::up(config(false));
+    h.link(LinkState::Down);
+    let deadline = h.now + 5_000;
+    let t = h.client.publish(h.now, qos1("t", b"x"), Some(deadline)).unwrap();
+    h.take_events();
+    h.advance(5_000);
+    assert_eq!(h.take_events(), vec![Event::PublishFailed { token: t, reason: 0 }]);
+    h.link(LinkState::Up);
+    h.connack(false);
+    assert!(Harness::publishes(&h.take_sent()).is_empty());
+}
+
+#[test]
+fn cancelled_inflight_publish_keeps_its_packet_id_until_acknowledged() {
+    let mut cfg = config(false);
+    cfg.max_inflight = 1;
+    let mut h = Harness::up(cfg);
+    let t = h.client.publish(h.now, qos1("t", b"a"), None).unwrap();
+    h.pump();
+    let id = Harness::publishes(&h.take_sent())[0].packet_id.unwrap();
+    assert!(h.client.cancel(t));
+    h.client.publish(h.now, qos1("t", b"b"), None).unwrap();
+    h.pump();
+    assert!(h.take_sent().is_empty(), "window still held by the cancelled message");
+    h.puback(id);
+    assert!(h.take_events().iter().all(|e| *e != Event::Published(t)), "a cancelled token is not reported");
+    let next = Harness::publishes(&h.take_sent())[0].packet_id.unwrap();
+    assert_ne!(next, id);
+}
+
+#[test]
+fn inflight_window_honours_the_brokers_receive_maximum() {
+    let mut h = Harness::new(config(true));
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    h.connack_with(false, 0, Properties { receive_maximum: Some(2), ..Properties::default() });
+    h.take_sent();
+    for i in 0..5u8 {
+        h.client.publish(h.now, qos1("t", &[i]), None).unwrap();
+    }
+    h.pump();
+    let sent = h.take_sent();
+    let first = Harness::publishes(&sent);
+    assert_eq!(first.len(), 2);
+    h.puback(first[0].packet_id.unwrap());
+    assert_eq!(Harness::publishes(&h.take_sent()).len(), 1);
+}
+
+#[test]
+fn topic_aliases_are_used_and_reestablished_after_reconnect() {
+    let mut h = Harness::new(config(true));
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    let alias_max = Properties { topic_alias_maximum: Some(4), ..Properties::default() };
+    h.connack_with(false, 0, alias_max.clone());
+    h.take_sent();
+    let mut p = qos1("long/topic", b"1");
+    p.qos = QoS::AtMostOnce;
+    h.client.publish(h.now, p.clone(), None).unwrap();
+    h.client.publish(h.now, p.clone(), None).unwrap();
+    h.pump();
+    let sent = h.take_sent();
+    let ps = Harness::publishes(&sent);
+    assert_eq!((ps[0].topic.as_str(), ps[0].properties.topic_alias), ("long/topic", Some(1)));
+    assert_eq!((ps[1].topic.as_str(), ps[1].properties.topic_alias), ("", Some(1)));
+    h.link(LinkState::Down);
+    h.link(LinkState::Up);
+    h.connack_with(false, 0, alias_max);
+    h.take_sent();
+    h.client.publish(h.now, p, None).unwrap();
+    h.pump();
+    let sent = h.take_sent();
+    assert_eq!(Harness::publishes(&sent)[0].topic, "long/topic", "aliases are per connection");
+}
+
+#[test]
+fn incoming_topic_alias_is_resolved_and_unknown_alias_is_a_protocol_error() {
+    let mut h = Harness::up(config(true));
+    let mut p = Publish { dup: false, qos: QoS::AtMostOnce, retain: false, topic: "x/y".into(), packet_id: None, payload: vec![1], properties: Properties { topic_alias: Some(3), ..Properties::default() } };
+    h.broker_sends(Packet::Publish(p.clone()));
+    p.topic = String::new();
+    h.broker_sends(Packet::Publish(p.clone()));
+    let topics: Vec<String> = h.take_events().into_iter().filter_map(|e| if let Event::Message(m) = e { Some(m.topic) } else { None }).collect();
+    assert_eq!(topics, vec!["x/y", "x/y"]);
+    p.properties.topic_alias = Some(4);
+    h.broker_sends(Packet::Publish(p));
+    assert!(h.take_events().iter().any(|e| matches!(e, Event::Down(DownReason::ProtocolError(_)))));
+}
+
+#[test]
+fn server_disconnect_reason_is_reported_and_reconnect_follows() {
+    let mut h = Harness::up(config(true));
+    h.broker_sends(Packet::Disconnect(Disconnect { reason: 0x8B, properties: Properties { reason_string: Some("shutting down".into()), ..Properties::default() } }));
+    let events = h.take_events();
+    assert!(events.contains(&Event::Down(DownReason::ServerDisconnect(0x8B))), "{events:?}");
+    h.advance(1_000);
+    assert!(h.take_sent().iter().any(|p| matches!(p, Packet::Connect(_))));
+}
+
+#[test]
+fn assigned_client_id_and_server_keepalive_are_honoured() {
+    let mut cfg = config(true);
+    cfg.client_id = String::new();
+    let mut h = Harness::new(cfg);
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    let props = Properties { assigned_client_identifier: Some("srv-42".into()), server_keep_alive: Some(20), ..Properties::default() };
+    h.connack_with(false, 0, props);
+    h.take_sent();
+    h.advance(5_000);
+    assert_eq!(h.take_sent(), vec![Packet::PingReq], "ping at server keepalive / 4");
+    h.link(LinkState::Down);
+    h.link(LinkState::Up);
+    let Packet::Connect(c) = &h.take_sent()[0] else { panic!() };
+    assert_eq!(c.client_id, "srv-42");
+}
+
+#[test]
+fn subscribe_issued_during_an_outage_is_sent_on_reconnect() {
+    let mut h = Harness::up(config(false));
+    h.link(LinkState::Down);
+    let t = h.client.subscribe(h.now, vec![sub("a/#")]).unwrap();
+    h.link(LinkState::Up);
+    h.take_sent();
+    h.connack(false);
+    let sent = h.take_sent();
+    let Packet::Subscribe(s) = &sent[0] else { panic!("{sent:?}") };
+    h.suback(s.packet_id, vec![1]);
+    assert!(h.take_events().contains(&Event::Subscribed { token: t, codes: vec![1] }));
+}
+
+#[test]
+fn subscriptions_are_renewed_after_a_clean_reconnect() {
+    let mut h = Harness::up(config(false));
+    h.client.subscribe(h.now, vec![sub("a/#")]).unwrap();
+    h.pump();
+    let Packet::Subscribe(s) = &h.take_sent()[0] else { panic!() };
+    h.suback(s.packet_id, vec![1]);
+    h.link(LinkState::Down);
+    h.link(LinkState::Up);
+    h.take_sent();
+    h.connack(false);
+    let sent = h.take_sent();
+    assert!(matches!(&sent[..], [Packet::Subscribe(s)] if s.filters[0].filter == "a/#"), "{sent:?}");
+    let Packet::Subscribe(s) = &sent[0] else { unreachable!() };
+    h.take_events();
+    h.suback(s.packet_id, vec![1]);
+    assert!(h.take_events().is_empty(), "the renewal is internal: no event");
+    h.link(LinkState::Down);
+    h.link(LinkState::Up);
+    h.take_sent();
+    h.connack(true);
+    assert!(h.take_sent().is_empty(), "a resumed session keeps its subscriptions");
+}
+
+#[test]
+fn unacknowledged_subscribe_is_resent_after_response_time() {
+    let mut h = Harness::up(config(false));
+    h.client.subscribe(h.now, vec![sub("a")]).unwrap();
+    h.pump();
+    h.take_sent();
+    h.advance(2_000);
+    assert!(matches!(h.take_sent()[..], [Packet::Subscribe(_)]));
+}
+
+#[test]
+fn will_is_sent_in_connect_with_v5_delay() {
+    let mut cfg = config(true);
+    cfg.will = Some(mqtt_protocol::Will { topic: "dev/status".into(), payload: b"dead".to_vec(), qos: QoS::AtLeastOnce, retain: true, delay_secs: Some(30), properties: Properties::default() });
+    let mut h = Harness::new(cfg);
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    let Packet::Connect(c) = &h.take_sent()[0] else { panic!() };
+    let w = c.will.as_ref().unwrap();
+    assert_eq!((w.topic.as_str(), w.qos, w.retain), ("dev/status", QoS::AtLeastOnce, true));
+    assert_eq!(w.properties.will_delay_interval, Some(30));
+}
+
+#[test]
+fn publish_refuses_wildcards_and_the_queue_bound() {
+    let mut cfg = config(false);
+    cfg.max_queued = 16;
+    let mut h = Harness::new(cfg);
+    assert!(matches!(h.client.publish(h.now, qos1("a/+", b""), None), Err(ApiError::Invalid(_))));
+    for _ in 0..16 {
+        h.client.publish(h.now, qos1("a", b""), None).unwrap();
+    }
+    assert_eq!(h.client.publish(h.now, qos1("a", b""), None), Err(ApiError::QueueFull));
+}
+
+#[test]
+fn v5_puback_with_error_reason_fails_the_token() {
+    let mut h = Harness::up(config(true));
+    let t = h.client.publish(h.now, qos1("t", b"x"), None).unwrap();
+    h.pump();
+    let id = Harness::publishes(&h.take_sent())[0].packet_id.unwrap();
+    h.broker_sends(Packet::PubAck(PubResponse { packet_id: id, reason: 0x87, properties: Properties::default() }));
+    assert_eq!(h.take_events(), vec![Event::PublishFailed { token: t, reason: 0x87 }]);
+}
+
+#[test]
+fn packet_before_connack_is_a_protocol_error() {
+    let mut h = Harness::new(config(false));
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    h.broker_sends(Packet::PingResp);
+    assert!(matches!(&h.take_events()[..], [Event::ConnectFailed(why)] if why.contains("before CONNACK")));
+}
