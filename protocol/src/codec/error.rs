@@ -38,6 +38,8 @@ pub enum DecodeError {
     InvalidPropertyValue { id: u8, why: &'static str },
     /// CONNECT names a protocol other than MQTT 3.1.1 or 5.0.
     UnsupportedProtocol { level: u8 },
+    /// The reason code is not one the spec allows in this packet (MQTT 5 section 2.4).
+    InvalidReasonCode { packet: &'static str, code: u8 },
     /// Any other rule; the text cites it.
     Protocol(&'static str),
 }
@@ -47,7 +49,7 @@ impl DecodeError {
     pub fn reason_code(&self) -> u8 {
         match self {
             DecodeError::PacketTooLarge { .. } => 0x95,
-            DecodeError::Protocol(_) | DecodeError::UnknownPacketType(_) => 0x82,
+            DecodeError::Protocol(_) | DecodeError::UnknownPacketType(_) | DecodeError::InvalidReasonCode { .. } => 0x82,
             DecodeError::WildcardInTopicName => 0x90,
             DecodeError::InvalidTopicFilter => 0x8F,
             DecodeError::UnsupportedProtocol { .. } => 0x84,
@@ -78,6 +80,7 @@ impl fmt::Display for DecodeError {
             Self::DuplicateProperty(id) => write!(f, "property {id:#04x} appears more than once"),
             Self::InvalidPropertyValue { id, why } => write!(f, "property {id:#04x} {why}"),
             Self::UnsupportedProtocol { level } => write!(f, "unsupported protocol name or level {level}"),
+            Self::InvalidReasonCode { packet, code } => write!(f, "reason code {code:#04x} is not allowed in {packet}"),
             Self::Protocol(why) => write!(f, "{why}"),
         }
     }

@@ -274,6 +274,24 @@ pub fn parse_fixed_header(buf: &[u8]) -> Result<Option<(u8, u32, usize)>, Decode
     Err(DecodeError::MalformedRemainingLength)
 }
 
+/// Reason codes each MQTT 5 packet may carry (spec 2.4 and the packets' reason code tables).
+fn check_reason(packet: &'static str, code: u8) -> Result<(), DecodeError> {
+    let allowed: &[u8] = match packet {
+        "CONNACK" => &[0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F],
+        "PUBACK" | "PUBREC" => &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99],
+        "PUBREL" | "PUBCOMP" => &[0x00, 0x92],
+        "SUBACK" => &[0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2],
+        "UNSUBACK" => &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91],
+        "DISCONNECT" => &[
+            0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B,
+            0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+        ],
+        "AUTH" => &[0x00, 0x18, 0x19],
+        _ => return Ok(()),
+    };
+    if allowed.contains(&code) { Ok(()) } else { Err(DecodeError::InvalidReasonCode { packet, code }) }
+}
+
 fn expect_flags(first: u8, want: u8, packet: &'static str) -> Result<(), DecodeError> {
     if first & 0x0F != want {
         return Err(DecodeError::InvalidFlags { packet, flags: first & 0x0F });
@@ -302,6 +320,9 @@ pub fn decode_packet(first: u8, body: &[u8], version: ProtocolVersion) -> Result
                 return Err(DecodeError::InvalidFlags { packet: "CONNACK", flags });
             }
             let code = r.u8("connect reason code")?;
+            if v5 {
+                check_reason("CONNACK", code)?;
+            }
             let properties = props(&mut r, version, PropertyContext::ConnAck)?;
             if flags & 1 == 1 && code != 0 {
                 return Err(DecodeError::Protocol("CONNACK with session present must have code 0"));
@@ -338,6 +359,7 @@ pub fn decode_packet(first: u8, body: &[u8], version: ProtocolVersion) -> Result
             let packet_id = r.packet_id()?;
             let (reason, properties) = if v5 && !r.is_empty() {
                 let reason = r.u8("reason code")?;
+                check_reason(name, reason)?;
                 let p = if r.is_empty() { Properties::default() } else { Properties::decode(&mut r, PropertyContext::PubResponse)? };
                 (reason, p)
             } else {
@@ -383,6 +405,11 @@ pub fn decode_packet(first: u8, body: &[u8], version: ProtocolVersion) -> Result
             let packet_id = r.packet_id()?;
             let properties = props(&mut r, version, ctx)?;
             let codes = r.rest().to_vec();
+            if v5 {
+                for c in &codes {
+                    check_reason(name, *c)?;
+                }
+            }
             let ack = SubAck { packet_id, codes, properties };
             if first >> 4 == 9 {
                 if ack.codes.is_empty() {
@@ -426,6 +453,7 @@ pub fn decode_packet(first: u8, body: &[u8], version: ProtocolVersion) -> Result
             expect_flags(first, 0, "DISCONNECT")?;
             let (reason, properties) = if v5 && !r.is_empty() {
                 let reason = r.u8("reason code")?;
+                check_reason("DISCONNECT", reason)?;
                 let p = if r.is_empty() { Properties::default() } else { Properties::decode(&mut r, PropertyContext::Disconnect)? };
                 (reason, p)
             } else {
@@ -437,6 +465,7 @@ pub fn decode_packet(first: u8, body: &[u8], version: ProtocolVersion) -> Result
             expect_flags(first, 0, "AUTH")?;
             let (reason, properties) = if !r.is_empty() {
                 let reason = r.u8("reason code")?;
+                check_reason("AUTH", reason)?;
                 (reason, Properties::decode(&mut r, PropertyContext::Auth)?)
             } else {
                 (0, Properties::default())
