@@ -45,6 +45,12 @@ impl ComponentFile {
         Ok(ComponentFile { engine, pre, bytes: std::sync::Arc::new(bytes.to_vec()) })
     }
 
+    /// Names of the component's imports (interfaces), e.g. `mqtt-as:client/socket@0.1.0`.
+    pub fn import_names(&self) -> Vec<String> {
+        let ty = self.pre.instance_pre().component().component_type();
+        ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect()
+    }
+
     /// The component's bytes, as loaded (for `component --out FILE`).
     pub fn bytes(&self) -> &[u8] {
         &self.bytes

@@ -175,6 +175,8 @@ pub struct Device {
     config: Config,
     live: Live,
     fuel_per_call: u64,
+    /// One-shot fuel budget for the next call (fault injection).
+    next_call_fuel: Option<u64>,
     connect_requested: bool,
     /// After a restart, a failed first connect is retried by us, not reported.
     restarted: bool,
@@ -214,6 +216,7 @@ impl Device {
             config,
             live,
             fuel_per_call: DEFAULT_FUEL_PER_CALL,
+            next_call_fuel: None,
             connect_requested: false,
             restarted: false,
             retry_connect_at: None,
@@ -228,6 +231,12 @@ impl Device {
 
     pub fn set_fuel_per_call(&mut self, fuel: u64) {
         self.fuel_per_call = fuel;
+    }
+
+    /// Fault injection: give only `fuel` to the next guest call, so it runs out and the
+    /// watchdog has to recover (tests and scenarios use this to prove recovery works).
+    pub fn starve_next_call(&mut self, fuel: u64) {
+        self.next_call_fuel = Some(fuel);
     }
 
     /// How many times the watchdog replaced the instance.
@@ -247,7 +256,8 @@ impl Device {
     /// Runs one guest call with a fresh fuel budget; a trap restarts the instance and
     /// returns `None`.
     fn guarded<T>(&mut self, what: &str, f: impl FnOnce(&mut Live) -> wasmtime::Result<T>) -> Result<Option<T>, DeviceError> {
-        self.live.store.set_fuel(self.fuel_per_call).map_err(|e| DeviceError::Instantiate(e.into()))?;
+        let fuel = self.next_call_fuel.take().unwrap_or(self.fuel_per_call);
+        self.live.store.set_fuel(fuel).map_err(|e| DeviceError::Instantiate(e.into()))?;
         match f(&mut self.live) {
             Ok(v) => Ok(Some(v)),
             Err(trap) => {

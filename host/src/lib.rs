@@ -14,6 +14,7 @@ mod bindings;
 mod client;
 mod component;
 mod device;
+pub mod loopback;
 mod platform;
 
 pub use bindings::exports::mqtt_as::client::client::{

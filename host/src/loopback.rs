@@ -1,0 +1,213 @@
+//! An in-memory [`Platform`] with a small scripted broker behind it, for tests and
+//! benchmarks of code that embeds the component (no sockets, no threads, a manual clock).
+//!
+//! The broker answers CONNECT, QoS 0/1/2 PUBLISH, SUBSCRIBE, UNSUBSCRIBE and PINGREQ the
+//! way a real one would, echoes publishes to matching subscriptions of the same client, and
+//! has knobs to drop acknowledgements. It is a harness, not a broker: the simulator's
+//! broker model and the Mosquitto tests are where broker behaviour is checked.
+
+use std::sync::{Arc, Mutex};
+
+use mqtt_protocol::codec::{topic, ConnAck, Decoder, PubResponse, Publish, SubAck};
+use mqtt_protocol::{Packet, Properties, ProtocolVersion, QoS};
+
+use crate::platform::{Clock, Platform, Socket, Wifi};
+use crate::{LinkState, SocketError, SocketState, TlsParams};
+
+/// What the test sees and steers; shared with the platform through [`Loopback::handle`].
+#[derive(Default)]
+pub struct LoopbackState {
+    pub now_ms: u64,
+    pub link_up: bool,
+    /// Refuse socket opens (connection refused).
+    pub refuse: bool,
+    /// Drop this many of the next PUBACK/PUBREC the broker would send.
+    pub drop_acks: u32,
+    /// Every PUBLISH the broker received (topic, payload, dup).
+    pub received: Vec<(String, Vec<u8>, bool)>,
+    pub connects: u32,
+    conn: Option<Conn>,
+    next_handle: u32,
+    subscriptions: Vec<String>,
+}
+
+struct Conn {
+    handle: u32,
+    decoder: Decoder,
+    version: ProtocolVersion,
+    inbox: Vec<u8>,
+    closed: bool,
+}
+
+#[derive(Clone, Default)]
+pub struct Loopback {
+    state: Arc<Mutex<LoopbackState>>,
+}
+
+impl Loopback {
+    pub fn new() -> Self {
+        let l = Loopback::default();
+        l.with(|s| {
+            s.link_up = true;
+            s.now_ms = 1;
+        });
+        l
+    }
+
+    /// Look at or change the shared state (clock, link, knobs, what the broker saw).
+    pub fn with<T>(&self, f: impl FnOnce(&mut LoopbackState) -> T) -> T {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut s)
+    }
+
+    pub fn advance(&self, ms: u64) {
+        self.with(|s| s.now_ms += ms);
+    }
+
+    /// Close the broker side of the connection, as a broker restart would.
+    pub fn kill_connection(&self) {
+        self.with(|s| {
+            if let Some(c) = s.conn.as_mut() {
+                c.closed = true;
+            }
+        });
+    }
+}
+
+impl LoopbackState {
+    fn respond(&mut self, packet: Packet) {
+        let Some(conn) = self.conn.as_mut() else { return };
+        let version = conn.version;
+        let reply = |conn: &mut Conn, p: Packet| conn.inbox.extend(p.encode(version));
+        match packet {
+            Packet::Connect(c) => {
+                conn.version = c.protocol;
+                conn.decoder.set_version(c.protocol);
+                self.connects += 1;
+                let ack = ConnAck { session_present: false, code: 0, properties: Properties::default() };
+                let bytes = Packet::ConnAck(ack).encode(c.protocol);
+                conn.inbox.extend(bytes);
+            }
+            Packet::Publish(p) => {
+                self.received.push((p.topic.clone(), p.payload.clone(), p.dup));
+                let echo = self.subscriptions.iter().any(|f| topic::topic_matches(f, &p.topic));
+                let Some(conn) = self.conn.as_mut() else { return };
+                if let Some(id) = p.packet_id {
+                    if self.drop_acks > 0 {
+                        self.drop_acks -= 1;
+                    } else {
+                        let r = PubResponse { packet_id: id, reason: 0, properties: Properties::default() };
+                        reply(conn, if p.qos == QoS::ExactlyOnce { Packet::PubRec(r) } else { Packet::PubAck(r) });
+                    }
+                }
+                if echo {
+                    let out = Publish { dup: false, qos: QoS::AtMostOnce, retain: false, packet_id: None, properties: Properties::default(), ..p };
+                    reply(conn, Packet::Publish(out));
+                }
+            }
+            Packet::PubRel(r) => reply(conn, Packet::PubComp(r)),
+            Packet::Subscribe(s) => {
+                let codes = s.filters.iter().map(|f| f.qos as u8).collect();
+                reply(conn, Packet::SubAck(SubAck { packet_id: s.packet_id, codes, properties: Properties::default() }));
+                self.subscriptions.extend(s.filters.into_iter().map(|f| f.filter));
+            }
+            Packet::Unsubscribe(u) => {
+                let codes = if version == ProtocolVersion::V5 { vec![0; u.filters.len()] } else { vec![] };
+                reply(conn, Packet::UnsubAck(SubAck { packet_id: u.packet_id, codes, properties: Properties::default() }));
+                self.subscriptions.retain(|f| !u.filters.contains(f));
+            }
+            Packet::PingReq => reply(conn, Packet::PingResp),
+            Packet::Disconnect(_) => conn.closed = true,
+            _ => {}
+        }
+    }
+}
+
+impl Socket for Loopback {
+    fn open(&mut self, _host: &str, _port: u16, _tls: Option<TlsParams>) -> Result<u32, SocketError> {
+        self.with(|s| {
+            if !s.link_up {
+                return Err(SocketError::Unreachable);
+            }
+            if s.refuse {
+                return Err(SocketError::Refused);
+            }
+            s.next_handle += 1;
+            let handle = s.next_handle;
+            s.conn = Some(Conn { handle, decoder: Decoder::new(ProtocolVersion::V311, u32::MAX), version: ProtocolVersion::V311, inbox: Vec::new(), closed: false });
+            Ok(handle)
+        })
+    }
+
+    fn status(&mut self, handle: u32) -> Result<SocketState, SocketError> {
+        self.with(|s| match &s.conn {
+            Some(c) if c.handle == handle && !c.closed => Ok(SocketState::Open),
+            Some(c) if c.handle == handle => Err(SocketError::Closed),
+            _ => Err(SocketError::BadHandle),
+        })
+    }
+
+    fn send(&mut self, handle: u32, data: &[u8]) -> Result<u32, SocketError> {
+        self.with(|s| {
+            let conn = match s.conn.as_mut() {
+                Some(c) if c.handle == handle && !c.closed => c,
+                _ => return Err(SocketError::Closed),
+            };
+            if !s.link_up {
+                // Held in the air: accepted by the OS, never arrives.
+                return Ok(data.len() as u32);
+            }
+            conn.decoder.feed(data);
+            let mut packets = Vec::new();
+            while let Ok(Some(p)) = conn.decoder.next_packet() {
+                packets.push(p);
+            }
+            for p in packets {
+                s.respond(p);
+            }
+            Ok(data.len() as u32)
+        })
+    }
+
+    fn recv(&mut self, handle: u32, max: u32) -> Result<Vec<u8>, SocketError> {
+        self.with(|s| match s.conn.as_mut() {
+            Some(c) if c.handle == handle => {
+                if c.inbox.is_empty() && c.closed {
+                    return Err(SocketError::Closed);
+                }
+                if !s.link_up {
+                    return Ok(Vec::new());
+                }
+                let n = c.inbox.len().min(max as usize);
+                Ok(c.inbox.drain(..n).collect())
+            }
+            _ => Err(SocketError::BadHandle),
+        })
+    }
+
+    fn close(&mut self, handle: u32) {
+        self.with(|s| {
+            if s.conn.as_ref().is_some_and(|c| c.handle == handle) {
+                s.conn = None;
+            }
+        })
+    }
+}
+
+impl Clock for Loopback {
+    fn now_ms(&mut self) -> u64 {
+        self.with(|s| s.now_ms)
+    }
+}
+
+impl Wifi for Loopback {
+    fn state(&mut self) -> LinkState {
+        if self.with(|s| s.link_up) { LinkState::Up } else { LinkState::Down }
+    }
+    fn connect(&mut self, _ssid: &str, _password: &str) -> Result<(), String> {
+        Err("the loopback platform has no WiFi to join".into())
+    }
+    fn disconnect(&mut self) {}
+}
+
+impl Platform for Loopback {}

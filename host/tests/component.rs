@@ -1,0 +1,142 @@
+//! The real component, driven through the host with the in-memory platform.
+
+use mqtt_host::loopback::Loopback;
+use mqtt_host::{default_config, ClientError, ComponentFile, Device, DeviceError, Event, Publish, Qos};
+
+fn device(lo: &Loopback) -> Device {
+    let component = ComponentFile::embedded().expect("embedded component loads");
+    Device::new(&component, Box::new(lo.clone()), default_config("broker", "dev-1"), "dev-1").expect("device")
+}
+
+fn qos1(payload: &[u8]) -> Publish {
+    Publish { topic: "t".into(), payload: payload.into(), qos: Qos::AtLeastOnce, retain: false, properties: None, deadline_ms: None }
+}
+
+fn poll_until(d: &mut Device, lo: &Loopback, mut done: impl FnMut(&Event) -> bool) -> Vec<Event> {
+    let mut all = Vec::new();
+    for _ in 0..200 {
+        let events = d.poll().expect("poll");
+        let hit = events.iter().any(&mut done);
+        all.extend(events);
+        if hit {
+            return all;
+        }
+        lo.advance(100);
+    }
+    panic!("condition not reached; events: {all:?}");
+}
+
+#[test]
+fn component_connects_and_completes_a_qos1_publish_on_puback() {
+    let lo = Loopback::new();
+    let mut d = device(&lo);
+    d.connect().unwrap();
+    poll_until(&mut d, &lo, |e| matches!(e, Event::Up(false)));
+    let t = d.publish(qos1(b"hello")).unwrap();
+    poll_until(&mut d, &lo, |e| matches!(e, Event::Published(x) if *x == t));
+    assert_eq!(lo.with(|s| s.received.clone()), vec![("t".to_string(), b"hello".to_vec(), false)]);
+    assert_eq!(d.unacked(), 0);
+    let stats = d.stats().unwrap().unwrap();
+    assert_eq!(stats.connects, 1);
+    assert!(stats.bytes_out > 0 && stats.bytes_in > 0);
+}
+
+#[test]
+fn component_republishes_with_dup_when_the_puback_is_lost() {
+    let lo = Loopback::new();
+    let mut d = device(&lo);
+    d.connect().unwrap();
+    poll_until(&mut d, &lo, |e| matches!(e, Event::Up(_)));
+    lo.with(|s| s.drop_acks = 1);
+    let t = d.publish(qos1(b"x")).unwrap();
+    poll_until(&mut d, &lo, |e| matches!(e, Event::Published(x) if *x == t));
+    let received = lo.with(|s| s.received.clone());
+    assert_eq!(received.len(), 2);
+    assert!(!received[0].2 && received[1].2, "second copy has DUP set: {received:?}");
+}
+
+#[test]
+fn exhausted_fuel_restarts_the_instance_and_replays_what_was_accepted() {
+    let lo = Loopback::new();
+    let mut d = device(&lo);
+    d.connect().unwrap();
+    poll_until(&mut d, &lo, |e| matches!(e, Event::Up(_)));
+    lo.with(|s| s.drop_acks = 1);
+    let t = d.publish(qos1(b"precious")).unwrap();
+    d.poll().unwrap();
+    assert_eq!(d.unacked(), 1);
+    d.starve_next_call(1_000);
+    let events = d.poll().expect("the watchdog recovers instead of failing");
+    assert_eq!(d.restarts(), 1);
+    assert!(events.iter().any(|e| matches!(e, Event::Error(m) if m.contains("restarted"))), "{events:?}");
+    poll_until(&mut d, &lo, |e| matches!(e, Event::Published(x) if *x == t));
+    assert_eq!(lo.with(|s| s.connects), 2, "the fresh instance connected again");
+    let copies = lo.with(|s| s.received.iter().filter(|r| r.1 == b"precious").count());
+    assert!(copies >= 2, "the accepted publish was handed to the fresh instance");
+}
+
+#[test]
+fn bad_config_is_a_clear_error_not_a_trap() {
+    let component = ComponentFile::embedded().unwrap();
+    let cases: Vec<(mqtt_host::Config, &str)> = vec![
+        (mqtt_host::Config { clean: false, ..default_config("broker", "") }, "client_id"),
+        (mqtt_host::Config { port: Some(0), ..default_config("broker", "x") }, "port"),
+        (mqtt_host::Config { keepalive_secs: 1, ..default_config("broker", "x") }, "keepalive_secs"),
+        (mqtt_host::Config { keepalive_secs: 5, ..default_config("broker", "x") }, "out of range"),
+        (mqtt_host::Config { queue_len: 0, ..default_config("broker", "x") }, "queue_len"),
+        (default_config("", "x"), "server"),
+    ];
+    for (config, want) in cases {
+        let err = Device::new(&component, Box::new(Loopback::new()), config, "bad").err().expect("refused");
+        match &err {
+            DeviceError::Client(ClientError::Invalid(why)) => assert!(why.contains(want), "{why:?} should name {want}"),
+            other => panic!("expected a config error naming {want}, got {other}"),
+        }
+    }
+}
+
+#[test]
+fn component_imports_only_the_platform_interfaces() {
+    let component = ComponentFile::embedded().unwrap();
+    let imports = component.import_names();
+    assert!(!imports.is_empty());
+    for name in &imports {
+        assert!(name.starts_with("mqtt-as:client/"), "unexpected import {name}");
+        assert!(!name.contains("wasi"), "WASI import {name}");
+    }
+    assert_eq!(imports.len(), 4, "{imports:?}");
+}
+
+#[test]
+fn async_client_publish_returns_when_acknowledged() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let lo = Loopback::new();
+        let d = device(&lo);
+        let clock = lo.clone();
+        // The loopback clock is manual: let it follow tokio's time.
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                clock.advance(10);
+            }
+        });
+        let mut client = mqtt_host::Client::spawn(d);
+        client.connect().await.unwrap();
+        let subs = vec![mqtt_host::Subscription { filter: "echo/#".into(), qos: Qos::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 }];
+        assert_eq!(client.subscribe(subs).await.unwrap(), vec![1]);
+        client.publish("echo/1", b"ping", Qos::AtLeastOnce, false).await.unwrap();
+        loop {
+            match client.next_event().await.unwrap() {
+                mqtt_host::ClientEvent::Message(m) => {
+                    assert_eq!(m.payload, b"ping");
+                    break;
+                }
+                _ => continue,
+            }
+        }
+        assert!(client.broker_up().await);
+        client.disconnect().await;
+        ticker.abort();
+    });
+}
