@@ -11,7 +11,7 @@
 //!    [`Client::poll_event`];
 //! 3. come back no later than [`Client::poll_timeout`].
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -120,12 +120,18 @@ pub struct Client {
     next_pid: u16,
     pending: VecDeque<Queued>,
     inflight: VecDeque<InFlight>,
-    pids_in_use: BTreeSet<u16>,
-    incoming_qos2: BTreeSet<u16>,
-    subscriptions: BTreeMap<String, SubscribeFilter>,
+    // Small linear collections instead of B-trees, on purpose: they hold at most a few
+    // dozen entries (bounded by Receive Maximum, topic-alias maximum, subscriptions) and
+    // each B-tree instantiation costs ~5 KiB of component code (measured with twiggy).
+    /// QoS 2 packet ids received and not yet released (exactly-once delivery).
+    incoming_qos2: Vec<u16>,
+    /// Filters the broker granted, for re-subscription after a clean reconnect.
+    subscriptions: Vec<SubscribeFilter>,
     /// MQTT 5 topic aliases for this connection: ours (topic → alias) and the broker's.
-    aliases_out: BTreeMap<String, u16>,
-    aliases_in: BTreeMap<u16, String>,
+    /// Our aliases: `aliases_out[i]` is the topic of alias i + 1.
+    aliases_out: Vec<String>,
+    /// The broker's aliases: `aliases_in[i]` is the topic of alias i + 1.
+    aliases_in: Vec<Option<String>>,
 
     // Liveness.
     last_rx: Instant,
@@ -190,11 +196,10 @@ impl Client {
             next_pid: 0,
             pending: VecDeque::new(),
             inflight: VecDeque::new(),
-            pids_in_use: BTreeSet::new(),
-            incoming_qos2: BTreeSet::new(),
-            subscriptions: BTreeMap::new(),
-            aliases_out: BTreeMap::new(),
-            aliases_in: BTreeMap::new(),
+            incoming_qos2: Vec::new(),
+            subscriptions: Vec::new(),
+            aliases_out: Vec::new(),
+            aliases_in: Vec::new(),
             last_rx: Instant::default(),
             last_tx: Instant::default(),
             ping_sent: None,
@@ -353,7 +358,6 @@ impl Client {
                 self.events.push_back(Event::PublishFailed { token, reason: 0 });
             }
         }
-        self.pids_in_use.clear();
         if self.cfg.ssid.is_some() {
             self.actions.push_back(Action::LeaveWifi);
         }
@@ -699,7 +703,6 @@ impl Client {
             self.incoming_qos2.clear();
         }
         let inflight = core::mem::take(&mut self.inflight);
-        self.pids_in_use.clear();
         let mut restart: Vec<Queued> = Vec::new();
         #[cfg(feature = "fault-drop-republish")]
         let mut dropped_one = false;
@@ -715,7 +718,6 @@ impl Client {
                     }
                     continue;
                 }
-                self.pids_in_use.insert(f.pid.get());
                 f.sent_at = now;
                 f.repubs = 0;
                 let packet = self.packet_for(f.pid, &f.waiting, true);
@@ -741,7 +743,7 @@ impl Client {
             self.pending.push_front(q);
         }
         if !session_present && self.cfg.resubscribe && !self.subscriptions.is_empty() {
-            let already: BTreeSet<&str> = self
+            let already: Vec<&str> = self
                 .pending
                 .iter()
                 .filter_map(|q| match &q.request {
@@ -751,7 +753,7 @@ impl Client {
                 .flatten()
                 .collect();
             let filters: Vec<SubscribeFilter> =
-                self.subscriptions.values().filter(|f| !already.contains(f.filter.as_str())).cloned().collect();
+                self.subscriptions.iter().filter(|f| !already.contains(&f.filter.as_str())).cloned().collect();
             if !filters.is_empty() {
                 self.pending.push_front(Queued { token: None, request: Request::Subscribe(filters), deadline: None });
             }
@@ -772,9 +774,9 @@ impl Client {
     fn alloc_pid(&mut self) -> Option<PacketId> {
         for _ in 0..u16::MAX {
             self.next_pid = if self.next_pid == u16::MAX { 1 } else { self.next_pid + 1 };
-            if !self.pids_in_use.contains(&self.next_pid) {
-                self.pids_in_use.insert(self.next_pid);
-                return PacketId::new(self.next_pid);
+            let candidate = self.next_pid;
+            if !self.inflight.iter().any(|f| f.pid.get() == candidate) {
+                return PacketId::new(candidate);
             }
         }
         None
@@ -825,7 +827,6 @@ impl Client {
             let f = InFlight { pid, token: q.token, waiting, sent_at: now, repubs: 0 };
             let packet = self.packet_for(pid, &f.waiting, false);
             if matches!(f.waiting, Waiting::Publish(_)) && !self.fits(&packet, f.token) {
-                self.pids_in_use.remove(&pid.get());
                 in_window -= 1;
                 continue;
             }
@@ -872,13 +873,12 @@ impl Client {
             properties.response_topic = src.response_topic.clone();
             properties.correlation_data = src.correlation_data.clone();
             properties.user_properties = src.user_properties.clone();
-            if let Some(&alias) = self.aliases_out.get(&p.topic) {
-                properties.topic_alias = Some(alias);
+            if let Some(i) = self.aliases_out.iter().position(|t| *t == p.topic) {
+                properties.topic_alias = Some(i as u16 + 1);
                 topic = String::new();
             } else if self.aliases_out.len() < usize::from(self.limits.topic_alias_maximum) {
-                let alias = self.aliases_out.len() as u16 + 1;
-                self.aliases_out.insert(p.topic.clone(), alias);
-                properties.topic_alias = Some(alias);
+                self.aliases_out.push(p.topic.clone());
+                properties.topic_alias = Some(self.aliases_out.len() as u16);
             }
         }
         Packet::Publish(Publish { dup, qos: p.qos, retain: p.retain, topic, packet_id: pid, payload: p.payload.clone(), properties })
@@ -965,7 +965,6 @@ impl Client {
             if let Waiting::Publish(_) = self.inflight[i].waiting {
                 // Deliberate fault: instead of republishing, pretend the broker acknowledged.
                 if let Some(f) = self.inflight.remove(i) {
-                    self.pids_in_use.remove(&f.pid.get());
                     if let Some(token) = f.token {
                         self.events.push_back(Event::Published(token));
                     }
@@ -990,9 +989,7 @@ impl Client {
 
     fn take_inflight(&mut self, pid: PacketId, want: fn(&Waiting) -> bool) -> Option<InFlight> {
         let i = self.inflight.iter().position(|f| f.pid == pid && want(&f.waiting))?;
-        let f = self.inflight.remove(i)?;
-        self.pids_in_use.remove(&pid.get());
-        Some(f)
+        self.inflight.remove(i)
     }
 
     fn handle_packet(&mut self, now: Instant, packet: Packet) {
@@ -1035,7 +1032,9 @@ impl Client {
                 self.send(now, &Packet::PubRel(rel));
             }
             Packet::PubRel(a) => {
-                let known = self.incoming_qos2.remove(&a.packet_id.get());
+                let id = a.packet_id.get();
+                let known = self.incoming_qos2.contains(&id);
+                self.incoming_qos2.retain(|x| *x != id);
                 let reason = if known || self.version == ProtocolVersion::V311 { 0 } else { 0x92 };
                 let comp = PubResponse { packet_id: a.packet_id, reason, properties: Properties::default() };
                 self.send(now, &Packet::PubComp(comp));
@@ -1055,7 +1054,8 @@ impl Client {
                 }
                 for (filter, code) in filters.into_iter().zip(&a.codes) {
                     if *code < 0x80 {
-                        self.subscriptions.insert(filter.filter.clone(), filter);
+                        self.subscriptions.retain(|s| s.filter != filter.filter);
+                        self.subscriptions.push(filter);
                     }
                 }
                 if let Some(token) = f.token {
@@ -1067,7 +1067,7 @@ impl Client {
                 let Some(f) = self.take_inflight(a.packet_id, |w| matches!(w, Waiting::UnsubAck(_))) else { return };
                 if let Waiting::UnsubAck(filters) = f.waiting {
                     for filter in filters {
-                        self.subscriptions.remove(&filter);
+                        self.subscriptions.retain(|s| s.filter != filter);
                     }
                 }
                 if let Some(token) = f.token {
@@ -1110,15 +1110,19 @@ impl Client {
                     return;
                 }
                 if p.topic.is_empty() {
-                    match self.aliases_in.get(&alias) {
-                        Some(t) => p.topic = t.clone(),
-                        None => {
+                    match self.aliases_in.get(usize::from(alias) - 1) {
+                        Some(Some(t)) => p.topic = t.clone(),
+                        _ => {
                             self.protocol_error(now, format!("unknown topic alias {alias}"), 0x82);
                             return;
                         }
                     }
                 } else {
-                    self.aliases_in.insert(alias, p.topic.clone());
+                    let i = usize::from(alias) - 1;
+                    if self.aliases_in.len() <= i {
+                        self.aliases_in.resize(i + 1, None);
+                    }
+                    self.aliases_in[i] = Some(p.topic.clone());
                 }
             }
         }
@@ -1136,7 +1140,7 @@ impl Client {
                     return;
                 }
                 if fresh {
-                    self.incoming_qos2.insert(pid.get());
+                    self.incoming_qos2.push(pid.get());
                 }
                 let rec = PubResponse { packet_id: pid, reason: 0, properties: Properties::default() };
                 self.send(now, &Packet::PubRec(rec));

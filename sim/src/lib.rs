@@ -1,1 +1,16 @@
+//! The deterministic network simulator: the real client component, a broker model and a
+//! fault timeline inside one turmoil simulation, replayed from a scenario file and a seed.
+//!
+//! - [`scenario`]: the TOML schema and its validation;
+//! - [`runner`]: one run (build, replay, check) and its [`runner::Outcome`];
+//! - [`broker`]: the MQTT broker model and its fault knobs;
+//! - [`device`] / [`platform`]: the component on simulated sockets, clock and WiFi;
+//! - [`report`]: the timeline summary and the HTML report.
 
+pub mod broker;
+pub mod device;
+pub mod platform;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod world;

@@ -1,0 +1,642 @@
+//! An MQTT 3.1.1 / 5.0 broker model over turmoil TCP, written against the same codec as the
+//! client. It behaves like Mosquitto where the spec leaves a choice: QoS 1 duplicates are
+//! forwarded, offline sessions queue QoS 1/2 messages up to `max_queued_messages`
+//! (dropping the oldest), wills fire on keepalive × 1.5 expiry or a drop without
+//! DISCONNECT.
+//!
+//! Its state lives outside the host's tasks so a restart can keep it (persistent sessions)
+//! or lose it. The observer (a subscriber that records every message it is sent) lives in
+//! the broker too: it never disconnects, so what it records is what the broker accepted.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use mqtt_protocol::codec::{topic::topic_matches, ConnAck, Decoder, Disconnect, PubResponse, Publish, SubAck};
+use mqtt_protocol::{Packet, PacketId, Properties, ProtocolVersion, QoS};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::scenario::{AckKind, BrokerSpec, Inject};
+use crate::world::{now_ms, payload_with_seq, seq_of, Delivery, Shared};
+
+pub const PORT: u16 = 1883;
+
+#[derive(Debug, Clone)]
+struct Msg {
+    topic: String,
+    payload: Vec<u8>,
+    qos: QoS,
+    retain: bool,
+    /// Absolute expiry (simulated ms), MQTT 5.
+    expires_at: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Session {
+    clean: bool,
+    v5: bool,
+    expiry_ms: Option<u64>,
+    subscriptions: BTreeMap<String, QoS>,
+    /// Sent and not yet acknowledged, by packet id, in send order.
+    inflight: BTreeMap<u16, (Msg, bool)>,
+    queue: VecDeque<Msg>,
+    next_pid: u16,
+    incoming_qos2: BTreeSet<u16>,
+    connection: Option<u64>,
+    disconnected_at: Option<u64>,
+    window: usize,
+}
+
+struct Conn {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    version: ProtocolVersion,
+    client_id: String,
+    /// MQTT 5 topic aliases the client set up on this connection.
+    aliases: BTreeMap<u16, String>,
+}
+
+/// Knobs the timeline turns.
+#[derive(Debug, Default)]
+pub struct Knobs {
+    pub drop: BTreeMap<AckKind, u32>,
+    pub refuse_code: Option<u8>,
+    pub stop_pings: bool,
+}
+
+pub struct BrokerState {
+    spec: BrokerSpec,
+    sessions: BTreeMap<String, Session>,
+    retained: BTreeMap<String, Msg>,
+    conns: BTreeMap<u64, Conn>,
+    next_conn: u64,
+    pub knobs: Knobs,
+    observe: Vec<String>,
+    device_id: String,
+    inject: Vec<Inject>,
+    inject_next: Vec<u64>,
+}
+
+#[derive(Clone)]
+pub struct Broker {
+    state: Arc<Mutex<BrokerState>>,
+    world: Shared,
+}
+
+impl Broker {
+    pub fn new(spec: BrokerSpec, observe: Vec<String>, device_id: String, inject: Vec<Inject>, world: Shared) -> Self {
+        let n = inject.len();
+        let state = BrokerState {
+            spec,
+            sessions: BTreeMap::new(),
+            retained: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            next_conn: 0,
+            knobs: Knobs::default(),
+            observe,
+            device_id,
+            inject,
+            inject_next: vec![0; n],
+        };
+        Broker { state: Arc::new(Mutex::new(state)), world }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, BrokerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The host crashed: its connections are gone; sessions survive only if `persist`.
+    pub fn crashed(&self, persist: bool) {
+        let mut s = self.lock();
+        s.conns.clear();
+        let now = now_ms();
+        if persist {
+            for sess in s.sessions.values_mut() {
+                sess.connection = None;
+                sess.disconnected_at = Some(now);
+            }
+        } else {
+            s.sessions.clear();
+            s.retained.clear();
+        }
+    }
+
+    /// MQTT 5: tell every connected client to go away.
+    pub fn server_disconnect(&self, reason: u8) {
+        let mut s = self.lock();
+        let ids: Vec<u64> = s.conns.keys().copied().collect();
+        for id in ids {
+            if let Some(c) = s.conns.get(&id) {
+                if c.version == ProtocolVersion::V5 {
+                    let _ = c.tx.send(Packet::Disconnect(Disconnect { reason, properties: Properties::default() }).encode(c.version));
+                }
+            }
+            // Closing the writer channel ends the connection task after it flushed.
+            s.conns.remove(&id);
+        }
+    }
+
+    /// The broker host's software: accept connections and run the injector.
+    pub async fn serve(self) -> turmoil::Result {
+        let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+        let injector = self.clone();
+        tokio::spawn(async move { injector.inject_loop().await });
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let me = self.clone();
+            tokio::spawn(async move { me.connection(stream).await });
+        }
+    }
+
+    async fn inject_loop(self) {
+        loop {
+            let now = now_ms();
+            let mut next_wake = u64::MAX;
+            {
+                let mut s = self.lock();
+                for i in 0..s.inject.len() {
+                    let spec = s.inject[i].clone();
+                    loop {
+                        let k = s.inject_next[i];
+                        if k >= spec.count {
+                            break;
+                        }
+                        let at = (spec.start_s * 1000.0) as u64 + k * spec.every_ms;
+                        if at > now {
+                            next_wake = next_wake.min(at);
+                            break;
+                        }
+                        s.inject_next[i] += 1;
+                        let seq = 1_000_000 + (i as u64) * 100_000 + k;
+                        let msg = Msg {
+                            topic: spec.topic.clone(),
+                            payload: payload_with_seq(seq, 16),
+                            qos: QoS::from_u8(spec.qos).unwrap_or(QoS::AtLeastOnce),
+                            retain: spec.retain,
+                            expires_at: spec.message_expiry_s.map(|e| now + u64::from(e) * 1000),
+                        };
+                        self.world.lock().rec.injected.push((seq, now, spec.topic.clone()));
+                        s.route(&msg, &self.world);
+                    }
+                }
+            }
+            if next_wake == u64::MAX {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(next_wake - now)).await;
+        }
+    }
+
+    async fn connection(self, stream: turmoil::net::TcpStream) {
+        let (mut rd, mut wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let writer = tokio::spawn(async move {
+            while let Some(b) = rx.recv().await {
+                if wr.write_all(&b).await.is_err() {
+                    return;
+                }
+            }
+            // The broker dropped the connection (DISCONNECT sent, or kicked): close it.
+            let _ = wr.shutdown().await;
+        });
+        let mut decoder = Decoder::new(ProtocolVersion::V5, 1 << 20);
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut conn_id: Option<u64> = None;
+        let mut keepalive_ms: Option<u64> = None;
+        let mut clean_exit = false;
+        let mut will: Option<(Msg, u64)> = None;
+        'conn: loop {
+            // Keepalive enforcement: 1.5 × keepalive without a packet ends the connection.
+            let read = match keepalive_ms {
+                Some(ka) => match tokio::time::timeout(Duration::from_millis(ka * 3 / 2), rd.read(&mut buf)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.world.lock().log(now_ms(), "broker", "keepalive_expired", json!({}));
+                        break;
+                    }
+                },
+                None => rd.read(&mut buf).await,
+            };
+            let n = match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if conn_id.is_some_and(|id| !self.lock().conns.contains_key(&id)) {
+                break; // kicked while we waited
+            }
+            decoder.feed(&buf[..n]);
+            loop {
+                let packet = match decoder.next_packet() {
+                    Ok(Some(p)) => p,
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.world.lock().log(now_ms(), "broker", "malformed", json!({ "error": e.to_string() }));
+                        break 'conn;
+                    }
+                };
+                match (conn_id, packet) {
+                    (None, Packet::Connect(c)) => {
+                        decoder.set_version(c.protocol);
+                        match self.lock().connect(&c, tx.clone(), &self.world) {
+                            Some((id, ka)) => {
+                                conn_id = Some(id);
+                                keepalive_ms = (ka > 0).then_some(u64::from(ka) * 1000);
+                                will = c.will.as_ref().map(|w| {
+                                    let msg = Msg { topic: w.topic.clone(), payload: w.payload.clone(), qos: w.qos, retain: w.retain, expires_at: None };
+                                    (msg, u64::from(w.properties.will_delay_interval.unwrap_or(0)) * 1000)
+                                });
+                            }
+                            None => break 'conn,
+                        }
+                    }
+                    (None, _) => break 'conn,
+                    (Some(_), Packet::Disconnect(d)) => {
+                        // MQTT 5 reason 0x04: disconnect with will message.
+                        clean_exit = d.reason != 0x04;
+                        break 'conn;
+                    }
+                    (Some(id), p) => {
+                        if !self.lock().packet(id, p, &self.world) {
+                            break 'conn;
+                        }
+                    }
+                }
+            }
+        }
+        let (client_id, session_gone) = match conn_id {
+            Some(id) => self.lock().disconnected(id),
+            None => (String::new(), false),
+        };
+        if !clean_exit {
+            if let Some((msg, delay)) = will {
+                let me = self.clone();
+                tokio::spawn(async move { me.fire_will(client_id, msg, delay, session_gone).await });
+            }
+        }
+        writer.abort();
+    }
+
+    async fn fire_will(self, client_id: String, msg: Msg, delay_ms: u64, _session_gone: bool) {
+        if delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            // A reconnect within the delay cancels the will (MQTT 5 3.1.3.2.2).
+            if self.lock().sessions.get(&client_id).is_some_and(|s| s.connection.is_some()) {
+                return;
+            }
+        }
+        self.world.lock().log(now_ms(), "broker", "will", json!({ "topic": msg.topic, "client": client_id }));
+        self.lock().route(&msg, &self.world);
+    }
+}
+
+fn drop_knob(knobs: &mut Knobs, kind: AckKind) -> bool {
+    match knobs.drop.get_mut(&kind) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+impl BrokerState {
+    fn send(&self, conn: u64, p: Packet) {
+        if let Some(c) = self.conns.get(&conn) {
+            let _ = c.tx.send(p.encode(c.version));
+        }
+    }
+
+    /// CONNECT: returns the connection id and the keepalive, or refuses.
+    fn connect(&mut self, c: &mqtt_protocol::codec::Connect, tx: mpsc::UnboundedSender<Vec<u8>>, world: &Shared) -> Option<(u64, u16)> {
+        let v5 = c.protocol == ProtocolVersion::V5;
+        let now = now_ms();
+        if let Some(code) = self.knobs.refuse_code {
+            let _ = tx.send(Packet::ConnAck(ConnAck { session_present: false, code, properties: Properties::default() }).encode(c.protocol));
+            world.lock().log(now, "broker", "refused", json!({ "code": code }));
+            return None;
+        }
+        self.next_conn += 1;
+        let id = self.next_conn;
+        let client_id = if c.client_id.is_empty() { format!("auto-{id}") } else { c.client_id.clone() };
+        // Take over: a second connection with the same id closes the first.
+        if let Some(old) = self.sessions.get(&client_id).and_then(|s| s.connection) {
+            self.conns.remove(&old);
+        }
+        let expired = self.sessions.get(&client_id).is_some_and(|s| match (s.expiry_ms, s.disconnected_at) {
+            (Some(e), Some(at)) => now.saturating_sub(at) > e,
+            _ => false,
+        });
+        if c.clean_start || expired {
+            self.sessions.remove(&client_id);
+        }
+        let present = self.sessions.contains_key(&client_id);
+        let window = if v5 { usize::from(c.properties.receive_maximum.unwrap_or(u16::MAX)) } else { usize::MAX };
+        let expiry_ms = if v5 {
+            Some(u64::from(c.properties.session_expiry_interval.unwrap_or(0)) * 1000)
+        } else if c.clean_start {
+            Some(0)
+        } else {
+            None
+        };
+        let sess = self.sessions.entry(client_id.clone()).or_insert_with(|| Session {
+            clean: c.clean_start,
+            v5,
+            expiry_ms,
+            subscriptions: BTreeMap::new(),
+            inflight: BTreeMap::new(),
+            queue: VecDeque::new(),
+            next_pid: 0,
+            incoming_qos2: BTreeSet::new(),
+            connection: None,
+            disconnected_at: None,
+            window,
+        });
+        sess.connection = Some(id);
+        sess.disconnected_at = None;
+        sess.clean = c.clean_start;
+        sess.v5 = v5;
+        sess.expiry_ms = expiry_ms;
+        sess.window = window.min(usize::from(self.spec.receive_maximum));
+        self.conns.insert(id, Conn { tx, version: c.protocol, client_id: client_id.clone(), aliases: BTreeMap::new() });
+        let mut properties = Properties::default();
+        if v5 {
+            properties.receive_maximum = Some(self.spec.receive_maximum);
+            if self.spec.topic_alias_maximum > 0 {
+                properties.topic_alias_maximum = Some(self.spec.topic_alias_maximum);
+            }
+            if c.client_id.is_empty() {
+                properties.assigned_client_identifier = Some(client_id.clone());
+            }
+        }
+        world.lock().log(now, "broker", "connect", json!({ "client": client_id, "clean": c.clean_start, "session_present": present }));
+        if drop_knob(&mut self.knobs, AckKind::Connack) {
+            world.lock().log(now, "broker", "dropped", json!({ "packet": "CONNACK" }));
+        } else {
+            self.send(id, Packet::ConnAck(ConnAck { session_present: present, code: 0, properties }));
+        }
+        // Resume: resend what was in flight (DUP), then the queue.
+        let resend: Vec<(u16, Msg, bool)> = self.sessions[&client_id].inflight.iter().map(|(k, (m, rel))| (*k, m.clone(), *rel)).collect();
+        for (pid, msg, released) in resend {
+            let pid = PacketId::new(pid).expect("stored ids are non-zero");
+            if released {
+                self.send(id, Packet::PubRel(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }));
+            } else {
+                self.send(id, publish_packet(&msg, Some(pid), true));
+            }
+        }
+        self.flush_queue(&client_id, world);
+        Some((id, c.keep_alive))
+    }
+
+    fn disconnected(&mut self, id: u64) -> (String, bool) {
+        let Some(conn) = self.conns.remove(&id) else {
+            // Kicked or crashed: find the session that pointed here.
+            let cid = self.sessions.iter().find(|(_, s)| s.connection == Some(id)).map(|(k, _)| k.clone());
+            if let Some(cid) = &cid {
+                if let Some(s) = self.sessions.get_mut(cid) {
+                    s.connection = None;
+                    s.disconnected_at = Some(now_ms());
+                }
+            }
+            return (cid.unwrap_or_default(), false);
+        };
+        let mut gone = false;
+        if let Some(s) = self.sessions.get_mut(&conn.client_id) {
+            if s.connection == Some(id) {
+                s.connection = None;
+                s.disconnected_at = Some(now_ms());
+                if s.expiry_ms == Some(0) {
+                    self.sessions.remove(&conn.client_id);
+                    gone = true;
+                }
+            }
+        }
+        (conn.client_id, gone)
+    }
+
+    /// Handle one packet on an established connection; false closes it.
+    fn packet(&mut self, id: u64, p: Packet, world: &Shared) -> bool {
+        let Some(client_id) = self.conns.get(&id).map(|c| c.client_id.clone()) else { return false };
+        let now = now_ms();
+        match p {
+            Packet::Publish(p) => {
+                let mut topic = p.topic.clone();
+                if let (Some(alias), Some(conn)) = (p.properties.topic_alias, self.conns.get_mut(&id)) {
+                    if topic.is_empty() {
+                        match conn.aliases.get(&alias) {
+                            Some(t) => topic = t.clone(),
+                            None => return false,
+                        }
+                    } else {
+                        conn.aliases.insert(alias, topic.clone());
+                    }
+                }
+                let msg = Msg {
+                    topic,
+                    payload: p.payload.clone(),
+                    qos: p.qos,
+                    retain: p.retain,
+                    expires_at: p.properties.message_expiry_interval.map(|e| now + u64::from(e) * 1000),
+                };
+                let topic_ok = !msg.topic.is_empty();
+                match (p.qos, p.packet_id) {
+                    (QoS::AtMostOnce, _) => {
+                        if topic_ok {
+                            self.route(&msg, world);
+                        }
+                    }
+                    (QoS::AtLeastOnce, Some(pid)) => {
+                        // Forwarded every time, DUP or not, as Mosquitto does.
+                        self.route(&msg, world);
+                        if drop_knob(&mut self.knobs, AckKind::Puback) {
+                            world.lock().log(now, "broker", "dropped", json!({ "packet": "PUBACK", "pid": pid.get() }));
+                        } else {
+                            self.send(id, Packet::PubAck(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }));
+                        }
+                    }
+                    (QoS::ExactlyOnce, Some(pid)) => {
+                        let fresh = self.sessions.get_mut(&client_id).is_some_and(|s| s.incoming_qos2.insert(pid.get()));
+                        if fresh {
+                            self.route(&msg, world);
+                        }
+                        if drop_knob(&mut self.knobs, AckKind::Pubrec) {
+                            world.lock().log(now, "broker", "dropped", json!({ "packet": "PUBREC", "pid": pid.get() }));
+                        } else {
+                            self.send(id, Packet::PubRec(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }));
+                        }
+                    }
+                    _ => return false,
+                }
+            }
+            Packet::PubRel(r) => {
+                if let Some(s) = self.sessions.get_mut(&client_id) {
+                    s.incoming_qos2.remove(&r.packet_id.get());
+                }
+                if drop_knob(&mut self.knobs, AckKind::Pubcomp) {
+                    world.lock().log(now, "broker", "dropped", json!({ "packet": "PUBCOMP" }));
+                } else {
+                    self.send(id, Packet::PubComp(PubResponse { packet_id: r.packet_id, reason: 0, properties: Properties::default() }));
+                }
+            }
+            Packet::PubAck(a) | Packet::PubComp(a) => {
+                if let Some(s) = self.sessions.get_mut(&client_id) {
+                    s.inflight.remove(&a.packet_id.get());
+                }
+                self.flush_queue(&client_id, world);
+            }
+            Packet::PubRec(a) => {
+                if let Some(s) = self.sessions.get_mut(&client_id) {
+                    if let Some(entry) = s.inflight.get_mut(&a.packet_id.get()) {
+                        entry.1 = true;
+                    }
+                }
+                self.send(id, Packet::PubRel(PubResponse { packet_id: a.packet_id, reason: 0, properties: Properties::default() }));
+            }
+            Packet::Subscribe(sub) => {
+                let mut codes = Vec::new();
+                let mut retained = Vec::new();
+                if let Some(s) = self.sessions.get_mut(&client_id) {
+                    for f in &sub.filters {
+                        s.subscriptions.insert(f.filter.clone(), f.qos);
+                        codes.push(f.qos as u8);
+                        if f.retain_handling != 2 {
+                            retained.extend(self.retained.values().filter(|m| topic_matches(&f.filter, &m.topic)).cloned());
+                        }
+                    }
+                }
+                world.lock().log(now, "broker", "subscribe", json!({ "client": client_id, "filters": sub.filters.iter().map(|f| f.filter.clone()).collect::<Vec<_>>() }));
+                if drop_knob(&mut self.knobs, AckKind::Suback) {
+                    world.lock().log(now, "broker", "dropped", json!({ "packet": "SUBACK" }));
+                } else {
+                    self.send(id, Packet::SubAck(SubAck { packet_id: sub.packet_id, codes, properties: Properties::default() }));
+                }
+                for m in retained {
+                    self.deliver(&client_id, m, world);
+                }
+            }
+            Packet::Unsubscribe(u) => {
+                if let Some(s) = self.sessions.get_mut(&client_id) {
+                    for f in &u.filters {
+                        s.subscriptions.remove(f);
+                    }
+                }
+                let v5 = self.conns.get(&id).is_some_and(|c| c.version == ProtocolVersion::V5);
+                let codes = if v5 { vec![0; u.filters.len()] } else { Vec::new() };
+                if drop_knob(&mut self.knobs, AckKind::Unsuback) {
+                    world.lock().log(now, "broker", "dropped", json!({ "packet": "UNSUBACK" }));
+                } else {
+                    self.send(id, Packet::UnsubAck(SubAck { packet_id: u.packet_id, codes, properties: Properties::default() }));
+                }
+            }
+            Packet::PingReq => {
+                if !self.knobs.stop_pings && !drop_knob(&mut self.knobs, AckKind::Pingresp) {
+                    self.send(id, Packet::PingResp);
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// A message accepted by the broker: to the observer, retained store, subscribers.
+    fn route(&mut self, msg: &Msg, world: &Shared) {
+        let now = now_ms();
+        if self.observe.iter().any(|f| topic_matches(f, &msg.topic)) {
+            let mut w = world.lock();
+            w.log(now, "observer", "message", json!({ "topic": msg.topic, "seq": seq_of(&msg.payload) }));
+            w.rec.observed.push(Delivery { topic: msg.topic.clone(), seq: seq_of(&msg.payload), t_ms: now, payload: msg.payload.clone() });
+        }
+        if msg.retain {
+            if msg.payload.is_empty() {
+                self.retained.remove(&msg.topic);
+            } else {
+                self.retained.insert(msg.topic.clone(), msg.clone());
+            }
+        }
+        let targets: Vec<(String, QoS)> = self
+            .sessions
+            .iter()
+            .filter_map(|(cid, s)| {
+                let q = s.subscriptions.iter().filter(|(f, _)| topic_matches(f, &msg.topic)).map(|(_, q)| *q).max()?;
+                Some((cid.clone(), q))
+            })
+            .collect();
+        for (cid, q) in targets {
+            let m = Msg { qos: msg.qos.min(q), retain: false, ..msg.clone() };
+            self.deliver(&cid, m, world);
+        }
+    }
+
+    fn deliver(&mut self, client_id: &str, msg: Msg, world: &Shared) {
+        let max_queued = self.spec.max_queued_messages;
+        let Some(s) = self.sessions.get_mut(client_id) else { return };
+        if msg.qos == QoS::AtMostOnce {
+            if let Some(conn) = s.connection {
+                self.send(conn, publish_packet(&msg, None, false));
+            }
+            return;
+        }
+        s.queue.push_back(msg);
+        if s.queue.len() > max_queued {
+            s.queue.pop_front();
+        }
+        self.flush_queue(client_id, world);
+    }
+
+    /// Send queued QoS 1/2 messages while the client's window allows.
+    fn flush_queue(&mut self, client_id: &str, world: &Shared) {
+        let now = now_ms();
+        let device = client_id == self.device_id;
+        let Some(s) = self.sessions.get_mut(client_id) else { return };
+        let Some(conn) = s.connection else { return };
+        let mut out = Vec::new();
+        let mut expired = 0;
+        while s.inflight.len() < s.window {
+            let Some(mut msg) = s.queue.pop_front() else { break };
+            if msg.expires_at.is_some_and(|t| t <= now) {
+                expired += 1;
+                continue;
+            }
+            let mut pid;
+            loop {
+                s.next_pid = s.next_pid.wrapping_add(1).max(1);
+                pid = s.next_pid;
+                if !s.inflight.contains_key(&pid) {
+                    break;
+                }
+            }
+            msg.retain = false;
+            s.inflight.insert(pid, (msg.clone(), false));
+            out.push((pid, msg));
+        }
+        let inflight = s.inflight.len() as u64;
+        for (pid, msg) in out {
+            let remaining = msg.expires_at.map(|t| ((t - now) / 1000).max(1) as u32);
+            let mut p = publish_packet(&msg, PacketId::new(pid), false);
+            if let Packet::Publish(pp) = &mut p {
+                pp.properties.message_expiry_interval = remaining;
+            }
+            self.send(conn, p);
+        }
+        if device || expired > 0 {
+            let mut w = world.lock();
+            if device {
+                w.rec.broker_max_inflight_to_device = w.rec.broker_max_inflight_to_device.max(inflight);
+            }
+            w.rec.broker_expired += expired;
+        }
+    }
+}
+
+fn publish_packet(msg: &Msg, pid: Option<PacketId>, dup: bool) -> Packet {
+    Packet::Publish(Publish {
+        dup: dup && pid.is_some(),
+        qos: msg.qos,
+        retain: msg.retain,
+        topic: msg.topic.clone(),
+        packet_id: pid,
+        payload: msg.payload.clone(),
+        properties: Properties::default(),
+    })
+}

@@ -1,0 +1,206 @@
+//! The device host: the real component, run through `mqtt-host` on the simulated platform,
+//! with the scenario's application workload on top.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mqtt_host::{ComponentFile, Config, Device, Event, Publish, PublishProperties, Qos, Subscription};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::platform::SimPlatform;
+use crate::scenario::Workload;
+use crate::world::{now_ms, payload_with_seq, seq_of, Accepted, Delivery, Shared};
+
+pub struct DeviceCtx {
+    pub component: ComponentFile,
+    pub config: Config,
+    pub subscriptions: Vec<Subscription>,
+    pub workloads: Vec<Workload>,
+    pub world: Shared,
+    pub wake: Arc<Notify>,
+}
+
+/// How long the application waits before calling `connect` again after it failed.
+const APP_RETRY_MS: u64 = 2_000;
+
+/// Longest the loop sleeps with nothing scheduled (it is woken by IO and the timeline).
+const IDLE: u64 = 60_000;
+
+fn qos(q: u8) -> Qos {
+    match q {
+        0 => Qos::AtMostOnce,
+        1 => Qos::AtLeastOnce,
+        _ => Qos::ExactlyOnce,
+    }
+}
+
+fn down_text(d: &mqtt_host::DownReason) -> String {
+    format!("{d:?}")
+}
+
+/// One boot of the device, until the simulation ends or the host is crashed.
+pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
+    let boot = {
+        let mut w = ctx.world.lock();
+        let b = w.rec.boot;
+        w.rec.boot += 1;
+        // Readings that fell due while the power was off were never taken.
+        let now = now_ms();
+        for (i, wl) in ctx.workloads.iter().enumerate() {
+            let start = (wl.start_s * 1000.0) as u64;
+            while w.workload_next[i] < wl.count && start + w.workload_next[i] * wl.every_ms < now {
+                w.workload_next[i] += 1;
+            }
+        }
+        w.log(now, "device", "boot", json!({ "boot": b }));
+        b
+    };
+    let platform = SimPlatform::new(ctx.world.clone(), ctx.wake.clone());
+    let mut dev = Device::new(&ctx.component, Box::new(platform), ctx.config.clone(), "device").map_err(|e| format!("device: {e}"))?;
+    if !ctx.subscriptions.is_empty() {
+        dev.subscribe(ctx.subscriptions.clone()).map_err(|e| format!("subscribe: {e}"))?;
+    }
+    dev.connect().map_err(|e| format!("connect: {e}"))?;
+    let mut closed = false;
+    // What an mqtt_as application does when its first connect raises: wait, try again.
+    let mut retry_connect_at: Option<u64> = None;
+    loop {
+        let now = now_ms();
+        if retry_connect_at.is_some_and(|t| t <= now) {
+            retry_connect_at = None;
+            dev.connect().map_err(|e| format!("connect: {e}"))?;
+        }
+        let events = dev.poll().map_err(|e| format!("poll: {e}"))?;
+        if record(&ctx, boot, now, events) && !closed {
+            retry_connect_at = Some(now + APP_RETRY_MS);
+        }
+        if !closed && std::mem::take(&mut ctx.world.lock().disconnect_now) {
+            dev.disconnect().map_err(|e| format!("disconnect: {e}"))?;
+            closed = true;
+            let mut w = ctx.world.lock();
+            w.rec.disconnect_called_at = Some(now);
+            w.log(now, "device", "disconnect_called", json!({}));
+            drop(w);
+            let events = dev.poll().map_err(|e| format!("poll: {e}"))?;
+            record(&ctx, boot, now, events);
+        }
+        let next_work = if closed { None } else { publish_due(&ctx, &mut dev, boot, now) };
+        let restarts = dev.restarts();
+        {
+            let mut w = ctx.world.lock();
+            w.rec.restarts = w.rec.restarts.max(restarts);
+        }
+        let deadline = dev.next_deadline().map_err(|e| format!("next-deadline: {e}"))?;
+        let wake_at = [deadline, next_work, retry_connect_at].into_iter().flatten().min().unwrap_or(now + IDLE);
+        let wait = wake_at.saturating_sub(now_ms()).min(IDLE);
+        tokio::select! {
+            _ = ctx.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+        }
+    }
+}
+
+/// Publish every workload message that is due; returns when the next one is.
+fn publish_due(ctx: &DeviceCtx, dev: &mut Device, boot: u32, now: u64) -> Option<u64> {
+    let mut next: Option<u64> = None;
+    for (i, wl) in ctx.workloads.iter().enumerate() {
+        loop {
+            let k = ctx.world.lock().workload_next[i];
+            if k >= wl.count {
+                break;
+            }
+            let at = (wl.start_s * 1000.0) as u64 + k * wl.every_ms;
+            if at > now {
+                next = Some(next.map_or(at, |n: u64| n.min(at)));
+                break;
+            }
+            ctx.world.lock().workload_next[i] += 1;
+            let seq = (i as u64) * 100_000 + k;
+            let properties = wl.message_expiry_s.map(|e| PublishProperties {
+                payload_format_utf8: false,
+                message_expiry_secs: Some(e),
+                content_type: None,
+                response_topic: None,
+                correlation_data: None,
+                subscription_ids: Vec::new(),
+                user_properties: Vec::new(),
+            });
+            let p = Publish {
+                topic: wl.topic.clone(),
+                payload: payload_with_seq(seq, wl.payload_bytes),
+                qos: qos(wl.qos),
+                retain: wl.retain,
+                properties,
+                deadline_ms: None,
+            };
+            let result = dev.publish(p);
+            let mut w = ctx.world.lock();
+            match result {
+                Ok(token) => {
+                    w.rec.accepted.push(Accepted { seq, topic: wl.topic.clone(), qos: wl.qos, t_ms: now, token, boot });
+                    w.log(now, "device", "publish", json!({ "seq": seq, "topic": wl.topic, "qos": wl.qos, "token": token }));
+                }
+                Err(e) => {
+                    w.rec.publish_failures += 1;
+                    w.log(now, "device", "publish_refused", json!({ "seq": seq, "error": e.to_string() }));
+                }
+            }
+        }
+    }
+    next
+}
+
+/// Records the events; true when the first connect failed (the application retries).
+fn record(ctx: &DeviceCtx, boot: u32, now: u64, events: Vec<Event>) -> bool {
+    let mut connect_failed = false;
+    let mut w = ctx.world.lock();
+    for e in events {
+        match e {
+            Event::Up(session_present) => {
+                w.rec.ups.push(now);
+                w.log(now, "device", "up", json!({ "session_present": session_present }));
+            }
+            Event::Down(d) => {
+                let why = down_text(&d);
+                w.log(now, "device", "down", json!({ "reason": why }));
+                w.rec.downs.push((now, why));
+            }
+            Event::Message(m) => {
+                let seq = seq_of(&m.payload);
+                w.log(now, "device", "message", json!({ "topic": m.topic, "seq": seq, "dup": m.dup }));
+                w.rec.device_received.push(Delivery { topic: m.topic, seq, t_ms: now, payload: m.payload });
+            }
+            Event::Published(token) => {
+                w.rec.acked.insert((boot, token), now);
+                w.log(now, "device", "published", json!({ "token": token }));
+            }
+            Event::PublishFailed((token, reason)) => {
+                w.rec.publish_failures += 1;
+                w.log(now, "device", "publish_failed", json!({ "token": token, "reason": reason }));
+            }
+            Event::Subscribed((token, codes)) => w.log(now, "device", "subscribed", json!({ "token": token, "codes": codes })),
+            Event::Unsubscribed((token, _)) => w.log(now, "device", "unsubscribed", json!({ "token": token })),
+            Event::BrokerUp(up) => w.log(now, "device", "broker_up", json!({ "up": up })),
+            Event::Link(l) => {
+                let state = match l {
+                    mqtt_host::LinkState::Up => "up",
+                    mqtt_host::LinkState::Down => "down",
+                    mqtt_host::LinkState::Connecting => "connecting",
+                };
+                w.log(now, "device", "link", json!({ "state": state }));
+            }
+            Event::ConnectFailed(why) => {
+                connect_failed = true;
+                w.log(now, "device", "connect_failed", json!({ "reason": why }));
+                w.rec.downs.push((now, format!("connect failed: {why}")));
+            }
+            Event::Discarded(n) => {
+                w.rec.discards = w.rec.discards.max(n);
+                w.log(now, "device", "discarded", json!({ "total": n }));
+            }
+            Event::Error(e) => w.log(now, "device", "error", json!({ "error": e })),
+        }
+    }
+    connect_failed
+}

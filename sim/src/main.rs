@@ -1,0 +1,247 @@
+//! `mqtt-sim`: replay outage scenarios against the real client component.
+//!
+//! Exit codes: 0 every expectation held, 1 one failed (named, with the replay command),
+//! 2 bad input (the file, line and key).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mqtt_host::ComponentFile;
+use mqtt_sim::runner::{self, Outcome};
+use mqtt_sim::scenario::Scenario;
+use mqtt_sim::report;
+
+#[derive(Parser)]
+#[command(name = "mqtt-sim", version, about = "Deterministic outage simulator for the MQTT client component")]
+struct Cli {
+    /// Load this component instead of the one built into mqtt-sim.
+    #[arg(long, global = true)]
+    component: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one scenario with one seed and print the timeline and the verdict.
+    Run {
+        file: PathBuf,
+        /// Seed (default: the scenario's first).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+        /// Write every event, with simulated timestamps, as JSON Lines.
+        #[arg(long, value_name = "FILE.jsonl")]
+        trace: Option<PathBuf>,
+        /// Write an HTML page drawing the timeline.
+        #[arg(long, value_name = "FILE.html")]
+        report: Option<PathBuf>,
+    },
+    /// Run scenarios (files or directories) over a range of seeds.
+    Sweep {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Seed range, inclusive: `1..500` or `7..7`.
+        #[arg(long, default_value = "1..50")]
+        seeds: String,
+        /// Parallel workers (default: the machine's cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Run only shard I of N (1-based), for splitting a sweep across machines.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
+    },
+    /// Validate scenario files without running them.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Write the component this binary runs, for embedding in other hosts.
+    Component {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn component(path: &Option<PathBuf>) -> anyhow::Result<ComponentFile> {
+    match path {
+        Some(p) => ComponentFile::from_file(p),
+        None => ComponentFile::embedded(),
+    }
+}
+
+fn name_of(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { file, seed, json, trace, report: html } => {
+            let sc = Scenario::load(&file)?;
+            let comp = component(&cli.component)?;
+            let seed = seed.unwrap_or(sc.seeds[0]);
+            let o = runner::run(&sc, &name_of(&file), seed, &comp);
+            if let Some(path) = trace {
+                std::fs::write(&path, o.trace.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))?;
+            }
+            if let Some(path) = html {
+                std::fs::write(&path, report::html(&o)).with_context(|| format!("writing {}", path.display()))?;
+            }
+            if json {
+                println!("{}", serde_json::to_string(&o)?);
+            } else {
+                println!("{} (seed {seed}){}", name_of(&file), if sc.description.is_empty() { String::new() } else { format!(": {}", sc.description.trim()) });
+                print!("{}", report::summary(&o));
+                println!("{}", if o.passed { "PASSED" } else { "FAILED" });
+            }
+            if !o.passed {
+                eprintln!("replay: mqtt-sim run {} --seed {seed}", file.display());
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { files } => {
+            let mut bad = false;
+            for f in files {
+                match Scenario::load(&f) {
+                    Ok(_) => println!("ok: {}", f.display()),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        bad = true;
+                    }
+                }
+            }
+            Ok(if bad { ExitCode::from(2) } else { ExitCode::SUCCESS })
+        }
+        Command::Component { out } => {
+            let comp = component(&cli.component)?;
+            std::fs::write(&out, comp.bytes()).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {} ({} bytes)", out.display(), comp.bytes().len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sweep { paths, seeds, jobs, shard } => sweep(&cli.component, paths, &seeds, jobs, shard.as_deref()),
+    }
+}
+
+fn parse_range(s: &str) -> anyhow::Result<(u64, u64)> {
+    let (a, b) = s.split_once("..").with_context(|| format!("--seeds {s:?}: expected A..B"))?;
+    let b = b.trim_start_matches('=');
+    let (a, b): (u64, u64) = (a.parse().with_context(|| format!("--seeds: {a:?} is not a number"))?, b.parse().with_context(|| format!("--seeds: {b:?} is not a number"))?);
+    anyhow::ensure!(a <= b, "--seeds {s}: the range is empty");
+    Ok((a, b))
+}
+
+fn parse_shard(s: &str) -> anyhow::Result<(usize, usize)> {
+    let (i, n) = s.split_once('/').with_context(|| format!("--shard {s:?}: expected I/N"))?;
+    let (i, n): (usize, usize) = (i.parse()?, n.parse()?);
+    anyhow::ensure!(n >= 1 && i >= 1 && i <= n, "--shard {s}: need 1 <= I <= N");
+    Ok((i, n))
+}
+
+fn scenario_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    anyhow::ensure!(!files.is_empty(), "no scenario files found");
+    Ok(files)
+}
+
+fn sweep(comp: &Option<PathBuf>, paths: Vec<PathBuf>, seeds: &str, jobs: Option<usize>, shard: Option<&str>) -> anyhow::Result<ExitCode> {
+    let (a, b) = parse_range(seeds)?;
+    let (shard_i, shard_n) = shard.map(parse_shard).transpose()?.unwrap_or((1, 1));
+    let files = scenario_files(&paths)?;
+    let mut scenarios = Vec::new();
+    for f in &files {
+        scenarios.push((f.clone(), Scenario::load(f)?));
+    }
+    let comp = component(comp)?;
+    // Every (scenario, seed) pair in a fixed order; a shard takes every N-th.
+    let work: Vec<(usize, u64)> = (0..scenarios.len())
+        .flat_map(|i| (a..=b).map(move |s| (i, s)))
+        .enumerate()
+        .filter(|(k, _)| k % shard_n == shard_i - 1)
+        .map(|(_, w)| w)
+        .collect();
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let bar = indicatif::ProgressBar::new(work.len() as u64);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} runs, {elapsed} elapsed, eta {eta} {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
+    let scenarios = Arc::new(scenarios);
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(i, seed)) = work.get(k) else { return };
+                let (path, sc) = &scenarios[i];
+                let o = runner::run(sc, &name_of(path), seed, &comp);
+                if !o.passed {
+                    bar.println(format!("FAIL {} seed {seed}: mqtt-sim run {} --seed {seed}", o.scenario, path.display()));
+                }
+                bar.inc(1);
+                results.lock().unwrap_or_else(|e| e.into_inner()).push(o);
+            });
+        }
+    });
+    bar.finish_and_clear();
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by(|x, y| (x.scenario.as_str(), x.seed).cmp(&(y.scenario.as_str(), y.seed)));
+    println!("{:<44} {:>6} {:>6} {:>9} {:>6} {:>6} {:>10}", "scenario", "runs", "failed", "published", "lost", "dups", "sim s");
+    let mut failed_total = 0;
+    for (path, _) in scenarios.iter() {
+        let name = name_of(path);
+        let rs: Vec<&Outcome> = results.iter().filter(|o| o.scenario == name).collect();
+        let failed = rs.iter().filter(|o| !o.passed).count();
+        failed_total += failed;
+        println!(
+            "{:<44} {:>6} {:>6} {:>9} {:>6} {:>6} {:>10.0}",
+            name,
+            rs.len(),
+            failed,
+            rs.iter().map(|o| o.qos1_published).sum::<u64>(),
+            rs.iter().map(|o| o.qos1_lost).sum::<u64>(),
+            rs.iter().map(|o| o.duplicates).sum::<u64>(),
+            rs.iter().map(|o| o.sim_seconds).sum::<f64>()
+        );
+    }
+    println!("{} runs, {} failed, {:.1} s wall", results.len(), failed_total, started.elapsed().as_secs_f64());
+    for o in results.iter().filter(|o| !o.passed) {
+        let failed: Vec<&str> = o.expectations.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
+        let path = scenarios.iter().find(|(p, _)| name_of(p) == o.scenario).map(|(p, _)| p.display().to_string()).unwrap_or_default();
+        println!("  replay: mqtt-sim run {path} --seed {}   # {}", o.seed, failed.join(", "));
+    }
+    Ok(if failed_total > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,447 @@
+//! One run of one scenario with one seed: build the turmoil simulation (broker host, device
+//! host), replay the fault timeline, then check the expectations against what happened.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use mqtt_host::{default_config, ComponentFile, Config, LinkState, Qos, Subscription, Will};
+use mqtt_protocol::SplitMix64;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::broker::Broker;
+use crate::device::{self, DeviceCtx};
+use crate::scenario::{AckKind, Fault, Scenario};
+use crate::world::{trace_hash, Record, Shared, World};
+
+const DEVICE: &str = "device";
+const BROKER: &str = "broker";
+
+/// One expectation's verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub scenario: String,
+    pub seed: u64,
+    pub passed: bool,
+    pub qos1_published: u64,
+    pub qos1_acked: u64,
+    pub qos1_delivered: u64,
+    pub qos1_lost: u64,
+    pub duplicates: u64,
+    pub reconnects: u64,
+    pub republishes_or_restarts: u64,
+    pub discards: u64,
+    pub sim_seconds: f64,
+    pub wall_seconds: f64,
+    pub trace_hash: String,
+    pub expectations: Vec<Check>,
+    #[serde(skip)]
+    pub trace: Vec<String>,
+}
+
+/// What the timeline does at an instant.
+#[derive(Debug, Clone)]
+enum Step {
+    Link(LinkState),
+    Hold,
+    Release,
+    Latency(u64, u64),
+    BrokerCrash { persist: bool },
+    BrokerBounce,
+    DropAcks(AckKind, u32),
+    Refuse(Option<u8>),
+    StopPings(bool),
+    Partition,
+    Repair,
+    DeviceCrash,
+    DeviceBounce,
+    Dns(bool),
+    ServerDisconnect(u8),
+    AppDisconnect,
+}
+
+fn ms(s: f64) -> u64 {
+    (s * 1000.0).round() as u64
+}
+
+/// The faults as timed steps, in time order (file order for ties).
+fn timeline(sc: &Scenario, seed: u64) -> Vec<(u64, Step)> {
+    let mut t: Vec<(u64, Step)> = Vec::new();
+    let base = (sc.network.latency_ms, sc.network.jitter_ms);
+    let link_down = |t: &mut Vec<(u64, Step)>, at: u64, len: u64| {
+        t.push((at, Step::Hold));
+        t.push((at, Step::Link(LinkState::Down)));
+        t.push((at + len, Step::Release));
+        t.push((at + len, Step::Link(LinkState::Up)));
+    };
+    for f in &sc.fault {
+        match *f {
+            Fault::LinkDown { at_s, for_s } => link_down(&mut t, ms(at_s), ms(for_s)),
+            Fault::Roam { at_s, gap_ms } => link_down(&mut t, ms(at_s), gap_ms),
+            Fault::LinkFlap { at_s, count, down_s, up_s } => {
+                for i in 0..u64::from(count) {
+                    link_down(&mut t, ms(at_s) + i * ms(down_s + up_s), ms(down_s));
+                }
+            }
+            Fault::SilentLink { at_s, for_s } => {
+                t.push((ms(at_s), Step::Hold));
+                t.push((ms(at_s + for_s), Step::Release));
+            }
+            Fault::Latency { at_s, for_s, latency_ms, jitter_ms } => {
+                t.push((ms(at_s), Step::Latency(latency_ms, jitter_ms)));
+                t.push((ms(at_s + for_s), Step::Latency(base.0, base.1)));
+            }
+            Fault::BrokerRestart { at_s, down_s, persist } => {
+                t.push((ms(at_s), Step::BrokerCrash { persist }));
+                t.push((ms(at_s + down_s), Step::BrokerBounce));
+            }
+            Fault::BrokerDown { at_s, for_s } => {
+                t.push((ms(at_s), Step::BrokerCrash { persist: sc.broker.persist_sessions }));
+                t.push((ms(at_s + for_s), Step::BrokerBounce));
+            }
+            Fault::DropAcks { at_s, packet, count } => t.push((ms(at_s), Step::DropAcks(packet, count))),
+            Fault::Refuse { at_s, for_s, code } => {
+                t.push((ms(at_s), Step::Refuse(Some(code))));
+                t.push((ms(at_s + for_s), Step::Refuse(None)));
+            }
+            Fault::StopPings { at_s, for_s } => {
+                t.push((ms(at_s), Step::StopPings(true)));
+                t.push((ms(at_s + for_s), Step::StopPings(false)));
+            }
+            Fault::HalfOpen { at_s, for_s } => {
+                // The broker dies unseen behind a partition and comes back without the
+                // connection; the device's TCP believes it is still open.
+                t.push((ms(at_s), Step::Partition));
+                t.push((ms(at_s), Step::BrokerCrash { persist: true }));
+                t.push((ms(at_s), Step::BrokerBounce));
+                t.push((ms(at_s + for_s), Step::Repair));
+            }
+            Fault::PowerCycle { at_s, off_s } => {
+                // A power cut sends no FIN: partition, crash, repair, boot.
+                t.push((ms(at_s), Step::Partition));
+                t.push((ms(at_s), Step::DeviceCrash));
+                t.push((ms(at_s + off_s), Step::Repair));
+                t.push((ms(at_s + off_s), Step::DeviceBounce));
+            }
+            Fault::DnsFailure { at_s, for_s } => {
+                t.push((ms(at_s), Step::Dns(true)));
+                t.push((ms(at_s + for_s), Step::Dns(false)));
+            }
+            Fault::ServerDisconnect { at_s, reason } => t.push((ms(at_s), Step::ServerDisconnect(reason))),
+            Fault::Disconnect { at_s } => t.push((ms(at_s), Step::AppDisconnect)),
+        }
+    }
+    if let Some(chaos) = &sc.chaos {
+        // Drawn from the seed, so a failing seed replays the same chaos.
+        let mut rng = SplitMix64::new(seed ^ 0x5EED_C4A0_5000_0000);
+        let span = ms(sc.duration_s * 0.8).max(1);
+        for _ in 0..chaos.link_drops {
+            let at = rng.below(span);
+            let len = 1_000 + rng.below(ms(chaos.max_down_s).max(1_001) - 1_000);
+            link_down(&mut t, at, len);
+        }
+        for _ in 0..chaos.broker_restarts {
+            let at = rng.below(span);
+            t.push((at, Step::BrokerCrash { persist: sc.broker.persist_sessions }));
+            t.push((at + 1_000 + rng.below(5_000), Step::BrokerBounce));
+        }
+    }
+    t.sort_by_key(|(at, _)| *at);
+    t
+}
+
+fn qos(q: u8) -> Qos {
+    match q {
+        0 => Qos::AtMostOnce,
+        1 => Qos::AtLeastOnce,
+        _ => Qos::ExactlyOnce,
+    }
+}
+
+/// The component config for the scenario's device.
+pub fn device_config(sc: &Scenario, seed: u64) -> Config {
+    let d = &sc.device;
+    let mut c = default_config(BROKER, d.client_id.as_deref().unwrap_or("device-1"));
+    c.seed = seed;
+    c.port = d.port;
+    c.user = d.user.clone();
+    c.password = d.password.clone().map(String::into_bytes);
+    macro_rules! set {
+        ($($field:ident <- $src:ident),* $(,)?) => { $( if let Some(v) = d.$src.clone() { c.$field = v; } )* };
+    }
+    set!(keepalive_secs <- keepalive_s, ping_interval_secs <- ping_interval_s, response_time_ms <- response_time_ms,
+        clean_init <- clean_init, clean <- clean, max_repubs <- max_repubs, queue_len <- queue_len, mqttv5 <- mqttv5,
+        session_expiry_secs <- session_expiry_s, receive_maximum <- receive_maximum, max_inflight <- max_inflight,
+        max_queued <- max_queued, max_packet_size <- max_packet_size, topic_alias_maximum <- topic_alias_maximum,
+        backoff_min_ms <- backoff_min_ms, backoff_max_ms <- backoff_max_ms, resubscribe <- resubscribe);
+    c.ssid = d.ssid.clone();
+    c.wifi_pw = d.wifi_pw.clone();
+    c.will = d.will.as_ref().map(|w| Will {
+        topic: w.topic.clone(),
+        payload: w.payload.clone().into_bytes(),
+        qos: qos(w.qos),
+        retain: w.retain,
+        delay_secs: w.delay_s,
+        properties: None,
+    });
+    c
+}
+
+pub fn run(sc: &Scenario, name: &str, seed: u64, component: &ComponentFile) -> Outcome {
+    let started = std::time::Instant::now();
+    let total = sc.total_ms();
+    let world = Shared::new(World::new(sc.workload.len()));
+    let wake = Arc::new(Notify::new());
+    let config = device_config(sc, seed);
+    let broker = Broker::new(sc.broker.clone(), sc.observe.clone(), config.client_id.clone(), sc.inject.clone(), world.clone());
+
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_millis(total + 60_000))
+        .tick_duration(Duration::from_millis(sc.tick_ms))
+        .min_message_latency(Duration::from_millis(sc.network.latency_ms))
+        .max_message_latency(Duration::from_millis(sc.network.latency_ms + sc.network.jitter_ms))
+        .epoch(UNIX_EPOCH + Duration::from_secs(1_750_000_000))
+        .tcp_capacity(1 << 16)
+        .rng_seed(seed)
+        .build();
+
+    let b = broker.clone();
+    sim.host(BROKER, move || b.clone().serve());
+    let ctx = Arc::new(DeviceCtx {
+        component: component.clone(),
+        config,
+        subscriptions: sc
+            .device
+            .subscribe
+            .iter()
+            .map(|s| Subscription { filter: s.filter.clone(), qos: qos(s.qos), no_local: false, retain_as_published: false, retain_handling: 0 })
+            .collect(),
+        workloads: sc.workload.clone(),
+        world: world.clone(),
+        wake: wake.clone(),
+    });
+    let c = ctx.clone();
+    sim.host(DEVICE, move || device::run(c.clone()));
+
+    let steps = timeline(sc, seed);
+    let mut next = 0;
+    let mut elapsed = 0u64;
+    while elapsed < total {
+        while next < steps.len() && steps[next].0 <= elapsed {
+            apply(&mut sim, &steps[next].1, &world, &broker, &wake, elapsed);
+            next += 1;
+        }
+        if let Err(e) = sim.step() {
+            world.lock().rec.host_errors.push(e.to_string());
+            break;
+        }
+        elapsed = sim.elapsed().as_millis() as u64;
+    }
+
+    let w = world.lock();
+    let trace = w.trace().to_vec();
+    let mut outcome = evaluate(sc, name, seed, &w.rec, &ctx.config);
+    outcome.sim_seconds = elapsed as f64 / 1000.0;
+    outcome.wall_seconds = started.elapsed().as_secs_f64();
+    outcome.trace_hash = trace_hash(&trace);
+    outcome.trace = trace;
+    outcome
+}
+
+fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, world: &Shared, broker: &Broker, wake: &Notify, now: u64) {
+    world.lock().log(now, "timeline", "fault", json!({ "step": format!("{step:?}") }));
+    match step {
+        Step::Link(state) => {
+            let mut w = world.lock();
+            if *state == LinkState::Up && w.link != LinkState::Up {
+                w.rec.link_returns.push(now);
+            }
+            w.link = *state;
+        }
+        Step::Hold => sim.hold(DEVICE, BROKER),
+        Step::Release => sim.release(DEVICE, BROKER),
+        Step::Latency(l, j) => {
+            sim.set_link_latency(DEVICE, BROKER, Duration::from_millis(*l));
+            sim.set_link_max_message_latency(DEVICE, BROKER, Duration::from_millis(l + j));
+        }
+        Step::BrokerCrash { persist } => {
+            sim.crash(BROKER);
+            broker.crashed(*persist);
+        }
+        Step::BrokerBounce => sim.bounce(BROKER),
+        Step::DropAcks(kind, n) => *broker.lock().knobs.drop.entry(*kind).or_insert(0) += n,
+        Step::Refuse(code) => broker.lock().knobs.refuse_code = *code,
+        Step::StopPings(stop) => broker.lock().knobs.stop_pings = *stop,
+        Step::Partition => sim.partition(DEVICE, BROKER),
+        Step::Repair => sim.repair(DEVICE, BROKER),
+        Step::DeviceCrash => {
+            sim.crash(DEVICE);
+            world.lock().rec.power_cycles.push(now);
+        }
+        Step::DeviceBounce => sim.bounce(DEVICE),
+        Step::Dns(fail) => world.lock().dns_fail = *fail,
+        Step::ServerDisconnect(reason) => broker.server_disconnect(*reason),
+        Step::AppDisconnect => world.lock().disconnect_now = true,
+    }
+    wake.notify_one();
+}
+
+fn check(out: &mut Vec<Check>, name: &str, passed: bool, detail: String) {
+    out.push(Check { name: name.into(), passed, detail });
+}
+
+fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, config: &Config) -> Outcome {
+    let final_boot = rec.boot.saturating_sub(1);
+    let qos1: Vec<_> = rec.accepted.iter().filter(|a| a.qos >= 1).collect();
+    let workload_topics: BTreeSet<&str> = sc.workload.iter().map(|w| w.topic.as_str()).collect();
+    let observed: Vec<_> = rec.observed.iter().filter(|d| workload_topics.contains(d.topic.as_str()) && d.seq.is_some()).collect();
+    let seen: BTreeSet<u64> = observed.iter().filter_map(|d| d.seq).collect();
+    let acked = |a: &&crate::world::Accepted| rec.acked.contains_key(&(a.boot, a.token));
+    // Lost: accepted by a client that lived on (or acknowledged) and never delivered.
+    let lost: Vec<u64> = qos1.iter().filter(|a| !seen.contains(&a.seq) && (acked(a) || a.boot == final_boot)).map(|a| a.seq).collect();
+    let delivered = qos1.iter().filter(|a| seen.contains(&a.seq)).count() as u64;
+    let qos1_seqs: BTreeSet<u64> = qos1.iter().map(|a| a.seq).collect();
+    let copies = observed.iter().filter(|d| d.seq.is_some_and(|s| qos1_seqs.contains(&s))).count() as u64;
+    let duplicates = copies - delivered;
+    let reconnects = rec.ups.len().saturating_sub(1) as u64;
+
+    let mut checks = Vec::new();
+    if !rec.host_errors.is_empty() {
+        check(&mut checks, "hosts_ran", false, rec.host_errors.join("; "));
+    }
+    let e = &sc.expect;
+    if e.no_qos1_loss == Some(true) {
+        check(&mut checks, "no_qos1_loss", lost.is_empty(), format!("{} accepted, {} delivered, lost seqs {:?}", qos1.len(), delivered, &lost[..lost.len().min(10)]));
+    }
+    if let Some(max) = e.max_duplicates {
+        check(&mut checks, "max_duplicates", duplicates <= max, format!("{duplicates} duplicates (at most {max})"));
+    }
+    if e.in_order == Some(true) {
+        let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut firsts = BTreeSet::new();
+        let mut bad = None;
+        for d in &observed {
+            let Some(seq) = d.seq else { continue };
+            if !firsts.insert(seq) {
+                continue;
+            }
+            if let Some(prev) = last.insert(d.topic.as_str(), seq) {
+                if seq < prev && bad.is_none() {
+                    bad = Some(format!("{} arrived after {} on {}", seq, prev, d.topic));
+                }
+            }
+        }
+        check(&mut checks, "in_order", bad.is_none(), bad.unwrap_or_else(|| "first deliveries in publish order".into()));
+    }
+    if let Some(limit) = e.reconnect_within_ms {
+        let mut worst = 0u64;
+        let mut missing = None;
+        for &t in &rec.link_returns {
+            let disturbed = rec.downs.iter().any(|(d, _)| *d <= t) ;
+            if !disturbed {
+                continue;
+            }
+            match rec.ups.iter().find(|u| **u >= t) {
+                Some(u) => worst = worst.max(u - t),
+                None => missing = Some(t),
+            }
+        }
+        let ok = missing.is_none() && worst <= limit;
+        let detail = match missing {
+            Some(t) => format!("never up again after the link returned at {t} ms"),
+            None => format!("slowest reconnect after the link returned: {worst} ms (limit {limit})"),
+        };
+        check(&mut checks, "reconnect_within_ms", ok, detail);
+    }
+    if let Some(want) = e.will_delivered {
+        let topic = config.will.as_ref().map(|w| w.topic.clone()).unwrap_or_default();
+        let by = e.will_by_s.map(ms).unwrap_or(u64::MAX);
+        let got = rec.observed.iter().find(|d| d.topic == topic && d.t_ms <= by);
+        let detail = match got {
+            Some(d) => format!("will on {topic} delivered at {} ms", d.t_ms),
+            None => format!("no will on {topic}"),
+        };
+        check(&mut checks, "will_delivered", got.is_some() == want, detail);
+    }
+    let injected_qos1: Vec<u64> = rec.injected.iter().map(|(s, _, _)| *s).collect();
+    let received: BTreeSet<u64> = rec.device_received.iter().filter_map(|d| d.seq).collect();
+    if e.device_receives_all == Some(true) {
+        let missing: Vec<u64> = injected_qos1.iter().copied().filter(|s| !received.contains(s)).collect();
+        check(&mut checks, "device_receives_all", missing.is_empty() && !injected_qos1.is_empty(), format!("{} injected, missing {:?}", injected_qos1.len(), &missing[..missing.len().min(10)]));
+    }
+    if let Some(want_none) = e.device_receives_none_while_away {
+        // Injected between a down and the next up.
+        let away: Vec<u64> = rec
+            .injected
+            .iter()
+            .filter(|(_, t, _)| rec.downs.iter().any(|(d, _)| d <= t) && rec.ups.iter().filter(|u| *u <= t).count() <= rec.downs.iter().filter(|(d, _)| d <= t).count())
+            .map(|(s, _, _)| *s)
+            .collect();
+        let got = away.iter().filter(|s| received.contains(s)).count();
+        let ok = if want_none { got == 0 && !away.is_empty() } else { got == away.len() && !away.is_empty() };
+        check(&mut checks, "device_receives_none_while_away", ok, format!("{} injected while away, {} received", away.len(), got));
+    }
+    if let Some(by) = e.drain_within_s {
+        let late: Vec<u64> = qos1
+            .iter()
+            .filter(|a| a.boot == final_boot)
+            .filter(|a| rec.acked.get(&(a.boot, a.token)).is_none_or(|t| *t > ms(by)))
+            .map(|a| a.seq)
+            .collect();
+        check(&mut checks, "drain_within_s", late.is_empty(), format!("{} not acknowledged by {by} s: {:?}", late.len(), &late[..late.len().min(10)]));
+    }
+    if let Some(min) = e.min_reconnects {
+        check(&mut checks, "min_reconnects", reconnects >= min, format!("{reconnects} reconnects (at least {min})"));
+    }
+    if let Some(max) = e.max_reconnects {
+        check(&mut checks, "max_reconnects", reconnects <= max, format!("{reconnects} reconnects (at most {max})"));
+    }
+    if let Some(min) = e.min_discards {
+        check(&mut checks, "min_discards", rec.discards >= min, format!("{} discarded (at least {min})", rec.discards));
+    }
+    if let Some(min) = e.min_publish_failures {
+        check(&mut checks, "min_publish_failures", rec.publish_failures >= min, format!("{} failed (at least {min})", rec.publish_failures));
+    }
+    if let Some(max) = e.max_broker_inflight_to_device {
+        let got = rec.broker_max_inflight_to_device;
+        check(&mut checks, "max_broker_inflight_to_device", got <= max, format!("broker had at most {got} in flight to the device (limit {max})"));
+    }
+    if let Some(want) = &e.down_reason {
+        let hit = rec.downs.iter().find(|(_, why)| why.contains(want.as_str()));
+        check(&mut checks, "down_reason", hit.is_some(), match hit {
+            Some((t, why)) => format!("{why} at {t} ms"),
+            None => format!("no down reason containing {want:?}; saw {:?}", rec.downs.iter().map(|d| &d.1).collect::<Vec<_>>()),
+        });
+    }
+    if let Some(min) = e.min_expired {
+        check(&mut checks, "min_expired", rec.broker_expired >= min, format!("{} expired at the broker (at least {min})", rec.broker_expired));
+    }
+    let passed = checks.iter().all(|c| c.passed);
+    Outcome {
+        scenario: name.into(),
+        seed,
+        passed,
+        qos1_published: qos1.len() as u64,
+        qos1_acked: qos1.iter().filter(|a| acked(a)).count() as u64,
+        qos1_delivered: delivered,
+        qos1_lost: lost.len() as u64,
+        duplicates,
+        reconnects,
+        republishes_or_restarts: rec.restarts,
+        discards: rec.discards,
+        sim_seconds: 0.0,
+        wall_seconds: 0.0,
+        trace_hash: String::new(),
+        expectations: checks,
+        trace: Vec::new(),
+    }
+}

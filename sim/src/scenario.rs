@@ -1,0 +1,463 @@
+//! Scenario files: what to simulate, what goes wrong when, and what must still hold.
+//! The schema is documented with an example per fault in `scenarios/README.md`.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// A scenario file that could not be used; the text names the line, the key and what was
+/// expected (from toml's spans and serde's messages).
+#[derive(Debug)]
+pub struct ScenarioError(pub String);
+
+impl std::fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// What real-world situation this replays (shown in reports).
+    #[serde(default)]
+    pub description: String,
+    /// Seeds `cargo test` runs; `mqtt-sim run` uses the first unless `--seed` is given.
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    /// Simulated time the workload and faults span.
+    pub duration_s: f64,
+    /// Extra simulated time after `duration_s` for the client to drain.
+    #[serde(default = "default_drain")]
+    pub drain_s: f64,
+    /// Simulation step; also the network's time resolution.
+    #[serde(default = "default_tick")]
+    pub tick_ms: u64,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub device: DeviceSpec,
+    #[serde(default)]
+    pub broker: BrokerSpec,
+    /// Device → broker publishes.
+    #[serde(default)]
+    pub workload: Vec<Workload>,
+    /// Broker-side publishes to the device (as if from another client).
+    #[serde(default)]
+    pub inject: Vec<Inject>,
+    /// Topic filters the in-broker observer records (default: everything).
+    #[serde(default = "default_observe")]
+    pub observe: Vec<String>,
+    #[serde(default)]
+    pub fault: Vec<Fault>,
+    pub chaos: Option<Chaos>,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+fn default_seeds() -> Vec<u64> {
+    (1..=5).collect()
+}
+fn default_drain() -> f64 {
+    120.0
+}
+fn default_tick() -> u64 {
+    5
+}
+fn default_observe() -> Vec<String> {
+    vec!["#".into()]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// One-way latency between device and broker.
+    #[serde(default = "default_latency")]
+    pub latency_ms: u64,
+    /// Extra random latency per message (seeded).
+    #[serde(default)]
+    pub jitter_ms: u64,
+}
+
+fn default_latency() -> u64 {
+    5
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network { latency_ms: default_latency(), jitter_ms: 0 }
+    }
+}
+
+/// The device's client config: every key of the component's config record; unset keys
+/// take the client's defaults (mqtt_as's where it has them).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSpec {
+    pub client_id: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub keepalive_s: Option<u16>,
+    pub ping_interval_s: Option<u16>,
+    pub response_time_ms: Option<u32>,
+    pub clean_init: Option<bool>,
+    pub clean: Option<bool>,
+    pub max_repubs: Option<u32>,
+    pub will: Option<WillSpec>,
+    pub queue_len: Option<u32>,
+    pub mqttv5: Option<bool>,
+    pub session_expiry_s: Option<u32>,
+    pub receive_maximum: Option<u16>,
+    pub max_inflight: Option<u16>,
+    pub max_queued: Option<u32>,
+    pub max_packet_size: Option<u32>,
+    pub topic_alias_maximum: Option<u16>,
+    pub ssid: Option<String>,
+    pub wifi_pw: Option<String>,
+    pub backoff_min_ms: Option<u32>,
+    pub backoff_max_ms: Option<u32>,
+    pub resubscribe: Option<bool>,
+    /// Subscriptions made at start-up.
+    #[serde(default)]
+    pub subscribe: Vec<SubSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WillSpec {
+    pub topic: String,
+    pub payload: String,
+    #[serde(default)]
+    pub qos: u8,
+    #[serde(default)]
+    pub retain: bool,
+    pub delay_s: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubSpec {
+    pub filter: String,
+    #[serde(default = "one")]
+    pub qos: u8,
+}
+
+fn one() -> u8 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSpec {
+    /// Keep sessions across a broker restart unless the fault says otherwise.
+    #[serde(default = "yes")]
+    pub persist_sessions: bool,
+    /// Receive Maximum the broker announces (MQTT 5) and its QoS 1/2 window to each client.
+    #[serde(default = "default_broker_window")]
+    pub receive_maximum: u16,
+    /// Topic Alias Maximum the broker announces (MQTT 5).
+    #[serde(default)]
+    pub topic_alias_maximum: u16,
+    /// Messages queued per offline session before the broker drops the oldest (Mosquitto's
+    /// `max_queued_messages`).
+    #[serde(default = "default_max_queued")]
+    pub max_queued_messages: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_broker_window() -> u16 {
+    20
+}
+fn default_max_queued() -> usize {
+    1000
+}
+
+impl Default for BrokerSpec {
+    fn default() -> Self {
+        BrokerSpec {
+            persist_sessions: true,
+            receive_maximum: default_broker_window(),
+            topic_alias_maximum: 0,
+            max_queued_messages: default_max_queued(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    pub topic: String,
+    #[serde(default = "one")]
+    pub qos: u8,
+    #[serde(default)]
+    pub start_s: f64,
+    pub every_ms: u64,
+    pub count: u64,
+    #[serde(default = "default_payload")]
+    pub payload_bytes: usize,
+    #[serde(default)]
+    pub retain: bool,
+    /// MQTT 5 Message Expiry Interval.
+    pub message_expiry_s: Option<u32>,
+}
+
+fn default_payload() -> usize {
+    32
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inject {
+    pub topic: String,
+    #[serde(default = "one")]
+    pub qos: u8,
+    #[serde(default)]
+    pub start_s: f64,
+    pub every_ms: u64,
+    pub count: u64,
+    #[serde(default)]
+    pub retain: bool,
+    pub message_expiry_s: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckKind {
+    Connack,
+    Puback,
+    Pubrec,
+    Pubcomp,
+    Suback,
+    Unsuback,
+    Pingresp,
+}
+
+/// One fault on the timeline. `at_s` is simulated seconds from the start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fault {
+    /// WiFi drops: the link reports down and segments are held, as TCP retransmission
+    /// would hold them; they flow again when the link returns.
+    LinkDown { at_s: f64, for_s: f64 },
+    /// `count` drops of `down_s`, separated by `up_s`.
+    LinkFlap { at_s: f64, count: u32, down_s: f64, up_s: f64 },
+    /// Associated but silent (the edge of range): segments held, WiFi still reports up.
+    SilentLink { at_s: f64, for_s: f64 },
+    /// Latency (and jitter) change for a while.
+    Latency { at_s: f64, for_s: f64, latency_ms: u64, #[serde(default)] jitter_ms: u64 },
+    /// The broker process restarts; sessions survive if `persist`.
+    BrokerRestart { at_s: f64, down_s: f64, #[serde(default = "yes")] persist: bool },
+    /// Nothing listens on the broker port (connections refused).
+    BrokerDown { at_s: f64, for_s: f64 },
+    /// The broker silently drops its next `count` packets of one kind.
+    DropAcks { at_s: f64, packet: AckKind, #[serde(default = "one_u32")] count: u32 },
+    /// The broker answers CONNECT with this return/reason code for a while.
+    Refuse { at_s: f64, for_s: f64, code: u8 },
+    /// The broker stops answering PINGREQ for a while.
+    StopPings { at_s: f64, for_s: f64 },
+    /// The broker crashes without FIN while partitioned: the device's TCP never learns.
+    HalfOpen { at_s: f64, for_s: f64 },
+    /// The device loses power: its RAM state is gone; it boots again after `off_s`.
+    PowerCycle { at_s: f64, off_s: f64 },
+    /// Name resolution fails for a while.
+    DnsFailure { at_s: f64, for_s: f64 },
+    /// MQTT 5: the broker sends DISCONNECT with `reason` and closes.
+    ServerDisconnect { at_s: f64, reason: u8 },
+    /// The application calls `disconnect()` (the will must not fire).
+    Disconnect { at_s: f64 },
+    /// The WiFi access point changes (roaming): a short gap with the link down.
+    Roam { at_s: f64, gap_ms: u64 },
+}
+
+fn one_u32() -> u32 {
+    1
+}
+
+/// Random link drops drawn from the seed (FoundationDB-style chaos).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chaos {
+    pub link_drops: u32,
+    #[serde(default = "default_chaos_max")]
+    pub max_down_s: f64,
+    #[serde(default)]
+    pub broker_restarts: u32,
+}
+
+fn default_chaos_max() -> f64 {
+    30.0
+}
+
+/// What must hold; unset expectations are not checked.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Every QoS 1/2 publish accepted while the device lived reaches the observer.
+    pub no_qos1_loss: Option<bool>,
+    pub max_duplicates: Option<u64>,
+    /// First deliveries per topic arrive in publish order.
+    pub in_order: Option<bool>,
+    /// After each link return, the client is up again within this time.
+    pub reconnect_within_ms: Option<u64>,
+    /// The device's will reaches the observer (true) or never does (false).
+    pub will_delivered: Option<bool>,
+    pub will_by_s: Option<f64>,
+    /// Injected QoS 1 messages the device must receive (all of them when `true`).
+    pub device_receives_all: Option<bool>,
+    /// No injected message reaches the device after this many were injected while it was
+    /// away with a clean session (false: at least one was lost, as clean sessions must).
+    pub device_receives_none_while_away: Option<bool>,
+    /// Every accepted QoS 1/2 publish acknowledged by this time.
+    pub drain_within_s: Option<f64>,
+    pub min_reconnects: Option<u64>,
+    pub max_reconnects: Option<u64>,
+    /// Incoming messages discarded by the `queue_len` policy, at least this many.
+    pub min_discards: Option<u64>,
+    /// Publishes that must fail (expired / refused), at least this many.
+    pub min_publish_failures: Option<u64>,
+    /// Most QoS 1/2 messages the broker ever had in flight to the device.
+    pub max_broker_inflight_to_device: Option<u64>,
+    /// A down reason the device must report (substring of its text).
+    pub down_reason: Option<String>,
+    /// Messages the broker must expire instead of delivering (MQTT 5 message expiry).
+    pub min_expired: Option<u64>,
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError(format!("{}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|ScenarioError(e)| ScenarioError(format!("{}: {e}", path.display())))
+    }
+
+    pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError(describe_toml_error(text, &e)))?;
+        s.validate().map_err(ScenarioError)?;
+        Ok(s)
+    }
+
+    /// Checks serde cannot express: ranges and relations between keys.
+    fn validate(&self) -> Result<(), String> {
+        if !(self.duration_s > 0.0) {
+            return Err(format!("duration_s = {}: must be positive", self.duration_s));
+        }
+        if self.tick_ms == 0 || self.tick_ms > 1000 {
+            return Err(format!("tick_ms = {}: must be in 1..=1000", self.tick_ms));
+        }
+        if self.seeds.is_empty() {
+            return Err("seeds: needs at least one seed".into());
+        }
+        for (i, w) in self.workload.iter().enumerate() {
+            if w.qos > 2 {
+                return Err(format!("workload[{i}].qos = {}: must be 0, 1 or 2", w.qos));
+            }
+            if w.every_ms == 0 {
+                return Err(format!("workload[{i}].every_ms: must be at least 1"));
+            }
+            if w.payload_bytes < 16 {
+                return Err(format!("workload[{i}].payload_bytes = {}: at least 16 (the payload carries a sequence number)", w.payload_bytes));
+            }
+        }
+        for (i, w) in self.inject.iter().enumerate() {
+            if w.qos > 2 || w.every_ms == 0 {
+                return Err(format!("inject[{i}]: qos must be 0..=2 and every_ms at least 1"));
+            }
+        }
+        for (i, f) in self.fault.iter().enumerate() {
+            let (at, span) = f.window();
+            if at < 0.0 || span < 0.0 {
+                return Err(format!("fault[{i}] ({}): times must not be negative", f.name()));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn total_ms(&self) -> u64 {
+        ((self.duration_s + self.drain_s) * 1000.0) as u64
+    }
+}
+
+impl Fault {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fault::LinkDown { .. } => "link_down",
+            Fault::LinkFlap { .. } => "link_flap",
+            Fault::SilentLink { .. } => "silent_link",
+            Fault::Latency { .. } => "latency",
+            Fault::BrokerRestart { .. } => "broker_restart",
+            Fault::BrokerDown { .. } => "broker_down",
+            Fault::DropAcks { .. } => "drop_acks",
+            Fault::Refuse { .. } => "refuse",
+            Fault::StopPings { .. } => "stop_pings",
+            Fault::HalfOpen { .. } => "half_open",
+            Fault::PowerCycle { .. } => "power_cycle",
+            Fault::DnsFailure { .. } => "dns_failure",
+            Fault::ServerDisconnect { .. } => "server_disconnect",
+            Fault::Disconnect { .. } => "disconnect",
+            Fault::Roam { .. } => "roam",
+        }
+    }
+
+    /// (start, duration) in seconds.
+    pub fn window(&self) -> (f64, f64) {
+        match *self {
+            Fault::LinkDown { at_s, for_s }
+            | Fault::SilentLink { at_s, for_s }
+            | Fault::Latency { at_s, for_s, .. }
+            | Fault::BrokerDown { at_s, for_s }
+            | Fault::Refuse { at_s, for_s, .. }
+            | Fault::StopPings { at_s, for_s }
+            | Fault::HalfOpen { at_s, for_s }
+            | Fault::DnsFailure { at_s, for_s } => (at_s, for_s),
+            Fault::LinkFlap { at_s, count, down_s, up_s } => (at_s, f64::from(count) * (down_s + up_s)),
+            Fault::BrokerRestart { at_s, down_s, .. } => (at_s, down_s),
+            Fault::PowerCycle { at_s, off_s } => (at_s, off_s),
+            Fault::Roam { at_s, gap_ms } => (at_s, gap_ms as f64 / 1000.0),
+            Fault::DropAcks { at_s, .. } | Fault::ServerDisconnect { at_s, .. } | Fault::Disconnect { at_s } => (at_s, 0.0),
+        }
+    }
+}
+
+/// toml's message with the offending line quoted, e.g.
+/// `line 12, column 9: unknown field `dration_s`, expected one of ...`.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else { return e.message().to_string() };
+    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let col = span.start - text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1) + 1;
+    let source = text.lines().nth(line - 1).unwrap_or("").trim_end();
+    format!("line {line}, column {col}: {}\n    {line} | {source}", e.message())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_reported_with_its_line() {
+        let e = Scenario::parse("duration_s = 10\n[device]\nkeepalive = 5\n").unwrap_err().0;
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("keepalive"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_expected_type() {
+        let e = Scenario::parse("duration_s = \"ten\"\n").unwrap_err().0;
+        assert!(e.contains("line 1") && e.contains("f64"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fault_kind_is_reported() {
+        let e = Scenario::parse("duration_s = 10\n[[fault]]\nkind = \"meteor\"\nat_s = 1\n").unwrap_err().0;
+        assert!(e.contains("line 2") && e.contains("meteor"), "{e}");
+    }
+
+    #[test]
+    fn range_errors_name_the_key() {
+        let e = Scenario::parse("duration_s = 10\ntick_ms = 0\n").unwrap_err().0;
+        assert!(e.contains("tick_ms"), "{e}");
+    }
+}

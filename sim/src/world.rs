@@ -1,0 +1,132 @@
+//! State shared by the simulation's hosts and the runner: what the device's WiFi reports,
+//! the fault switches, and the record of everything that happened (the trace and the
+//! typed facts the expectations are checked against).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use mqtt_host::LinkState;
+use serde_json::{json, Value};
+
+/// Simulated milliseconds since the start (0 outside a simulation).
+pub fn now_ms() -> u64 {
+    turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The first 16 payload bytes carry the message's sequence number in decimal, so any
+/// copy can be traced back to the publish that made it.
+pub fn payload_with_seq(seq: u64, len: usize) -> Vec<u8> {
+    let mut p = format!("{seq:016}").into_bytes();
+    p.resize(len.max(16), b'.');
+    p
+}
+
+pub fn seq_of(payload: &[u8]) -> Option<u64> {
+    std::str::from_utf8(payload.get(..16)?).ok()?.parse().ok()
+}
+
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub seq: u64,
+    pub topic: String,
+    pub qos: u8,
+    pub t_ms: u64,
+    pub token: u64,
+    pub boot: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub topic: String,
+    pub seq: Option<u64>,
+    pub t_ms: u64,
+    pub payload: Vec<u8>,
+}
+
+/// Facts for the expectations, in the order they happened.
+#[derive(Debug, Default)]
+pub struct Record {
+    pub accepted: Vec<Accepted>,
+    /// (boot, token) → time acknowledged.
+    pub acked: BTreeMap<(u32, u64), u64>,
+    pub publish_failures: u64,
+    /// What the in-broker observer received.
+    pub observed: Vec<Delivery>,
+    /// What the device's application received.
+    pub device_received: Vec<Delivery>,
+    /// Injected messages: (seq, time, topic).
+    pub injected: Vec<(u64, u64, String)>,
+    pub ups: Vec<u64>,
+    pub downs: Vec<(u64, String)>,
+    /// Times the link came back (WiFi up again after a drop).
+    pub link_returns: Vec<u64>,
+    pub power_cycles: Vec<u64>,
+    /// Boots of the device (0 is the first).
+    pub boot: u32,
+    pub discards: u64,
+    pub restarts: u64,
+    pub broker_max_inflight_to_device: u64,
+    pub broker_expired: u64,
+    pub disconnect_called_at: Option<u64>,
+    pub host_errors: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct World {
+    /// What the device's WiFi import reports.
+    pub link: LinkState,
+    pub dns_fail: bool,
+    /// The application asks the client to disconnect.
+    pub disconnect_now: bool,
+    /// Next workload index per workload (survives power cycles).
+    pub workload_next: Vec<u64>,
+    pub rec: Record,
+    trace: Vec<String>,
+}
+
+impl World {
+    pub fn new(workloads: usize) -> Self {
+        World { link: LinkState::Up, dns_fail: false, disconnect_now: false, workload_next: vec![0; workloads], rec: Record::default(), trace: Vec::new() }
+    }
+
+    /// Append one event to the trace (JSON Lines, keys sorted, simulated time first).
+    pub fn log(&mut self, t_ms: u64, who: &str, what: &str, detail: Value) {
+        let mut v = json!({ "t_ms": t_ms, "who": who, "what": what });
+        if let (Value::Object(m), Value::Object(d)) = (&mut v, detail) {
+            m.extend(d);
+        }
+        self.trace.push(v.to_string());
+    }
+
+    pub fn trace(&self) -> &[String] {
+        &self.trace
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Shared(Arc<Mutex<World>>);
+
+impl Shared {
+    pub fn new(world: World) -> Self {
+        Shared(Arc::new(Mutex::new(world)))
+    }
+    pub fn lock(&self) -> MutexGuard<'_, World> {
+        // A panic while holding the lock is a bug in the simulator itself; keep going with
+        // what was recorded so the report shows how far it got.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// FNV-1a over the trace: a stable fingerprint of a run (written out here because its
+/// value must never change between versions or platforms, which a std hasher does not
+/// promise).
+pub fn trace_hash(lines: &[String]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for line in lines {
+        for b in line.bytes().chain(std::iter::once(b'\n')) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
