@@ -7,7 +7,7 @@
 //! 3. write it to `$OUT_DIR/mqtt_client.wasm`, which `src/component.rs` embeds.
 
 use std::env;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
@@ -23,29 +23,38 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target").join("guest"));
 
-    let fault = env::var_os("CARGO_FEATURE_FAULT_DROP_REPUBLISH").is_some();
+    // The shipped component, and one built with a deliberate client fault that the test
+    // suite must catch (scenarios/README.md, "Proof that the expectations can fail").
+    let module = build_guest(&root, &target_dir, None);
+    std::fs::write(out_dir.join("mqtt_client.wasm"), encode(&module)).expect("writing the component");
+    let faulty = build_guest(&root, &target_dir, Some("fault-drop-republish"));
+    std::fs::write(out_dir.join("mqtt_client_fault_drop_republish.wasm"), encode(&faulty)).expect("writing the faulty component");
+    println!("cargo:rustc-env=MQTT_COMPONENT_MODULE_BYTES={}", module.len());
+}
+
+fn build_guest(root: &Path, target_dir: &Path, feature: Option<&str>) -> Vec<u8> {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root)
+    cmd.current_dir(root)
         .args(["build", "--package", "mqtt-client-component", "--target", "wasm32-unknown-unknown", "--profile", "wasm"])
         .arg("--target-dir")
-        .arg(&target_dir)
+        .arg(target_dir)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET")
         .env("CARGO_ENCODED_RUSTFLAGS", "-Clink-arg=-zstack-size=65536");
-    if fault {
-        cmd.args(["--features", "fault-drop-republish"]);
+    if let Some(f) = feature {
+        cmd.args(["--features", f]);
     }
     let status = cmd.status().expect("could not run cargo to build the client component");
     assert!(status.success(), "building the client component failed (see the errors above)");
-
     let module_path = target_dir.join("wasm32-unknown-unknown/wasm/mqtt_client_component.wasm");
-    let module = std::fs::read(&module_path).unwrap_or_else(|e| panic!("reading {}: {e}", module_path.display()));
-    let component = wit_component::ComponentEncoder::default()
-        .module(&module)
+    std::fs::read(&module_path).unwrap_or_else(|e| panic!("reading {}: {e}", module_path.display()))
+}
+
+fn encode(module: &[u8]) -> Vec<u8> {
+    wit_component::ComponentEncoder::default()
+        .module(module)
         .and_then(|enc| enc.validate(true).encode())
-        .unwrap_or_else(|e| panic!("encoding the client component failed: {e:#}"));
-    std::fs::write(out_dir.join("mqtt_client.wasm"), &component).expect("writing the component");
-    println!("cargo:rustc-env=MQTT_COMPONENT_MODULE_BYTES={}", module.len());
+        .unwrap_or_else(|e| panic!("encoding the client component failed: {e:#}"))
 }

@@ -12,6 +12,12 @@ use crate::device::HostState;
 /// The component built from `client-component/` when this crate was compiled.
 pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mqtt_client.wasm"));
 
+/// The same component built with a deliberate fault (`fault-drop-republish`: it forgets an
+/// unacknowledged publish instead of resending it and reports it delivered). Only for
+/// proving that tests and scenarios catch a broken client; never ship it.
+#[doc(hidden)]
+pub static FAULTY_COMPONENT_DROP_REPUBLISH: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mqtt_client_fault_drop_republish.wasm"));
+
 /// A compiled component ready to instantiate: one [`Engine`] and one `InstancePre`, shared
 /// by every [`crate::Device`] made from it. Cloning is cheap.
 #[derive(Clone)]

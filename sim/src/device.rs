@@ -85,6 +85,18 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
             let events = dev.poll().map_err(|e| format!("poll: {e}"))?;
             record(&ctx, boot, now, events);
         }
+        let requests = std::mem::take(&mut ctx.world.lock().app_requests);
+        for (filter, q) in requests {
+            let r = match q {
+                Some(q) => dev.subscribe(vec![Subscription { filter: filter.clone(), qos: qos(q), no_local: false, retain_as_published: false, retain_handling: 0 }]),
+                None => dev.unsubscribe(vec![filter.clone()]),
+            };
+            let mut w = ctx.world.lock();
+            match r {
+                Ok(token) => w.log(now, "device", if q.is_some() { "subscribe" } else { "unsubscribe" }, json!({ "filter": filter, "token": token })),
+                Err(e) => w.log(now, "device", "request_refused", json!({ "filter": filter, "error": e.to_string() })),
+            }
+        }
         let next_work = if closed { None } else { publish_due(&ctx, &mut dev, boot, now) };
         let restarts = dev.restarts();
         {

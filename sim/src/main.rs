@@ -21,6 +21,9 @@ struct Cli {
     /// Load this component instead of the one built into mqtt-sim.
     #[arg(long, global = true)]
     component: Option<PathBuf>,
+    /// Run the deliberately broken client (it drops a republish) to see the suite catch it.
+    #[arg(long, global = true, hide = true)]
+    broken_client: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -84,9 +87,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn component(path: &Option<PathBuf>) -> anyhow::Result<ComponentFile> {
+fn component(path: &Option<PathBuf>, broken: bool) -> anyhow::Result<ComponentFile> {
     match path {
         Some(p) => ComponentFile::from_file(p),
+        None if broken => ComponentFile::from_bytes(mqtt_host::FAULTY_COMPONENT_DROP_REPUBLISH),
         None => ComponentFile::embedded(),
     }
 }
@@ -99,7 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { file, seed, json, trace, report: html } => {
             let sc = Scenario::load(&file)?;
-            let comp = component(&cli.component)?;
+            let comp = component(&cli.component, cli.broken_client)?;
             let seed = seed.unwrap_or(sc.seeds[0]);
             let o = runner::run(&sc, &name_of(&file), seed, &comp);
             if let Some(path) = trace {
@@ -116,7 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", if o.passed { "PASSED" } else { "FAILED" });
             }
             if !o.passed {
-                eprintln!("replay: mqtt-sim run {} --seed {seed}", file.display());
+                eprintln!("replay: mqtt-sim{} run {} --seed {seed}", if cli.broken_client { " --broken-client" } else { "" }, file.display());
                 return Ok(ExitCode::from(1));
             }
             Ok(ExitCode::SUCCESS)
@@ -135,12 +139,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if bad { ExitCode::from(2) } else { ExitCode::SUCCESS })
         }
         Command::Component { out } => {
-            let comp = component(&cli.component)?;
+            let comp = component(&cli.component, cli.broken_client)?;
             std::fs::write(&out, comp.bytes()).with_context(|| format!("writing {}", out.display()))?;
             println!("wrote {} ({} bytes)", out.display(), comp.bytes().len());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sweep { paths, seeds, jobs, shard } => sweep(&cli.component, paths, &seeds, jobs, shard.as_deref()),
+        Command::Sweep { paths, seeds, jobs, shard } => {
+            let comp = component(&cli.component, cli.broken_client)?;
+            let flag = if cli.broken_client { " --broken-client" } else { "" };
+            sweep(comp, flag, paths, &seeds, jobs, shard.as_deref())
+        }
     }
 }
 
@@ -178,7 +186,7 @@ fn scenario_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn sweep(comp: &Option<PathBuf>, paths: Vec<PathBuf>, seeds: &str, jobs: Option<usize>, shard: Option<&str>) -> anyhow::Result<ExitCode> {
+fn sweep(comp: ComponentFile, flag: &str, paths: Vec<PathBuf>, seeds: &str, jobs: Option<usize>, shard: Option<&str>) -> anyhow::Result<ExitCode> {
     let (a, b) = parse_range(seeds)?;
     let (shard_i, shard_n) = shard.map(parse_shard).transpose()?.unwrap_or((1, 1));
     let files = scenario_files(&paths)?;
@@ -186,7 +194,6 @@ fn sweep(comp: &Option<PathBuf>, paths: Vec<PathBuf>, seeds: &str, jobs: Option<
     for f in &files {
         scenarios.push((f.clone(), Scenario::load(f)?));
     }
-    let comp = component(comp)?;
     // Every (scenario, seed) pair in a fixed order; a shard takes every N-th.
     let work: Vec<(usize, u64)> = (0..scenarios.len())
         .flat_map(|i| (a..=b).map(move |s| (i, s)))
@@ -209,7 +216,7 @@ fn sweep(comp: &Option<PathBuf>, paths: Vec<PathBuf>, seeds: &str, jobs: Option<
                 let (path, sc) = &scenarios[i];
                 let o = runner::run(sc, &name_of(path), seed, &comp);
                 if !o.passed {
-                    bar.println(format!("FAIL {} seed {seed}: mqtt-sim run {} --seed {seed}", o.scenario, path.display()));
+                    bar.println(format!("FAIL {} seed {seed}: mqtt-sim{flag} run {} --seed {seed}", o.scenario, path.display()));
                 }
                 bar.inc(1);
                 results.lock().unwrap_or_else(|e| e.into_inner()).push(o);
@@ -241,7 +248,7 @@ fn sweep(comp: &Option<PathBuf>, paths: Vec<PathBuf>, seeds: &str, jobs: Option<
     for o in results.iter().filter(|o| !o.passed) {
         let failed: Vec<&str> = o.expectations.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
         let path = scenarios.iter().find(|(p, _)| name_of(p) == o.scenario).map(|(p, _)| p.display().to_string()).unwrap_or_default();
-        println!("  replay: mqtt-sim run {path} --seed {}   # {}", o.seed, failed.join(", "));
+        println!("  replay: mqtt-sim{flag} run {path} --seed {}   # {}", o.seed, failed.join(", "));
     }
     Ok(if failed_total > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -67,6 +67,7 @@ enum Step {
     Dns(bool),
     ServerDisconnect(u8),
     AppDisconnect,
+    App(String, Option<u8>),
 }
 
 fn ms(s: f64) -> u64 {
@@ -138,6 +139,8 @@ fn timeline(sc: &Scenario, seed: u64) -> Vec<(u64, Step)> {
             }
             Fault::ServerDisconnect { at_s, reason } => t.push((ms(at_s), Step::ServerDisconnect(reason))),
             Fault::Disconnect { at_s } => t.push((ms(at_s), Step::AppDisconnect)),
+            Fault::Subscribe { at_s, ref filter, qos } => t.push((ms(at_s), Step::App(filter.clone(), Some(qos)))),
+            Fault::Unsubscribe { at_s, ref filter } => t.push((ms(at_s), Step::App(filter.clone(), None))),
         }
     }
     if let Some(chaos) = &sc.chaos {
@@ -291,6 +294,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, world: &Shared, broker: &Broke
         Step::Dns(fail) => world.lock().dns_fail = *fail,
         Step::ServerDisconnect(reason) => broker.server_disconnect(*reason),
         Step::AppDisconnect => world.lock().disconnect_now = true,
+        Step::App(filter, qos) => world.lock().app_requests.push((filter.clone(), *qos)),
     }
     wake.notify_one();
 }
@@ -421,6 +425,16 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, config: &Config)
             Some((t, why)) => format!("{why} at {t} ms"),
             None => format!("no down reason containing {want:?}; saw {:?}", rec.downs.iter().map(|d| &d.1).collect::<Vec<_>>()),
         });
+    }
+    for topic in &e.device_receives {
+        let want: Vec<u64> = rec.injected.iter().filter(|(_, _, t)| t == topic).map(|(s, _, _)| *s).collect();
+        let missing: Vec<u64> = want.iter().copied().filter(|s| !received.contains(s)).collect();
+        check(&mut checks, &format!("device_receives {topic}"), !want.is_empty() && missing.is_empty(), format!("{} injected, missing {:?}", want.len(), &missing[..missing.len().min(10)]));
+    }
+    for topic in &e.device_never_receives {
+        let want: Vec<u64> = rec.injected.iter().filter(|(_, _, t)| t == topic).map(|(s, _, _)| *s).collect();
+        let got = want.iter().filter(|s| received.contains(s)).count();
+        check(&mut checks, &format!("device_never_receives {topic}"), !want.is_empty() && got == 0, format!("{} injected, {} received", want.len(), got));
     }
     if let Some(min) = e.min_expired {
         check(&mut checks, "min_expired", rec.broker_expired >= min, format!("{} expired at the broker (at least {min})", rec.broker_expired));

@@ -272,6 +272,10 @@ pub enum Fault {
     Disconnect { at_s: f64 },
     /// The WiFi access point changes (roaming): a short gap with the link down.
     Roam { at_s: f64, gap_ms: u64 },
+    /// The application subscribes (possibly during an outage).
+    Subscribe { at_s: f64, filter: String, #[serde(default = "one")] qos: u8 },
+    /// The application unsubscribes (possibly during an outage).
+    Unsubscribe { at_s: f64, filter: String },
 }
 
 fn one_u32() -> u32 {
@@ -324,6 +328,12 @@ pub struct Expect {
     pub max_broker_inflight_to_device: Option<u64>,
     /// A down reason the device must report (substring of its text).
     pub down_reason: Option<String>,
+    /// Every injected QoS 1/2 message on these topics reaches the device's application.
+    #[serde(default)]
+    pub device_receives: Vec<String>,
+    /// No injected message on these topics reaches the device's application.
+    #[serde(default)]
+    pub device_never_receives: Vec<String>,
     /// Messages the broker must expire instead of delivering (MQTT 5 message expiry).
     pub min_expired: Option<u64>,
 }
@@ -399,6 +409,8 @@ impl Fault {
             Fault::ServerDisconnect { .. } => "server_disconnect",
             Fault::Disconnect { .. } => "disconnect",
             Fault::Roam { .. } => "roam",
+            Fault::Subscribe { .. } => "subscribe",
+            Fault::Unsubscribe { .. } => "unsubscribe",
         }
     }
 
@@ -417,7 +429,11 @@ impl Fault {
             Fault::BrokerRestart { at_s, down_s, .. } => (at_s, down_s),
             Fault::PowerCycle { at_s, off_s } => (at_s, off_s),
             Fault::Roam { at_s, gap_ms } => (at_s, gap_ms as f64 / 1000.0),
-            Fault::DropAcks { at_s, .. } | Fault::ServerDisconnect { at_s, .. } | Fault::Disconnect { at_s } => (at_s, 0.0),
+            Fault::DropAcks { at_s, .. }
+            | Fault::ServerDisconnect { at_s, .. }
+            | Fault::Disconnect { at_s }
+            | Fault::Subscribe { at_s, .. }
+            | Fault::Unsubscribe { at_s, .. } => (at_s, 0.0),
         }
     }
 }
@@ -452,7 +468,7 @@ mod tests {
     #[test]
     fn unknown_fault_kind_is_reported() {
         let e = Scenario::parse("duration_s = 10\n[[fault]]\nkind = \"meteor\"\nat_s = 1\n").unwrap_err().0;
-        assert!(e.contains("line 2") && e.contains("meteor"), "{e}");
+        assert!(e.contains("line 3") && e.contains("meteor") && e.contains("link_down"), "{e}");
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub struct World {
     pub dns_fail: bool,
     /// The application asks the client to disconnect.
     pub disconnect_now: bool,
+    /// Subscribe (filter, qos) / unsubscribe (filter, None) requests from the timeline.
+    pub app_requests: Vec<(String, Option<u8>)>,
     /// Next workload index per workload (survives power cycles).
     pub workload_next: Vec<u64>,
     pub rec: Record,
@@ -86,7 +88,7 @@ pub struct World {
 
 impl World {
     pub fn new(workloads: usize) -> Self {
-        World { link: LinkState::Up, dns_fail: false, disconnect_now: false, workload_next: vec![0; workloads], rec: Record::default(), trace: Vec::new() }
+        World { link: LinkState::Up, dns_fail: false, disconnect_now: false, app_requests: Vec::new(), workload_next: vec![0; workloads], rec: Record::default(), trace: Vec::new() }
     }
 
     /// Append one event to the trace (JSON Lines, keys sorted, simulated time first).
