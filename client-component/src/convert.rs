@@ -1,5 +1,7 @@
 //! Conversions between the WIT types and `mqtt-protocol`'s.
 
+use alloc::string::String;
+
 use mqtt_protocol::{Config, DownReason, Event, LinkState, Properties, QoS, SocketError, Stats, SubscribeFilter, TlsParams, Will};
 
 use crate::api;

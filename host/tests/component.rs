@@ -140,3 +140,10 @@ fn async_client_publish_returns_when_acknowledged() {
         ticker.abort();
     });
 }
+
+/// Size is deterministic (not a timing), so it is guarded here; the benchmark prints it.
+#[test]
+fn component_stays_under_100_kib() {
+    let size = mqtt_host::EMBEDDED_COMPONENT.len();
+    assert!(size < 100 * 1024, "component is {size} bytes; the budget is 102400");
+}

@@ -96,8 +96,10 @@ pub struct Client {
     link: LinkState,
     rng: SplitMix64,
     decoder: Decoder,
-    transmits: VecDeque<Vec<u8>>,
-    actions: VecDeque<Action>,
+    /// Bytes for the current socket, packets back to back.
+    transmits: Vec<u8>,
+    /// Rarely more than two at a time (close, open).
+    actions: Vec<Action>,
     events: VecDeque<Event>,
     queued_messages: usize,
     socket_open: bool,
@@ -180,8 +182,8 @@ impl Client {
             link: LinkState::Down,
             rng: SplitMix64::new(cfg.seed),
             decoder: Decoder::new(version, cfg.max_packet_size),
-            transmits: VecDeque::new(),
-            actions: VecDeque::new(),
+            transmits: Vec::new(),
+            actions: Vec::new(),
             events: VecDeque::new(),
             queued_messages: 0,
             socket_open: false,
@@ -252,7 +254,7 @@ impl Client {
         if self.state == State::Closed {
             return Err(ApiError::Closed);
         }
-        topic::validate_topic_name(&publish.topic).map_err(|e| ApiError::Invalid(format!("topic {:?}: {e}", publish.topic)))?;
+        topic::validate_topic_name(&publish.topic).map_err(|e| ApiError::Invalid(format!("topic `{}`: {e}", publish.topic)))?;
         if publish.payload.len() as u64 + publish.topic.len() as u64 + 16 > u64::from(self.cfg.max_packet_size) {
             return Err(ApiError::Invalid(format!(
                 "payload of {} bytes does not fit max_packet_size {}",
@@ -272,7 +274,7 @@ impl Client {
             return Err(ApiError::Invalid("subscribe needs at least one filter".into()));
         }
         for f in &filters {
-            topic::validate_topic_filter(&f.filter).map_err(|e| ApiError::Invalid(format!("filter {:?}: {e}", f.filter)))?;
+            topic::validate_topic_filter(&f.filter).map_err(|e| ApiError::Invalid(format!("filter `{}`: {e}", f.filter)))?;
             if f.retain_handling > 2 {
                 return Err(ApiError::Invalid(format!("retain_handling {} is not 0, 1 or 2", f.retain_handling)));
             }
@@ -289,7 +291,7 @@ impl Client {
             return Err(ApiError::Invalid("unsubscribe needs at least one filter".into()));
         }
         for f in &filters {
-            topic::validate_topic_filter(f).map_err(|e| ApiError::Invalid(format!("filter {f:?}: {e}")))?;
+            topic::validate_topic_filter(f).map_err(|e| ApiError::Invalid(format!("filter `{f}`: {e}")))?;
         }
         self.enqueue(now, Request::Unsubscribe(filters), None)
     }
@@ -359,7 +361,7 @@ impl Client {
             }
         }
         if self.cfg.ssid.is_some() {
-            self.actions.push_back(Action::LeaveWifi);
+            self.actions.push(Action::LeaveWifi);
         }
         self.state = State::Closed;
     }
@@ -458,11 +460,11 @@ impl Client {
     // Outputs
 
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.transmits.pop_front()
+        (!self.transmits.is_empty()).then(|| core::mem::take(&mut self.transmits))
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        (!self.actions.is_empty()).then(|| self.actions.remove(0))
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -516,7 +518,7 @@ impl Client {
         let rejoin_at = match (&self.cfg.ssid, self.link) {
             (Some(ssid), LinkState::Down) => {
                 let password = self.cfg.wifi_pw.clone().unwrap_or_default();
-                self.actions.push_back(Action::JoinWifi { ssid: ssid.clone(), password });
+                self.actions.push(Action::JoinWifi { ssid: ssid.clone(), password });
                 Some(now + self.next_backoff())
             }
             _ => None,
@@ -533,14 +535,14 @@ impl Client {
         } else {
             None
         };
-        self.actions.push_back(Action::OpenSocket { host: self.cfg.server.clone(), port: self.cfg.port(), tls });
+        self.actions.push(Action::OpenSocket { host: self.cfg.server.clone(), port: self.cfg.port(), tls });
         self.socket_open = true;
         self.state = State::Opening { deadline: now + u64::from(self.cfg.response_time_ms) };
     }
 
     fn close_socket(&mut self) {
         if self.socket_open {
-            self.actions.push_back(Action::CloseSocket);
+            self.actions.push(Action::CloseSocket);
             self.socket_open = false;
         }
         self.decoder.clear();
@@ -589,11 +591,10 @@ impl Client {
         self.stats.protocol_errors += 1;
         if self.version == ProtocolVersion::V5 && self.socket_open {
             let d = Disconnect { reason: reason_code, properties: Properties::default() };
+            let start = self.transmits.len();
             self.send(now, &Packet::Disconnect(d));
-            // Hand the DISCONNECT to the socket before the close: keep it out of `lost`'s clear.
-            let bye = self.transmits.pop_back();
-            self.transmits.clear();
-            self.transmits.extend(bye);
+            // Hand only the DISCONNECT to the socket before the close.
+            self.transmits = self.transmits.split_off(start);
             let reason = DownReason::ProtocolError(why);
             self.lost_keep_transmits(now, reason);
         } else {
@@ -903,7 +904,7 @@ impl Client {
         let bytes = packet.encode(self.version);
         self.stats.bytes_out += bytes.len() as u64;
         self.last_tx = now;
-        self.transmits.push_back(bytes);
+        self.transmits.extend_from_slice(&bytes);
     }
 
     // ------------------------------------------------------------------------------------

@@ -56,6 +56,23 @@ pub enum SocketError {
     Other,
 }
 
+impl SocketError {
+    pub fn name(self) -> &'static str {
+        match self {
+            SocketError::Refused => "refused",
+            SocketError::Reset => "reset",
+            SocketError::TimedOut => "timed out",
+            SocketError::Unreachable => "unreachable",
+            SocketError::DnsFailed => "DNS failed",
+            SocketError::TlsFailed => "TLS failed",
+            SocketError::Closed => "closed",
+            SocketError::NotPermitted => "not permitted",
+            SocketError::BadHandle => "bad handle",
+            SocketError::Other => "other",
+        }
+    }
+}
+
 /// IO the driver must perform for the state machine. Drain [`crate::Client::poll_transmit`]
 /// *before* applying actions: bytes queued before a `CloseSocket` belong to the old socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +104,7 @@ impl core::fmt::Display for DownReason {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             DownReason::LinkLost => write!(f, "link lost"),
-            DownReason::Socket(e) => write!(f, "socket error: {e:?}"),
+            DownReason::Socket(e) => write!(f, "socket error: {}", e.name()),
             DownReason::Timeout => write!(f, "broker did not answer within response_time"),
             DownReason::MaxRepubs => write!(f, "no acknowledgement after max_repubs republications"),
             DownReason::ServerDisconnect(c) => write!(f, "broker sent DISCONNECT with reason {c:#04x}"),

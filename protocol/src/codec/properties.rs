@@ -95,20 +95,12 @@ fn allowed(id: u8, ctx: PropertyContext) -> Option<bool> {
     Some(ok)
 }
 
-fn set_once<T>(slot: &mut Option<T>, id: u8, value: T) -> Result<(), DecodeError> {
-    if slot.is_some() {
-        return Err(DecodeError::DuplicateProperty(id));
-    }
-    *slot = Some(value);
-    Ok(())
-}
-
-fn flag(r: &mut Reader<'_>, id: u8) -> Result<u8, DecodeError> {
-    let v = r.u8("property value")?;
-    if v > 1 {
-        return Err(DecodeError::InvalidPropertyValue { id, why: "must be 0 or 1" });
-    }
-    Ok(v)
+/// A property value as read from the wire, before it is stored in its field.
+enum Value {
+    Int(u32),
+    Str(String),
+    Bin(Vec<u8>),
+    Pair(String, String),
 }
 
 impl Properties {
@@ -125,75 +117,91 @@ impl Properties {
             let id = u8::try_from(id).map_err(|_| DecodeError::UnknownProperty(0xFF))?;
             match allowed(id, ctx) {
                 None => return Err(DecodeError::UnknownProperty(id)),
-                Some(false) => {
-                    return Err(DecodeError::PropertyNotAllowed { id, packet: ctx.name() });
-                }
+                Some(false) => return Err(DecodeError::PropertyNotAllowed { id, packet: ctx.name() }),
                 Some(true) => {}
             }
-            match id {
-                0x01 => set_once(&mut p.payload_format_indicator, id, flag(&mut r, id)?)?,
-                0x02 => set_once(&mut p.message_expiry_interval, id, r.u32("property value")?)?,
-                0x03 => set_once(&mut p.content_type, id, r.string("content type")?)?,
-                0x08 => {
-                    let topic = r.string("response topic")?;
-                    super::topic::validate_topic_name(&topic)?;
-                    set_once(&mut p.response_topic, id, topic)?
-                }
-                0x09 => set_once(&mut p.correlation_data, id, r.binary("correlation data")?)?,
-                0x0B => {
-                    let v = r.varint("subscription identifier")?;
-                    if v == 0 {
-                        return Err(DecodeError::InvalidPropertyValue { id, why: "must not be 0" });
+            // Read by wire type first, then store: one reader call per type instead of one
+            // per property keeps this small in the component.
+            let value = match id {
+                0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => {
+                    let v = r.u8("property value")?;
+                    if v > 1 {
+                        return Err(DecodeError::InvalidPropertyValue { id, why: "must be 0 or 1" });
                     }
-                    p.subscription_identifiers.push(v);
+                    Value::Int(u32::from(v))
                 }
-                0x11 => set_once(&mut p.session_expiry_interval, id, r.u32("property value")?)?,
-                0x12 => set_once(&mut p.assigned_client_identifier, id, r.string("client id")?)?,
-                0x13 => set_once(&mut p.server_keep_alive, id, r.u16("property value")?)?,
-                0x15 => set_once(&mut p.authentication_method, id, r.string("auth method")?)?,
-                0x16 => set_once(&mut p.authentication_data, id, r.binary("auth data")?)?,
-                0x17 => set_once(&mut p.request_problem_information, id, flag(&mut r, id)?)?,
-                0x18 => set_once(&mut p.will_delay_interval, id, r.u32("property value")?)?,
-                0x19 => set_once(&mut p.request_response_information, id, flag(&mut r, id)?)?,
-                0x1A => set_once(&mut p.response_information, id, r.string("response info")?)?,
-                0x1C => set_once(&mut p.server_reference, id, r.string("server reference")?)?,
-                0x1F => set_once(&mut p.reason_string, id, r.string("reason string")?)?,
-                0x21 => {
-                    let v = r.u16("property value")?;
-                    if v == 0 {
-                        return Err(DecodeError::InvalidPropertyValue { id, why: "must not be 0" });
-                    }
-                    set_once(&mut p.receive_maximum, id, v)?
-                }
-                0x22 => set_once(&mut p.topic_alias_maximum, id, r.u16("property value")?)?,
-                0x23 => {
-                    let v = r.u16("property value")?;
-                    if v == 0 {
-                        return Err(DecodeError::InvalidPropertyValue { id, why: "must not be 0" });
-                    }
-                    set_once(&mut p.topic_alias, id, v)?
-                }
-                0x24 => set_once(&mut p.maximum_qos, id, flag(&mut r, id)?)?,
-                0x25 => set_once(&mut p.retain_available, id, flag(&mut r, id)?)?,
-                0x26 => {
-                    let k = r.string("user property name")?;
-                    let v = r.string("user property value")?;
-                    p.user_properties.push((k, v));
-                }
-                0x27 => {
-                    let v = r.u32("property value")?;
-                    if v == 0 {
-                        return Err(DecodeError::InvalidPropertyValue { id, why: "must not be 0" });
-                    }
-                    set_once(&mut p.maximum_packet_size, id, v)?
-                }
-                0x28 => set_once(&mut p.wildcard_subscription_available, id, flag(&mut r, id)?)?,
-                0x29 => set_once(&mut p.subscription_identifier_available, id, flag(&mut r, id)?)?,
-                0x2A => set_once(&mut p.shared_subscription_available, id, flag(&mut r, id)?)?,
-                _ => return Err(DecodeError::UnknownProperty(id)),
+                0x13 | 0x21 | 0x22 | 0x23 => Value::Int(u32::from(r.u16("property value")?)),
+                0x02 | 0x11 | 0x18 | 0x27 => Value::Int(r.u32("property value")?),
+                0x0B => Value::Int(r.varint("subscription identifier")?),
+                0x09 | 0x16 => Value::Bin(r.binary("property value")?),
+                0x26 => Value::Pair(r.string("user property name")?, r.string("user property value")?),
+                _ => Value::Str(r.string("property value")?),
+            };
+            let nonzero = matches!(id, 0x0B | 0x21 | 0x23 | 0x27);
+            if nonzero && matches!(value, Value::Int(0)) {
+                return Err(DecodeError::InvalidPropertyValue { id, why: "must not be 0" });
             }
+            p.store(id, value)?;
         }
         Ok(p)
+    }
+
+    fn store(&mut self, id: u8, value: Value) -> Result<(), DecodeError> {
+        fn once<T>(slot: &mut Option<T>, id: u8, v: T) -> Result<(), DecodeError> {
+            if slot.is_some() {
+                return Err(DecodeError::DuplicateProperty(id));
+            }
+            *slot = Some(v);
+            Ok(())
+        }
+        match value {
+            Value::Int(v) => {
+                // Narrowing is exact: each id was read with its wire width above.
+                let (b, w) = (v as u8, v as u16);
+                match id {
+                    0x01 => once(&mut self.payload_format_indicator, id, b),
+                    0x17 => once(&mut self.request_problem_information, id, b),
+                    0x19 => once(&mut self.request_response_information, id, b),
+                    0x24 => once(&mut self.maximum_qos, id, b),
+                    0x25 => once(&mut self.retain_available, id, b),
+                    0x28 => once(&mut self.wildcard_subscription_available, id, b),
+                    0x29 => once(&mut self.subscription_identifier_available, id, b),
+                    0x2A => once(&mut self.shared_subscription_available, id, b),
+                    0x13 => once(&mut self.server_keep_alive, id, w),
+                    0x21 => once(&mut self.receive_maximum, id, w),
+                    0x22 => once(&mut self.topic_alias_maximum, id, w),
+                    0x23 => once(&mut self.topic_alias, id, w),
+                    0x02 => once(&mut self.message_expiry_interval, id, v),
+                    0x11 => once(&mut self.session_expiry_interval, id, v),
+                    0x18 => once(&mut self.will_delay_interval, id, v),
+                    0x27 => once(&mut self.maximum_packet_size, id, v),
+                    _ => {
+                        self.subscription_identifiers.push(v);
+                        Ok(())
+                    }
+                }
+            }
+            Value::Bin(v) => match id {
+                0x09 => once(&mut self.correlation_data, id, v),
+                _ => once(&mut self.authentication_data, id, v),
+            },
+            Value::Pair(k, v) => {
+                self.user_properties.push((k, v));
+                Ok(())
+            }
+            Value::Str(v) => match id {
+                0x03 => once(&mut self.content_type, id, v),
+                0x08 => {
+                    super::topic::validate_topic_name(&v)?;
+                    once(&mut self.response_topic, id, v)
+                }
+                0x12 => once(&mut self.assigned_client_identifier, id, v),
+                0x15 => once(&mut self.authentication_method, id, v),
+                0x1A => once(&mut self.response_information, id, v),
+                0x1C => once(&mut self.server_reference, id, v),
+                _ => once(&mut self.reason_string, id, v),
+            },
+        }
     }
 
     /// Encoded body (without the length prefix).
