@@ -4,10 +4,12 @@
 //! readiness, bytes), runs its timers, then performs the IO it asks for and returns its
 //! events. All protocol decisions live in `mqtt-protocol`; nothing here blocks.
 
-// `no_std` on the wasm target: std's panic and formatting machinery would cost the component
-// kilobytes it has no use for (a panic is a trap either way, and the host's watchdog
-// handles traps). Native builds (cargo test --workspace) keep std.
-#![cfg_attr(target_arch = "wasm32", no_std)]
+// The guest exists only on wasm: a native build (`cargo test --workspace` builds every
+// member) is an empty crate, since its exported symbol names are not valid native ones.
+#![cfg(target_arch = "wasm32")]
+// `no_std`: std's panic and formatting machinery would cost the component kilobytes it has
+// no use for (a panic is a trap either way, and the host's watchdog handles traps).
+#![no_std]
 
 extern crate alloc;
 
@@ -296,13 +298,11 @@ export!(Component);
 
 /// talc instead of std's dlmalloc: ~3 KiB smaller in the component (measured with
 /// twiggy), and it coalesces freed blocks, which a client running for months needs.
-#[cfg(target_arch = "wasm32")]
 #[global_allocator]
 // SAFETY: a component instance is single-threaded wasm, which is what `new_global` requires.
 static ALLOCATOR: talc::TalckWasm = unsafe { talc::TalckWasm::new_global() };
 
 /// A panic is a bug; it traps, and the host restarts the instance with what it accepted.
-#[cfg(target_arch = "wasm32")]
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     core::arch::wasm32::unreachable()
