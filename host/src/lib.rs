@@ -16,6 +16,7 @@ mod component;
 mod device;
 pub mod loopback;
 mod platform;
+pub mod stream_sockets;
 
 pub use bindings::exports::mqtt_as::client::client::{
     ClientError, Config, DownReason, Event, Message, PublishProperties, Qos, Stats, Subscription, Will,

@@ -1,0 +1,35 @@
+//! Simulator speed: simulated seconds per wall second for a day-long single-device scenario
+//! (keepalive 60 s, a QoS 1 reading every 5 s, a 60 s outage every hour), at two network
+//! time resolutions, measured side by side in one run (median of `RUNS`).
+//!
+//! Run: `cargo bench -p mqtt-sim --bench speed` (`SPEED_RUNS=N` to change the count).
+
+use std::path::Path;
+
+use mqtt_host::ComponentFile;
+use mqtt_sim::runner;
+use mqtt_sim::scenario::Scenario;
+
+fn main() {
+    let runs: usize = std::env::var("SPEED_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/day-long-hourly-outages.toml");
+    let base = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let component = ComponentFile::embedded().expect("component");
+    println!("{:<28} {:>10} {:>10} {:>12} {:>8}", "variant", "sim s", "wall s", "sim/wall", "lost");
+    for (label, tick, latency) in [("tick 20 ms, latency 20 ms", 20, 20), ("tick 50 ms, latency 50 ms", 50, 50)] {
+        let mut sc = base.clone();
+        sc.tick_ms = tick;
+        sc.network.latency_ms = latency;
+        let mut ratios = Vec::new();
+        let mut last = None;
+        for _ in 0..runs {
+            let o = runner::run(&sc, "day-long", 1, &component);
+            ratios.push(o.sim_seconds / o.wall_seconds);
+            last = Some(o);
+        }
+        ratios.sort_by(|a, b| a.total_cmp(b));
+        let o = last.expect("at least one run");
+        assert!(o.passed, "the benchmark scenario must still pass: {:?}", o.expectations);
+        println!("{:<28} {:>10.0} {:>10.2} {:>11.0}x {:>8}", label, o.sim_seconds, o.sim_seconds / ratios[runs / 2], ratios[runs / 2], o.qos1_lost);
+    }
+}
