@@ -55,9 +55,11 @@ pub struct Client {
     events: mpsc::UnboundedReceiver<ClientEvent>,
 }
 
-/// Longest sleep between polls when the platform offers no wakeup (link changes are then
-/// noticed within this time).
+/// Longest sleep between polls when the platform offers no wakeup.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Longest sleep between polls otherwise: link changes (read by the `wifi` import) are
+/// noticed within this time.
+const LINK_POLL: Duration = Duration::from_millis(1000);
 
 impl Client {
     /// Move `device` into a task on the current tokio runtime.
@@ -157,9 +159,7 @@ impl Driver {
             let now = self.device.platform_mut().now_ms();
             let deadline = self.device.next_deadline().ok().flatten();
             let mut wait = deadline.map_or(Duration::from_secs(3600), |d| Duration::from_millis(d.saturating_sub(now)));
-            if wake.is_none() {
-                wait = wait.min(IDLE_POLL);
-            }
+            wait = wait.min(if wake.is_none() { IDLE_POLL } else { LINK_POLL });
             let notified = async {
                 match &wake {
                     Some(n) => n.notified().await,

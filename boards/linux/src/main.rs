@@ -1,0 +1,254 @@
+//! `mqtt-board`: the client component on a Linux board, shaped like mosquitto_pub/sub but
+//! resilient (outages are ridden out; QoS 1 lines are acknowledged before exit).
+
+use std::io::BufRead;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use mqtt_board::LinuxPlatform;
+use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Config, Device, Qos, Subscription, Will};
+
+#[derive(Parser)]
+#[command(name = "mqtt-board", version, about = "Resilient MQTT client (the WebAssembly component) on a Linux board")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Conn {
+    /// Broker host.
+    #[arg(short = 'H', long = "host", default_value = "localhost")]
+    host: String,
+    #[arg(short, long, default_value_t = 1883)]
+    port: u16,
+    /// Client id (default: mqtt-board-<pid>).
+    #[arg(short = 'i', long)]
+    id: Option<String>,
+    #[arg(short = 'k', long, default_value_t = 60)]
+    keepalive: u16,
+    /// Clean session on reconnects (false keeps QoS 1 across outages).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    clean: bool,
+    /// Use MQTT 5.
+    #[arg(short = 'V', long = "v5")]
+    v5: bool,
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    #[arg(short = 'P', long)]
+    password: Option<String>,
+    /// Network interface whose link state is reported to the client (default: always up).
+    #[arg(long)]
+    iface: Option<String>,
+    #[arg(long, default_value_t = 10_000)]
+    response_time_ms: u32,
+    /// Last will: topic, payload (QoS 1).
+    #[arg(long, num_args = 2, value_names = ["TOPIC", "PAYLOAD"])]
+    will: Option<Vec<String>>,
+    /// Print connection events to stderr.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish a message, each line of stdin, or a counter every interval.
+    Pub {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(short, long)]
+        topic: String,
+        #[arg(short, long, conflicts_with = "stdin_lines")]
+        message: Option<String>,
+        #[arg(long = "stdin-lines")]
+        stdin_lines: bool,
+        #[arg(short, long, default_value_t = 0)]
+        qos: u8,
+        #[arg(short, long)]
+        retain: bool,
+        /// With --count: publish a counter every interval (mqtt_as's range.py demo), e.g. 5s, 500ms.
+        #[arg(long)]
+        interval: Option<String>,
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Subscribe and print messages.
+    Sub {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(short, long, required = true)]
+        topic: Vec<String>,
+        #[arg(short, long, default_value_t = 0)]
+        qos: u8,
+        /// Print one JSON object per message.
+        #[arg(long)]
+        json: bool,
+        /// Exit after this many messages.
+        #[arg(short = 'C', long)]
+        count: Option<u64>,
+    },
+    /// Write the component this binary runs.
+    Component {
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+}
+
+fn qos(q: u8) -> anyhow::Result<Qos> {
+    Ok(match q {
+        0 => Qos::AtMostOnce,
+        1 => Qos::AtLeastOnce,
+        2 => Qos::ExactlyOnce,
+        _ => anyhow::bail!("--qos {q}: must be 0, 1 or 2"),
+    })
+}
+
+fn duration(s: &str) -> anyhow::Result<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("--interval {s:?}: expected a number with ms or s"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        _ => anyhow::bail!("--interval {s:?}: unit must be ms or s"),
+    })
+}
+
+fn config(c: &Conn) -> anyhow::Result<Config> {
+    let id = c.id.clone().unwrap_or_else(|| format!("mqtt-board-{}", std::process::id()));
+    let mut cfg = default_config(&c.host, &id);
+    cfg.port = Some(c.port);
+    cfg.keepalive_secs = c.keepalive;
+    cfg.clean = c.clean;
+    cfg.clean_init = c.clean;
+    cfg.mqttv5 = c.v5;
+    cfg.user = c.user.clone();
+    cfg.password = c.password.clone().map(String::into_bytes);
+    cfg.response_time_ms = c.response_time_ms;
+    cfg.seed = u64::from(std::process::id());
+    if let Some(w) = &c.will {
+        cfg.will = Some(Will { topic: w[0].clone(), payload: w[1].clone().into_bytes(), qos: Qos::AtLeastOnce, retain: false, delay_secs: None, properties: None });
+    }
+    Ok(cfg)
+}
+
+async fn start(c: &Conn) -> anyhow::Result<Client> {
+    let component = ComponentFile::embedded()?;
+    let platform = LinuxPlatform::new(vec![(c.host.clone(), c.port)], c.iface.clone());
+    let device = Device::new(&component, Box::new(platform), config(c)?, "board")?;
+    let client = Client::spawn(device);
+    client.connect().await?;
+    if c.verbose {
+        eprintln!("connected to {}:{}", c.host, c.port);
+    }
+    Ok(client)
+}
+
+fn report(verbose: bool, e: &ClientEvent) {
+    if verbose {
+        match e {
+            ClientEvent::Up { session_present } => eprintln!("up (session present: {session_present})"),
+            ClientEvent::Down(why) => eprintln!("down: {why:?}"),
+            ClientEvent::Link(l) => eprintln!("link: {l:?}"),
+            ClientEvent::Discarded(n) => eprintln!("discarded so far: {n}"),
+            ClientEvent::Error(e) => eprintln!("error: {e}"),
+            ClientEvent::Message(_) => {}
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Component { out } => {
+            std::fs::write(&out, mqtt_host::EMBEDDED_COMPONENT)?;
+            println!("wrote {} ({} bytes)", out.display(), mqtt_host::EMBEDDED_COMPONENT.len());
+        }
+        Command::Pub { conn, topic, message, stdin_lines, qos: q, retain, interval, count } => {
+            let q = qos(q)?;
+            let client = start(&conn).await?;
+            let verbose = conn.verbose;
+            // Report connection events as they come, while publishing.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+            let publisher = async {
+                while let Some(payload) = rx.recv().await {
+                    client.publish(&topic, &payload, q, retain).await?;
+                }
+                anyhow::Ok(client)
+            };
+            let producer = async move {
+                if stdin_lines {
+                    let lines = tokio::task::spawn_blocking(|| std::io::stdin().lock().lines().collect::<Result<Vec<_>, _>>()).await??;
+                    for l in lines {
+                        tx.send(l.into_bytes())?;
+                    }
+                } else if let Some(iv) = interval {
+                    let every = duration(&iv)?;
+                    let n = count.unwrap_or(u64::MAX);
+                    for i in 0..n {
+                        tx.send(i.to_string().into_bytes())?;
+                        tokio::time::sleep(every).await;
+                    }
+                } else {
+                    tx.send(message.unwrap_or_default().into_bytes())?;
+                }
+                anyhow::Ok(())
+            };
+            let (published, produced) = tokio::join!(publisher, producer);
+            produced?;
+            let mut client = published?;
+            while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(10), client.next_event()).await {
+                report(verbose, &e);
+            }
+            client.disconnect().await;
+        }
+        Command::Sub { conn, topic, qos: q, json, count } => {
+            let q = qos(q)?;
+            let mut client = start(&conn).await?;
+            let subs = topic.iter().map(|t| Subscription { filter: t.clone(), qos: q, no_local: false, retain_as_published: false, retain_handling: 0 }).collect();
+            let codes = client.subscribe(subs).await?;
+            if conn.verbose {
+                eprintln!("subscribed: {codes:?}");
+            }
+            let mut seen = 0u64;
+            while let Some(e) = client.next_event().await {
+                report(conn.verbose, &e);
+                if let ClientEvent::Message(m) = e {
+                    if json {
+                        let v = serde_json::json!({ "topic": m.topic, "payload": String::from_utf8_lossy(&m.payload), "retained": m.retained, "dup": m.dup, "qos": m.qos as u8 });
+                        println!("{v}");
+                    } else {
+                        println!("{} {}", m.topic, String::from_utf8_lossy(&m.payload));
+                    }
+                    seen += 1;
+                    if count.is_some_and(|c| seen >= c) {
+                        break;
+                    }
+                }
+            }
+            client.disconnect().await;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The real component on real sockets against a real Mosquitto on loopback (started by the
+//! test with a generated config, stopped by pid). `.ci/run` installs Mosquitto.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mqtt_board::LinuxPlatform;
+use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Config, Device, Qos, Subscription};
+
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Mosquitto {
+    fn start() -> Mosquitto {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("mqtt-board-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("mosquitto.conf");
+        // max_queued_messages: Mosquitto's default (1000) silently drops QoS 1 messages for a
+        // slow subscriber; raise it so a loss would be the client's.
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 100\n")).unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto must be installed (apt-get install mosquitto); .ci/run installs it");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Mosquitto { child, port, _dir: TempDir(dir) };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("mosquitto did not start listening on {port}");
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cfg(port: u16, id: &str, v5: bool) -> Config {
+    let mut c = default_config("127.0.0.1", id);
+    c.port = Some(port);
+    c.mqttv5 = v5;
+    c.keepalive_secs = 10;
+    c.response_time_ms = 2_000;
+    c
+}
+
+async fn client(config: Config) -> Client {
+    let component = ComponentFile::embedded().unwrap();
+    let port = config.port.unwrap();
+    let platform = LinuxPlatform::new(vec![("127.0.0.1".into(), port)], None);
+    let device = Device::new(&component, Box::new(platform), config, "test").unwrap();
+    let c = Client::spawn(device);
+    c.connect().await.expect("connects to mosquitto");
+    c
+}
+
+fn sub(filter: &str, qos: Qos) -> Vec<Subscription> {
+    vec![Subscription { filter: filter.into(), qos, no_local: false, retain_as_published: false, retain_handling: 0 }]
+}
+
+async fn next_message(c: &mut Client) -> mqtt_host::Message {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), c.next_event()).await {
+            Ok(Some(ClientEvent::Message(m))) => return m,
+            Ok(Some(_)) => continue,
+            other => panic!("no message: {other:?}"),
+        }
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+#[test]
+fn pub_sub_round_trip_qos_0_1_2_on_v311_and_v5() {
+    let broker = Mosquitto::start();
+    rt().block_on(async {
+        for v5 in [false, true] {
+            let mut subscriber = client(cfg(broker.port, &format!("sub-{v5}"), v5)).await;
+            assert_eq!(subscriber.subscribe(sub("rt/#", Qos::ExactlyOnce)).await.unwrap(), vec![2]);
+            let publisher = client(cfg(broker.port, &format!("pub-{v5}"), v5)).await;
+            for (i, q) in [Qos::AtMostOnce, Qos::AtLeastOnce, Qos::ExactlyOnce].into_iter().enumerate() {
+                let payload = format!("v5={v5} qos={i}");
+                publisher.publish(&format!("rt/{i}"), payload.as_bytes(), q, false).await.expect("acknowledged by mosquitto");
+                let m = next_message(&mut subscriber).await;
+                assert_eq!((m.topic.as_str(), m.payload.as_slice()), (format!("rt/{i}").as_str(), payload.as_bytes()));
+                assert_eq!(m.qos as u8, i as u8);
+            }
+            publisher.disconnect().await;
+            subscriber.disconnect().await;
+        }
+    });
+}
+
+#[test]
+fn retained_message_reaches_a_later_subscriber() {
+    let broker = Mosquitto::start();
+    rt().block_on(async {
+        let publisher = client(cfg(broker.port, "ret-pub", false)).await;
+        publisher.publish("ret/state", b"on", Qos::AtLeastOnce, true).await.unwrap();
+        let mut late = client(cfg(broker.port, "ret-sub", true)).await;
+        late.subscribe(sub("ret/#", Qos::AtLeastOnce)).await.unwrap();
+        let m = next_message(&mut late).await;
+        assert!(m.retained);
+        assert_eq!(m.payload, b"on");
+    });
+}
+
+#[test]
+fn qos1_stream_reaches_a_mosquitto_sub_observer_in_order() {
+    let broker = Mosquitto::start();
+    let observer = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "obs/#", "-q", "1", "-C", "200", "-W", "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub");
+    std::thread::sleep(Duration::from_millis(300));
+    rt().block_on(async {
+        let publisher = client(cfg(broker.port, "obs-pub", false)).await;
+        for i in 0..200 {
+            publisher.publish("obs/seq", i.to_string().as_bytes(), Qos::AtLeastOnce, false).await.unwrap();
+        }
+    });
+    let out = observer.wait_with_output().unwrap();
+    let got: Vec<u32> = String::from_utf8_lossy(&out.stdout).lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(got, (0..200).collect::<Vec<_>>());
+}
+
+#[test]
+fn will_is_published_when_the_client_is_killed() {
+    let broker = Mosquitto::start();
+    let observer = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "will/status", "-C", "1", "-W", "20"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut board = Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
+        .args(["pub", "-H", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "will/data", "-q", "1", "--interval", "200ms", "--count", "1000"])
+        .args(["-k", "2", "--response-time-ms", "1000", "--will", "will/status", "gone"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    board.kill().unwrap(); // SIGKILL: no DISCONNECT
+    let _ = board.wait();
+    let out = observer.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "gone");
+}
+
+#[test]
+fn stdin_lines_are_all_acknowledged_before_exit() {
+    let broker = Mosquitto::start();
+    let observer = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "lines", "-q", "1", "-C", "50", "-W", "20"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut board = Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
+        .args(["pub", "-H", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "lines", "-q", "1", "--stdin-lines"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = board.stdin.take().unwrap();
+        for i in 0..50 {
+            writeln!(stdin, "line {i}").unwrap();
+        }
+    }
+    assert!(board.wait().unwrap().success());
+    let out = observer.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 50);
+}
+
+#[test]
+fn connections_to_other_addresses_are_refused() {
+    let broker = Mosquitto::start();
+    rt().block_on(async {
+        let component = ComponentFile::embedded().unwrap();
+        // Allowed list names another port: the component's open must be refused.
+        let platform = LinuxPlatform::new(vec![("127.0.0.1".into(), 1)], None);
+        let device = Device::new(&component, Box::new(platform), cfg(broker.port, "nope", false), "test").unwrap();
+        let c = Client::spawn(device);
+        let err = c.connect().await.unwrap_err();
+        assert!(err.to_string().contains("not permitted") || err.to_string().contains("NotPermitted"), "{err}");
+    });
+}
