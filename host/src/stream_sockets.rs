@@ -167,6 +167,49 @@ impl<C: Connector> StreamSockets<C> {
     }
 }
 
+impl<C: Connector> crate::Socket for StreamSockets<C> {
+    fn open(&mut self, host: &str, port: u16, tls: Option<TlsParams>) -> Result<u32, SocketError> {
+        StreamSockets::open(self, host, port, tls)
+    }
+    fn status(&mut self, handle: u32) -> Result<SocketState, SocketError> {
+        StreamSockets::status(self, handle)
+    }
+    fn send(&mut self, handle: u32, data: &[u8]) -> Result<u32, SocketError> {
+        StreamSockets::send(self, handle, data)
+    }
+    fn recv(&mut self, handle: u32, max: u32) -> Result<Vec<u8>, SocketError> {
+        StreamSockets::recv(self, handle, max)
+    }
+    fn close(&mut self, handle: u32) {
+        StreamSockets::close(self, handle)
+    }
+}
+
+/// Implements [`crate::Socket`] for a platform struct by forwarding to one of its fields
+/// (typically a [`StreamSockets`]): `mqtt_host::forward_socket!(MyPlatform, sockets);`
+#[macro_export]
+macro_rules! forward_socket {
+    ($platform:ty, $field:ident) => {
+        impl $crate::Socket for $platform {
+            fn open(&mut self, host: &str, port: u16, tls: Option<$crate::TlsParams>) -> Result<u32, $crate::SocketError> {
+                $crate::Socket::open(&mut self.$field, host, port, tls)
+            }
+            fn status(&mut self, handle: u32) -> Result<$crate::SocketState, $crate::SocketError> {
+                $crate::Socket::status(&mut self.$field, handle)
+            }
+            fn send(&mut self, handle: u32, data: &[u8]) -> Result<u32, $crate::SocketError> {
+                $crate::Socket::send(&mut self.$field, handle, data)
+            }
+            fn recv(&mut self, handle: u32, max: u32) -> Result<Vec<u8>, $crate::SocketError> {
+                $crate::Socket::recv(&mut self.$field, handle, max)
+            }
+            fn close(&mut self, handle: u32) {
+                $crate::Socket::close(&mut self.$field, handle)
+            }
+        }
+    };
+}
+
 impl<C: Connector> Drop for StreamSockets<C> {
     fn drop(&mut self) {
         for (_, s) in std::mem::take(&mut self.sockets) {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use mqtt_host::stream_sockets::{socket_error, ConnectFuture, Connector, StreamSockets};
-use mqtt_host::{Clock, LinkState, Platform, Socket, SocketError, SocketState, TlsParams, Wifi};
+use mqtt_host::{Clock, LinkState, Platform, SocketError, TlsParams, Wifi};
 use tokio::sync::Notify;
 
 use crate::world::{now_ms, Shared};
@@ -43,23 +43,7 @@ impl SimPlatform {
     }
 }
 
-impl Socket for SimPlatform {
-    fn open(&mut self, host: &str, port: u16, tls: Option<TlsParams>) -> Result<u32, SocketError> {
-        self.sockets.open(host, port, tls)
-    }
-    fn status(&mut self, handle: u32) -> Result<SocketState, SocketError> {
-        self.sockets.status(handle)
-    }
-    fn send(&mut self, handle: u32, data: &[u8]) -> Result<u32, SocketError> {
-        self.sockets.send(handle, data)
-    }
-    fn recv(&mut self, handle: u32, max: u32) -> Result<Vec<u8>, SocketError> {
-        self.sockets.recv(handle, max)
-    }
-    fn close(&mut self, handle: u32) {
-        self.sockets.close(handle)
-    }
-}
+mqtt_host::forward_socket!(SimPlatform, sockets);
 
 impl Clock for SimPlatform {
     fn now_ms(&mut self) -> u64 {
