@@ -8,7 +8,9 @@
 //!   without an interface (wired, loopback) the link is reported up. `connect(ssid, pw)` goes
 //!   through NetworkManager's `nmcli` when it is installed and says so when it is not.
 //!
-//! TLS (rustls) is not wired in yet: a TLS `open` is refused with `tls-failed`.
+//! TLS is rustls (ring provider): the system's roots or a CA file, the server name from the
+//! client's TLS parameters, an optional client certificate and key. Verification is always
+//! on; a failed handshake or certificate check is `tls-failed`, with the reason logged.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,37 +20,143 @@ use mqtt_host::stream_sockets::{socket_error, ConnectFuture, Connector, StreamSo
 use mqtt_host::{Clock, LinkState, Platform, SocketError, TlsParams, Wifi};
 use tokio::sync::Notify;
 
-/// Connects with tokio, to the allowed hosts only.
+/// Connects with tokio, to the allowed hosts only, with TLS when asked.
 pub struct TcpConnector {
     allowed: Vec<(String, u16)>,
 }
 
+/// A plain or TLS stream.
+pub type BoardStream = stream::Either;
+
+mod stream {
+    //! The two stream types behind one, so the socket tasks need not care.
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::net::TcpStream;
+
+    pub enum Either {
+        Plain(TcpStream),
+        Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    }
+
+    impl AsyncRead for Either {
+        fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+            match self.get_mut() {
+                Either::Plain(s) => Pin::new(s).poll_read(cx, buf),
+                Either::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            }
+        }
+    }
+
+    impl AsyncWrite for Either {
+        fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            match self.get_mut() {
+                Either::Plain(s) => Pin::new(s).poll_write(cx, buf),
+                Either::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            }
+        }
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            match self.get_mut() {
+                Either::Plain(s) => Pin::new(s).poll_flush(cx),
+                Either::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            }
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            match self.get_mut() {
+                Either::Plain(s) => Pin::new(s).poll_shutdown(cx),
+                Either::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            }
+        }
+    }
+}
+
+/// The rustls client config for one connection's TLS parameters.
+fn tls_config(p: &TlsParams) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    match &p.ca_file {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("CA file {path}: {e}"))? {
+                roots.add(cert.map_err(|e| format!("CA file {path}: {e}"))?).map_err(|e| format!("CA file {path}: {e}"))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err("no system CA certificates found; give a CA file".into());
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    match (&p.client_cert_file, &p.client_key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert).map_err(|e| format!("{cert}: {e}"))?.collect::<Result<Vec<_>, _>>().map_err(|e| format!("{cert}: {e}"))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())
+        }
+        (None, None) => Ok(builder.with_no_client_auth()),
+        _ => Err("a client certificate needs both a certificate and a key file".into()),
+    }
+}
+
 impl Connector for TcpConnector {
-    type Stream = tokio::net::TcpStream;
+    type Stream = BoardStream;
 
     fn connect(&mut self, host: &str, port: u16, tls: Option<TlsParams>) -> Result<ConnectFuture<Self::Stream>, SocketError> {
         if !self.allowed.iter().any(|(h, p)| h == host && *p == port) {
             tracing::warn!("refused a connection to {host}:{port}: not a configured broker address");
             return Err(SocketError::NotPermitted);
         }
-        if tls.is_some() {
-            tracing::error!("TLS requested but this build of mqtt-board has no TLS support yet");
-            return Err(SocketError::TlsFailed);
-        }
+        let tls = match tls {
+            Some(p) => {
+                let config = tls_config(&p).map_err(|e| {
+                    tracing::error!("TLS setup failed: {e}");
+                    SocketError::TlsFailed
+                })?;
+                let name = rustls::pki_types::ServerName::try_from(p.server_name.clone()).map_err(|e| {
+                    tracing::error!("TLS server name {:?}: {e}", p.server_name);
+                    SocketError::TlsFailed
+                })?;
+                Some((tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)), name))
+            }
+            None => None,
+        };
         let host = host.to_string();
         Ok(Box::pin(async move {
             let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port)).await.map_err(|_| SocketError::DnsFailed)?.collect();
             let mut last = SocketError::Unreachable;
+            let mut tcp = None;
             for addr in addrs {
                 match tokio::net::TcpStream::connect(addr).await {
                     Ok(s) => {
                         let _ = s.set_nodelay(true);
-                        return Ok(s);
+                        tcp = Some(s);
+                        break;
                     }
                     Err(e) => last = socket_error(&e),
                 }
             }
-            Err(last)
+            let tcp = tcp.ok_or(last)?;
+            match tls {
+                None => Ok(BoardStream::Plain(tcp)),
+                Some((connector, name)) => match connector.connect(name, tcp).await {
+                    Ok(s) => Ok(BoardStream::Tls(Box::new(s))),
+                    Err(e) => {
+                        tracing::error!("TLS handshake with {host}:{port} failed: {e}");
+                        Err(SocketError::TlsFailed)
+                    }
+                },
+            }
         }))
     }
 }

@@ -21,8 +21,20 @@ struct Conn {
     /// Broker host.
     #[arg(short = 'H', long = "host", default_value = "localhost")]
     host: String,
-    #[arg(short, long, default_value_t = 1883)]
-    port: u16,
+    /// Broker port (default 1883, or 8883 with TLS).
+    #[arg(short, long)]
+    port: Option<u16>,
+    /// Use TLS (verification always on).
+    #[arg(long)]
+    tls: bool,
+    /// CA certificates (PEM) to trust instead of the system's; implies --tls.
+    #[arg(long)]
+    cafile: Option<String>,
+    /// Client certificate and key (PEM) for mutual TLS; imply --tls.
+    #[arg(long, requires = "key")]
+    cert: Option<String>,
+    #[arg(long, requires = "cert")]
+    key: Option<String>,
     /// Client id (default: mqtt-board-<pid>).
     #[arg(short = 'i', long)]
     id: Option<String>,
@@ -117,7 +129,16 @@ fn duration(s: &str) -> anyhow::Result<Duration> {
 fn config(c: &Conn) -> anyhow::Result<Config> {
     let id = c.id.clone().unwrap_or_else(|| format!("mqtt-board-{}", std::process::id()));
     let mut cfg = default_config(&c.host, &id);
-    cfg.port = Some(c.port);
+    cfg.port = c.port;
+    if c.tls || c.cafile.is_some() || c.cert.is_some() {
+        cfg.ssl = true;
+        cfg.ssl_params = Some(mqtt_host::TlsParams {
+            server_name: c.host.clone(),
+            ca_file: c.cafile.clone(),
+            client_cert_file: c.cert.clone(),
+            client_key_file: c.key.clone(),
+        });
+    }
     cfg.keepalive_secs = c.keepalive;
     cfg.clean = c.clean;
     cfg.clean_init = c.clean;
@@ -134,12 +155,14 @@ fn config(c: &Conn) -> anyhow::Result<Config> {
 
 async fn start(c: &Conn) -> anyhow::Result<Client> {
     let component = ComponentFile::embedded()?;
-    let platform = LinuxPlatform::new(vec![(c.host.clone(), c.port)], c.iface.clone());
-    let device = Device::new(&component, Box::new(platform), config(c)?, "board")?;
+    let cfg = config(c)?;
+    let port = cfg.port.unwrap_or(if cfg.ssl { 8883 } else { 1883 });
+    let platform = LinuxPlatform::new(vec![(c.host.clone(), port)], c.iface.clone());
+    let device = Device::new(&component, Box::new(platform), cfg, "board")?;
     let client = Client::spawn(device);
     client.connect().await?;
     if c.verbose {
-        eprintln!("connected to {}:{}", c.host, c.port);
+        eprintln!("connected to {}", c.host);
     }
     Ok(client)
 }

@@ -208,3 +208,53 @@ fn connections_to_other_addresses_are_refused() {
         assert!(err.to_string().contains("not permitted") || err.to_string().contains("NotPermitted"), "{err}");
     });
 }
+
+/// A CA and a server certificate for 127.0.0.1, written as PEM files in `dir`.
+fn make_certs(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} test CA"));
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+    let paths = (dir.join(format!("{name}-ca.pem")), dir.join(format!("{name}-server.pem")), dir.join(format!("{name}-server.key")));
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+#[test]
+fn tls_round_trip_with_a_generated_ca_and_a_clear_error_with_the_wrong_one() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("mqtt-board-tls-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = TempDir(dir.clone());
+    let (ca, cert, key) = make_certs(&dir, "good");
+    let (wrong_ca, _, _) = make_certs(&dir, "other");
+    let conf = dir.join("tls.conf");
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n", ca.display(), cert.display(), key.display())).unwrap();
+    let child = Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("mosquitto");
+    let _broker = Mosquitto { child, port, _dir: TempDir(dir.join("unused")) };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let run = |ca: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
+            .args(["pub", "-H", "127.0.0.1", "-p", &port.to_string(), "-t", "tls/t", "-m", "secret", "-q", "1", "--response-time-ms", "2000"])
+            .arg("--cafile")
+            .arg(ca)
+            .output()
+            .unwrap()
+    };
+    let ok = run(&ca);
+    assert!(ok.status.success(), "TLS publish failed: {}", String::from_utf8_lossy(&ok.stderr));
+    let bad = run(&wrong_ca);
+    assert!(!bad.status.success(), "a wrong CA must not connect");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("TLS"), "the error should say TLS failed: {err}");
+}
