@@ -32,4 +32,24 @@ fn main() {
         assert!(o.passed, "the benchmark scenario must still pass: {:?}", o.expectations);
         println!("{:<28} {:>10.0} {:>10.2} {:>11.0}x {:>8}", label, o.sim_seconds, o.sim_seconds / ratios[runs / 2], ratios[runs / 2], o.qos1_lost);
     }
+
+    // A fleet: N devices behind one access point for one simulated hour (one 60 s outage).
+    println!("\n{:<28} {:>10} {:>10} {:>22} {:>8}", "fleet, 1 simulated hour", "devices", "wall s", "device-hours/wall min", "lost");
+    for devices in [100u32, 1000] {
+        let mut sc = base.clone();
+        sc.devices = devices;
+        sc.duration_s = 3600.0;
+        sc.drain_s = 60.0;
+        sc.tick_ms = 50;
+        sc.network.latency_ms = 50;
+        sc.fault.truncate(1);
+        for w in &mut sc.workload {
+            w.topic = "fleet/{device}/temp".into();
+            w.count = 720;
+        }
+        let o = runner::run(&sc, "fleet", 1, &component);
+        assert!(o.passed, "the fleet scenario must still pass: {:?}", o.expectations);
+        let per_min = f64::from(devices) * (o.sim_seconds / 3600.0) / (o.wall_seconds / 60.0);
+        println!("{:<28} {:>10} {:>10.1} {:>22.0} {:>8}", "", devices, o.wall_seconds, per_min, o.qos1_lost);
+    }
 }

@@ -73,7 +73,7 @@ pub struct BrokerState {
     next_conn: u64,
     pub knobs: Knobs,
     observe: Vec<String>,
-    device_id: String,
+    device_ids: Vec<String>,
     inject: Vec<Inject>,
     inject_next: Vec<u64>,
 }
@@ -85,7 +85,7 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(spec: BrokerSpec, observe: Vec<String>, device_id: String, inject: Vec<Inject>, world: Shared) -> Self {
+    pub fn new(spec: BrokerSpec, observe: Vec<String>, device_ids: Vec<String>, inject: Vec<Inject>, world: Shared) -> Self {
         let n = inject.len();
         let state = BrokerState {
             spec,
@@ -95,7 +95,7 @@ impl Broker {
             next_conn: 0,
             knobs: Knobs::default(),
             observe,
-            device_id,
+            device_ids,
             inject,
             inject_next: vec![0; n],
         };
@@ -587,7 +587,7 @@ impl BrokerState {
     /// Send queued QoS 1/2 messages while the client's window allows.
     fn flush_queue(&mut self, client_id: &str, world: &Shared) {
         let now = now_ms();
-        let device = client_id == self.device_id;
+        let device = self.device_ids.iter().any(|d| d == client_id);
         let Some(s) = self.sessions.get_mut(client_id) else { return };
         let Some(conn) = s.connection else { return };
         let mut out = Vec::new();

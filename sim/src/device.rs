@@ -13,6 +13,9 @@ use crate::scenario::Workload;
 use crate::world::{now_ms, payload_with_seq, seq_of, Accepted, Delivery, Shared};
 
 pub struct DeviceCtx {
+    /// Index in the fleet, and the turmoil host name.
+    pub index: u32,
+    pub name: String,
     pub component: ComponentFile,
     pub config: Config,
     pub subscriptions: Vec<Subscription>,
@@ -41,23 +44,24 @@ fn down_text(d: &mqtt_host::DownReason) -> String {
 
 /// One boot of the device, until the simulation ends or the host is crashed.
 pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
+    let d = ctx.index as usize;
     let boot = {
         let mut w = ctx.world.lock();
-        let b = w.rec.boot;
-        w.rec.boot += 1;
+        let b = w.rec.boots[d];
+        w.rec.boots[d] += 1;
         // Readings that fell due while the power was off were never taken.
         let now = now_ms();
         for (i, wl) in ctx.workloads.iter().enumerate() {
             let start = (wl.start_s * 1000.0) as u64;
-            while w.workload_next[i] < wl.count && start + w.workload_next[i] * wl.every_ms < now {
-                w.workload_next[i] += 1;
+            while w.workload_next[d][i] < wl.count && start + w.workload_next[d][i] * wl.every_ms < now {
+                w.workload_next[d][i] += 1;
             }
         }
-        w.log(now, "device", "boot", json!({ "boot": b }));
+        w.log(now, &ctx.name, "boot", json!({ "boot": b }));
         b
     };
     let platform = SimPlatform::new(ctx.world.clone(), ctx.wake.clone());
-    let mut dev = Device::new(&ctx.component, Box::new(platform), ctx.config.clone(), "device").map_err(|e| format!("device: {e}"))?;
+    let mut dev = Device::new(&ctx.component, Box::new(platform), ctx.config.clone(), &ctx.name).map_err(|e| format!("device: {e}"))?;
     if !ctx.subscriptions.is_empty() {
         dev.subscribe(ctx.subscriptions.clone()).map_err(|e| format!("subscribe: {e}"))?;
     }
@@ -75,17 +79,17 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
         if record(&ctx, boot, now, events) && !closed {
             retry_connect_at = Some(now + APP_RETRY_MS);
         }
-        if !closed && std::mem::take(&mut ctx.world.lock().disconnect_now) {
+        if !closed && std::mem::take(&mut ctx.world.lock().disconnect_now[d]) {
             dev.disconnect().map_err(|e| format!("disconnect: {e}"))?;
             closed = true;
             let mut w = ctx.world.lock();
             w.rec.disconnect_called_at = Some(now);
-            w.log(now, "device", "disconnect_called", json!({}));
+            w.log(now, &ctx.name, "disconnect_called", json!({}));
             drop(w);
             let events = dev.poll().map_err(|e| format!("poll: {e}"))?;
             record(&ctx, boot, now, events);
         }
-        let requests = std::mem::take(&mut ctx.world.lock().app_requests);
+        let requests = std::mem::take(&mut ctx.world.lock().app_requests[d]);
         for (filter, q) in requests {
             let r = match q {
                 Some(q) => dev.subscribe(vec![Subscription { filter: filter.clone(), qos: qos(q), no_local: false, retain_as_published: false, retain_handling: 0 }]),
@@ -93,8 +97,8 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
             };
             let mut w = ctx.world.lock();
             match r {
-                Ok(token) => w.log(now, "device", if q.is_some() { "subscribe" } else { "unsubscribe" }, json!({ "filter": filter, "token": token })),
-                Err(e) => w.log(now, "device", "request_refused", json!({ "filter": filter, "error": e.to_string() })),
+                Ok(token) => w.log(now, &ctx.name, if q.is_some() { "subscribe" } else { "unsubscribe" }, json!({ "filter": filter, "token": token })),
+                Err(e) => w.log(now, &ctx.name, "request_refused", json!({ "filter": filter, "error": e.to_string() })),
             }
         }
         let next_work = if closed { None } else { publish_due(&ctx, &mut dev, boot, now) };
@@ -118,7 +122,8 @@ fn publish_due(ctx: &DeviceCtx, dev: &mut Device, boot: u32, now: u64) -> Option
     let mut next: Option<u64> = None;
     for (i, wl) in ctx.workloads.iter().enumerate() {
         loop {
-            let k = ctx.world.lock().workload_next[i];
+            let d = ctx.index as usize;
+            let k = ctx.world.lock().workload_next[d][i];
             if k >= wl.count {
                 break;
             }
@@ -127,8 +132,8 @@ fn publish_due(ctx: &DeviceCtx, dev: &mut Device, boot: u32, now: u64) -> Option
                 next = Some(next.map_or(at, |n: u64| n.min(at)));
                 break;
             }
-            ctx.world.lock().workload_next[i] += 1;
-            let seq = (i as u64) * 100_000 + k;
+            ctx.world.lock().workload_next[d][i] += 1;
+            let seq = u64::from(ctx.index) * 10_000_000 + (i as u64) * 100_000 + k;
             let properties = wl.message_expiry_s.map(|e| PublishProperties {
                 payload_format_utf8: false,
                 message_expiry_secs: Some(e),
@@ -150,12 +155,12 @@ fn publish_due(ctx: &DeviceCtx, dev: &mut Device, boot: u32, now: u64) -> Option
             let mut w = ctx.world.lock();
             match result {
                 Ok(token) => {
-                    w.rec.accepted.push(Accepted { seq, topic: wl.topic.clone(), qos: wl.qos, t_ms: now, token, boot });
-                    w.log(now, "device", "publish", json!({ "seq": seq, "topic": wl.topic, "qos": wl.qos, "token": token }));
+                    w.rec.accepted.push(Accepted { device: ctx.index, seq, topic: wl.topic.clone(), qos: wl.qos, t_ms: now, token, boot });
+                    w.log(now, &ctx.name, "publish", json!({ "seq": seq, "topic": wl.topic, "qos": wl.qos, "token": token }));
                 }
                 Err(e) => {
                     w.rec.publish_failures += 1;
-                    w.log(now, "device", "publish_refused", json!({ "seq": seq, "error": e.to_string() }));
+                    w.log(now, &ctx.name, "publish_refused", json!({ "seq": seq, "error": e.to_string() }));
                 }
             }
         }
@@ -170,48 +175,48 @@ fn record(ctx: &DeviceCtx, boot: u32, now: u64, events: Vec<Event>) -> bool {
     for e in events {
         match e {
             Event::Up(session_present) => {
-                w.rec.ups.push(now);
-                w.log(now, "device", "up", json!({ "session_present": session_present }));
+                w.rec.ups.push((ctx.index, now));
+                w.log(now, &ctx.name, "up", json!({ "session_present": session_present }));
             }
             Event::Down(d) => {
                 let why = down_text(&d);
-                w.log(now, "device", "down", json!({ "reason": why }));
-                w.rec.downs.push((now, why));
+                w.log(now, &ctx.name, "down", json!({ "reason": why }));
+                w.rec.downs.push((ctx.index, now, why));
             }
             Event::Message(m) => {
                 let seq = seq_of(&m.payload);
-                w.log(now, "device", "message", json!({ "topic": m.topic, "seq": seq, "dup": m.dup }));
+                w.log(now, &ctx.name, "message", json!({ "topic": m.topic, "seq": seq, "dup": m.dup }));
                 w.rec.device_received.push(Delivery { topic: m.topic, seq, t_ms: now, payload: m.payload });
             }
             Event::Published(token) => {
-                w.rec.acked.insert((boot, token), now);
-                w.log(now, "device", "published", json!({ "token": token }));
+                w.rec.acked.insert((ctx.index, boot, token), now);
+                w.log(now, &ctx.name, "published", json!({ "token": token }));
             }
             Event::PublishFailed((token, reason)) => {
                 w.rec.publish_failures += 1;
-                w.log(now, "device", "publish_failed", json!({ "token": token, "reason": reason }));
+                w.log(now, &ctx.name, "publish_failed", json!({ "token": token, "reason": reason }));
             }
-            Event::Subscribed((token, codes)) => w.log(now, "device", "subscribed", json!({ "token": token, "codes": codes })),
-            Event::Unsubscribed((token, _)) => w.log(now, "device", "unsubscribed", json!({ "token": token })),
-            Event::BrokerUp(up) => w.log(now, "device", "broker_up", json!({ "up": up })),
+            Event::Subscribed((token, codes)) => w.log(now, &ctx.name, "subscribed", json!({ "token": token, "codes": codes })),
+            Event::Unsubscribed((token, _)) => w.log(now, &ctx.name, "unsubscribed", json!({ "token": token })),
+            Event::BrokerUp(up) => w.log(now, &ctx.name, "broker_up", json!({ "up": up })),
             Event::Link(l) => {
                 let state = match l {
                     mqtt_host::LinkState::Up => "up",
                     mqtt_host::LinkState::Down => "down",
                     mqtt_host::LinkState::Connecting => "connecting",
                 };
-                w.log(now, "device", "link", json!({ "state": state }));
+                w.log(now, &ctx.name, "link", json!({ "state": state }));
             }
             Event::ConnectFailed(why) => {
                 connect_failed = true;
-                w.log(now, "device", "connect_failed", json!({ "reason": why }));
-                w.rec.downs.push((now, format!("connect failed: {why}")));
+                w.log(now, &ctx.name, "connect_failed", json!({ "reason": why }));
+                w.rec.downs.push((ctx.index, now, format!("connect failed: {why}")));
             }
             Event::Discarded(n) => {
                 w.rec.discards = w.rec.discards.max(n);
-                w.log(now, "device", "discarded", json!({ "total": n }));
+                w.log(now, &ctx.name, "discarded", json!({ "total": n }));
             }
-            Event::Error(e) => w.log(now, "device", "error", json!({ "error": e })),
+            Event::Error(e) => w.log(now, &ctx.name, "error", json!({ "error": e })),
         }
     }
     connect_failed

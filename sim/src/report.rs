@@ -69,7 +69,10 @@ pub fn html(o: &Outcome) -> String {
     };
     for e in events(&o.trace) {
         let at = t(&e);
-        match (e["who"].as_str().unwrap_or(""), e["what"].as_str().unwrap_or("")) {
+        // A fleet's devices are `device-N`; the lanes show them together.
+        let who = e["who"].as_str().unwrap_or("");
+        let who = if who.starts_with("device") { "device" } else { who };
+        match (who, e["what"].as_str().unwrap_or("")) {
             ("device", "link") => match e["state"].as_str() {
                 Some("up") => {
                     if let Some(a) = link_down.take() {

@@ -13,11 +13,20 @@ use tokio::sync::Notify;
 
 use crate::broker::Broker;
 use crate::device::{self, DeviceCtx};
-use crate::scenario::{AckKind, Fault, Scenario};
+use crate::scenario::{AckKind, Fault, Scenario, Workload};
 use crate::world::{trace_hash, Record, Shared, World};
 
-const DEVICE: &str = "device";
 const BROKER: &str = "broker";
+
+/// Turmoil host names of the devices: `device`, or `device-0`… for a fleet.
+fn device_names(sc: &Scenario) -> Vec<String> {
+    if sc.devices == 1 { vec!["device".into()] } else { (0..sc.devices).map(|i| format!("device-{i}")).collect() }
+}
+
+/// `{device}` in a topic or filter becomes the device's index.
+fn for_device(template: &str, index: u32) -> String {
+    template.replace("{device}", &index.to_string())
+}
 
 /// One expectation's verdict.
 #[derive(Debug, Clone, Serialize)]
@@ -170,11 +179,13 @@ fn qos(q: u8) -> Qos {
     }
 }
 
-/// The component config for the scenario's device.
-pub fn device_config(sc: &Scenario, seed: u64) -> Config {
+/// The component config for device `index` of the scenario.
+pub fn device_config(sc: &Scenario, seed: u64, index: u32) -> Config {
     let d = &sc.device;
-    let mut c = default_config(BROKER, d.client_id.as_deref().unwrap_or("device-1"));
-    c.seed = seed;
+    let base = d.client_id.as_deref().unwrap_or("device-1");
+    let id = if sc.devices == 1 { base.to_string() } else { format!("{base}-{index}") };
+    let mut c = default_config(BROKER, &id);
+    c.seed = seed.wrapping_mul(0x9E37_79B9).wrapping_add(u64::from(index));
     c.port = d.port;
     c.user = d.user.clone();
     c.password = d.password.clone().map(String::into_bytes);
@@ -189,7 +200,7 @@ pub fn device_config(sc: &Scenario, seed: u64) -> Config {
     c.ssid = d.ssid.clone();
     c.wifi_pw = d.wifi_pw.clone();
     c.will = d.will.as_ref().map(|w| Will {
-        topic: w.topic.clone(),
+        topic: for_device(&w.topic, index),
         payload: w.payload.clone().into_bytes(),
         qos: qos(w.qos),
         retain: w.retain,
@@ -202,10 +213,12 @@ pub fn device_config(sc: &Scenario, seed: u64) -> Config {
 pub fn run(sc: &Scenario, name: &str, seed: u64, component: &ComponentFile) -> Outcome {
     let started = std::time::Instant::now();
     let total = sc.total_ms();
-    let world = Shared::new(World::new(sc.workload.len()));
+    let world = Shared::new(World::new(sc.devices as usize, sc.workload.len()));
     let wake = Arc::new(Notify::new());
-    let config = device_config(sc, seed);
-    let broker = Broker::new(sc.broker.clone(), sc.observe.clone(), config.client_id.clone(), sc.inject.clone(), world.clone());
+    let names = device_names(sc);
+    let configs: Vec<Config> = (0..sc.devices).map(|i| device_config(sc, seed, i)).collect();
+    let ids = configs.iter().map(|c| c.client_id.clone()).collect();
+    let broker = Broker::new(sc.broker.clone(), sc.observe.clone(), ids, sc.inject.clone(), world.clone());
 
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_millis(total + 60_000))
@@ -219,28 +232,34 @@ pub fn run(sc: &Scenario, name: &str, seed: u64, component: &ComponentFile) -> O
 
     let b = broker.clone();
     sim.host(BROKER, move || b.clone().serve());
-    let ctx = Arc::new(DeviceCtx {
-        component: component.clone(),
-        config,
-        subscriptions: sc
-            .device
-            .subscribe
-            .iter()
-            .map(|s| Subscription { filter: s.filter.clone(), qos: qos(s.qos), no_local: false, retain_as_published: false, retain_handling: 0 })
-            .collect(),
-        workloads: sc.workload.clone(),
-        world: world.clone(),
-        wake: wake.clone(),
-    });
-    let c = ctx.clone();
-    sim.host(DEVICE, move || device::run(c.clone()));
+    let mut wills = Vec::new();
+    for (i, (name, config)) in names.iter().zip(configs).enumerate() {
+        let i = i as u32;
+        wills.extend(config.will.as_ref().map(|w| w.topic.clone()));
+        let ctx = Arc::new(DeviceCtx {
+            index: i,
+            name: name.clone(),
+            component: component.clone(),
+            config,
+            subscriptions: sc
+                .device
+                .subscribe
+                .iter()
+                .map(|s| Subscription { filter: for_device(&s.filter, i), qos: qos(s.qos), no_local: false, retain_as_published: false, retain_handling: 0 })
+                .collect(),
+            workloads: sc.workload.iter().map(|w| Workload { topic: for_device(&w.topic, i), ..w.clone() }).collect(),
+            world: world.clone(),
+            wake: wake.clone(),
+        });
+        sim.host(name.as_str(), move || device::run(ctx.clone()));
+    }
 
     let steps = timeline(sc, seed);
     let mut next = 0;
     let mut elapsed = 0u64;
     while elapsed < total {
         while next < steps.len() && steps[next].0 <= elapsed {
-            apply(&mut sim, &steps[next].1, &world, &broker, &wake, elapsed);
+            apply(&mut sim, &steps[next].1, &names, &world, &broker, &wake, elapsed);
             next += 1;
         }
         if let Err(e) = sim.step() {
@@ -252,7 +271,7 @@ pub fn run(sc: &Scenario, name: &str, seed: u64, component: &ComponentFile) -> O
 
     let w = world.lock();
     let trace = w.trace().to_vec();
-    let mut outcome = evaluate(sc, name, seed, &w.rec, &ctx.config);
+    let mut outcome = evaluate(sc, name, seed, &w.rec, &wills);
     outcome.sim_seconds = elapsed as f64 / 1000.0;
     outcome.wall_seconds = started.elapsed().as_secs_f64();
     outcome.trace_hash = trace_hash(&trace);
@@ -260,7 +279,7 @@ pub fn run(sc: &Scenario, name: &str, seed: u64, component: &ComponentFile) -> O
     outcome
 }
 
-fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, world: &Shared, broker: &Broker, wake: &Notify, now: u64) {
+fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, devices: &[String], world: &Shared, broker: &Broker, wake: &Notify, now: u64) {
     world.lock().log(now, "timeline", "fault", json!({ "step": format!("{step:?}") }));
     match step {
         Step::Link(state) => {
@@ -270,11 +289,13 @@ fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, world: &Shared, broker: &Broke
             }
             w.link = *state;
         }
-        Step::Hold => sim.hold(DEVICE, BROKER),
-        Step::Release => sim.release(DEVICE, BROKER),
+        Step::Hold => devices.iter().for_each(|d| sim.hold(d.as_str(), BROKER)),
+        Step::Release => devices.iter().for_each(|d| sim.release(d.as_str(), BROKER)),
         Step::Latency(l, j) => {
-            sim.set_link_latency(DEVICE, BROKER, Duration::from_millis(*l));
-            sim.set_link_max_message_latency(DEVICE, BROKER, Duration::from_millis(l + j));
+            for d in devices {
+                sim.set_link_latency(d.as_str(), BROKER, Duration::from_millis(*l));
+                sim.set_link_max_message_latency(d.as_str(), BROKER, Duration::from_millis(l + j));
+            }
         }
         Step::BrokerCrash { persist } => {
             sim.crash(BROKER);
@@ -284,17 +305,22 @@ fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, world: &Shared, broker: &Broke
         Step::DropAcks(kind, n) => *broker.lock().knobs.drop.entry(*kind).or_insert(0) += n,
         Step::Refuse(code) => broker.lock().knobs.refuse_code = *code,
         Step::StopPings(stop) => broker.lock().knobs.stop_pings = *stop,
-        Step::Partition => sim.partition(DEVICE, BROKER),
-        Step::Repair => sim.repair(DEVICE, BROKER),
+        Step::Partition => devices.iter().for_each(|d| sim.partition(d.as_str(), BROKER)),
+        Step::Repair => devices.iter().for_each(|d| sim.repair(d.as_str(), BROKER)),
         Step::DeviceCrash => {
-            sim.crash(DEVICE);
+            devices.iter().for_each(|d| sim.crash(d.as_str()));
             world.lock().rec.power_cycles.push(now);
         }
-        Step::DeviceBounce => sim.bounce(DEVICE),
+        Step::DeviceBounce => devices.iter().for_each(|d| sim.bounce(d.as_str())),
         Step::Dns(fail) => world.lock().dns_fail = *fail,
         Step::ServerDisconnect(reason) => broker.server_disconnect(*reason),
-        Step::AppDisconnect => world.lock().disconnect_now = true,
-        Step::App(filter, qos) => world.lock().app_requests.push((filter.clone(), *qos)),
+        Step::AppDisconnect => world.lock().disconnect_now.iter_mut().for_each(|d| *d = true),
+        Step::App(filter, qos) => {
+            let mut w = world.lock();
+            for (i, reqs) in w.app_requests.iter_mut().enumerate() {
+                reqs.push((for_device(filter, i as u32), *qos));
+            }
+        }
     }
     wake.notify_one();
 }
@@ -303,20 +329,21 @@ fn check(out: &mut Vec<Check>, name: &str, passed: bool, detail: String) {
     out.push(Check { name: name.into(), passed, detail });
 }
 
-fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, config: &Config) -> Outcome {
-    let final_boot = rec.boot.saturating_sub(1);
+fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]) -> Outcome {
+    let final_boot = |device: u32| rec.boots.get(device as usize).copied().unwrap_or(0).saturating_sub(1);
     let qos1: Vec<_> = rec.accepted.iter().filter(|a| a.qos >= 1).collect();
-    let workload_topics: BTreeSet<&str> = sc.workload.iter().map(|w| w.topic.as_str()).collect();
+    let workload_topics: BTreeSet<&str> = rec.accepted.iter().map(|a| a.topic.as_str()).collect();
     let observed: Vec<_> = rec.observed.iter().filter(|d| workload_topics.contains(d.topic.as_str()) && d.seq.is_some()).collect();
     let seen: BTreeSet<u64> = observed.iter().filter_map(|d| d.seq).collect();
-    let acked = |a: &&crate::world::Accepted| rec.acked.contains_key(&(a.boot, a.token));
+    let acked = |a: &&crate::world::Accepted| rec.acked.contains_key(&(a.device, a.boot, a.token));
     // Lost: accepted by a client that lived on (or acknowledged) and never delivered.
-    let lost: Vec<u64> = qos1.iter().filter(|a| !seen.contains(&a.seq) && (acked(a) || a.boot == final_boot)).map(|a| a.seq).collect();
+    let lost: Vec<u64> = qos1.iter().filter(|a| !seen.contains(&a.seq) && (acked(a) || a.boot == final_boot(a.device))).map(|a| a.seq).collect();
     let delivered = qos1.iter().filter(|a| seen.contains(&a.seq)).count() as u64;
     let qos1_seqs: BTreeSet<u64> = qos1.iter().map(|a| a.seq).collect();
     let copies = observed.iter().filter(|d| d.seq.is_some_and(|s| qos1_seqs.contains(&s))).count() as u64;
     let duplicates = copies - delivered;
-    let reconnects = rec.ups.len().saturating_sub(1) as u64;
+    // Every up after a device's first is a reconnect.
+    let reconnects = rec.ups.len().saturating_sub(sc.devices as usize) as u64;
 
     let mut checks = Vec::new();
     if !rec.host_errors.is_empty() {
@@ -349,14 +376,16 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, config: &Config)
     if let Some(limit) = e.reconnect_within_ms {
         let mut worst = 0u64;
         let mut missing = None;
-        for &t in &rec.link_returns {
-            let disturbed = rec.downs.iter().any(|(d, _)| *d <= t) ;
-            if !disturbed {
-                continue;
-            }
-            match rec.ups.iter().find(|u| **u >= t) {
-                Some(u) => worst = worst.max(u - t),
-                None => missing = Some(t),
+        for device in 0..sc.devices {
+            for &t in &rec.link_returns {
+                let disturbed = rec.downs.iter().any(|(d, at, _)| *d == device && *at <= t);
+                if !disturbed {
+                    continue;
+                }
+                match rec.ups.iter().find(|(d, u)| *d == device && *u >= t) {
+                    Some((_, u)) => worst = worst.max(u - t),
+                    None => missing = Some(t),
+                }
             }
         }
         let ok = missing.is_none() && worst <= limit;
@@ -367,14 +396,10 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, config: &Config)
         check(&mut checks, "reconnect_within_ms", ok, detail);
     }
     if let Some(want) = e.will_delivered {
-        let topic = config.will.as_ref().map(|w| w.topic.clone()).unwrap_or_default();
         let by = e.will_by_s.map(ms).unwrap_or(u64::MAX);
-        let got = rec.observed.iter().find(|d| d.topic == topic && d.t_ms <= by);
-        let detail = match got {
-            Some(d) => format!("will on {topic} delivered at {} ms", d.t_ms),
-            None => format!("no will on {topic}"),
-        };
-        check(&mut checks, "will_delivered", got.is_some() == want, detail);
+        let got: Vec<&str> = wills.iter().filter(|w| rec.observed.iter().any(|d| d.topic == **w && d.t_ms <= by)).map(String::as_str).collect();
+        let ok = if want { !wills.is_empty() && got.len() == wills.len() } else { got.is_empty() };
+        check(&mut checks, "will_delivered", ok, format!("wills delivered on {got:?} of {wills:?}"));
     }
     let injected_qos1: Vec<u64> = rec.injected.iter().map(|(s, _, _)| *s).collect();
     let received: BTreeSet<u64> = rec.device_received.iter().filter_map(|d| d.seq).collect();
@@ -387,7 +412,7 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, config: &Config)
         let away: Vec<u64> = rec
             .injected
             .iter()
-            .filter(|(_, t, _)| rec.downs.iter().any(|(d, _)| d <= t) && rec.ups.iter().filter(|u| *u <= t).count() <= rec.downs.iter().filter(|(d, _)| d <= t).count())
+            .filter(|(_, t, _)| rec.downs.iter().any(|(_, d, _)| d <= t) && rec.ups.iter().filter(|(_, u)| u <= t).count() <= rec.downs.iter().filter(|(_, d, _)| d <= t).count())
             .map(|(s, _, _)| *s)
             .collect();
         let got = away.iter().filter(|s| received.contains(s)).count();
@@ -397,8 +422,8 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, config: &Config)
     if let Some(by) = e.drain_within_s {
         let late: Vec<u64> = qos1
             .iter()
-            .filter(|a| a.boot == final_boot)
-            .filter(|a| rec.acked.get(&(a.boot, a.token)).is_none_or(|t| *t > ms(by)))
+            .filter(|a| a.boot == final_boot(a.device))
+            .filter(|a| rec.acked.get(&(a.device, a.boot, a.token)).is_none_or(|t| *t > ms(by)))
             .map(|a| a.seq)
             .collect();
         check(&mut checks, "drain_within_s", late.is_empty(), format!("{} not acknowledged by {by} s: {:?}", late.len(), &late[..late.len().min(10)]));
@@ -420,10 +445,10 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, config: &Config)
         check(&mut checks, "max_broker_inflight_to_device", got <= max, format!("broker had at most {got} in flight to the device (limit {max})"));
     }
     if let Some(want) = &e.down_reason {
-        let hit = rec.downs.iter().find(|(_, why)| why.contains(want.as_str()));
+        let hit = rec.downs.iter().find(|(_, _, why)| why.contains(want.as_str()));
         check(&mut checks, "down_reason", hit.is_some(), match hit {
-            Some((t, why)) => format!("{why} at {t} ms"),
-            None => format!("no down reason containing {want:?}; saw {:?}", rec.downs.iter().map(|d| &d.1).collect::<Vec<_>>()),
+            Some((_, t, why)) => format!("{why} at {t} ms"),
+            None => format!("no down reason containing {want:?}; saw {:?}", rec.downs.iter().map(|d| &d.2).collect::<Vec<_>>()),
         });
     }
     for topic in &e.device_receives {

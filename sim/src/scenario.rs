@@ -37,6 +37,11 @@ pub struct Scenario {
     pub tick_ms: u64,
     #[serde(default)]
     pub network: Network,
+    /// How many devices run the same config and workload (a fleet behind one access point:
+    /// link faults hit all of them). `{device}` in topics and filters becomes the index, and
+    /// client ids get `-<index>` when there is more than one.
+    #[serde(default = "one_device")]
+    pub devices: u32,
     #[serde(default)]
     pub device: DeviceSpec,
     #[serde(default)]
@@ -55,6 +60,10 @@ pub struct Scenario {
     pub chaos: Option<Chaos>,
     #[serde(default)]
     pub expect: Expect,
+}
+
+fn one_device() -> u32 {
+    1
 }
 
 fn default_seeds() -> Vec<u64> {
@@ -357,6 +366,9 @@ impl Scenario {
         }
         if self.tick_ms == 0 || self.tick_ms > 1000 {
             return Err(format!("tick_ms = {}: must be in 1..=1000", self.tick_ms));
+        }
+        if self.devices == 0 || self.devices > 10_000 {
+            return Err(format!("devices = {}: must be in 1..=10000", self.devices));
         }
         if self.seeds.is_empty() {
             return Err("seeds: needs at least one seed".into());

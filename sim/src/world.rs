@@ -27,6 +27,7 @@ pub fn seq_of(payload: &[u8]) -> Option<u64> {
 
 #[derive(Debug, Clone)]
 pub struct Accepted {
+    pub device: u32,
     pub seq: u64,
     pub topic: String,
     pub qos: u8,
@@ -47,8 +48,8 @@ pub struct Delivery {
 #[derive(Debug, Default)]
 pub struct Record {
     pub accepted: Vec<Accepted>,
-    /// (boot, token) → time acknowledged.
-    pub acked: BTreeMap<(u32, u64), u64>,
+    /// (device, boot, token) → time acknowledged.
+    pub acked: BTreeMap<(u32, u32, u64), u64>,
     pub publish_failures: u64,
     /// What the in-broker observer received.
     pub observed: Vec<Delivery>,
@@ -56,13 +57,15 @@ pub struct Record {
     pub device_received: Vec<Delivery>,
     /// Injected messages: (seq, time, topic).
     pub injected: Vec<(u64, u64, String)>,
-    pub ups: Vec<u64>,
-    pub downs: Vec<(u64, String)>,
+    /// (device, time).
+    pub ups: Vec<(u32, u64)>,
+    /// (device, time, reason).
+    pub downs: Vec<(u32, u64, String)>,
     /// Times the link came back (WiFi up again after a drop).
     pub link_returns: Vec<u64>,
     pub power_cycles: Vec<u64>,
-    /// Boots of the device (0 is the first).
-    pub boot: u32,
+    /// Boots so far, per device (its first boot is number 0).
+    pub boots: Vec<u32>,
     pub discards: u64,
     pub restarts: u64,
     pub broker_max_inflight_to_device: u64,
@@ -76,19 +79,28 @@ pub struct World {
     /// What the device's WiFi import reports.
     pub link: LinkState,
     pub dns_fail: bool,
-    /// The application asks the client to disconnect.
-    pub disconnect_now: bool,
-    /// Subscribe (filter, qos) / unsubscribe (filter, None) requests from the timeline.
-    pub app_requests: Vec<(String, Option<u8>)>,
-    /// Next workload index per workload (survives power cycles).
-    pub workload_next: Vec<u64>,
+    /// Per device: the application asks the client to disconnect.
+    pub disconnect_now: Vec<bool>,
+    /// Per device: subscribe (filter, qos) / unsubscribe (filter, None) requests.
+    pub app_requests: Vec<Vec<(String, Option<u8>)>>,
+    /// Per device, per workload: the next index (survives power cycles).
+    pub workload_next: Vec<Vec<u64>>,
     pub rec: Record,
     trace: Vec<String>,
 }
 
 impl World {
-    pub fn new(workloads: usize) -> Self {
-        World { link: LinkState::Up, dns_fail: false, disconnect_now: false, app_requests: Vec::new(), workload_next: vec![0; workloads], rec: Record::default(), trace: Vec::new() }
+    pub fn new(devices: usize, workloads: usize) -> Self {
+        let rec = Record { boots: vec![0; devices], ..Record::default() };
+        World {
+            link: LinkState::Up,
+            dns_fail: false,
+            disconnect_now: vec![false; devices],
+            app_requests: vec![Vec::new(); devices],
+            workload_next: vec![vec![0; workloads]; devices],
+            rec,
+            trace: Vec::new(),
+        }
     }
 
     /// Append one event to the trace (JSON Lines, keys sorted, simulated time first).

@@ -56,6 +56,7 @@ const LISTED: &[&str] = &[
     "clean-init-discards-stale-session",
     "clean-session-loses-while-away",
     "dns-failure",
+    "fleet-ap-reboot",
     "half-open-after-broker-crash",
     "incoming-burst-overflows-queue",
     "last-will-on-power-cut",
@@ -93,6 +94,7 @@ scenario!(chaos_link_drops, "chaos-link-drops");
 scenario!(clean_init_discards_stale_session, "clean-init-discards-stale-session");
 scenario!(clean_session_loses_while_away, "clean-session-loses-while-away");
 scenario!(dns_failure, "dns-failure");
+scenario!(fleet_ap_reboot, "fleet-ap-reboot");
 scenario!(half_open_after_broker_crash, "half-open-after-broker-crash");
 scenario!(incoming_burst_overflows_queue, "incoming-burst-overflows-queue");
 scenario!(last_will_on_power_cut, "last-will-on-power-cut");
