@@ -2,7 +2,8 @@
 //! (keepalive 60 s, a QoS 1 reading every 5 s, a 60 s outage every hour), at two network
 //! time resolutions, measured side by side in one run (median of `RUNS`).
 //!
-//! Run: `cargo bench -p mqtt-sim --bench speed` (`SPEED_RUNS=N` to change the count).
+//! Run: `cargo bench -p mqtt-sim --bench speed` (`SPEED_RUNS=N` to change the count,
+//! `SPEED_FLEETS=100,1000` for the fleet sizes).
 
 use std::path::Path;
 
@@ -35,7 +36,9 @@ fn main() {
 
     // A fleet: N devices behind one access point for one simulated hour (one 60 s outage).
     println!("\n{:<28} {:>10} {:>10} {:>22} {:>8}", "fleet, 1 simulated hour", "devices", "wall s", "device-hours/wall min", "lost");
-    for devices in [100u32, 1000] {
+    // SPEED_FLEETS=100,1000 for more sizes (1,000 devices takes many minutes on 2 cores).
+    let fleets: Vec<u32> = std::env::var("SPEED_FLEETS").unwrap_or_else(|_| "100".into()).split(',').filter_map(|s| s.trim().parse().ok()).collect();
+    for devices in fleets {
         let mut sc = base.clone();
         sc.devices = devices;
         sc.duration_s = 3600.0;
