@@ -28,3 +28,13 @@ pub use client::{Client, ClientEvent, Error as ClientCallError};
 pub use component::{ComponentFile, EMBEDDED_COMPONENT, FAULTY_COMPONENT_DROP_REPUBLISH};
 pub use device::{default_config, Device, DeviceError, Publish, Token};
 pub use platform::{Clock, Platform, Socket, Wifi};
+
+/// The QoS for an MQTT level number (0, 1, 2); `None` for anything else.
+pub fn qos_from_level(level: u8) -> Option<Qos> {
+    match level {
+        0 => Some(Qos::AtMostOnce),
+        1 => Some(Qos::AtLeastOnce),
+        2 => Some(Qos::ExactlyOnce),
+        _ => None,
+    }
+}

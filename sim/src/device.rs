@@ -30,12 +30,9 @@ const APP_RETRY_MS: u64 = 2_000;
 /// Longest the loop sleeps with nothing scheduled (it is woken by IO and the timeline).
 const IDLE: u64 = 60_000;
 
+/// Every QoS in a scenario was checked by `Scenario::validate`.
 fn qos(q: u8) -> Qos {
-    match q {
-        0 => Qos::AtMostOnce,
-        1 => Qos::AtLeastOnce,
-        _ => Qos::ExactlyOnce,
-    }
+    mqtt_host::qos_from_level(q).unwrap_or(Qos::ExactlyOnce)
 }
 
 fn down_text(d: &mqtt_host::DownReason) -> String {

@@ -171,12 +171,9 @@ fn timeline(sc: &Scenario, seed: u64) -> Vec<(u64, Step)> {
     t
 }
 
+/// Every QoS in a scenario was checked by `Scenario::validate`.
 fn qos(q: u8) -> Qos {
-    match q {
-        0 => Qos::AtMostOnce,
-        1 => Qos::AtLeastOnce,
-        _ => Qos::ExactlyOnce,
-    }
+    mqtt_host::qos_from_level(q).unwrap_or(Qos::ExactlyOnce)
 }
 
 /// The component config for device `index` of the scenario.

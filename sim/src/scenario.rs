@@ -389,7 +389,22 @@ impl Scenario {
                 return Err(format!("inject[{i}]: qos must be 0..=2 and every_ms at least 1"));
             }
         }
+        for (i, sub) in self.device.subscribe.iter().enumerate() {
+            if sub.qos > 2 {
+                return Err(format!("device.subscribe[{i}].qos = {}: must be 0, 1 or 2", sub.qos));
+            }
+        }
+        if let Some(w) = &self.device.will {
+            if w.qos > 2 {
+                return Err(format!("device.will.qos = {}: must be 0, 1 or 2", w.qos));
+            }
+        }
         for (i, f) in self.fault.iter().enumerate() {
+            if let Fault::Subscribe { qos, .. } = f {
+                if *qos > 2 {
+                    return Err(format!("fault[{i}] (subscribe): qos = {qos}: must be 0, 1 or 2"));
+                }
+            }
             let (at, span) = f.window();
             if at < 0.0 || span < 0.0 {
                 return Err(format!("fault[{i}] ({}): times must not be negative", f.name()));
@@ -481,6 +496,12 @@ mod tests {
     fn unknown_fault_kind_is_reported() {
         let e = Scenario::parse("duration_s = 10\n[[fault]]\nkind = \"meteor\"\nat_s = 1\n").unwrap_err().0;
         assert!(e.contains("line 3") && e.contains("meteor") && e.contains("link_down"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_qos_anywhere_is_an_error_naming_the_key() {
+        let e = Scenario::parse("duration_s = 10\n[device]\nsubscribe = [{ filter = \"a\", qos = 3 }]\n").unwrap_err().0;
+        assert!(e.contains("device.subscribe[0].qos"), "{e}");
     }
 
     #[test]

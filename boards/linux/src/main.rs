@@ -108,12 +108,7 @@ enum Command {
 }
 
 fn qos(q: u8) -> anyhow::Result<Qos> {
-    Ok(match q {
-        0 => Qos::AtMostOnce,
-        1 => Qos::AtLeastOnce,
-        2 => Qos::ExactlyOnce,
-        _ => anyhow::bail!("--qos {q}: must be 0, 1 or 2"),
-    })
+    mqtt_host::qos_from_level(q).ok_or_else(|| anyhow::anyhow!("--qos {q}: must be 0, 1 or 2"))
 }
 
 fn duration(s: &str) -> anyhow::Result<Duration> {
