@@ -61,6 +61,8 @@ struct Conn {
 #[derive(Debug, Default)]
 pub struct Knobs {
     pub drop: BTreeMap<AckKind, u32>,
+    /// The next N of a kind are sent this many ms late (count, ms).
+    pub delay: BTreeMap<AckKind, (u32, u64)>,
     pub refuse_code: Option<u8>,
     pub stop_pings: bool,
 }
@@ -238,6 +240,12 @@ impl Broker {
                 match (conn_id, packet) {
                     (None, Packet::Connect(c)) => {
                         decoder.set_version(c.protocol);
+                        // A slow broker: CONNACK (and everything after it) comes late.
+                        let late = delay_knob(&mut self.lock().knobs, AckKind::Connack);
+                        if let Some(ms) = late {
+                            self.world.lock().log(now_ms(), "broker", "delayed", json!({ "packet": "CONNACK", "ms": ms }));
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                        }
                         match self.lock().connect(&c, tx.clone(), &self.world) {
                             Some((id, ka)) => {
                                 conn_id = Some(id);
@@ -290,6 +298,16 @@ impl Broker {
     }
 }
 
+fn delay_knob(knobs: &mut Knobs, kind: AckKind) -> Option<u64> {
+    match knobs.delay.get_mut(&kind) {
+        Some((n, ms)) if *n > 0 => {
+            *n -= 1;
+            Some(*ms)
+        }
+        _ => None,
+    }
+}
+
 fn drop_knob(knobs: &mut Knobs, kind: AckKind) -> bool {
     match knobs.drop.get_mut(&kind) {
         Some(n) if *n > 0 => {
@@ -301,6 +319,31 @@ fn drop_knob(knobs: &mut Knobs, kind: AckKind) -> bool {
 }
 
 impl BrokerState {
+    /// Send an acknowledgement, unless the timeline says to drop it or send it late (the
+    /// late one alone: later packets overtake it, as a broker slow to persist would do).
+    fn acknowledge(&mut self, conn: u64, kind: AckKind, p: Packet, world: &Shared) {
+        let now = now_ms();
+        if drop_knob(&mut self.knobs, kind) {
+            world.lock().log(now, "broker", "dropped", json!({ "packet": p.name() }));
+            return;
+        }
+        let Some(c) = self.conns.get(&conn) else { return };
+        let bytes = p.encode(c.version);
+        match delay_knob(&mut self.knobs, kind) {
+            Some(ms) => {
+                world.lock().log(now, "broker", "delayed", json!({ "packet": p.name(), "ms": ms }));
+                let tx = c.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    let _ = tx.send(bytes);
+                });
+            }
+            None => {
+                let _ = c.tx.send(bytes);
+            }
+        }
+    }
+
     fn send(&self, conn: u64, p: Packet) {
         if let Some(c) = self.conns.get(&conn) {
             let _ = c.tx.send(p.encode(c.version));
@@ -370,11 +413,7 @@ impl BrokerState {
             }
         }
         world.lock().log(now, "broker", "connect", json!({ "client": client_id, "clean": c.clean_start, "session_present": present }));
-        if drop_knob(&mut self.knobs, AckKind::Connack) {
-            world.lock().log(now, "broker", "dropped", json!({ "packet": "CONNACK" }));
-        } else {
-            self.send(id, Packet::ConnAck(ConnAck { session_present: present, code: 0, properties }));
-        }
+        self.acknowledge(id, AckKind::Connack, Packet::ConnAck(ConnAck { session_present: present, code: 0, properties }), world);
         // Resume: resend what was in flight (DUP), then the queue.
         let resend: Vec<(u16, Msg, bool)> = self.sessions[&client_id].inflight.iter().map(|(k, (m, rel))| (*k, m.clone(), *rel)).collect();
         for (pid, msg, released) in resend {
@@ -449,22 +488,14 @@ impl BrokerState {
                     (QoS::AtLeastOnce, Some(pid)) => {
                         // Forwarded every time, DUP or not, as Mosquitto does.
                         self.route(&msg, world);
-                        if drop_knob(&mut self.knobs, AckKind::Puback) {
-                            world.lock().log(now, "broker", "dropped", json!({ "packet": "PUBACK", "pid": pid.get() }));
-                        } else {
-                            self.send(id, Packet::PubAck(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }));
-                        }
+                        self.acknowledge(id, AckKind::Puback, Packet::PubAck(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }), world);
                     }
                     (QoS::ExactlyOnce, Some(pid)) => {
                         let fresh = self.sessions.get_mut(&client_id).is_some_and(|s| s.incoming_qos2.insert(pid.get()));
                         if fresh {
                             self.route(&msg, world);
                         }
-                        if drop_knob(&mut self.knobs, AckKind::Pubrec) {
-                            world.lock().log(now, "broker", "dropped", json!({ "packet": "PUBREC", "pid": pid.get() }));
-                        } else {
-                            self.send(id, Packet::PubRec(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }));
-                        }
+                        self.acknowledge(id, AckKind::Pubrec, Packet::PubRec(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }), world);
                     }
                     _ => return false,
                 }
@@ -473,11 +504,7 @@ impl BrokerState {
                 if let Some(s) = self.sessions.get_mut(&client_id) {
                     s.incoming_qos2.remove(&r.packet_id.get());
                 }
-                if drop_knob(&mut self.knobs, AckKind::Pubcomp) {
-                    world.lock().log(now, "broker", "dropped", json!({ "packet": "PUBCOMP" }));
-                } else {
-                    self.send(id, Packet::PubComp(PubResponse { packet_id: r.packet_id, reason: 0, properties: Properties::default() }));
-                }
+                self.acknowledge(id, AckKind::Pubcomp, Packet::PubComp(PubResponse { packet_id: r.packet_id, reason: 0, properties: Properties::default() }), world);
             }
             Packet::PubAck(a) | Packet::PubComp(a) => {
                 if let Some(s) = self.sessions.get_mut(&client_id) {
@@ -506,11 +533,7 @@ impl BrokerState {
                     }
                 }
                 world.lock().log(now, "broker", "subscribe", json!({ "client": client_id, "filters": sub.filters.iter().map(|f| f.filter.clone()).collect::<Vec<_>>() }));
-                if drop_knob(&mut self.knobs, AckKind::Suback) {
-                    world.lock().log(now, "broker", "dropped", json!({ "packet": "SUBACK" }));
-                } else {
-                    self.send(id, Packet::SubAck(SubAck { packet_id: sub.packet_id, codes, properties: Properties::default() }));
-                }
+                self.acknowledge(id, AckKind::Suback, Packet::SubAck(SubAck { packet_id: sub.packet_id, codes, properties: Properties::default() }), world);
                 for m in retained {
                     self.deliver(&client_id, m, world);
                 }
@@ -523,15 +546,11 @@ impl BrokerState {
                 }
                 let v5 = self.conns.get(&id).is_some_and(|c| c.version == ProtocolVersion::V5);
                 let codes = if v5 { vec![0; u.filters.len()] } else { Vec::new() };
-                if drop_knob(&mut self.knobs, AckKind::Unsuback) {
-                    world.lock().log(now, "broker", "dropped", json!({ "packet": "UNSUBACK" }));
-                } else {
-                    self.send(id, Packet::UnsubAck(SubAck { packet_id: u.packet_id, codes, properties: Properties::default() }));
-                }
+                self.acknowledge(id, AckKind::Unsuback, Packet::UnsubAck(SubAck { packet_id: u.packet_id, codes, properties: Properties::default() }), world);
             }
             Packet::PingReq => {
-                if !self.knobs.stop_pings && !drop_knob(&mut self.knobs, AckKind::Pingresp) {
-                    self.send(id, Packet::PingResp);
+                if !self.knobs.stop_pings {
+                    self.acknowledge(id, AckKind::Pingresp, Packet::PingResp, world);
                 }
             }
             _ => return false,

@@ -67,6 +67,7 @@ enum Step {
     BrokerCrash { persist: bool },
     BrokerBounce,
     DropAcks(AckKind, u32),
+    DelayAcks(AckKind, u32, u64),
     Refuse(Option<u8>),
     StopPings(bool),
     Partition,
@@ -119,6 +120,7 @@ fn timeline(sc: &Scenario, seed: u64) -> Vec<(u64, Step)> {
                 t.push((ms(at_s + for_s), Step::BrokerBounce));
             }
             Fault::DropAcks { at_s, packet, count } => t.push((ms(at_s), Step::DropAcks(packet, count))),
+            Fault::DelayAcks { at_s, packet, count, ms: late } => t.push((ms(at_s), Step::DelayAcks(packet, count, late))),
             Fault::Refuse { at_s, for_s, code } => {
                 t.push((ms(at_s), Step::Refuse(Some(code))));
                 t.push((ms(at_s + for_s), Step::Refuse(None)));
@@ -300,6 +302,9 @@ fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, devices: &[String], world: &Sh
         }
         Step::BrokerBounce => sim.bounce(BROKER),
         Step::DropAcks(kind, n) => *broker.lock().knobs.drop.entry(*kind).or_insert(0) += n,
+        Step::DelayAcks(kind, n, late) => {
+            broker.lock().knobs.delay.insert(*kind, (*n, *late));
+        }
         Step::Refuse(code) => broker.lock().knobs.refuse_code = *code,
         Step::StopPings(stop) => broker.lock().knobs.stop_pings = *stop,
         Step::Partition => devices.iter().for_each(|d| sim.partition(d.as_str(), BROKER)),

@@ -265,6 +265,9 @@ pub enum Fault {
     BrokerDown { at_s: f64, for_s: f64 },
     /// The broker silently drops its next `count` packets of one kind.
     DropAcks { at_s: f64, packet: AckKind, #[serde(default = "one_u32")] count: u32 },
+    /// The broker sends its next `count` packets of one kind `ms` late (CONNACK: the broker
+    /// is slow to accept, everything after it waits too).
+    DelayAcks { at_s: f64, packet: AckKind, #[serde(default = "one_u32")] count: u32, ms: u64 },
     /// The broker answers CONNECT with this return/reason code for a while.
     Refuse { at_s: f64, for_s: f64, code: u8 },
     /// The broker stops answering PINGREQ for a while.
@@ -428,6 +431,7 @@ impl Fault {
             Fault::BrokerRestart { .. } => "broker_restart",
             Fault::BrokerDown { .. } => "broker_down",
             Fault::DropAcks { .. } => "drop_acks",
+            Fault::DelayAcks { .. } => "delay_acks",
             Fault::Refuse { .. } => "refuse",
             Fault::StopPings { .. } => "stop_pings",
             Fault::HalfOpen { .. } => "half_open",
@@ -457,6 +461,7 @@ impl Fault {
             Fault::PowerCycle { at_s, off_s } => (at_s, off_s),
             Fault::Roam { at_s, gap_ms } => (at_s, gap_ms as f64 / 1000.0),
             Fault::DropAcks { at_s, .. }
+            | Fault::DelayAcks { at_s, .. }
             | Fault::ServerDisconnect { at_s, .. }
             | Fault::Disconnect { at_s }
             | Fault::Subscribe { at_s, .. }

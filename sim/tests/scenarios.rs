@@ -69,6 +69,7 @@ const LISTED: &[&str] = &[
     "many-qos1-through-outage",
     "power-cycle-mid-publish",
     "silent-link-edge-of-range",
+    "slow-broker-late-acks",
     "slow-lossy-link",
     "subscribe-during-outage",
     "unclean-session-receives-while-away",
@@ -107,6 +108,7 @@ scenario!(lost_suback, "lost-suback");
 scenario!(many_qos1_through_outage, "many-qos1-through-outage");
 scenario!(power_cycle_mid_publish, "power-cycle-mid-publish");
 scenario!(silent_link_edge_of_range, "silent-link-edge-of-range");
+scenario!(slow_broker_late_acks, "slow-broker-late-acks");
 scenario!(slow_lossy_link, "slow-lossy-link");
 scenario!(subscribe_during_outage, "subscribe-during-outage");
 scenario!(unclean_session_receives_while_away, "unclean-session-receives-while-away");
