@@ -188,18 +188,14 @@ impl Driver {
                     let _ = reply.send(Err(e.into()));
                 }
             },
-            Command::Publish(p, reply) => {
-                let qos0 = matches!(p.qos, Qos::AtMostOnce);
-                match self.device.publish(p) {
-                    Ok(token) => {
-                        self.publish_waiters.insert(token, reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e.into()));
-                    }
+            Command::Publish(p, reply) => match self.device.publish(p) {
+                Ok(token) => {
+                    self.publish_waiters.insert(token, reply);
                 }
-                let _ = qos0;
-            }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
             Command::Subscribe(subs, reply) => match self.device.subscribe(subs) {
                 Ok(token) => {
                     self.sub_waiters.insert(token, reply);

@@ -589,23 +589,16 @@ impl Client {
 
     fn protocol_error(&mut self, now: Instant, why: String, reason_code: u8) {
         self.stats.protocol_errors += 1;
+        // MQTT 5 tells the broker why before closing: only that DISCONNECT goes out, ahead
+        // of the close `lost` queues (bytes are drained before actions).
+        let mut bye = Vec::new();
         if self.version == ProtocolVersion::V5 && self.socket_open {
-            let d = Disconnect { reason: reason_code, properties: Properties::default() };
             let start = self.transmits.len();
-            self.send(now, &Packet::Disconnect(d));
-            // Hand only the DISCONNECT to the socket before the close.
-            self.transmits = self.transmits.split_off(start);
-            let reason = DownReason::ProtocolError(why);
-            self.lost_keep_transmits(now, reason);
-        } else {
-            self.lost(now, DownReason::ProtocolError(why));
+            self.send(now, &Packet::Disconnect(Disconnect { reason: reason_code, properties: Properties::default() }));
+            bye = self.transmits.split_off(start);
         }
-    }
-
-    fn lost_keep_transmits(&mut self, now: Instant, reason: DownReason) {
-        let keep = core::mem::take(&mut self.transmits);
-        self.lost(now, reason);
-        self.transmits = keep;
+        self.lost(now, DownReason::ProtocolError(why));
+        self.transmits = bye;
     }
 
     fn connect_packet(&self) -> Connect {

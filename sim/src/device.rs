@@ -31,7 +31,7 @@ const APP_RETRY_MS: u64 = 2_000;
 const IDLE: u64 = 60_000;
 
 /// Every QoS in a scenario was checked by `Scenario::validate`.
-fn qos(q: u8) -> Qos {
+pub(crate) fn qos(q: u8) -> Qos {
     mqtt_host::qos_from_level(q).unwrap_or(Qos::ExactlyOnce)
 }
 

@@ -5,14 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use mqtt_host::{default_config, ComponentFile, Config, LinkState, Qos, Subscription, Will};
+use mqtt_host::{default_config, ComponentFile, Config, LinkState, Subscription, Will};
 use mqtt_protocol::SplitMix64;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::broker::Broker;
-use crate::device::{self, DeviceCtx};
+use crate::device::{self, qos, DeviceCtx};
 use crate::scenario::{AckKind, Fault, Scenario, Workload};
 use crate::world::{trace_hash, Record, Shared, World};
 
@@ -173,10 +173,6 @@ fn timeline(sc: &Scenario, seed: u64) -> Vec<(u64, Step)> {
     t
 }
 
-/// Every QoS in a scenario was checked by `Scenario::validate`.
-fn qos(q: u8) -> Qos {
-    mqtt_host::qos_from_level(q).unwrap_or(Qos::ExactlyOnce)
-}
 
 /// The component config for device `index` of the scenario.
 pub fn device_config(sc: &Scenario, seed: u64, index: u32) -> Config {
