@@ -128,6 +128,19 @@ fn qos1_survives_link_drops_silent_loss_and_a_broker_restart_on_a_real_network()
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    // Collect the observer's lines as they come, so the end of the test can wait for the
+    // messages Mosquitto still has queued for it (after its own reconnect) instead of
+    // guessing a delay.
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let (lines, stdout) = (lines.clone(), observer.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
     std::thread::sleep(Duration::from_millis(500));
     // 10 messages a second for 100 s: 1000 QoS 1 messages across every outage below.
     let total = 1000;
@@ -167,7 +180,11 @@ fn qos1_survives_link_drops_silent_loss_and_a_broker_restart_on_a_real_network()
     broker = start_broker(&rig, &dir);
     returns.push(("broker restart", now_s()));
     let status = board.0.wait().unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    let distinct = |lines: &[String]| lines.iter().filter_map(|l| l.split_once(' ')?.1.parse::<u32>().ok()).collect::<std::collections::BTreeSet<_>>().len();
+    let waited = Instant::now();
+    while distinct(&lines.lock().unwrap()) < total as usize && waited.elapsed() < Duration::from_secs(40) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // SIGTERM so mosquitto_sub flushes what it printed.
     let _ = Command::new("kill").arg(observer.id().to_string()).status();
     drop(broker);
@@ -177,10 +194,10 @@ fn qos1_survives_link_drops_silent_loss_and_a_broker_restart_on_a_real_network()
         let _ = e.read_to_string(&mut stderr);
     }
     assert!(status.success(), "mqtt-board pub failed: {stderr}");
-    let mut out = String::new();
-    observer.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     let _ = observer.wait();
-    let got: Vec<(f64, u32)> = out.lines().filter_map(|l| {
+    let _ = reader.join();
+    let out = lines.lock().unwrap().clone();
+    let got: Vec<(f64, u32)> = out.iter().filter_map(|l| {
         let (t, p) = l.split_once(' ')?;
         Some((t.parse().ok()?, p.parse().ok()?))
     }).collect();
