@@ -16,6 +16,7 @@ mod component;
 mod device;
 pub mod loopback;
 mod platform;
+pub mod source_position;
 pub mod stream_sockets;
 
 pub use bindings::exports::mqtt_as::client::client::{

@@ -473,11 +473,10 @@ impl Fault {
 /// toml's message with the offending line quoted, e.g.
 /// `line 12, column 9: unknown field `dration_s`, expected one of ...`.
 fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
-    let Some(span) = e.span() else { return e.message().to_string() };
-    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-    let col = span.start - text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1) + 1;
-    let source = text.lines().nth(line - 1).unwrap_or("").trim_end();
-    format!("line {line}, column {col}: {}\n    {line} | {source}", e.message())
+    match e.span() {
+        Some(span) => mqtt_host::source_position::describe(text, span.start, e.message()),
+        None => e.message().to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -8,9 +8,10 @@
 //!   without an interface (wired, loopback) the link is reported up. `connect(ssid, pw)` goes
 //!   through NetworkManager's `nmcli` when it is installed and says so when it is not.
 //!
-//! TLS is rustls (ring provider): the system's roots or a CA file, the server name from the
-//! client's TLS parameters, an optional client certificate and key. Verification is always
-//! on; a failed handshake or certificate check is `tls-failed`, with the reason logged.
+//! TLS is rustls (see [`tls`]): the system's roots or a CA file, the server name from the
+//! client's TLS parameters, an optional client certificate and key. Verification is on
+//! unless the board is told otherwise (`--insecure`, logged on every connection); a failed
+//! handshake or certificate check is `tls-failed`, with the reason logged.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,9 +21,16 @@ use mqtt_host::stream_sockets::{socket_error, ConnectFuture, Connector, StreamSo
 use mqtt_host::{Clock, LinkState, Platform, SocketError, TlsParams, Wifi};
 use tokio::sync::Notify;
 
+pub mod file_config;
+pub mod record;
+pub mod tls;
+
+pub use tls::Verification;
+
 /// Connects with tokio, to the allowed hosts only, with TLS when asked.
 pub struct TcpConnector {
     allowed: Vec<(String, u16)>,
+    verification: Verification,
 }
 
 /// A plain or TLS stream.
@@ -72,43 +80,6 @@ mod stream {
     }
 }
 
-/// The rustls client config for one connection's TLS parameters.
-fn tls_config(p: &TlsParams) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    match &p.ca_file {
-        Some(path) => {
-            for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("CA file {path}: {e}"))? {
-                roots.add(cert.map_err(|e| format!("CA file {path}: {e}"))?).map_err(|e| format!("CA file {path}: {e}"))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err("no system CA certificates found; give a CA file".into());
-            }
-        }
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-    match (&p.client_cert_file, &p.client_key_file) {
-        (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert).map_err(|e| format!("{cert}: {e}"))?.collect::<Result<Vec<_>, _>>().map_err(|e| format!("{cert}: {e}"))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())
-        }
-        (None, None) => Ok(builder.with_no_client_auth()),
-        _ => Err("a client certificate needs both a certificate and a key file".into()),
-    }
-}
-
 impl Connector for TcpConnector {
     type Stream = BoardStream;
 
@@ -119,7 +90,7 @@ impl Connector for TcpConnector {
         }
         let tls = match tls {
             Some(p) => {
-                let config = tls_config(&p).map_err(|e| {
+                let config = tls::client_config(&p, self.verification).map_err(|e| {
                     tracing::error!("TLS setup failed: {e}");
                     SocketError::TlsFailed
                 })?;
@@ -203,9 +174,14 @@ pub struct LinuxPlatform {
 impl LinuxPlatform {
     /// `brokers`: the only (host, port) pairs the component may open.
     pub fn new(brokers: Vec<(String, u16)>, iface: Option<String>) -> Self {
+        Self::with_verification(brokers, iface, Verification::On)
+    }
+
+    /// As [`LinuxPlatform::new`], choosing whether TLS checks the broker's certificate.
+    pub fn with_verification(brokers: Vec<(String, u16)>, iface: Option<String>, verification: Verification) -> Self {
         let wake = Arc::new(Notify::new());
         LinuxPlatform {
-            sockets: StreamSockets::new(TcpConnector { allowed: brokers }, wake.clone()),
+            sockets: StreamSockets::new(TcpConnector { allowed: brokers, verification }, wake.clone()),
             wake,
             start: Instant::now(),
             link: LinkMonitor::new(iface),

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use mqtt_board::LinuxPlatform;
+use mqtt_board::file_config::{BoardConfig, WillConfig};
+use mqtt_board::{record, LinuxPlatform, Verification};
 use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Config, Device, Qos, Subscription, Will};
 
 #[derive(Parser)]
@@ -18,31 +19,39 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct Conn {
-    /// Broker host.
-    #[arg(short = 'H', long = "host", default_value = "localhost")]
-    host: String,
-    /// Broker port (default 1883, or 8883 with TLS).
+    /// Connection settings in TOML (keys as the long flags; see the README); flags win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Broker host [default: localhost].
+    #[arg(short = 'H', long = "host")]
+    host: Option<String>,
+    /// Broker port [default: 1883, or 8883 with TLS].
     #[arg(short, long)]
     port: Option<u16>,
-    /// Use TLS (verification always on).
+    /// Use TLS, verifying the broker's certificate against the system's roots.
     #[arg(long)]
     tls: bool,
+    /// Use TLS WITHOUT checking the broker's certificate or name (test brokers only; every
+    /// connection logs a warning). Implies --tls.
+    #[arg(long)]
+    insecure: bool,
     /// CA certificates (PEM) to trust instead of the system's; implies --tls.
     #[arg(long)]
     cafile: Option<String>,
     /// Client certificate and key (PEM) for mutual TLS; imply --tls.
-    #[arg(long, requires = "key")]
+    #[arg(long)]
     cert: Option<String>,
-    #[arg(long, requires = "cert")]
+    #[arg(long)]
     key: Option<String>,
-    /// Client id (default: mqtt-board-<pid>).
+    /// Client id [default: mqtt-board-<pid>].
     #[arg(short = 'i', long)]
     id: Option<String>,
-    #[arg(short = 'k', long, default_value_t = 60)]
-    keepalive: u16,
-    /// Clean session on reconnects (false keeps QoS 1 across outages).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    clean: bool,
+    /// Keepalive in seconds [default: 60].
+    #[arg(short = 'k', long)]
+    keepalive: Option<u16>,
+    /// Clean session on reconnects (false keeps QoS 1 across outages) [default: true].
+    #[arg(long, action = clap::ArgAction::Set)]
+    clean: Option<bool>,
     /// Use MQTT 5.
     #[arg(short = 'V', long = "v5")]
     v5: bool,
@@ -53,14 +62,46 @@ struct Conn {
     /// Network interface whose link state is reported to the client (default: always up).
     #[arg(long)]
     iface: Option<String>,
-    #[arg(long, default_value_t = 10_000)]
-    response_time_ms: u32,
+    /// Time to wait for a broker response before acting [default: 10000].
+    #[arg(long)]
+    response_time_ms: Option<u32>,
     /// Last will: topic, payload (QoS 1).
     #[arg(long, num_args = 2, value_names = ["TOPIC", "PAYLOAD"])]
     will: Option<Vec<String>>,
     /// Print connection events to stderr.
     #[arg(short, long)]
     verbose: bool,
+}
+
+impl Conn {
+    /// The command line over the `--config` file.
+    fn settings(&self) -> anyhow::Result<BoardConfig> {
+        let file = match &self.config {
+            Some(path) => BoardConfig::load(path).map_err(|e| anyhow::anyhow!("--config {e}"))?,
+            None => BoardConfig::default(),
+        };
+        let flag = |b: bool| b.then_some(true);
+        let cli = BoardConfig {
+            host: self.host.clone(),
+            port: self.port,
+            tls: flag(self.tls),
+            insecure: flag(self.insecure),
+            cafile: self.cafile.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            id: self.id.clone(),
+            keepalive: self.keepalive,
+            clean: self.clean,
+            v5: flag(self.v5),
+            user: self.user.clone(),
+            password: self.password.clone(),
+            iface: self.iface.clone(),
+            response_time_ms: self.response_time_ms,
+            will: self.will.as_ref().map(|w| WillConfig { topic: w[0].clone(), payload: w[1].clone(), qos: 1, retain: false }),
+            ..BoardConfig::default()
+        };
+        Ok(cli.over(file))
+    }
 }
 
 #[derive(Subcommand)]
@@ -100,6 +141,28 @@ enum Command {
         #[arg(short = 'C', long)]
         count: Option<u64>,
     },
+    /// Watch an interface's link and write its outages as a scenario for `mqtt-sim run`.
+    Record {
+        /// The interface to watch (as in /sys/class/net).
+        #[arg(long)]
+        iface: String,
+        /// The scenario file to write.
+        #[arg(long, value_name = "FILE.toml")]
+        out: std::path::PathBuf,
+        /// Stop after this long (e.g. 90s); otherwise at Ctrl-C.
+        #[arg(long)]
+        duration: Option<String>,
+        /// Publish interval of the QoS 1 stream in the replay.
+        #[arg(long, default_value = "1s")]
+        every: String,
+        /// Client settings for the replay, as the board ran with.
+        #[arg(short = 'k', long, default_value_t = 60)]
+        keepalive: u16,
+        #[arg(long, default_value_t = 10_000)]
+        response_time_ms: u32,
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+        clean: bool,
+    },
     /// Write the component this binary runs.
     Component {
         #[arg(long)]
@@ -111,53 +174,64 @@ fn qos(q: u8) -> anyhow::Result<Qos> {
     mqtt_host::qos_from_level(q).ok_or_else(|| anyhow::anyhow!("--qos {q}: must be 0, 1 or 2"))
 }
 
-fn duration(s: &str) -> anyhow::Result<Duration> {
+fn duration(flag: &str, s: &str) -> anyhow::Result<Duration> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("--interval {s:?}: expected a number with ms or s"))?;
+    let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("{flag} {s:?}: expected a number with ms or s"))?;
     Ok(match unit {
         "ms" => Duration::from_millis(n),
         "s" | "" => Duration::from_secs(n),
-        _ => anyhow::bail!("--interval {s:?}: unit must be ms or s"),
+        _ => anyhow::bail!("{flag} {s:?}: unit must be ms or s"),
     })
 }
 
-fn config(c: &Conn) -> anyhow::Result<Config> {
+fn config(c: &BoardConfig) -> anyhow::Result<Config> {
+    let host = c.host.clone().unwrap_or_else(|| "localhost".into());
     let id = c.id.clone().unwrap_or_else(|| format!("mqtt-board-{}", std::process::id()));
-    let mut cfg = default_config(&c.host, &id);
+    let mut cfg = default_config(&host, &id);
     cfg.port = c.port;
-    if c.tls || c.cafile.is_some() || c.cert.is_some() {
+    if c.tls == Some(true) || c.insecure == Some(true) || c.cafile.is_some() || c.cert.is_some() {
+        if c.cert.is_some() != c.key.is_some() {
+            anyhow::bail!("a client certificate needs both --cert and --key");
+        }
         cfg.ssl = true;
         cfg.ssl_params = Some(mqtt_host::TlsParams {
-            server_name: c.host.clone(),
+            server_name: host.clone(),
             ca_file: c.cafile.clone(),
             client_cert_file: c.cert.clone(),
             client_key_file: c.key.clone(),
         });
     }
-    cfg.keepalive_secs = c.keepalive;
-    cfg.clean = c.clean;
-    cfg.clean_init = c.clean;
-    cfg.mqttv5 = c.v5;
+    cfg.keepalive_secs = c.keepalive.unwrap_or(60);
+    let clean = c.clean.unwrap_or(true);
+    cfg.clean = clean;
+    cfg.clean_init = clean;
+    cfg.mqttv5 = c.v5.unwrap_or(false);
     cfg.user = c.user.clone();
     cfg.password = c.password.clone().map(String::into_bytes);
-    cfg.response_time_ms = c.response_time_ms;
+    cfg.response_time_ms = c.response_time_ms.unwrap_or(10_000);
     cfg.seed = u64::from(std::process::id());
     if let Some(w) = &c.will {
-        cfg.will = Some(Will { topic: w[0].clone(), payload: w[1].clone().into_bytes(), qos: Qos::AtLeastOnce, retain: false, delay_secs: None, properties: None });
+        cfg.will = Some(Will { topic: w.topic.clone(), payload: w.payload.clone().into_bytes(), qos: qos(w.qos)?, retain: w.retain, delay_secs: None, properties: None });
     }
+    macro_rules! tunable {
+        ($($key:ident => $field:ident),*) => { $(if let Some(v) = c.$key { cfg.$field = v.into(); })* };
+    }
+    tunable!(ping_interval_s => ping_interval_secs, max_repubs => max_repubs, queue_len => queue_len, max_inflight => max_inflight, backoff_min_ms => backoff_min_ms, backoff_max_ms => backoff_max_ms, session_expiry_s => session_expiry_secs);
     Ok(cfg)
 }
 
 async fn start(c: &Conn) -> anyhow::Result<Client> {
+    let settings = c.settings()?;
     let component = ComponentFile::embedded()?;
-    let cfg = config(c)?;
+    let cfg = config(&settings)?;
     let port = cfg.port.unwrap_or(if cfg.ssl { 8883 } else { 1883 });
-    let platform = LinuxPlatform::new(vec![(c.host.clone(), port)], c.iface.clone());
+    let verification = if settings.insecure == Some(true) { Verification::Off } else { Verification::On };
+    let platform = LinuxPlatform::with_verification(vec![(cfg.server.clone(), port)], settings.iface.clone(), verification);
     let device = Device::new(&component, Box::new(platform), cfg, "board")?;
     let client = Client::spawn(device);
     client.connect().await?;
     if c.verbose {
-        eprintln!("connected to {}", c.host);
+        eprintln!("connected to {}", settings.host.as_deref().unwrap_or("localhost"));
     }
     Ok(client)
 }
@@ -177,6 +251,17 @@ fn report(verbose: bool, e: &ClientEvent) {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Record { iface, out, duration: limit, every, keepalive, response_time_ms, clean } => {
+            let limit = limit.map(|d| duration("--duration", &d)).transpose()?;
+            let every = duration("--every", &every)?;
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            let rec = record::record(&iface, limit, stop).await;
+            let settings = record::ReplaySettings { publish_every_ms: every.as_millis() as u64, keepalive_s: keepalive, response_time_ms, clean };
+            std::fs::write(&out, record::scenario_toml(&rec, &settings))?;
+            eprintln!("wrote {} ({} outages in {:.1} s)", out.display(), rec.outages().len(), rec.length_ms as f64 / 1000.0);
+        }
         Command::Component { out } => {
             std::fs::write(&out, mqtt_host::EMBEDDED_COMPONENT)?;
             println!("wrote {} ({} bytes)", out.display(), mqtt_host::EMBEDDED_COMPONENT.len());
@@ -200,7 +285,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         tx.send(l.into_bytes())?;
                     }
                 } else if let Some(iv) = interval {
-                    let every = duration(&iv)?;
+                    let every = duration("--interval", &iv)?;
                     let n = count.unwrap_or(u64::MAX);
                     for i in 0..n {
                         tx.send(i.to_string().into_bytes())?;

@@ -243,18 +243,54 @@ fn tls_round_trip_with_a_generated_ca_and_a_clear_error_with_the_wrong_one() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let run = |ca: &std::path::Path| {
+    let run = |tls: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
             .args(["pub", "-H", "127.0.0.1", "-p", &port.to_string(), "-t", "tls/t", "-m", "secret", "-q", "1", "--response-time-ms", "2000"])
-            .arg("--cafile")
-            .arg(ca)
+            .args(tls)
             .output()
             .unwrap()
     };
-    let ok = run(&ca);
+    let ok = run(&["--cafile", ca.to_str().unwrap()]);
     assert!(ok.status.success(), "TLS publish failed: {}", String::from_utf8_lossy(&ok.stderr));
-    let bad = run(&wrong_ca);
+    let bad = run(&["--cafile", wrong_ca.to_str().unwrap()]);
     assert!(!bad.status.success(), "a wrong CA must not connect");
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("TLS"), "the error should say TLS failed: {err}");
+    // The system's roots do not know the test CA either.
+    let system = run(&["--tls"]);
+    assert!(!system.status.success(), "an unknown CA must not connect with verification on");
+    // --insecure connects to the same broker without any CA, and says loudly that it did.
+    let insecure = run(&["--insecure"]);
+    let err = String::from_utf8_lossy(&insecure.stderr);
+    assert!(insecure.status.success(), "--insecure publish failed: {err}");
+    assert!(err.contains("verification is OFF"), "--insecure must be logged: {err}");
+}
+
+#[test]
+fn a_config_file_supplies_the_connection_and_flags_override_it() {
+    let broker = Mosquitto::start();
+    let dir = std::env::temp_dir().join(format!("mqtt-board-conf-{}-{}", std::process::id(), broker.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = TempDir(dir.clone());
+    let conf = dir.join("board.toml");
+    // A wrong port in the file: the flag must win.
+    std::fs::write(&conf, "host = \"127.0.0.1\"\nport = 1\nid = \"from-file\"\nkeepalive = 10\nresponse_time_ms = 2000\n").unwrap();
+    let observer = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "conf/t", "-q", "1", "-C", "1", "-W", "20"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let ok = Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
+        .args(["pub", "--config", conf.to_str().unwrap(), "-p", &broker.port.to_string(), "-t", "conf/t", "-m", "via file", "-q", "1"])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(String::from_utf8_lossy(&observer.wait_with_output().unwrap().stdout).trim(), "via file");
+
+    std::fs::write(&conf, "host = \"127.0.0.1\"\nkeep_alive = 10\n").unwrap();
+    let bad = Command::new(env!("CARGO_BIN_EXE_mqtt-board")).args(["pub", "--config", conf.to_str().unwrap(), "-t", "t", "-m", "x"]).output().unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(err.contains("line 2") && err.contains("keep_alive"), "the error should name the line and key: {err}");
 }

@@ -1,0 +1,91 @@
+//! TLS for the board: rustls with the ring provider (aws-lc-rs, rustls' default, needs cmake
+//! and builds slowly).
+//!
+//! Verification is on unless the board was started with `--insecure`. Then the server's
+//! certificate chain and name are *not* checked (the handshake signatures still are, so the
+//! session is at least bound to the key the server presented); every connection logs a
+//! warning saying so, because a quiet insecure mode is how test settings reach production.
+
+use std::sync::Arc;
+
+use mqtt_host::TlsParams;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+/// Whether the server's certificate is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verification {
+    #[default]
+    On,
+    /// `--insecure`: accept any certificate for any name.
+    Off,
+}
+
+/// The rustls client config for one connection's TLS parameters.
+pub fn client_config(p: &TlsParams, verification: Verification) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().map_err(|e| e.to_string())?;
+    let builder = match verification {
+        Verification::On => builder.with_root_certificates(roots(p)?),
+        Verification::Off => {
+            tracing::warn!("TLS certificate verification is OFF (--insecure): the broker at {:?} is not authenticated", p.server_name);
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate { algorithms: provider.signature_verification_algorithms }))
+        }
+    };
+    match (&p.client_cert_file, &p.client_key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert).map_err(|e| format!("{cert}: {e}"))?.collect::<Result<Vec<_>, _>>().map_err(|e| format!("{cert}: {e}"))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())
+        }
+        (None, None) => Ok(builder.with_no_client_auth()),
+        _ => Err("a client certificate needs both a certificate and a key file".into()),
+    }
+}
+
+/// The CA file's certificates, or the system's.
+fn roots(p: &TlsParams) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &p.ca_file {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("CA file {path}: {e}"))? {
+                roots.add(cert.map_err(|e| format!("CA file {path}: {e}"))?).map_err(|e| format!("CA file {path}: {e}"))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // A system store commonly holds a few certificates webpki rejects; skipping
+                // them is what every rustls user does.
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err("no system CA certificates found; give a CA file".into());
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// `--insecure`: any chain, any name; handshake signatures still verified.
+#[derive(Debug)]
+struct AnyCertificate {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
