@@ -126,6 +126,23 @@ impl Client {
     pub async fn next_event(&mut self) -> Option<ClientEvent> {
         self.events.recv().await
     }
+
+    /// Hands the event stream to another task (one that reports up/down while this one
+    /// publishes, say); [`Client::next_event`] on this client returns `None` from then on.
+    pub fn take_events(&mut self) -> Events {
+        let (_, closed) = mpsc::unbounded_channel();
+        Events(std::mem::replace(&mut self.events, closed))
+    }
+}
+
+/// A client's event stream, taken with [`Client::take_events`].
+pub struct Events(mpsc::UnboundedReceiver<ClientEvent>);
+
+impl Events {
+    /// The next event; `None` once the client task stopped.
+    pub async fn next(&mut self) -> Option<ClientEvent> {
+        self.0.recv().await
+    }
 }
 
 struct Driver {

@@ -25,7 +25,7 @@ pub use bindings::exports::mqtt_as::client::client::{
 pub use bindings::mqtt_as::client::log::Level as LogLevel;
 pub use bindings::mqtt_as::client::socket::{SocketError, SocketState, TlsParams};
 pub use bindings::mqtt_as::client::wifi::LinkState;
-pub use client::{Client, ClientEvent, Error as ClientCallError};
+pub use client::{Client, ClientEvent, Error as ClientCallError, Events};
 pub use component::{ComponentFile, EMBEDDED_COMPONENT, FAULTY_COMPONENT_DROP_REPUBLISH};
 pub use device::{default_config, Device, DeviceError, Publish, Token};
 pub use platform::{Clock, Platform, Socket, Wifi};

@@ -97,7 +97,10 @@ impl Default for Config {
             wifi_pw: None,
             seed: 0,
             backoff_min_ms: 250,
-            backoff_max_ms: 30_000,
+            // mqtt_as retries about once a second; 5 s caps what an outage the client cannot
+            // see end (a silent link, a dead broker) adds to recovery, while jitter still
+            // spreads a fleet's reconnects.
+            backoff_max_ms: 5_000,
             resubscribe: true,
         }
     }

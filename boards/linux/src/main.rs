@@ -268,9 +268,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Pub { conn, topic, message, stdin_lines, qos: q, retain, interval, count } => {
             let q = qos(q)?;
-            let client = start(&conn).await?;
+            let mut client = start(&conn).await?;
+            // Up/down reported as it happens (range.py's demo prints them between counts).
             let verbose = conn.verbose;
-            // Report connection events as they come, while publishing.
+            let mut events = client.take_events();
+            let reporter = tokio::spawn(async move {
+                while let Some(e) = events.next().await {
+                    report(verbose, &e);
+                }
+            });
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
             let publisher = async {
                 while let Some(payload) = rx.recv().await {
@@ -298,11 +304,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let (published, produced) = tokio::join!(publisher, producer);
             produced?;
-            let mut client = published?;
-            while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(10), client.next_event()).await {
-                report(verbose, &e);
-            }
+            let client = published?;
             client.disconnect().await;
+            reporter.abort();
         }
         Command::Sub { conn, topic, qos: q, json, count } => {
             let q = qos(q)?;
