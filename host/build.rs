@@ -30,6 +30,10 @@ fn main() {
     let faulty = build_guest(&root, &target_dir, Some("fault-drop-republish"));
     std::fs::write(out_dir.join("mqtt_client_fault_drop_republish.wasm"), encode(&faulty)).expect("writing the faulty component");
     println!("cargo:rustc-env=MQTT_COMPONENT_MODULE_BYTES={}", module.len());
+    // The core module too, for the benchmark that measures what wasm-opt makes of it.
+    let core = out_dir.join("mqtt_client_core.wasm");
+    std::fs::write(&core, &module).expect("writing the core module");
+    println!("cargo:rustc-env=MQTT_COMPONENT_MODULE_PATH={}", core.display());
 }
 
 fn build_guest(root: &Path, target_dir: &Path, feature: Option<&str>) -> Vec<u8> {

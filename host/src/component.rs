@@ -12,6 +12,11 @@ use crate::device::HostState;
 /// The component built from `client-component/` when this crate was compiled.
 pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mqtt_client.wasm"));
 
+/// Where the build left the component's core module (before component encoding), for the
+/// benchmark that measures what `wasm-opt` makes of it. Valid on the machine that built it.
+#[doc(hidden)]
+pub const CORE_MODULE_PATH: &str = env!("MQTT_COMPONENT_MODULE_PATH");
+
 /// The same component built with a deliberate fault (`fault-drop-republish`: it forgets an
 /// unacknowledged publish instead of resending it and reports it delivered). Only for
 /// proving that tests and scenarios catch a broken client; never ship it.

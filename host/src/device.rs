@@ -32,6 +32,32 @@ pub struct HostState {
     platform: Option<Box<dyn Platform>>,
     open_handles: Vec<u32>,
     name: String,
+    memory: MemoryWatch,
+}
+
+/// Most linear memory one instance may have. The client bounds its own buffers (queue,
+/// in-flight, max packet size) far below this; the cap is the backstop that turns a runaway
+/// allocation into a failed `memory.grow` (the guest aborts, the watchdog restarts it)
+/// instead of a host that swaps.
+pub const MAX_GUEST_MEMORY: usize = 64 << 20;
+
+/// Sees every growth of the guest's linear memory: its current size, and the cap.
+#[derive(Default)]
+struct MemoryWatch {
+    bytes: usize,
+}
+
+impl wasmtime::ResourceLimiter for MemoryWatch {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > MAX_GUEST_MEMORY {
+            return Ok(false);
+        }
+        self.bytes = desired;
+        Ok(true)
+    }
+    fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
 }
 
 impl HostState {
@@ -194,6 +220,7 @@ pub struct Device {
 
 fn instantiate(component: &ComponentFile, state: HostState, config: &Config, fuel: u64) -> anyhow::Result<Live> {
     let mut store = Store::new(&component.engine, state);
+    store.limiter(|s| &mut s.memory);
     store.set_fuel(fuel)?;
     let instance = component.pre.instantiate(&mut store)?;
     store.set_fuel(fuel)?;
@@ -208,7 +235,7 @@ impl Device {
     /// Instantiate the component on `platform` and create the client. A bad config is
     /// reported as [`DeviceError::Client`] with the key and the reason.
     pub fn new(component: &ComponentFile, platform: Box<dyn Platform>, config: Config, name: &str) -> Result<Self, DeviceError> {
-        let state = HostState { platform: Some(platform), open_handles: Vec::new(), name: name.into() };
+        let state = HostState { platform: Some(platform), open_handles: Vec::new(), name: name.into(), memory: MemoryWatch::default() };
         let live = instantiate(component, state, &config, DEFAULT_FUEL_PER_CALL).map_err(|e| match e.downcast::<DeviceError>() {
             Ok(d) => d,
             Err(e) => DeviceError::Instantiate(e),
@@ -251,6 +278,11 @@ impl Device {
         self.unacked.len()
     }
 
+    /// Size of the instance's linear memory now, in bytes (64 KiB pages).
+    pub fn memory_bytes(&self) -> usize {
+        self.live.store.data().memory.bytes
+    }
+
     pub fn platform_mut(&mut self) -> &mut dyn Platform {
         self.live.store.data_mut().p()
     }
@@ -278,7 +310,7 @@ impl Device {
         for h in std::mem::take(&mut state.open_handles) {
             platform.close(h);
         }
-        let fresh = HostState { platform: Some(platform), open_handles: Vec::new(), name };
+        let fresh = HostState { platform: Some(platform), open_handles: Vec::new(), name, memory: MemoryWatch::default() };
         let live = instantiate(&self.component, fresh, &self.config, self.fuel_per_call).map_err(DeviceError::Instantiate)?;
         self.live = live;
         self.restarted = true;

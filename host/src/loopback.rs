@@ -23,6 +23,10 @@ pub struct LoopbackState {
     pub refuse: bool,
     /// Drop this many of the next PUBACK/PUBREC the broker would send.
     pub drop_acks: u32,
+    /// Keep PUBACK/PUBREC back until [`Loopback::release_acks`] (a slow broker: the client's
+    /// in-flight window fills).
+    pub hold_acks: bool,
+    held: Vec<u8>,
     /// Every PUBLISH the broker received (topic, payload, dup).
     pub received: Vec<(String, Vec<u8>, bool)>,
     pub connects: u32,
@@ -64,6 +68,16 @@ impl Loopback {
         self.with(|s| s.now_ms += ms);
     }
 
+    /// Deliver the acknowledgements held back by `hold_acks`.
+    pub fn release_acks(&self) {
+        self.with(|s| {
+            let held = std::mem::take(&mut s.held);
+            if let Some(c) = s.conn.as_mut() {
+                c.inbox.extend(held);
+            }
+        });
+    }
+
     /// Close the broker side of the connection, as a broker restart would.
     pub fn kill_connection(&self) {
         self.with(|s| {
@@ -93,11 +107,14 @@ impl LoopbackState {
                 let echo = self.subscriptions.iter().any(|f| topic::topic_matches(f, &p.topic));
                 let Some(conn) = self.conn.as_mut() else { return };
                 if let Some(id) = p.packet_id {
+                    let r = PubResponse { packet_id: id, reason: 0, properties: Properties::default() };
+                    let ack = if p.qos == QoS::ExactlyOnce { Packet::PubRec(r) } else { Packet::PubAck(r) };
                     if self.drop_acks > 0 {
                         self.drop_acks -= 1;
+                    } else if self.hold_acks {
+                        self.held.extend(ack.encode(version));
                     } else {
-                        let r = PubResponse { packet_id: id, reason: 0, properties: Properties::default() };
-                        reply(conn, if p.qos == QoS::ExactlyOnce { Packet::PubRec(r) } else { Packet::PubAck(r) });
+                        reply(conn, ack);
                     }
                 }
                 if echo {
@@ -211,3 +228,46 @@ impl Wifi for Loopback {
 }
 
 impl Platform for Loopback {}
+
+/// Linear memory of a client connected to the loopback broker, in bytes: after connecting,
+/// and the most it reached while `total` QoS 1 publishes of `payload` bytes went through with
+/// `window` of them in flight at a time (the broker holds its PUBACKs until a window is full).
+/// Deterministic: the same component gives the same figures. Used by a test that guards the
+/// budget and by the benchmark that reports it.
+pub fn memory_under_load(component: &crate::ComponentFile, total: usize, window: u16, payload: usize) -> Result<(usize, usize), String> {
+    use crate::{default_config, Device, Event, Publish, Qos};
+    let lo = Loopback::new();
+    let mut config = default_config("broker", "memory");
+    config.max_inflight = window;
+    config.max_queued = u32::from(window).max(config.max_queued);
+    let mut d = Device::new(component, Box::new(lo.clone()), config, "memory").map_err(|e| e.to_string())?;
+    d.connect().map_err(|e| e.to_string())?;
+    let mut up = false;
+    for _ in 0..10 {
+        up |= d.poll().map_err(|e| e.to_string())?.iter().any(|e| matches!(e, Event::Up(_)));
+    }
+    if !up {
+        return Err("the client did not connect to the loopback broker".into());
+    }
+    let start = d.memory_bytes();
+    let mut peak = start;
+    lo.with(|s| s.hold_acks = true);
+    let mut sent = 0;
+    while sent < total {
+        let n = usize::from(window).min(total - sent);
+        for i in 0..n {
+            let body = format!("{:0width$}", sent + i, width = payload);
+            d.publish(Publish { topic: "memory/t".into(), payload: body.into_bytes(), qos: Qos::AtLeastOnce, retain: false, properties: None, deadline_ms: None }).map_err(|e| e.to_string())?;
+        }
+        d.poll().map_err(|e| e.to_string())?;
+        peak = peak.max(d.memory_bytes());
+        lo.release_acks();
+        let acked = d.poll().map_err(|e| e.to_string())?.iter().filter(|e| matches!(e, Event::Published(_))).count();
+        if acked != n {
+            return Err(format!("{acked} of {n} publishes acknowledged in one round"));
+        }
+        peak = peak.max(d.memory_bytes());
+        sent += n;
+    }
+    Ok((start, peak))
+}

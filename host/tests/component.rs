@@ -147,3 +147,13 @@ fn component_stays_under_100_kib() {
     let size = mqtt_host::EMBEDDED_COMPONENT.len();
     assert!(size < 100 * 1024, "component is {size} bytes; the budget is 102400");
 }
+
+/// Memory, like size, is deterministic; the target is under 256 KiB of linear memory with
+/// 100 QoS 1 publishes in flight. The benchmark prints the figures.
+#[test]
+fn linear_memory_stays_under_256_kib_through_10k_qos1_publishes_with_100_in_flight() {
+    let component = ComponentFile::embedded().unwrap();
+    let (start, peak) = mqtt_host::loopback::memory_under_load(&component, 10_000, 100, 100).unwrap();
+    assert!(start > 0, "the limiter saw no memory");
+    assert!(peak < 256 * 1024, "linear memory reached {peak} bytes (started at {start})");
+}

@@ -1,0 +1,100 @@
+//! The component on its own: the cost of the host/component boundary, its size (raw and
+//! after `wasm-opt -Oz`), and its linear memory under load. No network, no broker but the
+//! in-memory loopback one.
+
+use std::time::Instant;
+
+use mqtt_host::loopback::Loopback;
+use mqtt_host::{default_config, ComponentFile, Device, Event, Publish, Qos};
+
+/// Median time per operation in ns: `batches` batches of `per_batch` operations each.
+pub fn median_ns(batches: usize, per_batch: u64, mut op: impl FnMut()) -> f64 {
+    let mut per_op: Vec<f64> = (0..batches)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..per_batch {
+                op();
+            }
+            t.elapsed().as_nanos() as f64 / per_batch as f64
+        })
+        .collect();
+    per_op.sort_by(f64::total_cmp);
+    per_op[per_op.len() / 2]
+}
+
+pub struct Boundary {
+    pub compile_ms: f64,
+    pub instantiate_us: f64,
+    pub idle_poll_ns: f64,
+    pub qos0_to_wire_ns: f64,
+    pub qos1_to_puback_ns: f64,
+}
+
+fn connected(component: &ComponentFile, lo: &Loopback) -> anyhow::Result<Device> {
+    let mut d = Device::new(component, Box::new(lo.clone()), default_config("broker", "bench"), "bench")?;
+    d.connect()?;
+    for _ in 0..10 {
+        if d.poll()?.iter().any(|e| matches!(e, Event::Up(_))) {
+            return Ok(d);
+        }
+    }
+    anyhow::bail!("bench device did not connect to the loopback broker")
+}
+
+pub fn boundary(quick: bool) -> anyhow::Result<Boundary> {
+    let scale = if quick { 100 } else { 1 };
+    let batches = if quick { 3 } else { 9 };
+    let compile_ms = median_ns(if quick { 1 } else { 5 }, 1, || {
+        let _ = ComponentFile::embedded();
+    }) / 1e6;
+    let component = ComponentFile::embedded()?;
+    let instantiate_us = median_ns(batches, 200 / scale.min(100), || {
+        let _ = Device::new(&component, Box::new(Loopback::new()), default_config("broker", "bench"), "bench");
+    }) / 1e3;
+    let lo = Loopback::new();
+    let mut d = connected(&component, &lo)?;
+    let idle_poll_ns = median_ns(batches, 100_000 / scale, || {
+        let _ = d.poll();
+    });
+    let publish = |qos| Publish { topic: "bench/t".into(), payload: vec![7; 100], qos, retain: false, properties: None, deadline_ms: None };
+    let p0 = publish(Qos::AtMostOnce);
+    let qos0_to_wire_ns = median_ns(batches, 20_000 / scale, || {
+        let _ = d.publish(p0.clone());
+    });
+    let p1 = publish(Qos::AtLeastOnce);
+    let qos1_to_puback_ns = median_ns(batches, 20_000 / scale, || {
+        let _ = d.publish(p1.clone());
+        let _ = d.poll();
+    });
+    Ok(Boundary { compile_ms, instantiate_us, idle_poll_ns, qos0_to_wire_ns, qos1_to_puback_ns })
+}
+
+pub struct Size {
+    pub component: usize,
+    pub core_module: usize,
+    /// The core module after `wasm-opt -Oz`, or why there is no figure.
+    pub core_module_oz: Result<usize, String>,
+    pub memory_start: usize,
+    pub memory_peak: usize,
+}
+
+pub fn size_and_memory(quick: bool) -> anyhow::Result<Size> {
+    let component = ComponentFile::embedded()?;
+    let core = std::fs::read(mqtt_host::CORE_MODULE_PATH)?;
+    let out = std::env::temp_dir().join(format!("mqtt-bench-oz-{}.wasm", std::process::id()));
+    let oz = std::process::Command::new("wasm-opt")
+        .args(["-Oz", "--enable-bulk-memory", "--enable-sign-ext", "--enable-mutable-globals", "--enable-nontrapping-float-to-int"])
+        .arg(mqtt_host::CORE_MODULE_PATH)
+        .arg("-o")
+        .arg(&out)
+        .output();
+    let core_module_oz = match oz {
+        Ok(o) if o.status.success() => std::fs::metadata(&out).map(|m| m.len() as usize).map_err(|e| e.to_string()),
+        Ok(o) => Err(format!("wasm-opt failed: {}", String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or(""))),
+        Err(_) => Err("wasm-opt not installed (apt-get install binaryen)".into()),
+    };
+    let _ = std::fs::remove_file(&out);
+    let publishes = if quick { 1_000 } else { 10_000 };
+    let (memory_start, memory_peak) = mqtt_host::loopback::memory_under_load(&component, publishes, 100, 100).map_err(anyhow::Error::msg)?;
+    Ok(Size { component: mqtt_host::EMBEDDED_COMPONENT.len(), core_module: core.len(), core_module_oz, memory_start, memory_peak })
+}

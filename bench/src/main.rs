@@ -1,0 +1,259 @@
+//! `mqtt-bench`: every benchmark of the project in one run, written to `BENCHMARKS.md`.
+//!
+//! ```sh
+//! cargo run --release -p mqtt-bench                  # the full run (about 15 minutes on 2 cores)
+//! cargo run --release -p mqtt-bench -- --quick --out /tmp/b.md   # seconds; checks it still runs
+//! ```
+//!
+//! Peers run one after another against the same Mosquitto, interleaved run by run, so a
+//! noisy neighbour hits them alike; the table shows medians over `--runs` and ratios
+//! against rumqttc computed from those medians.
+
+mod broker;
+mod local;
+mod peers;
+mod simulated;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use clap::{Parser, Subcommand};
+use peers::PeerRun;
+
+#[derive(Parser)]
+#[command(name = "mqtt-bench", about = "Benchmarks of the MQTT client component, written to BENCHMARKS.md")]
+struct Cli {
+    #[command(subcommand)]
+    peer: Option<PeerCommand>,
+    /// A fast pass (small counts, one run, no paho, small fleets) that checks everything still runs.
+    #[arg(long)]
+    quick: bool,
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    /// Runs per peer measurement (medians are reported).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Messages per peer run.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Include paho-mqtt (installed into target/bench-venv with pip) even with --quick.
+    #[arg(long)]
+    paho: bool,
+    /// Leave paho-mqtt out.
+    #[arg(long, conflicts_with = "paho")]
+    no_paho: bool,
+    /// Fleet sizes and simulated hours, e.g. 100:1,1000:0.25.
+    #[arg(long)]
+    fleets: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum PeerCommand {
+    /// One peer measurement (run by the harness in a child process, one JSON line out).
+    #[command(hide = true)]
+    Peer {
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        qos: u8,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 100)]
+        window: u16,
+    },
+}
+
+const WINDOW: u16 = 100;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.peer {
+        Some(PeerCommand::Peer { client, port, qos, count, window }) => peer(&client, port, qos, count, window),
+        None => harness(&cli),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn peer(client: &str, port: u16, qos: u8, count: u64, window: u16) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let run = rt.block_on(async {
+        match client {
+            "ours" => peers::ours(port, qos, count, window).await,
+            "rumqttc" => peers::rumqttc(port, qos, count, window).await,
+            other => anyhow::bail!("unknown peer {other:?}"),
+        }
+    })?;
+    println!("{}", serde_json::to_string(&run)?);
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The median of each figure over a peer's runs.
+fn medians(runs: &[PeerRun]) -> PeerRun {
+    let m = |f: fn(&PeerRun) -> f64| median(runs.iter().map(f).collect());
+    PeerRun {
+        client: runs[0].client.clone(),
+        qos: runs[0].qos,
+        sent: runs[0].sent,
+        pub_rate: m(|r| r.pub_rate),
+        received: m(|r| r.received as f64) as u64,
+        sub_rate: m(|r| r.sub_rate),
+        p50_us: m(|r| r.p50_us),
+        p99_us: m(|r| r.p99_us),
+        peak_rss_kib: m(|r| r.peak_rss_kib as f64) as u64,
+    }
+}
+
+fn shell(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd).args(args).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string())).unwrap_or_default();
+    format!("{} · {} cores ({}) · Linux {} · {}", shell("date", &["-u", "+%Y-%m-%d"]), shell("nproc", &[]), cpu, shell("uname", &["-r"]), shell("rustc", &["--version"]))
+}
+
+fn harness(cli: &Cli) -> anyhow::Result<()> {
+    let quick = cli.quick;
+    let runs = cli.runs.unwrap_or(if quick { 1 } else { 3 }).max(1);
+    let count = cli.count.unwrap_or(if quick { 2_000 } else { 100_000 });
+    let with_paho = (cli.paho || !quick) && !cli.no_paho;
+    let fleets: Vec<(u32, f64)> = match &cli.fleets {
+        Some(s) => s.split(',').map(|f| {
+            let (d, h) = f.split_once(':').ok_or_else(|| anyhow::anyhow!("--fleets {f:?}: expected DEVICES:HOURS"))?;
+            Ok((d.trim().parse()?, h.trim().parse()?))
+        }).collect::<anyhow::Result<_>>()?,
+        None if quick => vec![(10, 0.05)],
+        None => vec![(100, 1.0), (1000, 0.25)],
+    };
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks\n\nWritten by `cargo run --release -p mqtt-bench{}` on: {}.\n", if quick { " -- --quick" } else { "" }, machine());
+    let _ = writeln!(md, "The machine is shared and noisy: compare figures within one table (measured side by side in one run), not across runs. Medians of {runs} run(s).\n");
+
+    // 1. Peers against one Mosquitto.
+    let broker = broker::Mosquitto::start()?;
+    let exe = std::env::current_exe()?;
+    let target = exe.parent().and_then(|p| p.parent()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
+    let paho = if with_paho { Some(peers::paho_python(&target)) } else { None };
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("paho_peer.py");
+    let mut results: Vec<Vec<PeerRun>> = Vec::new();
+    let mut notes = Vec::new();
+    let clients: Vec<&str> = if matches!(paho, Some(Ok(_))) { vec!["ours", "rumqttc", "paho"] } else { vec!["ours", "rumqttc"] };
+    if let Some(Err(e)) = &paho {
+        notes.push(format!("paho-mqtt not measured: {e}"));
+    }
+    for qos in [0u8, 1] {
+        for _ in 0..runs {
+            for (i, client) in clients.iter().enumerate() {
+                eprintln!("peer {client}, QoS {qos}, {count} messages …");
+                let cmd = match *client {
+                    "paho" => {
+                        let mut c = Command::new(paho.as_ref().and_then(|p| p.as_ref().ok()).expect("paho python"));
+                        c.arg(&script).args([broker.port.to_string(), qos.to_string(), count.to_string(), WINDOW.to_string()]);
+                        c
+                    }
+                    name => {
+                        let mut c = Command::new(&exe);
+                        c.args(["peer", "--client", name, "--port", &broker.port.to_string(), "--qos", &qos.to_string(), "--count", &count.to_string(), "--window", &WINDOW.to_string()]);
+                        c
+                    }
+                };
+                let run = peers::run_child(cmd)?;
+                let slot = usize::from(qos) * clients.len() + i;
+                if results.len() <= slot {
+                    results.resize(slot + 1, Vec::new());
+                }
+                results[slot].push(run);
+            }
+        }
+    }
+    let table: Vec<PeerRun> = results.iter().map(|r| medians(r)).collect();
+    let _ = writeln!(md, "## Throughput and latency against a local Mosquitto\n");
+    let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW}, {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc in the same table.\n", count, peers::PAYLOAD, broker.version);
+    let _ = writeln!(md, "| client | QoS | publisher msg/s | subscriber msg/s | received | p50 latency | p99 latency | peak RSS | publisher vs rumqttc | subscriber vs rumqttc |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    for r in &table {
+        let base = table.iter().find(|b| b.qos == r.qos && b.client.starts_with("rumqttc"));
+        let ratio = |a: f64, b: Option<f64>| b.filter(|b| *b > 0.0).map_or("–".into(), |b| format!("{:.2}", a / b));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.0} | {:.0} | {} / {} | {:.0} µs | {:.0} µs | {:.1} MiB | {} | {} |",
+            r.client, r.qos, r.pub_rate, r.sub_rate, r.received, r.sent, r.p50_us, r.p99_us, r.peak_rss_kib as f64 / 1024.0,
+            ratio(r.pub_rate, base.map(|b| b.pub_rate)), ratio(r.sub_rate, base.map(|b| b.sub_rate))
+        );
+    }
+    for n in &notes {
+        let _ = writeln!(md, "\n{n}");
+    }
+    drop(broker);
+
+    // 2. The boundary.
+    eprintln!("boundary …");
+    let b = local::boundary(quick)?;
+    let _ = writeln!(md, "\n## Cost of the host/component boundary\n\nIn-memory loopback platform, no sockets; median of batches.\n");
+    let _ = writeln!(md, "| what | figure |\n|---|---|");
+    let _ = writeln!(md, "| compile the component (Engine + InstancePre) | {:.0} ms |", b.compile_ms);
+    let _ = writeln!(md, "| instantiate + create a client | {:.0} µs |", b.instantiate_us);
+    let _ = writeln!(md, "| idle `poll` (target < 1 µs) | {:.2} µs |", b.idle_poll_ns / 1000.0);
+    let _ = writeln!(md, "| QoS 0 publish, 100 B → bytes on the wire | {:.2} µs |", b.qos0_to_wire_ns / 1000.0);
+    let _ = writeln!(md, "| QoS 1 publish, 100 B → PUBACK handled | {:.2} µs |", b.qos1_to_puback_ns / 1000.0);
+
+    // 3. Size and memory.
+    eprintln!("size and memory …");
+    let s = local::size_and_memory(quick)?;
+    let kib = |n: usize| format!("{n} B ({:.1} KiB)", n as f64 / 1024.0);
+    let _ = writeln!(md, "\n## Component size and memory\n\n| what | figure | target |\n|---|---|---|");
+    let _ = writeln!(md, "| component | {} | < 64 KiB of code |", kib(s.component));
+    let _ = writeln!(md, "| core module inside it | {} | |", kib(s.core_module));
+    let _ = writeln!(md, "| core module after `wasm-opt -Oz` | {} | |", s.core_module_oz.as_ref().map_or_else(|e| e.clone(), |n| kib(*n)));
+    let _ = writeln!(md, "| linear memory after connecting | {} ({} pages) | |", kib(s.memory_start), s.memory_start / 65536);
+    let _ = writeln!(md, "| linear memory, most during {} QoS 1 publishes with 100 in flight | {} ({} pages) | < 256 KiB |", if quick { 1_000 } else { 10_000 }, kib(s.memory_peak), s.memory_peak / 65536);
+
+    // 4. Simulator speed.
+    eprintln!("simulator speed …");
+    let component = mqtt_host::ComponentFile::embedded()?;
+    let sp = simulated::speed(&component, if quick { 1 } else { 3 }, &fleets, if quick { 3600.0 } else { 86_400.0 })?;
+    let _ = writeln!(md, "\n## Simulator speed\n\nOne device, keepalive 60 s, a QoS 1 reading every 5 s, a 60 s outage every hour (`bench/day-long-hourly-outages.toml`); target ≥ 10,000× real time.\n");
+    let _ = writeln!(md, "| variant | simulated | simulated / wall |\n|---|---|---|");
+    for (tick, sim_s, ratio) in &sp.single {
+        let _ = writeln!(md, "| tick and latency {tick} ms | {:.1} h | {:.0}× |", sim_s / 3600.0, ratio);
+    }
+    let _ = writeln!(md, "\n| fleet | simulated | wall | device-hours per wall minute | QoS 1 lost |\n|---|---|---|---|---|");
+    for (devices, hours, wall, per_min, lost) in &sp.fleets {
+        let _ = writeln!(md, "| {devices} devices | {hours:.2} h | {wall:.1} s | {per_min:.0} | {lost} |");
+    }
+
+    // 5. Recovery.
+    eprintln!("recovery …");
+    let seeds = if quick { 2 } else { 20 };
+    let r = simulated::recovery(&component, seeds)?;
+    let span = |v: &[u64]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        if v.is_empty() { "–".to_string() } else { format!("median {} ms, max {} ms (n = {})", v[v.len() / 2], v[v.len() - 1], v.len()) }
+    };
+    let _ = writeln!(md, "\n## Recovery\n\nIn the simulator, default client config (keepalive 60 s, response time 10 s), 5 ms one-way latency, QoS 1 every 200 ms; seeds 1..={}. Target: resume within 2 round trips plus backoff (≤ 1 s) after the link returns.\n", r.seeds);
+    let _ = writeln!(md, "| what | figure |\n|---|---|");
+    let _ = writeln!(md, "| link restored → first PUBACK | {} |", span(&r.link_to_puback_ms));
+    let _ = writeln!(md, "| link silent (WiFi still up) → client reports down | {} |", span(&r.silent_to_down_ms));
+    let _ = writeln!(md, "| silent link healed → first PUBACK | {} |", span(&r.silent_end_to_puback_ms));
+    let _ = writeln!(md, "\nOn real network namespaces (veth, Mosquitto, keepalive 10 s, response time 2 s) the rig prints the same figures per fault: `cargo test --release -p mqtt-board --test netns_outages -- --nocapture` (needs root); its latest figures are in the README.");
+
+    std::fs::write(&cli.out, &md)?;
+    println!("{md}");
+    eprintln!("wrote {}", cli.out.display());
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! Throughput and latency against Mosquitto: this client, rumqttc and paho-mqtt, each in its
+//! own process (so its peak RSS is its own), one publisher and one subscriber per run.
+//!
+//! Every payload is 100 bytes and starts with the send time (ns on the process's monotonic
+//! clock, little-endian); the subscriber in the same process subtracts it from the arrival
+//! time. The publisher keeps at most `window` publishes outstanding: for QoS 1 that is the
+//! in-flight window (PUBACKs pending), for QoS 0 the publish calls not yet returned.
+
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde::{Deserialize, Serialize};
+
+pub const PAYLOAD: usize = 100;
+/// The subscriber gives up when nothing arrived for this long (QoS 0 may lose messages).
+const IDLE_LIMIT: Duration = Duration::from_secs(5);
+
+/// What one peer process reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerRun {
+    pub client: String,
+    pub qos: u8,
+    pub sent: u64,
+    /// Messages per second from the first publish to the last completing (QoS 1: PUBACK).
+    pub pub_rate: f64,
+    pub received: u64,
+    /// Messages per second from the subscriber's first message to its last.
+    pub sub_rate: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub peak_rss_kib: u64,
+}
+
+fn stamp(epoch: Instant) -> Vec<u8> {
+    let mut p = vec![b'.'; PAYLOAD];
+    p[..8].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_le_bytes());
+    p
+}
+
+fn latency_us(epoch: Instant, payload: &[u8]) -> Option<f64> {
+    let sent = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
+    Some((epoch.elapsed().as_nanos() as u64).saturating_sub(sent) as f64 / 1000.0)
+}
+
+/// What a subscriber saw: latencies in arrival order, first and last arrival.
+#[derive(Default)]
+struct Arrivals {
+    latencies: Vec<f64>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Arrivals {
+    fn note(&mut self, epoch: Instant, payload: &[u8]) {
+        let now = Instant::now();
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+        if let Some(l) = latency_us(epoch, payload) {
+            self.latencies.push(l);
+        }
+    }
+
+    fn finish(mut self, client: &str, qos: u8, sent: u64, pub_elapsed: Duration) -> PeerRun {
+        self.latencies.sort_by(f64::total_cmp);
+        // 0 stands for "no figure" (JSON has no NaN).
+        let pct = |p: f64| self.latencies.get(((self.latencies.len() as f64 * p) as usize).min(self.latencies.len().saturating_sub(1))).copied().unwrap_or(0.0);
+        let received = self.latencies.len() as u64;
+        let span = match (self.first, self.last) {
+            (Some(a), Some(b)) if b > a => (b - a).as_secs_f64(),
+            _ => 0.0,
+        };
+        PeerRun {
+            client: client.into(),
+            qos,
+            sent,
+            pub_rate: sent as f64 / pub_elapsed.as_secs_f64(),
+            received,
+            sub_rate: if span > 0.0 { received as f64 / span } else { 0.0 },
+            p50_us: pct(0.50),
+            p99_us: pct(0.99),
+            peak_rss_kib: peak_rss_kib(),
+        }
+    }
+}
+
+/// This process's peak resident set (VmHWM), in KiB.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// This client: the embedded component on the board's platform (real tokio sockets).
+pub async fn ours(port: u16, qos: u8, count: u64, window: u16) -> anyhow::Result<PeerRun> {
+    use mqtt_board::LinuxPlatform;
+    use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Device, Subscription};
+    let component = ComponentFile::embedded()?;
+    let level = mqtt_host::qos_from_level(qos).ok_or_else(|| anyhow::anyhow!("qos {qos}"))?;
+    let connect = |id: &str| -> anyhow::Result<Client> {
+        let mut cfg = default_config("127.0.0.1", id);
+        cfg.port = Some(port);
+        cfg.max_inflight = window;
+        cfg.max_queued = u32::from(window) * 2;
+        cfg.queue_len = 10_000;
+        let platform = LinuxPlatform::new(vec![("127.0.0.1".into(), port)], None);
+        Ok(Client::spawn(Device::new(&component, Box::new(platform), cfg, id)?))
+    };
+    let epoch = Instant::now();
+    let topic = format!("bench/ours/{}", std::process::id());
+    let mut sub = connect("bench-ours-sub")?;
+    sub.connect().await?;
+    sub.subscribe(vec![Subscription { filter: topic.clone(), qos: level, no_local: false, retain_as_published: false, retain_handling: 0 }]).await?;
+    let mut events = sub.take_events();
+    let receiver = tokio::spawn(async move {
+        let mut a = Arrivals::default();
+        while (a.latencies.len() as u64) < count {
+            match tokio::time::timeout(IDLE_LIMIT, events.next()).await {
+                Ok(Some(ClientEvent::Message(m))) => a.note(epoch, &m.payload),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        a
+    });
+    let publisher = connect("bench-ours-pub")?;
+    publisher.connect().await?;
+    let start = Instant::now();
+    let mut pending = FuturesUnordered::new();
+    for _ in 0..count {
+        if pending.len() >= usize::from(window) {
+            pending.next().await.transpose()?;
+        }
+        let payload = stamp(epoch);
+        let (p, t) = (&publisher, &topic);
+        pending.push(async move { p.publish(t, &payload, level, false).await });
+    }
+    while let Some(r) = pending.next().await {
+        r?;
+    }
+    let pub_elapsed = start.elapsed();
+    let arrivals = receiver.await?;
+    publisher.disconnect().await;
+    sub.disconnect().await;
+    Ok(arrivals.finish("this client", qos, count, pub_elapsed))
+}
+
+/// rumqttc, the most used native Rust client: its event loops polled by tokio tasks.
+pub async fn rumqttc(port: u16, qos: u8, count: u64, window: u16) -> anyhow::Result<PeerRun> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+    let level = match qos {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    };
+    let options = |id: &str| {
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(60)).set_inflight(window);
+        o
+    };
+    let epoch = Instant::now();
+    let topic = format!("bench/rumqttc/{}", std::process::id());
+    let (sub, mut sub_loop) = AsyncClient::new(options("bench-rumqttc-sub"), usize::from(window));
+    sub.subscribe(&topic, level).await?;
+    // Wait for SUBACK before publishing, as the other clients do.
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = sub_loop.poll().await? {
+            break;
+        }
+    }
+    let receiver = tokio::spawn(async move {
+        let mut a = Arrivals::default();
+        while (a.latencies.len() as u64) < count {
+            match tokio::time::timeout(IDLE_LIMIT, sub_loop.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => a.note(epoch, &p.payload),
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        a
+    });
+    let (publisher, mut pub_loop) = AsyncClient::new(options("bench-rumqttc-pub"), usize::from(window));
+    // The event loop counts completions: PUBACKs for QoS 1, publishes written for QoS 0.
+    let done = tokio::spawn(async move {
+        let mut completed = 0u64;
+        while completed < count {
+            match pub_loop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) if qos == 1 => completed += 1,
+                Ok(Event::Incoming(Packet::PubComp(_))) if qos == 2 => completed += 1,
+                Ok(Event::Outgoing(Outgoing::Publish(_))) if qos == 0 => completed += 1,
+                Ok(_) => {}
+                Err(e) => return Err(anyhow::anyhow!("rumqttc publisher: {e}")),
+            }
+        }
+        Ok(Instant::now())
+    });
+    let start = Instant::now();
+    for _ in 0..count {
+        publisher.publish(&topic, level, false, stamp(epoch)).await?;
+    }
+    let finished = done.await??;
+    let arrivals = receiver.await?;
+    let _ = publisher.disconnect().await;
+    let _ = sub.disconnect().await;
+    Ok(arrivals.finish("rumqttc 0.25", qos, count, finished - start))
+}
+
+/// Runs one peer in a child process (`mqtt-bench peer …`, or the paho script) and reads the
+/// JSON line it prints.
+pub fn run_child(mut cmd: std::process::Command) -> anyhow::Result<PeerRun> {
+    let out = cmd.stderr(std::process::Stdio::inherit()).output()?;
+    if !out.status.success() {
+        anyhow::bail!("{:?} failed ({})", cmd.get_program(), out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().ok_or_else(|| anyhow::anyhow!("peer printed nothing"))?;
+    Ok(serde_json::from_str(line)?)
+}
+
+/// A virtualenv with paho-mqtt, made on first use under `target/bench-venv`.
+pub fn paho_python(target: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let venv = target.join("bench-venv");
+    let python = venv.join("bin/python3");
+    let has_paho = |py: &std::path::Path| std::process::Command::new(py).args(["-c", "import paho.mqtt"]).output().is_ok_and(|o| o.status.success());
+    if python.exists() && has_paho(&python) {
+        return Ok(python);
+    }
+    let ok = |mut c: std::process::Command| c.status().is_ok_and(|s| s.success());
+    let mut make = std::process::Command::new("python3");
+    make.args(["-m", "venv"]).arg(&venv);
+    if !ok(make) {
+        anyhow::bail!("python3 -m venv failed (install python3-venv)");
+    }
+    let mut pip = std::process::Command::new(venv.join("bin/pip"));
+    pip.args(["install", "--quiet", "paho-mqtt==2.1.0"]);
+    if !ok(pip) || !has_paho(&python) {
+        anyhow::bail!("pip install paho-mqtt==2.1.0 failed");
+    }
+    Ok(python)
+}
