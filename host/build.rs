@@ -23,12 +23,12 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target").join("guest"));
 
-    // The shipped component, and one built with a deliberate client fault that the test
+    // The shipped component, and one built with the deliberate client faults that the test
     // suite must catch (scenarios/README.md, "Proof that the expectations can fail").
     let module = build_guest(&root, &target_dir, None);
     std::fs::write(out_dir.join("mqtt_client.wasm"), encode(&module)).expect("writing the component");
-    let faulty = build_guest(&root, &target_dir, Some("fault-drop-republish"));
-    std::fs::write(out_dir.join("mqtt_client_fault_drop_republish.wasm"), encode(&faulty)).expect("writing the faulty component");
+    let faulty = build_guest(&root, &target_dir, Some("test-faults"));
+    std::fs::write(out_dir.join("mqtt_client_test_faults.wasm"), encode(&faulty)).expect("writing the faulty component");
     println!("cargo:rustc-env=MQTT_COMPONENT_MODULE_BYTES={}", module.len());
     // The core module too, for the benchmark that measures what wasm-opt makes of it.
     let core = out_dir.join("mqtt_client_core.wasm");

@@ -1,6 +1,11 @@
 //! The component on its own: the cost of the host/component boundary, its size (raw and
 //! after `wasm-opt -Oz`), and its linear memory under load. No network, no broker but the
 //! in-memory loopback one.
+//!
+//! `cargo bench -p mqtt-host --bench boundary` measures the same operations with criterion
+//! (confidence intervals, outlier analysis: what to use while optimising one of them). This
+//! module times them by hand, median of batches, because the report needs the figures as
+//! values, in the same run as everything else, and criterion only prints them.
 
 use std::time::Instant;
 

@@ -128,6 +128,19 @@ pub fn config_from_wit(c: api::Config) -> Result<Config, String> {
         delay_secs: w.delay_secs,
         properties: w.properties.map(properties_from_wit).unwrap_or_default(),
     });
+    #[cfg_attr(not(feature = "test-faults"), allow(unused_mut))]
+    let mut connect_user_properties = c.connect_user_properties;
+    #[cfg(feature = "test-faults")]
+    let test_fault = {
+        // The test suite picks the deliberate fault with a user property; it is not sent.
+        let key = mqtt_protocol::test_fault::USER_PROPERTY;
+        let name = connect_user_properties.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        connect_user_properties.retain(|(k, _)| k != key);
+        match name {
+            Some(n) => Some(mqtt_protocol::TestFault::from_name(&n).ok_or_else(|| alloc::format!("unknown test fault {n:?}"))?),
+            None => None,
+        }
+    };
     Ok(Config {
         client_id: c.client_id,
         server: c.server,
@@ -151,13 +164,15 @@ pub fn config_from_wit(c: api::Config) -> Result<Config, String> {
         max_queued: c.max_queued,
         max_packet_size: c.max_packet_size,
         topic_alias_maximum: c.topic_alias_maximum,
-        connect_user_properties: c.connect_user_properties,
+        connect_user_properties,
         ssid: c.ssid,
         wifi_pw: c.wifi_pw,
         seed: c.seed,
         backoff_min_ms: c.backoff_min_ms,
         backoff_max_ms: c.backoff_max_ms,
         resubscribe: c.resubscribe,
+        #[cfg(feature = "test-faults")]
+        test_fault,
     })
 }
 

@@ -36,8 +36,8 @@ impl OomHandler for InitialTailThenGrow {
     fn handle_oom(talc: &mut Talc<Self>, layout: Layout) -> Result<(), ()> {
         if !talc.oom_handler.tail_claimed {
             talc.oom_handler.tail_claimed = true;
-            // SAFETY: only the address of the linker symbol is taken.
-            let base = unsafe { core::ptr::addr_of!(__heap_base) } as *mut u8;
+            // Only the address of the linker symbol is taken, never its value.
+            let base = core::ptr::addr_of!(__heap_base) as *mut u8;
             let end = (core::arch::wasm32::memory_size::<0>() * PAGE) as *mut u8;
             if (end as usize).saturating_sub(base as usize) >= PAGE / 16 {
                 // SAFETY: nothing else uses memory between `__heap_base` and the end of the

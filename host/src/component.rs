@@ -17,11 +17,21 @@ pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 #[doc(hidden)]
 pub const CORE_MODULE_PATH: &str = env!("MQTT_COMPONENT_MODULE_PATH");
 
-/// The same component built with a deliberate fault (`fault-drop-republish`: it forgets an
-/// unacknowledged publish instead of resending it and reports it delivered). Only for
-/// proving that tests and scenarios catch a broken client; never ship it.
+/// The same component built with the test-only deliberate faults (`mqtt_protocol::TestFault`),
+/// one picked per client by the CONNECT user property `x-mqtt-as-test-fault`
+/// ([`with_test_fault`]). Only for proving that tests and scenarios catch a broken client;
+/// never ship it.
 #[doc(hidden)]
-pub static FAULTY_COMPONENT_DROP_REPUBLISH: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mqtt_client_fault_drop_republish.wasm"));
+pub static FAULTY_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mqtt_client_test_faults.wasm"));
+
+/// `config`, telling a [`FAULTY_COMPONENT`] client to show the fault named `fault`
+/// (`drop-republish`, …; `mqtt_protocol::TestFault::ALL`). The shipped component would send
+/// it as an ordinary MQTT 5 user property.
+#[doc(hidden)]
+pub fn with_test_fault(mut config: crate::Config, fault: &str) -> crate::Config {
+    config.connect_user_properties.push((mqtt_protocol::test_fault::USER_PROPERTY.into(), fault.into()));
+    config
+}
 
 /// A compiled component ready to instantiate: one [`Engine`] and one `InstancePre`, shared
 /// by every [`crate::Device`] made from it. Cloning is cheap.

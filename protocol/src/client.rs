@@ -22,6 +22,7 @@ use crate::codec::{
 };
 use crate::config::{Config, ConfigError};
 use crate::rng::SplitMix64;
+use crate::test_fault::TestFault;
 use crate::types::*;
 
 /// Where the connection stands.
@@ -342,7 +343,7 @@ impl Client {
         if self.state == State::Closed {
             return;
         }
-        if self.state == State::Connected {
+        if self.state == State::Connected && !self.faulty(TestFault::DisconnectWithoutPacket) {
             self.send(now, &Packet::Disconnect(Disconnect { reason: 0, properties: Properties::default() }));
         }
         if self.up {
@@ -378,6 +379,9 @@ impl Client {
         self.link = link;
         self.events.push_back(Event::Link(link));
         match (link, self.state) {
+            (LinkState::Up, State::WaitLink { .. }) if self.faulty(TestFault::NoRetryOnLinkUp) => {
+                self.state = State::Backoff { until: now + u64::from(self.cfg.backoff_max_ms) };
+            }
             (LinkState::Up, State::WaitLink { .. }) => {
                 // The link is back: retry at once, not after a stale backoff.
                 self.backoff_attempt = 0;
@@ -502,6 +506,19 @@ impl Client {
         next
     }
 
+    /// Whether this is a `test-faults` build told to show `fault`. Always false otherwise,
+    /// so the deliberate misbehaviour compiles away.
+    #[inline(always)]
+    fn faulty(&self, fault: TestFault) -> bool {
+        #[cfg(feature = "test-faults")]
+        return self.cfg.test_fault == Some(fault);
+        #[cfg(not(feature = "test-faults"))]
+        {
+            let _ = fault;
+            false
+        }
+    }
+
     // ------------------------------------------------------------------------------------
     // Connection manager
 
@@ -548,11 +565,16 @@ impl Client {
         self.decoder.clear();
         self.ping_sent = None;
         self.aliases_in.clear();
-        self.aliases_out.clear();
+        if !self.faulty(TestFault::KeepTopicAliases) {
+            self.aliases_out.clear();
+        }
     }
 
     /// Exponential backoff with jitter: uniform in [d/2, d], d = min(max, min·2^attempt).
     fn next_backoff(&mut self) -> u64 {
+        if self.faulty(TestFault::NoBackoff) {
+            return 0;
+        }
         let min = u64::from(self.cfg.backoff_min_ms);
         let max = u64::from(self.cfg.backoff_max_ms);
         let d = min.saturating_mul(1u64 << self.backoff_attempt.min(20)).min(max);
@@ -602,7 +624,13 @@ impl Client {
     }
 
     fn connect_packet(&self) -> Connect {
-        let clean = if self.initial_done { self.cfg.clean } else { self.cfg.clean_init };
+        let clean = if self.faulty(TestFault::AlwaysClean) {
+            true
+        } else if self.initial_done || self.faulty(TestFault::IgnoreCleanInit) {
+            self.cfg.clean
+        } else {
+            self.cfg.clean_init
+        };
         let v5 = self.version == ProtocolVersion::V5;
         let mut properties = Properties::default();
         if v5 {
@@ -616,7 +644,7 @@ impl Client {
             }
             properties.user_properties = self.cfg.connect_user_properties.clone();
         }
-        let will = self.cfg.will.as_ref().map(|w| {
+        let will = self.cfg.will.as_ref().filter(|_| !self.faulty(TestFault::NoWill)).map(|w| {
             let mut properties = if v5 { w.properties.clone() } else { Properties::default() };
             if v5 {
                 properties.will_delay_interval = w.delay_secs;
@@ -696,25 +724,30 @@ impl Client {
         if !session_present {
             self.incoming_qos2.clear();
         }
-        let inflight = core::mem::take(&mut self.inflight);
+        let mut inflight = core::mem::take(&mut self.inflight);
+        if self.faulty(TestFault::ResendReversed) {
+            inflight.make_contiguous().reverse();
+        }
         let mut restart: Vec<Queued> = Vec::new();
-        #[cfg(feature = "fault-drop-republish")]
         let mut dropped_one = false;
         for mut f in inflight {
             if session_present {
-                #[cfg(feature = "fault-drop-republish")]
-                if matches!(f.waiting, Waiting::Publish(_)) && !dropped_one {
-                    // Deliberate fault for the test suite: forget the oldest unacknowledged
-                    // publish instead of resending it, and report it as delivered.
+                if self.faulty(TestFault::DropRepublish) && matches!(f.waiting, Waiting::Publish(_)) && !dropped_one {
                     dropped_one = true;
                     if let Some(token) = f.token {
                         self.events.push_back(Event::Published(token));
                     }
                     continue;
                 }
+                if self.faulty(TestFault::ResendNewPacketId) && matches!(f.waiting, Waiting::Publish(_)) {
+                    if let Some(pid) = self.alloc_pid() {
+                        f.pid = pid;
+                    }
+                }
                 f.sent_at = now;
                 f.repubs = 0;
-                let packet = self.packet_for(f.pid, &f.waiting, true);
+                let dup = !self.faulty(TestFault::ResendWithoutDup);
+                let packet = self.packet_for(f.pid, &f.waiting, dup);
                 self.inflight.push_back(f);
                 self.send(now, &packet);
             } else {
@@ -736,7 +769,7 @@ impl Client {
         for q in restart.into_iter().rev() {
             self.pending.push_front(q);
         }
-        if !session_present && self.cfg.resubscribe && !self.subscriptions.is_empty() {
+        if !session_present && self.cfg.resubscribe && !self.subscriptions.is_empty() && !self.faulty(TestFault::NoResubscribe) {
             let already: Vec<&str> = self
                 .pending
                 .iter()
@@ -908,7 +941,7 @@ impl Client {
     }
 
     fn ping_due(&self) -> Option<Instant> {
-        if self.ping_sent.is_some() {
+        if self.ping_sent.is_some() || self.faulty(TestFault::NoPing) {
             return None;
         }
         let interval = self.cfg.ping_interval_ms(self.keepalive_secs())?;
@@ -955,9 +988,8 @@ impl Client {
                 self.lost(now, reason);
                 return;
             }
-            #[cfg(feature = "fault-drop-republish")]
-            if let Waiting::Publish(_) = self.inflight[i].waiting {
-                // Deliberate fault: instead of republishing, pretend the broker acknowledged.
+            if self.faulty(TestFault::DropRepublish) && matches!(self.inflight[i].waiting, Waiting::Publish(_)) {
+                // Instead of republishing, pretend the broker acknowledged.
                 if let Some(f) = self.inflight.remove(i) {
                     if let Some(token) = f.token {
                         self.events.push_back(Event::Published(token));
@@ -973,7 +1005,8 @@ impl Client {
             if matches!(waiting, Waiting::Publish(_)) {
                 self.stats.republishes += 1;
             }
-            let packet = self.packet_for(pid, &waiting, true);
+            let dup = !self.faulty(TestFault::ResendWithoutDup);
+            let packet = self.packet_for(pid, &waiting, dup);
             self.send(now, &packet);
         }
     }
@@ -1138,7 +1171,7 @@ impl Client {
                 }
                 let rec = PubResponse { packet_id: pid, reason: 0, properties: Properties::default() };
                 self.send(now, &Packet::PubRec(rec));
-                fresh
+                fresh || self.faulty(TestFault::Qos2DeliverTwice)
             }
             _ => false,
         };
@@ -1147,6 +1180,10 @@ impl Client {
         }
         let properties = (self.version == ProtocolVersion::V5).then_some(p.properties);
         let message = Message { topic: p.topic, payload: p.payload, qos: p.qos, retained: p.retain, dup: p.dup, properties };
+        if self.queued_messages >= self.cfg.queue_len as usize && self.faulty(TestFault::DiscardNewest) {
+            self.stats.discards += 1;
+            return;
+        }
         if self.queued_messages >= self.cfg.queue_len as usize {
             // mqtt_as's policy: the oldest waiting message makes room.
             if let Some(i) = self.events.iter().position(|e| matches!(e, Event::Message(_))) {

@@ -64,6 +64,10 @@ pub struct Config {
     pub backoff_min_ms: u32,
     pub backoff_max_ms: u32,
     pub resubscribe: bool,
+    /// Test-only: the deliberate fault a `test-faults` build shows (see [`crate::TestFault`]).
+    /// Only in that build: the shipped one carries no trace of it.
+    #[cfg(feature = "test-faults")]
+    pub test_fault: Option<crate::TestFault>,
 }
 
 impl Default for Config {
@@ -102,6 +106,8 @@ impl Default for Config {
             // spreads a fleet's reconnects.
             backoff_max_ms: 5_000,
             resubscribe: true,
+            #[cfg(feature = "test-faults")]
+            test_fault: None,
         }
     }
 }

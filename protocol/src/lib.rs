@@ -15,10 +15,12 @@ mod client;
 pub mod codec;
 mod config;
 mod rng;
+pub mod test_fault;
 mod types;
 
 pub use client::Client;
 pub use codec::{Packet, PacketId, Properties, ProtocolVersion, QoS, SubscribeFilter};
 pub use config::{Config, ConfigError, TlsParams, Will};
 pub use rng::SplitMix64;
+pub use test_fault::TestFault;
 pub use types::{Action, ApiError, DownReason, Event, Instant, LinkState, Message, OutgoingPublish, SocketError, Stats, Token};

@@ -101,7 +101,12 @@ impl BrokerModel {
 }
 
 fn run(ops: Vec<Op>, v5: bool) -> Result<(), TestCaseError> {
+    run_client(ops, v5, None)
+}
+
+fn run_client(ops: Vec<Op>, v5: bool, fault: Option<mqtt_protocol::TestFault>) -> Result<(), TestCaseError> {
     let mut cfg = config(v5);
+    cfg.test_fault = fault;
     cfg.clean = false;
     cfg.clean_init = false;
     cfg.max_inflight = 4;
@@ -182,5 +187,16 @@ proptest! {
     #[test]
     fn v5_random_faults_never_lose_an_accepted_qos1_message(ops in proptest::collection::vec(op(), 1..60)) {
         run(ops, true)?;
+    }
+}
+
+/// The property can fail: a client that forgets a publish it should resend is caught.
+#[test]
+fn the_property_catches_a_client_that_drops_a_republish() {
+    for v5 in [false, true] {
+        let ops = vec![Op::LoseInTransit(1), Op::Publish, Op::Advance(30_000), Op::Reset, Op::Advance(30_000)];
+        assert!(run(ops.clone(), v5).is_ok(), "the correct client passes (v5: {v5})");
+        let caught = run_client(ops, v5, Some(mqtt_protocol::TestFault::DropRepublish));
+        assert!(caught.is_err(), "the faulty client was not caught (v5: {v5})");
     }
 }

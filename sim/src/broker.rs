@@ -5,8 +5,12 @@
 //! DISCONNECT.
 //!
 //! Its state lives outside the host's tasks so a restart can keep it (persistent sessions)
-//! or lose it. The observer (a subscriber that records every message it is sent) lives in
-//! the broker too: it never disconnects, so what it records is what the broker accepted.
+//! or lose it. The observer is a separate client (see [`crate::observer`]); its session is
+//! made here before the simulation starts, as if a `mosquitto_sub -c` had subscribed
+//! earlier, so nothing published at t = 0 races its SUBSCRIBE. The broker also keeps its own
+//! record of what it accepted on the observed topics and of what it let go of (queue
+//! overflow, expiry, a restart without persistence, no subscriber): Mosquitto's `$SYS`
+//! counters, so a message missing at the observer is blamed on the right side.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,6 +26,9 @@ use crate::scenario::{AckKind, BrokerSpec, Inject};
 use crate::world::{now_ms, payload_with_seq, seq_of, Delivery, Shared};
 
 pub const PORT: u16 = 1883;
+
+/// The observer client's id.
+pub const OBSERVER_ID: &str = "observer";
 
 #[derive(Debug, Clone)]
 struct Msg {
@@ -44,6 +51,10 @@ struct Session {
     queue: VecDeque<Msg>,
     next_pid: u16,
     incoming_qos2: BTreeSet<u16>,
+    /// Packet ids of the client's QoS 1/2 publishes whose PUBACK/PUBREC we dropped: the
+    /// client cannot have seen the acknowledgement, so the next PUBLISH with such an id is a
+    /// resend and must carry DUP (MQTT-3.3.1-1).
+    owed_resend: BTreeSet<u16>,
     connection: Option<u64>,
     disconnected_at: Option<u64>,
     window: usize,
@@ -89,6 +100,20 @@ pub struct Broker {
 impl Broker {
     pub fn new(spec: BrokerSpec, observe: Vec<String>, device_ids: Vec<String>, inject: Vec<Inject>, world: Shared) -> Self {
         let n = inject.len();
+        let observer_session = Session {
+            clean: false,
+            v5: true,
+            expiry_ms: None,
+            subscriptions: observe.iter().map(|f| (f.clone(), QoS::ExactlyOnce)).collect(),
+            inflight: BTreeMap::new(),
+            queue: VecDeque::new(),
+            next_pid: 0,
+            incoming_qos2: BTreeSet::new(),
+            owed_resend: BTreeSet::new(),
+            connection: None,
+            disconnected_at: Some(0),
+            window: usize::from(spec.receive_maximum),
+        };
         let state = BrokerState {
             spec,
             sessions: BTreeMap::new(),
@@ -101,7 +126,9 @@ impl Broker {
             inject,
             inject_next: vec![0; n],
         };
-        Broker { state: Arc::new(Mutex::new(state)), world }
+        let broker = Broker { state: Arc::new(Mutex::new(state)), world };
+        broker.lock().sessions.insert(OBSERVER_ID.to_string(), observer_session);
+        broker
     }
 
     pub fn lock(&self) -> MutexGuard<'_, BrokerState> {
@@ -119,6 +146,11 @@ impl Broker {
                 sess.disconnected_at = Some(now);
             }
         } else {
+            if let Some(obs) = s.sessions.get(OBSERVER_ID) {
+                let lost: Vec<Option<u64>> = obs.inflight.values().map(|(m, _)| &m.payload).chain(obs.queue.iter().map(|m| &m.payload)).map(|p| seq_of(p)).collect();
+                let mut w = self.world.lock();
+                w.rec.broker_dropped.extend(lost.into_iter().map(|seq| (seq, "broker restarted without persistence".to_string())));
+            }
             s.sessions.clear();
             s.retained.clear();
         }
@@ -233,7 +265,9 @@ impl Broker {
                     Ok(Some(p)) => p,
                     Ok(None) => break,
                     Err(e) => {
-                        self.world.lock().log(now_ms(), "broker", "malformed", json!({ "error": e.to_string() }));
+                        let mut w = self.world.lock();
+                        w.log(now_ms(), "broker", "malformed", json!({ "error": e.to_string() }));
+                        w.rec.protocol_violations.push(format!("malformed packet from a client: {e}"));
                         break 'conn;
                     }
                 };
@@ -321,13 +355,14 @@ fn drop_knob(knobs: &mut Knobs, kind: AckKind) -> bool {
 impl BrokerState {
     /// Send an acknowledgement, unless the timeline says to drop it or send it late (the
     /// late one alone: later packets overtake it, as a broker slow to persist would do).
-    fn acknowledge(&mut self, conn: u64, kind: AckKind, p: Packet, world: &Shared) {
+    /// False when it was dropped.
+    fn acknowledge(&mut self, conn: u64, kind: AckKind, p: Packet, world: &Shared) -> bool {
         let now = now_ms();
         if drop_knob(&mut self.knobs, kind) {
             world.lock().log(now, "broker", "dropped", json!({ "packet": p.name() }));
-            return;
+            return false;
         }
-        let Some(c) = self.conns.get(&conn) else { return };
+        let Some(c) = self.conns.get(&conn) else { return true };
         let bytes = p.encode(c.version);
         match delay_knob(&mut self.knobs, kind) {
             Some(ms) => {
@@ -342,6 +377,7 @@ impl BrokerState {
                 let _ = c.tx.send(bytes);
             }
         }
+        true
     }
 
     fn send(&self, conn: u64, p: Packet) {
@@ -391,6 +427,7 @@ impl BrokerState {
             queue: VecDeque::new(),
             next_pid: 0,
             incoming_qos2: BTreeSet::new(),
+            owed_resend: BTreeSet::new(),
             connection: None,
             disconnected_at: None,
             window,
@@ -479,6 +516,16 @@ impl BrokerState {
                     expires_at: p.properties.message_expiry_interval.map(|e| now + u64::from(e) * 1000),
                 };
                 let topic_ok = !msg.topic.is_empty();
+                if let (Some(pid), Some(s)) = (p.packet_id, self.sessions.get_mut(&client_id)) {
+                    if s.owed_resend.remove(&pid.get()) && !p.dup {
+                        world.lock().rec.protocol_violations.push(format!("{client_id} resent PUBLISH {} without DUP after its acknowledgement was lost (MQTT-3.3.1-1)", pid.get()));
+                    }
+                }
+                let owe = |s: &mut Self, pid: PacketId| {
+                    if let Some(sess) = s.sessions.get_mut(&client_id) {
+                        sess.owed_resend.insert(pid.get());
+                    }
+                };
                 match (p.qos, p.packet_id) {
                     (QoS::AtMostOnce, _) => {
                         if topic_ok {
@@ -488,14 +535,18 @@ impl BrokerState {
                     (QoS::AtLeastOnce, Some(pid)) => {
                         // Forwarded every time, DUP or not, as Mosquitto does.
                         self.route(&msg, world);
-                        self.acknowledge(id, AckKind::Puback, Packet::PubAck(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }), world);
+                        if !self.acknowledge(id, AckKind::Puback, Packet::PubAck(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }), world) {
+                            owe(self, pid);
+                        }
                     }
                     (QoS::ExactlyOnce, Some(pid)) => {
                         let fresh = self.sessions.get_mut(&client_id).is_some_and(|s| s.incoming_qos2.insert(pid.get()));
                         if fresh {
                             self.route(&msg, world);
                         }
-                        self.acknowledge(id, AckKind::Pubrec, Packet::PubRec(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }), world);
+                        if !self.acknowledge(id, AckKind::Pubrec, Packet::PubRec(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }), world) {
+                            owe(self, pid);
+                        }
                     }
                     _ => return false,
                 }
@@ -558,13 +609,17 @@ impl BrokerState {
         true
     }
 
-    /// A message accepted by the broker: to the observer, retained store, subscribers.
+    /// A message accepted by the broker: to the retained store and the subscribers.
     fn route(&mut self, msg: &Msg, world: &Shared) {
         let now = now_ms();
         if self.observe.iter().any(|f| topic_matches(f, &msg.topic)) {
             let mut w = world.lock();
-            w.log(now, "observer", "message", json!({ "topic": msg.topic, "seq": seq_of(&msg.payload) }));
-            w.rec.observed.push(Delivery { topic: msg.topic.clone(), seq: seq_of(&msg.payload), t_ms: now, payload: msg.payload.clone() });
+            let seq = seq_of(&msg.payload);
+            w.rec.broker_received.push(Delivery { topic: msg.topic.clone(), seq, t_ms: now, payload: msg.payload.clone(), dup: false });
+            let subscribed = self.sessions.get(OBSERVER_ID).is_some_and(|s| s.subscriptions.keys().any(|f| topic_matches(f, &msg.topic)));
+            if !subscribed && msg.qos != QoS::AtMostOnce {
+                w.rec.broker_dropped.push((seq, "no observer session (lost in a restart) when it arrived".into()));
+            }
         }
         if msg.retain {
             if msg.payload.is_empty() {
@@ -598,7 +653,11 @@ impl BrokerState {
         }
         s.queue.push_back(msg);
         if s.queue.len() > max_queued {
-            s.queue.pop_front();
+            if let Some(old) = s.queue.pop_front() {
+                if client_id == OBSERVER_ID {
+                    world.lock().rec.broker_dropped.push((seq_of(&old.payload), "the observer's queue overflowed (max_queued_messages)".into()));
+                }
+            }
         }
         self.flush_queue(client_id, world);
     }
@@ -611,10 +670,14 @@ impl BrokerState {
         let Some(conn) = s.connection else { return };
         let mut out = Vec::new();
         let mut expired = 0;
+        let mut expired_for_observer = Vec::new();
         while s.inflight.len() < s.window {
             let Some(mut msg) = s.queue.pop_front() else { break };
             if msg.expires_at.is_some_and(|t| t <= now) {
                 expired += 1;
+                if client_id == OBSERVER_ID {
+                    expired_for_observer.push(seq_of(&msg.payload));
+                }
                 continue;
             }
             let mut pid;
@@ -640,6 +703,7 @@ impl BrokerState {
         }
         if device || expired > 0 {
             let mut w = world.lock();
+            w.rec.broker_dropped.extend(expired_for_observer.into_iter().map(|seq| (seq, "expired (message expiry) before the observer got it".to_string())));
             if device {
                 w.rec.broker_max_inflight_to_device = w.rec.broker_max_inflight_to_device.max(inflight);
             }

@@ -64,6 +64,7 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
     }
     dev.connect().map_err(|e| format!("connect: {e}"))?;
     let mut closed = false;
+    let mut pace = Pace::default();
     // What an mqtt_as application does when its first connect raises: wait, try again.
     let mut retry_connect_at: Option<u64> = None;
     loop {
@@ -106,11 +107,34 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
         }
         let deadline = dev.next_deadline().map_err(|e| format!("next-deadline: {e}"))?;
         let wake_at = [deadline, next_work, retry_connect_at].into_iter().flatten().min().unwrap_or(now + IDLE);
-        let wait = wake_at.saturating_sub(now_ms()).min(IDLE);
+        let wait = pace.wait(now, wake_at.saturating_sub(now_ms()).min(IDLE));
         tokio::select! {
             _ = ctx.wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
         }
+    }
+}
+
+/// Keeps a client that wants to be polled again at the same instant, over and over (a
+/// retry loop without backoff, say), from stopping simulated time: after a few such polls
+/// in one millisecond the loop lets the millisecond pass.
+#[derive(Default)]
+pub(crate) struct Pace {
+    at: u64,
+    polls: u32,
+}
+
+impl Pace {
+    const POLLS_PER_INSTANT: u32 = 32;
+
+    pub(crate) fn wait(&mut self, now: u64, wait: u64) -> u64 {
+        if wait > 0 || now != self.at {
+            self.at = now;
+            self.polls = 0;
+            return wait;
+        }
+        self.polls += 1;
+        if self.polls > Self::POLLS_PER_INSTANT { 1 } else { 0 }
     }
 }
 
@@ -183,7 +207,7 @@ fn record(ctx: &DeviceCtx, boot: u32, now: u64, events: Vec<Event>) -> bool {
             Event::Message(m) => {
                 let seq = seq_of(&m.payload);
                 w.log(now, &ctx.name, "message", json!({ "topic": m.topic, "seq": seq, "dup": m.dup }));
-                w.rec.device_received.push(Delivery { topic: m.topic, seq, t_ms: now, payload: m.payload });
+                w.rec.device_received.push(Delivery { topic: m.topic, seq, t_ms: now, payload: m.payload, dup: m.dup });
             }
             Event::Published(token) => {
                 w.rec.acked.insert((ctx.index, boot, token), now);

@@ -5,10 +5,12 @@
 //! - [`runner`]: one run (build, replay, check) and its [`runner::Outcome`];
 //! - [`broker`]: the MQTT broker model and its fault knobs;
 //! - [`device`] / [`platform`]: the component on simulated sockets, clock and WiFi;
+//! - [`observer`]: the subscriber client that records what reaches the other side;
 //! - [`report`]: the timeline summary and the HTML report.
 
 pub mod broker;
 pub mod device;
+pub mod observer;
 pub mod platform;
 pub mod report;
 pub mod runner;

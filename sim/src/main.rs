@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -21,9 +21,10 @@ struct Cli {
     /// Load this component instead of the one built into mqtt-sim.
     #[arg(long, global = true)]
     component: Option<PathBuf>,
-    /// Run the deliberately broken client (it drops a republish) to see the suite catch it.
-    #[arg(long, global = true, hide = true)]
-    broken_client: bool,
+    /// Run a deliberately broken client (a test-only build; see `mqtt-sim faults`) to see the
+    /// suite catch it, e.g. `--client-fault drop-republish`.
+    #[arg(long, global = true, value_name = "FAULT")]
+    client_fault: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,6 +66,20 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run scenarios against every deliberate client fault and report which scenario
+    /// catches which, and which fault nothing catches.
+    Faults {
+        /// Scenario files or directories.
+        #[arg(default_value = "scenarios")]
+        paths: Vec<PathBuf>,
+        #[arg(long, default_value = "1..2")]
+        seeds: String,
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Also write the table as Markdown.
+        #[arg(long, value_name = "FILE.md")]
+        markdown: Option<PathBuf>,
+    },
     /// Write the component this binary runs, for embedding in other hosts.
     Component {
         #[arg(long)]
@@ -87,12 +102,56 @@ fn main() -> ExitCode {
     }
 }
 
-fn component(path: &Option<PathBuf>, broken: bool) -> anyhow::Result<ComponentFile> {
-    match path {
-        Some(p) => ComponentFile::from_file(p),
-        None if broken => ComponentFile::from_bytes(mqtt_host::FAULTY_COMPONENT_DROP_REPUBLISH),
-        None => ComponentFile::embedded(),
+/// What runs: a component, and the deliberate fault its clients show (if any).
+struct Target {
+    component: ComponentFile,
+    fault: Option<String>,
+}
+
+impl Target {
+    fn new(path: &Option<PathBuf>, fault: Option<String>) -> anyhow::Result<Target> {
+        if let Some(f) = &fault {
+            anyhow::ensure!(
+                mqtt_protocol::TestFault::from_name(f).is_some(),
+                "--client-fault {f:?}: not a known fault; one of {}",
+                mqtt_protocol::TestFault::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            );
+        }
+        let component = match (path, &fault) {
+            (Some(p), _) => ComponentFile::from_file(p)?,
+            (None, Some(_)) => ComponentFile::from_bytes(mqtt_host::FAULTY_COMPONENT)?,
+            (None, None) => ComponentFile::embedded()?,
+        };
+        Ok(Target { component, fault })
     }
+
+    fn run(&self, sc: &Scenario, name: &str, seed: u64) -> Outcome {
+        runner::run_with_fault(sc, name, seed, &self.component, self.fault.as_deref())
+    }
+
+    /// The flag a replay command needs.
+    fn flag(&self) -> String {
+        self.fault.as_ref().map(|f| format!(" --client-fault {f}")).unwrap_or_default()
+    }
+}
+
+/// Runs `work` on `jobs` threads, in any order; `each` sees every result as it comes.
+fn parallel<W: Sync, R: Send>(work: &[W], jobs: Option<usize>, run: impl Fn(&W) -> R + Sync, each: impl Fn(&R) + Sync) -> Vec<R> {
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<R>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(w) = work.get(k) else { return };
+                let r = run(w);
+                each(&r);
+                results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+            });
+        }
+    });
+    results.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
 fn name_of(path: &Path) -> String {
@@ -103,9 +162,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { file, seed, json, trace, report: html } => {
             let sc = Scenario::load(&file)?;
-            let comp = component(&cli.component, cli.broken_client)?;
+            let target = Target::new(&cli.component, cli.client_fault.clone())?;
             let seed = seed.unwrap_or(sc.seeds[0]);
-            let o = runner::run(&sc, &name_of(&file), seed, &comp);
+            let o = target.run(&sc, &name_of(&file), seed);
             if let Some(path) = trace {
                 std::fs::write(&path, o.trace.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))?;
             }
@@ -120,7 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", if o.passed { "PASSED" } else { "FAILED" });
             }
             if !o.passed {
-                eprintln!("replay: mqtt-sim{} run {} --seed {seed}", if cli.broken_client { " --broken-client" } else { "" }, file.display());
+                eprintln!("replay: mqtt-sim{} run {} --seed {seed}", target.flag(), file.display());
                 return Ok(ExitCode::from(1));
             }
             Ok(ExitCode::SUCCESS)
@@ -139,16 +198,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if bad { ExitCode::from(2) } else { ExitCode::SUCCESS })
         }
         Command::Component { out } => {
-            let comp = component(&cli.component, cli.broken_client)?;
+            let comp = Target::new(&cli.component, cli.client_fault.clone())?.component;
             std::fs::write(&out, comp.bytes()).with_context(|| format!("writing {}", out.display()))?;
             println!("wrote {} ({} bytes)", out.display(), comp.bytes().len());
             Ok(ExitCode::SUCCESS)
         }
         Command::Sweep { paths, seeds, jobs, shard } => {
-            let comp = component(&cli.component, cli.broken_client)?;
-            let flag = if cli.broken_client { " --broken-client" } else { "" };
-            sweep(comp, flag, paths, &seeds, jobs, shard.as_deref())
+            let target = Target::new(&cli.component, cli.client_fault.clone())?;
+            sweep(&target, paths, &seeds, jobs, shard.as_deref())
         }
+        Command::Faults { paths, seeds, jobs, markdown } => faults(&cli.component, paths, &seeds, jobs, markdown),
     }
 }
 
@@ -186,7 +245,8 @@ fn scenario_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn sweep(comp: ComponentFile, flag: &str, paths: Vec<PathBuf>, seeds: &str, jobs: Option<usize>, shard: Option<&str>) -> anyhow::Result<ExitCode> {
+fn sweep(target: &Target, paths: Vec<PathBuf>, seeds: &str, jobs: Option<usize>, shard: Option<&str>) -> anyhow::Result<ExitCode> {
+    let flag = target.flag();
     let (a, b) = parse_range(seeds)?;
     let (shard_i, shard_n) = shard.map(parse_shard).transpose()?.unwrap_or((1, 1));
     let files = scenario_files(&paths)?;
@@ -201,30 +261,27 @@ fn sweep(comp: ComponentFile, flag: &str, paths: Vec<PathBuf>, seeds: &str, jobs
         .filter(|(k, _)| k % shard_n == shard_i - 1)
         .map(|(_, w)| w)
         .collect();
-    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let bar = indicatif::ProgressBar::new(work.len() as u64);
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} runs, {elapsed} elapsed, eta {eta} {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
-    let scenarios = Arc::new(scenarios);
     let started = std::time::Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(i, seed)) = work.get(k) else { return };
-                let (path, sc) = &scenarios[i];
-                let o = runner::run(sc, &name_of(path), seed, &comp);
-                if !o.passed {
-                    bar.println(format!("FAIL {} seed {seed}: mqtt-sim{flag} run {} --seed {seed}", o.scenario, path.display()));
-                }
-                bar.inc(1);
-                results.lock().unwrap_or_else(|e| e.into_inner()).push(o);
-            });
-        }
-    });
+    let mut results = parallel(
+        &work,
+        jobs,
+        |&(i, seed)| {
+            let (path, sc) = &scenarios[i];
+            (path.clone(), target.run(sc, &name_of(path), seed))
+        },
+        |(path, o)| {
+            if !o.passed {
+                bar.println(format!("FAIL {} seed {}: mqtt-sim{flag} run {} --seed {}", o.scenario, o.seed, path.display(), o.seed));
+            }
+            bar.inc(1);
+        },
+    )
+    .into_iter()
+    .map(|(_, o)| o)
+    .collect::<Vec<_>>();
     bar.finish_and_clear();
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
     results.sort_by(|x, y| (x.scenario.as_str(), x.seed).cmp(&(y.scenario.as_str(), y.seed)));
     println!("{:<44} {:>6} {:>6} {:>9} {:>6} {:>6} {:>10}", "scenario", "runs", "failed", "published", "lost", "dups", "sim s");
     let mut failed_total = 0;
@@ -251,4 +308,47 @@ fn sweep(comp: ComponentFile, flag: &str, paths: Vec<PathBuf>, seeds: &str, jobs
         println!("  replay: mqtt-sim{flag} run {path} --seed {}   # {}", o.seed, failed.join(", "));
     }
     Ok(if failed_total > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Every scenario against every deliberate client fault: which expectations catch what.
+fn faults(path: &Option<PathBuf>, paths: Vec<PathBuf>, seeds: &str, jobs: Option<usize>, markdown: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (a, b) = parse_range(seeds)?;
+    let files = scenario_files(&paths)?;
+    let scenarios: Vec<(String, Scenario)> = files.iter().map(|f| Ok((name_of(f), Scenario::load(f)?))).collect::<anyhow::Result<_>>()?;
+    let targets: Vec<Target> = mqtt_protocol::TestFault::ALL.iter().map(|(name, _)| Target::new(path, Some((*name).to_string()))).collect::<anyhow::Result<_>>()?;
+    let work: Vec<(usize, usize, u64)> = (0..targets.len()).flat_map(|t| (0..scenarios.len()).flat_map(move |s| (a..=b).map(move |seed| (t, s, seed)))).collect();
+    let bar = indicatif::ProgressBar::new(work.len() as u64);
+    let results = parallel(
+        &work,
+        jobs,
+        |&(t, s, seed)| {
+            let (name, sc) = &scenarios[s];
+            let o = targets[t].run(sc, name, seed);
+            let failed: Vec<String> = o.expectations.iter().filter(|c| !c.passed).map(|c| c.name.clone()).collect();
+            (t, s, failed)
+        },
+        |_| bar.inc(1),
+    );
+    bar.finish_and_clear();
+    let mut md = String::from("| client fault | caught by (scenario: failed expectations) |\n|---|---|\n");
+    let mut uncaught = Vec::new();
+    for (t, (fault, _)) in mqtt_protocol::TestFault::ALL.iter().enumerate() {
+        let mut by: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> = std::collections::BTreeMap::new();
+        for (_, s, failed) in results.iter().filter(|(rt, _, f)| *rt == t && !f.is_empty()) {
+            by.entry(scenarios[*s].0.as_str()).or_default().extend(failed.iter().map(String::as_str));
+        }
+        let cell = if by.is_empty() {
+            uncaught.push(*fault);
+            "**nothing catches it**".to_string()
+        } else {
+            by.iter().map(|(sc, e)| format!("`{sc}`: {}", e.iter().copied().collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join("; ")
+        };
+        md.push_str(&format!("| `{fault}` | {cell} |\n"));
+    }
+    print!("{md}");
+    println!("{} faults, {} caught, uncaught: {}", targets.len(), targets.len() - uncaught.len(), if uncaught.is_empty() { "none".to_string() } else { uncaught.join(", ") });
+    if let Some(p) = markdown {
+        std::fs::write(&p, &md).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -9,9 +9,11 @@ use tokio::sync::Notify;
 
 use crate::world::{now_ms, Shared};
 
-/// Connects over turmoil's simulated TCP, honouring the timeline's DNS failures.
+/// Connects over turmoil's simulated TCP, honouring the timeline's DNS failures (the
+/// devices' resolver; the observer sits next to the broker and is not affected).
 pub struct TurmoilConnector {
     world: Shared,
+    faults_apply: bool,
 }
 
 impl Connector for TurmoilConnector {
@@ -22,7 +24,10 @@ impl Connector for TurmoilConnector {
             // The simulated network carries plain TCP; TLS is tested on the board.
             return Err(SocketError::TlsFailed);
         }
-        if self.world.lock().dns_fail {
+        if self.faults_apply {
+            self.world.lock().rec.connect_attempts += 1;
+        }
+        if self.faults_apply && self.world.lock().dns_fail {
             return Err(SocketError::DnsFailed);
         }
         let addr = (host.to_string(), port);
@@ -34,12 +39,28 @@ pub struct SimPlatform {
     world: Shared,
     wake: Arc<Notify>,
     sockets: StreamSockets<TurmoilConnector>,
+    /// Devices follow the timeline's WiFi and DNS faults; the observer does not.
+    faults_apply: bool,
 }
 
 impl SimPlatform {
+    /// A device's platform: WiFi and DNS as the timeline says.
     pub fn new(world: Shared, wake: Arc<Notify>) -> Self {
-        let sockets = StreamSockets::new(TurmoilConnector { world: world.clone() }, wake.clone());
-        SimPlatform { world, wake, sockets }
+        Self::build(world, wake, true)
+    }
+
+    /// The observer's platform: wired next to the broker, link always up.
+    pub fn for_observer(world: Shared, wake: Arc<Notify>) -> Self {
+        Self::build(world, wake, false)
+    }
+
+    fn build(world: Shared, wake: Arc<Notify>, faults_apply: bool) -> Self {
+        let sockets = StreamSockets::new(TurmoilConnector { world: world.clone(), faults_apply }, wake.clone());
+        SimPlatform { world, wake, sockets, faults_apply }
+    }
+
+    fn link(&self) -> LinkState {
+        if self.faults_apply { self.world.lock().link } else { LinkState::Up }
     }
 }
 
@@ -56,7 +77,7 @@ impl Clock for SimPlatform {
 
 impl Wifi for SimPlatform {
     fn state(&mut self) -> LinkState {
-        self.world.lock().link
+        self.link()
     }
     fn connect(&mut self, _ssid: &str, _password: &str) -> Result<(), String> {
         // The scenario's timeline owns the link; joining succeeds when the timeline says so.
@@ -64,7 +85,7 @@ impl Wifi for SimPlatform {
     }
     fn disconnect(&mut self) {}
     fn rssi(&mut self) -> Option<i32> {
-        match self.world.lock().link {
+        match self.link() {
             LinkState::Up => Some(-60),
             _ => None,
         }

@@ -1,7 +1,9 @@
 //! One run of one scenario with one seed: build the turmoil simulation (broker host, device
-//! host), replay the fault timeline, then check the expectations against what happened.
+//! hosts, observer host), replay the fault timeline, then check the expectations against
+//! what happened.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -13,6 +15,7 @@ use tokio::sync::Notify;
 
 use crate::broker::Broker;
 use crate::device::{self, qos, DeviceCtx};
+use crate::observer::{self, ObserverCtx};
 use crate::scenario::{AckKind, Fault, Scenario, Workload};
 use crate::world::{trace_hash, Record, Shared, World};
 
@@ -45,6 +48,9 @@ pub struct Outcome {
     pub qos1_acked: u64,
     pub qos1_delivered: u64,
     pub qos1_lost: u64,
+    /// QoS 1/2 messages the broker accepted and let go of itself (restart without
+    /// persistence, queue overflow, expiry): not counted as lost.
+    pub broker_dropped: u64,
     pub duplicates: u64,
     pub reconnects: u64,
     pub watchdog_restarts: u64,
@@ -206,12 +212,24 @@ pub fn device_config(sc: &Scenario, seed: u64, index: u32) -> Config {
 }
 
 pub fn run(sc: &Scenario, name: &str, seed: u64, component: &ComponentFile) -> Outcome {
+    run_with_fault(sc, name, seed, component, None)
+}
+
+/// [`run`], with the devices' clients told to show a deliberate fault (`component` must be
+/// the test-faults build, `mqtt_host::FAULTY_COMPONENT`).
+pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &ComponentFile, fault: Option<&str>) -> Outcome {
     let started = std::time::Instant::now();
     let total = sc.total_ms();
     let world = Shared::new(World::new(sc.devices as usize, sc.workload.len()));
     let wake = Arc::new(Notify::new());
     let names = device_names(sc);
-    let configs: Vec<Config> = (0..sc.devices).map(|i| device_config(sc, seed, i)).collect();
+    let configs: Vec<Config> = (0..sc.devices)
+        .map(|i| device_config(sc, seed, i))
+        .map(|c| match fault {
+            Some(f) => mqtt_host::with_test_fault(c, f),
+            None => c,
+        })
+        .collect();
     let ids = configs.iter().map(|c| c.client_id.clone()).collect();
     let broker = Broker::new(sc.broker.clone(), sc.observe.clone(), ids, sc.inject.clone(), world.clone());
 
@@ -227,6 +245,8 @@ pub fn run(sc: &Scenario, name: &str, seed: u64, component: &ComponentFile) -> O
 
     let b = broker.clone();
     sim.host(BROKER, move || b.clone().serve());
+    let observer = Arc::new(ObserverCtx { component: component.clone(), filters: sc.observe.clone(), broker_host: BROKER.into(), world: world.clone(), wake: Arc::new(Notify::new()) });
+    sim.host(observer::HOST, move || observer::run(observer.clone()));
     let mut wills = Vec::new();
     for (i, (name, config)) in names.iter().zip(configs).enumerate() {
         let i = i as u32;
@@ -333,13 +353,23 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
     let workload_topics: BTreeSet<&str> = rec.accepted.iter().map(|a| a.topic.as_str()).collect();
     let observed: Vec<_> = rec.observed.iter().filter(|d| workload_topics.contains(d.topic.as_str()) && d.seq.is_some()).collect();
     let seen: BTreeSet<u64> = observed.iter().filter_map(|d| d.seq).collect();
+    let at_broker: BTreeSet<u64> = rec.broker_received.iter().filter_map(|d| d.seq).collect();
+    let broker_dropped: BTreeMap<u64, &str> = rec.broker_dropped.iter().filter_map(|(seq, why)| Some(((*seq)?, why.as_str()))).collect();
     let acked = |a: &&crate::world::Accepted| rec.acked.contains_key(&(a.device, a.boot, a.token));
-    // Lost: accepted by a client that lived on (or acknowledged) and never delivered.
-    let lost: Vec<u64> = qos1.iter().filter(|a| !seen.contains(&a.seq) && (acked(a) || a.boot == final_boot(a.device))).map(|a| a.seq).collect();
+    // Missing: accepted by a client that lived on (or acknowledged) and never observed.
+    let missing: Vec<&&crate::world::Accepted> = qos1.iter().filter(|a| !seen.contains(&a.seq) && (acked(a) || a.boot == final_boot(a.device))).collect();
+    // The broker let go of some itself (a restart without persistence, overflow, expiry):
+    // not the client's loss, but reported. Everything else missing is lost.
+    let (by_broker, lost): (Vec<&crate::world::Accepted>, Vec<&crate::world::Accepted>) =
+        missing.iter().map(|a| **a).partition(|a| at_broker.contains(&a.seq) && broker_dropped.contains_key(&a.seq));
+    let lost: Vec<u64> = lost.iter().map(|a| a.seq).collect();
+    let dropped_by_broker = by_broker.len() as u64;
     let delivered = qos1.iter().filter(|a| seen.contains(&a.seq)).count() as u64;
     let qos1_seqs: BTreeSet<u64> = qos1.iter().map(|a| a.seq).collect();
-    let copies = observed.iter().filter(|d| d.seq.is_some_and(|s| qos1_seqs.contains(&s))).count() as u64;
-    let duplicates = copies - delivered;
+    // Copies the broker sent as new messages; its own redeliveries to the observer (DUP,
+    // after the observer's connection broke) are the broker's business, not the device's.
+    let copies = observed.iter().filter(|d| !d.dup && d.seq.is_some_and(|s| qos1_seqs.contains(&s))).count() as u64;
+    let duplicates = copies.saturating_sub(delivered);
     // Every up after a device's first is a reconnect.
     let reconnects = rec.ups.len().saturating_sub(sc.devices as usize) as u64;
 
@@ -347,9 +377,19 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
     if !rec.host_errors.is_empty() {
         check(&mut checks, "hosts_ran", false, rec.host_errors.join("; "));
     }
+    // Always checked: whatever else a scenario pins, the client must keep to the protocol.
+    if !rec.protocol_violations.is_empty() {
+        check(&mut checks, "no_protocol_violations", false, rec.protocol_violations[..rec.protocol_violations.len().min(5)].join("; "));
+    }
     let e = &sc.expect;
     if e.no_qos1_loss == Some(true) {
-        check(&mut checks, "no_qos1_loss", lost.is_empty(), format!("{} accepted, {} delivered, lost seqs {:?}", qos1.len(), delivered, &lost[..lost.len().min(10)]));
+        let never_reached_broker = lost.iter().filter(|s| !at_broker.contains(s)).count();
+        let mut detail = format!("{} accepted, {} delivered, lost seqs {:?} ({} never reached the broker)", qos1.len(), delivered, &lost[..lost.len().min(10)], never_reached_broker);
+        if dropped_by_broker > 0 {
+            let why: BTreeSet<&str> = by_broker.iter().filter_map(|a| broker_dropped.get(&a.seq).copied()).collect();
+            let _ = write!(detail, "; {dropped_by_broker} dropped by the broker itself ({})", why.into_iter().collect::<Vec<_>>().join("; "));
+        }
+        check(&mut checks, "no_qos1_loss", lost.is_empty(), detail);
     }
     if let Some(max) = e.max_duplicates {
         check(&mut checks, "max_duplicates", duplicates <= max, format!("{duplicates} duplicates (at most {max})"));
@@ -459,6 +499,22 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
         let got = want.iter().filter(|s| received.contains(s)).count();
         check(&mut checks, &format!("device_never_receives {topic}"), !want.is_empty() && got == 0, format!("{} injected, {} received", want.len(), got));
     }
+    if let Some(max) = e.max_connect_attempts {
+        check(&mut checks, "max_connect_attempts", rec.connect_attempts <= max, format!("{} connection attempts (at most {max})", rec.connect_attempts));
+    }
+    if let Some(max) = e.device_max_duplicates {
+        let copies = rec.device_received.iter().filter(|d| d.seq.is_some_and(|s| injected_qos1.contains(&s))).count() as u64;
+        let extra = copies - received.iter().filter(|s| injected_qos1.contains(s)).count() as u64;
+        check(&mut checks, "device_max_duplicates", extra <= max, format!("{extra} extra copies of injected messages reached the application (at most {max})"));
+    }
+    if e.device_receives_last_injected == Some(true) {
+        let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+        for (seq, _, topic) in &rec.injected {
+            last.insert(topic.as_str(), *seq);
+        }
+        let missing: Vec<String> = last.iter().filter(|(_, s)| !received.contains(s)).map(|(t, s)| format!("{t} seq {s}")).collect();
+        check(&mut checks, "device_receives_last_injected", !last.is_empty() && missing.is_empty(), if missing.is_empty() { format!("the newest of {} inject stream(s) arrived", last.len()) } else { format!("missing the newest: {}", missing.join(", ")) });
+    }
     if let Some(min) = e.min_expired {
         check(&mut checks, "min_expired", rec.broker_expired >= min, format!("{} expired at the broker (at least {min})", rec.broker_expired));
     }
@@ -471,6 +527,7 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
         qos1_acked: qos1.iter().filter(|a| acked(a)).count() as u64,
         qos1_delivered: delivered,
         qos1_lost: lost.len() as u64,
+        broker_dropped: dropped_by_broker,
         duplicates,
         reconnects,
         watchdog_restarts: rec.restarts,

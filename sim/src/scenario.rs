@@ -348,6 +348,15 @@ pub struct Expect {
     pub device_never_receives: Vec<String>,
     /// Messages the broker must expire instead of delivering (MQTT 5 message expiry).
     pub min_expired: Option<u64>,
+    /// Most connections the devices may try to open over the run (a client that retries
+    /// without backoff hammers a broker that refuses it, or a resolver that fails).
+    pub max_connect_attempts: Option<u64>,
+    /// Most extra copies of an injected message the device's application may receive
+    /// (0 for QoS 2: exactly once).
+    pub device_max_duplicates: Option<u64>,
+    /// The newest message of every inject stream reaches the device's application: with
+    /// mqtt_as's discard-oldest policy an overflowing queue never loses the latest.
+    pub device_receives_last_injected: Option<bool>,
 }
 
 impl Scenario {

@@ -42,6 +42,8 @@ pub struct Delivery {
     pub seq: Option<u64>,
     pub t_ms: u64,
     pub payload: Vec<u8>,
+    /// The sender marked it a redelivery (DUP).
+    pub dup: bool,
 }
 
 /// Facts for the expectations, in the order they happened.
@@ -51,8 +53,13 @@ pub struct Record {
     /// (device, boot, token) → time acknowledged.
     pub acked: BTreeMap<(u32, u32, u64), u64>,
     pub publish_failures: u64,
-    /// What the in-broker observer received.
+    /// What the observer client received.
     pub observed: Vec<Delivery>,
+    /// What the broker accepted on the observed topics (its own record, like Mosquitto's
+    /// log), so a message missing at the observer is blamed on the right side.
+    pub broker_received: Vec<Delivery>,
+    /// Messages on observed topics the broker itself let go of: (seq, why).
+    pub broker_dropped: Vec<(Option<u64>, String)>,
     /// What the device's application received.
     pub device_received: Vec<Delivery>,
     /// Injected messages: (seq, time, topic).
@@ -72,6 +79,10 @@ pub struct Record {
     pub broker_expired: u64,
     pub disconnect_called_at: Option<u64>,
     pub host_errors: Vec<String>,
+    /// Connections the devices tried to open (every `open`, whatever came of it).
+    pub connect_attempts: u64,
+    /// What the broker saw a client do against the spec (always a failed check).
+    pub protocol_violations: Vec<String>,
 }
 
 #[derive(Debug)]

@@ -69,18 +69,18 @@ fn broken_scenario_exits_2_naming_line_and_key() {
 
 #[test]
 fn the_deliberately_broken_client_is_caught_with_a_replay_command() {
-    let out = sim(&["--broken-client", "sweep", "scenarios/silent-link-edge-of-range.toml", "scenarios/broker-restart-persistent.toml", "--seeds", "1..3", "--jobs", "1"]);
+    let out = sim(&["--client-fault", "drop-republish", "sweep", "scenarios/silent-link-edge-of-range.toml", "scenarios/broker-restart-persistent.toml", "--seeds", "1..3", "--jobs", "1"]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("replay: mqtt-sim --broken-client run scenarios/"), "{text}");
+    assert!(text.contains("replay: mqtt-sim --client-fault drop-republish run scenarios/"), "{text}");
     assert!(text.contains("no_qos1_loss"), "{text}");
 }
 
 #[test]
 fn failing_expectation_exits_1_with_replay_command() {
-    let out = sim(&["--broken-client", "run", "scenarios/silent-link-edge-of-range.toml", "--seed", "2"]);
+    let out = sim(&["--client-fault", "drop-republish", "run", "scenarios/silent-link-edge-of-range.toml", "--seed", "2"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("replay: mqtt-sim --broken-client run scenarios/silent-link-edge-of-range.toml --seed 2"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("replay: mqtt-sim --client-fault drop-republish run scenarios/silent-link-edge-of-range.toml --seed 2"));
     assert!(String::from_utf8_lossy(&out.stdout).contains("[FAIL] no_qos1_loss"));
 }
 
@@ -93,4 +93,12 @@ fn component_command_writes_the_component_it_runs() {
     // And the written file runs in the simulator.
     assert!(sim(&["--component", out_path.to_str().unwrap(), "run", "scenarios/wifi-drop-short-3s.toml"]).status.success());
     let _ = std::fs::remove_file(&out_path);
+}
+
+#[test]
+fn an_unknown_client_fault_is_bad_input_listing_the_known_ones() {
+    let out = sim(&["--client-fault", "gremlins", "run", "scenarios/wifi-dropout.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gremlins") && err.contains("drop-republish"), "{err}");
 }

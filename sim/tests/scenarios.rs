@@ -76,6 +76,7 @@ const LISTED: &[&str] = &[
     "unsubscribe-during-outage",
     "v5-message-expiry-bounds-backlog",
     "v5-qos2-exactly-once-through-outage",
+    "v5-qos2-exactly-once-to-device",
     "v5-receive-maximum-burst",
     "v5-server-disconnect",
     "v5-session-expiry-bounds-backlog",
@@ -115,6 +116,7 @@ scenario!(unclean_session_receives_while_away, "unclean-session-receives-while-a
 scenario!(unsubscribe_during_outage, "unsubscribe-during-outage");
 scenario!(v5_message_expiry_bounds_backlog, "v5-message-expiry-bounds-backlog");
 scenario!(v5_qos2_exactly_once_through_outage, "v5-qos2-exactly-once-through-outage");
+scenario!(v5_qos2_exactly_once_to_device, "v5-qos2-exactly-once-to-device");
 scenario!(v5_receive_maximum_burst, "v5-receive-maximum-burst");
 scenario!(v5_server_disconnect, "v5-server-disconnect");
 scenario!(v5_session_expiry_bounds_backlog, "v5-session-expiry-bounds-backlog");

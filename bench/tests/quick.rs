@@ -1,0 +1,23 @@
+//! CI runs the benchmark harness in its quick mode: not to time anything (CI never asserts
+//! on speed), but to prove every measurement still runs and the table is written.
+
+use std::process::Command;
+
+#[test]
+fn quick_mode_runs_every_measurement_and_writes_the_tables() {
+    let out = std::env::temp_dir().join(format!("mqtt-bench-quick-{}.md", std::process::id()));
+    let run = Command::new(env!("CARGO_BIN_EXE_mqtt-bench")).args(["--quick", "--no-paho", "--out"]).arg(&out).output().unwrap();
+    assert!(run.status.success(), "mqtt-bench --quick failed:\n{}", String::from_utf8_lossy(&run.stderr));
+    let md = std::fs::read_to_string(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    for section in ["## Throughput and latency", "## Cost of the host/component boundary", "## Component size and memory", "## Simulator speed", "## Recovery"] {
+        assert!(md.contains(section), "missing {section:?} in:\n{md}");
+    }
+    // Both clients delivered everything at QoS 1 (the broker never drops QoS 1 here).
+    let qos1_rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| this client | 1 |") || l.starts_with("| rumqttc 0.25 | 1 |")).collect();
+    assert_eq!(qos1_rows.len(), 2, "{md}");
+    for row in qos1_rows {
+        assert!(row.contains("| 2000 / 2000 |"), "QoS 1 lost messages: {row}");
+    }
+    assert!(md.contains("| link restored → first PUBACK | median"), "{md}");
+}

@@ -1,0 +1,76 @@
+//! Deliberate client faults, for proving that the test suite can fail.
+//!
+//! A client built with the `test-faults` feature misbehaves in the one way its config's
+//! `test_fault` names; without the feature [`crate::Client`] never looks at
+//! it and the checks compile away. The simulator runs every scenario against every fault
+//! (`mqtt-sim faults`) and reports which scenario catches which behaviour, and which
+//! behaviour nothing catches.
+
+/// One way to break the client. Each names the behaviour it breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TestFault {
+    /// Forgets the oldest unacknowledged publish instead of resending it, and reports it
+    /// delivered.
+    DropRepublish,
+    /// Resends unacknowledged publishes without the DUP flag.
+    ResendWithoutDup,
+    /// Resends unacknowledged publishes under new packet ids.
+    ResendNewPacketId,
+    /// Resends unacknowledged publishes newest first.
+    ResendReversed,
+    /// Waits out a full backoff when the link returns instead of reconnecting at once.
+    NoRetryOnLinkUp,
+    /// Never sends PINGREQ.
+    NoPing,
+    /// Does not re-subscribe after a reconnect that lost the session.
+    NoResubscribe,
+    /// Delivers a redelivered QoS 2 message to the application again.
+    Qos2DeliverTwice,
+    /// On a full incoming queue discards the newest message instead of the oldest.
+    DiscardNewest,
+    /// `disconnect()` closes the socket without sending DISCONNECT (the will fires).
+    DisconnectWithoutPacket,
+    /// Starts every connection clean, ignoring `clean = false`.
+    AlwaysClean,
+    /// Uses `clean` for the first connection too, ignoring `clean_init`.
+    IgnoreCleanInit,
+    /// Leaves the will out of CONNECT.
+    NoWill,
+    /// Keeps using the previous connection's outgoing topic aliases after a reconnect.
+    KeepTopicAliases,
+    /// Retries a failed connection at once, every time (no backoff).
+    NoBackoff,
+}
+
+impl TestFault {
+    /// Every fault with its name (kebab-case, as the simulator's `--client-fault` takes it).
+    pub const ALL: &'static [(&'static str, TestFault)] = &[
+        ("drop-republish", TestFault::DropRepublish),
+        ("resend-without-dup", TestFault::ResendWithoutDup),
+        ("resend-new-packet-id", TestFault::ResendNewPacketId),
+        ("resend-reversed", TestFault::ResendReversed),
+        ("no-retry-on-link-up", TestFault::NoRetryOnLinkUp),
+        ("no-ping", TestFault::NoPing),
+        ("no-resubscribe", TestFault::NoResubscribe),
+        ("qos2-deliver-twice", TestFault::Qos2DeliverTwice),
+        ("discard-newest", TestFault::DiscardNewest),
+        ("disconnect-without-packet", TestFault::DisconnectWithoutPacket),
+        ("always-clean", TestFault::AlwaysClean),
+        ("ignore-clean-init", TestFault::IgnoreCleanInit),
+        ("no-will", TestFault::NoWill),
+        ("keep-topic-aliases", TestFault::KeepTopicAliases),
+        ("no-backoff", TestFault::NoBackoff),
+    ];
+
+    pub fn from_name(name: &str) -> Option<TestFault> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, f)| *f == self).map_or("?", |(n, _)| n)
+    }
+}
+
+/// The CONNECT user property a host sets to pick the fault of a `test-faults` build (the
+/// component's config has no field for it: the shipped contract stays as it is).
+pub const USER_PROPERTY: &str = "x-mqtt-as-test-fault";

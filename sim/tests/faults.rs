@@ -1,0 +1,61 @@
+//! Proof that the scenario library can fail: every deliberate client fault of the test-only
+//! build (`mqtt_protocol::TestFault`) must be caught by at least one scenario, except the
+//! ones listed in `KNOWN_UNCAUGHT` (reported in scenarios/README.md as behaviours no scenario
+//! pins). A fault that becomes caught, or one that stops being caught, fails this test so the
+//! list and the README stay true. `mqtt-sim faults` prints the whole matrix.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use mqtt_host::ComponentFile;
+use mqtt_protocol::TestFault;
+use mqtt_sim::runner;
+use mqtt_sim::scenario::Scenario;
+
+/// Faults no scenario catches yet (none today; scenarios/README.md lists the behaviours
+/// that have no fault modelled at all).
+const KNOWN_UNCAUGHT: &[&str] = &[];
+
+#[test]
+fn every_client_fault_is_caught_by_some_scenario() {
+    let component = ComponentFile::from_bytes(mqtt_host::FAULTY_COMPONENT).unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+    files.sort();
+    let scenarios: Vec<(String, Scenario)> = files.iter().map(|f| (f.file_stem().unwrap().to_string_lossy().into_owned(), Scenario::load(f).unwrap())).collect();
+    // The correct client in the test-faults build passes everything (the build itself is sound).
+    for (name, sc) in &scenarios {
+        let o = runner::run(sc, name, 1, &component);
+        assert!(o.passed, "{name} fails with no fault selected: {:?}", o.expectations);
+    }
+    let mut caught: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = TestFault::ALL
+            .iter()
+            .map(|(fault, _)| {
+                let (component, scenarios) = (&component, &scenarios);
+                scope.spawn(move || {
+                    let by: Vec<String> = scenarios
+                        .iter()
+                        .filter(|(name, sc)| (1..=2).any(|seed| !runner::run_with_fault(sc, name, seed, component, Some(fault)).passed))
+                        .map(|(name, _)| name.clone())
+                        .collect();
+                    (*fault, by)
+                })
+            })
+            .collect();
+        for h in handles {
+            let (fault, by) = h.join().unwrap();
+            caught.insert(fault, by);
+        }
+    });
+    let mut wrong = Vec::new();
+    for (fault, by) in &caught {
+        eprintln!("{fault}: {}", if by.is_empty() { "NOT CAUGHT".to_string() } else { by.join(", ") });
+        let expected_uncaught = KNOWN_UNCAUGHT.contains(fault);
+        if by.is_empty() != expected_uncaught {
+            wrong.push(format!("{fault}: caught by {by:?}, listed as uncaught: {expected_uncaught}"));
+        }
+    }
+    assert!(wrong.is_empty(), "the fault matrix changed (update KNOWN_UNCAUGHT and scenarios/README.md):\n{}", wrong.join("\n"));
+}
