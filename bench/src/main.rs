@@ -43,7 +43,7 @@ struct Cli {
     /// Leave paho-mqtt out.
     #[arg(long, conflicts_with = "paho")]
     no_paho: bool,
-    /// Fleet sizes and simulated hours, e.g. 100:1,1000:0.25.
+    /// Fleet sizes and simulated hours, e.g. 100:1,200:0.1.
     #[arg(long)]
     fleets: Option<String>,
 }
@@ -67,6 +67,9 @@ enum PeerCommand {
 }
 
 const WINDOW: u16 = 100;
+
+/// Why the default run stops at small fleets (measured once; see the issue notes).
+const FLEET_SCALING: &str = "\nFleets scale badly past about 100 devices: turmoil (0.7) delivers messages by walking every link for every host on each step (`Topology::deliver_messages`), so a step costs at least O(hosts × links) (measured: about 10× per doubling). Measured with `--fleets 100:0.05,200:0.05,400:0.05`: 7.3 s, 71.6 s, 627 s of wall time. A 1,000-device fleet would take hours, so it is not in the default run; the fix belongs in turmoil (an index of links by host).\n";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -137,7 +140,9 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
             Ok((d.trim().parse()?, h.trim().parse()?))
         }).collect::<anyhow::Result<_>>()?,
         None if quick => vec![(10, 0.05)],
-        None => vec![(100, 1.0), (1000, 0.25)],
+        // turmoil delivers messages by walking every link for every host each step, so a
+        // step costs O(hosts × links): 1,000 devices would take hours (see BENCHMARKS.md).
+        None => vec![(100, 1.0), (200, 0.1)],
     };
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n\nWritten by `cargo run --release -p mqtt-bench{}` on: {}.\n", if quick { " -- --quick" } else { "" }, machine());
@@ -235,6 +240,7 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     for (devices, hours, wall, per_min, lost) in &sp.fleets {
         let _ = writeln!(md, "| {devices} devices | {hours:.2} h | {wall:.1} s | {per_min:.0} | {lost} |");
     }
+    let _ = writeln!(md, "{}", FLEET_SCALING);
 
     // 5. Recovery.
     eprintln!("recovery …");

@@ -221,7 +221,9 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
     let started = std::time::Instant::now();
     let total = sc.total_ms();
     let world = Shared::new(World::new(sc.devices as usize, sc.workload.len()));
-    let wake = Arc::new(Notify::new());
+    // One wakeup per device: its sockets' readiness and the timeline's changes wake that
+    // device alone (a shared one would wake an arbitrary device instead of the one with data).
+    let wakes: Vec<Arc<Notify>> = (0..sc.devices).map(|_| Arc::new(Notify::new())).collect();
     let names = device_names(sc);
     let configs: Vec<Config> = (0..sc.devices)
         .map(|i| device_config(sc, seed, i))
@@ -264,7 +266,7 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
                 .collect(),
             workloads: sc.workload.iter().map(|w| Workload { topic: for_device(&w.topic, i), ..w.clone() }).collect(),
             world: world.clone(),
-            wake: wake.clone(),
+            wake: wakes[i as usize].clone(),
         });
         sim.host(name.as_str(), move || device::run(ctx.clone()));
     }
@@ -274,7 +276,7 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
     let mut elapsed = 0u64;
     while elapsed < total {
         while next < steps.len() && steps[next].0 <= elapsed {
-            apply(&mut sim, &steps[next].1, &names, &world, &broker, &wake, elapsed);
+            apply(&mut sim, &steps[next].1, &names, &world, &broker, &wakes, elapsed);
             next += 1;
         }
         if let Err(e) = sim.step() {
@@ -294,7 +296,7 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
     outcome
 }
 
-fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, devices: &[String], world: &Shared, broker: &Broker, wake: &Notify, now: u64) {
+fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, devices: &[String], world: &Shared, broker: &Broker, wakes: &[Arc<Notify>], now: u64) {
     world.lock().log(now, "timeline", "fault", json!({ "step": format!("{step:?}") }));
     match step {
         Step::Link(state) => {
@@ -340,7 +342,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, devices: &[String], world: &Sh
             }
         }
     }
-    wake.notify_one();
+    wakes.iter().for_each(|w| w.notify_one());
 }
 
 fn check(out: &mut Vec<Check>, name: &str, passed: bool, detail: String) {
