@@ -60,6 +60,26 @@ struct Session {
     window: usize,
 }
 
+impl Session {
+    /// A fresh session: nothing subscribed, queued or in flight, not connected.
+    fn new(clean: bool, v5: bool, expiry_ms: Option<u64>, window: usize) -> Session {
+        Session {
+            clean,
+            v5,
+            expiry_ms,
+            subscriptions: BTreeMap::new(),
+            inflight: BTreeMap::new(),
+            queue: VecDeque::new(),
+            next_pid: 0,
+            incoming_qos2: BTreeSet::new(),
+            owed_resend: BTreeSet::new(),
+            connection: None,
+            disconnected_at: None,
+            window,
+        }
+    }
+}
+
 struct Conn {
     tx: mpsc::UnboundedSender<Vec<u8>>,
     version: ProtocolVersion,
@@ -101,18 +121,9 @@ impl Broker {
     pub fn new(spec: BrokerSpec, observe: Vec<String>, device_ids: Vec<String>, inject: Vec<Inject>, world: Shared) -> Self {
         let n = inject.len();
         let observer_session = Session {
-            clean: false,
-            v5: true,
-            expiry_ms: None,
             subscriptions: observe.iter().map(|f| (f.clone(), QoS::ExactlyOnce)).collect(),
-            inflight: BTreeMap::new(),
-            queue: VecDeque::new(),
-            next_pid: 0,
-            incoming_qos2: BTreeSet::new(),
-            owed_resend: BTreeSet::new(),
-            connection: None,
             disconnected_at: Some(0),
-            window: usize::from(spec.receive_maximum),
+            ..Session::new(false, true, None, usize::from(spec.receive_maximum))
         };
         let state = BrokerState {
             spec,
@@ -418,20 +429,7 @@ impl BrokerState {
         } else {
             None
         };
-        let sess = self.sessions.entry(client_id.clone()).or_insert_with(|| Session {
-            clean: c.clean_start,
-            v5,
-            expiry_ms,
-            subscriptions: BTreeMap::new(),
-            inflight: BTreeMap::new(),
-            queue: VecDeque::new(),
-            next_pid: 0,
-            incoming_qos2: BTreeSet::new(),
-            owed_resend: BTreeSet::new(),
-            connection: None,
-            disconnected_at: None,
-            window,
-        });
+        let sess = self.sessions.entry(client_id.clone()).or_insert_with(|| Session::new(c.clean_start, v5, expiry_ms, window));
         sess.connection = Some(id);
         sess.disconnected_at = None;
         sess.clean = c.clean_start;

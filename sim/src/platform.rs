@@ -25,10 +25,11 @@ impl Connector for TurmoilConnector {
             return Err(SocketError::TlsFailed);
         }
         if self.faults_apply {
-            self.world.lock().rec.connect_attempts += 1;
-        }
-        if self.faults_apply && self.world.lock().dns_fail {
-            return Err(SocketError::DnsFailed);
+            let mut w = self.world.lock();
+            w.rec.connect_attempts += 1;
+            if w.dns_fail {
+                return Err(SocketError::DnsFailed);
+            }
         }
         let addr = (host.to_string(), port);
         Ok(Box::pin(async move { turmoil::net::TcpStream::connect(addr).await.map_err(|e| socket_error(&e)) }))
