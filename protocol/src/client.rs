@@ -14,6 +14,7 @@
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::codec::{
@@ -47,7 +48,7 @@ enum State {
 #[derive(Debug)]
 enum Request {
     Publish(OutgoingPublish),
-    Subscribe(Vec<SubscribeFilter>),
+    Subscribe(Vec<SubscribeFilter>, SubscribeProperties),
     Unsubscribe(Vec<String>),
 }
 
@@ -65,7 +66,7 @@ enum Waiting {
     Publish(OutgoingPublish),
     /// QoS 2 after PUBREC: PUBCOMP.
     Release,
-    SubAck(Vec<SubscribeFilter>),
+    SubAck(Vec<SubscribeFilter>, SubscribeProperties),
     UnsubAck(Vec<String>),
 }
 
@@ -87,6 +88,7 @@ struct ServerLimits {
     topic_alias_maximum: u16,
     maximum_qos: QoS,
     keepalive_secs: u16,
+    subscription_ids: bool,
 }
 
 /// The sans-IO MQTT client.
@@ -128,8 +130,16 @@ pub struct Client {
     // each B-tree instantiation costs ~5 KiB of component code (measured with twiggy).
     /// QoS 2 packet ids received and not yet released (exactly-once delivery).
     incoming_qos2: Vec<u16>,
-    /// Filters the broker granted, for re-subscription after a clean reconnect.
-    subscriptions: Vec<SubscribeFilter>,
+    /// Filters the broker granted, with their request's properties, for re-subscription
+    /// after a clean reconnect (one SUBSCRIBE per run of equal properties).
+    subscriptions: Vec<(SubscribeFilter, SubscribeProperties)>,
+    /// MQTT 5 enhanced authentication: the broker's challenge awaits our answer.
+    auth_challenged: bool,
+    /// Backpressure: decoding stopped with the queue full; bytes may wait in the decoder.
+    input_held: bool,
+    /// Backpressure: when the application last made room. Replies that sat behind the
+    /// messages we refused to read are not late, so timers count from here at the earliest.
+    resumed_at: Instant,
     /// MQTT 5 topic aliases for this connection: ours (topic → alias) and the broker's.
     /// Our aliases: `aliases_out[i]` is the topic of alias i + 1.
     aliases_out: Vec<String>,
@@ -176,6 +186,7 @@ impl Client {
             topic_alias_maximum: 0,
             maximum_qos: QoS::ExactlyOnce,
             keepalive_secs: cfg.keepalive_secs,
+            subscription_ids: true,
         };
         Ok(Client {
             version,
@@ -201,6 +212,9 @@ impl Client {
             inflight: VecDeque::new(),
             incoming_qos2: Vec::new(),
             subscriptions: Vec::new(),
+            auth_challenged: false,
+            input_held: false,
+            resumed_at: Instant::default(),
             aliases_out: Vec::new(),
             aliases_in: Vec::new(),
             last_rx: Instant::default(),
@@ -266,7 +280,10 @@ impl Client {
         self.enqueue(now, Request::Publish(publish), deadline)
     }
 
-    pub fn subscribe(&mut self, now: Instant, filters: Vec<SubscribeFilter>) -> Result<Token, ApiError> {
+    /// Subscribe; [`Event::Subscribed`] reports one granted QoS / reason code per filter.
+    /// MQTT 5: `properties` may name a subscription identifier (if the broker's CONNACK
+    /// says it has none, the filters fail with 0xA1 without being sent).
+    pub fn subscribe(&mut self, now: Instant, filters: Vec<SubscribeFilter>, properties: SubscribeProperties) -> Result<Token, ApiError> {
         self.now = now;
         if self.state == State::Closed {
             return Err(ApiError::Closed);
@@ -280,7 +297,10 @@ impl Client {
                 return Err(ApiError::Invalid(format!("retain_handling {} is not 0, 1 or 2", f.retain_handling)));
             }
         }
-        self.enqueue(now, Request::Subscribe(filters), None)
+        if properties.subscription_id.is_some_and(|id| id == 0 || id > crate::codec::MAX_REMAINING_LENGTH) {
+            return Err(ApiError::Invalid("subscription_id must be 1..=268435455".into()));
+        }
+        self.enqueue(now, Request::Subscribe(filters, properties), None)
     }
 
     pub fn unsubscribe(&mut self, now: Instant, filters: Vec<String>) -> Result<Token, ApiError> {
@@ -334,6 +354,27 @@ impl Client {
         if self.ping_sent.is_none() {
             self.send_ping(now);
         }
+    }
+
+    /// MQTT 5 enhanced authentication: answer the broker's challenge ([`Event::Auth`] with
+    /// reason 0x18) with `data`, or, when connected and not challenged, start a
+    /// re-authentication (AUTH 0x19) with it.
+    pub fn authenticate(&mut self, now: Instant, data: Vec<u8>) -> Result<(), ApiError> {
+        self.now = now;
+        let Some(method) = self.cfg.auth_method.clone() else {
+            return Err(ApiError::Invalid("authenticate needs `auth_method` in the config".into()));
+        };
+        let reason = match self.state {
+            State::AwaitConnack { .. } | State::Connected if self.auth_challenged => 0x18,
+            State::Connected => 0x19,
+            _ => return Err(ApiError::Invalid("no authentication exchange in progress".into())),
+        };
+        self.auth_challenged = false;
+        let mut properties = Properties::default();
+        properties.authentication_method = Some(method);
+        properties.authentication_data = Some(data);
+        self.send(now, &Packet::Auth(Disconnect { reason, properties }));
+        Ok(())
     }
 
     /// Send DISCONNECT (the broker then discards the will) and close for good. Requests
@@ -415,7 +456,8 @@ impl Client {
         }
     }
 
-    /// Bytes that arrived on the current socket.
+    /// Bytes that arrived on the current socket. With `backpressure`, read from the socket
+    /// only while [`Client::wants_input`] says so.
     pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
         self.now = now;
         if !self.socket_open || bytes.is_empty() {
@@ -424,8 +466,28 @@ impl Client {
         self.stats.bytes_in += bytes.len() as u64;
         self.last_rx = now;
         self.decoder.feed(bytes);
+        self.decode(now);
+    }
+
+    /// False while `backpressure` holds input back: the application has `queue_len`
+    /// messages to take first. The host should then leave the socket unread (TCP pushes
+    /// back on the broker); bytes it already handed over wait in the decoder.
+    pub fn wants_input(&self) -> bool {
+        !self.reading_paused()
+    }
+
+    fn reading_paused(&self) -> bool {
+        self.cfg.backpressure && self.state == State::Connected && self.queued_messages >= self.cfg.queue_len as usize
+    }
+
+    fn decode(&mut self, now: Instant) {
         let discards_before = self.stats.discards;
+        self.input_held = false;
         while self.socket_open {
+            if self.reading_paused() {
+                self.input_held = true;
+                break;
+            }
             match self.decoder.next_packet() {
                 Ok(Some(packet)) => self.handle_packet(now, packet),
                 Ok(None) => break,
@@ -443,6 +505,9 @@ impl Client {
     /// Time passed: run every timer that is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
+        if self.input_held && !self.reading_paused() {
+            self.decode(now);
+        }
         self.expire_pending(now);
         match self.state {
             State::WaitLink { give_up, rejoin_at } => {
@@ -474,6 +539,9 @@ impl Client {
     pub fn poll_event(&mut self) -> Option<Event> {
         let e = self.events.pop_front()?;
         if matches!(e, Event::Message(_)) {
+            if self.reading_paused() {
+                self.resumed_at = self.now;
+            }
             self.queued_messages -= 1;
         }
         Some(e)
@@ -481,6 +549,10 @@ impl Client {
 
     /// The next instant at which [`Client::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.input_held && !self.reading_paused() {
+            // Room again for the input held back: decode it at once.
+            return Some(self.now);
+        }
         let mut next = self.pending.iter().filter_map(|q| q.deadline).min();
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
@@ -496,9 +568,11 @@ impl Client {
             State::Opening { deadline } | State::AwaitConnack { deadline } => consider(Some(deadline)),
             State::Connected => {
                 consider(self.ping_due());
-                consider(self.ping_sent.map(|_| self.ping_deadline()));
-                for f in &self.inflight {
-                    consider(Some(f.sent_at + self.ack_timeout()));
+                if !self.reading_paused() {
+                    consider(self.ping_sent.map(|_| self.ping_deadline()));
+                    for f in &self.inflight {
+                        consider(Some(self.ack_deadline(f)));
+                    }
                 }
             }
             State::Idle | State::Closed => {}
@@ -563,6 +637,8 @@ impl Client {
             self.socket_open = false;
         }
         self.decoder.clear();
+        self.input_held = false;
+        self.auth_challenged = false;
         self.ping_sent = None;
         self.aliases_in.clear();
         if !self.faulty(TestFault::KeepTopicAliases) {
@@ -643,6 +719,8 @@ impl Client {
                 properties.topic_alias_maximum = Some(self.cfg.topic_alias_maximum);
             }
             properties.user_properties = self.cfg.connect_user_properties.clone();
+            properties.authentication_method = self.cfg.auth_method.clone();
+            properties.authentication_data = self.cfg.auth_data.clone();
         }
         let will = self.cfg.will.as_ref().filter(|_| !self.faulty(TestFault::NoWill)).map(|w| {
             let mut properties = if v5 { w.properties.clone() } else { Properties::default() };
@@ -700,7 +778,13 @@ impl Client {
                 QoS::ExactlyOnce
             },
             keepalive_secs: p.server_keep_alive.unwrap_or(self.cfg.keepalive_secs),
+            subscription_ids: p.subscription_identifier_available != Some(0),
         };
+        if let Some(data) = ack.properties.authentication_data.clone() {
+            // The broker's last word in the exchange (e.g. SCRAM's server signature).
+            self.events.push_back(Event::Auth { reason: 0, data });
+        }
+        self.auth_challenged = false;
         if let Some(id) = &p.assigned_client_identifier {
             self.client_id = id.clone();
         }
@@ -760,7 +844,7 @@ impl Client {
                         }
                     }
                     Waiting::Publish(p) => restart.push(Queued { token: f.token, request: Request::Publish(p), deadline: None }),
-                    Waiting::SubAck(s) => restart.push(Queued { token: f.token, request: Request::Subscribe(s), deadline: None }),
+                    Waiting::SubAck(s, p) => restart.push(Queued { token: f.token, request: Request::Subscribe(s, p), deadline: None }),
                     Waiting::UnsubAck(u) => restart.push(Queued { token: f.token, request: Request::Unsubscribe(u), deadline: None }),
                 }
             }
@@ -774,15 +858,22 @@ impl Client {
                 .pending
                 .iter()
                 .filter_map(|q| match &q.request {
-                    Request::Subscribe(s) => Some(s.iter().map(|f| f.filter.as_str())),
+                    Request::Subscribe(s, _) => Some(s.iter().map(|f| f.filter.as_str())),
                     _ => None,
                 })
                 .flatten()
                 .collect();
-            let filters: Vec<SubscribeFilter> =
-                self.subscriptions.iter().filter(|f| !already.contains(&f.filter.as_str())).cloned().collect();
-            if !filters.is_empty() {
-                self.pending.push_front(Queued { token: None, request: Request::Subscribe(filters), deadline: None });
+            // One SUBSCRIBE per run of filters granted with the same properties (in practice,
+            // per original request), so subscription identifiers come back as they were.
+            let mut again: Vec<Queued> = Vec::new();
+            for (filter, props) in self.subscriptions.iter().filter(|(f, _)| !already.contains(&f.filter.as_str())) {
+                match again.last_mut() {
+                    Some(Queued { request: Request::Subscribe(filters, p), .. }) if p == props => filters.push(filter.clone()),
+                    _ => again.push(Queued { token: None, request: Request::Subscribe(vec![filter.clone()], props.clone()), deadline: None }),
+                }
+            }
+            for q in again.into_iter().rev() {
+                self.pending.push_front(q);
             }
         }
     }
@@ -848,7 +939,15 @@ impl Client {
                     in_window += 1;
                     Waiting::Publish(p)
                 }
-                Request::Subscribe(s) => Waiting::SubAck(s),
+                Request::Subscribe(s, p) if p.subscription_id.is_some() && !self.limits.subscription_ids => {
+                    // The broker said it has no subscription identifiers (CONNACK): sending
+                    // one would be a protocol error on our side (spec 3.8.2.1.2).
+                    if let Some(token) = q.token {
+                        self.events.push_back(Event::Subscribed { token, codes: vec![0xA1; s.len()] });
+                    }
+                    continue;
+                }
+                Request::Subscribe(s, p) => Waiting::SubAck(s, p),
                 Request::Unsubscribe(u) => Waiting::UnsubAck(u),
             };
             let f = InFlight { pid, token: q.token, waiting, sent_at: now, repubs: 0 };
@@ -917,8 +1016,13 @@ impl Client {
         match waiting {
             Waiting::Publish(p) => self.publish_packet(p, Some(pid), resend),
             Waiting::Release => Packet::PubRel(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }),
-            Waiting::SubAck(filters) => {
-                Packet::Subscribe(Subscribe { packet_id: pid, filters: filters.clone(), properties: Properties::default() })
+            Waiting::SubAck(filters, p) => {
+                let mut properties = Properties::default();
+                if self.version == ProtocolVersion::V5 {
+                    properties.subscription_identifiers.extend(p.subscription_id);
+                    properties.user_properties = p.user_properties.clone();
+                }
+                Packet::Subscribe(Subscribe { packet_id: pid, filters: filters.clone(), properties })
             }
             Waiting::UnsubAck(filters) => {
                 Packet::Unsubscribe(Unsubscribe { packet_id: pid, filters: filters.clone(), properties: Properties::default() })
@@ -941,17 +1045,29 @@ impl Client {
     }
 
     fn ping_due(&self) -> Option<Instant> {
-        if self.ping_sent.is_some() || self.faulty(TestFault::NoPing) {
+        if self.faulty(TestFault::NoPing) {
             return None;
         }
         let interval = self.cfg.ping_interval_ms(self.keepalive_secs())?;
+        if self.reading_paused() {
+            // Not reading, so a PINGRESP may be waiting unread: keep pinging so the broker
+            // still hears from us within its keepalive.
+            return Some(self.last_tx + interval);
+        }
+        if self.ping_sent.is_some() {
+            return None;
+        }
         Some(self.last_rx.min(self.last_tx) + interval)
     }
 
     /// Any traffic from the broker after the ping proves it alive as well as a PINGRESP.
     fn ping_deadline(&self) -> Instant {
         let sent = self.ping_sent.unwrap_or(self.now);
-        sent.max(self.last_rx) + u64::from(self.cfg.response_time_ms)
+        sent.max(self.last_rx).max(self.resumed_at) + u64::from(self.cfg.response_time_ms)
+    }
+
+    fn ack_deadline(&self, f: &InFlight) -> Instant {
+        f.sent_at.max(self.resumed_at) + self.ack_timeout()
     }
 
     /// How long an in-flight packet waits before we act: a republication under 3.1.1; under
@@ -971,6 +1087,13 @@ impl Client {
     }
 
     fn connected_timers(&mut self, now: Instant) {
+        if self.reading_paused() {
+            // Answers may sit unread behind the messages we hold back: no deadline runs.
+            if self.ping_due().is_some_and(|t| now >= t) {
+                self.send_ping(now);
+            }
+            return;
+        }
         if self.ping_sent.is_some() && now >= self.ping_deadline() {
             self.lost(now, DownReason::Timeout);
             return;
@@ -978,9 +1101,8 @@ impl Client {
         if self.ping_due().is_some_and(|t| now >= t) {
             self.send_ping(now);
         }
-        let timeout = self.ack_timeout();
         for i in 0..self.inflight.len() {
-            if now < self.inflight[i].sent_at + timeout {
+            if now < self.ack_deadline(&self.inflight[i]) {
                 continue;
             }
             if self.version == ProtocolVersion::V5 || self.inflight[i].repubs >= self.cfg.max_repubs {
@@ -1023,6 +1145,13 @@ impl Client {
         if let State::AwaitConnack { .. } = self.state {
             match packet {
                 Packet::ConnAck(ack) => self.handle_connack(now, ack),
+                Packet::Auth(a) => {
+                    if self.handle_auth(now, a) {
+                        // Our turn: the application has a response time to answer, and the
+                        // broker one more for its next step.
+                        self.state = State::AwaitConnack { deadline: now + 2 * u64::from(self.cfg.response_time_ms) };
+                    }
+                }
                 other => self.protocol_error(now, format!("{} before CONNACK", other.name()), 0x82),
             }
             return;
@@ -1073,16 +1202,16 @@ impl Client {
                 }
             }
             Packet::SubAck(a) => {
-                let Some(f) = self.take_inflight(a.packet_id, |w| matches!(w, Waiting::SubAck(_))) else { return };
-                let Waiting::SubAck(filters) = f.waiting else { return };
+                let Some(f) = self.take_inflight(a.packet_id, |w| matches!(w, Waiting::SubAck(..))) else { return };
+                let Waiting::SubAck(filters, props) = f.waiting else { return };
                 if filters.len() != a.codes.len() {
                     self.protocol_error(now, "SUBACK code count differs from the SUBSCRIBE's filters".into(), 0x82);
                     return;
                 }
                 for (filter, code) in filters.into_iter().zip(&a.codes) {
                     if *code < 0x80 {
-                        self.subscriptions.retain(|s| s.filter != filter.filter);
-                        self.subscriptions.push(filter);
+                        self.subscriptions.retain(|(s, _)| s.filter != filter.filter);
+                        self.subscriptions.push((filter, props.clone()));
                     }
                 }
                 if let Some(token) = f.token {
@@ -1094,7 +1223,7 @@ impl Client {
                 let Some(f) = self.take_inflight(a.packet_id, |w| matches!(w, Waiting::UnsubAck(_))) else { return };
                 if let Waiting::UnsubAck(filters) = f.waiting {
                     for filter in filters {
-                        self.subscriptions.retain(|s| s.filter != filter);
+                        self.subscriptions.retain(|(s, _)| s.filter != filter);
                     }
                 }
                 if let Some(token) = f.token {
@@ -1115,9 +1244,35 @@ impl Client {
                 }
                 self.lost(now, DownReason::ServerDisconnect(d.reason));
             }
-            Packet::Auth(_) => self.protocol_error(now, "AUTH received, but no authentication method was requested".into(), 0x82),
+            Packet::Auth(a) => {
+                self.handle_auth(now, a);
+            }
             other => self.protocol_error(now, format!("{} is not sent by a broker", other.name()), 0x82),
         }
+    }
+
+    /// The broker's AUTH (spec 4.12): only for the method we asked for, only to continue
+    /// (0x18) or to conclude a re-authentication (0x00). Returns whether it was accepted.
+    fn handle_auth(&mut self, now: Instant, a: Disconnect) -> bool {
+        let Some(method) = &self.cfg.auth_method else {
+            self.protocol_error(now, "AUTH received, but no authentication method was requested".into(), 0x82);
+            return false;
+        };
+        if a.properties.authentication_method.as_ref() != Some(method) {
+            self.protocol_error(now, format!("AUTH does not name our authentication method `{method}`"), 0x82);
+            return false;
+        }
+        let initial = matches!(self.state, State::AwaitConnack { .. });
+        match a.reason {
+            0x18 => self.auth_challenged = true,
+            0x00 if !initial => self.auth_challenged = false,
+            r => {
+                self.protocol_error(now, format!("AUTH with reason code {r:#04x} here"), 0x82);
+                return false;
+            }
+        }
+        self.events.push_back(Event::Auth { reason: a.reason, data: a.properties.authentication_data.unwrap_or_default() });
+        true
     }
 
     fn complete(&mut self, token: Option<Token>, reason: u8) {

@@ -64,6 +64,14 @@ pub struct Config {
     pub backoff_min_ms: u32,
     pub backoff_max_ms: u32,
     pub resubscribe: bool,
+    /// When `queue_len` messages wait for the application, stop reading from the broker
+    /// (TCP then holds the rest back) instead of discarding the oldest (mqtt_as's policy).
+    pub backpressure: bool,
+    /// MQTT 5 enhanced authentication (spec 4.12): the method named in CONNECT, and its
+    /// initial data. The broker's challenges arrive as [`crate::Event::Auth`]; answer them
+    /// with [`crate::Client::authenticate`].
+    pub auth_method: Option<String>,
+    pub auth_data: Option<Vec<u8>>,
     /// Test-only: the deliberate fault a `test-faults` build shows (see [`crate::TestFault`]).
     /// Only in that build: the shipped one carries no trace of it.
     #[cfg(feature = "test-faults")]
@@ -106,6 +114,9 @@ impl Default for Config {
             // spreads a fleet's reconnects.
             backoff_max_ms: 5_000,
             resubscribe: true,
+            backpressure: false,
+            auth_method: None,
+            auth_data: None,
             #[cfg(feature = "test-faults")]
             test_fault: None,
         }
@@ -225,6 +236,18 @@ impl Config {
             if w.delay_secs.is_some() && !self.mqttv5 {
                 return err("will.delay_secs", "needs mqttv5");
             }
+        }
+        if (self.auth_method.is_some() || self.auth_data.is_some()) && !self.mqttv5 {
+            return err("auth_method", "enhanced authentication needs mqttv5");
+        }
+        if self.auth_data.is_some() && self.auth_method.is_none() {
+            return err("auth_data", "is set without `auth_method`");
+        }
+        if self.auth_method.as_ref().is_some_and(|m| m.is_empty() || m.len() > usize::from(u16::MAX)) {
+            return err("auth_method", "must be 1 to 65535 bytes");
+        }
+        if self.auth_data.as_ref().is_some_and(|d| d.len() > usize::from(u16::MAX)) {
+            return err("auth_data", "longer than 65535 bytes");
         }
         for (k, v) in &self.connect_user_properties {
             if k.len() > u16::MAX as usize || v.len() > u16::MAX as usize {

@@ -143,6 +143,10 @@ pub enum Event {
     ConnectFailed(String),
     /// Incoming messages were discarded because `queue_len` was reached (total so far).
     Discarded(u64),
+    /// MQTT 5 enhanced authentication: the broker's AUTH (reason 0x18: a challenge, to be
+    /// answered with [`crate::Client::authenticate`] within `response_time`; 0x00: a
+    /// re-authentication succeeded) or the authentication data of its CONNACK (reason 0x00).
+    Auth { reason: u8, data: Vec<u8> },
     Error(String),
 }
 
@@ -155,6 +159,15 @@ pub struct OutgoingPublish {
     pub retain: bool,
     /// MQTT 5 properties (ignored under 3.1.1).
     pub properties: Properties,
+}
+
+/// MQTT 5 properties of a SUBSCRIBE (ignored under 3.1.1). Kept with the subscription, so
+/// a re-subscription after a clean reconnect carries them again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscribeProperties {
+    /// Reported back with every message this subscription matches (1..=268,435,455).
+    pub subscription_id: Option<u32>,
+    pub user_properties: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -5,7 +5,7 @@ mod harness;
 
 use harness::*;
 use mqtt_protocol::codec::{Disconnect, PubResponse, Publish};
-use mqtt_protocol::{Action, ApiError, DownReason, Event, LinkState, Packet, Properties, QoS, SubscribeFilter};
+use mqtt_protocol::{Action, ApiError, DownReason, Event, LinkState, Packet, Properties, QoS, SubscribeFilter, SubscribeProperties};
 
 fn sub(filter: &str) -> SubscribeFilter {
     SubscribeFilter { filter: filter.into(), qos: QoS::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 }
@@ -544,7 +544,7 @@ fn assigned_client_id_and_server_keepalive_are_honoured() {
 fn subscribe_issued_during_an_outage_is_sent_on_reconnect() {
     let mut h = Harness::up(config(false));
     h.link(LinkState::Down);
-    let t = h.client.subscribe(h.now, vec![sub("a/#")]).unwrap();
+    let t = h.client.subscribe(h.now, vec![sub("a/#")], Default::default()).unwrap();
     h.link(LinkState::Up);
     h.take_sent();
     h.connack(false);
@@ -557,7 +557,7 @@ fn subscribe_issued_during_an_outage_is_sent_on_reconnect() {
 #[test]
 fn subscriptions_are_renewed_after_a_clean_reconnect() {
     let mut h = Harness::up(config(false));
-    h.client.subscribe(h.now, vec![sub("a/#")]).unwrap();
+    h.client.subscribe(h.now, vec![sub("a/#")], Default::default()).unwrap();
     h.pump();
     let Packet::Subscribe(s) = &h.take_sent()[0] else { panic!() };
     h.suback(s.packet_id, vec![1]);
@@ -581,7 +581,7 @@ fn subscriptions_are_renewed_after_a_clean_reconnect() {
 #[test]
 fn unacknowledged_subscribe_is_resent_after_response_time() {
     let mut h = Harness::up(config(false));
-    h.client.subscribe(h.now, vec![sub("a")]).unwrap();
+    h.client.subscribe(h.now, vec![sub("a")], Default::default()).unwrap();
     h.pump();
     h.take_sent();
     h.advance(2_000);
@@ -630,4 +630,262 @@ fn packet_before_connack_is_a_protocol_error() {
     h.pump();
     h.broker_sends(Packet::PingResp);
     assert!(matches!(&h.take_events()[..], [Event::ConnectFailed(why)] if why.contains("before CONNACK")));
+}
+
+// ---------------------------------------------------------------------------------------
+// MQTT 5 SUBSCRIBE properties
+
+fn with_id(id: u32) -> SubscribeProperties {
+    SubscribeProperties { subscription_id: Some(id), user_properties: vec![("k".into(), "v".into())] }
+}
+
+#[test]
+fn v5_subscription_identifier_and_user_properties_are_sent_and_renewed_with_the_filters() {
+    let mut h = Harness::up(config(true));
+    h.client.subscribe(h.now, vec![sub("a/#"), sub("b")], with_id(7)).unwrap();
+    h.client.subscribe(h.now, vec![sub("c")], SubscribeProperties::default()).unwrap();
+    h.pump();
+    let sent = h.take_sent();
+    let [Packet::Subscribe(s1), Packet::Subscribe(s2)] = &sent[..] else { panic!("{sent:?}") };
+    assert_eq!(s1.properties.subscription_identifiers, vec![7]);
+    assert_eq!(s1.properties.user_properties, vec![("k".to_string(), "v".to_string())]);
+    assert!(s2.properties.subscription_identifiers.is_empty());
+    let (id1, id2) = (s1.packet_id, s2.packet_id);
+    h.suback(id1, vec![1, 1]);
+    h.suback(id2, vec![1]);
+    h.link(LinkState::Down);
+    h.link(LinkState::Up);
+    h.take_sent();
+    h.connack(false);
+    let sent = h.take_sent();
+    let renewed: Vec<(Vec<&str>, Vec<u32>)> = sent
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Subscribe(s) => Some((s.filters.iter().map(|f| f.filter.as_str()).collect(), s.properties.subscription_identifiers.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(renewed, vec![(vec!["a/#", "b"], vec![7]), (vec!["c"], vec![])], "one SUBSCRIBE per original request, ids kept");
+}
+
+#[test]
+fn subscription_identifier_fails_with_0xa1_when_the_broker_has_none() {
+    let mut h = Harness::new(config(true));
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    h.connack_with(false, 0, Properties { subscription_identifier_available: Some(0), ..Properties::default() });
+    h.take_sent();
+    h.take_events();
+    let t = h.client.subscribe(h.now, vec![sub("a"), sub("b")], with_id(3)).unwrap();
+    h.pump();
+    assert!(h.take_sent().is_empty(), "nothing sent the broker would have to refuse");
+    assert_eq!(h.take_events(), vec![Event::Subscribed { token: t, codes: vec![0xA1, 0xA1] }]);
+    // Without an identifier it goes out as usual.
+    h.client.subscribe(h.now, vec![sub("a")], SubscribeProperties::default()).unwrap();
+    h.pump();
+    assert!(matches!(h.take_sent()[..], [Packet::Subscribe(_)]));
+}
+
+#[test]
+fn subscription_identifier_out_of_range_is_refused_at_once() {
+    let mut h = Harness::up(config(true));
+    for id in [0, 268_435_456] {
+        let e = h.client.subscribe(h.now, vec![sub("a")], with_id(id)).unwrap_err();
+        assert!(matches!(&e, ApiError::Invalid(why) if why.contains("subscription_id")), "{e:?}");
+    }
+}
+
+#[test]
+fn incoming_message_reports_its_subscription_identifiers() {
+    let mut h = Harness::up(config(true));
+    let props = Properties { subscription_identifiers: vec![7, 9], ..Properties::default() };
+    let p = Publish { dup: false, qos: QoS::AtMostOnce, retain: false, topic: "a/x".into(), packet_id: None, payload: b"m".to_vec(), properties: props };
+    h.broker_sends(Packet::Publish(p));
+    let events = h.take_events();
+    let [Event::Message(m)] = &events[..] else { panic!("{events:?}") };
+    assert_eq!(m.properties.as_ref().unwrap().subscription_identifiers, vec![7, 9]);
+}
+
+// ---------------------------------------------------------------------------------------
+// MQTT 5 enhanced authentication (spec 4.12)
+
+fn auth_config() -> mqtt_protocol::Config {
+    let mut cfg = config(true);
+    cfg.auth_method = Some("SCRAM-SHA-1".into());
+    cfg.auth_data = Some(b"client-first".to_vec());
+    cfg
+}
+
+fn auth(reason: u8, method: &str, data: &[u8]) -> Packet {
+    let properties = Properties { authentication_method: Some(method.into()), authentication_data: Some(data.to_vec()), ..Properties::default() };
+    Packet::Auth(Disconnect { reason, properties })
+}
+
+#[test]
+fn enhanced_auth_sends_method_and_data_in_connect_and_answers_challenges() {
+    let mut h = Harness::new(auth_config());
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    let Packet::Connect(c) = &h.take_sent()[0] else { panic!() };
+    assert_eq!(c.properties.authentication_method.as_deref(), Some("SCRAM-SHA-1"));
+    assert_eq!(c.properties.authentication_data.as_deref(), Some(&b"client-first"[..]));
+    h.broker_sends(auth(0x18, "SCRAM-SHA-1", b"server-first"));
+    assert_eq!(h.take_events(), vec![Event::Auth { reason: 0x18, data: b"server-first".to_vec() }]);
+    h.client.authenticate(h.now, b"client-final".to_vec()).unwrap();
+    h.pump();
+    assert_eq!(h.take_sent(), vec![auth(0x18, "SCRAM-SHA-1", b"client-final")]);
+    let fin = Properties { authentication_method: Some("SCRAM-SHA-1".into()), authentication_data: Some(b"server-final".to_vec()), ..Properties::default() };
+    h.connack_with(false, 0, fin);
+    assert_eq!(
+        h.take_events(),
+        vec![Event::Auth { reason: 0, data: b"server-final".to_vec() }, Event::Up { session_present: false }]
+    );
+}
+
+#[test]
+fn unanswered_auth_challenge_times_out_the_connection_attempt() {
+    let mut h = Harness::new(auth_config());
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    h.advance(1_500);
+    h.broker_sends(auth(0x18, "SCRAM-SHA-1", b"server-first"));
+    h.take_events();
+    // The application gets a response time, the broker one more: 4 s from the challenge.
+    h.advance(3_999);
+    assert!(h.take_events().is_empty());
+    h.advance(1);
+    assert!(matches!(&h.take_events()[..], [Event::ConnectFailed(_)]));
+}
+
+#[test]
+fn auth_naming_another_method_or_unasked_for_is_a_protocol_error() {
+    let mut h = Harness::new(auth_config());
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    h.take_sent();
+    h.broker_sends(auth(0x18, "PLAIN", b""));
+    assert!(matches!(&h.take_sent()[..], [Packet::Disconnect(Disconnect { reason: 0x82, .. })]));
+    assert!(matches!(&h.take_events()[..], [Event::ConnectFailed(why)] if why.contains("authentication method")));
+
+    let mut h = Harness::up(config(true));
+    h.broker_sends(auth(0x18, "SCRAM-SHA-1", b""));
+    let events = h.take_events();
+    assert!(events.iter().any(|e| matches!(e, Event::Down(DownReason::ProtocolError(why)) if why.contains("no authentication method"))), "{events:?}");
+}
+
+#[test]
+fn reauthentication_sends_auth_0x19_and_reports_the_brokers_answers() {
+    let mut h = Harness::new(auth_config());
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    h.connack(false);
+    h.take_sent();
+    h.take_events();
+    h.client.authenticate(h.now, b"again".to_vec()).unwrap();
+    h.pump();
+    assert_eq!(h.take_sent(), vec![auth(0x19, "SCRAM-SHA-1", b"again")]);
+    h.broker_sends(auth(0x18, "SCRAM-SHA-1", b"challenge"));
+    h.client.authenticate(h.now, b"answer".to_vec()).unwrap();
+    h.pump();
+    assert_eq!(h.take_sent(), vec![auth(0x18, "SCRAM-SHA-1", b"answer")]);
+    h.broker_sends(auth(0x00, "SCRAM-SHA-1", b"ok"));
+    assert_eq!(
+        h.take_events(),
+        vec![Event::Auth { reason: 0x18, data: b"challenge".to_vec() }, Event::Auth { reason: 0, data: b"ok".to_vec() }]
+    );
+    assert!(h.client.is_connected());
+}
+
+#[test]
+fn authenticate_is_refused_without_a_method_or_an_exchange() {
+    let mut h = Harness::up(config(true));
+    assert!(matches!(h.client.authenticate(h.now, vec![]), Err(ApiError::Invalid(why)) if why.contains("auth_method")));
+    let mut h = Harness::new(auth_config());
+    assert!(matches!(h.client.authenticate(h.now, vec![]), Err(ApiError::Invalid(_))), "not connecting");
+    let mut cfg = auth_config();
+    cfg.mqttv5 = false;
+    assert_eq!(mqtt_protocol::Client::new(cfg).err().map(|e| e.key), Some("auth_method"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Backpressure instead of discard-oldest
+
+fn backpressure_config(v5: bool) -> mqtt_protocol::Config {
+    let mut cfg = config(v5);
+    cfg.queue_len = 2;
+    cfg.backpressure = true;
+    cfg
+}
+
+fn qos1_in(i: u8) -> Vec<u8> {
+    let p = Publish { dup: false, qos: QoS::AtLeastOnce, retain: false, topic: "in".into(), packet_id: Some(pid(100 + u16::from(i))), payload: vec![i], properties: Properties::default() };
+    Packet::Publish(p).encode(mqtt_protocol::ProtocolVersion::V311)
+}
+
+#[test]
+fn backpressure_holds_input_back_instead_of_discarding_and_acks_only_what_it_took() {
+    let mut h = Harness::up(backpressure_config(false));
+    let burst: Vec<u8> = (0..5).flat_map(qos1_in).collect();
+    h.client.handle_input(h.now, &burst);
+    assert!(!h.client.wants_input(), "queue full: the host should stop reading");
+    let acks = |h: &mut Harness| {
+        let mut n = 0;
+        while let Some(b) = h.client.poll_transmit() {
+            n += b.len() / 4; // PUBACK is 4 bytes
+        }
+        n
+    };
+    assert_eq!(acks(&mut h), 2, "only the messages taken in are acknowledged");
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        while let Some(e) = h.client.poll_event() {
+            if let Event::Message(m) = e {
+                got.push(m.payload[0]);
+            }
+        }
+        assert!(h.client.wants_input());
+        let Some(t) = h.client.poll_timeout() else { break };
+        if t > h.now {
+            break;
+        }
+        h.client.handle_timeout(h.now);
+    }
+    assert_eq!(got, vec![0, 1, 2, 3, 4], "everything, in order");
+    assert_eq!(acks(&mut h), 3);
+    assert_eq!(h.client.stats().discards, 0);
+}
+
+#[test]
+fn backpressure_suspends_response_deadlines_but_keeps_pinging() {
+    let mut h = Harness::up(backpressure_config(true));
+    h.client.publish(h.now, qos1("t", b"x"), None).unwrap();
+    h.pump();
+    h.take_sent();
+    let burst: Vec<u8> = (0..3).flat_map(|i| {
+        let p = Publish { dup: false, qos: QoS::AtMostOnce, retain: false, topic: "in".into(), packet_id: None, payload: vec![i], properties: Properties::default() };
+        Packet::Publish(p).encode(mqtt_protocol::ProtocolVersion::V5)
+    }).collect();
+    h.client.handle_input(h.now, &burst);
+    // The application does not take its messages for 100 s: the PUBACK and PINGRESPs may be
+    // sitting unread, so nothing times out, but the broker keeps hearing our pings.
+    let mut pings = 0;
+    for _ in 0..100 {
+        h.now = h.now + 1_000;
+        h.client.handle_timeout(h.now);
+        while let Some(b) = h.client.poll_transmit() {
+            pings += usize::from(b == [0xC0, 0x00]);
+        }
+        assert!(h.client.is_connected());
+    }
+    assert!(pings >= 6, "a ping every 15 s of our silence: {pings}");
+    // Room again: the held message is decoded, and deadlines count from the resumption.
+    while h.client.poll_event().is_some() {}
+    h.client.handle_timeout(h.now);
+    while h.client.poll_event().is_some() {}
+    h.now = h.now + 1_999;
+    h.client.handle_timeout(h.now);
+    assert!(h.client.is_connected(), "a response time from the resumption, not from the ping");
+    h.now = h.now + 1;
+    h.client.handle_timeout(h.now);
+    assert!(!h.client.is_connected(), "then a broker that stays silent is dead");
 }
