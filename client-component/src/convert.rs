@@ -2,7 +2,7 @@
 
 use alloc::string::String;
 
-use mqtt_protocol::{Config, DownReason, Event, LinkState, Properties, QoS, SocketError, Stats, SubscribeFilter, TlsParams, Will};
+use mqtt_protocol::{Config, DownReason, Event, LinkState, Properties, QoS, SocketError, Stats, SubscribeFilter, SubscribeProperties, TlsParams, Will};
 
 use crate::api;
 use crate::mqtt_as::client::{socket, wifi};
@@ -119,6 +119,10 @@ pub fn subscription_from_wit(s: api::Subscription) -> SubscribeFilter {
     }
 }
 
+pub fn subscribe_properties_from_wit(p: Option<api::SubscribeProperties>) -> SubscribeProperties {
+    p.map(|p| SubscribeProperties { subscription_id: p.subscription_id, user_properties: p.user_properties }).unwrap_or_default()
+}
+
 pub fn config_from_wit(c: api::Config) -> Result<Config, String> {
     let will = c.will.map(|w| Will {
         topic: w.topic,
@@ -171,6 +175,9 @@ pub fn config_from_wit(c: api::Config) -> Result<Config, String> {
         backoff_min_ms: c.backoff_min_ms,
         backoff_max_ms: c.backoff_max_ms,
         resubscribe: c.resubscribe,
+        backpressure: c.backpressure,
+        auth_method: c.auth_method,
+        auth_data: c.auth_data,
         #[cfg(feature = "test-faults")]
         test_fault,
     })
@@ -208,6 +215,7 @@ pub fn event_to_wit(e: Event) -> api::Event {
         Event::Link(l) => api::Event::Link(link_to_wit(l)),
         Event::ConnectFailed(why) => api::Event::ConnectFailed(why),
         Event::Discarded(n) => api::Event::Discarded(n),
+        Event::Auth { reason, data } => api::Event::Auth((reason, data)),
         Event::Error(e) => api::Event::Error(e),
     }
 }

@@ -49,7 +49,6 @@ struct Glue {
     /// Bytes the host has not accepted yet, for the current socket.
     outbuf: Vec<u8>,
     link: Option<LinkState>,
-    events: Vec<api::Event>,
 }
 
 fn now() -> Instant {
@@ -61,7 +60,9 @@ fn warn(msg: &str) {
 }
 
 impl Glue {
-    /// One full turn: inputs in, timers, IO out, until nothing changes.
+    /// One full turn: inputs in, timers, IO out, until nothing changes. Events stay in the
+    /// client until `poll` takes them, so `queue-len` bounds the messages held between two
+    /// polls (discarding the oldest, or with backpressure leaving the socket unread).
     fn drive(&mut self) {
         for _ in 0..MAX_ROUNDS {
             let now = now();
@@ -70,7 +71,6 @@ impl Glue {
                 self.client.handle_timeout(now);
             }
             progress |= self.write_outputs(now);
-            self.collect_events();
             if !progress {
                 break;
             }
@@ -102,7 +102,9 @@ impl Glue {
             }
         }
         let mut read = 0;
-        while read < MAX_READ_PER_POLL && self.socket == Some(h) {
+        // With backpressure the client may refuse more input: the socket stays unread and
+        // TCP holds the broker back.
+        while read < MAX_READ_PER_POLL && self.socket == Some(h) && self.client.wants_input() {
             match socket::recv(h, RECV_CHUNK) {
                 Ok(bytes) if bytes.is_empty() => break,
                 Ok(bytes) => {
@@ -185,13 +187,19 @@ impl Glue {
         self.outbuf.clear();
     }
 
-    fn collect_events(&mut self) {
-        while let Some(e) = self.client.poll_event() {
+    fn take_events(&mut self, max_messages: u32) -> Vec<api::Event> {
+        let mut events = Vec::new();
+        let mut messages = 0;
+        loop {
+            let e = if messages < max_messages { self.client.poll_event() } else { self.client.poll_event_except_messages() };
+            let Some(e) = e else { break };
+            messages += u32::from(matches!(e, Event::Message(_)));
             if let Event::Error(msg) = &e {
                 warn(msg);
             }
-            self.events.push(convert::event_to_wit(e));
+            events.push(convert::event_to_wit(e));
         }
+        events
     }
 }
 
@@ -227,7 +235,7 @@ impl api::GuestClient for ClientResource {
     fn create(config: api::Config) -> Result<api::Client, api::ClientError> {
         let config = convert::config_from_wit(config).map_err(api::ClientError::Invalid)?;
         let client = Client::new(config).map_err(|e| api::ClientError::Invalid(e.to_string()))?;
-        let glue = Glue { client, socket: None, opening: false, outbuf: Vec::new(), link: None, events: Vec::new() };
+        let glue = Glue { client, socket: None, opening: false, outbuf: Vec::new(), link: None };
         Ok(api::Client::new(ClientResource(RefCell::new(glue))))
     }
 
@@ -259,9 +267,14 @@ impl api::GuestClient for ClientResource {
         self.with(|c, _| c.cancel(token))
     }
 
-    fn subscribe(&self, subscriptions: Vec<api::Subscription>) -> Result<u64, api::ClientError> {
+    fn subscribe(&self, subscriptions: Vec<api::Subscription>, properties: Option<api::SubscribeProperties>) -> Result<u64, api::ClientError> {
         let filters = subscriptions.into_iter().map(convert::subscription_from_wit).collect();
-        self.with(|c, now| c.subscribe(now, filters)).map_err(api_error)
+        let properties = convert::subscribe_properties_from_wit(properties);
+        self.with(|c, now| c.subscribe(now, filters, properties)).map_err(api_error)
+    }
+
+    fn authenticate(&self, data: Vec<u8>) -> Result<(), api::ClientError> {
+        self.with(|c, now| c.authenticate(now, data)).map_err(api_error)
     }
 
     fn unsubscribe(&self, filters: Vec<String>) -> Result<u64, api::ClientError> {
@@ -280,10 +293,10 @@ impl api::GuestClient for ClientResource {
         self.with(|c, now| c.broker_up(now))
     }
 
-    fn poll(&self) -> Vec<api::Event> {
+    fn poll(&self, max_messages: u32) -> Vec<api::Event> {
         let mut g = self.0.borrow_mut();
         g.drive();
-        core::mem::take(&mut g.events)
+        g.take_events(max_messages)
     }
 
     fn next_deadline(&self) -> Option<u64> {

@@ -6,12 +6,14 @@
 //! platform's wakeup fires, or the client's deadline passes.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::device::{Device, DeviceError, Publish, Token};
-use crate::{DownReason, Event, LinkState, Message, Qos, Stats, Subscription};
+use crate::{DownReason, Event, LinkState, Message, Qos, Stats, SubscribeProperties, Subscription};
 
 /// What the application hears about without asking.
 #[derive(Debug, Clone)]
@@ -22,6 +24,9 @@ pub enum ClientEvent {
     Link(LinkState),
     /// Incoming messages discarded so far because the queue was full.
     Discarded(u64),
+    /// MQTT 5 enhanced authentication: the broker's reason code (0x18: answer with
+    /// [`Client::authenticate`]) and data.
+    Auth { reason: u8, data: Vec<u8> },
     Error(String),
 }
 
@@ -43,7 +48,8 @@ type Reply<T> = oneshot::Sender<Result<T, Error>>;
 enum Command {
     Connect(Reply<()>),
     Publish(Publish, Reply<()>),
-    Subscribe(Vec<Subscription>, Reply<Vec<u8>>),
+    Subscribe(Vec<Subscription>, Option<SubscribeProperties>, Reply<Vec<u8>>),
+    Authenticate(Vec<u8>, Reply<()>),
     Unsubscribe(Vec<String>, Reply<Vec<u8>>),
     BrokerUp(oneshot::Sender<bool>),
     Stats(oneshot::Sender<Option<Stats>>),
@@ -52,7 +58,26 @@ enum Command {
 
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
-    events: mpsc::UnboundedReceiver<ClientEvent>,
+    events: Events,
+}
+
+/// Messages handed to the application and not yet taken. The driver asks the component
+/// for no more than `queue_len` minus these, so what waits for a slow application stays
+/// bounded: the rest waits in the client, which discards the oldest or, with
+/// `backpressure`, stops reading the socket.
+#[derive(Default)]
+struct Backlog {
+    held: AtomicUsize,
+    room: Notify,
+}
+
+impl Backlog {
+    fn taken(&self, e: &Option<ClientEvent>) {
+        if let Some(ClientEvent::Message(_)) = e {
+            self.held.fetch_sub(1, Ordering::AcqRel);
+            self.room.notify_one();
+        }
+    }
 }
 
 /// Longest sleep between polls when the platform offers no wakeup.
@@ -66,8 +91,9 @@ impl Client {
     pub fn spawn(device: Device) -> Client {
         let (commands, rx) = mpsc::unbounded_channel();
         let (tx, events) = mpsc::unbounded_channel();
-        tokio::spawn(Driver::new(device, tx).run(rx));
-        Client { commands, events }
+        let backlog = Arc::new(Backlog::default());
+        tokio::spawn(Driver::new(device, tx, backlog.clone()).run(rx));
+        Client { commands, events: Events(events, backlog) }
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
@@ -93,7 +119,18 @@ impl Client {
 
     /// Returns the granted QoS / reason code per filter.
     pub async fn subscribe(&self, subs: Vec<Subscription>) -> Result<Vec<u8>, Error> {
-        self.ask(|r| Command::Subscribe(subs, r)).await
+        self.ask(|r| Command::Subscribe(subs, None, r)).await
+    }
+
+    /// [`Client::subscribe`] with MQTT 5 properties (subscription identifier, user properties).
+    pub async fn subscribe_with(&self, subs: Vec<Subscription>, properties: SubscribeProperties) -> Result<Vec<u8>, Error> {
+        self.ask(|r| Command::Subscribe(subs, Some(properties), r)).await
+    }
+
+    /// MQTT 5 enhanced authentication: answer a [`ClientEvent::Auth`] challenge, or start a
+    /// re-authentication.
+    pub async fn authenticate(&self, data: Vec<u8>) -> Result<(), Error> {
+        self.ask(|r| Command::Authenticate(data, r)).await
     }
 
     pub async fn unsubscribe(&self, filters: Vec<String>) -> Result<Vec<u8>, Error> {
@@ -124,30 +161,34 @@ impl Client {
 
     /// The next message, up/down or link change; `None` once the client task stopped.
     pub async fn next_event(&mut self) -> Option<ClientEvent> {
-        self.events.recv().await
+        self.events.next().await
     }
 
     /// Hands the event stream to another task (one that reports up/down while this one
     /// publishes, say); [`Client::next_event`] on this client returns `None` from then on.
     pub fn take_events(&mut self) -> Events {
         let (_, closed) = mpsc::unbounded_channel();
-        Events(std::mem::replace(&mut self.events, closed))
+        let backlog = self.events.1.clone();
+        std::mem::replace(&mut self.events, Events(closed, backlog))
     }
 }
 
 /// A client's event stream, taken with [`Client::take_events`].
-pub struct Events(mpsc::UnboundedReceiver<ClientEvent>);
+pub struct Events(mpsc::UnboundedReceiver<ClientEvent>, Arc<Backlog>);
 
 impl Events {
     /// The next event; `None` once the client task stopped.
     pub async fn next(&mut self) -> Option<ClientEvent> {
-        self.0.recv().await
+        let e = self.0.recv().await;
+        self.1.taken(&e);
+        e
     }
 }
 
 struct Driver {
     device: Device,
     events: mpsc::UnboundedSender<ClientEvent>,
+    backlog: Arc<Backlog>,
     connect_waiters: Vec<Reply<()>>,
     publish_waiters: BTreeMap<Token, Reply<()>>,
     sub_waiters: BTreeMap<Token, Reply<Vec<u8>>>,
@@ -155,10 +196,11 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(device: Device, events: mpsc::UnboundedSender<ClientEvent>) -> Self {
+    fn new(device: Device, events: mpsc::UnboundedSender<ClientEvent>, backlog: Arc<Backlog>) -> Self {
         Driver {
             device,
             events,
+            backlog,
             connect_waiters: Vec::new(),
             publish_waiters: BTreeMap::new(),
             sub_waiters: BTreeMap::new(),
@@ -192,6 +234,7 @@ impl Driver {
                     }
                 },
                 _ = notified => {}
+                _ = self.backlog.room.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -213,7 +256,10 @@ impl Driver {
                     let _ = reply.send(Err(e.into()));
                 }
             },
-            Command::Subscribe(subs, reply) => match self.device.subscribe(subs) {
+            Command::Authenticate(data, reply) => {
+                let _ = reply.send(self.device.authenticate(&data).map_err(Error::from));
+            }
+            Command::Subscribe(subs, props, reply) => match self.device.subscribe_with(subs, props) {
                 Ok(token) => {
                     self.sub_waiters.insert(token, reply);
                 }
@@ -249,7 +295,9 @@ impl Driver {
     }
 
     fn poll(&mut self) -> Result<(), DeviceError> {
-        for e in self.device.poll()? {
+        let queue_len = self.device.config().queue_len as usize;
+        let room = queue_len.saturating_sub(self.backlog.held.load(Ordering::Acquire));
+        for e in self.device.poll_taking(room as u32)? {
             match e {
                 Event::Up(session_present) => {
                     for w in self.connect_waiters.drain(..) {
@@ -286,6 +334,7 @@ impl Driver {
                     let _ = self.events.send(ClientEvent::Down(d));
                 }
                 Event::Message(m) => {
+                    self.backlog.held.fetch_add(1, Ordering::AcqRel);
                     let _ = self.events.send(ClientEvent::Message(m));
                 }
                 Event::Link(l) => {
@@ -293,6 +342,9 @@ impl Driver {
                 }
                 Event::Discarded(n) => {
                     let _ = self.events.send(ClientEvent::Discarded(n));
+                }
+                Event::Auth((reason, data)) => {
+                    let _ = self.events.send(ClientEvent::Auth { reason, data });
                 }
                 Event::Error(e) => {
                     let _ = self.events.send(ClientEvent::Error(e));

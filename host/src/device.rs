@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use wasmtime::component::ResourceAny;
 use wasmtime::Store;
 
-use crate::bindings::exports::mqtt_as::client::client::{ClientError, Config, Event, PublishProperties, Qos, Stats, Subscription};
+use crate::bindings::exports::mqtt_as::client::client::{ClientError, Config, Event, PublishProperties, Qos, Stats, SubscribeProperties, Subscription};
 use crate::bindings::mqtt_as::client::{clock, log, socket, wifi};
 use crate::bindings::MqttClient;
 use crate::component::ComponentFile;
@@ -189,6 +189,18 @@ pub fn default_config(server: &str, client_id: &str) -> Config {
         backoff_min_ms: d.backoff_min_ms,
         backoff_max_ms: d.backoff_max_ms,
         resubscribe: d.resubscribe,
+        backpressure: d.backpressure,
+        auth_method: d.auth_method,
+        auth_data: d.auth_data,
+    }
+}
+
+/// The generated bindings have no `PartialEq`.
+fn same_properties(a: &Option<SubscribeProperties>, b: &Option<SubscribeProperties>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.subscription_id == b.subscription_id && a.user_properties == b.user_properties,
+        _ => false,
     }
 }
 
@@ -212,7 +224,8 @@ pub struct Device {
     next_token: Token,
     guest_to_host: BTreeMap<u64, Token>,
     unacked: BTreeMap<Token, Publish>,
-    subscriptions: Vec<Subscription>,
+    /// What was subscribed, with its request's properties, to replay after a restart.
+    subscriptions: Vec<(Subscription, Option<SubscribeProperties>)>,
     restarts: u64,
     /// Events produced while handling a restart, returned by the next poll.
     backlog: Vec<Event>,
@@ -319,11 +332,18 @@ impl Device {
         if self.connect_requested {
             self.call_connect()?;
         }
-        if !self.subscriptions.is_empty() {
-            let subs = self.subscriptions.clone();
+        // One SUBSCRIBE per run of filters with the same properties (per original request).
+        let mut groups: Vec<(Vec<Subscription>, Option<SubscribeProperties>)> = Vec::new();
+        for (s, p) in &self.subscriptions {
+            match groups.last_mut() {
+                Some((subs, q)) if same_properties(q, p) => subs.push(s.clone()),
+                _ => groups.push((vec![s.clone()], p.clone())),
+            }
+        }
+        for (subs, props) in groups {
             self.guarded("subscribe", |l| {
                 let api = l.instance.mqtt_as_client_client().client();
-                api.call_subscribe(&mut l.store, l.client, &subs)
+                api.call_subscribe(&mut l.store, l.client, &subs, props.as_ref())
             })?;
         }
         for (token, p) in self.unacked.clone() {
@@ -384,11 +404,16 @@ impl Device {
     }
 
     pub fn subscribe(&mut self, subs: Vec<Subscription>) -> Result<Token, DeviceError> {
+        self.subscribe_with(subs, None)
+    }
+
+    /// Subscribe with MQTT 5 properties (subscription identifier, user properties).
+    pub fn subscribe_with(&mut self, subs: Vec<Subscription>, properties: Option<SubscribeProperties>) -> Result<Token, DeviceError> {
         let token = self.next_token;
         self.next_token += 1;
         let r = self.guarded("subscribe", |l| {
             let api = l.instance.mqtt_as_client_client().client();
-            api.call_subscribe(&mut l.store, l.client, &subs)
+            api.call_subscribe(&mut l.store, l.client, &subs, properties.as_ref())
         })?;
         match r {
             Some(Err(e)) => return Err(DeviceError::Client(e)),
@@ -398,8 +423,8 @@ impl Device {
             None => {}
         }
         for s in subs {
-            self.subscriptions.retain(|x| x.filter != s.filter);
-            self.subscriptions.push(s);
+            self.subscriptions.retain(|(x, _)| x.filter != s.filter);
+            self.subscriptions.push((s, properties.clone()));
         }
         Ok(token)
     }
@@ -418,7 +443,7 @@ impl Device {
             }
             None => {}
         }
-        self.subscriptions.retain(|s| !filters.contains(&s.filter));
+        self.subscriptions.retain(|(s, _)| !filters.contains(&s.filter));
         Ok(token)
     }
 
@@ -438,6 +463,16 @@ impl Device {
         self.connect_requested = false;
         self.guarded("disconnect", |l| l.instance.mqtt_as_client_client().client().call_disconnect(&mut l.store, l.client))?;
         Ok(())
+    }
+
+    /// MQTT 5 enhanced authentication: answer the broker's challenge (`Event::Auth` with
+    /// 0x18), or start a re-authentication when connected.
+    pub fn authenticate(&mut self, data: &[u8]) -> Result<(), DeviceError> {
+        let r = self.guarded("authenticate", |l| l.instance.mqtt_as_client_client().client().call_authenticate(&mut l.store, l.client, data))?;
+        match r {
+            Some(Err(e)) => Err(DeviceError::Client(e)),
+            _ => Ok(()),
+        }
     }
 
     pub fn broker_up(&mut self) -> Result<(), DeviceError> {
@@ -465,8 +500,19 @@ impl Device {
         })
     }
 
+    /// The config the client was made with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Run the client: read, time out, send. Returns what happened, with host tokens.
     pub fn poll(&mut self) -> Result<Vec<Event>, DeviceError> {
+        self.poll_taking(u32::MAX)
+    }
+
+    /// [`Device::poll`] returning at most `max_messages` incoming messages; the rest wait
+    /// in the client, bounded by `queue_len` (see the WIT `poll`).
+    pub fn poll_taking(&mut self, max_messages: u32) -> Result<Vec<Event>, DeviceError> {
         if let Some(at) = self.retry_connect_at {
             let now = self.platform_mut().now_ms();
             if now >= at {
@@ -474,7 +520,7 @@ impl Device {
                 self.call_connect()?;
             }
         }
-        let events = self.guarded("poll", |l| l.instance.mqtt_as_client_client().client().call_poll(&mut l.store, l.client))?;
+        let events = self.guarded("poll", |l| l.instance.mqtt_as_client_client().client().call_poll(&mut l.store, l.client, max_messages))?;
         let mut out = std::mem::take(&mut self.backlog);
         for e in events.unwrap_or_default() {
             if let Some(e) = self.translate(e) {

@@ -20,7 +20,7 @@ pub mod source_position;
 pub mod stream_sockets;
 
 pub use bindings::exports::mqtt_as::client::client::{
-    ClientError, Config, DownReason, Event, Message, PublishProperties, Qos, Stats, Subscription, Will,
+    ClientError, Config, DownReason, Event, Message, PublishProperties, Qos, Stats, SubscribeProperties, Subscription, Will,
 };
 pub use bindings::mqtt_as::client::log::Level as LogLevel;
 pub use bindings::mqtt_as::client::socket::{SocketError, SocketState, TlsParams};

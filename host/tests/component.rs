@@ -142,10 +142,13 @@ fn async_client_publish_returns_when_acknowledged() {
 }
 
 /// Size is deterministic (not a timing), so it is guarded here; the benchmark prints it.
+/// The budget was 100 KiB until MQTT 5 enhanced authentication, SUBSCRIBE properties and
+/// backpressure took the component from 101,761 to 106,796 bytes (measured); it is a
+/// tripwire for unnoticed growth, not the goal (issue 6 asks for 64 KiB of code).
 #[test]
-fn component_stays_under_100_kib() {
+fn component_stays_under_110_kib() {
     let size = mqtt_host::EMBEDDED_COMPONENT.len();
-    assert!(size < 100 * 1024, "component is {size} bytes; the budget is 102400");
+    assert!(size < 110 * 1024, "component is {size} bytes; the budget is 112640");
 }
 
 /// Memory, like size, is deterministic; the target is under 256 KiB of linear memory with

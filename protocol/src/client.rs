@@ -477,7 +477,15 @@ impl Client {
     }
 
     fn reading_paused(&self) -> bool {
-        self.cfg.backpressure && self.state == State::Connected && self.queued_messages >= self.cfg.queue_len as usize
+        self.cfg.backpressure
+            && self.state == State::Connected
+            && self.queued_messages >= self.cfg.queue_len as usize
+            && !self.faulty(TestFault::IgnoreBackpressure)
+    }
+
+    /// While input is held back, answers may sit unread behind it: no response deadline runs.
+    fn deadlines_suspended(&self) -> bool {
+        self.reading_paused() && !self.faulty(TestFault::DeadlinesWhileHeld)
     }
 
     fn decode(&mut self, now: Instant) {
@@ -536,10 +544,17 @@ impl Client {
         (!self.actions.is_empty()).then(|| self.actions.remove(0))
     }
 
+    /// The next event that is not an incoming message: messages stay queued (in order,
+    /// bounded by `queue_len`) for an application that cannot take them now.
+    pub fn poll_event_except_messages(&mut self) -> Option<Event> {
+        let i = self.events.iter().position(|e| !matches!(e, Event::Message(_)))?;
+        self.events.remove(i)
+    }
+
     pub fn poll_event(&mut self) -> Option<Event> {
         let e = self.events.pop_front()?;
         if matches!(e, Event::Message(_)) {
-            if self.reading_paused() {
+            if self.deadlines_suspended() {
                 self.resumed_at = self.now;
             }
             self.queued_messages -= 1;
@@ -568,7 +583,7 @@ impl Client {
             State::Opening { deadline } | State::AwaitConnack { deadline } => consider(Some(deadline)),
             State::Connected => {
                 consider(self.ping_due());
-                if !self.reading_paused() {
+                if !self.deadlines_suspended() {
                     consider(self.ping_sent.map(|_| self.ping_deadline()));
                     for f in &self.inflight {
                         consider(Some(self.ack_deadline(f)));
@@ -1049,7 +1064,7 @@ impl Client {
             return None;
         }
         let interval = self.cfg.ping_interval_ms(self.keepalive_secs())?;
-        if self.reading_paused() {
+        if self.deadlines_suspended() {
             // Not reading, so a PINGRESP may be waiting unread: keep pinging so the broker
             // still hears from us within its keepalive.
             return Some(self.last_tx + interval);
@@ -1087,7 +1102,7 @@ impl Client {
     }
 
     fn connected_timers(&mut self, now: Instant) {
-        if self.reading_paused() {
+        if self.deadlines_suspended() {
             // Answers may sit unread behind the messages we hold back: no deadline runs.
             if self.ping_due().is_some_and(|t| now >= t) {
                 self.send_ping(now);
@@ -1123,12 +1138,15 @@ impl Client {
             let f = &mut self.inflight[i];
             f.repubs += 1;
             f.sent_at = now;
-            let (pid, waiting) = (f.pid, f.waiting.clone());
+            // Borrowed out and back rather than cloned (a clone of a publish and its
+            // properties costs code as well as time).
+            let (pid, waiting) = (f.pid, core::mem::replace(&mut f.waiting, Waiting::Release));
             if matches!(waiting, Waiting::Publish(_)) {
                 self.stats.republishes += 1;
             }
             let dup = !self.faulty(TestFault::ResendWithoutDup);
             let packet = self.packet_for(pid, &waiting, dup);
+            self.inflight[i].waiting = waiting;
             self.send(now, &packet);
         }
     }

@@ -40,6 +40,11 @@ pub enum TestFault {
     KeepTopicAliases,
     /// Retries a failed connection at once, every time (no backoff).
     NoBackoff,
+    /// With `backpressure`, reads on and discards the oldest anyway.
+    IgnoreBackpressure,
+    /// With `backpressure`, keeps response deadlines running while input is held back, so
+    /// an answer queued behind unread messages counts as missing.
+    DeadlinesWhileHeld,
 }
 
 impl TestFault {
@@ -60,6 +65,8 @@ impl TestFault {
         ("no-will", TestFault::NoWill),
         ("keep-topic-aliases", TestFault::KeepTopicAliases),
         ("no-backoff", TestFault::NoBackoff),
+        ("ignore-backpressure", TestFault::IgnoreBackpressure),
+        ("deadlines-while-held", TestFault::DeadlinesWhileHeld),
     ];
 
     pub fn from_name(name: &str) -> Option<TestFault> {

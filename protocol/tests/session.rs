@@ -889,3 +889,20 @@ fn backpressure_suspends_response_deadlines_but_keeps_pinging() {
     h.client.handle_timeout(h.now);
     assert!(!h.client.is_connected(), "then a broker that stays silent is dead");
 }
+
+#[test]
+fn events_other_than_messages_can_be_taken_while_messages_stay_queued() {
+    let mut h = Harness::up(backpressure_config(false));
+    let t = h.client.publish(h.now, qos1("t", b"x"), None).unwrap();
+    let mut d = mqtt_protocol::codec::Decoder::new(mqtt_protocol::ProtocolVersion::V311, u32::MAX);
+    d.feed(&h.client.poll_transmit().unwrap());
+    let Some(Packet::Publish(p)) = d.next_packet().unwrap() else { panic!() };
+    let puback = Packet::PubAck(PubResponse { packet_id: p.packet_id.unwrap(), reason: 0, properties: Properties::default() });
+    // A message, the acknowledgement, another message: the queue (2) is then full.
+    h.client.handle_input(h.now, &[qos1_in(0), puback.encode(h.version), qos1_in(1)].concat());
+    assert_eq!(h.client.poll_event_except_messages(), Some(Event::Published(t)));
+    assert_eq!(h.client.poll_event_except_messages(), None, "only messages left");
+    assert!(!h.client.wants_input(), "both messages still held: the queue is full");
+    let payloads: Vec<u8> = std::iter::from_fn(|| h.client.poll_event()).filter_map(|e| if let Event::Message(m) = e { Some(m.payload[0]) } else { None }).collect();
+    assert_eq!(payloads, vec![0, 1]);
+}

@@ -20,6 +20,8 @@ pub struct DeviceCtx {
     pub config: Config,
     pub subscriptions: Vec<Subscription>,
     pub workloads: Vec<Workload>,
+    /// The application takes its messages only this often (see `DeviceSpec`).
+    pub app_take_every_ms: Option<u64>,
     pub world: Shared,
     pub wake: Arc<Notify>,
 }
@@ -67,13 +69,24 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
     let mut pace = Pace::default();
     // What an mqtt_as application does when its first connect raises: wait, try again.
     let mut retry_connect_at: Option<u64> = None;
+    // A slow application takes its messages only at these instants; between them the
+    // device is still polled (pings, acknowledgements) but hands over no message.
+    let mut next_take = 0;
     loop {
         let now = now_ms();
         if retry_connect_at.is_some_and(|t| t <= now) {
             retry_connect_at = None;
             dev.connect().map_err(|e| format!("connect: {e}"))?;
         }
-        let events = dev.poll().map_err(|e| format!("poll: {e}"))?;
+        let take = match ctx.app_take_every_ms {
+            Some(every) if now >= next_take => {
+                next_take = now + every;
+                u32::MAX
+            }
+            Some(_) => 0,
+            None => u32::MAX,
+        };
+        let events = dev.poll_taking(take).map_err(|e| format!("poll: {e}"))?;
         if record(&ctx, boot, now, events) && !closed {
             retry_connect_at = Some(now + APP_RETRY_MS);
         }
@@ -106,7 +119,8 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
             w.rec.restarts = w.rec.restarts.max(restarts);
         }
         let deadline = dev.next_deadline().map_err(|e| format!("next-deadline: {e}"))?;
-        let wake_at = [deadline, next_work, retry_connect_at].into_iter().flatten().min().unwrap_or(now + IDLE);
+        let take_at = ctx.app_take_every_ms.map(|_| next_take);
+        let wake_at = [deadline, next_work, retry_connect_at, take_at].into_iter().flatten().min().unwrap_or(now + IDLE);
         let wait = pace.wait(now, wake_at.saturating_sub(now_ms()).min(IDLE));
         tokio::select! {
             _ = ctx.wake.notified() => {}
@@ -237,6 +251,7 @@ fn record(ctx: &DeviceCtx, boot: u32, now: u64, events: Vec<Event>) -> bool {
                 w.rec.discards = w.rec.discards.max(n);
                 w.log(now, &ctx.name, "discarded", json!({ "total": n }));
             }
+            Event::Auth((reason, data)) => w.log(now, &ctx.name, "auth", json!({ "reason": reason, "bytes": data.len() })),
             Event::Error(e) => w.log(now, &ctx.name, "error", json!({ "error": e })),
         }
     }

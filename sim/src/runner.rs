@@ -197,7 +197,8 @@ pub fn device_config(sc: &Scenario, seed: u64, index: u32) -> Config {
         clean_init <- clean_init, clean <- clean, max_repubs <- max_repubs, queue_len <- queue_len, mqttv5 <- mqttv5,
         session_expiry_secs <- session_expiry_s, receive_maximum <- receive_maximum, max_inflight <- max_inflight,
         max_queued <- max_queued, max_packet_size <- max_packet_size, topic_alias_maximum <- topic_alias_maximum,
-        backoff_min_ms <- backoff_min_ms, backoff_max_ms <- backoff_max_ms, resubscribe <- resubscribe);
+        backoff_min_ms <- backoff_min_ms, backoff_max_ms <- backoff_max_ms, resubscribe <- resubscribe,
+        backpressure <- backpressure);
     c.ssid = d.ssid.clone();
     c.wifi_pw = d.wifi_pw.clone();
     c.will = d.will.as_ref().map(|w| Will {
@@ -265,6 +266,7 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
                 .map(|s| Subscription { filter: for_device(&s.filter, i), qos: qos(s.qos), no_local: false, retain_as_published: false, retain_handling: 0 })
                 .collect(),
             workloads: sc.workload.iter().map(|w| Workload { topic: for_device(&w.topic, i), ..w.clone() }).collect(),
+            app_take_every_ms: sc.device.app_take_every_ms,
             world: world.clone(),
             wake: wakes[i as usize].clone(),
         });
@@ -473,6 +475,9 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
     }
     if let Some(max) = e.max_reconnects {
         check(&mut checks, "max_reconnects", reconnects <= max, format!("{reconnects} reconnects (at most {max})"));
+    }
+    if let Some(max) = e.max_discards {
+        check(&mut checks, "max_discards", rec.discards <= max, format!("{} discarded (at most {max})", rec.discards));
     }
     if let Some(min) = e.min_discards {
         check(&mut checks, "min_discards", rec.discards >= min, format!("{} discarded (at least {min})", rec.discards));

@@ -129,6 +129,11 @@ pub struct DeviceSpec {
     pub backoff_min_ms: Option<u32>,
     pub backoff_max_ms: Option<u32>,
     pub resubscribe: Option<bool>,
+    /// Stop reading from the broker while `queue_len` messages wait, instead of discarding.
+    pub backpressure: Option<bool>,
+    /// A slow application: it takes the messages waiting for it only this often (unset:
+    /// whenever the client has any).
+    pub app_take_every_ms: Option<u64>,
     /// Subscriptions made at start-up.
     #[serde(default)]
     pub subscribe: Vec<SubSpec>,
@@ -334,6 +339,8 @@ pub struct Expect {
     pub max_reconnects: Option<u64>,
     /// Incoming messages discarded by the `queue_len` policy, at least this many.
     pub min_discards: Option<u64>,
+    /// ... and at most this many (0 with `backpressure`).
+    pub max_discards: Option<u64>,
     /// Publishes that must fail (expired / refused), at least this many.
     pub min_publish_failures: Option<u64>,
     /// Most QoS 1/2 messages the broker ever had in flight to the device.

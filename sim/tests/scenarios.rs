@@ -58,6 +58,7 @@ const LISTED: &[&str] = &[
     "dns-failure",
     "fleet-ap-reboot",
     "half-open-after-broker-crash",
+    "incoming-burst-backpressure",
     "incoming-burst-overflows-queue",
     "last-will-on-power-cut",
     "last-will-suppressed-by-disconnect",
@@ -98,6 +99,7 @@ scenario!(clean_session_loses_while_away, "clean-session-loses-while-away");
 scenario!(dns_failure, "dns-failure");
 scenario!(fleet_ap_reboot, "fleet-ap-reboot");
 scenario!(half_open_after_broker_crash, "half-open-after-broker-crash");
+scenario!(incoming_burst_backpressure, "incoming-burst-backpressure");
 scenario!(incoming_burst_overflows_queue, "incoming-burst-overflows-queue");
 scenario!(last_will_on_power_cut, "last-will-on-power-cut");
 scenario!(last_will_suppressed_by_disconnect, "last-will-suppressed-by-disconnect");

@@ -47,6 +47,8 @@ pub struct BoardConfig {
     pub backoff_min_ms: Option<u32>,
     pub backoff_max_ms: Option<u32>,
     pub session_expiry_s: Option<u32>,
+    /// Stop reading from the broker while `queue_len` messages wait, instead of discarding.
+    pub backpressure: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -88,7 +90,7 @@ impl BoardConfig {
         macro_rules! pick {
             ($($f:ident),*) => { BoardConfig { $($f: self.$f.or(file.$f)),* } };
         }
-        pick!(host, port, tls, insecure, cafile, cert, key, id, keepalive, clean, v5, user, password, iface, response_time_ms, will, ping_interval_s, max_repubs, queue_len, max_inflight, backoff_min_ms, backoff_max_ms, session_expiry_s)
+        pick!(host, port, tls, insecure, cafile, cert, key, id, keepalive, clean, v5, user, password, iface, response_time_ms, will, ping_interval_s, max_repubs, queue_len, max_inflight, backoff_min_ms, backoff_max_ms, session_expiry_s, backpressure)
     }
 }
 

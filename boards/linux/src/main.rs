@@ -216,7 +216,7 @@ fn config(c: &BoardConfig) -> anyhow::Result<Config> {
     macro_rules! tunable {
         ($($key:ident => $field:ident),*) => { $(if let Some(v) = c.$key { cfg.$field = v.into(); })* };
     }
-    tunable!(ping_interval_s => ping_interval_secs, max_repubs => max_repubs, queue_len => queue_len, max_inflight => max_inflight, backoff_min_ms => backoff_min_ms, backoff_max_ms => backoff_max_ms, session_expiry_s => session_expiry_secs);
+    tunable!(ping_interval_s => ping_interval_secs, max_repubs => max_repubs, queue_len => queue_len, max_inflight => max_inflight, backoff_min_ms => backoff_min_ms, backoff_max_ms => backoff_max_ms, session_expiry_s => session_expiry_secs, backpressure => backpressure);
     Ok(cfg)
 }
 
@@ -243,6 +243,7 @@ fn report(verbose: bool, e: &ClientEvent) {
             ClientEvent::Down(why) => eprintln!("down: {why:?}"),
             ClientEvent::Link(l) => eprintln!("link: {l:?}"),
             ClientEvent::Discarded(n) => eprintln!("discarded so far: {n}"),
+            ClientEvent::Auth { reason, data } => eprintln!("auth: reason {reason:#04x}, {} bytes", data.len()),
             ClientEvent::Error(e) => eprintln!("error: {e}"),
             ClientEvent::Message(_) => {}
         }

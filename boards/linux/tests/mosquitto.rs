@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use mqtt_board::LinuxPlatform;
-use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Config, Device, Qos, Subscription};
+use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Config, Device, Qos, SubscribeProperties, Subscription};
 
 struct Mosquitto {
     child: Child,
@@ -25,6 +25,17 @@ impl Drop for TempDir {
 impl Mosquitto {
     fn start() -> Mosquitto {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Mosquitto::start_on(port)
+    }
+
+    /// Kill it (its sessions go: no persistence) and start a fresh one on the same port.
+    fn restart(self) -> Mosquitto {
+        let port = self.port;
+        drop(self);
+        Mosquitto::start_on(port)
+    }
+
+    fn start_on(port: u16) -> Mosquitto {
         let dir = std::env::temp_dir().join(format!("mqtt-board-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let conf = dir.join("mosquitto.conf");
@@ -293,4 +304,124 @@ fn a_config_file_supplies_the_connection_and_flags_override_it() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success());
     assert!(err.contains("line 2") && err.contains("keep_alive"), "the error should name the line and key: {err}");
+}
+
+/// MQTT 5 subscription identifiers through Mosquitto: each message names the subscriptions
+/// it matched, and after a broker restart (sessions gone) the client's re-subscription
+/// carries the identifiers again.
+#[test]
+fn v5_subscription_identifiers_come_back_on_messages_and_survive_a_broker_restart() {
+    let broker = Mosquitto::start();
+    let port = broker.port;
+    let rt = rt();
+    let (mut subscriber, publisher) = rt.block_on(async {
+        let subscriber = client(cfg(port, "sid-sub", true)).await;
+        let props = |id| SubscribeProperties { subscription_id: Some(id), user_properties: vec![("why".into(), "test".into())] };
+        assert_eq!(subscriber.subscribe_with(sub("sid/b/#", Qos::AtLeastOnce), props(42)).await.unwrap(), vec![1]);
+        assert_eq!(subscriber.subscribe_with(sub("sid/a", Qos::AtLeastOnce), props(7)).await.unwrap(), vec![1]);
+        (subscriber, client(cfg(port, "sid-pub", true)).await)
+    });
+    let ids = |m: &mqtt_host::Message| {
+        let mut ids = m.properties.as_ref().expect("v5 properties").subscription_ids.clone();
+        ids.sort();
+        ids
+    };
+    rt.block_on(async {
+        publisher.publish("sid/a", b"1", Qos::AtLeastOnce, false).await.unwrap();
+        assert_eq!(ids(&next_message(&mut subscriber).await), vec![7]);
+        publisher.publish("sid/b/x", b"2", Qos::AtLeastOnce, false).await.unwrap();
+        assert_eq!(ids(&next_message(&mut subscriber).await), vec![42]);
+    });
+    let broker = broker.restart();
+    rt.block_on(async {
+        // Both clients reconnect by themselves; the subscriber renews its subscriptions.
+        let mut sent = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if publisher.publish("sid/a", b"3", Qos::AtLeastOnce, false).await.is_ok() {
+                sent = true;
+                break;
+            }
+        }
+        assert!(sent, "publisher never got through to the restarted broker");
+        // The first publish may beat the subscriber's renewal; publish until one arrives.
+        let m = loop {
+            match tokio::time::timeout(Duration::from_millis(500), subscriber.next_event()).await {
+                Ok(Some(ClientEvent::Message(m))) => break m,
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("subscriber stopped"),
+                Err(_) => publisher.publish("sid/a", b"3", Qos::AtLeastOnce, false).await.unwrap(),
+            }
+        };
+        assert_eq!(ids(&m), vec![7], "identifiers renewed with the subscriptions");
+        publisher.publish("sid/b/y", b"4", Qos::AtLeastOnce, false).await.unwrap();
+        // Skip further copies of the retried "3" on sid/a.
+        let m = loop {
+            let m = next_message(&mut subscriber).await;
+            if m.topic != "sid/a" {
+                break m;
+            }
+        };
+        assert_eq!((m.topic.as_str(), ids(&m)), ("sid/b/y", vec![42]), "each request renewed with its own identifier");
+    });
+    drop(broker);
+}
+
+/// Backpressure against Mosquitto: `mosquitto_pub` sends 2000 QoS 1 messages as fast as it
+/// can while the application takes one every 2 ms. With `queue_len = 8` and `backpressure`,
+/// every message arrives, in order, none discarded; the same run without backpressure
+/// discards (the test checks both, so it shows what the mode changes).
+#[test]
+fn backpressure_delivers_everything_to_a_slow_application_where_discard_oldest_drops() {
+    use std::io::Write;
+    let broker = Mosquitto::start();
+    let rt = rt();
+    for backpressure in [true, false] {
+        let topic = format!("slow/{backpressure}");
+        let (received, discarded) = rt.block_on(async {
+            let mut c = cfg(broker.port, &format!("slow-{backpressure}"), false);
+            c.queue_len = 8;
+            c.backpressure = backpressure;
+            let mut subscriber = client(c).await;
+            subscriber.subscribe(sub(&topic, Qos::AtLeastOnce)).await.unwrap();
+            let (port, t) = (broker.port, topic.clone());
+            let publisher = tokio::task::spawn_blocking(move || {
+                let mut child = Command::new("mosquitto_pub")
+                    .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", &t, "-l"])
+                    .stdin(Stdio::piped())
+                    .spawn()
+                    .expect("mosquitto_pub (mosquitto-clients) must be installed; .ci/run installs it");
+                let mut stdin = child.stdin.take().unwrap();
+                for i in 0..2000 {
+                    writeln!(stdin, "{i}").unwrap();
+                }
+                drop(stdin);
+                assert!(child.wait().unwrap().success());
+            });
+            let mut received: Vec<u32> = Vec::new();
+            let mut discarded = 0;
+            loop {
+                match tokio::time::timeout(Duration::from_secs(3), subscriber.next_event()).await {
+                    Ok(Some(ClientEvent::Message(m))) => {
+                        received.push(std::str::from_utf8(&m.payload).unwrap().parse().unwrap());
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Ok(Some(ClientEvent::Discarded(n))) => discarded = n,
+                    Ok(Some(ClientEvent::Down(d))) => panic!("connection dropped under backpressure: {d:?}"),
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            publisher.await.unwrap();
+            (received, discarded)
+        });
+        if backpressure {
+            assert_eq!(received.len(), 2000, "every message ({discarded} discarded)");
+            assert_eq!(received, (0..2000).collect::<Vec<_>>(), "in order");
+            assert_eq!(discarded, 0);
+        } else {
+            assert!(discarded > 0, "without backpressure a slow application loses messages ({} received)", received.len());
+            assert!(received.windows(2).all(|w| w[0] < w[1]), "what arrives is in order");
+        }
+    }
 }
