@@ -88,6 +88,21 @@ struct Conn {
     aliases: BTreeMap<u16, String>,
 }
 
+/// Where a CONNECT stands with enhanced authentication.
+enum AuthStep {
+    NotRequired,
+    /// Challenge sent; the answer expected.
+    Challenged(Vec<u8>),
+    Refused,
+}
+
+/// The simulator's stand-in for a challenge–response mechanism (SCRAM, Kerberos …): the
+/// answer is the challenge XORed with the shared secret. It models the exchange (a round
+/// trip the application answers, on every reconnect), not the cryptography.
+pub fn auth_answer(challenge: &[u8], secret: &[u8]) -> Vec<u8> {
+    challenge.iter().zip(secret.iter().cycle()).map(|(c, s)| c ^ s).collect()
+}
+
 /// Knobs the timeline turns.
 #[derive(Debug, Default)]
 pub struct Knobs {
@@ -251,6 +266,9 @@ impl Broker {
         let mut keepalive_ms: Option<u64> = None;
         let mut clean_exit = false;
         let mut will: Option<(Msg, u64)> = None;
+        // Enhanced authentication: the CONNECT waiting for the answer to our challenge, and
+        // the answer expected.
+        let mut pending_auth: Option<(mqtt_protocol::codec::Connect, Vec<u8>)> = None;
         'conn: loop {
             // Keepalive enforcement: 1.5 × keepalive without a packet ends the connection.
             let read = match keepalive_ms {
@@ -282,26 +300,24 @@ impl Broker {
                         break 'conn;
                     }
                 };
-                match (conn_id, packet) {
-                    (None, Packet::Connect(c)) => {
+                let accepted = match (conn_id, packet) {
+                    (None, Packet::Connect(c)) if pending_auth.is_none() => {
                         decoder.set_version(c.protocol);
-                        // A slow broker: CONNACK (and everything after it) comes late.
-                        let late = delay_knob(&mut self.lock().knobs, AckKind::Connack);
-                        if let Some(ms) = late {
-                            self.world.lock().log(now_ms(), "broker", "delayed", json!({ "packet": "CONNACK", "ms": ms }));
-                            tokio::time::sleep(Duration::from_millis(ms)).await;
-                        }
-                        match self.lock().connect(&c, tx.clone(), &self.world) {
-                            Some((id, ka)) => {
-                                conn_id = Some(id);
-                                keepalive_ms = (ka > 0).then_some(u64::from(ka) * 1000);
-                                will = c.will.as_ref().map(|w| {
-                                    let msg = Msg { topic: w.topic.clone(), payload: w.payload.clone(), qos: w.qos, retain: w.retain, expires_at: None };
-                                    (msg, u64::from(w.properties.will_delay_interval.unwrap_or(0)) * 1000)
-                                });
+                        match self.lock().auth_challenge(&c, &tx, &self.world) {
+                            AuthStep::NotRequired => Some(c),
+                            AuthStep::Challenged(expected) => {
+                                pending_auth = Some((c, expected));
+                                None
                             }
-                            None => break 'conn,
+                            AuthStep::Refused => break 'conn,
                         }
+                    }
+                    (None, Packet::Auth(a)) if pending_auth.is_some() => {
+                        let (c, expected) = pending_auth.take().expect("checked by the guard");
+                        if !self.lock().auth_verify(&c, &a, &expected, &tx, &self.world) {
+                            break 'conn;
+                        }
+                        Some(c)
                     }
                     (None, _) => break 'conn,
                     (Some(_), Packet::Disconnect(d)) => {
@@ -313,6 +329,26 @@ impl Broker {
                         if !self.lock().packet(id, p, &self.world) {
                             break 'conn;
                         }
+                        None
+                    }
+                };
+                if let Some(c) = accepted {
+                    // A slow broker: CONNACK (and everything after it) comes late.
+                    let late = delay_knob(&mut self.lock().knobs, AckKind::Connack);
+                    if let Some(ms) = late {
+                        self.world.lock().log(now_ms(), "broker", "delayed", json!({ "packet": "CONNACK", "ms": ms }));
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    match self.lock().connect(&c, tx.clone(), &self.world) {
+                        Some((id, ka)) => {
+                            conn_id = Some(id);
+                            keepalive_ms = (ka > 0).then_some(u64::from(ka) * 1000);
+                            will = c.will.as_ref().map(|w| {
+                                let msg = Msg { topic: w.topic.clone(), payload: w.payload.clone(), qos: w.qos, retain: w.retain, expires_at: None };
+                                (msg, u64::from(w.properties.will_delay_interval.unwrap_or(0)) * 1000)
+                            });
+                        }
+                        None => break 'conn,
                     }
                 }
             }
@@ -327,7 +363,14 @@ impl Broker {
                 tokio::spawn(async move { me.fire_will(client_id, msg, delay, session_gone).await });
             }
         }
-        writer.abort();
+        if conn_id.is_none() {
+            // Refused: the CONNACK with the reason (or nothing) goes out before the close, as
+            // a real broker's does. Nothing else holds a sender for a refused connection.
+            drop(tx);
+            let _ = tokio::time::timeout(Duration::from_millis(100), writer).await;
+        } else {
+            writer.abort();
+        }
     }
 
     async fn fire_will(self, client_id: String, msg: Msg, delay_ms: u64, _session_gone: bool) {
@@ -397,6 +440,44 @@ impl BrokerState {
         }
     }
 
+    /// Enhanced authentication (MQTT 5 4.12), when the scenario's broker demands it: a
+    /// CONNECT naming another method is refused, else challenged.
+    fn auth_challenge(&mut self, c: &mqtt_protocol::codec::Connect, tx: &mpsc::UnboundedSender<Vec<u8>>, world: &Shared) -> AuthStep {
+        let (Some(method), Some(secret)) = (&self.spec.auth_method, &self.spec.auth_secret) else { return AuthStep::NotRequired };
+        if c.client_id == OBSERVER_ID {
+            // The observer is the test's instrument, not the system under test.
+            return AuthStep::NotRequired;
+        }
+        let now = now_ms();
+        if c.properties.authentication_method.as_ref() != Some(method) {
+            // 0x8C Bad authentication method (MQTT 5); 5 Not authorized (3.1.1).
+            let code = if c.protocol == ProtocolVersion::V5 { 0x8C } else { 5 };
+            let _ = tx.send(Packet::ConnAck(ConnAck { session_present: false, code, properties: Properties::default() }).encode(c.protocol));
+            world.lock().log(now, "broker", "refused", json!({ "code": code, "why": "authentication method" }));
+            return AuthStep::Refused;
+        }
+        self.next_conn += 1;
+        let challenge = format!("{}:{}", c.client_id, self.next_conn).into_bytes();
+        let expected = auth_answer(&challenge, secret.as_bytes());
+        let properties = Properties { authentication_method: Some(method.clone()), authentication_data: Some(challenge), ..Properties::default() };
+        let _ = tx.send(Packet::Auth(Disconnect { reason: 0x18, properties }).encode(c.protocol));
+        world.lock().log(now, "broker", "auth_challenge", json!({ "client": c.client_id }));
+        AuthStep::Challenged(expected)
+    }
+
+    /// The client's AUTH answering our challenge: right, or refused with 0x87.
+    fn auth_verify(&mut self, c: &mqtt_protocol::codec::Connect, a: &Disconnect, expected: &[u8], tx: &mpsc::UnboundedSender<Vec<u8>>, world: &Shared) -> bool {
+        let ok = a.reason == 0x18 && a.properties.authentication_method == self.spec.auth_method && a.properties.authentication_data.as_deref() == Some(expected);
+        let now = now_ms();
+        if ok {
+            world.lock().log(now, "broker", "authenticated", json!({ "client": c.client_id }));
+        } else {
+            let _ = tx.send(Packet::ConnAck(ConnAck { session_present: false, code: 0x87, properties: Properties::default() }).encode(c.protocol));
+            world.lock().log(now, "broker", "refused", json!({ "code": 0x87, "why": "wrong authentication answer" }));
+        }
+        ok
+    }
+
     /// CONNECT: returns the connection id and the keepalive, or refuses.
     fn connect(&mut self, c: &mqtt_protocol::codec::Connect, tx: mpsc::UnboundedSender<Vec<u8>>, world: &Shared) -> Option<(u64, u16)> {
         let v5 = c.protocol == ProtocolVersion::V5;
@@ -445,6 +526,11 @@ impl BrokerState {
             }
             if c.client_id.is_empty() {
                 properties.assigned_client_identifier = Some(client_id.clone());
+            }
+            if self.spec.auth_method.is_some() {
+                // The exchange's last word, as SCRAM's server signature would be.
+                properties.authentication_method = self.spec.auth_method.clone();
+                properties.authentication_data = Some(b"welcome".to_vec());
             }
         }
         world.lock().log(now, "broker", "connect", json!({ "client": client_id, "clean": c.clean_start, "session_present": present }));

@@ -22,6 +22,8 @@ pub struct DeviceCtx {
     pub workloads: Vec<Workload>,
     /// The application takes its messages only this often (see `DeviceSpec`).
     pub app_take_every_ms: Option<u64>,
+    /// What the application answers the broker's authentication challenges with.
+    pub auth_secret: Option<Vec<u8>>,
     pub world: Shared,
     pub wake: Arc<Notify>,
 }
@@ -87,8 +89,16 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
             None => u32::MAX,
         };
         let events = dev.poll_taking(take).map_err(|e| format!("poll: {e}"))?;
-        if record(&ctx, boot, now, events) && !closed {
+        let mut challenges = Vec::new();
+        if record(&ctx, boot, now, events, &mut challenges) && !closed {
             retry_connect_at = Some(now + APP_RETRY_MS);
+        }
+        for challenge in challenges {
+            // What an application doing enhanced authentication does: answer each challenge.
+            let answer = crate::broker::auth_answer(&challenge, ctx.auth_secret.as_deref().unwrap_or_default());
+            if let Err(e) = dev.authenticate(&answer) {
+                ctx.world.lock().log(now, &ctx.name, "authenticate_refused", json!({ "error": e.to_string() }));
+            }
         }
         if !closed && std::mem::take(&mut ctx.world.lock().disconnect_now[d]) {
             dev.disconnect().map_err(|e| format!("disconnect: {e}"))?;
@@ -98,7 +108,7 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
             w.log(now, &ctx.name, "disconnect_called", json!({}));
             drop(w);
             let events = dev.poll().map_err(|e| format!("poll: {e}"))?;
-            record(&ctx, boot, now, events);
+            record(&ctx, boot, now, events, &mut Vec::new());
         }
         let requests = std::mem::take(&mut ctx.world.lock().app_requests[d]);
         for (filter, q) in requests {
@@ -204,7 +214,8 @@ fn publish_due(ctx: &DeviceCtx, dev: &mut Device, boot: u32, now: u64) -> Option
 }
 
 /// Records the events; true when the first connect failed (the application retries).
-fn record(ctx: &DeviceCtx, boot: u32, now: u64, events: Vec<Event>) -> bool {
+/// Authentication challenges (MQTT 5 AUTH 0x18) go to `challenges` for the loop to answer.
+fn record(ctx: &DeviceCtx, boot: u32, now: u64, events: Vec<Event>, challenges: &mut Vec<Vec<u8>>) -> bool {
     let mut connect_failed = false;
     let mut w = ctx.world.lock();
     for e in events {
@@ -251,7 +262,12 @@ fn record(ctx: &DeviceCtx, boot: u32, now: u64, events: Vec<Event>) -> bool {
                 w.rec.discards = w.rec.discards.max(n);
                 w.log(now, &ctx.name, "discarded", json!({ "total": n }));
             }
-            Event::Auth((reason, data)) => w.log(now, &ctx.name, "auth", json!({ "reason": reason, "bytes": data.len() })),
+            Event::Auth((reason, data)) => {
+                w.log(now, &ctx.name, "auth", json!({ "reason": reason, "bytes": data.len() }));
+                if reason == 0x18 {
+                    challenges.push(data);
+                }
+            }
             Event::Error(e) => w.log(now, &ctx.name, "error", json!({ "error": e })),
         }
     }

@@ -201,6 +201,7 @@ pub fn device_config(sc: &Scenario, seed: u64, index: u32) -> Config {
         backpressure <- backpressure);
     c.ssid = d.ssid.clone();
     c.wifi_pw = d.wifi_pw.clone();
+    c.auth_method = d.auth_method.clone();
     c.will = d.will.as_ref().map(|w| Will {
         topic: for_device(&w.topic, index),
         payload: w.payload.clone().into_bytes(),
@@ -267,6 +268,7 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
                 .collect(),
             workloads: sc.workload.iter().map(|w| Workload { topic: for_device(&w.topic, i), ..w.clone() }).collect(),
             app_take_every_ms: sc.device.app_take_every_ms,
+            auth_secret: sc.device.auth_secret.clone().map(String::into_bytes),
             world: world.clone(),
             wake: wakes[i as usize].clone(),
         });

@@ -134,6 +134,10 @@ pub struct DeviceSpec {
     /// A slow application: it takes the messages waiting for it only this often (unset:
     /// whenever the client has any).
     pub app_take_every_ms: Option<u64>,
+    /// MQTT 5 enhanced authentication: the method named in CONNECT, and the secret the
+    /// application answers the broker's challenges with.
+    pub auth_method: Option<String>,
+    pub auth_secret: Option<String>,
     /// Subscriptions made at start-up.
     #[serde(default)]
     pub subscribe: Vec<SubSpec>,
@@ -179,6 +183,12 @@ pub struct BrokerSpec {
     /// `max_queued_messages`).
     #[serde(default = "default_max_queued")]
     pub max_queued_messages: usize,
+    /// MQTT 5 enhanced authentication the broker demands: a CONNECT must name this method,
+    /// and answer the broker's challenge with it and `auth_secret` (see `broker::auth_answer`).
+    #[serde(default)]
+    pub auth_method: Option<String>,
+    #[serde(default)]
+    pub auth_secret: Option<String>,
 }
 
 fn yes() -> bool {
@@ -198,6 +208,8 @@ impl Default for BrokerSpec {
             receive_maximum: default_broker_window(),
             topic_alias_maximum: 0,
             max_queued_messages: default_max_queued(),
+            auth_method: None,
+            auth_secret: None,
         }
     }
 }
@@ -412,6 +424,12 @@ impl Scenario {
             if sub.qos > 2 {
                 return Err(format!("device.subscribe[{i}].qos = {}: must be 0, 1 or 2", sub.qos));
             }
+        }
+        if self.broker.auth_method.is_some() != self.broker.auth_secret.is_some() {
+            return Err("broker.auth_method and broker.auth_secret go together".into());
+        }
+        if self.device.auth_secret.is_some() && self.device.auth_method.is_none() {
+            return Err("device.auth_secret is set without device.auth_method".into());
         }
         if let Some(w) = &self.device.will {
             if w.qos > 2 {

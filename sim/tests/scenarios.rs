@@ -75,6 +75,8 @@ const LISTED: &[&str] = &[
     "subscribe-during-outage",
     "unclean-session-receives-while-away",
     "unsubscribe-during-outage",
+    "v5-enhanced-auth-through-outages",
+    "v5-enhanced-auth-wrong-secret-refused",
     "v5-message-expiry-bounds-backlog",
     "v5-qos2-exactly-once-through-outage",
     "v5-qos2-exactly-once-to-device",
@@ -116,6 +118,8 @@ scenario!(slow_lossy_link, "slow-lossy-link");
 scenario!(subscribe_during_outage, "subscribe-during-outage");
 scenario!(unclean_session_receives_while_away, "unclean-session-receives-while-away");
 scenario!(unsubscribe_during_outage, "unsubscribe-during-outage");
+scenario!(v5_enhanced_auth_through_outages, "v5-enhanced-auth-through-outages");
+scenario!(v5_enhanced_auth_wrong_secret_refused, "v5-enhanced-auth-wrong-secret-refused");
 scenario!(v5_message_expiry_bounds_backlog, "v5-message-expiry-bounds-backlog");
 scenario!(v5_qos2_exactly_once_through_outage, "v5-qos2-exactly-once-through-outage");
 scenario!(v5_qos2_exactly_once_to_device, "v5-qos2-exactly-once-to-device");
