@@ -10,6 +10,7 @@
 //! against rumqttc computed from those medians.
 
 mod broker;
+mod codec_size;
 mod local;
 mod peers;
 mod simulated;
@@ -226,6 +227,14 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     let _ = writeln!(md, "| core module after `wasm-opt -Oz` | {} | |", s.core_module_oz.as_ref().map_or_else(|e| e.clone(), |n| kib(*n)));
     let _ = writeln!(md, "| linear memory after connecting | {} ({} pages) | |", kib(s.memory_start), s.memory_start / 65536);
     let _ = writeln!(md, "| linear memory, most during {} QoS 1 publishes with 100 in flight | {} ({} pages) | < 256 KiB |", if quick { 1_000 } else { 10_000 }, kib(s.memory_peak), s.memory_peak / 65536);
+
+    eprintln!("codec size …");
+    let _ = writeln!(md, "\n### The codec decision\n\nThe same job (decode a stream of every MQTT packet type, 3.1.1 and 5.0, and encode each again; `bench/codec-size/`) built for wasm32 with the component's size settings, on each codec. Each probe is checked to round-trip a sample stream before its size counts. The component itself carries less of our codec: it decodes only what a broker sends.\n");
+    let _ = writeln!(md, "| codec | probe module | ratio |\n|---|---|---|");
+    let sizes = codec_size::measure()?;
+    for c in &sizes {
+        let _ = writeln!(md, "| {} | {} | {:.2}× |", c.codec, kib(c.bytes), c.bytes as f64 / sizes[0].bytes as f64);
+    }
 
     // 4. Simulator speed.
     eprintln!("simulator speed …");

@@ -20,4 +20,6 @@ fn quick_mode_runs_every_measurement_and_writes_the_tables() {
         assert!(row.contains("| 2000 / 2000 |"), "QoS 1 lost messages: {row}");
     }
     assert!(md.contains("| link restored → first PUBACK | median"), "{md}");
+    // Both codec probes built and round-tripped the sample stream.
+    assert!(md.contains("| this project's codec |") && md.contains("| mqtt-proto 0.4 |"), "{md}");
 }
