@@ -12,11 +12,23 @@ pub const DAY_LONG: &str = include_str!("../day-long-hourly-outages.toml");
 pub struct Speed {
     /// (tick ms, simulated seconds, median sim/wall ratio)
     pub single: Vec<(u64, f64, f64)>,
-    /// (devices, simulated hours, wall seconds, device-hours per wall minute, lost)
-    pub fleets: Vec<(u32, f64, f64, f64, u64)>,
+    pub fleets: Vec<FleetRow>,
 }
 
-pub fn speed(component: &ComponentFile, runs: usize, fleets: &[(u32, f64)], day_s: f64) -> anyhow::Result<Speed> {
+pub struct FleetRow {
+    pub devices: u32,
+    pub per_host: u32,
+    pub hours: f64,
+    pub wall_s: f64,
+    pub device_hours_per_min: f64,
+    pub lost: u64,
+    pub broker_dropped: u64,
+}
+
+/// A fleet to run: devices, simulated hours, devices per simulated host.
+pub type Fleet = (u32, f64, u32);
+
+pub fn speed(component: &ComponentFile, runs: usize, fleets: &[Fleet], day_s: f64) -> anyhow::Result<Speed> {
     let base = Scenario::parse(DAY_LONG).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut single = Vec::new();
     for tick in [20, 50] {
@@ -40,9 +52,14 @@ pub fn speed(component: &ComponentFile, runs: usize, fleets: &[(u32, f64)], day_
         single.push((tick, sim_s, ratios[runs / 2]));
     }
     let mut fleet_rows = Vec::new();
-    for &(devices, hours) in fleets {
+    for &(devices, hours, per_host) in fleets {
         let mut sc = base.clone();
         sc.devices = devices;
+        sc.devices_per_host = per_host.clamp(1, devices);
+        // The observer takes the whole fleet's traffic: a broker window and queue big enough
+        // that it keeps up, so every message is checked end to end.
+        sc.broker.receive_maximum = 1000;
+        sc.broker.max_queued_messages = 1_000_000;
         sc.duration_s = hours * 3600.0;
         sc.drain_s = 60.0;
         sc.tick_ms = 50;
@@ -59,7 +76,15 @@ pub fn speed(component: &ComponentFile, runs: usize, fleets: &[(u32, f64)], day_
         let o = runner::run(&sc, "fleet", 1, component);
         anyhow::ensure!(o.passed, "the {devices}-device fleet failed: {:?}", o.expectations);
         let device_hours = f64::from(devices) * o.sim_seconds / 3600.0;
-        fleet_rows.push((devices, o.sim_seconds / 3600.0, o.wall_seconds, device_hours / (o.wall_seconds / 60.0), o.qos1_lost));
+        fleet_rows.push(FleetRow {
+            devices,
+            per_host: sc.devices_per_host,
+            hours: o.sim_seconds / 3600.0,
+            wall_s: o.wall_seconds,
+            device_hours_per_min: device_hours / (o.wall_seconds / 60.0),
+            lost: o.qos1_lost,
+            broker_dropped: o.broker_dropped,
+        });
     }
     Ok(Speed { single, fleets: fleet_rows })
 }

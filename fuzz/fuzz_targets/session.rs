@@ -1,15 +1,31 @@
 //! A connected client fed arbitrary broker bytes, time jumps and API calls: never a panic;
-//! malformed input ends in a clean disconnect with a reason.
+//! malformed input ends in a clean disconnect with a reason. The control byte also picks
+//! backpressure, enhanced authentication (MQTT 5) and an application that leaves its
+//! messages queued.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use mqtt_protocol::codec::ConnAck;
-use mqtt_protocol::{Action, Client, Config, Instant, LinkState, OutgoingPublish, Packet, Properties, ProtocolVersion, QoS};
+use mqtt_protocol::{
+    Action, Client, Config, Instant, LinkState, OutgoingPublish, Packet, Properties, ProtocolVersion, QoS, SubscribeFilter, SubscribeProperties,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, mut rest)) = data.split_first() else { return };
     let v5 = ctl & 1 == 1;
-    let cfg = Config { client_id: "fuzz".into(), server: "b".into(), mqttv5: v5, clean: ctl & 2 == 0, max_packet_size: 2048, queue_len: 4, ..Config::default() };
+    let cfg = Config {
+        client_id: "fuzz".into(),
+        server: "b".into(),
+        mqttv5: v5,
+        clean: ctl & 2 == 0,
+        max_packet_size: 2048,
+        queue_len: 4,
+        backpressure: ctl & 8 != 0,
+        auth_method: (v5 && ctl & 16 != 0).then(|| "M".into()),
+        ..Config::default()
+    };
+    // A slow application: messages stay queued (only other events are taken).
+    let slow = ctl & 32 != 0;
     let Ok(mut c) = Client::new(cfg) else { return };
     let mut now = Instant::from_millis(1);
     c.handle_link(now, LinkState::Up);
@@ -21,7 +37,11 @@ fuzz_target!(|data: &[u8]| {
                 c.handle_socket_open(now);
             }
         }
-        while c.poll_event().is_some() {}
+        if slow {
+            while c.poll_event_except_messages().is_some() {}
+        } else {
+            while c.poll_event().is_some() {}
+        }
     };
     drain(&mut c, now);
     let version = if v5 { ProtocolVersion::V5 } else { ProtocolVersion::V311 };
@@ -29,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
     drain(&mut c, now);
     while let Some((&op, tail)) = rest.split_first() {
         rest = tail;
-        match op % 6 {
+        match op % 9 {
             0 | 1 => {
                 let n = usize::from(op / 6).min(rest.len());
                 let (bytes, tail) = rest.split_at(n);
@@ -45,6 +65,18 @@ fuzz_target!(|data: &[u8]| {
                 c.publish(now, p, None).ok();
             }
             4 => c.handle_link(now, if op & 8 == 0 { LinkState::Down } else { LinkState::Up }),
+            5 => {
+                let f = SubscribeFilter { filter: "a/#".into(), qos: QoS::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 };
+                let p = SubscribeProperties { subscription_id: Some(u32::from(op)), user_properties: Vec::new() };
+                c.subscribe(now, vec![f], p).ok();
+            }
+            6 => {
+                c.authenticate(now, vec![op]).ok();
+            }
+            7 => {
+                // The slow application takes one message.
+                c.poll_event();
+            }
             _ => c.handle_socket_error(now, mqtt_protocol::SocketError::Reset),
         }
         drain(&mut c, now);

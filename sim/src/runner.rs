@@ -21,9 +21,19 @@ use crate::world::{trace_hash, Record, Shared, World};
 
 const BROKER: &str = "broker";
 
-/// Turmoil host names of the devices: `device`, or `device-0`… for a fleet.
+/// Names of the devices: `device`, or `device-0`… for a fleet. Each is also its turmoil
+/// host's name unless `devices_per_host` groups them (see [`host_names`]).
 fn device_names(sc: &Scenario) -> Vec<String> {
     if sc.devices == 1 { vec!["device".into()] } else { (0..sc.devices).map(|i| format!("device-{i}")).collect() }
+}
+
+/// Turmoil hosts holding the devices: one per device, or `devices-<first>` per group of
+/// `devices_per_host`.
+fn host_names(sc: &Scenario) -> Vec<String> {
+    if sc.devices_per_host <= 1 {
+        return device_names(sc);
+    }
+    (0..sc.devices).step_by(sc.devices_per_host as usize).map(|first| format!("devices-{first}")).collect()
 }
 
 /// `{device}` in a topic or filter becomes the device's index.
@@ -227,6 +237,8 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
     // device alone (a shared one would wake an arbitrary device instead of the one with data).
     let wakes: Vec<Arc<Notify>> = (0..sc.devices).map(|_| Arc::new(Notify::new())).collect();
     let names = device_names(sc);
+    let hosts = host_names(sc);
+    let mut groups: Vec<Vec<Arc<DeviceCtx>>> = vec![Vec::new(); hosts.len()];
     let configs: Vec<Config> = (0..sc.devices)
         .map(|i| device_config(sc, seed, i))
         .map(|c| match fault {
@@ -272,7 +284,25 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
             world: world.clone(),
             wake: wakes[i as usize].clone(),
         });
-        sim.host(name.as_str(), move || device::run(ctx.clone()));
+        groups[i as usize / sc.devices_per_host.max(1) as usize].push(ctx);
+    }
+    for (host, group) in hosts.iter().zip(groups) {
+        if let [ctx] = &group[..] {
+            let ctx = ctx.clone();
+            sim.host(host.as_str(), move || device::run(ctx.clone()));
+        } else {
+            // Several devices on one host: each runs as its own task on the host's runtime.
+            sim.host(host.as_str(), move || {
+                let group = group.clone();
+                async move {
+                    let tasks: Vec<_> = group.into_iter().map(|ctx| tokio::task::spawn_local(device::run(ctx))).collect();
+                    for t in tasks {
+                        t.await.map_err(|e| e.to_string())??;
+                    }
+                    Ok(())
+                }
+            });
+        }
     }
 
     let steps = timeline(sc, seed);
@@ -280,7 +310,7 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
     let mut elapsed = 0u64;
     while elapsed < total {
         while next < steps.len() && steps[next].0 <= elapsed {
-            apply(&mut sim, &steps[next].1, &names, &world, &broker, &wakes, elapsed);
+            apply(&mut sim, &steps[next].1, &hosts, &world, &broker, &wakes, elapsed);
             next += 1;
         }
         if let Err(e) = sim.step() {

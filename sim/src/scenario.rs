@@ -42,6 +42,12 @@ pub struct Scenario {
     /// client ids get `-<index>` when there is more than one.
     #[serde(default = "one_device")]
     pub devices: u32,
+    /// Devices sharing one simulated network host (default 1). Every fault already hits the
+    /// whole fleet, so this changes no outcome's meaning; it is what makes large fleets
+    /// affordable: turmoil links every pair of hosts and walks all links for every host at
+    /// every step, so a step costs about hosts³.
+    #[serde(default = "one_device")]
+    pub devices_per_host: u32,
     #[serde(default)]
     pub device: DeviceSpec,
     #[serde(default)]
@@ -400,6 +406,9 @@ impl Scenario {
         }
         if self.devices == 0 || self.devices > 10_000 {
             return Err(format!("devices = {}: must be in 1..=10000", self.devices));
+        }
+        if self.devices_per_host == 0 || self.devices_per_host > self.devices {
+            return Err(format!("devices_per_host = {}: must be in 1..=devices ({})", self.devices_per_host, self.devices));
         }
         if self.seeds.is_empty() {
             return Err("seeds: needs at least one seed".into());

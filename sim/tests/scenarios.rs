@@ -142,3 +142,24 @@ fn every_scenario_file_has_a_test() {
     on_disk.sort();
     assert_eq!(on_disk, LISTED, "add a scenario! line for each new file in scenarios/");
 }
+
+/// Devices sharing simulated hosts (`devices_per_host`, what makes large fleets affordable)
+/// reach the same verdicts and counts as a host per device, and stay deterministic.
+#[test]
+fn a_fleet_on_shared_hosts_reaches_the_same_verdicts() {
+    let path = scenarios_dir().join("fleet-ap-reboot.toml");
+    let alone = Scenario::load(&path).unwrap();
+    let mut shared = alone.clone();
+    shared.devices_per_host = 4; // 10 devices: hosts of 4, 4 and 2
+    for seed in 1..=3 {
+        let a = runner::run(&alone, "alone", seed, component());
+        let s = runner::run(&shared, "shared", seed, component());
+        assert!(a.passed && s.passed, "seed {seed}: {:?} / {:?}", a.expectations, s.expectations);
+        assert_eq!((s.qos1_published, s.qos1_delivered, s.qos1_lost, s.reconnects), (a.qos1_published, a.qos1_delivered, a.qos1_lost, a.reconnects), "seed {seed}");
+        let again = runner::run(&shared, "shared", seed, component());
+        assert_eq!(again.trace_hash, s.trace_hash, "seed {seed}: shared hosts must replay byte for byte");
+    }
+    let text = std::fs::read_to_string(&path).unwrap().replace("devices = 10", "devices = 10\ndevices_per_host = 11");
+    let e = Scenario::parse(&text).unwrap_err();
+    assert!(e.0.contains("devices_per_host = 11"), "{}", e.0);
+}
