@@ -61,8 +61,8 @@ impl DecodeError {
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::MalformedRemainingLength => write!(f, "malformed remaining length: more than 4 bytes (spec 2.2.3)"),
-            Self::MalformedVariableInteger => write!(f, "malformed variable byte integer: more than 4 bytes (spec 1.5.5)"),
+            Self::MalformedRemainingLength => write!(f, "malformed remaining length: more than 4 bytes, or not the shortest encoding (spec 2.2.3)"),
+            Self::MalformedVariableInteger => write!(f, "malformed variable byte integer: more than 4 bytes, or not the shortest encoding (spec 1.5.5)"),
             Self::PacketTooLarge { size, max } => write!(f, "packet of {size} bytes is over the maximum packet size of {max}"),
             Self::UnknownPacketType(t) => write!(f, "unknown or reserved packet type {t}"),
             Self::InvalidFlags { packet, flags } => write!(f, "invalid reserved flags {flags:#04x} in {packet}"),

@@ -229,6 +229,11 @@ impl<'a> Reader<'a> {
             let b = self.u8(field)?;
             value |= u32::from(b & 0x7F) << (7 * i);
             if b & 0x80 == 0 {
+                // The shortest encoding only (spec 1.5.5): a final 0 after a continuation
+                // byte is a longer spelling of a smaller number.
+                if b == 0 && i > 0 {
+                    return Err(DecodeError::MalformedVariableInteger);
+                }
                 return Ok(value);
             }
         }
@@ -268,6 +273,9 @@ pub fn parse_fixed_header(buf: &[u8]) -> Result<Option<(u8, u32, usize)>, Decode
         let Some(&b) = buf.get(1 + i) else { return Ok(None) };
         len |= u32::from(b & 0x7F) << (7 * i);
         if b & 0x80 == 0 {
+            if b == 0 && i > 0 {
+                return Err(DecodeError::MalformedRemainingLength);
+            }
             return Ok(Some((first, len, 2 + i)));
         }
     }
@@ -325,6 +333,9 @@ pub fn decode_packet(first: u8, body: &[u8], version: ProtocolVersion) -> Result
             let code = r.u8("connect reason code")?;
             if v5 {
                 check_reason("CONNACK", code)?;
+            } else if code > 5 {
+                // Found by the differential fuzz target against mqtt-proto, which refuses it.
+                return Err(DecodeError::Protocol("CONNACK return code over 5 is reserved (spec 3.2.2.3)"));
             }
             let properties = props(&mut r, version, PropertyContext::ConnAck)?;
             if flags & 1 == 1 && code != 0 {
