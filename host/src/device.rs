@@ -145,6 +145,11 @@ pub enum DeviceError {
     /// Instantiating a fresh instance failed: the component cannot run on this host.
     #[error("could not instantiate the component: {0:#}")]
     Instantiate(anyhow::Error),
+    /// The fresh instance failed too while it was being given back the subscriptions and
+    /// publishes of the one that failed (it cannot hold them, say): restarting again would
+    /// only repeat that, so the device gives up and says so.
+    #[error("the component failed again while being restarted: {0:#}")]
+    RestartFailed(anyhow::Error),
 }
 
 fn client_error_text(e: &ClientError) -> String {
@@ -220,6 +225,8 @@ pub struct Device {
     connect_requested: bool,
     /// After a restart, a failed first connect is retried by us, not reported.
     restarted: bool,
+    /// A restart is replaying state into a fresh instance: a failure now is not retried.
+    restarting: bool,
     retry_connect_at: Option<u64>,
     next_token: Token,
     guest_to_host: BTreeMap<u64, Token>,
@@ -261,6 +268,7 @@ impl Device {
             next_call_fuel: None,
             connect_requested: false,
             restarted: false,
+            restarting: false,
             retry_connect_at: None,
             next_token: 1,
             guest_to_host: BTreeMap::new(),
@@ -307,9 +315,12 @@ impl Device {
         self.live.store.set_fuel(fuel).map_err(|e| DeviceError::Instantiate(e.into()))?;
         match f(&mut self.live) {
             Ok(v) => Ok(Some(v)),
+            Err(trap) if self.restarting => Err(DeviceError::RestartFailed(anyhow::Error::from(trap).context(format!("in `{what}`")))),
             Err(trap) => {
-                self.restart(what, trap.into())?;
-                Ok(None)
+                self.restarting = true;
+                let r = self.restart(what, trap.into());
+                self.restarting = false;
+                r.map(|()| None)
             }
         }
     }

@@ -1366,6 +1366,6 @@ impl Client {
             }
         }
         self.queued_messages += 1;
-        self.events.push_back(Event::Message(message));
+        self.events.push_back(Event::Message(alloc::boxed::Box::new(message)));
     }
 }

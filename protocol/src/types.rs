@@ -130,7 +130,9 @@ pub struct Message {
 pub enum Event {
     Up { session_present: bool },
     Down(DownReason),
-    Message(Message),
+    /// Boxed: a message with its MQTT 5 properties is ten times the size of any other event,
+    /// and every queued event would pay for it (events wait in the client until polled).
+    Message(alloc::boxed::Box<Message>),
     Published(Token),
     /// `reason` is the MQTT 5 reason code, or 0 when the publish expired, was cancelled, or
     /// the client was closed before it completed.
