@@ -26,6 +26,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let Ok(Some((_, len, header))) = parse_fixed_header(rest) else { unreachable!("we decoded a packet") };
     let raw = &rest[..header + len as usize];
+    // A CONNECT carries its own protocol level; the connection's does not apply to it.
+    let version = if let Packet::Connect(c) = &p { c.protocol } else { version };
     let theirs: Vec<u8> = match version {
         ProtocolVersion::V311 => {
             let q = mqtt_proto::v3::Packet::decode(raw);
