@@ -65,17 +65,26 @@ pub struct Client {
 /// for no more than `queue_len` minus these, so what waits for a slow application stays
 /// bounded: the rest waits in the client, which discards the oldest or, with
 /// `backpressure`, stops reading the socket.
-#[derive(Default)]
 struct Backlog {
+    /// `queue_len`.
+    limit: usize,
     held: AtomicUsize,
     room: Notify,
 }
 
 impl Backlog {
+    /// How many messages the driver may ask the component for now.
+    fn room(&self) -> usize {
+        self.limit.saturating_sub(self.held.load(Ordering::Acquire))
+    }
+
     fn taken(&self, e: &Option<ClientEvent>) {
         if let Some(ClientEvent::Message(_)) = e {
-            self.held.fetch_sub(1, Ordering::AcqRel);
-            self.room.notify_one();
+            // Only a take that makes room where there was none needs the driver: otherwise
+            // its last poll was not limited and nothing waits in the client for this.
+            if self.held.fetch_sub(1, Ordering::AcqRel) >= self.limit {
+                self.room.notify_one();
+            }
         }
     }
 }
@@ -91,7 +100,7 @@ impl Client {
     pub fn spawn(device: Device) -> Client {
         let (commands, rx) = mpsc::unbounded_channel();
         let (tx, events) = mpsc::unbounded_channel();
-        let backlog = Arc::new(Backlog::default());
+        let backlog = Arc::new(Backlog { limit: device.config().queue_len as usize, held: AtomicUsize::new(0), room: Notify::new() });
         tokio::spawn(Driver::new(device, tx, backlog.clone()).run(rx));
         Client { commands, events: Events(events, backlog) }
     }
@@ -295,9 +304,7 @@ impl Driver {
     }
 
     fn poll(&mut self) -> Result<(), DeviceError> {
-        let queue_len = self.device.config().queue_len as usize;
-        let room = queue_len.saturating_sub(self.backlog.held.load(Ordering::Acquire));
-        for e in self.device.poll_taking(room as u32)? {
+        for e in self.device.poll_taking(self.backlog.room() as u32)? {
             match e {
                 Event::Up(session_present) => {
                     for w in self.connect_waiters.drain(..) {

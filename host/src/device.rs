@@ -200,15 +200,6 @@ pub fn default_config(server: &str, client_id: &str) -> Config {
     }
 }
 
-/// The generated bindings have no `PartialEq`.
-fn same_properties(a: &Option<SubscribeProperties>, b: &Option<SubscribeProperties>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => a.subscription_id == b.subscription_id && a.user_properties == b.user_properties,
-        _ => false,
-    }
-}
-
 struct Live {
     store: Store<HostState>,
     instance: MqttClient,
@@ -231,8 +222,9 @@ pub struct Device {
     next_token: Token,
     guest_to_host: BTreeMap<u64, Token>,
     unacked: BTreeMap<Token, Publish>,
-    /// What was subscribed, with its request's properties, to replay after a restart.
-    subscriptions: Vec<(Subscription, Option<SubscribeProperties>)>,
+    /// What is subscribed, request by request with its properties, to replay after a
+    /// restart (a filter subscribed again or unsubscribed leaves its older request).
+    subscriptions: Vec<(Vec<Subscription>, Option<SubscribeProperties>)>,
     restarts: u64,
     /// Events produced while handling a restart, returned by the next poll.
     backlog: Vec<Event>,
@@ -343,15 +335,7 @@ impl Device {
         if self.connect_requested {
             self.call_connect()?;
         }
-        // One SUBSCRIBE per run of filters with the same properties (per original request).
-        let mut groups: Vec<(Vec<Subscription>, Option<SubscribeProperties>)> = Vec::new();
-        for (s, p) in &self.subscriptions {
-            match groups.last_mut() {
-                Some((subs, q)) if same_properties(q, p) => subs.push(s.clone()),
-                _ => groups.push((vec![s.clone()], p.clone())),
-            }
-        }
-        for (subs, props) in groups {
+        for (subs, props) in self.subscriptions.clone() {
             self.guarded("subscribe", |l| {
                 let api = l.instance.mqtt_as_client_client().client();
                 api.call_subscribe(&mut l.store, l.client, &subs, props.as_ref())
@@ -433,10 +417,8 @@ impl Device {
             }
             None => {}
         }
-        for s in subs {
-            self.subscriptions.retain(|(x, _)| x.filter != s.filter);
-            self.subscriptions.push((s, properties.clone()));
-        }
+        self.forget_filters(|f| subs.iter().any(|s| s.filter == f));
+        self.subscriptions.push((subs, properties));
         Ok(token)
     }
 
@@ -454,8 +436,16 @@ impl Device {
             }
             None => {}
         }
-        self.subscriptions.retain(|(s, _)| !filters.contains(&s.filter));
+        self.forget_filters(|f| filters.iter().any(|x| x == f));
         Ok(token)
+    }
+
+    /// Drops the filters `gone` names from the recorded requests, and requests left empty.
+    fn forget_filters(&mut self, gone: impl Fn(&str) -> bool) {
+        for (subs, _) in &mut self.subscriptions {
+            subs.retain(|s| !gone(&s.filter));
+        }
+        self.subscriptions.retain(|(subs, _)| !subs.is_empty());
     }
 
     /// Stop waiting for a publish (see the WIT `cancel`).

@@ -30,6 +30,8 @@ pub struct LoopbackState {
     /// Every PUBLISH the broker received (topic, payload, dup).
     pub received: Vec<(String, Vec<u8>, bool)>,
     pub connects: u32,
+    /// The filters of every SUBSCRIBE the broker received, in order.
+    pub subscribes: Vec<Vec<String>>,
     conn: Option<Conn>,
     next_handle: u32,
     subscriptions: Vec<String>,
@@ -126,6 +128,7 @@ impl LoopbackState {
             Packet::Subscribe(s) => {
                 let codes = s.filters.iter().map(|f| f.qos as u8).collect();
                 reply(conn, Packet::SubAck(SubAck { packet_id: s.packet_id, codes, properties: Properties::default() }));
+                self.subscribes.push(s.filters.iter().map(|f| f.filter.clone()).collect());
                 self.subscriptions.extend(s.filters.into_iter().map(|f| f.filter));
             }
             Packet::Unsubscribe(u) => {

@@ -76,6 +76,27 @@ fn exhausted_fuel_restarts_the_instance_and_replays_what_was_accepted() {
 }
 
 #[test]
+fn a_restarted_instance_is_given_back_each_live_subscription_request() {
+    let lo = Loopback::new();
+    let mut d = device(&lo);
+    d.connect().unwrap();
+    poll_until(&mut d, &lo, |e| matches!(e, Event::Up(_)));
+    let sub = |f: &str| mqtt_host::Subscription { filter: f.into(), qos: Qos::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 };
+    for request in [vec![sub("a"), sub("b")], vec![sub("c")], vec![sub("b")]] {
+        let t = d.subscribe(request).unwrap();
+        poll_until(&mut d, &lo, |e| matches!(e, Event::Subscribed((x, _)) if *x == t));
+    }
+    let t = d.unsubscribe(vec!["c".into()]).unwrap();
+    poll_until(&mut d, &lo, |e| matches!(e, Event::Unsubscribed((x, _)) if *x == t));
+    lo.with(|s| s.subscribes.clear());
+    d.starve_next_call(1_000);
+    d.poll().expect("the watchdog recovers");
+    assert_eq!(d.restarts(), 1);
+    let again = lo.with(|s| s.subscribes.clone());
+    assert_eq!(again, vec![vec!["a".to_string()], vec!["b".to_string()]], "b's newer request replaces it in the older one; c is gone");
+}
+
+#[test]
 fn bad_config_is_a_clear_error_not_a_trap() {
     let component = ComponentFile::embedded().unwrap();
     let cases: Vec<(mqtt_host::Config, &str)> = vec![
