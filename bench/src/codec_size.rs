@@ -35,9 +35,11 @@ pub fn measure() -> anyhow::Result<Vec<CodecSize>> {
             bail!("building the {codec} probe failed");
         }
         let wasm = std::fs::read(target.join("wasm32-unknown-unknown/release/codec_size.wasm"))?;
+        let engine = wasmtime::Engine::default();
+        let module = wasmtime::Module::new(&engine, &wasm).map_err(|e| anyhow::anyhow!("compiling the {codec} probe: {e}"))?;
         for v5 in [false, true] {
             let stream = sample(v5);
-            let n = run_probe(&wasm, &stream.concat(), v5).with_context(|| format!("running the {codec} probe"))?;
+            let n = run_probe(&engine, &module, &stream.concat(), v5).with_context(|| format!("running the {codec} probe"))?;
             if n != stream.len() {
                 bail!("the {codec} probe round-tripped {n} of {} packets (MQTT {})", stream.len(), if v5 { "5" } else { "3.1.1" });
             }
@@ -47,11 +49,9 @@ pub fn measure() -> anyhow::Result<Vec<CodecSize>> {
     Ok(out)
 }
 
-fn run_probe(wasm: &[u8], input: &[u8], v5: bool) -> anyhow::Result<usize> {
-    let engine = wasmtime::Engine::default();
-    let module = wasmtime::Module::new(&engine, wasm)?;
-    let mut store = wasmtime::Store::new(&engine, ());
-    let instance = wasmtime::Instance::new(&mut store, &module, &[])?;
+fn run_probe(engine: &wasmtime::Engine, module: &wasmtime::Module, input: &[u8], v5: bool) -> anyhow::Result<usize> {
+    let mut store = wasmtime::Store::new(engine, ());
+    let instance = wasmtime::Instance::new(&mut store, module, &[])?;
     let memory = instance.get_memory(&mut store, "memory").context("no memory export")?;
     let alloc = instance.get_typed_func::<u32, u32>(&mut store, "input")?;
     let run = instance.get_typed_func::<(u32, u32, u32), i32>(&mut store, "run")?;
