@@ -141,7 +141,7 @@ pub fn config_from_wit(c: api::Config) -> Result<Config, String> {
         let name = connect_user_properties.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
         connect_user_properties.retain(|(k, _)| k != key);
         match name {
-            Some(n) => Some(mqtt_protocol::TestFault::from_name(&n).ok_or_else(|| alloc::format!("unknown test fault {n:?}"))?),
+            Some(n) => Some(mqtt_protocol::TestFault::from_name(&n).ok_or_else(|| mqtt_protocol::text!("unknown test fault `", n, "`"))?),
             None => None,
         }
     };

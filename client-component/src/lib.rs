@@ -16,8 +16,7 @@ extern crate alloc;
 mod convert;
 mod heap;
 
-use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
@@ -147,7 +146,7 @@ impl Glue {
                 Action::CloseSocket => self.drop_socket(),
                 Action::JoinWifi { ssid, password } => {
                     if let Err(e) = wifi::connect(&ssid, &password) {
-                        warn(&format!("wifi connect to `{ssid}` failed: {e}"));
+                        warn(&mqtt_protocol::text!("wifi connect to `", ssid, "` failed: ", e));
                     }
                 }
                 Action::LeaveWifi => wifi::disconnect(),
@@ -234,7 +233,7 @@ impl ClientResource {
 impl api::GuestClient for ClientResource {
     fn create(config: api::Config) -> Result<api::Client, api::ClientError> {
         let config = convert::config_from_wit(config).map_err(api::ClientError::Invalid)?;
-        let client = Client::new(config).map_err(|e| api::ClientError::Invalid(e.to_string()))?;
+        let client = Client::new(config).map_err(|e| api::ClientError::Invalid(e.message()))?;
         let glue = Glue { client, socket: None, opening: false, outbuf: Vec::new(), link: None };
         Ok(api::Client::new(ClientResource(RefCell::new(glue))))
     }

@@ -12,8 +12,7 @@
 //! 3. come back no later than [`Client::poll_timeout`].
 
 use alloc::collections::VecDeque;
-use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -24,6 +23,8 @@ use crate::codec::{
 use crate::config::{Config, ConfigError};
 use crate::rng::SplitMix64;
 use crate::test_fault::TestFault;
+use crate::text;
+use crate::text::Hex;
 use crate::types::*;
 
 /// Where the connection stands.
@@ -168,10 +169,10 @@ const V3_CONNACK: [&str; 6] = [
 fn connack_text(version: ProtocolVersion, code: u8) -> String {
     match version {
         ProtocolVersion::V311 => match V3_CONNACK.get(code as usize) {
-            Some(t) => format!("CONNACK refused ({code}: {t})"),
-            None => format!("CONNACK refused (code {code})"),
+            Some(t) => text!("CONNACK refused (", code, ": ", t, ")"),
+            None => text!("CONNACK refused (code ", code, ")"),
         },
-        ProtocolVersion::V5 => format!("CONNACK refused (reason code {code:#04x})"),
+        ProtocolVersion::V5 => text!("CONNACK refused (reason code ", Hex(code), ")"),
     }
 }
 
@@ -269,11 +270,12 @@ impl Client {
         if self.state == State::Closed {
             return Err(ApiError::Closed);
         }
-        topic::validate_topic_name(&publish.topic).map_err(|e| ApiError::Invalid(format!("topic `{}`: {e}", publish.topic)))?;
+        topic::validate_topic_name(&publish.topic).map_err(|e| ApiError::Invalid(text!("topic `", publish.topic, "`: ", e.message())))?;
         if publish.payload.len() as u64 + publish.topic.len() as u64 + 16 > u64::from(self.cfg.max_packet_size) {
-            return Err(ApiError::Invalid(format!(
-                "payload of {} bytes does not fit max_packet_size {}",
+            return Err(ApiError::Invalid(text!(
+                "payload of ",
                 publish.payload.len(),
+                " bytes does not fit max_packet_size ",
                 self.cfg.max_packet_size
             )));
         }
@@ -292,9 +294,9 @@ impl Client {
             return Err(ApiError::Invalid("subscribe needs at least one filter".into()));
         }
         for f in &filters {
-            topic::validate_topic_filter(&f.filter).map_err(|e| ApiError::Invalid(format!("filter `{}`: {e}", f.filter)))?;
+            topic::validate_topic_filter(&f.filter).map_err(|e| ApiError::Invalid(text!("filter `", f.filter, "`: ", e.message())))?;
             if f.retain_handling > 2 {
-                return Err(ApiError::Invalid(format!("retain_handling {} is not 0, 1 or 2", f.retain_handling)));
+                return Err(ApiError::Invalid(text!("retain_handling ", f.retain_handling, " is not 0, 1 or 2")));
             }
         }
         if properties.subscription_id.is_some_and(|id| id == 0 || id > crate::codec::MAX_REMAINING_LENGTH) {
@@ -312,7 +314,7 @@ impl Client {
             return Err(ApiError::Invalid("unsubscribe needs at least one filter".into()));
         }
         for f in &filters {
-            topic::validate_topic_filter(f).map_err(|e| ApiError::Invalid(format!("filter `{f}`: {e}")))?;
+            topic::validate_topic_filter(f).map_err(|e| ApiError::Invalid(text!("filter `", f, "`: ", e.message())))?;
         }
         self.enqueue(now, Request::Unsubscribe(filters), None)
     }
@@ -500,7 +502,7 @@ impl Client {
                 Ok(Some(packet)) => self.handle_packet(now, packet),
                 Ok(None) => break,
                 Err(e) => {
-                    self.protocol_error(now, e.to_string(), e.reason_code());
+                    self.protocol_error(now, e.message(), e.reason_code());
                     break;
                 }
             }
@@ -688,7 +690,7 @@ impl Client {
             self.events.push_back(Event::Down(reason.clone()));
         }
         if !self.ever_up {
-            self.events.push_back(Event::ConnectFailed(reason.to_string()));
+            self.events.push_back(Event::ConnectFailed(reason.message()));
             self.state = State::Idle;
             return;
         }
@@ -1170,7 +1172,7 @@ impl Client {
                         self.state = State::AwaitConnack { deadline: now + 2 * u64::from(self.cfg.response_time_ms) };
                     }
                 }
-                other => self.protocol_error(now, format!("{} before CONNACK", other.name()), 0x82),
+                other => self.protocol_error(now, text!(other.name(), " before CONNACK"), 0x82),
             }
             return;
         }
@@ -1258,14 +1260,14 @@ impl Client {
             }
             Packet::Disconnect(d) if self.version == ProtocolVersion::V5 => {
                 if let Some(r) = d.properties.reason_string {
-                    self.events.push_back(Event::Error(format!("broker disconnect: {r}")));
+                    self.events.push_back(Event::Error(text!("broker disconnect: ", r)));
                 }
                 self.lost(now, DownReason::ServerDisconnect(d.reason));
             }
             Packet::Auth(a) => {
                 self.handle_auth(now, a);
             }
-            other => self.protocol_error(now, format!("{} is not sent by a broker", other.name()), 0x82),
+            other => self.protocol_error(now, text!(other.name(), " is not sent by a broker"), 0x82),
         }
     }
 
@@ -1277,7 +1279,7 @@ impl Client {
             return false;
         };
         if a.properties.authentication_method.as_ref() != Some(method) {
-            self.protocol_error(now, format!("AUTH does not name our authentication method `{method}`"), 0x82);
+            self.protocol_error(now, text!("AUTH does not name our authentication method `", method, "`"), 0x82);
             return false;
         }
         let initial = matches!(self.state, State::AwaitConnack { .. });
@@ -1285,7 +1287,7 @@ impl Client {
             0x18 => self.auth_challenged = true,
             0x00 if !initial => self.auth_challenged = false,
             r => {
-                self.protocol_error(now, format!("AUTH with reason code {r:#04x} here"), 0x82);
+                self.protocol_error(now, text!("AUTH with reason code ", Hex(r), " here"), 0x82);
                 return false;
             }
         }
@@ -1306,14 +1308,14 @@ impl Client {
         if self.version == ProtocolVersion::V5 {
             if let Some(alias) = p.properties.topic_alias.take() {
                 if alias > self.cfg.topic_alias_maximum {
-                    self.protocol_error(now, format!("topic alias {alias} over our maximum {}", self.cfg.topic_alias_maximum), 0x94);
+                    self.protocol_error(now, text!("topic alias ", alias, " over our maximum ", self.cfg.topic_alias_maximum), 0x94);
                     return;
                 }
                 if p.topic.is_empty() {
                     match self.aliases_in.get(usize::from(alias) - 1) {
                         Some(Some(t)) => p.topic = t.clone(),
                         _ => {
-                            self.protocol_error(now, format!("unknown topic alias {alias}"), 0x82);
+                            self.protocol_error(now, text!("unknown topic alias ", alias), 0x82);
                             return;
                         }
                     }

@@ -2,12 +2,12 @@
 //! bounds on memory and backoff). [`Config::validate`] turns every bad value into an error
 //! that names the key and says why.
 
-use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
 use crate::codec::{topic, Properties, QoS};
+use crate::text;
 
 /// TLS parameters passed through to the host's socket import.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -130,9 +130,15 @@ pub struct ConfigError {
     pub why: String,
 }
 
+impl ConfigError {
+    pub fn message(&self) -> String {
+        text!("config key `", self.key, "`: ", self.why)
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "config key `{}`: {}", self.key, self.why)
+        f.write_str(&self.message())
     }
 }
 
@@ -177,14 +183,16 @@ impl Config {
             return err("keepalive_secs", "1 s is out of range: use 0 (off) or at least 2 s");
         }
         if self.response_time_ms < 100 || self.response_time_ms > 600_000 {
-            return err("response_time_ms", format!("{} is out of range 100..=600000", self.response_time_ms));
+            return err("response_time_ms", text!(self.response_time_ms, " is out of range 100..=600000"));
         }
         if self.keepalive_secs > 0 && u64::from(self.response_time_ms) >= u64::from(self.keepalive_secs) * 1000 {
             return err(
                 "keepalive_secs",
-                format!(
-                    "{} s is out of range: it must be longer than response_time_ms ({} ms) so a dead broker is noticed before the keepalive runs out",
-                    self.keepalive_secs, self.response_time_ms
+                text!(
+                    self.keepalive_secs,
+                    " s is out of range: it must be longer than response_time_ms (",
+                    self.response_time_ms,
+                    " ms) so a dead broker is noticed before the keepalive runs out"
                 ),
             );
         }
@@ -203,7 +211,7 @@ impl Config {
             return err("ssl_params.server_name", "is empty");
         }
         if self.queue_len == 0 || self.queue_len > 65_535 {
-            return err("queue_len", format!("{} is out of range 1..=65535", self.queue_len));
+            return err("queue_len", text!(self.queue_len, " is out of range 1..=65535"));
         }
         if self.receive_maximum == 0 {
             return err("receive_maximum", "must be at least 1");
@@ -212,15 +220,15 @@ impl Config {
             return err("max_inflight", "must be at least 1");
         }
         if self.max_queued < u32::from(self.max_inflight) {
-            return err("max_queued", format!("{} is smaller than max_inflight ({})", self.max_queued, self.max_inflight));
+            return err("max_queued", text!(self.max_queued, " is smaller than max_inflight (", self.max_inflight, ")"));
         }
         if self.max_packet_size < 128 || self.max_packet_size > crate::codec::MAX_REMAINING_LENGTH + 5 {
-            return err("max_packet_size", format!("{} is out of range 128..=268435460", self.max_packet_size));
+            return err("max_packet_size", text!(self.max_packet_size, " is out of range 128..=268435460"));
         }
         if self.backoff_min_ms == 0 || self.backoff_min_ms > self.backoff_max_ms {
             return err(
                 "backoff_min_ms",
-                format!("{} must be at least 1 and at most backoff_max_ms ({})", self.backoff_min_ms, self.backoff_max_ms),
+                text!(self.backoff_min_ms, " must be at least 1 and at most backoff_max_ms (", self.backoff_max_ms, ")"),
             );
         }
         if self.wifi_pw.is_some() && self.ssid.is_none() {
@@ -228,7 +236,7 @@ impl Config {
         }
         if let Some(w) = &self.will {
             if let Err(e) = topic::validate_topic_name(&w.topic) {
-                return err("will.topic", format!("{e}"));
+                return err("will.topic", e.message());
             }
             if w.payload.len() > u16::MAX as usize {
                 return err("will.payload", "longer than 65535 bytes");

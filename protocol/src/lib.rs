@@ -16,6 +16,7 @@ pub mod codec;
 mod config;
 mod rng;
 pub mod test_fault;
+pub mod text;
 mod types;
 
 pub use client::Client;

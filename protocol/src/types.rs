@@ -7,6 +7,8 @@ use core::ops::Add;
 
 use crate::codec::{Properties, QoS};
 use crate::config::TlsParams;
+use crate::text;
+use crate::text::Hex;
 
 /// A point on the driver's monotonic clock, in milliseconds. The core never reads a clock:
 /// every input carries one of these.
@@ -100,17 +102,23 @@ pub enum DownReason {
     Requested,
 }
 
+impl DownReason {
+    pub fn message(&self) -> String {
+        match self {
+            DownReason::LinkLost => "link lost".into(),
+            DownReason::Socket(e) => text!("socket error: ", e.name()),
+            DownReason::Timeout => "broker did not answer within response_time".into(),
+            DownReason::MaxRepubs => "no acknowledgement after max_repubs republications".into(),
+            DownReason::ServerDisconnect(c) => text!("broker sent DISCONNECT with reason ", Hex(*c)),
+            DownReason::ProtocolError(e) => text!("protocol error: ", e),
+            DownReason::Requested => "disconnect requested".into(),
+        }
+    }
+}
+
 impl core::fmt::Display for DownReason {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            DownReason::LinkLost => write!(f, "link lost"),
-            DownReason::Socket(e) => write!(f, "socket error: {}", e.name()),
-            DownReason::Timeout => write!(f, "broker did not answer within response_time"),
-            DownReason::MaxRepubs => write!(f, "no acknowledgement after max_repubs republications"),
-            DownReason::ServerDisconnect(c) => write!(f, "broker sent DISCONNECT with reason {c:#04x}"),
-            DownReason::ProtocolError(e) => write!(f, "protocol error: {e}"),
-            DownReason::Requested => write!(f, "disconnect requested"),
-        }
+        f.write_str(&self.message())
     }
 }
 
@@ -193,12 +201,18 @@ pub enum ApiError {
     Closed,
 }
 
+impl ApiError {
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Invalid(why) => text!("invalid argument: ", why),
+            ApiError::QueueFull => "outgoing queue full".into(),
+            ApiError::Closed => "client closed by disconnect()".into(),
+        }
+    }
+}
+
 impl core::fmt::Display for ApiError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            ApiError::Invalid(why) => write!(f, "invalid argument: {why}"),
-            ApiError::QueueFull => write!(f, "outgoing queue full"),
-            ApiError::Closed => write!(f, "client closed by disconnect()"),
-        }
+        f.write_str(&self.message())
     }
 }

@@ -1,4 +1,8 @@
+use alloc::string::String;
 use core::fmt;
+
+use crate::text;
+use crate::text::Hex;
 
 /// A byte stream that is not valid MQTT. Each variant names the rule that was broken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,30 +62,37 @@ impl DecodeError {
     }
 }
 
+impl DecodeError {
+    /// What was wrong, citing the rule.
+    pub fn message(&self) -> String {
+        match self {
+            Self::MalformedRemainingLength => "malformed remaining length: more than 4 bytes, or not the shortest encoding (spec 2.2.3)".into(),
+            Self::MalformedVariableInteger => "malformed variable byte integer: more than 4 bytes, or not the shortest encoding (spec 1.5.5)".into(),
+            Self::PacketTooLarge { size, max } => text!("packet of ", size, " bytes is over the maximum packet size of ", max),
+            Self::UnknownPacketType(t) => text!("unknown or reserved packet type ", t),
+            Self::InvalidFlags { packet, flags } => text!("invalid reserved flags ", Hex(*flags), " in ", packet),
+            Self::Truncated { field } => text!(field, " runs past the end of the packet"),
+            Self::TrailingBytes { packet } => text!("unexpected bytes after the end of ", packet),
+            Self::InvalidUtf8 { field } => text!(field, " is not valid MQTT UTF-8 (spec 1.5.4)"),
+            Self::StringTooLong => "string longer than 65535 bytes".into(),
+            Self::EmptyTopic => "empty topic (spec 4.7.3)".into(),
+            Self::WildcardInTopicName => "wildcard in a PUBLISH topic name (spec 3.3.2.1)".into(),
+            Self::InvalidTopicFilter => "wildcard not alone in its topic level (spec 4.7.1)".into(),
+            Self::InvalidQos(q) => text!("invalid QoS ", q),
+            Self::PacketIdZero => "packet identifier 0 (spec 2.2.1)".into(),
+            Self::UnknownProperty(id) => text!("unknown property ", Hex(*id)),
+            Self::PropertyNotAllowed { id, packet } => text!("property ", Hex(*id), " is not allowed in ", packet),
+            Self::DuplicateProperty(id) => text!("property ", Hex(*id), " appears more than once"),
+            Self::InvalidPropertyValue { id, why } => text!("property ", Hex(*id), " ", why),
+            Self::UnsupportedProtocol { level } => text!("unsupported protocol name or level ", level),
+            Self::InvalidReasonCode { packet, code } => text!("reason code ", Hex(*code), " is not allowed in ", packet),
+            Self::Protocol(why) => (*why).into(),
+        }
+    }
+}
+
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::MalformedRemainingLength => write!(f, "malformed remaining length: more than 4 bytes, or not the shortest encoding (spec 2.2.3)"),
-            Self::MalformedVariableInteger => write!(f, "malformed variable byte integer: more than 4 bytes, or not the shortest encoding (spec 1.5.5)"),
-            Self::PacketTooLarge { size, max } => write!(f, "packet of {size} bytes is over the maximum packet size of {max}"),
-            Self::UnknownPacketType(t) => write!(f, "unknown or reserved packet type {t}"),
-            Self::InvalidFlags { packet, flags } => write!(f, "invalid reserved flags {flags:#04x} in {packet}"),
-            Self::Truncated { field } => write!(f, "{field} runs past the end of the packet"),
-            Self::TrailingBytes { packet } => write!(f, "unexpected bytes after the end of {packet}"),
-            Self::InvalidUtf8 { field } => write!(f, "{field} is not valid MQTT UTF-8 (spec 1.5.4)"),
-            Self::StringTooLong => write!(f, "string longer than 65535 bytes"),
-            Self::EmptyTopic => write!(f, "empty topic (spec 4.7.3)"),
-            Self::WildcardInTopicName => write!(f, "wildcard in a PUBLISH topic name (spec 3.3.2.1)"),
-            Self::InvalidTopicFilter => write!(f, "wildcard not alone in its topic level (spec 4.7.1)"),
-            Self::InvalidQos(q) => write!(f, "invalid QoS {q}"),
-            Self::PacketIdZero => write!(f, "packet identifier 0 (spec 2.2.1)"),
-            Self::UnknownProperty(id) => write!(f, "unknown property {id:#04x}"),
-            Self::PropertyNotAllowed { id, packet } => write!(f, "property {id:#04x} is not allowed in {packet}"),
-            Self::DuplicateProperty(id) => write!(f, "property {id:#04x} appears more than once"),
-            Self::InvalidPropertyValue { id, why } => write!(f, "property {id:#04x} {why}"),
-            Self::UnsupportedProtocol { level } => write!(f, "unsupported protocol name or level {level}"),
-            Self::InvalidReasonCode { packet, code } => write!(f, "reason code {code:#04x} is not allowed in {packet}"),
-            Self::Protocol(why) => write!(f, "{why}"),
-        }
+        f.write_str(&self.message())
     }
 }
