@@ -10,11 +10,14 @@ pub fn validate_topic_name(topic: &str) -> Result<(), DecodeError> {
     if topic.len() > u16::MAX as usize {
         return Err(DecodeError::StringTooLong);
     }
-    if topic.contains(['+', '#']) {
-        return Err(DecodeError::WildcardInTopicName);
-    }
-    if topic.contains('\0') {
+    // Byte loops rather than `str::contains`/`split`: char patterns and the split iterator
+    // cost the component about a kilobyte, and every byte that matters here is ASCII.
+    let b = topic.as_bytes();
+    if b.contains(&0) {
         return Err(DecodeError::InvalidUtf8 { field: "topic (contains NUL)" });
+    }
+    if b.iter().any(|&c| c == b'+' || c == b'#') {
+        return Err(DecodeError::WildcardInTopicName);
     }
     Ok(())
 }
@@ -27,14 +30,14 @@ pub fn validate_topic_filter(filter: &str) -> Result<(), DecodeError> {
     if filter.len() > u16::MAX as usize {
         return Err(DecodeError::StringTooLong);
     }
-    if filter.contains('\0') {
+    let b = filter.as_bytes();
+    if b.contains(&0) {
         return Err(DecodeError::InvalidUtf8 { field: "topic filter (contains NUL)" });
     }
-    let levels = filter.split('/').count();
-    for (i, level) in filter.split('/').enumerate() {
-        let bad_hash = level.contains('#') && (level != "#" || i + 1 != levels);
-        let bad_plus = level.contains('+') && level != "+";
-        if bad_hash || bad_plus {
+    for (i, &c) in b.iter().enumerate() {
+        let last = i + 1 == b.len();
+        let alone = (i == 0 || b[i - 1] == b'/') && (last || b[i + 1] == b'/');
+        if (c == b'+' && !alone) || (c == b'#' && !(alone && last)) {
             return Err(DecodeError::InvalidTopicFilter);
         }
     }
@@ -63,6 +66,7 @@ pub fn topic_matches(filter: &str, topic: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec::Vec;
 
     #[test]
     fn wildcards_match_as_the_spec_says() {
@@ -86,5 +90,24 @@ mod tests {
         assert!(validate_topic_filter("").is_err());
         assert!(validate_topic_filter("a/+/#").is_ok());
         assert!(validate_topic_name("a/+").is_err());
+    }
+
+    /// The rule as the spec words it, level by level: the byte loop must agree.
+    fn filter_by_levels(filter: &str) -> bool {
+        let levels: Vec<&str> = filter.split('/').collect();
+        levels.iter().enumerate().all(|(i, l)| (!l.contains('#') || (*l == "#" && i + 1 == levels.len())) && (!l.contains('+') || *l == "+"))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn filter_check_agrees_with_the_level_by_level_rule(filter in "[a+#/]{1,8}") {
+            proptest::prop_assert_eq!(validate_topic_filter(&filter).is_ok(), filter_by_levels(&filter));
+        }
+
+        #[test]
+        fn topic_name_check_refuses_exactly_wildcards_and_nul(topic in "[a+#/\\x00é]{1,8}") {
+            let ok = !topic.contains(['+', '#', '\0']);
+            proptest::prop_assert_eq!(validate_topic_name(&topic).is_ok(), ok);
+        }
     }
 }
