@@ -86,6 +86,9 @@ pub struct Size {
     pub core_module: usize,
     /// The core module after `wasm-opt -Oz`, or why there is no figure.
     pub core_module_oz: Result<usize, String>,
+    /// Function bodies only (the code section): what "64 KiB of code" is about.
+    pub code: usize,
+    pub code_oz: Result<usize, String>,
     pub memory_start: usize,
     pub memory_peak: usize,
 }
@@ -101,12 +104,28 @@ pub fn size_and_memory(quick: bool) -> anyhow::Result<Size> {
         .arg(&out)
         .output();
     let core_module_oz = match oz {
-        Ok(o) if o.status.success() => std::fs::metadata(&out).map(|m| m.len() as usize).map_err(|e| e.to_string()),
+        Ok(o) if o.status.success() => std::fs::read(&out).map_err(|e| e.to_string()),
         Ok(o) => Err(format!("wasm-opt failed: {}", String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or(""))),
         Err(_) => Err("wasm-opt not installed (apt-get install binaryen)".into()),
     };
     let _ = std::fs::remove_file(&out);
+    let code = code_section_len(&core)?;
+    let code_oz = match &core_module_oz {
+        Ok(m) => code_section_len(m).map_err(|e| e.to_string()),
+        Err(e) => Err(e.clone()),
+    };
+    let core_module_oz = core_module_oz.map(|m| m.len());
     let publishes = if quick { 1_000 } else { 10_000 };
     let (memory_start, memory_peak) = mqtt_host::loopback::memory_under_load(&component, publishes, 100, 100).map_err(anyhow::Error::msg)?;
-    Ok(Size { component: mqtt_host::EMBEDDED_COMPONENT.len(), core_module: core.len(), core_module_oz, memory_start, memory_peak })
+    Ok(Size { component: mqtt_host::EMBEDDED_COMPONENT.len(), core_module: core.len(), core_module_oz, code, code_oz, memory_start, memory_peak })
+}
+
+/// Bytes of the code section (function bodies) of a core module.
+fn code_section_len(module: &[u8]) -> anyhow::Result<usize> {
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        if let wasmparser::Payload::CodeSectionStart { range, .. } = payload? {
+            return Ok(range.len());
+        }
+    }
+    anyhow::bail!("the module has no code section")
 }

@@ -163,13 +163,14 @@ fn async_client_publish_returns_when_acknowledged() {
 }
 
 /// Size is deterministic (not a timing), so it is guarded here; the benchmark prints it.
-/// The budget was 100 KiB until MQTT 5 enhanced authentication, SUBSCRIBE properties and
-/// backpressure took the component from 101,761 to 106,796 bytes (measured); it is a
-/// tripwire for unnoticed growth, not the goal (issue 6 asks for 64 KiB of code).
+/// A tripwire for unnoticed growth, not the goal (issue 6 asks for 64 KiB of code; the
+/// benchmark reports the code section). History, measured: 101,761 bytes before MQTT 5
+/// enhanced authentication, SUBSCRIBE properties and backpressure; 107,132 with them;
+/// 100,549 once the texts stopped using `core::fmt`. The budget leaves about 6 KB of room.
 #[test]
-fn component_stays_under_110_kib() {
+fn component_stays_under_104_kib() {
     let size = mqtt_host::EMBEDDED_COMPONENT.len();
-    assert!(size < 110 * 1024, "component is {size} bytes; the budget is 112640");
+    assert!(size < 104 * 1024, "component is {size} bytes; the budget is 106496");
 }
 
 /// Memory, like size, is deterministic; the target is under 256 KiB of linear memory with
