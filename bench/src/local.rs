@@ -1,5 +1,6 @@
-//! The component on its own: the cost of the host/component boundary, its size (raw and
-//! after `wasm-opt -Oz`), and its linear memory under load. No network, no broker but the
+//! The component on its own: the cost of the host/component boundary, its size (as rustc
+//! makes it and as shipped, after the build's `wasm-opt -Oz`), and its linear memory under
+//! load. No network, no broker but the
 //! in-memory loopback one.
 //!
 //! `cargo bench -p mqtt-host --bench boundary` measures the same operations with criterion
@@ -83,12 +84,13 @@ pub fn boundary(quick: bool) -> anyhow::Result<Boundary> {
 
 pub struct Size {
     pub component: usize,
+    /// The shipped core module: rustc's output after the build's `wasm-opt -Oz`.
     pub core_module: usize,
-    /// The core module after `wasm-opt -Oz`, or why there is no figure.
-    pub core_module_oz: Result<usize, String>,
     /// Function bodies only (the code section): what "64 KiB of code" is about.
     pub code: usize,
-    pub code_oz: Result<usize, String>,
+    /// The same two figures for the module as rustc made it.
+    pub rustc_core_module: usize,
+    pub rustc_code: usize,
     pub memory_start: usize,
     pub memory_peak: usize,
 }
@@ -96,28 +98,18 @@ pub struct Size {
 pub fn size_and_memory(quick: bool) -> anyhow::Result<Size> {
     let component = ComponentFile::embedded()?;
     let core = std::fs::read(mqtt_host::CORE_MODULE_PATH)?;
-    let out = std::env::temp_dir().join(format!("mqtt-bench-oz-{}.wasm", std::process::id()));
-    let oz = std::process::Command::new("wasm-opt")
-        .args(["-Oz", "--enable-bulk-memory", "--enable-sign-ext", "--enable-mutable-globals", "--enable-nontrapping-float-to-int"])
-        .arg(mqtt_host::CORE_MODULE_PATH)
-        .arg("-o")
-        .arg(&out)
-        .output();
-    let core_module_oz = match oz {
-        Ok(o) if o.status.success() => std::fs::read(&out).map_err(|e| e.to_string()),
-        Ok(o) => Err(format!("wasm-opt failed: {}", String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or(""))),
-        Err(_) => Err("wasm-opt not installed (apt-get install binaryen)".into()),
-    };
-    let _ = std::fs::remove_file(&out);
-    let code = code_section_len(&core)?;
-    let code_oz = match &core_module_oz {
-        Ok(m) => code_section_len(m).map_err(|e| e.to_string()),
-        Err(e) => Err(e.clone()),
-    };
-    let core_module_oz = core_module_oz.map(|m| m.len());
+    let rustc_core = std::fs::read(mqtt_host::RUSTC_CORE_MODULE_PATH)?;
     let publishes = if quick { 1_000 } else { 10_000 };
     let (memory_start, memory_peak) = mqtt_host::loopback::memory_under_load(&component, publishes, 100, 100).map_err(anyhow::Error::msg)?;
-    Ok(Size { component: mqtt_host::EMBEDDED_COMPONENT.len(), core_module: core.len(), core_module_oz, code, code_oz, memory_start, memory_peak })
+    Ok(Size {
+        component: mqtt_host::EMBEDDED_COMPONENT.len(),
+        core_module: core.len(),
+        code: code_section_len(&core)?,
+        rustc_core_module: rustc_core.len(),
+        rustc_code: code_section_len(&rustc_core)?,
+        memory_start,
+        memory_peak,
+    })
 }
 
 /// Bytes of the code section (function bodies) of a core module.

@@ -13,9 +13,13 @@ use crate::device::HostState;
 pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mqtt_client.wasm"));
 
 /// Where the build left the component's core module (before component encoding), for the
-/// benchmark that measures what `wasm-opt` makes of it. Valid on the machine that built it.
+/// benchmark that reports its size. Valid on the machine that built it.
 #[doc(hidden)]
 pub const CORE_MODULE_PATH: &str = env!("MQTT_COMPONENT_MODULE_PATH");
+
+/// The same core module as rustc made it, before `wasm-opt -Oz` (see `build.rs`).
+#[doc(hidden)]
+pub const RUSTC_CORE_MODULE_PATH: &str = env!("MQTT_COMPONENT_RUSTC_MODULE_PATH");
 
 /// The same component built with the test-only deliberate faults (`mqtt_protocol::TestFault`),
 /// one picked per client by the CONNECT user property `x-mqtt-as-test-fault`

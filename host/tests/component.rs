@@ -166,11 +166,27 @@ fn async_client_publish_returns_when_acknowledged() {
 /// A tripwire for unnoticed growth, not the goal (issue 6 asks for 64 KiB of code; the
 /// benchmark reports the code section). History, measured: 101,761 bytes before MQTT 5
 /// enhanced authentication, SUBSCRIBE properties and backpressure; 107,132 with them;
-/// 100,549 once the texts stopped using `core::fmt`. The budget leaves about 6 KB of room.
+/// 100,549 once the texts stopped using `core::fmt`; 79,811 with `Properties::default` out
+/// of line and the build's `wasm-opt -Oz`. The budget leaves about 4 KB of room.
 #[test]
-fn component_stays_under_104_kib() {
+fn component_stays_under_82_kib() {
     let size = mqtt_host::EMBEDDED_COMPONENT.len();
-    assert!(size < 104 * 1024, "component is {size} bytes; the budget is 106496");
+    assert!(size < 82 * 1024, "component is {size} bytes; the budget is 83968");
+}
+
+/// Issue 6's target: under 64 KiB of code (the code section of the shipped core module).
+/// 62,055 bytes when this test was written.
+#[test]
+fn shipped_code_is_under_64_kib() {
+    let core = std::fs::read(mqtt_host::CORE_MODULE_PATH).expect("the build leaves the core module");
+    let code = wasmparser::Parser::new(0)
+        .parse_all(&core)
+        .find_map(|p| match p.expect("the shipped core module parses") {
+            wasmparser::Payload::CodeSectionStart { range, .. } => Some(range.len()),
+            _ => None,
+        })
+        .expect("a code section");
+    assert!(code < 64 * 1024, "the code section is {code} bytes; the target is under 65536");
 }
 
 /// Memory, like size, is deterministic; the target is under 256 KiB of linear memory with
