@@ -128,6 +128,11 @@ fn qos1_survives_link_drops_silent_loss_and_a_broker_restart_on_a_real_network()
     };
     let dir = std::env::temp_dir().join(format!("mqtt-rig-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // Mosquitto started as root drops to its own user: without this it cannot write its
+    // persistence file here, and a restart forgets every session (seen: the client's CONNACK
+    // after the restart said session present: false, and messages Mosquitto had accepted
+    // for the observer were gone whenever the timing was unlucky).
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let mut broker = start_broker(&rig, &dir);
     let mut observer = rig
         .exec(&rig.broker_ns, &["mosquitto_sub", "-h", &rig.broker_ip, "-t", "rig/#", "-t", DROPPED, "-q", "1", "-i", "observer", "-c", "-F", "%U %t %p"])
@@ -252,6 +257,12 @@ fn qos1_survives_link_drops_silent_loss_and_a_broker_restart_on_a_real_network()
         eprintln!("{what}: {detected}; first delivery {:.2} s after recovery", resumed - back);
     }
     eprintln!("rig: {} delivered, {} lost, {} duplicates, in order: {in_order}; Mosquitto dropped {broker_dropped}", first.len(), lost.len(), duplicates);
+    // The rig's premise: Mosquitto kept the sessions over its restart.
+    let restart_began = faults[3].1;
+    assert!(
+        !events.iter().any(|(t, l)| *t >= restart_began && l.contains("session present: false")),
+        "Mosquitto came back without the client's session: its persistence did not work\nboard stderr:\n{stderr}"
+    );
     assert!(lost.is_empty(), "lost {:?} (Mosquitto's own drop counter: {broker_dropped})\nboard stderr:\n{stderr}", &lost[..lost.len().min(20)]);
     assert_eq!(broker_dropped, 0, "Mosquitto dropped messages itself");
     assert!(in_order, "first deliveries out of order");
