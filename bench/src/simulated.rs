@@ -1,6 +1,8 @@
 //! The simulator: how fast it runs (one device for a day; fleets), and how fast the client
 //! recovers inside it with its default configuration.
 
+use std::time::Duration;
+
 use mqtt_host::ComponentFile;
 use mqtt_sim::runner;
 use mqtt_sim::scenario::Scenario;
@@ -10,9 +12,18 @@ use serde_json::Value;
 pub const DAY_LONG: &str = include_str!("../day-long-hourly-outages.toml");
 
 pub struct Speed {
-    /// (tick ms, simulated seconds, median sim/wall ratio)
-    pub single: Vec<(u64, f64, f64)>,
+    pub single: Vec<DayRow>,
     pub fleets: Vec<FleetRow>,
+}
+
+pub struct DayRow {
+    pub tick_ms: u64,
+    pub sim_s: f64,
+    /// Median simulated / wall time of the scenario.
+    pub ratio: f64,
+    /// Median simulated / wall time of turmoil alone: the same hosts and ticks, nothing
+    /// running on them. The client's and the simulator's share is the difference.
+    pub floor: f64,
 }
 
 pub struct FleetRow {
@@ -40,16 +51,17 @@ pub fn speed(component: &ComponentFile, runs: usize, fleets: &[Fleet], day_s: f6
         for w in &mut sc.workload {
             w.count = (day_s * 1000.0 / w.every_ms as f64) as u64;
         }
-        let mut ratios = Vec::new();
+        let (mut ratios, mut floors) = (Vec::new(), Vec::new());
         let mut sim_s = 0.0;
+        // Alternated, so a noisy neighbour slows both alike.
         for _ in 0..runs {
             let o = runner::run(&sc, "day-long", 1, component);
             anyhow::ensure!(o.passed, "the day-long scenario failed: {:?}", o.expectations);
             ratios.push(o.sim_seconds / o.wall_seconds);
             sim_s = o.sim_seconds;
+            floors.push(turmoil_alone(sim_s, tick)?);
         }
-        ratios.sort_by(f64::total_cmp);
-        single.push((tick, sim_s, ratios[runs / 2]));
+        single.push(DayRow { tick_ms: tick, sim_s, ratio: median(&mut ratios), floor: median(&mut floors) });
     }
     let mut fleet_rows = Vec::new();
     for &(devices, hours, per_host) in fleets {
@@ -87,6 +99,32 @@ pub fn speed(component: &ComponentFile, runs: usize, fleets: &[Fleet], day_s: f6
         });
     }
     Ok(Speed { single, fleets: fleet_rows })
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Simulated / wall time of turmoil stepping the day-long run's hosts (the broker's, which
+/// the observer shares, and the device's) with nothing running on them: the floor no client
+/// or broker model can go below.
+fn turmoil_alone(sim_s: f64, tick_ms: u64) -> anyhow::Result<f64> {
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_secs_f64(sim_s + 60.0))
+        .tick_duration(Duration::from_millis(tick_ms))
+        .build();
+    for host in ["broker", "device"] {
+        sim.host(host, || async {
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+    }
+    let started = std::time::Instant::now();
+    while sim.elapsed().as_secs_f64() < sim_s {
+        sim.step().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(sim_s / started.elapsed().as_secs_f64())
 }
 
 /// Recovery of the default client in the simulator (5 ms one-way latency), over seeds.

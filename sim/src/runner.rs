@@ -1,5 +1,5 @@
-//! One run of one scenario with one seed: build the turmoil simulation (broker host, device
-//! hosts, observer host), replay the fault timeline, then check the expectations against
+//! One run of one scenario with one seed: build the turmoil simulation (the broker's host,
+//! which the observer shares, and the device hosts), replay the fault timeline, then check the expectations against
 //! what happened.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -259,10 +259,19 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
         .rng_seed(seed)
         .build();
 
+    // The observer shares the broker's host and lives through its crashes (see broker.rs).
+    let observer = Arc::new(ObserverCtx { component: component.clone(), filters: sc.observe.clone(), world: world.clone(), wake: Arc::new(Notify::new()) });
     let b = broker.clone();
-    sim.host(BROKER, move || b.clone().serve());
-    let observer = Arc::new(ObserverCtx { component: component.clone(), filters: sc.observe.clone(), broker_host: BROKER.into(), world: world.clone(), wake: Arc::new(Notify::new()) });
-    sim.host(observer::HOST, move || observer::run(observer.clone()));
+    sim.host(BROKER, move || {
+        let (broker, observer) = (b.clone(), observer.clone());
+        async move {
+            tokio::select! {
+                biased;
+                served = broker.run() => served,
+                observed = observer::run(observer) => observed,
+            }
+        }
+    });
     let mut wills = Vec::new();
     for (i, (name, config)) in names.iter().zip(configs).enumerate() {
         let i = i as u32;
@@ -348,11 +357,8 @@ fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, devices: &[String], world: &Sh
                 sim.set_link_max_message_latency(d.as_str(), BROKER, Duration::from_millis(l + j));
             }
         }
-        Step::BrokerCrash { persist } => {
-            sim.crash(BROKER);
-            broker.crashed(*persist);
-        }
-        Step::BrokerBounce => sim.bounce(BROKER),
+        Step::BrokerCrash { persist } => broker.crash(*persist),
+        Step::BrokerBounce => broker.restart(),
         Step::DropAcks(kind, n) => *broker.lock().knobs.drop.entry(*kind).or_insert(0) += n,
         Step::DelayAcks(kind, n, late) => {
             broker.lock().knobs.delay.insert(*kind, (*n, *late));
