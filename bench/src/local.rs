@@ -15,7 +15,7 @@ use mqtt_host::{default_config, ComponentFile, Device, Event, Publish, Qos};
 
 /// Median time per operation in ns: `batches` batches of `per_batch` operations each.
 pub fn median_ns(batches: usize, per_batch: u64, mut op: impl FnMut()) -> f64 {
-    let mut per_op: Vec<f64> = (0..batches)
+    let per_op: Vec<f64> = (0..batches)
         .map(|_| {
             let t = Instant::now();
             for _ in 0..per_batch {
@@ -24,8 +24,7 @@ pub fn median_ns(batches: usize, per_batch: u64, mut op: impl FnMut()) -> f64 {
             t.elapsed().as_nanos() as f64 / per_batch as f64
         })
         .collect();
-    per_op.sort_by(f64::total_cmp);
-    per_op[per_op.len() / 2]
+    crate::median(per_op)
 }
 
 pub struct Boundary {

@@ -100,6 +100,7 @@ fn peer(client: &str, port: u16, qos: u8, count: u64, window: u16) -> anyhow::Re
     Ok(())
 }
 
+/// The middle value (the upper one of an even count); 0 for none.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)

@@ -61,7 +61,7 @@ pub fn speed(component: &ComponentFile, runs: usize, fleets: &[Fleet], day_s: f6
             sim_s = o.sim_seconds;
             floors.push(turmoil_alone(sim_s, tick)?);
         }
-        single.push(DayRow { tick_ms: tick, sim_s, ratio: median(&mut ratios), floor: median(&mut floors) });
+        single.push(DayRow { tick_ms: tick, sim_s, ratio: crate::median(ratios), floor: crate::median(floors) });
     }
     let mut fleet_rows = Vec::new();
     for &(devices, hours, per_host) in fleets {
@@ -99,11 +99,6 @@ pub fn speed(component: &ComponentFile, runs: usize, fleets: &[Fleet], day_s: f6
         });
     }
     Ok(Speed { single, fleets: fleet_rows })
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Simulated / wall time of turmoil stepping the day-long run's hosts (the broker's, which

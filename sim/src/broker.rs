@@ -23,7 +23,7 @@ use mqtt_protocol::codec::{topic::topic_matches, ConnAck, Decoder, Disconnect, P
 use mqtt_protocol::{Packet, PacketId, Properties, ProtocolVersion, QoS};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::scenario::{AckKind, BrokerSpec, Inject};
@@ -143,43 +143,21 @@ impl BrokerState {
 }
 
 /// What the timeline asks of the broker's software.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 enum Power {
     Crash,
     Restart,
 }
 
-/// Orders from the timeline (which runs outside the simulated hosts) to the broker's
-/// supervisor, in the order given: a crash and a restart at the same instant must both
-/// happen.
-#[derive(Default)]
-struct Orders {
-    queue: Mutex<VecDeque<Power>>,
-    ready: Notify,
-}
-
-impl Orders {
-    fn give(&self, order: Power) {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(order);
-        self.ready.notify_one();
-    }
-
-    async fn next(&self) -> Power {
-        loop {
-            if let Some(order) = self.queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
-                return order;
-            }
-            // `notify_one` leaves a permit when nobody waits, so an order given between the
-            // check and this wait is not missed.
-            self.ready.notified().await;
-        }
-    }
-}
-
 #[derive(Clone)]
 pub struct Broker {
     state: Arc<Mutex<BrokerState>>,
-    orders: Arc<Orders>,
+    /// Orders from the timeline (which runs outside the simulated hosts) to the broker's
+    /// software, kept in the order given: a crash and a restart at the same instant must
+    /// both happen.
+    orders: mpsc::UnboundedSender<Power>,
+    /// Read by [`Broker::run`] alone; the lock only lets `Broker` stay `Clone`.
+    orders_in: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Power>>>,
     world: Shared,
 }
 
@@ -204,7 +182,8 @@ impl Broker {
             inject_next: vec![0; n],
             tasks: Vec::new(),
         };
-        let broker = Broker { state: Arc::new(Mutex::new(state)), orders: Arc::default(), world };
+        let (orders, orders_in) = mpsc::unbounded_channel();
+        let broker = Broker { state: Arc::new(Mutex::new(state)), orders, orders_in: Arc::new(tokio::sync::Mutex::new(orders_in)), world };
         broker.lock().sessions.insert(OBSERVER_ID.to_string(), observer_session);
         broker
     }
@@ -220,7 +199,8 @@ impl Broker {
     pub fn crash(&self, persist: bool) {
         let mut s = self.lock();
         s.tasks.drain(..).for_each(|t| t.abort());
-        self.orders.give(Power::Crash);
+        // The receiver lives as long as the broker: sending cannot fail.
+        let _ = self.orders.send(Power::Crash);
         s.conns.clear();
         let now = now_ms();
         if persist {
@@ -256,22 +236,32 @@ impl Broker {
 
     /// The broker starts again after a crash (its sessions as [`Broker::crash`] left them).
     pub fn restart(&self) {
-        self.orders.give(Power::Restart);
+        let _ = self.orders.send(Power::Restart);
     }
 
     /// The broker's software: serves until the timeline crashes it, waits to be restarted,
     /// serves again.
     pub async fn run(self) -> turmoil::Result {
+        let mut orders = self.orders_in.lock().await;
         loop {
             let order = tokio::select! {
                 // Biased: with an order waiting, the listener must not accept once more.
                 biased;
-                order = self.orders.next() => order,
+                order = orders.recv() => order,
                 served = self.clone().serve() => return served,
             };
             // Leaving the select dropped the listener: the port is free for the restart.
-            if order == Power::Crash {
-                while self.orders.next().await != Power::Restart {}
+            match order {
+                Some(Power::Restart) => {}
+                Some(Power::Crash) => loop {
+                    match orders.recv().await {
+                        Some(Power::Restart) => break,
+                        Some(Power::Crash) => {}
+                        None => return Ok(()),
+                    }
+                },
+                // `self` holds a sender, so the channel never closes while this runs.
+                None => return Ok(()),
             }
         }
     }

@@ -1,6 +1,6 @@
 //! One run of one scenario with one seed: build the turmoil simulation (the broker's host,
-//! which the observer shares, and the device hosts), replay the fault timeline, then check the expectations against
-//! what happened.
+//! which the observer shares, and the device hosts), replay the fault timeline, then check
+//! the expectations against what happened.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
