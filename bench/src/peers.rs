@@ -100,9 +100,10 @@ pub async fn ours(port: u16, qos: u8, count: u64, window: u16) -> anyhow::Result
     let connect = |id: &str| -> anyhow::Result<Client> {
         let mut cfg = default_config("127.0.0.1", id);
         cfg.port = Some(port);
+        // The same window as the other clients get; everything else as a user gets it (the
+        // incoming queue and backpressure at their defaults: no tuned `queue_len`).
         cfg.max_inflight = window;
         cfg.max_queued = u32::from(window) * 2;
-        cfg.queue_len = 10_000;
         let platform = LinuxPlatform::new(vec![("127.0.0.1".into(), port)], None);
         Ok(Client::spawn(Device::new(&component, Box::new(platform), cfg, id)?))
     };

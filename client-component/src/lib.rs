@@ -39,6 +39,8 @@ const MAX_READ_PER_POLL: usize = 256 * 1024;
 /// Rounds of input → output per poll: an in-memory host can complete a socket open and a
 /// CONNACK within one poll, each needing a round.
 const MAX_ROUNDS: usize = 8;
+/// Turns per `poll` while the application takes every message decoded (see `Glue::poll`).
+const POLL_ROUNDS: usize = 4;
 
 struct Glue {
     client: Client,
@@ -186,8 +188,9 @@ impl Glue {
         self.outbuf.clear();
     }
 
-    fn take_events(&mut self, max_messages: u32) -> Vec<api::Event> {
-        let mut events = Vec::new();
+    /// Moves events into `events`, at most `max_messages` of them incoming messages;
+    /// returns how many messages it moved.
+    fn take_events(&mut self, events: &mut Vec<api::Event>, max_messages: u32) -> u32 {
         let mut messages = 0;
         loop {
             let e = if messages < max_messages { self.client.poll_event() } else { self.client.poll_event_except_messages() };
@@ -197,6 +200,28 @@ impl Glue {
                 warn(msg);
             }
             events.push(convert::event_to_wit(e));
+        }
+        messages
+    }
+
+    /// One `poll`: a full turn, then the events. With backpressure (the default) the client
+    /// decodes no more than `queue-len` messages ahead of the application, so a poll that
+    /// took them all turns again and takes what the input held back decodes to, instead of
+    /// leaving it for the next poll: a fast application then pays one boundary crossing per
+    /// `queue-len` * rounds messages, not per `queue-len`. The rounds are bounded so that a
+    /// flooding broker cannot make one call unbounded.
+    fn poll(&mut self, max_messages: u32) -> Vec<api::Event> {
+        let mut events = Vec::new();
+        let mut left = max_messages;
+        for _ in 0..POLL_ROUNDS {
+            self.drive();
+            // Paused: `queue-len` messages wait and input is held back behind them.
+            let paused = !self.client.wants_input();
+            let taken = self.take_events(&mut events, left);
+            left -= taken;
+            if !paused || taken == 0 || left == 0 {
+                break;
+            }
         }
         events
     }
@@ -293,9 +318,7 @@ impl api::GuestClient for ClientResource {
     }
 
     fn poll(&self, max_messages: u32) -> Vec<api::Event> {
-        let mut g = self.0.borrow_mut();
-        g.drive();
-        g.take_events(max_messages)
+        self.0.borrow_mut().poll(max_messages)
     }
 
     fn next_deadline(&self) -> Option<u64> {

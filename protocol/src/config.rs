@@ -64,8 +64,13 @@ pub struct Config {
     pub backoff_min_ms: u32,
     pub backoff_max_ms: u32,
     pub resubscribe: bool,
-    /// When `queue_len` messages wait for the application, stop reading from the broker
-    /// (TCP then holds the rest back) instead of discarding the oldest (mqtt_as's policy).
+    /// On (the default): when `queue_len` messages wait for the application, stop reading
+    /// from the broker (TCP then holds the rest back), so every message the client
+    /// acknowledged reaches the application. Off: mqtt_as's policy, discard the oldest
+    /// waiting message and count it in `Stats::discards`. That keeps the newest (a sensor
+    /// reading supersedes the last) and never slows the broker, but loses QoS 1/2 messages
+    /// the broker has already been told were received, whenever the application falls
+    /// `queue_len` messages behind.
     pub backpressure: bool,
     /// MQTT 5 enhanced authentication (spec 4.12): the method named in CONNECT, and its
     /// initial data. The broker's challenges arrive as [`crate::Event::Auth`]; answer them
@@ -79,7 +84,8 @@ pub struct Config {
 }
 
 impl Default for Config {
-    /// mqtt_as's defaults where it has them.
+    /// mqtt_as's defaults where it has them, except `backpressure`: mqtt_as discards the
+    /// oldest message when its queue is full; here that is an explicit opt-in.
     fn default() -> Self {
         Config {
             client_id: String::new(),
@@ -114,7 +120,8 @@ impl Default for Config {
             // spreads a fleet's reconnects.
             backoff_max_ms: 5_000,
             resubscribe: true,
-            backpressure: false,
+            // No acknowledged message may be lost with the defaults (see the field).
+            backpressure: true,
             auth_method: None,
             auth_data: None,
             #[cfg(feature = "test-faults")]
