@@ -200,6 +200,13 @@ pub fn default_config(server: &str, client_id: &str) -> Config {
     }
 }
 
+/// A subscription change waiting for the broker's answer.
+#[derive(Clone)]
+enum Request {
+    Subscribe(Vec<Subscription>, Option<SubscribeProperties>),
+    Unsubscribe(Vec<String>),
+}
+
 struct Live {
     store: Store<HostState>,
     instance: MqttClient,
@@ -222,9 +229,15 @@ pub struct Device {
     next_token: Token,
     guest_to_host: BTreeMap<u64, Token>,
     unacked: BTreeMap<Token, Publish>,
-    /// What is subscribed, request by request with its properties, to replay after a
-    /// restart (a filter subscribed again or unsubscribed leaves its older request).
-    subscriptions: Vec<(Vec<Subscription>, Option<SubscribeProperties>)>,
+    /// What is subscribed, request by request with its properties and host token, to
+    /// replay after a restart (a filter subscribed again or unsubscribed leaves its older
+    /// request).
+    subscriptions: Vec<(Token, Vec<Subscription>, Option<SubscribeProperties>)>,
+    /// Subscribe and unsubscribe requests handed to the client and not yet answered
+    /// (SUBACK/UNSUBACK), recorded before the guest is called, like `unacked`: a restart,
+    /// even one inside the very call that made the request, hands each to the fresh
+    /// instance under its host token, so it completes exactly once.
+    requests: BTreeMap<Token, Request>,
     restarts: u64,
     /// Events produced while handling a restart, returned by the next poll.
     backlog: Vec<Event>,
@@ -266,6 +279,7 @@ impl Device {
             guest_to_host: BTreeMap::new(),
             unacked: BTreeMap::new(),
             subscriptions: Vec::new(),
+            requests: BTreeMap::new(),
             restarts: 0,
             backlog: Vec::new(),
         })
@@ -335,11 +349,24 @@ impl Device {
         if self.connect_requested {
             self.call_connect()?;
         }
-        for (subs, props) in self.subscriptions.clone() {
-            self.guarded("subscribe", |l| {
-                let api = l.instance.mqtt_as_client_client().client();
-                api.call_subscribe(&mut l.store, l.client, &subs, props.as_ref())
-            })?;
+        // What the broker already answered first (no token waits for these answers), then
+        // the requests still waiting, in the order they were made, each under its token.
+        for (token, subs, props) in self.subscriptions.clone() {
+            if !self.requests.contains_key(&token) {
+                self.call_subscribe(&subs, props.as_ref())?;
+            }
+        }
+        for (token, request) in self.requests.clone() {
+            if let Err(e) = self.hand_over_request(token, &request)? {
+                // As for publishes below: report it, and complete the token with the
+                // spec's failure code (0x80) for each filter, never leave it waiting.
+                self.requests.remove(&token);
+                self.backlog.push(Event::Error(format!("replay after restart refused: {}", client_error_text(&e))));
+                self.backlog.push(match request {
+                    Request::Subscribe(subs, _) => Event::Subscribed((token, vec![0x80; subs.len()])),
+                    Request::Unsubscribe(filters) => Event::Unsubscribed((token, vec![0x80; filters.len()])),
+                });
+            }
         }
         for (token, p) in self.unacked.clone() {
             if let Err(e) = self.hand_over(token, &p)? {
@@ -404,48 +431,66 @@ impl Device {
 
     /// Subscribe with MQTT 5 properties (subscription identifier, user properties).
     pub fn subscribe_with(&mut self, subs: Vec<Subscription>, properties: Option<SubscribeProperties>) -> Result<Token, DeviceError> {
-        let token = self.next_token;
-        self.next_token += 1;
-        let r = self.guarded("subscribe", |l| {
-            let api = l.instance.mqtt_as_client_client().client();
-            api.call_subscribe(&mut l.store, l.client, &subs, properties.as_ref())
-        })?;
-        match r {
-            Some(Err(e)) => return Err(DeviceError::Client(e)),
-            Some(Ok(guest)) => {
-                self.guest_to_host.insert(guest, token);
-            }
-            None => {}
-        }
+        let token = self.request(Request::Subscribe(subs.clone(), properties.clone()))?;
         self.forget_filters(|f| subs.iter().any(|s| s.filter == f));
-        self.subscriptions.push((subs, properties));
+        self.subscriptions.push((token, subs, properties));
         Ok(token)
     }
 
     pub fn unsubscribe(&mut self, filters: Vec<String>) -> Result<Token, DeviceError> {
-        let token = self.next_token;
-        self.next_token += 1;
-        let r = self.guarded("unsubscribe", |l| {
-            let api = l.instance.mqtt_as_client_client().client();
-            api.call_unsubscribe(&mut l.store, l.client, &filters)
-        })?;
-        match r {
-            Some(Err(e)) => return Err(DeviceError::Client(e)),
-            Some(Ok(guest)) => {
-                self.guest_to_host.insert(guest, token);
-            }
-            None => {}
-        }
+        let token = self.request(Request::Unsubscribe(filters.clone()))?;
         self.forget_filters(|f| filters.iter().any(|x| x == f));
         Ok(token)
     }
 
+    /// Records a subscription change under a new token, then gives it to the client.
+    fn request(&mut self, request: Request) -> Result<Token, DeviceError> {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.requests.insert(token, request.clone());
+        match self.hand_over_request(token, &request) {
+            Ok(Ok(())) => Ok(token),
+            Ok(Err(e)) => {
+                self.requests.remove(&token);
+                Err(DeviceError::Client(e))
+            }
+            Err(e) => {
+                self.requests.remove(&token);
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives a recorded request to the current instance under the host token `token`.
+    fn hand_over_request(&mut self, token: Token, request: &Request) -> Result<Result<(), ClientError>, DeviceError> {
+        let r = match request {
+            Request::Subscribe(subs, props) => self.call_subscribe(subs, props.as_ref())?,
+            Request::Unsubscribe(filters) => {
+                self.guarded("unsubscribe", |l| l.instance.mqtt_as_client_client().client().call_unsubscribe(&mut l.store, l.client, filters))?
+            }
+        };
+        match r {
+            Some(Ok(guest)) => {
+                self.guest_to_host.insert(guest, token);
+                Ok(Ok(()))
+            }
+            Some(Err(e)) => Ok(Err(e)),
+            // The instance died and was restarted, and the restart replayed `requests`,
+            // which holds this one.
+            None => Ok(Ok(())),
+        }
+    }
+
+    fn call_subscribe(&mut self, subs: &[Subscription], props: Option<&SubscribeProperties>) -> Result<Option<Result<u64, ClientError>>, DeviceError> {
+        self.guarded("subscribe", |l| l.instance.mqtt_as_client_client().client().call_subscribe(&mut l.store, l.client, subs, props))
+    }
+
     /// Drops the filters `gone` names from the recorded requests, and requests left empty.
     fn forget_filters(&mut self, gone: impl Fn(&str) -> bool) {
-        for (subs, _) in &mut self.subscriptions {
+        for (_, subs, _) in &mut self.subscriptions {
             subs.retain(|s| !gone(&s.filter));
         }
-        self.subscriptions.retain(|(subs, _)| !subs.is_empty());
+        self.subscriptions.retain(|(_, subs, _)| !subs.is_empty());
     }
 
     /// Stop waiting for a publish (see the WIT `cancel`).
@@ -462,7 +507,12 @@ impl Device {
 
     pub fn disconnect(&mut self) -> Result<(), DeviceError> {
         self.connect_requested = false;
-        self.guarded("disconnect", |l| l.instance.mqtt_as_client_client().client().call_disconnect(&mut l.store, l.client))?;
+        let call = |l: &mut Live| l.instance.mqtt_as_client_client().client().call_disconnect(&mut l.store, l.client);
+        if self.guarded("disconnect", call)?.is_none() {
+            // The instance died inside the call; the fresh one was given back what was
+            // accepted: close it too, so those requests fail now instead of waiting forever.
+            self.guarded("disconnect", call)?;
+        }
         Ok(())
     }
 
@@ -546,8 +596,16 @@ impl Device {
                 self.unacked.remove(&h);
                 Event::PublishFailed((h, reason))
             }
-            Event::Subscribed((t, codes)) => Event::Subscribed((host(&mut self.guest_to_host, t)?, codes)),
-            Event::Unsubscribed((t, codes)) => Event::Unsubscribed((host(&mut self.guest_to_host, t)?, codes)),
+            Event::Subscribed((t, codes)) => {
+                let h = host(&mut self.guest_to_host, t)?;
+                self.requests.remove(&h);
+                Event::Subscribed((h, codes))
+            }
+            Event::Unsubscribed((t, codes)) => {
+                let h = host(&mut self.guest_to_host, t)?;
+                self.requests.remove(&h);
+                Event::Unsubscribed((h, codes))
+            }
             Event::Up(session) => {
                 self.restarted = false;
                 Event::Up(session)

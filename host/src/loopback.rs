@@ -32,9 +32,10 @@ pub struct LoopbackState {
     pub connects: u32,
     /// The filters of every SUBSCRIBE the broker received, in order.
     pub subscribes: Vec<Vec<String>>,
+    /// The filters subscribed now (a clean session starts with none).
+    pub subscriptions: Vec<String>,
     conn: Option<Conn>,
     next_handle: u32,
-    subscriptions: Vec<String>,
 }
 
 struct Conn {
@@ -100,6 +101,9 @@ impl LoopbackState {
                 conn.version = c.protocol;
                 conn.decoder.set_version(c.protocol);
                 self.connects += 1;
+                if c.clean_start {
+                    self.subscriptions.clear();
+                }
                 let ack = ConnAck { session_present: false, code: 0, properties: Properties::default() };
                 let bytes = Packet::ConnAck(ack).encode(c.protocol);
                 conn.inbox.extend(bytes);
@@ -129,7 +133,11 @@ impl LoopbackState {
                 let codes = s.filters.iter().map(|f| f.qos as u8).collect();
                 reply(conn, Packet::SubAck(SubAck { packet_id: s.packet_id, codes, properties: Properties::default() }));
                 self.subscribes.push(s.filters.iter().map(|f| f.filter.clone()).collect());
-                self.subscriptions.extend(s.filters.into_iter().map(|f| f.filter));
+                for f in s.filters {
+                    if !self.subscriptions.contains(&f.filter) {
+                        self.subscriptions.push(f.filter);
+                    }
+                }
             }
             Packet::Unsubscribe(u) => {
                 let codes = if version == ProtocolVersion::V5 { vec![0; u.filters.len()] } else { vec![] };

@@ -380,7 +380,8 @@ impl Client {
     }
 
     /// Send DISCONNECT (the broker then discards the will) and close for good. Requests
-    /// not yet completed fail with reason 0.
+    /// not yet completed fail: a publish with reason 0, a subscribe or unsubscribe with
+    /// 0x80 (the spec's failure code) for each of its filters, so every token completes.
     pub fn disconnect(&mut self, now: Instant) {
         self.now = now;
         if self.state == State::Closed {
@@ -394,15 +395,22 @@ impl Client {
             self.up = false;
         }
         self.close_socket();
+        const FAILED: u8 = 0x80;
         for q in core::mem::take(&mut self.pending) {
-            if let (Some(token), Request::Publish(_)) = (q.token, q.request) {
-                self.events.push_back(Event::PublishFailed { token, reason: 0 });
-            }
+            let Some(token) = q.token else { continue };
+            self.events.push_back(match q.request {
+                Request::Publish(_) => Event::PublishFailed { token, reason: 0 },
+                Request::Subscribe(filters, _) => Event::Subscribed { token, codes: alloc::vec![FAILED; filters.len()] },
+                Request::Unsubscribe(filters) => Event::Unsubscribed { token, codes: alloc::vec![FAILED; filters.len()] },
+            });
         }
         for f in core::mem::take(&mut self.inflight) {
-            if let (Some(token), Waiting::Publish(_) | Waiting::Release) = (f.token, f.waiting) {
-                self.events.push_back(Event::PublishFailed { token, reason: 0 });
-            }
+            let Some(token) = f.token else { continue };
+            self.events.push_back(match f.waiting {
+                Waiting::Publish(_) | Waiting::Release => Event::PublishFailed { token, reason: 0 },
+                Waiting::SubAck(filters, _) => Event::Subscribed { token, codes: alloc::vec![FAILED; filters.len()] },
+                Waiting::UnsubAck(filters) => Event::Unsubscribed { token, codes: alloc::vec![FAILED; filters.len()] },
+            });
         }
         if self.cfg.ssid.is_some() {
             self.actions.push(Action::LeaveWifi);

@@ -357,9 +357,37 @@ fn qos2_publish_completes_on_pubcomp_after_pubrel() {
 }
 
 #[test]
-fn full_queue_discards_the_oldest_message_and_counts_it() {
+fn default_config_holds_input_back_instead_of_discarding() {
+    let mut cfg = config(false);
+    assert!(cfg.backpressure, "no acknowledged message may be lost with the defaults");
+    cfg.queue_len = 2;
+    let mut h = Harness::up(cfg);
+    let bytes: Vec<u8> = (0..5u8)
+        .flat_map(|i| {
+            let p = Publish { dup: false, qos: QoS::AtMostOnce, retain: false, topic: "in".into(), packet_id: None, payload: vec![i], properties: Properties::default() };
+            Packet::Publish(p).encode(h.version)
+        })
+        .collect();
+    h.client.handle_input(h.now, &bytes);
+    assert!(!h.client.wants_input(), "two messages wait: the client asks for no more input");
+    let mut payloads = Vec::new();
+    for _ in 0..10 {
+        while let Some(e) = h.client.poll_event() {
+            if let Event::Message(m) = e {
+                payloads.push(m.payload[0]);
+            }
+        }
+        h.client.handle_timeout(h.now);
+    }
+    assert_eq!(payloads, vec![0, 1, 2, 3, 4], "every message, in order");
+    assert_eq!(h.client.stats().discards, 0);
+}
+
+#[test]
+fn full_queue_discards_the_oldest_message_and_counts_it_when_backpressure_is_off() {
     let mut cfg = config(false);
     cfg.queue_len = 2;
+    cfg.backpressure = false;
     let mut h = Harness::up(cfg);
     for i in 0..3u8 {
         let p = Publish { dup: false, qos: QoS::AtMostOnce, retain: false, topic: "in".into(), packet_id: None, payload: vec![i], properties: Properties::default() };
@@ -419,6 +447,25 @@ fn disconnect_sends_disconnect_and_fails_what_is_unfinished() {
     assert!(events.contains(&Event::Down(DownReason::Requested)));
     assert!(events.contains(&Event::PublishFailed { token: t, reason: 0 }));
     assert_eq!(h.client.publish(h.now, qos1("t", b"x"), None), Err(ApiError::Closed));
+}
+
+#[test]
+fn disconnect_fails_unanswered_subscribe_and_unsubscribe_with_0x80_per_filter() {
+    let mut h = Harness::up(config(false));
+    let sent = h.client.subscribe(h.now, vec![sub("a"), sub("b")], SubscribeProperties::default()).unwrap();
+    h.pump();
+    h.take_sent();
+    let unsent = h.client.unsubscribe(h.now, vec!["c".into()]);
+    h.link(LinkState::Down);
+    let unsent = unsent.unwrap();
+    let queued = h.client.subscribe(h.now, vec![sub("d")], SubscribeProperties::default()).unwrap();
+    h.take_events();
+    h.client.disconnect(h.now);
+    h.pump();
+    let events = h.take_events();
+    assert!(events.contains(&Event::Subscribed { token: sent, codes: vec![0x80, 0x80] }), "{events:?}");
+    assert!(events.contains(&Event::Unsubscribed { token: unsent, codes: vec![0x80] }), "{events:?}");
+    assert!(events.contains(&Event::Subscribed { token: queued, codes: vec![0x80] }), "{events:?}");
 }
 
 #[test]
