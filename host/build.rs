@@ -25,9 +25,7 @@ fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
     // Shared by every build of this crate (debug, release, features): the guest is built
     // once per change, whatever profile the host uses.
-    let target_dir = env::var_os("MQTT_GUEST_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target").join("guest"));
+    let target_dir = env::var_os("MQTT_GUEST_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target").join("guest"));
 
     // The shipped component, and one built with the deliberate client faults that the test
     // suite must catch (scenarios/README.md, "Proof that the expectations can fail").

@@ -20,7 +20,12 @@ impl Mosquitto {
         // No queue limit: Mosquitto's default (1000) silently drops QoS 1 messages for a
         // subscriber that falls behind, which would be charged to the client under test.
         // The in-flight window to each subscriber matches the publishers' (100).
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 100\nset_tcp_nodelay true\n"))?;
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 100\nset_tcp_nodelay true\n"
+            ),
+        )?;
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
@@ -28,7 +33,12 @@ impl Mosquitto {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| anyhow::anyhow!("starting mosquitto ({e}); install it with `apt-get install mosquitto`"))?;
-        let version = Command::new("mosquitto").arg("-h").output().ok().and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string)).unwrap_or_default();
+        let version = Command::new("mosquitto")
+            .arg("-h")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
+            .unwrap_or_default();
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Ok(Mosquitto { child, port, dir, version });

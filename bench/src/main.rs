@@ -127,8 +127,18 @@ fn shell(cmd: &str, args: &[&str]) -> String {
 }
 
 fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string())).unwrap_or_default();
-    format!("{} · {} cores ({}) · Linux {} · {}", shell("date", &["-u", "+%Y-%m-%d"]), shell("nproc", &[]), cpu, shell("uname", &["-r"]), shell("rustc", &["--version"]))
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_default();
+    format!(
+        "{} · {} cores ({}) · Linux {} · {}",
+        shell("date", &["-u", "+%Y-%m-%d"]),
+        shell("nproc", &[]),
+        cpu,
+        shell("uname", &["-r"]),
+        shell("rustc", &["--version"])
+    )
 }
 
 fn harness(cli: &Cli) -> anyhow::Result<()> {
@@ -137,14 +147,17 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     let count = cli.count.unwrap_or(if quick { 2_000 } else { 100_000 });
     let with_paho = (cli.paho || !quick) && !cli.no_paho;
     let fleets: Vec<simulated::Fleet> = match &cli.fleets {
-        Some(s) => s.split(',').map(|f| {
-            let parts: Vec<&str> = f.split(':').map(str::trim).collect();
-            match parts[..] {
-                [d, h] => Ok((d.parse()?, h.parse()?, 10)),
-                [d, h, k] => Ok((d.parse()?, h.parse()?, k.parse()?)),
-                _ => anyhow::bail!("--fleets {f:?}: expected DEVICES:HOURS[:DEVICES_PER_HOST]"),
-            }
-        }).collect::<anyhow::Result<_>>()?,
+        Some(s) => s
+            .split(',')
+            .map(|f| {
+                let parts: Vec<&str> = f.split(':').map(str::trim).collect();
+                match parts[..] {
+                    [d, h] => Ok((d.parse()?, h.parse()?, 10)),
+                    [d, h, k] => Ok((d.parse()?, h.parse()?, k.parse()?)),
+                    _ => anyhow::bail!("--fleets {f:?}: expected DEVICES:HOURS[:DEVICES_PER_HOST]"),
+                }
+            })
+            .collect::<anyhow::Result<_>>()?,
         None if quick => vec![(20, 0.05, 10)],
         // The first row is the comparison: the same fleet with a host per device, which
         // turmoil's per-step cost (about hosts³) makes slow; see FLEET_SCALING.
@@ -152,7 +165,10 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     };
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n\nWritten by `cargo run --release -p mqtt-bench{}` on: {}.\n", if quick { " -- --quick" } else { "" }, machine());
-    let _ = writeln!(md, "The machine is shared and noisy: compare figures within one table (measured side by side in one run), not across runs. Medians of {runs} run(s).\n");
+    let _ = writeln!(
+        md,
+        "The machine is shared and noisy: compare figures within one table (measured side by side in one run), not across runs. Medians of {runs} run(s).\n"
+    );
 
     // 1. Peers against one Mosquitto.
     let broker = broker::Mosquitto::start()?;
@@ -178,7 +194,19 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
                     }
                     name => {
                         let mut c = Command::new(&exe);
-                        c.args(["peer", "--client", name, "--port", &broker.port.to_string(), "--qos", &qos.to_string(), "--count", &count.to_string(), "--window", &WINDOW.to_string()]);
+                        c.args([
+                            "peer",
+                            "--client",
+                            name,
+                            "--port",
+                            &broker.port.to_string(),
+                            "--qos",
+                            &qos.to_string(),
+                            "--count",
+                            &count.to_string(),
+                            "--window",
+                            &WINDOW.to_string(),
+                        ]);
                         c
                     }
                 };
@@ -202,8 +230,17 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
         let _ = writeln!(
             md,
             "| {} | {} | {:.0} | {:.0} | {} / {} | {:.0} µs | {:.0} µs | {:.1} MiB | {} | {} |",
-            r.client, r.qos, r.pub_rate, r.sub_rate, r.received, r.sent, r.p50_us, r.p99_us, r.peak_rss_kib as f64 / 1024.0,
-            ratio(r.pub_rate, base.map(|b| b.pub_rate)), ratio(r.sub_rate, base.map(|b| b.sub_rate))
+            r.client,
+            r.qos,
+            r.pub_rate,
+            r.sub_rate,
+            r.received,
+            r.sent,
+            r.p50_us,
+            r.p99_us,
+            r.peak_rss_kib as f64 / 1024.0,
+            ratio(r.pub_rate, base.map(|b| b.pub_rate)),
+            ratio(r.sub_rate, base.map(|b| b.sub_rate))
         );
     }
     for n in &notes {
@@ -233,7 +270,13 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     let _ = writeln!(md, "| core module as rustc makes it, before `wasm-opt` | {} | |", kib(s.rustc_core_module));
     let _ = writeln!(md, "| its code | {} | |", kib(s.rustc_code));
     let _ = writeln!(md, "| linear memory after connecting | {} ({} pages) | |", kib(s.memory_start), s.memory_start / 65536);
-    let _ = writeln!(md, "| linear memory, most during {} QoS 1 publishes with 100 in flight | {} ({} pages) | < 256 KiB |", if quick { 1_000 } else { 10_000 }, kib(s.memory_peak), s.memory_peak / 65536);
+    let _ = writeln!(
+        md,
+        "| linear memory, most during {} QoS 1 publishes with 100 in flight | {} ({} pages) | < 256 KiB |",
+        if quick { 1_000 } else { 10_000 },
+        kib(s.memory_peak),
+        s.memory_peak / 65536
+    );
 
     eprintln!("codec size …");
     let _ = writeln!(md, "\n### The codec decision\n\nThe same job (decode a stream of every MQTT packet type, 3.1.1 and 5.0, and encode each again; `bench/codec-size/`) built for wasm32 with the component's size settings, on each codec. Each probe is checked to round-trip a sample stream before its size counts. The component itself carries less of our codec: it decodes only what a broker sends.\n");
@@ -254,7 +297,11 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     }
     let _ = writeln!(md, "\n| fleet | devices per simulated host | simulated | wall | device-hours per wall minute | QoS 1 lost | dropped by the broker |\n|---|---|---|---|---|---|---|");
     for f in &sp.fleets {
-        let _ = writeln!(md, "| {} devices | {} | {:.2} h | {:.1} s | {:.0} | {} | {} |", f.devices, f.per_host, f.hours, f.wall_s, f.device_hours_per_min, f.lost, f.broker_dropped);
+        let _ = writeln!(
+            md,
+            "| {} devices | {} | {:.2} h | {:.1} s | {:.0} | {} | {} |",
+            f.devices, f.per_host, f.hours, f.wall_s, f.device_hours_per_min, f.lost, f.broker_dropped
+        );
     }
     let _ = writeln!(md, "{}", FLEET_SCALING);
 
@@ -265,7 +312,11 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     let span = |v: &[u64]| {
         let mut v = v.to_vec();
         v.sort_unstable();
-        if v.is_empty() { "–".to_string() } else { format!("median {} ms, max {} ms (n = {})", v[v.len() / 2], v[v.len() - 1], v.len()) }
+        if v.is_empty() {
+            "–".to_string()
+        } else {
+            format!("median {} ms, max {} ms (n = {})", v[v.len() / 2], v[v.len() - 1], v.len())
+        }
     };
     let _ = writeln!(md, "\n## Recovery\n\nIn the simulator, default client config (keepalive 60 s, response time 10 s), 5 ms one-way latency, QoS 1 every 200 ms; seeds 1..={}. Target: resume within 2 round trips plus backoff (≤ 1 s) after the link returns.\n", r.seeds);
     let _ = writeln!(md, "| what | figure |\n|---|---|");

@@ -105,10 +105,7 @@ pub fn speed(component: &ComponentFile, runs: usize, fleets: &[Fleet], day_s: f6
 /// the observer shares, and the device's) with nothing running on them: the floor no client
 /// or broker model can go below.
 fn turmoil_alone(sim_s: f64, tick_ms: u64) -> anyhow::Result<f64> {
-    let mut sim = turmoil::Builder::new()
-        .simulation_duration(Duration::from_secs_f64(sim_s + 60.0))
-        .tick_duration(Duration::from_millis(tick_ms))
-        .build();
+    let mut sim = turmoil::Builder::new().simulation_duration(Duration::from_secs_f64(sim_s + 60.0)).tick_duration(Duration::from_millis(tick_ms)).build();
     for host in ["broker", "device"] {
         sim.host(host, || async {
             std::future::pending::<()>().await;
@@ -168,7 +165,13 @@ pub fn recovery(component: &ComponentFile, seeds: u64) -> anyhow::Result<Recover
         anyhow::ensure!(o.passed, "recovery scenario, seed {seed}: {:?}", o.expectations);
         let events: Vec<Value> = o.trace.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
         let t = |v: &Value| v["t_ms"].as_u64().unwrap_or(0);
-        let first_after = |after: u64, what: &str| events.iter().filter(|v| v["who"] != "timeline" && v["who"] != "broker" && v["who"] != "observer" && v["what"] == what && t(v) >= after).map(t).next();
+        let first_after = |after: u64, what: &str| {
+            events
+                .iter()
+                .filter(|v| v["who"] != "timeline" && v["who"] != "broker" && v["who"] != "observer" && v["what"] == what && t(v) >= after)
+                .map(t)
+                .next()
+        };
         let steps: Vec<(u64, String)> = events.iter().filter(|v| v["what"] == "fault").map(|v| (t(v), v["step"].as_str().unwrap_or("").to_string())).collect();
         let link_downs: Vec<u64> = steps.iter().filter(|(_, s)| s == "Link(LinkState::Down)").map(|(at, _)| *at).collect();
         for (at, step) in &steps {
@@ -176,7 +179,9 @@ pub fn recovery(component: &ComponentFile, seeds: u64) -> anyhow::Result<Recover
                 "Link(LinkState::Up)" => r.link_to_puback_ms.extend(first_after(*at, "published").map(|p| p - at)),
                 // A hold without a link drop at the same instant is the silent link.
                 "Hold" if !link_downs.contains(at) => r.silent_to_down_ms.extend(first_after(*at, "down").map(|d| d - at)),
-                "Release" if !steps.iter().any(|(t2, s2)| t2 == at && s2 == "Link(LinkState::Up)") => r.silent_end_to_puback_ms.extend(first_after(*at, "published").map(|p| p - at)),
+                "Release" if !steps.iter().any(|(t2, s2)| t2 == at && s2 == "Link(LinkState::Up)") => {
+                    r.silent_end_to_puback_ms.extend(first_after(*at, "published").map(|p| p - at))
+                }
                 _ => {}
             }
         }

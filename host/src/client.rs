@@ -18,7 +18,9 @@ use crate::{DownReason, Event, LinkState, Message, Qos, Stats, SubscribeProperti
 /// What the application hears about without asking.
 #[derive(Debug, Clone)]
 pub enum ClientEvent {
-    Up { session_present: bool },
+    Up {
+        session_present: bool,
+    },
     Down(DownReason),
     Message(Message),
     Link(LinkState),
@@ -26,7 +28,10 @@ pub enum ClientEvent {
     Discarded(u64),
     /// MQTT 5 enhanced authentication: the broker's reason code (0x18: answer with
     /// [`Client::authenticate`]) and data.
-    Auth { reason: u8, data: Vec<u8> },
+    Auth {
+        reason: u8,
+        data: Vec<u8>,
+    },
     Error(String),
 }
 

@@ -542,9 +542,7 @@ impl Device {
 
     /// Platform-clock time at which `poll` must run again.
     pub fn next_deadline(&mut self) -> Result<Option<u64>, DeviceError> {
-        let d = self
-            .guarded("next-deadline", |l| l.instance.mqtt_as_client_client().client().call_next_deadline(&mut l.store, l.client))?
-            .flatten();
+        let d = self.guarded("next-deadline", |l| l.instance.mqtt_as_client_client().client().call_next_deadline(&mut l.store, l.client))?.flatten();
         Ok(match (d, self.retry_connect_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

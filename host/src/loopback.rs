@@ -162,7 +162,8 @@ impl Socket for Loopback {
             }
             s.next_handle += 1;
             let handle = s.next_handle;
-            s.conn = Some(Conn { handle, decoder: Decoder::new(ProtocolVersion::V311, u32::MAX), version: ProtocolVersion::V311, inbox: Vec::new(), closed: false });
+            s.conn =
+                Some(Conn { handle, decoder: Decoder::new(ProtocolVersion::V311, u32::MAX), version: ProtocolVersion::V311, inbox: Vec::new(), closed: false });
             Ok(handle)
         })
     }
@@ -230,7 +231,11 @@ impl Clock for Loopback {
 
 impl Wifi for Loopback {
     fn state(&mut self) -> LinkState {
-        if self.with(|s| s.link_up) { LinkState::Up } else { LinkState::Down }
+        if self.with(|s| s.link_up) {
+            LinkState::Up
+        } else {
+            LinkState::Down
+        }
     }
     fn connect(&mut self, _ssid: &str, _password: &str) -> Result<(), String> {
         Err("the loopback platform has no WiFi to join".into())
@@ -268,7 +273,15 @@ pub fn memory_under_load(component: &crate::ComponentFile, total: usize, window:
         let n = usize::from(window).min(total - sent);
         for i in 0..n {
             let body = format!("{:0width$}", sent + i, width = payload);
-            d.publish(Publish { topic: "memory/t".into(), payload: body.into_bytes(), qos: Qos::AtLeastOnce, retain: false, properties: None, deadline_ms: None }).map_err(|e| e.to_string())?;
+            d.publish(Publish {
+                topic: "memory/t".into(),
+                payload: body.into_bytes(),
+                qos: Qos::AtLeastOnce,
+                retain: false,
+                properties: None,
+                deadline_ms: None,
+            })
+            .map_err(|e| e.to_string())?;
         }
         d.poll().map_err(|e| e.to_string())?;
         peak = peak.max(d.memory_bytes());

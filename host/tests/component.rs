@@ -220,7 +220,8 @@ fn async_client_publish_returns_when_acknowledged() {
         });
         let mut client = mqtt_host::Client::spawn(d);
         client.connect().await.unwrap();
-        let subs = vec![mqtt_host::Subscription { filter: "echo/#".into(), qos: Qos::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 }];
+        let subs =
+            vec![mqtt_host::Subscription { filter: "echo/#".into(), qos: Qos::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 }];
         assert_eq!(client.subscribe(subs).await.unwrap(), vec![1]);
         client.publish("echo/1", b"ping", Qos::AtLeastOnce, false).await.unwrap();
         loop {

@@ -17,8 +17,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::codec::{
-    topic, Connect, Decoder, Disconnect, LastWill, Packet, PacketId, Properties, ProtocolVersion, PubResponse,
-    Publish, QoS, Subscribe, SubscribeFilter, Unsubscribe,
+    topic, Connect, Decoder, Disconnect, LastWill, Packet, PacketId, Properties, ProtocolVersion, PubResponse, Publish, QoS, Subscribe, SubscribeFilter,
+    Unsubscribe,
 };
 use crate::config::{Config, ConfigError};
 use crate::rng::SplitMix64;
@@ -33,13 +33,22 @@ enum State {
     /// Before `connect`, or after the first attempt failed.
     Idle,
     /// The link is down; waiting for it (and asking to join WiFi when we manage it).
-    WaitLink { give_up: Option<Instant>, rejoin_at: Option<Instant> },
+    WaitLink {
+        give_up: Option<Instant>,
+        rejoin_at: Option<Instant>,
+    },
     /// Waiting before the next attempt.
-    Backoff { until: Instant },
+    Backoff {
+        until: Instant,
+    },
     /// Socket requested, not yet open.
-    Opening { deadline: Instant },
+    Opening {
+        deadline: Instant,
+    },
     /// CONNECT sent.
-    AwaitConnack { deadline: Instant },
+    AwaitConnack {
+        deadline: Instant,
+    },
     Connected,
     /// `disconnect` was called.
     Closed,
@@ -157,14 +166,8 @@ pub struct Client {
     stats: Stats,
 }
 
-const V3_CONNACK: [&str; 6] = [
-    "accepted",
-    "unacceptable protocol version",
-    "identifier rejected",
-    "server unavailable",
-    "bad user name or password",
-    "not authorized",
-];
+const V3_CONNACK: [&str; 6] =
+    ["accepted", "unacceptable protocol version", "identifier rejected", "server unavailable", "bad user name or password", "not authorized"];
 
 fn connack_text(version: ProtocolVersion, code: u8) -> String {
     match version {
@@ -237,11 +240,7 @@ impl Client {
     }
 
     pub fn stats(&self) -> Stats {
-        Stats {
-            inflight: self.inflight.len() as u32,
-            queued: self.pending.len() as u32,
-            ..self.stats
-        }
+        Stats { inflight: self.inflight.len() as u32, queued: self.pending.len() as u32, ..self.stats }
     }
 
     // ------------------------------------------------------------------------------------
@@ -272,12 +271,7 @@ impl Client {
         }
         topic::validate_topic_name(&publish.topic).map_err(|e| ApiError::Invalid(text!("topic `", publish.topic, "`: ", e.message())))?;
         if publish.payload.len() as u64 + publish.topic.len() as u64 + 16 > u64::from(self.cfg.max_packet_size) {
-            return Err(ApiError::Invalid(text!(
-                "payload of ",
-                publish.payload.len(),
-                " bytes does not fit max_packet_size ",
-                self.cfg.max_packet_size
-            )));
+            return Err(ApiError::Invalid(text!("payload of ", publish.payload.len(), " bytes does not fit max_packet_size ", self.cfg.max_packet_size)));
         }
         self.enqueue(now, Request::Publish(publish), deadline)
     }
@@ -644,10 +638,7 @@ impl Client {
 
     fn open(&mut self, now: Instant) {
         let tls = if self.cfg.ssl {
-            Some(self.cfg.ssl_params.clone().unwrap_or_else(|| crate::config::TlsParams {
-                server_name: self.cfg.server.clone(),
-                ..Default::default()
-            }))
+            Some(self.cfg.ssl_params.clone().unwrap_or_else(|| crate::config::TlsParams { server_name: self.cfg.server.clone(), ..Default::default() }))
         } else {
             None
         };
@@ -1049,9 +1040,7 @@ impl Client {
                 }
                 Packet::Subscribe(Subscribe { packet_id: pid, filters: filters.clone(), properties })
             }
-            Waiting::UnsubAck(filters) => {
-                Packet::Unsubscribe(Unsubscribe { packet_id: pid, filters: filters.clone(), properties: Properties::default() })
-            }
+            Waiting::UnsubAck(filters) => Packet::Unsubscribe(Unsubscribe { packet_id: pid, filters: filters.clone(), properties: Properties::default() }),
         }
     }
 

@@ -181,10 +181,7 @@ impl Config {
             return err("client_id", "longer than 65535 bytes");
         }
         if self.client_id.is_empty() && !(self.clean && self.clean_init) {
-            return err(
-                "client_id",
-                "is empty, but clean/clean_init is false: a persistent session needs a stable client id",
-            );
+            return err("client_id", "is empty, but clean/clean_init is false: a persistent session needs a stable client id");
         }
         if self.keepalive_secs == 1 {
             return err("keepalive_secs", "1 s is out of range: use 0 (off) or at least 2 s");
@@ -233,10 +230,7 @@ impl Config {
             return err("max_packet_size", text!(self.max_packet_size, " is out of range 128..=268435460"));
         }
         if self.backoff_min_ms == 0 || self.backoff_min_ms > self.backoff_max_ms {
-            return err(
-                "backoff_min_ms",
-                text!(self.backoff_min_ms, " must be at least 1 and at most backoff_max_ms (", self.backoff_max_ms, ")"),
-            );
+            return err("backoff_min_ms", text!(self.backoff_min_ms, " must be at least 1 and at most backoff_max_ms (", self.backoff_max_ms, ")"));
         }
         if self.wifi_pw.is_some() && self.ssid.is_none() {
             return err("wifi_pw", "is set without `ssid`");

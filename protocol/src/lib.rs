@@ -24,6 +24,4 @@ pub use codec::{Packet, PacketId, Properties, ProtocolVersion, QoS, SubscribeFil
 pub use config::{Config, ConfigError, TlsParams, Will};
 pub use rng::SplitMix64;
 pub use test_fault::TestFault;
-pub use types::{
-    Action, ApiError, DownReason, Event, Instant, LinkState, Message, OutgoingPublish, SocketError, Stats, SubscribeProperties, Token,
-};
+pub use types::{Action, ApiError, DownReason, Event, Instant, LinkState, Message, OutgoingPublish, SocketError, Stats, SubscribeProperties, Token};

@@ -24,6 +24,10 @@ impl SplitMix64 {
 
     /// Uniform-enough in `0..n` (modulo bias is irrelevant for jitter); 0 when `n` is 0.
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next_u64() % n }
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
     }
 }

@@ -97,8 +97,10 @@ mod tests {
     #[test]
     fn joins_strings_numbers_and_hex() {
         let owned = String::from("owned");
-        assert_eq!(text!("a ", 0u8, " ", 42u16, " ", u32::MAX, " ", u64::MAX, " ", 7usize, " ", owned, " ", Hex(0x8f), " ", Hex(4)),
-            "a 0 42 4294967295 18446744073709551615 7 owned 0x8f 0x04");
+        assert_eq!(
+            text!("a ", 0u8, " ", 42u16, " ", u32::MAX, " ", u64::MAX, " ", 7usize, " ", owned, " ", Hex(0x8f), " ", Hex(4)),
+            "a 0 42 4294967295 18446744073709551615 7 owned 0x8f 0x04"
+        );
         assert_eq!(text!(), "");
     }
 

@@ -81,9 +81,16 @@ impl SocketError {
 pub enum Action {
     /// Open a TCP (optionally TLS) connection; report `handle_socket_open` or
     /// `handle_socket_error`. Any previous socket has been closed by a `CloseSocket` first.
-    OpenSocket { host: String, port: u16, tls: Option<TlsParams> },
+    OpenSocket {
+        host: String,
+        port: u16,
+        tls: Option<TlsParams>,
+    },
     CloseSocket,
-    JoinWifi { ssid: String, password: String },
+    JoinWifi {
+        ssid: String,
+        password: String,
+    },
     LeaveWifi,
 }
 
@@ -136,7 +143,9 @@ pub struct Message {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Up { session_present: bool },
+    Up {
+        session_present: bool,
+    },
     Down(DownReason),
     /// Boxed: a message with its MQTT 5 properties is ten times the size of any other event,
     /// and every queued event would pay for it (events wait in the client until polled).
@@ -144,9 +153,18 @@ pub enum Event {
     Published(Token),
     /// `reason` is the MQTT 5 reason code, or 0 when the publish expired, was cancelled, or
     /// the client was closed before it completed.
-    PublishFailed { token: Token, reason: u8 },
-    Subscribed { token: Token, codes: Vec<u8> },
-    Unsubscribed { token: Token, codes: Vec<u8> },
+    PublishFailed {
+        token: Token,
+        reason: u8,
+    },
+    Subscribed {
+        token: Token,
+        codes: Vec<u8>,
+    },
+    Unsubscribed {
+        token: Token,
+        codes: Vec<u8>,
+    },
     BrokerUp(bool),
     Link(LinkState),
     /// The first connection attempt failed: the application decides (mqtt_as raises).
@@ -156,7 +174,10 @@ pub enum Event {
     /// MQTT 5 enhanced authentication: the broker's AUTH (reason 0x18: a challenge, to be
     /// answered with [`crate::Client::authenticate`] within `response_time`; 0x00: a
     /// re-authentication succeeded) or the authentication data of its CONNACK (reason 0x00).
-    Auth { reason: u8, data: Vec<u8> },
+    Auth {
+        reason: u8,
+        data: Vec<u8>,
+    },
     Error(String),
 }
 

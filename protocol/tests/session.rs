@@ -317,7 +317,15 @@ fn reconnect_backoff_grows_and_stays_within_bounds() {
 #[test]
 fn incoming_qos1_is_acked_and_delivered() {
     let mut h = Harness::up(config(false));
-    let p = Publish { dup: false, qos: QoS::AtLeastOnce, retain: true, topic: "in".into(), packet_id: Some(pid(7)), payload: b"m".to_vec(), properties: Properties::default() };
+    let p = Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        topic: "in".into(),
+        packet_id: Some(pid(7)),
+        payload: b"m".to_vec(),
+        properties: Properties::default(),
+    };
     h.broker_sends(Packet::Publish(p));
     assert_eq!(h.take_sent(), vec![Packet::PubAck(PubResponse { packet_id: pid(7), reason: 0, properties: Properties::default() })]);
     let events = h.take_events();
@@ -327,7 +335,15 @@ fn incoming_qos1_is_acked_and_delivered() {
 #[test]
 fn incoming_qos2_is_delivered_exactly_once_despite_redelivery() {
     let mut h = Harness::up(config(false));
-    let p = Publish { dup: false, qos: QoS::ExactlyOnce, retain: false, topic: "in".into(), packet_id: Some(pid(9)), payload: b"m".to_vec(), properties: Properties::default() };
+    let p = Publish {
+        dup: false,
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        topic: "in".into(),
+        packet_id: Some(pid(9)),
+        payload: b"m".to_vec(),
+        properties: Properties::default(),
+    };
     h.broker_sends(Packet::Publish(p.clone()));
     h.broker_sends(Packet::Publish(Publish { dup: true, ..p.clone() }));
     let msgs = h.take_events().into_iter().filter(|e| matches!(e, Event::Message(_))).count();
@@ -364,7 +380,15 @@ fn default_config_holds_input_back_instead_of_discarding() {
     let mut h = Harness::up(cfg);
     let bytes: Vec<u8> = (0..5u8)
         .flat_map(|i| {
-            let p = Publish { dup: false, qos: QoS::AtMostOnce, retain: false, topic: "in".into(), packet_id: None, payload: vec![i], properties: Properties::default() };
+            let p = Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: "in".into(),
+                packet_id: None,
+                payload: vec![i],
+                properties: Properties::default(),
+            };
             Packet::Publish(p).encode(h.version)
         })
         .collect();
@@ -390,7 +414,15 @@ fn full_queue_discards_the_oldest_message_and_counts_it_when_backpressure_is_off
     cfg.backpressure = false;
     let mut h = Harness::up(cfg);
     for i in 0..3u8 {
-        let p = Publish { dup: false, qos: QoS::AtMostOnce, retain: false, topic: "in".into(), packet_id: None, payload: vec![i], properties: Properties::default() };
+        let p = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "in".into(),
+            packet_id: None,
+            payload: vec![i],
+            properties: Properties::default(),
+        };
         h.client.handle_input(h.now, &Packet::Publish(p).encode(h.version));
     }
     let mut payloads = Vec::new();
@@ -548,7 +580,15 @@ fn topic_aliases_are_used_and_reestablished_after_reconnect() {
 #[test]
 fn incoming_topic_alias_is_resolved_and_unknown_alias_is_a_protocol_error() {
     let mut h = Harness::up(config(true));
-    let mut p = Publish { dup: false, qos: QoS::AtMostOnce, retain: false, topic: "x/y".into(), packet_id: None, payload: vec![1], properties: Properties { topic_alias: Some(3), ..Properties::default() } };
+    let mut p = Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: "x/y".into(),
+        packet_id: None,
+        payload: vec![1],
+        properties: Properties { topic_alias: Some(3), ..Properties::default() },
+    };
     h.broker_sends(Packet::Publish(p.clone()));
     p.topic = String::new();
     h.broker_sends(Packet::Publish(p.clone()));
@@ -562,7 +602,10 @@ fn incoming_topic_alias_is_resolved_and_unknown_alias_is_a_protocol_error() {
 #[test]
 fn server_disconnect_reason_is_reported_and_reconnect_follows() {
     let mut h = Harness::up(config(true));
-    h.broker_sends(Packet::Disconnect(Disconnect { reason: 0x8B, properties: Properties { reason_string: Some("shutting down".into()), ..Properties::default() } }));
+    h.broker_sends(Packet::Disconnect(Disconnect {
+        reason: 0x8B,
+        properties: Properties { reason_string: Some("shutting down".into()), ..Properties::default() },
+    }));
     let events = h.take_events();
     assert!(events.contains(&Event::Down(DownReason::ServerDisconnect(0x8B))), "{events:?}");
     h.advance(1_000);
@@ -638,7 +681,14 @@ fn unacknowledged_subscribe_is_resent_after_response_time() {
 #[test]
 fn will_is_sent_in_connect_with_v5_delay() {
     let mut cfg = config(true);
-    cfg.will = Some(mqtt_protocol::Will { topic: "dev/status".into(), payload: b"dead".to_vec(), qos: QoS::AtLeastOnce, retain: true, delay_secs: Some(30), properties: Properties::default() });
+    cfg.will = Some(mqtt_protocol::Will {
+        topic: "dev/status".into(),
+        payload: b"dead".to_vec(),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        delay_secs: Some(30),
+        properties: Properties::default(),
+    });
     let mut h = Harness::new(cfg);
     h.client.connect(h.now).unwrap();
     h.pump();
@@ -783,10 +833,7 @@ fn enhanced_auth_sends_method_and_data_in_connect_and_answers_challenges() {
     assert_eq!(h.take_sent(), vec![auth(0x18, "SCRAM-SHA-1", b"client-final")]);
     let fin = Properties { authentication_method: Some("SCRAM-SHA-1".into()), authentication_data: Some(b"server-final".to_vec()), ..Properties::default() };
     h.connack_with(false, 0, fin);
-    assert_eq!(
-        h.take_events(),
-        vec![Event::Auth { reason: 0, data: b"server-final".to_vec() }, Event::Up { session_present: false }]
-    );
+    assert_eq!(h.take_events(), vec![Event::Auth { reason: 0, data: b"server-final".to_vec() }, Event::Up { session_present: false }]);
 }
 
 #[test]
@@ -836,10 +883,7 @@ fn reauthentication_sends_auth_0x19_and_reports_the_brokers_answers() {
     h.pump();
     assert_eq!(h.take_sent(), vec![auth(0x18, "SCRAM-SHA-1", b"answer")]);
     h.broker_sends(auth(0x00, "SCRAM-SHA-1", b"ok"));
-    assert_eq!(
-        h.take_events(),
-        vec![Event::Auth { reason: 0x18, data: b"challenge".to_vec() }, Event::Auth { reason: 0, data: b"ok".to_vec() }]
-    );
+    assert_eq!(h.take_events(), vec![Event::Auth { reason: 0x18, data: b"challenge".to_vec() }, Event::Auth { reason: 0, data: b"ok".to_vec() }]);
     assert!(h.client.is_connected());
 }
 
@@ -865,7 +909,15 @@ fn backpressure_config(v5: bool) -> mqtt_protocol::Config {
 }
 
 fn qos1_in(i: u8) -> Vec<u8> {
-    let p = Publish { dup: false, qos: QoS::AtLeastOnce, retain: false, topic: "in".into(), packet_id: Some(pid(100 + u16::from(i))), payload: vec![i], properties: Properties::default() };
+    let p = Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: "in".into(),
+        packet_id: Some(pid(100 + u16::from(i))),
+        payload: vec![i],
+        properties: Properties::default(),
+    };
     Packet::Publish(p).encode(mqtt_protocol::ProtocolVersion::V311)
 }
 
@@ -908,10 +960,20 @@ fn backpressure_suspends_response_deadlines_but_keeps_pinging() {
     h.client.publish(h.now, qos1("t", b"x"), None).unwrap();
     h.pump();
     h.take_sent();
-    let burst: Vec<u8> = (0..3).flat_map(|i| {
-        let p = Publish { dup: false, qos: QoS::AtMostOnce, retain: false, topic: "in".into(), packet_id: None, payload: vec![i], properties: Properties::default() };
-        Packet::Publish(p).encode(mqtt_protocol::ProtocolVersion::V5)
-    }).collect();
+    let burst: Vec<u8> = (0..3)
+        .flat_map(|i| {
+            let p = Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: "in".into(),
+                packet_id: None,
+                payload: vec![i],
+                properties: Properties::default(),
+            };
+            Packet::Publish(p).encode(mqtt_protocol::ProtocolVersion::V5)
+        })
+        .collect();
     h.client.handle_input(h.now, &burst);
     // The application does not take its messages for 100 s: the PUBACK and PINGRESPs may be
     // sitting unread, so nothing times out, but the broker keeps hearing our pings.
@@ -950,6 +1012,7 @@ fn events_other_than_messages_can_be_taken_while_messages_stay_queued() {
     assert_eq!(h.client.poll_event_except_messages(), Some(Event::Published(t)));
     assert_eq!(h.client.poll_event_except_messages(), None, "only messages left");
     assert!(!h.client.wants_input(), "both messages still held: the queue is full");
-    let payloads: Vec<u8> = std::iter::from_fn(|| h.client.poll_event()).filter_map(|e| if let Event::Message(m) = e { Some(m.payload[0]) } else { None }).collect();
+    let payloads: Vec<u8> =
+        std::iter::from_fn(|| h.client.poll_event()).filter_map(|e| if let Event::Message(m) = e { Some(m.payload[0]) } else { None }).collect();
     assert_eq!(payloads, vec![0, 1]);
 }

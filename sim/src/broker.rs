@@ -210,7 +210,8 @@ impl Broker {
             }
         } else {
             if let Some(obs) = s.sessions.get(OBSERVER_ID) {
-                let lost: Vec<Option<u64>> = obs.inflight.values().map(|(m, _)| &m.payload).chain(obs.queue.iter().map(|m| &m.payload)).map(|p| seq_of(p)).collect();
+                let lost: Vec<Option<u64>> =
+                    obs.inflight.values().map(|(m, _)| &m.payload).chain(obs.queue.iter().map(|m| &m.payload)).map(|p| seq_of(p)).collect();
                 let mut w = self.world.lock();
                 w.rec.broker_dropped.extend(lost.into_iter().map(|seq| (seq, "broker restarted without persistence".to_string())));
             }
@@ -542,7 +543,8 @@ impl BrokerState {
 
     /// The client's AUTH answering our challenge: right, or refused with 0x87.
     fn auth_verify(&mut self, c: &mqtt_protocol::codec::Connect, a: &Disconnect, expected: &[u8], tx: &mpsc::UnboundedSender<Vec<u8>>, world: &Shared) -> bool {
-        let ok = a.reason == 0x18 && a.properties.authentication_method == self.spec.auth_method && a.properties.authentication_data.as_deref() == Some(expected);
+        let ok =
+            a.reason == 0x18 && a.properties.authentication_method == self.spec.auth_method && a.properties.authentication_data.as_deref() == Some(expected);
         let now = now_ms();
         if ok {
             world.lock().log(now, "broker", "authenticated", json!({ "client": c.client_id }));
@@ -677,7 +679,11 @@ impl BrokerState {
                 let topic_ok = !msg.topic.is_empty();
                 if let (Some(pid), Some(s)) = (p.packet_id, self.sessions.get_mut(&client_id)) {
                     if s.owed_resend.remove(&pid.get()) && !p.dup {
-                        world.lock().rec.protocol_violations.push(format!("{client_id} resent PUBLISH {} without DUP after its acknowledgement was lost (MQTT-3.3.1-1)", pid.get()));
+                        world
+                            .lock()
+                            .rec
+                            .protocol_violations
+                            .push(format!("{client_id} resent PUBLISH {} without DUP after its acknowledgement was lost (MQTT-3.3.1-1)", pid.get()));
                     }
                 }
                 let owe = |s: &mut Self, pid: PacketId| {
@@ -694,7 +700,12 @@ impl BrokerState {
                     (QoS::AtLeastOnce, Some(pid)) => {
                         // Forwarded every time, DUP or not, as Mosquitto does.
                         self.route(&msg, world);
-                        if !self.acknowledge(id, AckKind::Puback, Packet::PubAck(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }), world) {
+                        if !self.acknowledge(
+                            id,
+                            AckKind::Puback,
+                            Packet::PubAck(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }),
+                            world,
+                        ) {
                             owe(self, pid);
                         }
                     }
@@ -703,7 +714,12 @@ impl BrokerState {
                         if fresh {
                             self.route(&msg, world);
                         }
-                        if !self.acknowledge(id, AckKind::Pubrec, Packet::PubRec(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }), world) {
+                        if !self.acknowledge(
+                            id,
+                            AckKind::Pubrec,
+                            Packet::PubRec(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }),
+                            world,
+                        ) {
                             owe(self, pid);
                         }
                     }
@@ -714,7 +730,12 @@ impl BrokerState {
                 if let Some(s) = self.sessions.get_mut(&client_id) {
                     s.incoming_qos2.remove(&r.packet_id.get());
                 }
-                self.acknowledge(id, AckKind::Pubcomp, Packet::PubComp(PubResponse { packet_id: r.packet_id, reason: 0, properties: Properties::default() }), world);
+                self.acknowledge(
+                    id,
+                    AckKind::Pubcomp,
+                    Packet::PubComp(PubResponse { packet_id: r.packet_id, reason: 0, properties: Properties::default() }),
+                    world,
+                );
             }
             Packet::PubAck(a) | Packet::PubComp(a) => {
                 if let Some(s) = self.sessions.get_mut(&client_id) {
@@ -742,7 +763,12 @@ impl BrokerState {
                         }
                     }
                 }
-                world.lock().log(now, "broker", "subscribe", json!({ "client": client_id, "filters": sub.filters.iter().map(|f| f.filter.clone()).collect::<Vec<_>>() }));
+                world.lock().log(
+                    now,
+                    "broker",
+                    "subscribe",
+                    json!({ "client": client_id, "filters": sub.filters.iter().map(|f| f.filter.clone()).collect::<Vec<_>>() }),
+                );
                 self.acknowledge(id, AckKind::Suback, Packet::SubAck(SubAck { packet_id: sub.packet_id, codes, properties: Properties::default() }), world);
                 for m in retained {
                     self.deliver(&client_id, m, world);

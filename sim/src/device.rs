@@ -113,7 +113,9 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
         let requests = std::mem::take(&mut ctx.world.lock().app_requests[d]);
         for (filter, q) in requests {
             let r = match q {
-                Some(q) => dev.subscribe(vec![Subscription { filter: filter.clone(), qos: qos(q), no_local: false, retain_as_published: false, retain_handling: 0 }]),
+                Some(q) => {
+                    dev.subscribe(vec![Subscription { filter: filter.clone(), qos: qos(q), no_local: false, retain_as_published: false, retain_handling: 0 }])
+                }
                 None => dev.unsubscribe(vec![filter.clone()]),
             };
             let mut w = ctx.world.lock();
@@ -158,7 +160,11 @@ impl Pace {
             return wait;
         }
         self.polls += 1;
-        if self.polls > Self::POLLS_PER_INSTANT { 1 } else { 0 }
+        if self.polls > Self::POLLS_PER_INSTANT {
+            1
+        } else {
+            0
+        }
     }
 }
 

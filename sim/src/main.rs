@@ -11,9 +11,9 @@ use std::sync::Mutex;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mqtt_host::ComponentFile;
+use mqtt_sim::report;
 use mqtt_sim::runner::{self, Outcome};
 use mqtt_sim::scenario::Scenario;
-use mqtt_sim::report;
 
 #[derive(Parser)]
 #[command(name = "mqtt-sim", version, about = "Deterministic outage simulator for the MQTT client component")]
@@ -214,7 +214,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn parse_range(s: &str) -> anyhow::Result<(u64, u64)> {
     let (a, b) = s.split_once("..").with_context(|| format!("--seeds {s:?}: expected A..B"))?;
     let b = b.trim_start_matches('=');
-    let (a, b): (u64, u64) = (a.parse().with_context(|| format!("--seeds: {a:?} is not a number"))?, b.parse().with_context(|| format!("--seeds: {b:?} is not a number"))?);
+    let (a, b): (u64, u64) =
+        (a.parse().with_context(|| format!("--seeds: {a:?} is not a number"))?, b.parse().with_context(|| format!("--seeds: {b:?} is not a number"))?);
     anyhow::ensure!(a <= b, "--seeds {s}: the range is empty");
     Ok((a, b))
 }
@@ -255,14 +256,13 @@ fn sweep(target: &Target, paths: Vec<PathBuf>, seeds: &str, jobs: Option<usize>,
         scenarios.push((f.clone(), Scenario::load(f)?));
     }
     // Every (scenario, seed) pair in a fixed order; a shard takes every N-th.
-    let work: Vec<(usize, u64)> = (0..scenarios.len())
-        .flat_map(|i| (a..=b).map(move |s| (i, s)))
-        .enumerate()
-        .filter(|(k, _)| k % shard_n == shard_i - 1)
-        .map(|(_, w)| w)
-        .collect();
+    let work: Vec<(usize, u64)> =
+        (0..scenarios.len()).flat_map(|i| (a..=b).map(move |s| (i, s))).enumerate().filter(|(k, _)| k % shard_n == shard_i - 1).map(|(_, w)| w).collect();
     let bar = indicatif::ProgressBar::new(work.len() as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} runs, {elapsed} elapsed, eta {eta} {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} runs, {elapsed} elapsed, eta {eta} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     let started = std::time::Instant::now();
     let mut results = parallel(
         &work,
@@ -315,8 +315,10 @@ fn faults(path: &Option<PathBuf>, paths: Vec<PathBuf>, seeds: &str, jobs: Option
     let (a, b) = parse_range(seeds)?;
     let files = scenario_files(&paths)?;
     let scenarios: Vec<(String, Scenario)> = files.iter().map(|f| Ok((name_of(f), Scenario::load(f)?))).collect::<anyhow::Result<_>>()?;
-    let targets: Vec<Target> = mqtt_protocol::TestFault::ALL.iter().map(|(name, _)| Target::new(path, Some((*name).to_string()))).collect::<anyhow::Result<_>>()?;
-    let work: Vec<(usize, usize, u64)> = (0..targets.len()).flat_map(|t| (0..scenarios.len()).flat_map(move |s| (a..=b).map(move |seed| (t, s, seed)))).collect();
+    let targets: Vec<Target> =
+        mqtt_protocol::TestFault::ALL.iter().map(|(name, _)| Target::new(path, Some((*name).to_string()))).collect::<anyhow::Result<_>>()?;
+    let work: Vec<(usize, usize, u64)> =
+        (0..targets.len()).flat_map(|t| (0..scenarios.len()).flat_map(move |s| (a..=b).map(move |seed| (t, s, seed)))).collect();
     let bar = indicatif::ProgressBar::new(work.len() as u64);
     let results = parallel(
         &work,
@@ -346,7 +348,12 @@ fn faults(path: &Option<PathBuf>, paths: Vec<PathBuf>, seeds: &str, jobs: Option
         md.push_str(&format!("| `{fault}` | {cell} |\n"));
     }
     print!("{md}");
-    println!("{} faults, {} caught, uncaught: {}", targets.len(), targets.len() - uncaught.len(), if uncaught.is_empty() { "none".to_string() } else { uncaught.join(", ") });
+    println!(
+        "{} faults, {} caught, uncaught: {}",
+        targets.len(),
+        targets.len() - uncaught.len(),
+        if uncaught.is_empty() { "none".to_string() } else { uncaught.join(", ") }
+    );
     if let Some(p) = markdown {
         std::fs::write(&p, &md).with_context(|| format!("writing {}", p.display()))?;
     }

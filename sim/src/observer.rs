@@ -65,7 +65,11 @@ pub async fn run(ctx: Arc<ObserverCtx>) -> turmoil::Result {
     let mut client = Device::new(&ctx.component, Box::new(platform), config(BROKER_ADDRESS), HOST).map_err(|e| format!("observer: {e}"))?;
     // The broker already holds these subscriptions (made before t = 0); asking again is
     // harmless, and lets the client re-subscribe if a broker restart loses its session.
-    let subscriptions = ctx.filters.iter().map(|f| Subscription { filter: f.clone(), qos: Qos::ExactlyOnce, no_local: false, retain_as_published: false, retain_handling: 2 }).collect();
+    let subscriptions = ctx
+        .filters
+        .iter()
+        .map(|f| Subscription { filter: f.clone(), qos: Qos::ExactlyOnce, no_local: false, retain_as_published: false, retain_handling: 2 })
+        .collect();
     client.subscribe(subscriptions).map_err(|e| format!("observer subscribe: {e}"))?;
     client.connect().map_err(|e| format!("observer connect: {e}"))?;
     let mut pace = Pace::default();

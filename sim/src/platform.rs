@@ -61,7 +61,11 @@ impl SimPlatform {
     }
 
     fn link(&self) -> LinkState {
-        if self.faults_apply { self.world.lock().link } else { LinkState::Up }
+        if self.faults_apply {
+            self.world.lock().link
+        } else {
+            LinkState::Up
+        }
     }
 }
 

@@ -56,7 +56,14 @@ pub fn html(o: &Outcome) -> String {
     let lane_y = |name: &str| 30.0 + 40.0 * lanes.iter().position(|l| *l == name).unwrap_or(0) as f64;
     let mut svg = String::new();
     for l in lanes {
-        let _ = write!(svg, r##"<text x="5" y="{}" font-size="12">{l}</text><line x1="120" x2="{}" y1="{}" y2="{}" stroke="#ddd"/>"##, lane_y(l) + 4.0, width - 20.0, lane_y(l), lane_y(l));
+        let _ = write!(
+            svg,
+            r##"<text x="5" y="{}" font-size="12">{l}</text><line x1="120" x2="{}" y1="{}" y2="{}" stroke="#ddd"/>"##,
+            lane_y(l) + 4.0,
+            width - 20.0,
+            lane_y(l),
+            lane_y(l)
+        );
     }
     let mut link_down: Option<u64> = None;
     let mut conn_up: Option<u64> = None;
@@ -65,7 +72,13 @@ pub fn html(o: &Outcome) -> String {
         let _ = write!(svg, r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="10" fill="{color}"/>"#, x(a), lane_y(lane) - 5.0, (x(b) - x(a)).max(1.0));
     };
     let tick = |svg: &mut String, lane: &str, at: u64, color: &str, title: &str| {
-        let _ = write!(svg, r#"<line x1="{0:.1}" x2="{0:.1}" y1="{1:.1}" y2="{2:.1}" stroke="{color}"><title>{title}</title></line>"#, x(at), lane_y(lane) - 8.0, lane_y(lane) + 8.0);
+        let _ = write!(
+            svg,
+            r#"<line x1="{0:.1}" x2="{0:.1}" y1="{1:.1}" y2="{2:.1}" stroke="{color}"><title>{title}</title></line>"#,
+            x(at),
+            lane_y(lane) - 8.0,
+            lane_y(lane) + 8.0
+        );
     };
     for e in events(&o.trace) {
         let at = t(&e);

@@ -24,7 +24,11 @@ const BROKER: &str = "broker";
 /// Names of the devices: `device`, or `device-0`… for a fleet. Each is also its turmoil
 /// host's name unless `devices_per_host` groups them (see [`host_names`]).
 fn device_names(sc: &Scenario) -> Vec<String> {
-    if sc.devices == 1 { vec!["device".into()] } else { (0..sc.devices).map(|i| format!("device-{i}")).collect() }
+    if sc.devices == 1 {
+        vec!["device".into()]
+    } else {
+        (0..sc.devices).map(|i| format!("device-{i}")).collect()
+    }
 }
 
 /// Turmoil hosts holding the devices: one per device, or `devices-<first>` per group of
@@ -188,7 +192,6 @@ fn timeline(sc: &Scenario, seed: u64) -> Vec<(u64, Step)> {
     t.sort_by_key(|(at, _)| *at);
     t
 }
-
 
 /// The component config for device `index` of the scenario.
 pub fn device_config(sc: &Scenario, seed: u64, index: u32) -> Config {
@@ -426,7 +429,13 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
     let e = &sc.expect;
     if e.no_qos1_loss == Some(true) {
         let never_reached_broker = lost.iter().filter(|s| !at_broker.contains(s)).count();
-        let mut detail = format!("{} accepted, {} delivered, lost seqs {:?} ({} never reached the broker)", qos1.len(), delivered, &lost[..lost.len().min(10)], never_reached_broker);
+        let mut detail = format!(
+            "{} accepted, {} delivered, lost seqs {:?} ({} never reached the broker)",
+            qos1.len(),
+            delivered,
+            &lost[..lost.len().min(10)],
+            never_reached_broker
+        );
         if dropped_by_broker > 0 {
             let why: BTreeSet<&str> = by_broker.iter().filter_map(|a| broker_dropped.get(&a.seq).copied()).collect();
             let _ = write!(detail, "; {dropped_by_broker} dropped by the broker itself ({})", why.into_iter().collect::<Vec<_>>().join("; "));
@@ -485,14 +494,22 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
     let received: BTreeSet<u64> = rec.device_received.iter().filter_map(|d| d.seq).collect();
     if e.device_receives_all == Some(true) {
         let missing: Vec<u64> = injected_qos1.iter().copied().filter(|s| !received.contains(s)).collect();
-        check(&mut checks, "device_receives_all", missing.is_empty() && !injected_qos1.is_empty(), format!("{} injected, missing {:?}", injected_qos1.len(), &missing[..missing.len().min(10)]));
+        check(
+            &mut checks,
+            "device_receives_all",
+            missing.is_empty() && !injected_qos1.is_empty(),
+            format!("{} injected, missing {:?}", injected_qos1.len(), &missing[..missing.len().min(10)]),
+        );
     }
     if let Some(want_none) = e.device_receives_none_while_away {
         // Injected between a down and the next up.
         let away: Vec<u64> = rec
             .injected
             .iter()
-            .filter(|(_, t, _)| rec.downs.iter().any(|(_, d, _)| d <= t) && rec.ups.iter().filter(|(_, u)| u <= t).count() <= rec.downs.iter().filter(|(_, d, _)| d <= t).count())
+            .filter(|(_, t, _)| {
+                rec.downs.iter().any(|(_, d, _)| d <= t)
+                    && rec.ups.iter().filter(|(_, u)| u <= t).count() <= rec.downs.iter().filter(|(_, d, _)| d <= t).count()
+            })
             .map(|(s, _, _)| *s)
             .collect();
         let got = away.iter().filter(|s| received.contains(s)).count();
@@ -529,15 +546,25 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
     }
     if let Some(want) = &e.down_reason {
         let hit = rec.downs.iter().find(|(_, _, why)| why.contains(want.as_str()));
-        check(&mut checks, "down_reason", hit.is_some(), match hit {
-            Some((_, t, why)) => format!("{why} at {t} ms"),
-            None => format!("no down reason containing {want:?}; saw {:?}", rec.downs.iter().map(|d| &d.2).collect::<Vec<_>>()),
-        });
+        check(
+            &mut checks,
+            "down_reason",
+            hit.is_some(),
+            match hit {
+                Some((_, t, why)) => format!("{why} at {t} ms"),
+                None => format!("no down reason containing {want:?}; saw {:?}", rec.downs.iter().map(|d| &d.2).collect::<Vec<_>>()),
+            },
+        );
     }
     for topic in &e.device_receives {
         let want: Vec<u64> = rec.injected.iter().filter(|(_, _, t)| t == topic).map(|(s, _, _)| *s).collect();
         let missing: Vec<u64> = want.iter().copied().filter(|s| !received.contains(s)).collect();
-        check(&mut checks, &format!("device_receives {topic}"), !want.is_empty() && missing.is_empty(), format!("{} injected, missing {:?}", want.len(), &missing[..missing.len().min(10)]));
+        check(
+            &mut checks,
+            &format!("device_receives {topic}"),
+            !want.is_empty() && missing.is_empty(),
+            format!("{} injected, missing {:?}", want.len(), &missing[..missing.len().min(10)]),
+        );
     }
     for topic in &e.device_never_receives {
         let want: Vec<u64> = rec.injected.iter().filter(|(_, _, t)| t == topic).map(|(s, _, _)| *s).collect();
@@ -558,7 +585,16 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
             last.insert(topic.as_str(), *seq);
         }
         let missing: Vec<String> = last.iter().filter(|(_, s)| !received.contains(s)).map(|(t, s)| format!("{t} seq {s}")).collect();
-        check(&mut checks, "device_receives_last_injected", !last.is_empty() && missing.is_empty(), if missing.is_empty() { format!("the newest of {} inject stream(s) arrived", last.len()) } else { format!("missing the newest: {}", missing.join(", ")) });
+        check(
+            &mut checks,
+            "device_receives_last_injected",
+            !last.is_empty() && missing.is_empty(),
+            if missing.is_empty() {
+                format!("the newest of {} inject stream(s) arrived", last.len())
+            } else {
+                format!("missing the newest: {}", missing.join(", "))
+            },
+        );
     }
     if let Some(min) = e.min_expired {
         check(&mut checks, "min_expired", rec.broker_expired >= min, format!("{} expired at the broker (at least {min})", rec.broker_expired));

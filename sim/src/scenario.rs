@@ -281,16 +281,38 @@ pub enum Fault {
     /// Associated but silent (the edge of range): segments held, WiFi still reports up.
     SilentLink { at_s: f64, for_s: f64 },
     /// Latency (and jitter) change for a while.
-    Latency { at_s: f64, for_s: f64, latency_ms: u64, #[serde(default)] jitter_ms: u64 },
+    Latency {
+        at_s: f64,
+        for_s: f64,
+        latency_ms: u64,
+        #[serde(default)]
+        jitter_ms: u64,
+    },
     /// The broker process restarts; sessions survive if `persist`.
-    BrokerRestart { at_s: f64, down_s: f64, #[serde(default = "yes")] persist: bool },
+    BrokerRestart {
+        at_s: f64,
+        down_s: f64,
+        #[serde(default = "yes")]
+        persist: bool,
+    },
     /// Nothing listens on the broker port (connections refused).
     BrokerDown { at_s: f64, for_s: f64 },
     /// The broker silently drops its next `count` packets of one kind.
-    DropAcks { at_s: f64, packet: AckKind, #[serde(default = "one_u32")] count: u32 },
+    DropAcks {
+        at_s: f64,
+        packet: AckKind,
+        #[serde(default = "one_u32")]
+        count: u32,
+    },
     /// The broker sends its next `count` packets of one kind `ms` late (CONNACK: the broker
     /// is slow to accept, everything after it waits too).
-    DelayAcks { at_s: f64, packet: AckKind, #[serde(default = "one_u32")] count: u32, ms: u64 },
+    DelayAcks {
+        at_s: f64,
+        packet: AckKind,
+        #[serde(default = "one_u32")]
+        count: u32,
+        ms: u64,
+    },
     /// The broker answers CONNECT with this return/reason code for a while.
     Refuse { at_s: f64, for_s: f64, code: u8 },
     /// The broker stops answering PINGREQ for a while.
@@ -308,7 +330,12 @@ pub enum Fault {
     /// The WiFi access point changes (roaming): a short gap with the link down.
     Roam { at_s: f64, gap_ms: u64 },
     /// The application subscribes (possibly during an outage).
-    Subscribe { at_s: f64, filter: String, #[serde(default = "one")] qos: u8 },
+    Subscribe {
+        at_s: f64,
+        filter: String,
+        #[serde(default = "one")]
+        qos: u8,
+    },
     /// The application unsubscribes (possibly during an outage).
     Unsubscribe { at_s: f64, filter: String },
 }

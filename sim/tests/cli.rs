@@ -5,11 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn sim(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mqtt-sim"))
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .args(args)
-        .output()
-        .expect("mqtt-sim runs")
+    Command::new(env!("CARGO_BIN_EXE_mqtt-sim")).current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).args(args).output().expect("mqtt-sim runs")
 }
 
 fn json(args: &[&str]) -> serde_json::Value {
@@ -22,7 +18,21 @@ fn run_passes_and_reports_the_documented_json_fields() {
     let out = sim(&["run", "scenarios/wifi-dropout.toml", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for key in ["scenario", "seed", "passed", "qos1_published", "qos1_acked", "qos1_delivered", "qos1_lost", "duplicates", "reconnects", "sim_seconds", "wall_seconds", "trace_hash", "expectations"] {
+    for key in [
+        "scenario",
+        "seed",
+        "passed",
+        "qos1_published",
+        "qos1_acked",
+        "qos1_delivered",
+        "qos1_lost",
+        "duplicates",
+        "reconnects",
+        "sim_seconds",
+        "wall_seconds",
+        "trace_hash",
+        "expectations",
+    ] {
         assert!(v.get(key).is_some(), "missing {key} in {v}");
     }
     assert_eq!(v["passed"], true);
@@ -69,7 +79,17 @@ fn broken_scenario_exits_2_naming_line_and_key() {
 
 #[test]
 fn the_deliberately_broken_client_is_caught_with_a_replay_command() {
-    let out = sim(&["--client-fault", "drop-republish", "sweep", "scenarios/silent-link-edge-of-range.toml", "scenarios/broker-restart-persistent.toml", "--seeds", "1..3", "--jobs", "1"]);
+    let out = sim(&[
+        "--client-fault",
+        "drop-republish",
+        "sweep",
+        "scenarios/silent-link-edge-of-range.toml",
+        "scenarios/broker-restart-persistent.toml",
+        "--seeds",
+        "1..3",
+        "--jobs",
+        "1",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("replay: mqtt-sim --client-fault drop-republish run scenarios/"), "{text}");
@@ -80,7 +100,9 @@ fn the_deliberately_broken_client_is_caught_with_a_replay_command() {
 fn failing_expectation_exits_1_with_replay_command() {
     let out = sim(&["--client-fault", "drop-republish", "run", "scenarios/silent-link-edge-of-range.toml", "--seed", "2"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("replay: mqtt-sim --client-fault drop-republish run scenarios/silent-link-edge-of-range.toml --seed 2"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("replay: mqtt-sim --client-fault drop-republish run scenarios/silent-link-edge-of-range.toml --seed 2")
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("[FAIL] no_qos1_loss"));
 }
 

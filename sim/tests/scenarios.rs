@@ -46,7 +46,11 @@ fn run_file(name: &str) -> Result<(), Failed> {
             failures.push(format!("seed {seed}: {}\n    replay: mqtt-sim run scenarios/{name}.toml --seed {seed}", failed.join("; ")));
         }
     }
-    if failures.is_empty() { Ok(()) } else { Err(format!("{name} failed:\n  {}", failures.join("\n  ")).into()) }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{name} failed:\n  {}", failures.join("\n  ")).into())
+    }
 }
 
 /// Every `*.toml` in `scenarios/`, by file stem, sorted: the library is the directory, so a
@@ -87,7 +91,11 @@ fn a_fleet_on_shared_hosts_reaches_the_same_verdicts() {
         let a = runner::run(&alone, "alone", seed, component());
         let s = runner::run(&shared, "shared", seed, component());
         assert!(a.passed && s.passed, "seed {seed}: {:?} / {:?}", a.expectations, s.expectations);
-        assert_eq!((s.qos1_published, s.qos1_delivered, s.qos1_lost, s.reconnects), (a.qos1_published, a.qos1_delivered, a.qos1_lost, a.reconnects), "seed {seed}");
+        assert_eq!(
+            (s.qos1_published, s.qos1_delivered, s.qos1_lost, s.reconnects),
+            (a.qos1_published, a.qos1_delivered, a.qos1_lost, a.reconnects),
+            "seed {seed}"
+        );
         let again = runner::run(&shared, "shared", seed, component());
         assert_eq!(again.trace_hash, s.trace_hash, "seed {seed}: shared hosts must replay byte for byte");
     }

@@ -90,7 +90,32 @@ impl BoardConfig {
         macro_rules! pick {
             ($($f:ident),*) => { BoardConfig { $($f: self.$f.or(file.$f)),* } };
         }
-        pick!(host, port, tls, insecure, cafile, cert, key, id, keepalive, clean, v5, user, password, iface, response_time_ms, will, ping_interval_s, max_repubs, queue_len, max_inflight, backoff_min_ms, backoff_max_ms, session_expiry_s, backpressure)
+        pick!(
+            host,
+            port,
+            tls,
+            insecure,
+            cafile,
+            cert,
+            key,
+            id,
+            keepalive,
+            clean,
+            v5,
+            user,
+            password,
+            iface,
+            response_time_ms,
+            will,
+            ping_interval_s,
+            max_repubs,
+            queue_len,
+            max_inflight,
+            backoff_min_ms,
+            backoff_max_ms,
+            session_expiry_s,
+            backpressure
+        )
     }
 }
 
@@ -101,7 +126,13 @@ mod tests {
     #[test]
     fn the_documented_example_parses() {
         let doc = include_str!("file_config.rs");
-        let example: String = doc.lines().skip_while(|l| !l.starts_with("//! ```toml")).skip(1).take_while(|l| !l.starts_with("//! ```")).map(|l| format!("{}\n", l.trim_start_matches("//!").trim_start())).collect();
+        let example: String = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| format!("{}\n", l.trim_start_matches("//!").trim_start()))
+            .collect();
         let c = BoardConfig::parse(&example).unwrap();
         assert_eq!(c.port, Some(8883));
         assert_eq!(c.will.unwrap().qos, 1);

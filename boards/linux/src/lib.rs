@@ -210,7 +210,11 @@ impl Wifi for LinuxPlatform {
             .stdout(std::process::Stdio::null())
             .status()
             .map_err(|e| format!("joining {ssid:?} needs NetworkManager's nmcli, which could not run: {e}"))?;
-        if status.success() { Ok(()) } else { Err(format!("nmcli could not join {ssid:?} ({status})")) }
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("nmcli could not join {ssid:?} ({status})"))
+        }
     }
     fn disconnect(&mut self) {}
     fn rssi(&mut self) -> Option<i32> {

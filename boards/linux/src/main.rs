@@ -211,7 +211,14 @@ fn config(c: &BoardConfig) -> anyhow::Result<Config> {
     cfg.response_time_ms = c.response_time_ms.unwrap_or(10_000);
     cfg.seed = u64::from(std::process::id());
     if let Some(w) = &c.will {
-        cfg.will = Some(Will { topic: w.topic.clone(), payload: w.payload.clone().into_bytes(), qos: qos(w.qos)?, retain: w.retain, delay_secs: None, properties: None });
+        cfg.will = Some(Will {
+            topic: w.topic.clone(),
+            payload: w.payload.clone().into_bytes(),
+            qos: qos(w.qos)?,
+            retain: w.retain,
+            delay_secs: None,
+            properties: None,
+        });
     }
     macro_rules! tunable {
         ($($key:ident => $field:ident),*) => { $(if let Some(v) = c.$key { cfg.$field = v.into(); })* };
@@ -312,7 +319,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sub { conn, topic, qos: q, json, count } => {
             let q = qos(q)?;
             let mut client = start(&conn).await?;
-            let subs = topic.iter().map(|t| Subscription { filter: t.clone(), qos: q, no_local: false, retain_as_published: false, retain_handling: 0 }).collect();
+            let subs =
+                topic.iter().map(|t| Subscription { filter: t.clone(), qos: q, no_local: false, retain_as_published: false, retain_handling: 0 }).collect();
             let codes = client.subscribe(subs).await?;
             if conn.verbose {
                 eprintln!("subscribed: {codes:?}");

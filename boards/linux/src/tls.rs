@@ -37,7 +37,8 @@ pub fn client_config(p: &TlsParams, verification: Verification) -> Result<rustls
     };
     match (&p.client_cert_file, &p.client_key_file) {
         (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert).map_err(|e| format!("{cert}: {e}"))?.collect::<Result<Vec<_>, _>>().map_err(|e| format!("{cert}: {e}"))?;
+            let chain =
+                CertificateDer::pem_file_iter(cert).map_err(|e| format!("{cert}: {e}"))?.collect::<Result<Vec<_>, _>>().map_err(|e| format!("{cert}: {e}"))?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
             builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())
         }
@@ -76,7 +77,14 @@ struct AnyCertificate {
 }
 
 impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
     fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {

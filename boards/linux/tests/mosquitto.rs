@@ -41,7 +41,11 @@ impl Mosquitto {
         let conf = dir.join("mosquitto.conf");
         // max_queued_messages: Mosquitto's default (1000) silently drops QoS 1 messages for a
         // slow subscriber; raise it so a loss would be the client's.
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 100\n")).unwrap();
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 100\n"),
+        )
+        .unwrap();
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
@@ -245,7 +249,11 @@ fn tls_round_trip_with_a_generated_ca_and_a_clear_error_with_the_wrong_one() {
     let (ca, cert, key) = make_certs(&dir, "good");
     let (wrong_ca, _, _) = make_certs(&dir, "other");
     let conf = dir.join("tls.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n", ca.display(), cert.display(), key.display())).unwrap();
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n", ca.display(), cert.display(), key.display()),
+    )
+    .unwrap();
     let child = Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("mosquitto");
     let _broker = Mosquitto { child, port, _dir: TempDir(dir.join("unused")) };
     for _ in 0..100 {

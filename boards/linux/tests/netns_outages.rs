@@ -214,7 +214,9 @@ fn qos1_survives_link_drops_silent_loss_and_a_broker_restart_on_a_real_network()
     let status = board.0.wait().unwrap();
     let _ = Command::new("kill").args(["-INT", &recorder.0.id().to_string()]).status();
     let recorder_status = recorder.0.wait().unwrap();
-    let seqs = |lines: &[String]| lines.iter().filter_map(|l| parse_line(l)).filter(|(_, t, _)| t == "rig/seq").filter_map(|(_, _, p)| p.parse::<u32>().ok()).collect::<Vec<_>>();
+    let seqs = |lines: &[String]| {
+        lines.iter().filter_map(|l| parse_line(l)).filter(|(_, t, _)| t == "rig/seq").filter_map(|(_, _, p)| p.parse::<u32>().ok()).collect::<Vec<_>>()
+    };
     let distinct = |lines: &[String]| seqs(lines).into_iter().collect::<std::collections::BTreeSet<_>>().len();
     let waited = Instant::now();
     while distinct(&lines.lock().unwrap()) < total as usize && waited.elapsed() < Duration::from_secs(40) {
@@ -230,10 +232,12 @@ fn qos1_survives_link_drops_silent_loss_and_a_broker_restart_on_a_real_network()
     let _ = observer.wait();
     let _ = reader.join();
     let out = lines.lock().unwrap().clone();
-    let got: Vec<(f64, u32)> = out.iter().filter_map(|l| parse_line(l)).filter(|(_, t, _)| t == "rig/seq").filter_map(|(at, _, p)| Some((at, p.parse().ok()?))).collect();
+    let got: Vec<(f64, u32)> =
+        out.iter().filter_map(|l| parse_line(l)).filter(|(_, t, _)| t == "rig/seq").filter_map(|(at, _, p)| Some((at, p.parse().ok()?))).collect();
     // The counter restarts with the broker: the most it reached in each life, summed, is a
     // lower bound; any non-zero value means Mosquitto dropped messages itself.
-    let broker_dropped: u64 = out.iter().filter_map(|l| parse_line(l)).filter(|(_, t, _)| t == DROPPED).filter_map(|(_, _, p)| p.parse::<u64>().ok()).max().unwrap_or(0);
+    let broker_dropped: u64 =
+        out.iter().filter_map(|l| parse_line(l)).filter(|(_, t, _)| t == DROPPED).filter_map(|(_, _, p)| p.parse::<u64>().ok()).max().unwrap_or(0);
     let mut first = std::collections::BTreeMap::new();
     for (t, seq) in &got {
         first.entry(*seq).or_insert(*t);
@@ -268,10 +272,14 @@ fn qos1_survives_link_drops_silent_loss_and_a_broker_restart_on_a_real_network()
     assert!(recorder_status.success(), "mqtt-board record failed");
     let text = std::fs::read_to_string(&recorded).unwrap();
     let seen = mqtt_sim::scenario::Scenario::parse(&text).unwrap_or_else(|e| panic!("recorded scenario: {e}\n{text}"));
-    let downs: Vec<(f64, f64)> = seen.fault.iter().filter_map(|f| match f {
-        mqtt_sim::scenario::Fault::LinkDown { at_s, for_s } => Some((*at_s, *for_s)),
-        _ => None,
-    }).collect();
+    let downs: Vec<(f64, f64)> = seen
+        .fault
+        .iter()
+        .filter_map(|f| match f {
+            mqtt_sim::scenario::Fault::LinkDown { at_s, for_s } => Some((*at_s, *for_s)),
+            _ => None,
+        })
+        .collect();
     eprintln!("recorded link outages (start s, length s): {downs:?}");
     assert_eq!(downs.len(), 2, "record should see the two link drops:\n{text}");
     assert!((downs[0].1 - 5.0).abs() < 1.0 && (downs[1].1 - 30.0).abs() < 1.0, "recorded lengths {downs:?}");
@@ -285,7 +293,10 @@ fn qos1_survives_link_drops_silent_loss_and_a_broker_restart_on_a_real_network()
     for seed in 1..=3 {
         let o = mqtt_sim::runner::run(&scenario, "recorded-rig", seed, &component);
         let sim_in_order = o.expectations.iter().any(|c| c.name.contains("order") && c.passed);
-        eprintln!("simulator seed {seed}: {} published, {} delivered, {} lost, {} duplicates, in order: {sim_in_order}", o.qos1_published, o.qos1_delivered, o.qos1_lost, o.duplicates);
+        eprintln!(
+            "simulator seed {seed}: {} published, {} delivered, {} lost, {} duplicates, in order: {sim_in_order}",
+            o.qos1_published, o.qos1_delivered, o.qos1_lost, o.duplicates
+        );
         assert_eq!((o.qos1_lost == 0, sim_in_order), (lost.is_empty(), in_order), "the simulator's verdict differs from the rig's: {:?}", o.expectations);
         assert!(o.passed, "replay failed: {:?}", o.expectations);
     }

@@ -12,17 +12,29 @@ pub enum DecodeError {
     /// A variable byte integer inside the packet runs past four bytes (spec 1.5.5).
     MalformedVariableInteger,
     /// The packet is larger than the negotiated maximum packet size.
-    PacketTooLarge { size: u64, max: u32 },
+    PacketTooLarge {
+        size: u64,
+        max: u32,
+    },
     /// Packet type 0, or AUTH (15) on an MQTT 3.1.1 connection.
     UnknownPacketType(u8),
     /// Reserved fixed-header flags or option bits have the wrong value.
-    InvalidFlags { packet: &'static str, flags: u8 },
+    InvalidFlags {
+        packet: &'static str,
+        flags: u8,
+    },
     /// A field ends past the end of the packet.
-    Truncated { field: &'static str },
+    Truncated {
+        field: &'static str,
+    },
     /// Bytes are left after the last field of the packet.
-    TrailingBytes { packet: &'static str },
+    TrailingBytes {
+        packet: &'static str,
+    },
     /// A string is not well-formed UTF-8, or contains U+0000 (spec 1.5.4).
-    InvalidUtf8 { field: &'static str },
+    InvalidUtf8 {
+        field: &'static str,
+    },
     /// A string or binary is longer than 65,535 bytes.
     StringTooLong,
     /// A topic name or filter is empty (spec 4.7.3).
@@ -36,14 +48,25 @@ pub enum DecodeError {
     PacketIdZero,
     UnknownProperty(u8),
     /// The property exists but may not appear in this packet (spec table 2-4).
-    PropertyNotAllowed { id: u8, packet: &'static str },
+    PropertyNotAllowed {
+        id: u8,
+        packet: &'static str,
+    },
     /// A property other than User Property or Subscription Identifier appears twice.
     DuplicateProperty(u8),
-    InvalidPropertyValue { id: u8, why: &'static str },
+    InvalidPropertyValue {
+        id: u8,
+        why: &'static str,
+    },
     /// CONNECT names a protocol other than MQTT 3.1.1 or 5.0.
-    UnsupportedProtocol { level: u8 },
+    UnsupportedProtocol {
+        level: u8,
+    },
     /// The reason code is not one the spec allows in this packet (MQTT 5 section 2.4).
-    InvalidReasonCode { packet: &'static str, code: u8 },
+    InvalidReasonCode {
+        packet: &'static str,
+        code: u8,
+    },
     /// Any other rule; the text cites it.
     Protocol(&'static str),
 }

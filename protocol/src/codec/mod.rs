@@ -260,7 +260,11 @@ impl<'a> Reader<'a> {
         core::mem::take(&mut self.buf)
     }
     fn finish(&self, packet: &'static str) -> Result<(), DecodeError> {
-        if self.buf.is_empty() { Ok(()) } else { Err(DecodeError::TrailingBytes { packet }) }
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::TrailingBytes { packet })
+        }
     }
 }
 
@@ -291,13 +295,17 @@ fn check_reason(packet: &'static str, code: u8) -> Result<(), DecodeError> {
         "SUBACK" => &[0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2],
         "UNSUBACK" => &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91],
         "DISCONNECT" => &[
-            0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B,
-            0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+            0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D,
+            0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
         ],
         "AUTH" => &[0x00, 0x18, 0x19],
         _ => return Ok(()),
     };
-    if allowed.contains(&code) { Ok(()) } else { Err(DecodeError::InvalidReasonCode { packet, code }) }
+    if allowed.contains(&code) {
+        Ok(())
+    } else {
+        Err(DecodeError::InvalidReasonCode { packet, code })
+    }
 }
 
 fn expect_flags(first: u8, want: u8, packet: &'static str) -> Result<(), DecodeError> {
@@ -308,7 +316,11 @@ fn expect_flags(first: u8, want: u8, packet: &'static str) -> Result<(), DecodeE
 }
 
 fn props(r: &mut Reader<'_>, v: ProtocolVersion, ctx: PropertyContext) -> Result<Properties, DecodeError> {
-    if v == ProtocolVersion::V5 { Properties::decode(r, ctx) } else { Ok(Properties::default()) }
+    if v == ProtocolVersion::V5 {
+        Properties::decode(r, ctx)
+    } else {
+        Ok(Properties::default())
+    }
 }
 
 /// Decodes one packet body. `version` is the connection's protocol; a CONNECT carries its
@@ -735,7 +747,11 @@ impl Packet {
                 if is_sub || v5 {
                     w.bytes(&a.codes);
                 }
-                if is_sub { 0x90 } else { 0xB0 }
+                if is_sub {
+                    0x90
+                } else {
+                    0xB0
+                }
             }
             Packet::Unsubscribe(u) => {
                 w.u16(u.packet_id.get());
@@ -755,7 +771,11 @@ impl Packet {
                     w.u8(d.reason);
                     d.properties.encode(&mut w);
                 }
-                if is_auth { 0xF0 } else { 0xE0 }
+                if is_auth {
+                    0xF0
+                } else {
+                    0xE0
+                }
             }
         };
         let body = w.into_inner();

@@ -46,13 +46,20 @@ fn publish_props() -> impl Strategy<Value = Properties> {
 }
 
 fn ack_props() -> impl Strategy<Value = Properties> {
-    (proptest::option::of("[a-z ]{0,10}"), proptest::collection::vec(("[a-z]{1,4}", "[a-z]{0,4}"), 0..2))
-        .prop_map(|(rs, up)| Properties { reason_string: rs, user_properties: up, ..Properties::default() })
+    (proptest::option::of("[a-z ]{0,10}"), proptest::collection::vec(("[a-z]{1,4}", "[a-z]{0,4}"), 0..2)).prop_map(|(rs, up)| Properties {
+        reason_string: rs,
+        user_properties: up,
+        ..Properties::default()
+    })
 }
 
 /// A payload declared UTF-8 (Payload Format Indicator 1) must be UTF-8; mqtt-proto checks.
 fn utf8_if_declared(payload: Vec<u8>, p: &Properties) -> Vec<u8> {
-    if p.payload_format_indicator == Some(1) { payload.into_iter().map(|b| b & 0x7F).collect() } else { payload }
+    if p.payload_format_indicator == Some(1) {
+        payload.into_iter().map(|b| b & 0x7F).collect()
+    } else {
+        payload
+    }
 }
 
 /// Packets valid in both directions for `v`.
@@ -99,11 +106,21 @@ fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {
                 properties,
             })
         });
-    let connack = (any::<bool>(), if v5 { prop_oneof![Just(0u8), Just(0x80u8), Just(0x87u8)].boxed() } else { (0u8..=5).boxed() }, props(
-        (proptest::option::of(1u16..), proptest::option::of("[a-z0-9]{1,8}"), proptest::option::of(any::<u16>()), proptest::option::of(0u8..=1))
-            .prop_map(|(rm, id, ka, mq)| Properties { receive_maximum: rm, assigned_client_identifier: id, server_keep_alive: ka, maximum_qos: mq, ..Properties::default() })
-            .boxed(),
-    ))
+    let connack = (
+        any::<bool>(),
+        if v5 { prop_oneof![Just(0u8), Just(0x80u8), Just(0x87u8)].boxed() } else { (0u8..=5).boxed() },
+        props(
+            (proptest::option::of(1u16..), proptest::option::of("[a-z0-9]{1,8}"), proptest::option::of(any::<u16>()), proptest::option::of(0u8..=1))
+                .prop_map(|(rm, id, ka, mq)| Properties {
+                    receive_maximum: rm,
+                    assigned_client_identifier: id,
+                    server_keep_alive: ka,
+                    maximum_qos: mq,
+                    ..Properties::default()
+                })
+                .boxed(),
+        ),
+    )
         .prop_map(|(sp, code, properties)| Packet::ConnAck(ConnAck { session_present: sp && code == 0, code, properties }));
     let publish = (any::<bool>(), qos(), any::<bool>(), topic_name(), pid(), proptest::collection::vec(any::<u8>(), 0..64), props(publish_props().boxed()))
         .prop_map(|(dup, qos, retain, topic, pid, payload, properties)| {
@@ -139,24 +156,11 @@ fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {
         .prop_map(|(packet_id, codes, properties)| Packet::SubAck(SubAck { packet_id, codes, properties }));
     let unsubscribe = (pid(), proptest::collection::vec(topic_filter(), 1..4))
         .prop_map(|(packet_id, filters)| Packet::Unsubscribe(Unsubscribe { packet_id, filters, properties: Properties::default() }));
-    let unsuback = (pid(), proptest::collection::vec(prop_oneof![Just(0u8), Just(0x11)], 1..4)).prop_map(move |(packet_id, codes)| {
-        Packet::UnsubAck(SubAck { packet_id, codes: if v5 { codes } else { vec![] }, properties: Properties::default() })
-    });
-    let disconnect = (if v5 { prop_oneof![Just(0u8), Just(0x04), Just(0x8B), Just(0x9C)].boxed() } else { Just(0u8).boxed() }, props(ack_props().boxed())).prop_map(|(reason, properties)| Packet::Disconnect(Disconnect { reason, properties }));
-    prop_oneof![
-        connect,
-        connack,
-        publish,
-        resp,
-        subscribe,
-        suback,
-        unsubscribe,
-        unsuback,
-        Just(Packet::PingReq),
-        Just(Packet::PingResp),
-        disconnect,
-    ]
-    .boxed()
+    let unsuback = (pid(), proptest::collection::vec(prop_oneof![Just(0u8), Just(0x11)], 1..4))
+        .prop_map(move |(packet_id, codes)| Packet::UnsubAck(SubAck { packet_id, codes: if v5 { codes } else { vec![] }, properties: Properties::default() }));
+    let disconnect = (if v5 { prop_oneof![Just(0u8), Just(0x04), Just(0x8B), Just(0x9C)].boxed() } else { Just(0u8).boxed() }, props(ack_props().boxed()))
+        .prop_map(|(reason, properties)| Packet::Disconnect(Disconnect { reason, properties }));
+    prop_oneof![connect, connack, publish, resp, subscribe, suback, unsubscribe, unsuback, Just(Packet::PingReq), Just(Packet::PingResp), disconnect,].boxed()
 }
 
 fn version() -> impl Strategy<Value = ProtocolVersion> {
