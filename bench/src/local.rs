@@ -69,7 +69,7 @@ pub fn boundary(quick: bool) -> anyhow::Result<Boundary> {
     let qos0_to_wire_ns = median_ns(batches, 20_000 / scale, || {
         let _ = d.publish(p0.clone());
         published += 1;
-        if published % 256 == 0 {
+        if published.is_multiple_of(256) {
             let _ = d.poll();
         }
     });

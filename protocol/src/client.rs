@@ -56,6 +56,7 @@ enum State {
 
 /// Something queued by the application, not yet on the wire.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "nearly every entry is a publish: boxing it would add an allocation to each for nothing")]
 enum Request {
     Publish(OutgoingPublish),
     Subscribe(Vec<SubscribeFilter>, SubscribeProperties),
@@ -71,6 +72,7 @@ struct Queued {
 
 /// What an in-flight packet id is waiting for.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant, reason = "nearly every entry is a publish: boxing it would add an allocation to each for nothing")]
 enum Waiting {
     /// QoS 1: PUBACK; QoS 2: PUBREC.
     Publish(OutgoingPublish),
@@ -366,9 +368,7 @@ impl Client {
             _ => return Err(ApiError::Invalid("no authentication exchange in progress".into())),
         };
         self.auth_challenged = false;
-        let mut properties = Properties::default();
-        properties.authentication_method = Some(method);
-        properties.authentication_data = Some(data);
+        let properties = Properties { authentication_method: Some(method), authentication_data: Some(data), ..Properties::default() };
         self.send(now, &Packet::Auth(Disconnect { reason, properties }));
         Ok(())
     }
@@ -839,10 +839,11 @@ impl Client {
                     }
                     continue;
                 }
-                if self.faulty(TestFault::ResendNewPacketId) && matches!(f.waiting, Waiting::Publish(_)) {
-                    if let Some(pid) = self.alloc_pid() {
-                        f.pid = pid;
-                    }
+                if self.faulty(TestFault::ResendNewPacketId)
+                    && matches!(f.waiting, Waiting::Publish(_))
+                    && let Some(pid) = self.alloc_pid()
+                {
+                    f.pid = pid;
                 }
                 f.sent_at = now;
                 f.repubs = 0;
@@ -993,10 +994,10 @@ impl Client {
         let mut i = 0;
         while i < self.pending.len() {
             if self.pending[i].deadline.is_some_and(|d| now >= d) {
-                if let Some(q) = self.pending.remove(i) {
-                    if let Some(token) = q.token {
-                        self.events.push_back(Event::PublishFailed { token, reason: 0 });
-                    }
+                if let Some(q) = self.pending.remove(i)
+                    && let Some(token) = q.token
+                {
+                    self.events.push_back(Event::PublishFailed { token, reason: 0 });
                 }
             } else {
                 i += 1;
@@ -1126,10 +1127,10 @@ impl Client {
             }
             if self.faulty(TestFault::DropRepublish) && matches!(self.inflight[i].waiting, Waiting::Publish(_)) {
                 // Instead of republishing, pretend the broker acknowledged.
-                if let Some(f) = self.inflight.remove(i) {
-                    if let Some(token) = f.token {
-                        self.events.push_back(Event::Published(token));
-                    }
+                if let Some(f) = self.inflight.remove(i)
+                    && let Some(token) = f.token
+                {
+                    self.events.push_back(Event::Published(token));
                 }
                 self.pump(now);
                 return;
@@ -1302,27 +1303,27 @@ impl Client {
     }
 
     fn handle_publish(&mut self, now: Instant, mut p: Publish) {
-        if self.version == ProtocolVersion::V5 {
-            if let Some(alias) = p.properties.topic_alias.take() {
-                if alias > self.cfg.topic_alias_maximum {
-                    self.protocol_error(now, text!("topic alias ", alias, " over our maximum ", self.cfg.topic_alias_maximum), 0x94);
-                    return;
-                }
-                if p.topic.is_empty() {
-                    match self.aliases_in.get(usize::from(alias) - 1) {
-                        Some(Some(t)) => p.topic = t.clone(),
-                        _ => {
-                            self.protocol_error(now, text!("unknown topic alias ", alias), 0x82);
-                            return;
-                        }
+        if self.version == ProtocolVersion::V5
+            && let Some(alias) = p.properties.topic_alias.take()
+        {
+            if alias > self.cfg.topic_alias_maximum {
+                self.protocol_error(now, text!("topic alias ", alias, " over our maximum ", self.cfg.topic_alias_maximum), 0x94);
+                return;
+            }
+            if p.topic.is_empty() {
+                match self.aliases_in.get(usize::from(alias) - 1) {
+                    Some(Some(t)) => p.topic = t.clone(),
+                    _ => {
+                        self.protocol_error(now, text!("unknown topic alias ", alias), 0x82);
+                        return;
                     }
-                } else {
-                    let i = usize::from(alias) - 1;
-                    if self.aliases_in.len() <= i {
-                        self.aliases_in.resize(i + 1, None);
-                    }
-                    self.aliases_in[i] = Some(p.topic.clone());
                 }
+            } else {
+                let i = usize::from(alias) - 1;
+                if self.aliases_in.len() <= i {
+                    self.aliases_in.resize(i + 1, None);
+                }
+                self.aliases_in[i] = Some(p.topic.clone());
             }
         }
         let deliver = match (p.qos, p.packet_id) {

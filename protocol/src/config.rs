@@ -203,10 +203,10 @@ impl Config {
         if self.password.is_some() && self.user.is_none() && !self.mqttv5 {
             return err("password", "is set without `user` (MQTT 3.1.1 spec 3.1.2.9)");
         }
-        if let Some(u) = &self.user {
-            if u.len() > u16::MAX as usize {
-                return err("user", "longer than 65535 bytes");
-            }
+        if let Some(u) = &self.user
+            && u.len() > u16::MAX as usize
+        {
+            return err("user", "longer than 65535 bytes");
         }
         if self.password.as_ref().is_some_and(|p| p.len() > u16::MAX as usize) {
             return err("password", "longer than 65535 bytes");

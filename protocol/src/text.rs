@@ -83,6 +83,7 @@ impl Piece for Hex {
 #[macro_export]
 macro_rules! text {
     ($($piece:expr),* $(,)?) => {{
+        #[allow(unused_mut, reason = "`text!()` with no pieces")]
         let mut out = $crate::text::String::new();
         $( $crate::text::Piece::push_onto(&$piece, &mut out); )*
         out

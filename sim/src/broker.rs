@@ -225,10 +225,10 @@ impl Broker {
         let mut s = self.lock();
         let ids: Vec<u64> = s.conns.keys().copied().collect();
         for id in ids {
-            if let Some(c) = s.conns.get(&id) {
-                if c.version == ProtocolVersion::V5 {
-                    let _ = c.tx.send(Packet::Disconnect(Disconnect { reason, properties: Properties::default() }).encode(c.version));
-                }
+            if let Some(c) = s.conns.get(&id)
+                && c.version == ProtocolVersion::V5
+            {
+                let _ = c.tx.send(Packet::Disconnect(Disconnect { reason, properties: Properties::default() }).encode(c.version));
             }
             // Closing the writer channel ends the connection task after it flushed.
             s.conns.remove(&id);
@@ -433,11 +433,9 @@ impl Broker {
             Some(id) => self.lock().disconnected(id),
             None => (String::new(), false),
         };
-        if !clean_exit {
-            if let Some((msg, delay)) = will {
-                let me = self.clone();
-                self.spawn(async move { me.fire_will(client_id, msg, delay, session_gone).await });
-            }
+        if !clean_exit && let Some((msg, delay)) = will {
+            let me = self.clone();
+            self.spawn(async move { me.fire_will(client_id, msg, delay, session_gone).await });
         }
         if conn_id.is_none() {
             // Refused: the CONNACK with the reason (or nothing) goes out before the close, as
@@ -630,23 +628,23 @@ impl BrokerState {
         let Some(conn) = self.conns.remove(&id) else {
             // Kicked or crashed: find the session that pointed here.
             let cid = self.sessions.iter().find(|(_, s)| s.connection == Some(id)).map(|(k, _)| k.clone());
-            if let Some(cid) = &cid {
-                if let Some(s) = self.sessions.get_mut(cid) {
-                    s.connection = None;
-                    s.disconnected_at = Some(now_ms());
-                }
+            if let Some(cid) = &cid
+                && let Some(s) = self.sessions.get_mut(cid)
+            {
+                s.connection = None;
+                s.disconnected_at = Some(now_ms());
             }
             return (cid.unwrap_or_default(), false);
         };
         let mut gone = false;
-        if let Some(s) = self.sessions.get_mut(&conn.client_id) {
-            if s.connection == Some(id) {
-                s.connection = None;
-                s.disconnected_at = Some(now_ms());
-                if s.expiry_ms == Some(0) {
-                    self.sessions.remove(&conn.client_id);
-                    gone = true;
-                }
+        if let Some(s) = self.sessions.get_mut(&conn.client_id)
+            && s.connection == Some(id)
+        {
+            s.connection = None;
+            s.disconnected_at = Some(now_ms());
+            if s.expiry_ms == Some(0) {
+                self.sessions.remove(&conn.client_id);
+                gone = true;
             }
         }
         (conn.client_id, gone)
@@ -677,14 +675,15 @@ impl BrokerState {
                     expires_at: p.properties.message_expiry_interval.map(|e| now + u64::from(e) * 1000),
                 };
                 let topic_ok = !msg.topic.is_empty();
-                if let (Some(pid), Some(s)) = (p.packet_id, self.sessions.get_mut(&client_id)) {
-                    if s.owed_resend.remove(&pid.get()) && !p.dup {
-                        world
-                            .lock()
-                            .rec
-                            .protocol_violations
-                            .push(format!("{client_id} resent PUBLISH {} without DUP after its acknowledgement was lost (MQTT-3.3.1-1)", pid.get()));
-                    }
+                if let (Some(pid), Some(s)) = (p.packet_id, self.sessions.get_mut(&client_id))
+                    && s.owed_resend.remove(&pid.get())
+                    && !p.dup
+                {
+                    world
+                        .lock()
+                        .rec
+                        .protocol_violations
+                        .push(format!("{client_id} resent PUBLISH {} without DUP after its acknowledgement was lost (MQTT-3.3.1-1)", pid.get()));
                 }
                 let owe = |s: &mut Self, pid: PacketId| {
                     if let Some(sess) = s.sessions.get_mut(&client_id) {
@@ -744,10 +743,10 @@ impl BrokerState {
                 self.flush_queue(&client_id, world);
             }
             Packet::PubRec(a) => {
-                if let Some(s) = self.sessions.get_mut(&client_id) {
-                    if let Some(entry) = s.inflight.get_mut(&a.packet_id.get()) {
-                        entry.1 = true;
-                    }
+                if let Some(s) = self.sessions.get_mut(&client_id)
+                    && let Some(entry) = s.inflight.get_mut(&a.packet_id.get())
+                {
+                    entry.1 = true;
                 }
                 self.send(id, Packet::PubRel(PubResponse { packet_id: a.packet_id, reason: 0, properties: Properties::default() }));
             }
@@ -837,12 +836,11 @@ impl BrokerState {
             return;
         }
         s.queue.push_back(msg);
-        if s.queue.len() > max_queued {
-            if let Some(old) = s.queue.pop_front() {
-                if client_id == OBSERVER_ID {
-                    world.lock().rec.broker_dropped.push((seq_of(&old.payload), "the observer's queue overflowed (max_queued_messages)".into()));
-                }
-            }
+        if s.queue.len() > max_queued
+            && let Some(old) = s.queue.pop_front()
+            && client_id == OBSERVER_ID
+        {
+            world.lock().rec.broker_dropped.push((seq_of(&old.payload), "the observer's queue overflowed (max_queued_messages)".into()));
         }
         self.flush_queue(client_id, world);
     }

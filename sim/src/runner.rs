@@ -454,10 +454,11 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
             if !firsts.insert(seq) {
                 continue;
             }
-            if let Some(prev) = last.insert(d.topic.as_str(), seq) {
-                if seq < prev && bad.is_none() {
-                    bad = Some(format!("{} arrived after {} on {}", seq, prev, d.topic));
-                }
+            if let Some(prev) = last.insert(d.topic.as_str(), seq)
+                && seq < prev
+                && bad.is_none()
+            {
+                bad = Some(format!("{} arrived after {} on {}", seq, prev, d.topic));
             }
         }
         check(&mut checks, "in_order", bad.is_none(), bad.unwrap_or_else(|| "first deliveries in publish order".into()));

@@ -425,7 +425,8 @@ impl Scenario {
 
     /// Checks serde cannot express: ranges and relations between keys.
     fn validate(&self) -> Result<(), String> {
-        if !(self.duration_s > 0.0) {
+        // Written so that NaN (which TOML can spell) is refused too.
+        if !self.duration_s.is_finite() || self.duration_s <= 0.0 {
             return Err(format!("duration_s = {}: must be positive", self.duration_s));
         }
         if self.tick_ms == 0 || self.tick_ms > 1000 {
@@ -467,16 +468,16 @@ impl Scenario {
         if self.device.auth_secret.is_some() && self.device.auth_method.is_none() {
             return Err("device.auth_secret is set without device.auth_method".into());
         }
-        if let Some(w) = &self.device.will {
-            if w.qos > 2 {
-                return Err(format!("device.will.qos = {}: must be 0, 1 or 2", w.qos));
-            }
+        if let Some(w) = &self.device.will
+            && w.qos > 2
+        {
+            return Err(format!("device.will.qos = {}: must be 0, 1 or 2", w.qos));
         }
         for (i, f) in self.fault.iter().enumerate() {
-            if let Fault::Subscribe { qos, .. } = f {
-                if *qos > 2 {
-                    return Err(format!("fault[{i}] (subscribe): qos = {qos}: must be 0, 1 or 2"));
-                }
+            if let Fault::Subscribe { qos, .. } = f
+                && *qos > 2
+            {
+                return Err(format!("fault[{i}] (subscribe): qos = {qos}: must be 0, 1 or 2"));
             }
             let (at, span) = f.window();
             if at < 0.0 || span < 0.0 {

@@ -77,10 +77,10 @@ impl BoardConfig {
             Some(span) => mqtt_host::source_position::describe(text, span.start, e.message()),
             None => e.message().to_string(),
         })?;
-        if let Some(w) = &c.will {
-            if w.qos > 2 {
-                return Err(format!("will.qos = {}: must be 0, 1 or 2", w.qos));
-            }
+        if let Some(w) = &c.will
+            && w.qos > 2
+        {
+            return Err(format!("will.qos = {}: must be 0, 1 or 2", w.qos));
         }
         Ok(c)
     }

@@ -142,6 +142,10 @@ pub struct Disconnect {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a packet lives briefly on the stack between the codec and the session; boxing CONNECT would cost the component code and an allocation"
+)]
 pub enum Packet {
     Connect(Connect),
     ConnAck(ConnAck),
