@@ -11,12 +11,14 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+#[warn(missing_docs)]
 mod client;
 pub mod codec;
 mod config;
 mod rng;
 pub mod test_fault;
 pub mod text;
+#[warn(missing_docs)]
 mod types;
 
 pub use client::Client;

@@ -16,12 +16,15 @@ use crate::text::Hex;
 pub struct Instant(u64);
 
 impl Instant {
+    /// The instant `ms` milliseconds after the driver's clock origin.
     pub const fn from_millis(ms: u64) -> Self {
         Instant(ms)
     }
+    /// Milliseconds since the driver's clock origin.
     pub const fn as_millis(self) -> u64 {
         self.0
     }
+    /// Milliseconds from `earlier` to `self`, 0 if `earlier` is later.
     pub fn saturating_since(self, earlier: Instant) -> u64 {
         self.0.saturating_sub(earlier.0)
     }
@@ -37,28 +40,44 @@ impl Add<u64> for Instant {
 /// Identifies an API request (publish, subscribe, unsubscribe) in the events that complete it.
 pub type Token = u64;
 
+/// The network link (WiFi, or an interface) as the driver sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
+    /// No link: connection attempts wait for it.
     Down,
+    /// Joining (WiFi association, DHCP): not usable yet.
     Connecting,
+    /// Usable.
     Up,
 }
 
+/// Why a socket failed, as the driver reports it (the WIT `socket-error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SocketError {
+    /// Nothing listening.
     Refused,
+    /// Reset by the peer or the network.
     Reset,
+    /// Opening or using the connection took too long.
     TimedOut,
+    /// No route (link down, network unreachable).
     Unreachable,
+    /// The host name did not resolve.
     DnsFailed,
+    /// The TLS handshake or the certificate check failed.
     TlsFailed,
+    /// Closed (orderly shutdown by the peer, or locally).
     Closed,
+    /// The driver does not allow this destination.
     NotPermitted,
+    /// The handle is unknown to the driver.
     BadHandle,
+    /// Anything else (the driver logs the detail).
     Other,
 }
 
 impl SocketError {
+    /// A short lower-case name for messages.
     pub fn name(self) -> &'static str {
         match self {
             SocketError::Refused => "refused",
@@ -82,21 +101,32 @@ pub enum Action {
     /// Open a TCP (optionally TLS) connection; report `handle_socket_open` or
     /// `handle_socket_error`. Any previous socket has been closed by a `CloseSocket` first.
     OpenSocket {
+        /// Broker host name or address (`Config::server`).
         host: String,
+        /// Broker port (`Config::port()`).
         port: u16,
+        /// TLS parameters when `Config::ssl` is set.
         tls: Option<TlsParams>,
     },
+    /// Close the current socket; its bytes not yet sent are dropped.
     CloseSocket,
+    /// Join this WiFi network (only when `Config::ssid` is set: the client manages the link).
     JoinWifi {
+        /// Network name.
         ssid: String,
+        /// Its password (empty for an open network).
         password: String,
     },
+    /// Leave the WiFi network (after `disconnect`, when the client manages the link).
     LeaveWifi,
 }
 
+/// Why the connection went down ([`Event::Down`]) or the first attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DownReason {
+    /// The link went down.
     LinkLost,
+    /// The socket failed.
     Socket(SocketError),
     /// The broker did not answer in time (CONNACK, ping, acknowledgement).
     Timeout,
@@ -106,10 +136,12 @@ pub enum DownReason {
     ServerDisconnect(u8),
     /// The broker broke the protocol; the text names the rule.
     ProtocolError(String),
+    /// The application called `disconnect`.
     Requested,
 }
 
 impl DownReason {
+    /// A sentence a person can act on.
     pub fn message(&self) -> String {
         match self {
             DownReason::LinkLost => "link lost".into(),
@@ -132,40 +164,65 @@ impl core::fmt::Display for DownReason {
 /// An application message received from the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// The topic it was published to (a topic alias already resolved).
     pub topic: String,
+    /// The application payload.
     pub payload: Vec<u8>,
+    /// The QoS it was delivered with (the lower of the publisher's and the subscription's).
     pub qos: QoS,
+    /// The broker's retained message for the topic, sent on subscribing.
     pub retained: bool,
+    /// The broker says it may have sent this before.
     pub dup: bool,
     /// MQTT 5 only.
     pub properties: Option<Properties>,
 }
 
+/// What happened, in the order it happened: drained with [`crate::Client::poll_event`].
+/// Every API token is completed by exactly one `Published`, `PublishFailed`, `Subscribed`
+/// or `Unsubscribed` (except a publish the application cancelled).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// Connected (CONNACK accepted).
     Up {
+        /// The broker kept our session (unclean session resumed).
         session_present: bool,
     },
+    /// The connection went down; the client reconnects by itself (unless `Requested`).
     Down(DownReason),
     /// Boxed: a message with its MQTT 5 properties is ten times the size of any other event,
     /// and every queued event would pay for it (events wait in the client until polled).
     Message(alloc::boxed::Box<Message>),
+    /// A publish completed: QoS 0 handed to the socket, QoS 1 PUBACK, QoS 2 PUBCOMP.
     Published(Token),
     /// `reason` is the MQTT 5 reason code, or 0 when the publish expired, was cancelled, or
     /// the client was closed before it completed.
     PublishFailed {
+        /// The token `publish` returned.
         token: Token,
+        /// Why (see above).
         reason: u8,
     },
+    /// SUBACK, or the request failed: one granted QoS or reason code per filter (0x80 for
+    /// each when the client was closed first; 0xA1 when the broker has no subscription
+    /// identifiers and the request named one).
     Subscribed {
+        /// The token `subscribe` returned.
         token: Token,
+        /// One code per filter, in the request's order.
         codes: Vec<u8>,
     },
+    /// UNSUBACK (MQTT 5 reason codes per filter; empty under 3.1.1), or 0x80 per filter
+    /// when the client was closed first.
     Unsubscribed {
+        /// The token `unsubscribe` returned.
         token: Token,
+        /// One code per filter under MQTT 5.
         codes: Vec<u8>,
     },
+    /// The answer to `broker_up`: whether the broker answered the ping in time.
     BrokerUp(bool),
+    /// The link changed.
     Link(LinkState),
     /// The first connection attempt failed: the application decides (mqtt_as raises).
     ConnectFailed(String),
@@ -175,18 +232,26 @@ pub enum Event {
     /// answered with [`crate::Client::authenticate`] within `response_time`; 0x00: a
     /// re-authentication succeeded) or the authentication data of its CONNACK (reason 0x00).
     Auth {
+        /// 0x18 (continue) or 0x00 (success).
         reason: u8,
+        /// The broker's authentication data.
         data: Vec<u8>,
     },
+    /// Something the application should hear about that needs no action from it (a
+    /// refused reconnect, the broker's reason string).
     Error(String),
 }
 
 /// A publish as the application asked for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingPublish {
+    /// The topic name (no wildcards).
     pub topic: String,
+    /// The application payload.
     pub payload: Vec<u8>,
+    /// Delivery guarantee.
     pub qos: QoS,
+    /// Ask the broker to keep it as the topic's retained message.
     pub retain: bool,
     /// MQTT 5 properties (ignored under 3.1.1).
     pub properties: Properties,
@@ -198,31 +263,46 @@ pub struct OutgoingPublish {
 pub struct SubscribeProperties {
     /// Reported back with every message this subscription matches (1..=268,435,455).
     pub subscription_id: Option<u32>,
+    /// User properties sent with the SUBSCRIBE.
     pub user_properties: Vec<(String, String)>,
 }
 
+/// Counters since the client was made ([`crate::Client::stats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Connections accepted (CONNACK 0).
     pub connects: u64,
+    /// Of those, the ones after the first.
     pub reconnects: u64,
+    /// PUBLISH packets sent again after a missing acknowledgement (MQTT 3.1.1).
     pub republishes: u64,
+    /// Incoming messages discarded because `queue_len` waited (only with `backpressure` off).
     pub discards: u64,
+    /// Bytes received from and sent to the broker.
     pub bytes_in: u64,
+    /// Bytes handed to the socket.
     pub bytes_out: u64,
+    /// QoS 1/2 exchanges (and subscription requests) waiting for the broker now.
     pub inflight: u32,
+    /// Requests queued and not yet sent now.
     pub queued: u32,
+    /// Connections closed because the broker broke the protocol.
     pub protocol_errors: u64,
 }
 
 /// Why an API call was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
+    /// A bad argument; the text says which and why.
     Invalid(String),
+    /// `max_queued` requests are already waiting.
     QueueFull,
+    /// `disconnect` was called: the client takes no more requests.
     Closed,
 }
 
 impl ApiError {
+    /// A sentence a person can act on.
     pub fn message(&self) -> String {
         match self {
             ApiError::Invalid(why) => text!("invalid argument: ", why),

@@ -1,0 +1,162 @@
+//! The host's side of the contract: inputs (`handle_*`) in, outputs (`poll_*`) out.
+
+use alloc::vec::Vec;
+
+use super::*;
+
+impl Client {
+    // ------------------------------------------------------------------------------------
+    // Inputs
+
+    /// The link (WiFi) changed. Call with the current state once at start and on every change.
+    pub fn handle_link(&mut self, now: Instant, link: LinkState) {
+        self.now = now;
+        if link == self.link {
+            return;
+        }
+        self.link = link;
+        self.events.push_back(Event::Link(link));
+        match (link, self.state) {
+            (LinkState::Up, State::WaitLink { .. }) if self.faulty(TestFault::NoRetryOnLinkUp) => {
+                self.state = State::Backoff { until: now + u64::from(self.cfg.backoff_max_ms) };
+            }
+            (LinkState::Up, State::WaitLink { .. }) => {
+                // The link is back: retry at once, not after a stale backoff.
+                self.backoff_attempt = 0;
+                self.open(now);
+            }
+            (LinkState::Up, _) => {}
+            (_, State::Opening { .. } | State::AwaitConnack { .. } | State::Connected | State::Backoff { .. }) => {
+                self.lost(now, DownReason::LinkLost);
+            }
+            _ => {}
+        }
+    }
+
+    /// The socket requested by [`Action::OpenSocket`] is open (TLS handshake done).
+    pub fn handle_socket_open(&mut self, now: Instant) {
+        self.now = now;
+        if let State::Opening { .. } = self.state {
+            self.decoder = Decoder::new(self.version, self.cfg.max_packet_size);
+            self.last_rx = now;
+            let connect = self.connect_packet();
+            self.send(now, &Packet::Connect(connect));
+            self.state = State::AwaitConnack { deadline: now + u64::from(self.cfg.response_time_ms) };
+        }
+    }
+
+    /// The current socket failed (including an orderly close by the broker).
+    pub fn handle_socket_error(&mut self, now: Instant, error: SocketError) {
+        self.now = now;
+        if self.socket_open {
+            self.lost(now, DownReason::Socket(error));
+        }
+    }
+
+    /// Bytes that arrived on the current socket. With `backpressure`, read from the socket
+    /// only while [`Client::wants_input`] says so.
+    pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
+        self.now = now;
+        if !self.socket_open || bytes.is_empty() {
+            return;
+        }
+        self.stats.bytes_in += bytes.len() as u64;
+        self.last_rx = now;
+        self.decoder.feed(bytes);
+        self.decode(now);
+    }
+
+    /// False while `backpressure` holds input back: the application has `queue_len`
+    /// messages to take first. The host should then leave the socket unread (TCP pushes
+    /// back on the broker); bytes it already handed over wait in the decoder.
+    pub fn wants_input(&self) -> bool {
+        !self.reading_paused()
+    }
+
+    pub(super) fn reading_paused(&self) -> bool {
+        self.cfg.backpressure
+            && self.state == State::Connected
+            && self.queued_messages >= self.cfg.queue_len as usize
+            && !self.faulty(TestFault::IgnoreBackpressure)
+    }
+
+    /// While input is held back, answers may sit unread behind it: no response deadline runs.
+    pub(super) fn deadlines_suspended(&self) -> bool {
+        self.reading_paused() && !self.faulty(TestFault::DeadlinesWhileHeld)
+    }
+
+    pub(super) fn decode(&mut self, now: Instant) {
+        let discards_before = self.stats.discards;
+        self.input_held = false;
+        while self.socket_open {
+            if self.reading_paused() {
+                self.input_held = true;
+                break;
+            }
+            match self.decoder.next_packet() {
+                Ok(Some(packet)) => self.handle_packet(now, packet),
+                Ok(None) => break,
+                Err(e) => {
+                    self.protocol_error(now, e.message(), e.reason_code());
+                    break;
+                }
+            }
+        }
+        if self.stats.discards != discards_before {
+            self.events.push_back(Event::Discarded(self.stats.discards));
+        }
+    }
+
+    /// Time passed: run every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        // In the table's order, each judged on the state the ones before it left.
+        for timer in Timer::ALL {
+            if self.deadline(timer).is_some_and(|t| t <= now) {
+                self.expire(now, timer);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Outputs
+
+    /// Bytes for the current socket, packets back to back; call until `None` after every
+    /// input and before [`Client::poll_action`] (bytes queued before a close belong to the
+    /// old socket). If the socket takes only part, keep the rest and send it first next time.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        (!self.transmits.is_empty()).then(|| core::mem::take(&mut self.transmits))
+    }
+
+    /// The next IO to perform (open or close the socket, join or leave WiFi), in order;
+    /// call until `None` after draining [`Client::poll_transmit`].
+    pub fn poll_action(&mut self) -> Option<Action> {
+        (!self.actions.is_empty()).then(|| self.actions.remove(0))
+    }
+
+    /// The next event that is not an incoming message: messages stay queued (in order,
+    /// bounded by `queue_len`) for an application that cannot take them now.
+    pub fn poll_event_except_messages(&mut self) -> Option<Event> {
+        let i = self.events.iter().position(|e| !matches!(e, Event::Message(_)))?;
+        self.events.remove(i)
+    }
+
+    /// The next thing that happened, in order; call until `None` after the actions. Taking
+    /// a message makes room in the `queue_len` bound (and, with backpressure, lets input
+    /// held back be decoded at the next [`Client::handle_timeout`]).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let e = self.events.pop_front()?;
+        if matches!(e, Event::Message(_)) {
+            if self.deadlines_suspended() {
+                self.resumed_at = self.now;
+            }
+            self.queued_messages -= 1;
+        }
+        Some(e)
+    }
+
+    /// The next instant at which [`Client::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Timer::ALL.into_iter().filter_map(|t| self.deadline(t)).min()
+    }
+}

@@ -1,0 +1,220 @@
+//! Packets from the broker, once decoded: acknowledgements, messages, AUTH, DISCONNECT.
+
+use super::*;
+
+impl Client {
+    pub(super) fn take_inflight(&mut self, pid: PacketId, want: fn(&Waiting) -> bool) -> Option<InFlight> {
+        let i = self.inflight.iter().position(|f| f.pid == pid && want(&f.waiting))?;
+        self.inflight.remove(i)
+    }
+
+    pub(super) fn handle_packet(&mut self, now: Instant, packet: Packet) {
+        if let State::AwaitConnack { .. } = self.state {
+            match packet {
+                Packet::ConnAck(ack) => self.handle_connack(now, ack),
+                Packet::Auth(a) => {
+                    if self.handle_auth(now, a) {
+                        // Our turn: the application has a response time to answer, and the
+                        // broker one more for its next step.
+                        self.state = State::AwaitConnack { deadline: now + 2 * u64::from(self.cfg.response_time_ms) };
+                    }
+                }
+                other => self.protocol_error(now, text!(other.name(), " before CONNACK"), 0x82),
+            }
+            return;
+        }
+        if self.state != State::Connected {
+            return;
+        }
+        match packet {
+            Packet::Publish(p) => self.handle_publish(now, p),
+            Packet::PubAck(a) => {
+                let qos1 = |w: &Waiting| matches!(w, Waiting::Publish(p) if p.qos == QoS::AtLeastOnce);
+                if let Some(f) = self.take_inflight(a.packet_id, qos1) {
+                    self.complete(f.token, a.reason);
+                    self.pump(now);
+                }
+            }
+            Packet::PubRec(a) => {
+                let qos2 = |w: &Waiting| matches!(w, Waiting::Publish(p) if p.qos == QoS::ExactlyOnce) || matches!(w, Waiting::Release);
+                let Some(i) = self.inflight.iter().position(|f| f.pid == a.packet_id && qos2(&f.waiting)) else {
+                    return;
+                };
+                if a.reason >= 0x80 {
+                    if let Some(f) = self.take_inflight(a.packet_id, qos2) {
+                        self.complete(f.token, a.reason);
+                        self.pump(now);
+                    }
+                    return;
+                }
+                let f = &mut self.inflight[i];
+                f.waiting = Waiting::Release;
+                f.sent_at = now;
+                f.repubs = 0;
+                let rel = PubResponse { packet_id: a.packet_id, reason: 0, properties: Properties::default() };
+                self.send(now, &Packet::PubRel(rel));
+            }
+            Packet::PubRel(a) => {
+                let id = a.packet_id.get();
+                let known = self.incoming_qos2.contains(&id);
+                self.incoming_qos2.retain(|x| *x != id);
+                let reason = if known || self.version == ProtocolVersion::V311 { 0 } else { 0x92 };
+                let comp = PubResponse { packet_id: a.packet_id, reason, properties: Properties::default() };
+                self.send(now, &Packet::PubComp(comp));
+            }
+            Packet::PubComp(a) => {
+                if let Some(f) = self.take_inflight(a.packet_id, |w| matches!(w, Waiting::Release)) {
+                    self.complete(f.token, a.reason);
+                    self.pump(now);
+                }
+            }
+            Packet::SubAck(a) => {
+                let Some(f) = self.take_inflight(a.packet_id, |w| matches!(w, Waiting::SubAck(..))) else { return };
+                let Waiting::SubAck(filters, props) = f.waiting else { return };
+                if filters.len() != a.codes.len() {
+                    self.protocol_error(now, "SUBACK code count differs from the SUBSCRIBE's filters".into(), 0x82);
+                    return;
+                }
+                for (filter, code) in filters.into_iter().zip(&a.codes) {
+                    if *code < 0x80 {
+                        self.subscriptions.retain(|(s, _)| s.filter != filter.filter);
+                        self.subscriptions.push((filter, props.clone()));
+                    }
+                }
+                if let Some(token) = f.token {
+                    self.events.push_back(Event::Subscribed { token, codes: a.codes });
+                }
+                self.pump(now);
+            }
+            Packet::UnsubAck(a) => {
+                let Some(f) = self.take_inflight(a.packet_id, |w| matches!(w, Waiting::UnsubAck(_))) else { return };
+                if let Waiting::UnsubAck(filters) = f.waiting {
+                    for filter in filters {
+                        self.subscriptions.retain(|(s, _)| s.filter != filter);
+                    }
+                }
+                if let Some(token) = f.token {
+                    self.events.push_back(Event::Unsubscribed { token, codes: a.codes });
+                }
+                self.pump(now);
+            }
+            Packet::PingResp => {
+                self.ping_sent = None;
+                if self.broker_up_asked {
+                    self.broker_up_asked = false;
+                    self.events.push_back(Event::BrokerUp(true));
+                }
+            }
+            Packet::Disconnect(d) if self.version == ProtocolVersion::V5 => {
+                if let Some(r) = d.properties.reason_string {
+                    self.events.push_back(Event::Error(text!("broker disconnect: ", r)));
+                }
+                self.lost(now, DownReason::ServerDisconnect(d.reason));
+            }
+            Packet::Auth(a) => {
+                self.handle_auth(now, a);
+            }
+            other => self.protocol_error(now, text!(other.name(), " is not sent by a broker"), 0x82),
+        }
+    }
+
+    /// The broker's AUTH (spec 4.12): only for the method we asked for, only to continue
+    /// (0x18) or to conclude a re-authentication (0x00). Returns whether it was accepted.
+    pub(super) fn handle_auth(&mut self, now: Instant, a: Disconnect) -> bool {
+        let Some(method) = &self.cfg.auth_method else {
+            self.protocol_error(now, "AUTH received, but no authentication method was requested".into(), 0x82);
+            return false;
+        };
+        if a.properties.authentication_method.as_ref() != Some(method) {
+            self.protocol_error(now, text!("AUTH does not name our authentication method `", method, "`"), 0x82);
+            return false;
+        }
+        let initial = matches!(self.state, State::AwaitConnack { .. });
+        match a.reason {
+            0x18 => self.auth_challenged = true,
+            0x00 if !initial => self.auth_challenged = false,
+            r => {
+                self.protocol_error(now, text!("AUTH with reason code ", Hex(r), " here"), 0x82);
+                return false;
+            }
+        }
+        self.events.push_back(Event::Auth { reason: a.reason, data: a.properties.authentication_data.unwrap_or_default() });
+        true
+    }
+
+    pub(super) fn complete(&mut self, token: Option<Token>, reason: u8) {
+        let Some(token) = token else { return };
+        if reason >= 0x80 {
+            self.events.push_back(Event::PublishFailed { token, reason });
+        } else {
+            self.events.push_back(Event::Published(token));
+        }
+    }
+
+    pub(super) fn handle_publish(&mut self, now: Instant, mut p: Publish) {
+        if self.version == ProtocolVersion::V5
+            && let Some(alias) = p.properties.topic_alias.take()
+        {
+            if alias > self.cfg.topic_alias_maximum {
+                self.protocol_error(now, text!("topic alias ", alias, " over our maximum ", self.cfg.topic_alias_maximum), 0x94);
+                return;
+            }
+            if p.topic.is_empty() {
+                match self.aliases_in.get(usize::from(alias) - 1) {
+                    Some(Some(t)) => p.topic = t.clone(),
+                    _ => {
+                        self.protocol_error(now, text!("unknown topic alias ", alias), 0x82);
+                        return;
+                    }
+                }
+            } else {
+                let i = usize::from(alias) - 1;
+                if self.aliases_in.len() <= i {
+                    self.aliases_in.resize(i + 1, None);
+                }
+                self.aliases_in[i] = Some(p.topic.clone());
+            }
+        }
+        let deliver = match (p.qos, p.packet_id) {
+            (QoS::AtMostOnce, _) => true,
+            (QoS::AtLeastOnce, Some(pid)) => {
+                let ack = PubResponse { packet_id: pid, reason: 0, properties: Properties::default() };
+                self.send(now, &Packet::PubAck(ack));
+                true
+            }
+            (QoS::ExactlyOnce, Some(pid)) => {
+                let fresh = !self.incoming_qos2.contains(&pid.get());
+                if fresh && self.incoming_qos2.len() >= usize::from(self.cfg.receive_maximum) && self.version == ProtocolVersion::V5 {
+                    self.protocol_error(now, "broker exceeded our Receive Maximum".into(), 0x93);
+                    return;
+                }
+                if fresh {
+                    self.incoming_qos2.push(pid.get());
+                }
+                let rec = PubResponse { packet_id: pid, reason: 0, properties: Properties::default() };
+                self.send(now, &Packet::PubRec(rec));
+                fresh || self.faulty(TestFault::Qos2DeliverTwice)
+            }
+            _ => false,
+        };
+        if !deliver {
+            return;
+        }
+        let properties = (self.version == ProtocolVersion::V5).then_some(p.properties);
+        let message = Message { topic: p.topic, payload: p.payload, qos: p.qos, retained: p.retain, dup: p.dup, properties };
+        if self.queued_messages >= self.cfg.queue_len as usize && self.faulty(TestFault::DiscardNewest) {
+            self.stats.discards += 1;
+            return;
+        }
+        if self.queued_messages >= self.cfg.queue_len as usize {
+            // mqtt_as's policy: the oldest waiting message makes room.
+            if let Some(i) = self.events.iter().position(|e| matches!(e, Event::Message(_))) {
+                self.events.remove(i);
+                self.queued_messages -= 1;
+                self.stats.discards += 1;
+            }
+        }
+        self.queued_messages += 1;
+        self.events.push_back(Event::Message(alloc::boxed::Box::new(message)));
+    }
+}

@@ -1,0 +1,283 @@
+//! The connection manager and session: link → socket → CONNECT → CONNACK → up, and back
+//! down on link loss, socket error or a missed response, with QoS 1/2 state that survives
+//! every outage while the client lives.
+//!
+//! Driving it (the contract every host glue follows):
+//! 1. feed inputs: [`Client::handle_link`], [`Client::handle_socket_open`],
+//!    [`Client::handle_socket_error`], [`Client::handle_input`], [`Client::handle_timeout`],
+//!    and the API calls;
+//! 2. drain [`Client::poll_transmit`] (bytes for the current socket), then
+//!    [`Client::poll_action`] (open/close socket, join/leave WiFi), then
+//!    [`Client::poll_event`];
+//! 3. come back no later than [`Client::poll_timeout`].
+
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::codec::{
+    topic, Connect, Decoder, Disconnect, LastWill, Packet, PacketId, Properties, ProtocolVersion, PubResponse, Publish, QoS, Subscribe, SubscribeFilter,
+    Unsubscribe,
+};
+use crate::config::{Config, ConfigError};
+use crate::rng::SplitMix64;
+use crate::test_fault::TestFault;
+use crate::text;
+use crate::text::Hex;
+use crate::types::*;
+
+mod api;
+mod connection;
+mod driving;
+mod incoming;
+mod session;
+mod timers;
+
+use timers::Timer;
+
+/// Where the connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before `connect`, or after the first attempt failed.
+    Idle,
+    /// The link is down; waiting for it (and asking to join WiFi when we manage it).
+    WaitLink {
+        give_up: Option<Instant>,
+        rejoin_at: Option<Instant>,
+    },
+    /// Waiting before the next attempt.
+    Backoff {
+        until: Instant,
+    },
+    /// Socket requested, not yet open.
+    Opening {
+        deadline: Instant,
+    },
+    /// CONNECT sent.
+    AwaitConnack {
+        deadline: Instant,
+    },
+    Connected,
+    /// `disconnect` was called.
+    Closed,
+}
+
+/// Something queued by the application, not yet on the wire.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "nearly every entry is a publish: boxing it would add an allocation to each for nothing")]
+enum Request {
+    Publish(OutgoingPublish),
+    Subscribe(Vec<SubscribeFilter>, SubscribeProperties),
+    Unsubscribe(Vec<String>),
+}
+
+#[derive(Debug)]
+struct Queued {
+    token: Option<Token>,
+    request: Request,
+    deadline: Option<Instant>,
+}
+
+/// What an in-flight packet id is waiting for.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant, reason = "nearly every entry is a publish: boxing it would add an allocation to each for nothing")]
+enum Waiting {
+    /// QoS 1: PUBACK; QoS 2: PUBREC.
+    Publish(OutgoingPublish),
+    /// QoS 2 after PUBREC: PUBCOMP.
+    Release,
+    SubAck(Vec<SubscribeFilter>, SubscribeProperties),
+    UnsubAck(Vec<String>),
+}
+
+#[derive(Debug)]
+struct InFlight {
+    pid: PacketId,
+    /// `None` once cancelled, or for internal requests (re-subscription).
+    token: Option<Token>,
+    waiting: Waiting,
+    sent_at: Instant,
+    repubs: u32,
+}
+
+/// What the broker told us in CONNACK (MQTT 5), with 3.1.1 defaults.
+#[derive(Debug, Clone)]
+struct ServerLimits {
+    receive_maximum: u16,
+    maximum_packet_size: u32,
+    topic_alias_maximum: u16,
+    maximum_qos: QoS,
+    keepalive_secs: u16,
+    subscription_ids: bool,
+}
+
+/// The sans-IO MQTT client: told the time, handed bytes, asked what to do.
+///
+/// The driving loop every host follows (here with a broker scripted by hand):
+///
+/// ```
+/// use mqtt_protocol::codec::ConnAck;
+/// use mqtt_protocol::{Action, Client, Config, Event, Instant, LinkState, Packet, Properties, ProtocolVersion};
+///
+/// let cfg = Config { client_id: "sensor-1".into(), server: "broker.local".into(), ..Config::default() };
+/// let mut client = Client::new(cfg).unwrap();
+/// let now = Instant::from_millis(0);
+/// client.handle_link(now, LinkState::Up);
+/// client.connect(now).unwrap();
+/// // Perform the IO it asks for: here, open a socket.
+/// assert!(matches!(client.poll_action(), Some(Action::OpenSocket { port: 1883, .. })));
+/// client.handle_socket_open(now);
+/// let connect = client.poll_transmit().expect("CONNECT to send");
+/// assert_eq!(connect[0] >> 4, 1, "a CONNECT packet");
+/// // The broker's answer arrives on the socket.
+/// let connack = Packet::ConnAck(ConnAck { session_present: false, code: 0, properties: Properties::default() });
+/// client.handle_input(Instant::from_millis(20), &connack.encode(ProtocolVersion::V311));
+/// assert_eq!(client.poll_event(), Some(Event::Link(LinkState::Up)));
+/// assert_eq!(client.poll_event(), Some(Event::Up { session_present: false }));
+/// // Come back no later than this (the keepalive ping, 15 s after the last traffic).
+/// assert_eq!(client.poll_timeout(), Some(Instant::from_millis(15_000)));
+/// ```
+pub struct Client {
+    cfg: Config,
+    version: ProtocolVersion,
+    state: State,
+    link: LinkState,
+    rng: SplitMix64,
+    decoder: Decoder,
+    /// Bytes for the current socket, packets back to back.
+    transmits: Vec<u8>,
+    /// Rarely more than two at a time (close, open).
+    actions: Vec<Action>,
+    events: VecDeque<Event>,
+    queued_messages: usize,
+    socket_open: bool,
+
+    /// A connection reached `Up` at least once: later outages are ours to handle silently.
+    ever_up: bool,
+    /// We are between Up and Down (so a Down event is owed on loss).
+    up: bool,
+    /// MQTT 3.1.1 clean_init && !clean: the first CONNECT purges the old session, then we
+    /// reconnect unclean.
+    purging: bool,
+    /// The power-up connection (clean_init) is behind us; later ones use `clean`.
+    initial_done: bool,
+    backoff_attempt: u32,
+    client_id: String,
+    limits: ServerLimits,
+
+    // Session.
+    next_token: Token,
+    next_pid: u16,
+    pending: VecDeque<Queued>,
+    inflight: VecDeque<InFlight>,
+    // Small linear collections instead of B-trees, on purpose: they hold at most a few
+    // dozen entries (bounded by Receive Maximum, topic-alias maximum, subscriptions) and
+    // each B-tree instantiation costs ~5 KiB of component code (measured with twiggy).
+    /// QoS 2 packet ids received and not yet released (exactly-once delivery).
+    incoming_qos2: Vec<u16>,
+    /// Filters the broker granted, with their request's properties, for re-subscription
+    /// after a clean reconnect (one SUBSCRIBE per run of equal properties).
+    subscriptions: Vec<(SubscribeFilter, SubscribeProperties)>,
+    /// MQTT 5 enhanced authentication: the broker's challenge awaits our answer.
+    auth_challenged: bool,
+    /// Backpressure: decoding stopped with the queue full; bytes may wait in the decoder.
+    input_held: bool,
+    /// Backpressure: when the application last made room. Replies that sat behind the
+    /// messages we refused to read are not late, so timers count from here at the earliest.
+    resumed_at: Instant,
+    /// MQTT 5 topic aliases for this connection: ours (topic → alias) and the broker's.
+    /// Our aliases: `aliases_out[i]` is the topic of alias i + 1.
+    aliases_out: Vec<String>,
+    /// The broker's aliases: `aliases_in[i]` is the topic of alias i + 1.
+    aliases_in: Vec<Option<String>>,
+
+    // Liveness.
+    last_rx: Instant,
+    last_tx: Instant,
+    ping_sent: Option<Instant>,
+    broker_up_asked: bool,
+    now: Instant,
+
+    stats: Stats,
+}
+
+impl Client {
+    /// Validates `cfg`; nothing is sent until [`Client::connect`].
+    pub fn new(cfg: Config) -> Result<Client, ConfigError> {
+        cfg.validate()?;
+        let version = if cfg.mqttv5 { ProtocolVersion::V5 } else { ProtocolVersion::V311 };
+        let limits = ServerLimits {
+            receive_maximum: u16::MAX,
+            maximum_packet_size: crate::codec::MAX_REMAINING_LENGTH + 5,
+            topic_alias_maximum: 0,
+            maximum_qos: QoS::ExactlyOnce,
+            keepalive_secs: cfg.keepalive_secs,
+            subscription_ids: true,
+        };
+        Ok(Client {
+            version,
+            state: State::Idle,
+            link: LinkState::Down,
+            rng: SplitMix64::new(cfg.seed),
+            decoder: Decoder::new(version, cfg.max_packet_size),
+            transmits: Vec::new(),
+            actions: Vec::new(),
+            events: VecDeque::new(),
+            queued_messages: 0,
+            socket_open: false,
+            ever_up: false,
+            up: false,
+            purging: false,
+            initial_done: false,
+            backoff_attempt: 0,
+            client_id: cfg.client_id.clone(),
+            limits,
+            next_token: 1,
+            next_pid: 0,
+            pending: VecDeque::new(),
+            inflight: VecDeque::new(),
+            incoming_qos2: Vec::new(),
+            subscriptions: Vec::new(),
+            auth_challenged: false,
+            input_held: false,
+            resumed_at: Instant::default(),
+            aliases_out: Vec::new(),
+            aliases_in: Vec::new(),
+            last_rx: Instant::default(),
+            last_tx: Instant::default(),
+            ping_sent: None,
+            broker_up_asked: false,
+            now: Instant::default(),
+            stats: Stats::default(),
+            cfg,
+        })
+    }
+
+    /// The config it was made with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Between CONNACK and the connection's loss.
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// Counters so far, with the in-flight and queued requests now.
+    pub fn stats(&self) -> Stats {
+        Stats { inflight: self.inflight.len() as u32, queued: self.pending.len() as u32, ..self.stats }
+    }
+
+    /// Whether this is a `test-faults` build told to show `fault`. Always false otherwise,
+    /// so the deliberate misbehaviour compiles away.
+    #[inline(always)]
+    pub(super) fn faulty(&self, fault: TestFault) -> bool {
+        #[cfg(feature = "test-faults")]
+        return self.cfg.test_fault == Some(fault);
+        #[cfg(not(feature = "test-faults"))]
+        {
+            let _ = fault;
+            false
+        }
+    }
+}

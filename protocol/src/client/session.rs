@@ -1,0 +1,163 @@
+//! The session: requests queued and in flight, packet ids, the window, the packets that
+//! (re)start each exchange.
+
+use alloc::string::String;
+use alloc::vec;
+
+use super::*;
+
+impl Client {
+    pub(super) fn window(&self) -> usize {
+        usize::from(self.cfg.max_inflight.min(self.limits.receive_maximum))
+    }
+
+    pub(super) fn inflight_publishes(&self) -> usize {
+        self.inflight.iter().filter(|f| matches!(f.waiting, Waiting::Publish(_) | Waiting::Release)).count()
+    }
+
+    pub(super) fn alloc_pid(&mut self) -> Option<PacketId> {
+        for _ in 0..u16::MAX {
+            self.next_pid = if self.next_pid == u16::MAX { 1 } else { self.next_pid + 1 };
+            let candidate = self.next_pid;
+            if !self.inflight.iter().any(|f| f.pid.get() == candidate) {
+                return PacketId::new(candidate);
+            }
+        }
+        None
+    }
+
+    /// Move queued requests onto the wire while the connection and the window allow.
+    pub(super) fn pump(&mut self, now: Instant) {
+        if self.state != State::Connected {
+            return;
+        }
+        let mut in_window = self.inflight_publishes();
+        while let Some(front) = self.pending.front() {
+            let needs_slot = matches!(&front.request, Request::Publish(p) if p.qos != QoS::AtMostOnce);
+            if needs_slot && in_window >= self.window() {
+                break;
+            }
+            let Some(q) = self.pending.pop_front() else { break };
+            if let Request::Publish(p) = &q.request {
+                if p.qos > self.limits.maximum_qos {
+                    if let Some(token) = q.token {
+                        self.events.push_back(Event::PublishFailed { token, reason: 0x9B });
+                    }
+                    continue;
+                }
+                if p.qos == QoS::AtMostOnce {
+                    let packet = self.publish_packet(p, None, false);
+                    if self.fits(&packet, q.token) {
+                        self.send(now, &packet);
+                        if let Some(token) = q.token {
+                            self.events.push_back(Event::Published(token));
+                        }
+                    }
+                    continue;
+                }
+            }
+            let Some(pid) = self.alloc_pid() else {
+                self.pending.push_front(q);
+                break;
+            };
+            let waiting = match q.request {
+                Request::Publish(p) => {
+                    in_window += 1;
+                    Waiting::Publish(p)
+                }
+                Request::Subscribe(s, p) if p.subscription_id.is_some() && !self.limits.subscription_ids => {
+                    // The broker said it has no subscription identifiers (CONNACK): sending
+                    // one would be a protocol error on our side (spec 3.8.2.1.2).
+                    if let Some(token) = q.token {
+                        self.events.push_back(Event::Subscribed { token, codes: vec![0xA1; s.len()] });
+                    }
+                    continue;
+                }
+                Request::Subscribe(s, p) => Waiting::SubAck(s, p),
+                Request::Unsubscribe(u) => Waiting::UnsubAck(u),
+            };
+            let f = InFlight { pid, token: q.token, waiting, sent_at: now, repubs: 0 };
+            let packet = self.packet_for(pid, &f.waiting, false);
+            if matches!(f.waiting, Waiting::Publish(_)) && !self.fits(&packet, f.token) {
+                in_window -= 1;
+                continue;
+            }
+            self.inflight.push_back(f);
+            self.send(now, &packet);
+        }
+    }
+
+    /// MQTT 5 Maximum Packet Size from the broker: a publish over it can never be sent.
+    pub(super) fn fits(&mut self, packet: &Packet, token: Option<Token>) -> bool {
+        let size = packet.encode(self.version).len() as u64;
+        if size <= u64::from(self.limits.maximum_packet_size) {
+            return true;
+        }
+        if let Some(token) = token {
+            self.events.push_back(Event::PublishFailed { token, reason: 0x95 });
+        }
+        false
+    }
+
+    pub(super) fn expire_pending(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.pending[i].deadline.is_some_and(|d| now >= d) {
+                if let Some(q) = self.pending.remove(i)
+                    && let Some(token) = q.token
+                {
+                    self.events.push_back(Event::PublishFailed { token, reason: 0 });
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    pub(super) fn publish_packet(&mut self, p: &OutgoingPublish, pid: Option<PacketId>, dup: bool) -> Packet {
+        let mut properties = Properties::default();
+        let mut topic = p.topic.clone();
+        if self.version == ProtocolVersion::V5 {
+            let src = &p.properties;
+            properties.payload_format_indicator = src.payload_format_indicator;
+            properties.message_expiry_interval = src.message_expiry_interval;
+            properties.content_type = src.content_type.clone();
+            properties.response_topic = src.response_topic.clone();
+            properties.correlation_data = src.correlation_data.clone();
+            properties.user_properties = src.user_properties.clone();
+            if let Some(i) = self.aliases_out.iter().position(|t| *t == p.topic) {
+                properties.topic_alias = Some(i as u16 + 1);
+                topic = String::new();
+            } else if self.aliases_out.len() < usize::from(self.limits.topic_alias_maximum) {
+                self.aliases_out.push(p.topic.clone());
+                properties.topic_alias = Some(self.aliases_out.len() as u16);
+            }
+        }
+        Packet::Publish(Publish { dup, qos: p.qos, retain: p.retain, topic, packet_id: pid, payload: p.payload.clone(), properties })
+    }
+
+    /// The packet that (re)starts an in-flight exchange.
+    /// A resent PUBLISH keeps its packet id and has DUP set (spec 4.4).
+    pub(super) fn packet_for(&mut self, pid: PacketId, waiting: &Waiting, resend: bool) -> Packet {
+        match waiting {
+            Waiting::Publish(p) => self.publish_packet(p, Some(pid), resend),
+            Waiting::Release => Packet::PubRel(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }),
+            Waiting::SubAck(filters, p) => {
+                let mut properties = Properties::default();
+                if self.version == ProtocolVersion::V5 {
+                    properties.subscription_identifiers.extend(p.subscription_id);
+                    properties.user_properties = p.user_properties.clone();
+                }
+                Packet::Subscribe(Subscribe { packet_id: pid, filters: filters.clone(), properties })
+            }
+            Waiting::UnsubAck(filters) => Packet::Unsubscribe(Unsubscribe { packet_id: pid, filters: filters.clone(), properties: Properties::default() }),
+        }
+    }
+
+    pub(super) fn send(&mut self, now: Instant, packet: &Packet) {
+        let bytes = packet.encode(self.version);
+        self.stats.bytes_out += bytes.len() as u64;
+        self.last_tx = now;
+        self.transmits.extend_from_slice(&bytes);
+    }
+}
