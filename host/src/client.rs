@@ -5,7 +5,7 @@
 //! The device runs in its own tokio task, which polls it when a command arrives, the
 //! platform's wakeup fires, or the client's deadline passes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +32,17 @@ pub enum ClientEvent {
         reason: u8,
         data: Vec<u8>,
     },
+    /// A publish made with [`Client::enqueue`] completed: QoS 0 handed to the socket,
+    /// QoS 1 PUBACK, QoS 2 PUBCOMP.
+    Published(Token),
+    /// A publish made with [`Client::enqueue`] failed for good: the MQTT 5 reason code, or 0
+    /// when it expired, was cancelled or the client was closed first.
+    PublishFailed {
+        token: Token,
+        reason: u8,
+    },
+    /// Something the application should know (a restart of the component, a refused
+    /// reconnect); nothing is lost.
     Error(String),
 }
 
@@ -53,6 +64,7 @@ type Reply<T> = oneshot::Sender<Result<T, Error>>;
 enum Command {
     Connect(Reply<()>),
     Publish(Publish, Reply<()>),
+    Enqueue(Publish, Reply<Token>),
     Subscribe(Vec<Subscription>, Option<SubscribeProperties>, Reply<Vec<u8>>),
     Authenticate(Vec<u8>, Reply<()>),
     Unsubscribe(Vec<String>, Reply<Vec<u8>>),
@@ -61,9 +73,19 @@ enum Command {
     Disconnect(oneshot::Sender<()>),
 }
 
+/// An async handle on a running client. Clones share the connection (as rumqttc's
+/// `AsyncClient` is shared across tasks); the event stream stays with the handle
+/// [`Client::spawn`] returned (hand it to a task with [`Client::take_events`]).
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
     events: Events,
+}
+
+impl Clone for Client {
+    fn clone(&self) -> Client {
+        let (_, closed) = mpsc::unbounded_channel();
+        Client { commands: self.commands.clone(), events: Events(closed, self.events.1.clone()) }
+    }
 }
 
 /// Messages handed to the application and not yet taken. The driver asks the component
@@ -129,6 +151,15 @@ impl Client {
 
     pub async fn publish_with(&self, p: Publish) -> Result<(), Error> {
         self.ask(|r| Command::Publish(p, r)).await
+    }
+
+    /// Hands a publish to the client and returns its token at once; its completion comes
+    /// later on the event stream as [`ClientEvent::Published`] or
+    /// [`ClientEvent::PublishFailed`]. Keeps many publishes in flight without a future
+    /// each (rumqttc's request channel works the same way). Fails now only if the client
+    /// refuses it (`max_queued` reached, a bad topic, closed).
+    pub async fn enqueue(&self, p: Publish) -> Result<Token, Error> {
+        self.ask(|r| Command::Enqueue(p, r)).await
     }
 
     /// Returns the granted QoS / reason code per filter.
@@ -205,6 +236,8 @@ struct Driver {
     backlog: Arc<Backlog>,
     connect_waiters: Vec<Reply<()>>,
     publish_waiters: BTreeMap<Token, Reply<()>>,
+    /// Publishes made with `enqueue`: their completion goes to the event stream.
+    enqueued: BTreeSet<Token>,
     sub_waiters: BTreeMap<Token, Reply<Vec<u8>>>,
     ping_waiters: Vec<oneshot::Sender<bool>>,
 }
@@ -217,6 +250,7 @@ impl Driver {
             backlog,
             connect_waiters: Vec::new(),
             publish_waiters: BTreeMap::new(),
+            enqueued: BTreeSet::new(),
             sub_waiters: BTreeMap::new(),
             ping_waiters: Vec::new(),
         }
@@ -270,6 +304,13 @@ impl Driver {
                     let _ = reply.send(Err(e.into()));
                 }
             },
+            Command::Enqueue(p, reply) => {
+                let r = self.device.publish(p).map_err(Error::from);
+                if let Ok(token) = r {
+                    self.enqueued.insert(token);
+                }
+                let _ = reply.send(r);
+            }
             Command::Authenticate(data, reply) => {
                 let _ = reply.send(self.device.authenticate(&data).map_err(Error::from));
             }
@@ -325,11 +366,15 @@ impl Driver {
                 Event::Published(t) => {
                     if let Some(w) = self.publish_waiters.remove(&t) {
                         let _ = w.send(Ok(()));
+                    } else if self.enqueued.remove(&t) {
+                        let _ = self.events.send(ClientEvent::Published(t));
                     }
                 }
                 Event::PublishFailed((t, reason)) => {
                     if let Some(w) = self.publish_waiters.remove(&t) {
                         let _ = w.send(Err(Error::PublishFailed(reason)));
+                    } else if self.enqueued.remove(&t) {
+                        let _ = self.events.send(ClientEvent::PublishFailed { token: t, reason });
                     }
                 }
                 Event::Subscribed((t, codes)) | Event::Unsubscribed((t, codes)) => {

@@ -11,15 +11,18 @@ use std::collections::BTreeMap;
 use wasmtime::component::ResourceAny;
 use wasmtime::Store;
 
-use crate::bindings::exports::mqtt_as::client::client::{ClientError, Config, Event, PublishProperties, Qos, Stats, SubscribeProperties, Subscription};
+use crate::bindings::exports::mqtt_as::client::client::{
+    ClientError, Config, Event, GuestClient, PublishProperties, Qos, Stats, SubscribeProperties, Subscription,
+};
 use crate::bindings::mqtt_as::client::{clock, log, socket, wifi};
 use crate::bindings::MqttClient;
 use crate::component::ComponentFile;
 use crate::platform::Platform;
 use crate::{LinkState, SocketError, SocketState, TlsParams};
 
-/// Identifies a request across restarts of the instance (the guest's own tokens do not).
-pub type Token = u64;
+/// Identifies a request. The device hands out its own tokens (the core's type), which
+/// survive restarts of the instance; the guest's do not, and never reach the application.
+pub use mqtt_protocol::Token;
 
 /// Default fuel for one call: far more than any legitimate poll needs (see the
 /// `boundary` benchmark for measured figures), small enough to stop a runaway loop in
@@ -315,11 +318,16 @@ impl Device {
     }
 
     /// Runs one guest call with a fresh fuel budget; a trap restarts the instance and
-    /// returns `None`.
-    fn guarded<T>(&mut self, what: &str, f: impl FnOnce(&mut Live) -> wasmtime::Result<T>) -> Result<Option<T>, DeviceError> {
+    /// returns `None`. `f` gets the client export, the store and the client resource.
+    fn guarded<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&GuestClient, &mut Store<HostState>, ResourceAny) -> wasmtime::Result<T>,
+    ) -> Result<Option<T>, DeviceError> {
         let fuel = self.next_call_fuel.take().unwrap_or(self.fuel_per_call);
         self.live.store.set_fuel(fuel).map_err(|e| DeviceError::Instantiate(e.into()))?;
-        match f(&mut self.live) {
+        let l = &mut self.live;
+        match f(&l.instance.mqtt_as_client_client().client(), &mut l.store, l.client) {
             Ok(v) => Ok(Some(v)),
             Err(trap) if self.restarting => Err(DeviceError::RestartFailed(anyhow::Error::from(trap).context(format!("in `{what}`")))),
             Err(trap) => {
@@ -381,7 +389,7 @@ impl Device {
     }
 
     fn call_connect(&mut self) -> Result<(), DeviceError> {
-        match self.guarded("connect", |l| l.instance.mqtt_as_client_client().client().call_connect(&mut l.store, l.client))? {
+        match self.guarded("connect", |api, store, c| api.call_connect(store, c))? {
             Some(Err(e)) => Err(DeviceError::Client(e)),
             _ => Ok(()),
         }
@@ -395,10 +403,8 @@ impl Device {
 
     /// Give a publish to the current instance under the host token `token`.
     fn hand_over(&mut self, token: Token, p: &Publish) -> Result<Result<(), ClientError>, DeviceError> {
-        let r = self.guarded("publish", |l| {
-            let api = l.instance.mqtt_as_client_client().client();
-            api.call_publish(&mut l.store, l.client, &p.topic, &p.payload, p.qos, p.retain, p.properties.as_ref(), p.deadline_ms)
-        })?;
+        let r =
+            self.guarded("publish", |api, store, c| api.call_publish(store, c, &p.topic, &p.payload, p.qos, p.retain, p.properties.as_ref(), p.deadline_ms))?;
         match r {
             Some(Ok(guest)) => {
                 self.guest_to_host.insert(guest, token);
@@ -465,9 +471,7 @@ impl Device {
     fn hand_over_request(&mut self, token: Token, request: &Request) -> Result<Result<(), ClientError>, DeviceError> {
         let r = match request {
             Request::Subscribe(subs, props) => self.call_subscribe(subs, props.as_ref())?,
-            Request::Unsubscribe(filters) => {
-                self.guarded("unsubscribe", |l| l.instance.mqtt_as_client_client().client().call_unsubscribe(&mut l.store, l.client, filters))?
-            }
+            Request::Unsubscribe(filters) => self.guarded("unsubscribe", |api, store, c| api.call_unsubscribe(store, c, filters))?,
         };
         match r {
             Some(Ok(guest)) => {
@@ -482,7 +486,7 @@ impl Device {
     }
 
     fn call_subscribe(&mut self, subs: &[Subscription], props: Option<&SubscribeProperties>) -> Result<Option<Result<u64, ClientError>>, DeviceError> {
-        self.guarded("subscribe", |l| l.instance.mqtt_as_client_client().client().call_subscribe(&mut l.store, l.client, subs, props))
+        self.guarded("subscribe", |api, store, c| api.call_subscribe(store, c, subs, props))
     }
 
     /// Drops the filters `gone` names from the recorded requests, and requests left empty.
@@ -501,13 +505,13 @@ impl Device {
         let guest = self.guest_to_host.iter().find(|(_, h)| **h == token).map(|(g, _)| *g);
         let Some(guest) = guest else { return Ok(true) };
         self.guest_to_host.remove(&guest);
-        let r = self.guarded("cancel", |l| l.instance.mqtt_as_client_client().client().call_cancel(&mut l.store, l.client, guest))?;
+        let r = self.guarded("cancel", |api, store, c| api.call_cancel(store, c, guest))?;
         Ok(r.unwrap_or(true))
     }
 
     pub fn disconnect(&mut self) -> Result<(), DeviceError> {
         self.connect_requested = false;
-        let call = |l: &mut Live| l.instance.mqtt_as_client_client().client().call_disconnect(&mut l.store, l.client);
+        let call = |api: &GuestClient, store: &mut Store<HostState>, c| api.call_disconnect(store, c);
         if self.guarded("disconnect", call)?.is_none() {
             // The instance died inside the call; the fresh one was given back what was
             // accepted: close it too, so those requests fail now instead of waiting forever.
@@ -519,7 +523,7 @@ impl Device {
     /// MQTT 5 enhanced authentication: answer the broker's challenge (`Event::Auth` with
     /// 0x18), or start a re-authentication when connected.
     pub fn authenticate(&mut self, data: &[u8]) -> Result<(), DeviceError> {
-        let r = self.guarded("authenticate", |l| l.instance.mqtt_as_client_client().client().call_authenticate(&mut l.store, l.client, data))?;
+        let r = self.guarded("authenticate", |api, store, c| api.call_authenticate(store, c, data))?;
         match r {
             Some(Err(e)) => Err(DeviceError::Client(e)),
             _ => Ok(()),
@@ -527,22 +531,22 @@ impl Device {
     }
 
     pub fn broker_up(&mut self) -> Result<(), DeviceError> {
-        self.guarded("broker-up", |l| l.instance.mqtt_as_client_client().client().call_broker_up(&mut l.store, l.client))?;
+        self.guarded("broker-up", |api, store, c| api.call_broker_up(store, c))?;
         Ok(())
     }
 
     pub fn is_connected(&mut self) -> Result<bool, DeviceError> {
-        let r = self.guarded("is-connected", |l| l.instance.mqtt_as_client_client().client().call_is_connected(&mut l.store, l.client))?;
+        let r = self.guarded("is-connected", |api, store, c| api.call_is_connected(store, c))?;
         Ok(r.unwrap_or(false))
     }
 
     pub fn stats(&mut self) -> Result<Option<Stats>, DeviceError> {
-        self.guarded("stats", |l| l.instance.mqtt_as_client_client().client().call_stats(&mut l.store, l.client))
+        self.guarded("stats", |api, store, c| api.call_stats(store, c))
     }
 
     /// Platform-clock time at which `poll` must run again.
     pub fn next_deadline(&mut self) -> Result<Option<u64>, DeviceError> {
-        let d = self.guarded("next-deadline", |l| l.instance.mqtt_as_client_client().client().call_next_deadline(&mut l.store, l.client))?.flatten();
+        let d = self.guarded("next-deadline", |api, store, c| api.call_next_deadline(store, c))?.flatten();
         Ok(match (d, self.retry_connect_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -569,7 +573,7 @@ impl Device {
                 self.call_connect()?;
             }
         }
-        let events = self.guarded("poll", |l| l.instance.mqtt_as_client_client().client().call_poll(&mut l.store, l.client, max_messages))?;
+        let events = self.guarded("poll", |api, store, c| api.call_poll(store, c, max_messages))?;
         let mut out = std::mem::take(&mut self.backlog);
         for e in events.unwrap_or_default() {
             if let Some(e) = self.translate(e) {

@@ -275,3 +275,54 @@ fn linear_memory_stays_under_256_kib_through_10k_qos1_publishes_with_100_in_flig
     assert!(start > 0, "the limiter saw no memory");
     assert!(peak < 256 * 1024, "linear memory reached {peak} bytes (started at {start})");
 }
+
+/// `enqueue` keeps many publishes in flight without a future each: tokens come back at once
+/// and each completes once on the event stream, also when a clone of the client (another
+/// task's handle) made it.
+#[test]
+fn enqueued_publishes_complete_as_events_and_clones_share_the_connection() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let lo = Loopback::new();
+        lo.with(|s| s.hold_acks = true);
+        let d = device(&lo);
+        let clock = lo.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                clock.advance(10);
+            }
+        });
+        let mut client = mqtt_host::Client::spawn(d);
+        client.connect().await.unwrap();
+        let other = client.clone();
+        let sender = tokio::spawn(async move {
+            let mut tokens = Vec::new();
+            for i in 0..50u8 {
+                tokens.push(other.enqueue(qos1(&[i])).await.unwrap());
+            }
+            tokens
+        });
+        // Every token came back while no PUBACK had: 50 in flight at once (window 16, the
+        // rest queued), no future held for any of them.
+        let mut tokens = sender.await.unwrap();
+        assert_eq!(tokens.len(), 50);
+        lo.with(|s| s.hold_acks = false);
+        lo.release_acks();
+        let mut done = Vec::new();
+        while done.len() < tokens.len() {
+            match tokio::time::timeout(std::time::Duration::from_secs(30), client.next_event()).await.expect("completions arrive") {
+                Some(mqtt_host::ClientEvent::Published(t)) => done.push(t),
+                Some(mqtt_host::ClientEvent::PublishFailed { token, reason }) => panic!("{token} failed: {reason:#04x}"),
+                Some(_) => {}
+                None => panic!("client stopped"),
+            }
+        }
+        done.sort();
+        tokens.sort();
+        assert_eq!(done, tokens, "each token completes exactly once");
+        assert_eq!(lo.with(|s| s.received.len()), 50, "all 50 reached the broker");
+        client.disconnect().await;
+        ticker.abort();
+    });
+}

@@ -149,6 +149,8 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl core::error::Error for ConfigError {}
+
 fn err(key: &'static str, why: impl Into<String>) -> Result<(), ConfigError> {
     Err(ConfigError { key, why: why.into() })
 }

@@ -317,3 +317,5 @@ impl core::fmt::Display for ApiError {
         f.write_str(&self.message())
     }
 }
+
+impl core::error::Error for ApiError {}

@@ -50,23 +50,20 @@ fn same_seed_gives_the_same_trace_across_processes_and_seeds_differ() {
 
 #[test]
 fn trace_file_is_identical_byte_for_byte_for_the_same_seed() {
-    let dir = std::env::temp_dir().join(format!("mqtt-sim-trace-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (a, b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
     for p in [&a, &b] {
         assert!(sim(&["run", "scenarios/slow-lossy-link.toml", "--seed", "3", "--trace", p.to_str().unwrap()]).status.success());
     }
     let (ta, tb) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     assert!(!ta.is_empty());
     assert_eq!(ta, tb);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn broken_scenario_exits_2_naming_line_and_key() {
-    let dir = std::env::temp_dir().join(format!("mqtt-sim-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bad = dir.join("bad.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "duration_s = 10\n\n[device]\nkeepalive = 5\n").unwrap();
     let out = sim(&["check", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
@@ -74,7 +71,6 @@ fn broken_scenario_exits_2_naming_line_and_key() {
     assert!(err.contains("line 4") && err.contains("keepalive"), "{err}");
     let out = sim(&["run", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -108,13 +104,13 @@ fn failing_expectation_exits_1_with_replay_command() {
 
 #[test]
 fn component_command_writes_the_component_it_runs() {
-    let out_path = std::env::temp_dir().join(format!("mqtt-sim-component-{}.wasm", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("component.wasm");
     assert!(sim(&["component", "--out", out_path.to_str().unwrap()]).status.success());
     let bytes = std::fs::read(&out_path).unwrap();
     assert_eq!(bytes, mqtt_host::EMBEDDED_COMPONENT);
     // And the written file runs in the simulator.
     assert!(sim(&["--component", out_path.to_str().unwrap(), "run", "scenarios/wifi-drop-short-3s.toml"]).status.success());
-    let _ = std::fs::remove_file(&out_path);
 }
 
 #[test]

@@ -174,14 +174,12 @@ fn qos(q: u8) -> anyhow::Result<Qos> {
     mqtt_host::qos_from_level(q).ok_or_else(|| anyhow::anyhow!("--qos {q}: must be 0, 1 or 2"))
 }
 
+/// `5s`, `500ms`, `1m 30s`, … (humantime), or a bare number of seconds.
 fn duration(flag: &str, s: &str) -> anyhow::Result<Duration> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("{flag} {s:?}: expected a number with ms or s"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        _ => anyhow::bail!("{flag} {s:?}: unit must be ms or s"),
-    })
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| anyhow::anyhow!("{flag} {s:?}: {e} (e.g. 5s, 500ms, 1m30s)"))
 }
 
 fn config(c: &BoardConfig) -> anyhow::Result<Config> {
@@ -252,7 +250,8 @@ fn report(verbose: bool, e: &ClientEvent) {
             ClientEvent::Discarded(n) => eprintln!("discarded so far: {n}"),
             ClientEvent::Auth { reason, data } => eprintln!("auth: reason {reason:#04x}, {} bytes", data.len()),
             ClientEvent::Error(e) => eprintln!("error: {e}"),
-            ClientEvent::Message(_) => {}
+            ClientEvent::PublishFailed { token, reason } => eprintln!("publish {token} failed: reason {reason:#04x}"),
+            ClientEvent::Message(_) | ClientEvent::Published(_) => {}
         }
     }
 }

@@ -11,15 +11,7 @@ use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Config, Devi
 struct Mosquitto {
     child: Child,
     port: u16,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    _dir: tempfile::TempDir,
 }
 
 impl Mosquitto {
@@ -36,9 +28,8 @@ impl Mosquitto {
     }
 
     fn start_on(port: u16) -> Mosquitto {
-        let dir = std::env::temp_dir().join(format!("mqtt-board-test-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("mosquitto.conf");
+        let dir = tempfile::Builder::new().prefix("mqtt-board-test-").tempdir().unwrap();
+        let conf = dir.path().join("mosquitto.conf");
         // max_queued_messages: Mosquitto's default (1000) silently drops QoS 1 messages for a
         // slow subscriber; raise it so a loss would be the client's.
         std::fs::write(
@@ -55,7 +46,7 @@ impl Mosquitto {
             .expect("mosquitto must be installed (apt-get install mosquitto); .ci/run installs it");
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Mosquitto { child, port, _dir: TempDir(dir) };
+                return Mosquitto { child, port, _dir: dir };
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -245,9 +236,8 @@ fn make_certs(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::pa
 #[test]
 fn tls_round_trip_with_a_generated_ca_and_a_clear_error_with_the_wrong_one() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dir = std::env::temp_dir().join(format!("mqtt-board-tls-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = TempDir(dir.clone());
+    let tmp = tempfile::Builder::new().prefix("mqtt-board-tls-").tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     let (ca, cert, key) = make_certs(&dir, "good");
     let (wrong_ca, _, _) = make_certs(&dir, "other");
     let conf = dir.join("tls.conf");
@@ -257,7 +247,7 @@ fn tls_round_trip_with_a_generated_ca_and_a_clear_error_with_the_wrong_one() {
     )
     .unwrap();
     let child = Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("mosquitto");
-    let _broker = Mosquitto { child, port, _dir: TempDir(dir.join("unused")) };
+    let _broker = Mosquitto { child, port, _dir: tmp };
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;
@@ -290,10 +280,8 @@ fn tls_round_trip_with_a_generated_ca_and_a_clear_error_with_the_wrong_one() {
 #[test]
 fn a_config_file_supplies_the_connection_and_flags_override_it() {
     let broker = Mosquitto::start();
-    let dir = std::env::temp_dir().join(format!("mqtt-board-conf-{}-{}", std::process::id(), broker.port));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = TempDir(dir.clone());
-    let conf = dir.join("board.toml");
+    let dir = tempfile::Builder::new().prefix("mqtt-board-conf-").tempdir().unwrap();
+    let conf = dir.path().join("board.toml");
     // A wrong port in the file: the flag must win.
     std::fs::write(&conf, "host = \"127.0.0.1\"\nport = 1\nid = \"from-file\"\nkeepalive = 10\nresponse_time_ms = 2000\n").unwrap();
     let observer = Command::new("mosquitto_sub")
@@ -488,4 +476,18 @@ fn defaults_lose_nothing_at_full_broker_speed_qos_0_1_2() {
         assert_eq!(received.len(), N as usize, "QoS {q}: every message");
         assert!(received.iter().copied().eq(0..N), "QoS {q}: in order");
     }
+}
+
+/// The embedding example (`examples/publish_subscribe.rs`, shown in the README) runs against
+/// a real Mosquitto: `cargo test` builds examples, so this runs the very file users read.
+#[test]
+fn the_embedding_example_runs_against_mosquitto() {
+    let broker = Mosquitto::start();
+    let exe = std::env::current_exe().unwrap();
+    let example = exe.parent().and_then(|deps| deps.parent()).unwrap().join("examples/publish_subscribe");
+    assert!(example.exists(), "{} was not built: `cargo test -p mqtt-board` builds examples, `--test mosquitto` alone does not", example.display());
+    let out = Command::new(&example).args(["127.0.0.1", &broker.port.to_string()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("11 messages received, 10 enqueued publishes acknowledged"), "{stdout}");
 }

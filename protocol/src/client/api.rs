@@ -124,8 +124,8 @@ impl Client {
             return Err(ApiError::Invalid("authenticate needs `auth_method` in the config".into()));
         };
         let reason = match self.state {
-            State::AwaitConnack { .. } | State::Connected if self.auth_challenged => 0x18,
-            State::Connected => 0x19,
+            State::AwaitConnack { .. } | State::Connected if self.auth_challenged => ReasonCode::CONTINUE_AUTHENTICATION.0,
+            State::Connected => ReasonCode::RE_AUTHENTICATE.0,
             _ => return Err(ApiError::Invalid("no authentication exchange in progress".into())),
         };
         self.auth_challenged = false;
@@ -150,7 +150,7 @@ impl Client {
             self.up = false;
         }
         self.close_socket();
-        const FAILED: u8 = 0x80;
+        const FAILED: u8 = ReasonCode::UNSPECIFIED_ERROR.0;
         for q in core::mem::take(&mut self.pending) {
             let Some(token) = q.token else { continue };
             self.events.push_back(match q.request {

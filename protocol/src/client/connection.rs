@@ -107,14 +107,14 @@ impl Client {
         }
     }
 
-    pub(super) fn protocol_error(&mut self, now: Instant, why: String, reason_code: u8) {
+    pub(super) fn protocol_error(&mut self, now: Instant, why: String, reason_code: ReasonCode) {
         self.stats.protocol_errors += 1;
         // MQTT 5 tells the broker why before closing: only that DISCONNECT goes out, ahead
         // of the close `lost` queues (bytes are drained before actions).
         let mut bye = Vec::new();
         if self.version == ProtocolVersion::V5 && self.socket_open {
             let start = self.transmits.len();
-            self.send(now, &Packet::Disconnect(Disconnect { reason: reason_code, properties: Properties::default() }));
+            self.send(now, &Packet::Disconnect(Disconnect { reason: reason_code.0, properties: Properties::default() }));
             bye = self.transmits.split_off(start);
         }
         self.lost(now, DownReason::ProtocolError(why));

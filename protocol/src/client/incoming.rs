@@ -19,7 +19,7 @@ impl Client {
                         self.state = State::AwaitConnack { deadline: now + 2 * u64::from(self.cfg.response_time_ms) };
                     }
                 }
-                other => self.protocol_error(now, text!(other.name(), " before CONNACK"), 0x82),
+                other => self.protocol_error(now, text!(other.name(), " before CONNACK"), ReasonCode::PROTOCOL_ERROR),
             }
             return;
         }
@@ -40,7 +40,7 @@ impl Client {
                 let Some(i) = self.inflight.iter().position(|f| f.pid == a.packet_id && qos2(&f.waiting)) else {
                     return;
                 };
-                if a.reason >= 0x80 {
+                if ReasonCode(a.reason).is_failure() {
                     if let Some(f) = self.take_inflight(a.packet_id, qos2) {
                         self.complete(f.token, a.reason);
                         self.pump(now);
@@ -58,7 +58,7 @@ impl Client {
                 let id = a.packet_id.get();
                 let known = self.incoming_qos2.contains(&id);
                 self.incoming_qos2.retain(|x| *x != id);
-                let reason = if known || self.version == ProtocolVersion::V311 { 0 } else { 0x92 };
+                let reason = if known || self.version == ProtocolVersion::V311 { ReasonCode::SUCCESS.0 } else { ReasonCode::PACKET_IDENTIFIER_NOT_FOUND.0 };
                 let comp = PubResponse { packet_id: a.packet_id, reason, properties: Properties::default() };
                 self.send(now, &Packet::PubComp(comp));
             }
@@ -72,11 +72,11 @@ impl Client {
                 let Some(f) = self.take_inflight(a.packet_id, |w| matches!(w, Waiting::SubAck(..))) else { return };
                 let Waiting::SubAck(filters, props) = f.waiting else { return };
                 if filters.len() != a.codes.len() {
-                    self.protocol_error(now, "SUBACK code count differs from the SUBSCRIBE's filters".into(), 0x82);
+                    self.protocol_error(now, "SUBACK code count differs from the SUBSCRIBE's filters".into(), ReasonCode::PROTOCOL_ERROR);
                     return;
                 }
                 for (filter, code) in filters.into_iter().zip(&a.codes) {
-                    if *code < 0x80 {
+                    if !ReasonCode(*code).is_failure() {
                         self.subscriptions.retain(|(s, _)| s.filter != filter.filter);
                         self.subscriptions.push((filter, props.clone()));
                     }
@@ -114,7 +114,7 @@ impl Client {
             Packet::Auth(a) => {
                 self.handle_auth(now, a);
             }
-            other => self.protocol_error(now, text!(other.name(), " is not sent by a broker"), 0x82),
+            other => self.protocol_error(now, text!(other.name(), " is not sent by a broker"), ReasonCode::PROTOCOL_ERROR),
         }
     }
 
@@ -122,19 +122,19 @@ impl Client {
     /// (0x18) or to conclude a re-authentication (0x00). Returns whether it was accepted.
     pub(super) fn handle_auth(&mut self, now: Instant, a: Disconnect) -> bool {
         let Some(method) = &self.cfg.auth_method else {
-            self.protocol_error(now, "AUTH received, but no authentication method was requested".into(), 0x82);
+            self.protocol_error(now, "AUTH received, but no authentication method was requested".into(), ReasonCode::PROTOCOL_ERROR);
             return false;
         };
         if a.properties.authentication_method.as_ref() != Some(method) {
-            self.protocol_error(now, text!("AUTH does not name our authentication method `", method, "`"), 0x82);
+            self.protocol_error(now, text!("AUTH does not name our authentication method `", method, "`"), ReasonCode::PROTOCOL_ERROR);
             return false;
         }
         let initial = matches!(self.state, State::AwaitConnack { .. });
         match a.reason {
-            0x18 => self.auth_challenged = true,
-            0x00 if !initial => self.auth_challenged = false,
+            r if r == ReasonCode::CONTINUE_AUTHENTICATION.0 => self.auth_challenged = true,
+            r if r == ReasonCode::SUCCESS.0 && !initial => self.auth_challenged = false,
             r => {
-                self.protocol_error(now, text!("AUTH with reason code ", Hex(r), " here"), 0x82);
+                self.protocol_error(now, text!("AUTH with reason code ", Hex(r), " here"), ReasonCode::PROTOCOL_ERROR);
                 return false;
             }
         }
@@ -144,7 +144,7 @@ impl Client {
 
     pub(super) fn complete(&mut self, token: Option<Token>, reason: u8) {
         let Some(token) = token else { return };
-        if reason >= 0x80 {
+        if ReasonCode(reason).is_failure() {
             self.events.push_back(Event::PublishFailed { token, reason });
         } else {
             self.events.push_back(Event::Published(token));
@@ -156,14 +156,14 @@ impl Client {
             && let Some(alias) = p.properties.topic_alias.take()
         {
             if alias > self.cfg.topic_alias_maximum {
-                self.protocol_error(now, text!("topic alias ", alias, " over our maximum ", self.cfg.topic_alias_maximum), 0x94);
+                self.protocol_error(now, text!("topic alias ", alias, " over our maximum ", self.cfg.topic_alias_maximum), ReasonCode::TOPIC_ALIAS_INVALID);
                 return;
             }
             if p.topic.is_empty() {
                 match self.aliases_in.get(usize::from(alias) - 1) {
                     Some(Some(t)) => p.topic = t.clone(),
                     _ => {
-                        self.protocol_error(now, text!("unknown topic alias ", alias), 0x82);
+                        self.protocol_error(now, text!("unknown topic alias ", alias), ReasonCode::PROTOCOL_ERROR);
                         return;
                     }
                 }
@@ -185,7 +185,7 @@ impl Client {
             (QoS::ExactlyOnce, Some(pid)) => {
                 let fresh = !self.incoming_qos2.contains(&pid.get());
                 if fresh && self.incoming_qos2.len() >= usize::from(self.cfg.receive_maximum) && self.version == ProtocolVersion::V5 {
-                    self.protocol_error(now, "broker exceeded our Receive Maximum".into(), 0x93);
+                    self.protocol_error(now, "broker exceeded our Receive Maximum".into(), ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
                     return;
                 }
                 if fresh {

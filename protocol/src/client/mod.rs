@@ -20,6 +20,7 @@ use crate::codec::{
     Unsubscribe,
 };
 use crate::config::{Config, ConfigError};
+use crate::reason::ReasonCode;
 use crate::rng::SplitMix64;
 use crate::test_fault::TestFault;
 use crate::text;

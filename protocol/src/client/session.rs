@@ -41,7 +41,7 @@ impl Client {
             if let Request::Publish(p) = &q.request {
                 if p.qos > self.limits.maximum_qos {
                     if let Some(token) = q.token {
-                        self.events.push_back(Event::PublishFailed { token, reason: 0x9B });
+                        self.events.push_back(Event::PublishFailed { token, reason: ReasonCode::QOS_NOT_SUPPORTED.0 });
                     }
                     continue;
                 }
@@ -69,7 +69,7 @@ impl Client {
                     // The broker said it has no subscription identifiers (CONNACK): sending
                     // one would be a protocol error on our side (spec 3.8.2.1.2).
                     if let Some(token) = q.token {
-                        self.events.push_back(Event::Subscribed { token, codes: vec![0xA1; s.len()] });
+                        self.events.push_back(Event::Subscribed { token, codes: vec![ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED.0; s.len()] });
                     }
                     continue;
                 }
@@ -94,7 +94,7 @@ impl Client {
             return true;
         }
         if let Some(token) = token {
-            self.events.push_back(Event::PublishFailed { token, reason: 0x95 });
+            self.events.push_back(Event::PublishFailed { token, reason: ReasonCode::PACKET_TOO_LARGE.0 });
         }
         false
     }

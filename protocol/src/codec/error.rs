@@ -1,11 +1,14 @@
 use alloc::string::String;
 use core::fmt;
 
+use crate::reason::ReasonCode;
 use crate::text;
 use crate::text::Hex;
 
 /// A byte stream that is not valid MQTT. Each variant names the rule that was broken.
+/// `#[non_exhaustive]`: stricter checks add variants, and callers report, not match, them.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The remaining-length field runs past four bytes (spec 2.2.3).
     MalformedRemainingLength,
@@ -73,14 +76,14 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// The MQTT 5 reason code a DISCONNECT for this error carries.
-    pub fn reason_code(&self) -> u8 {
+    pub fn reason_code(&self) -> ReasonCode {
         match self {
-            DecodeError::PacketTooLarge { .. } => 0x95,
-            DecodeError::Protocol(_) | DecodeError::UnknownPacketType(_) | DecodeError::InvalidReasonCode { .. } => 0x82,
-            DecodeError::WildcardInTopicName => 0x90,
-            DecodeError::InvalidTopicFilter => 0x8F,
-            DecodeError::UnsupportedProtocol { .. } => 0x84,
-            _ => 0x81,
+            DecodeError::PacketTooLarge { .. } => ReasonCode::PACKET_TOO_LARGE,
+            DecodeError::Protocol(_) | DecodeError::UnknownPacketType(_) | DecodeError::InvalidReasonCode { .. } => ReasonCode::PROTOCOL_ERROR,
+            DecodeError::WildcardInTopicName => ReasonCode::TOPIC_NAME_INVALID,
+            DecodeError::InvalidTopicFilter => ReasonCode::TOPIC_FILTER_INVALID,
+            DecodeError::UnsupportedProtocol { .. } => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+            _ => ReasonCode::MALFORMED_PACKET,
         }
     }
 }
@@ -119,3 +122,5 @@ impl fmt::Display for DecodeError {
         f.write_str(&self.message())
     }
 }
+
+impl core::error::Error for DecodeError {}
