@@ -56,11 +56,11 @@ fn socket_error_to_wit(e: SocketError) -> socket::SocketError {
 }
 
 pub fn tls_to_wit(t: TlsParams) -> socket::TlsParams {
-    socket::TlsParams { server_name: t.server_name, ca_file: t.ca_file, client_cert_file: t.client_cert_file, client_key_file: t.client_key_file }
+    socket::TlsParams { server_name: t.server_name, ca_file: t.ca_file, client_cert_file: t.client_cert_file, client_key_file: t.client_key_file, alpn: t.alpn }
 }
 
 fn tls_from_wit(t: socket::TlsParams) -> TlsParams {
-    TlsParams { server_name: t.server_name, ca_file: t.ca_file, client_cert_file: t.client_cert_file, client_key_file: t.client_key_file }
+    TlsParams { server_name: t.server_name, ca_file: t.ca_file, client_cert_file: t.client_cert_file, client_key_file: t.client_key_file, alpn: t.alpn }
 }
 
 pub fn qos_from_wit(q: api::Qos) -> QoS {

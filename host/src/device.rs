@@ -163,6 +163,12 @@ fn client_error_text(e: &ClientError) -> String {
     }
 }
 
+/// The broker port `config` names: its `port`, or 1883 (8883 with `ssl`), as the client
+/// itself decides (one rule, in the core).
+pub fn broker_port(config: &Config) -> u16 {
+    config.port.unwrap_or(mqtt_protocol::Config::default_port(config.ssl))
+}
+
 /// A config with mqtt_as's defaults, for `server` and `client_id`. The defaults are the
 /// protocol core's own (`mqtt_protocol::Config::default`), so the two never drift apart.
 pub fn default_config(server: &str, client_id: &str) -> Config {

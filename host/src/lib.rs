@@ -27,7 +27,7 @@ pub use bindings::mqtt_as::client::socket::{SocketError, SocketState, TlsParams}
 pub use bindings::mqtt_as::client::wifi::LinkState;
 pub use client::{Client, ClientEvent, Error as ClientCallError, Events};
 pub use component::{with_test_fault, ComponentFile, CORE_MODULE_PATH, EMBEDDED_COMPONENT, FAULTY_COMPONENT, RUSTC_CORE_MODULE_PATH};
-pub use device::{default_config, Device, DeviceError, Publish, Token, MAX_GUEST_MEMORY};
+pub use device::{broker_port, default_config, Device, DeviceError, Publish, Token, MAX_GUEST_MEMORY};
 pub use platform::{Clock, Platform, Socket, Wifi};
 
 /// The QoS for an MQTT level number (0, 1, 2); `None` for anything else.

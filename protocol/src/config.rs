@@ -12,10 +12,16 @@ use crate::text;
 /// TLS parameters passed through to the host's socket import.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsParams {
+    /// Name checked against the server certificate (and sent as SNI).
     pub server_name: String,
+    /// Host-side name of a CA bundle to trust instead of the system roots.
     pub ca_file: Option<String>,
+    /// Host-side names of a client certificate and key, for mutual TLS.
     pub client_cert_file: Option<String>,
+    /// See `client_cert_file`.
     pub client_key_file: Option<String>,
+    /// Application protocols offered (ALPN), in preference order; empty offers none.
+    pub alpn: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,8 +162,18 @@ fn err(key: &'static str, why: impl Into<String>) -> Result<(), ConfigError> {
 }
 
 impl Config {
+    /// The broker port: `port`, or the standard one for the transport.
     pub fn port(&self) -> u16 {
-        self.port.unwrap_or(if self.ssl { 8883 } else { 1883 })
+        self.port.unwrap_or(Self::default_port(self.ssl))
+    }
+
+    /// 8883 with TLS, 1883 without (the IANA ports for MQTT).
+    pub const fn default_port(ssl: bool) -> u16 {
+        if ssl {
+            8883
+        } else {
+            1883
+        }
     }
 
     /// Milliseconds between pings when nothing else is exchanged; `None` disables pings.

@@ -30,6 +30,8 @@ pub struct BoardConfig {
     pub cafile: Option<String>,
     pub cert: Option<String>,
     pub key: Option<String>,
+    /// ALPN protocols offered in the TLS handshake, e.g. `["x-amzn-mqtt-ca"]`.
+    pub alpn: Option<Vec<String>>,
     pub id: Option<String>,
     pub keepalive: Option<u16>,
     pub clean: Option<bool>,
@@ -98,6 +100,7 @@ impl BoardConfig {
             cafile,
             cert,
             key,
+            alpn,
             id,
             keepalive,
             clean,

@@ -43,6 +43,10 @@ struct Conn {
     cert: Option<String>,
     #[arg(long)]
     key: Option<String>,
+    /// Offer this application protocol in the TLS handshake (ALPN); repeat for several, in
+    /// preference order (AWS IoT Core on port 443: `--alpn x-amzn-mqtt-ca`). Implies --tls.
+    #[arg(long = "alpn", value_name = "PROTOCOL")]
+    alpn: Vec<String>,
     /// Client id [default: mqtt-board-<pid>].
     #[arg(short = 'i', long)]
     id: Option<String>,
@@ -89,6 +93,7 @@ impl Conn {
             cafile: self.cafile.clone(),
             cert: self.cert.clone(),
             key: self.key.clone(),
+            alpn: (!self.alpn.is_empty()).then(|| self.alpn.clone()),
             id: self.id.clone(),
             keepalive: self.keepalive,
             clean: self.clean,
@@ -156,9 +161,9 @@ enum Command {
         #[arg(long, default_value = "1s")]
         every: String,
         /// Client settings for the replay, as the board ran with.
-        #[arg(short = 'k', long, default_value_t = 60)]
+        #[arg(short = 'k', long, default_value_t = default_config("", "").keepalive_secs)]
         keepalive: u16,
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = default_config("", "").response_time_ms)]
         response_time_ms: u32,
         #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
         clean: bool,
@@ -187,7 +192,7 @@ fn config(c: &BoardConfig) -> anyhow::Result<Config> {
     let id = c.id.clone().unwrap_or_else(|| format!("mqtt-board-{}", std::process::id()));
     let mut cfg = default_config(&host, &id);
     cfg.port = c.port;
-    if c.tls == Some(true) || c.insecure == Some(true) || c.cafile.is_some() || c.cert.is_some() {
+    if c.tls == Some(true) || c.insecure == Some(true) || c.cafile.is_some() || c.cert.is_some() || c.alpn.is_some() {
         if c.cert.is_some() != c.key.is_some() {
             anyhow::bail!("a client certificate needs both --cert and --key");
         }
@@ -197,16 +202,17 @@ fn config(c: &BoardConfig) -> anyhow::Result<Config> {
             ca_file: c.cafile.clone(),
             client_cert_file: c.cert.clone(),
             client_key_file: c.key.clone(),
+            alpn: c.alpn.clone().unwrap_or_default(),
         });
     }
-    cfg.keepalive_secs = c.keepalive.unwrap_or(60);
+    cfg.keepalive_secs = c.keepalive.unwrap_or(cfg.keepalive_secs);
     let clean = c.clean.unwrap_or(true);
     cfg.clean = clean;
     cfg.clean_init = clean;
     cfg.mqttv5 = c.v5.unwrap_or(false);
     cfg.user = c.user.clone();
     cfg.password = c.password.clone().map(String::into_bytes);
-    cfg.response_time_ms = c.response_time_ms.unwrap_or(10_000);
+    cfg.response_time_ms = c.response_time_ms.unwrap_or(cfg.response_time_ms);
     cfg.seed = u64::from(std::process::id());
     if let Some(w) = &c.will {
         cfg.will = Some(Will {
@@ -229,7 +235,7 @@ async fn start(c: &Conn) -> anyhow::Result<Client> {
     let settings = c.settings()?;
     let component = ComponentFile::embedded()?;
     let cfg = config(&settings)?;
-    let port = cfg.port.unwrap_or(if cfg.ssl { 8883 } else { 1883 });
+    let port = mqtt_host::broker_port(&cfg);
     let verification = if settings.insecure == Some(true) { Verification::Off } else { Verification::On };
     let platform = LinuxPlatform::with_verification(vec![(cfg.server.clone(), port)], settings.iface.clone(), verification);
     let device = Device::new(&component, Box::new(platform), cfg, "board")?;

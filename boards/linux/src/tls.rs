@@ -35,16 +35,18 @@ pub fn client_config(p: &TlsParams, verification: Verification) -> Result<rustls
             builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate { algorithms: provider.signature_verification_algorithms }))
         }
     };
-    match (&p.client_cert_file, &p.client_key_file) {
+    let mut config = match (&p.client_cert_file, &p.client_key_file) {
         (Some(cert), Some(key)) => {
             let chain =
                 CertificateDer::pem_file_iter(cert).map_err(|e| format!("{cert}: {e}"))?.collect::<Result<Vec<_>, _>>().map_err(|e| format!("{cert}: {e}"))?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())
+            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())?
         }
-        (None, None) => Ok(builder.with_no_client_auth()),
-        _ => Err("a client certificate needs both a certificate and a key file".into()),
-    }
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err("a client certificate needs both a certificate and a key file".into()),
+    };
+    config.alpn_protocols = p.alpn.iter().map(|proto| proto.as_bytes().to_vec()).collect();
+    Ok(config)
 }
 
 /// The CA file's certificates, or the system's.
@@ -95,5 +97,28 @@ impl ServerCertVerifier for AnyCertificate {
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(alpn: &[&str]) -> TlsParams {
+        TlsParams {
+            server_name: "broker".into(),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            alpn: alpn.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_handshake_offers_the_alpn_protocols_asked_for_in_order() {
+        let c = client_config(&params(&["x-amzn-mqtt-ca", "mqtt"]), Verification::Off).unwrap();
+        assert_eq!(c.alpn_protocols, vec![b"x-amzn-mqtt-ca".to_vec(), b"mqtt".to_vec()]);
+        let c = client_config(&params(&[]), Verification::Off).unwrap();
+        assert!(c.alpn_protocols.is_empty(), "none asked for, none offered");
     }
 }

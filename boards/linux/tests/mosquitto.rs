@@ -63,6 +63,23 @@ impl Drop for Mosquitto {
     }
 }
 
+/// A `mosquitto_sub` observer that cannot miss what is published once this returns, however
+/// loaded the machine: a first run with `-c -E` makes a persistent session holding the
+/// subscription and exits once Mosquitto acknowledged it (QoS 1 messages then queue for
+/// it); the second resumes that session and prints `count` messages (or gives up after
+/// `wait_s`). A sleep before publishing was not enough when tests run side by side.
+fn observer(port: u16, topic: &str, count: u32, wait_s: u32) -> Child {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let id = format!("observer-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let port = port.to_string();
+    let base = ["-h", "127.0.0.1", "-p", port.as_str(), "-t", topic, "-q", "1", "-c", "-i", id.as_str()];
+    let subscribed =
+        Command::new("mosquitto_sub").args(base).arg("-E").status().expect("mosquitto_sub (mosquitto-clients) must be installed; .ci/run installs it");
+    assert!(subscribed.success(), "mosquitto_sub -E failed");
+    Command::new("mosquitto_sub").args(base).args(["-C", &count.to_string(), "-W", &wait_s.to_string()]).stdout(Stdio::piped()).spawn().unwrap()
+}
+
 fn cfg(port: u16, id: &str, v5: bool) -> Config {
     let mut c = default_config("127.0.0.1", id);
     c.port = Some(port);
@@ -138,12 +155,7 @@ fn retained_message_reaches_a_later_subscriber() {
 #[test]
 fn qos1_stream_reaches_a_mosquitto_sub_observer_in_order() {
     let broker = Mosquitto::start();
-    let observer = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "obs/#", "-q", "1", "-C", "200", "-W", "30"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub");
-    std::thread::sleep(Duration::from_millis(300));
+    let observer = observer(broker.port, "obs/#", 200, 30);
     rt().block_on(async {
         let publisher = client(cfg(broker.port, "obs-pub", false)).await;
         for i in 0..200 {
@@ -158,12 +170,7 @@ fn qos1_stream_reaches_a_mosquitto_sub_observer_in_order() {
 #[test]
 fn will_is_published_when_the_client_is_killed() {
     let broker = Mosquitto::start();
-    let observer = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "will/status", "-C", "1", "-W", "20"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub");
-    std::thread::sleep(Duration::from_millis(300));
+    let observer = observer(broker.port, "will/status", 1, 20);
     let mut board = Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
         .args(["pub", "-H", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "will/data", "-q", "1", "--interval", "200ms", "--count", "1000"])
         .args(["-k", "2", "--response-time-ms", "1000", "--will", "will/status", "gone"])
@@ -180,12 +187,7 @@ fn will_is_published_when_the_client_is_killed() {
 #[test]
 fn stdin_lines_are_all_acknowledged_before_exit() {
     let broker = Mosquitto::start();
-    let observer = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "lines", "-q", "1", "-C", "50", "-W", "20"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let observer = observer(broker.port, "lines", 50, 20);
     let mut board = Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
         .args(["pub", "-H", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "lines", "-q", "1", "--stdin-lines"])
         .stdin(Stdio::piped())
@@ -263,6 +265,9 @@ fn tls_round_trip_with_a_generated_ca_and_a_clear_error_with_the_wrong_one() {
     };
     let ok = run(&["--cafile", ca.to_str().unwrap()]);
     assert!(ok.status.success(), "TLS publish failed: {}", String::from_utf8_lossy(&ok.stderr));
+    // Offering ALPN (as AWS IoT on port 443 needs) does not upset a broker that ignores it.
+    let alpn = run(&["--cafile", ca.to_str().unwrap(), "--alpn", "x-amzn-mqtt-ca"]);
+    assert!(alpn.status.success(), "TLS publish with ALPN failed: {}", String::from_utf8_lossy(&alpn.stderr));
     let bad = run(&["--cafile", wrong_ca.to_str().unwrap()]);
     assert!(!bad.status.success(), "a wrong CA must not connect");
     let err = String::from_utf8_lossy(&bad.stderr);
@@ -284,12 +289,7 @@ fn a_config_file_supplies_the_connection_and_flags_override_it() {
     let conf = dir.path().join("board.toml");
     // A wrong port in the file: the flag must win.
     std::fs::write(&conf, "host = \"127.0.0.1\"\nport = 1\nid = \"from-file\"\nkeepalive = 10\nresponse_time_ms = 2000\n").unwrap();
-    let observer = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "conf/t", "-q", "1", "-C", "1", "-W", "20"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let observer = observer(broker.port, "conf/t", 1, 20);
     let ok = Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
         .args(["pub", "--config", conf.to_str().unwrap(), "-p", &broker.port.to_string(), "-t", "conf/t", "-m", "via file", "-q", "1"])
         .output()
