@@ -116,6 +116,9 @@ impl Backlog {
     }
 }
 
+/// Most requests taken in one turn of the driver before it polls the client again (so
+/// that acknowledgements and messages are not starved by a flood of requests).
+const MAX_BATCH: usize = 64;
 /// Longest sleep between polls when the platform offers no wakeup.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Longest sleep between polls otherwise: link changes (read by the `wifi` import) are
@@ -275,7 +278,18 @@ impl Driver {
             };
             tokio::select! {
                 cmd = commands.recv() => match cmd {
-                    Some(cmd) => self.command(cmd),
+                    Some(cmd) => {
+                        self.command(cmd);
+                        // Requests that queued up meanwhile go in before the next poll: one
+                        // poll, one deadline query and one timer per batch, not per request
+                        // (an application with many publishes in flight sends them in bursts).
+                        for _ in 1..MAX_BATCH {
+                            match commands.try_recv() {
+                                Ok(cmd) => self.command(cmd),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => {
                         let _ = self.device.disconnect();
                         return;
