@@ -171,7 +171,8 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     );
 
     // 1. Peers against one Mosquitto.
-    let broker = broker::Mosquitto::start()?;
+    let broker = broker::start()?;
+    let mosquitto_version = mosquitto_launcher::Mosquitto::version();
     let exe = std::env::current_exe()?;
     let target = exe.parent().and_then(|p| p.parent()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
     let paho = if with_paho { Some(peers::paho_python(&target)) } else { None };
@@ -221,7 +222,7 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     }
     let table: Vec<PeerRun> = results.iter().map(|r| medians(r)).collect();
     let _ = writeln!(md, "## Throughput and latency against a local Mosquitto\n");
-    let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW}, {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc in the same table.\n", count, peers::PAYLOAD, broker.version);
+    let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW}, {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc in the same table.\n", count, peers::PAYLOAD, mosquitto_version);
     let _ = writeln!(md, "| client | QoS | publisher msg/s | subscriber msg/s | received | p50 latency | p99 latency | peak RSS | publisher vs rumqttc | subscriber vs rumqttc |");
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
     for r in &table {

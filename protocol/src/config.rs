@@ -24,11 +24,16 @@ pub struct TlsParams {
     pub alpn: Vec<String>,
 }
 
+/// The last will: what the broker publishes for us when we vanish without DISCONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Will {
+    /// Topic it is published to.
     pub topic: String,
+    /// What the broker publishes.
     pub payload: Vec<u8>,
+    /// Its QoS.
     pub qos: QoS,
+    /// Published retained.
     pub retain: bool,
     /// MQTT 5 Will Delay Interval, seconds.
     pub delay_secs: Option<u32>,
@@ -36,39 +41,68 @@ pub struct Will {
     pub properties: Properties,
 }
 
+/// Everything the client is told at creation; [`Config::validate`] checks it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// MQTT client id. Empty asks the broker to assign one (needs `clean` and `clean_init`).
     pub client_id: String,
+    /// Broker host name or address.
     pub server: String,
     /// `None` selects 1883, or 8883 with `ssl`.
     pub port: Option<u16>,
+    /// User name sent in CONNECT.
     pub user: Option<String>,
+    /// Password sent in CONNECT (3.1.1 requires `user` with it).
     pub password: Option<Vec<u8>>,
+    /// Seconds the broker waits before it regards us as dead (0 disables).
     pub keepalive_secs: u16,
     /// 0 uses keepalive/4 (mqtt_as's default).
     pub ping_interval_secs: u16,
+    /// Connect over TLS.
     pub ssl: bool,
+    /// TLS settings; `None` with `ssl` verifies `server` against the host's roots.
     pub ssl_params: Option<TlsParams>,
+    /// How long the broker has to answer anything (CONNACK, ping, acknowledgement) before
+    /// the client acts: republishes (3.1.1) or reconnects.
     pub response_time_ms: u32,
+    /// Clean session on the first connection after power-up.
     pub clean_init: bool,
+    /// Clean session on reconnections (Clean Start in MQTT 5).
     pub clean: bool,
+    /// MQTT 3.1.1: republications of an unacknowledged QoS 1/2 message before reconnecting.
     pub max_repubs: u32,
+    /// Last will, published by the broker if we vanish without DISCONNECT.
     pub will: Option<Will>,
+    /// Incoming messages held for the application (see `backpressure` for what happens
+    /// when that many wait).
     pub queue_len: u32,
+    /// Speak MQTT 5 instead of 3.1.1.
     pub mqttv5: bool,
+    /// MQTT 5 Session Expiry Interval sent in CONNECT.
     pub session_expiry_secs: u32,
+    /// Most QoS 1/2 messages we accept in flight from the broker (our Receive Maximum).
     pub receive_maximum: u16,
+    /// Most QoS 1/2 publishes we keep in flight to the broker.
     pub max_inflight: u16,
     /// Most publishes waiting to be sent or acknowledged; `publish` fails past it.
     pub max_queued: u32,
+    /// Largest packet accepted or sent, in bytes (MQTT 5 Maximum Packet Size).
     pub max_packet_size: u32,
+    /// MQTT 5 Topic Alias Maximum we accept from the broker.
     pub topic_alias_maximum: u16,
+    /// Extra MQTT 5 user properties on CONNECT.
     pub connect_user_properties: Vec<(String, String)>,
+    /// WiFi network to join; `None` means the host manages the link.
     pub ssid: Option<String>,
+    /// Its password.
     pub wifi_pw: Option<String>,
+    /// Seed for backoff jitter: the only randomness, so a run replays.
     pub seed: u64,
+    /// Shortest reconnect backoff (jittered, doubling up to `backoff_max_ms`).
     pub backoff_min_ms: u32,
+    /// Longest reconnect backoff.
     pub backoff_max_ms: u32,
+    /// Re-send subscriptions after a reconnect that did not resume the session.
     pub resubscribe: bool,
     /// On (the default): when `queue_len` messages wait for the application, stop reading
     /// from the broker (TCP then holds the rest back), so every message the client
@@ -82,6 +116,7 @@ pub struct Config {
     /// initial data. The broker's challenges arrive as [`crate::Event::Auth`]; answer them
     /// with [`crate::Client::authenticate`].
     pub auth_method: Option<String>,
+    /// See `auth_method`.
     pub auth_data: Option<Vec<u8>>,
     /// Test-only: the deliberate fault a `test-faults` build shows (see [`crate::TestFault`]).
     /// Only in that build: the shipped one carries no trace of it.
@@ -139,11 +174,14 @@ impl Default for Config {
 /// A config value that cannot work, naming the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The config key at fault.
     pub key: &'static str,
+    /// Why its value cannot work.
     pub why: String,
 }
 
 impl ConfigError {
+    /// "config key `KEY`: WHY".
     pub fn message(&self) -> String {
         text!("config key `", self.key, "`: ", self.why)
     }
@@ -188,6 +226,7 @@ impl Config {
         }
     }
 
+    /// Every value that cannot work, as an error naming the key and why (the first found).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.server.is_empty() {
             return err("server", "is required (broker host name or address)");

@@ -14,6 +14,7 @@ extern crate std;
 #[warn(missing_docs)]
 mod client;
 pub mod codec;
+#[warn(missing_docs)]
 mod config;
 pub mod reason;
 mod rng;

@@ -1,66 +1,20 @@
 //! The real component on real sockets against a real Mosquitto on loopback (started by the
 //! test with a generated config, stopped by pid). `.ci/run` installs Mosquitto.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+
+use mosquitto_launcher::Mosquitto;
 use std::time::Duration;
 
 use mqtt_board::LinuxPlatform;
 use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Config, Device, Qos, SubscribeProperties, Subscription};
 
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
+/// The board tests' broker: Mosquitto's default `max_queued_messages` (1000) silently drops
+/// QoS 1 messages for a slow subscriber; raised so that a loss would be the client's.
+const SETTINGS: &str = "persistence false\nmax_queued_messages 100000\nmax_inflight_messages 100\n";
 
-impl Mosquitto {
-    fn start() -> Mosquitto {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Mosquitto::start_on(port)
-    }
-
-    /// Kill it (its sessions go: no persistence) and start a fresh one on the same port.
-    fn restart(self) -> Mosquitto {
-        let port = self.port;
-        drop(self);
-        Mosquitto::start_on(port)
-    }
-
-    fn start_on(port: u16) -> Mosquitto {
-        let dir = tempfile::Builder::new().prefix("mqtt-board-test-").tempdir().unwrap();
-        let conf = dir.path().join("mosquitto.conf");
-        // max_queued_messages: Mosquitto's default (1000) silently drops QoS 1 messages for a
-        // slow subscriber; raise it so a loss would be the client's.
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 100\n"),
-        )
-        .unwrap();
-        let mut child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto must be installed (apt-get install mosquitto); .ci/run installs it");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Mosquitto { child, port, _dir: dir };
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("mosquitto did not start listening on {port}");
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_broker() -> Mosquitto {
+    Mosquitto::start(SETTINGS).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A `mosquitto_sub` observer that cannot miss what is published once this returns, however
@@ -119,7 +73,7 @@ fn rt() -> tokio::runtime::Runtime {
 
 #[test]
 fn pub_sub_round_trip_qos_0_1_2_on_v311_and_v5() {
-    let broker = Mosquitto::start();
+    let broker = start_broker();
     rt().block_on(async {
         for v5 in [false, true] {
             let mut subscriber = client(cfg(broker.port, &format!("sub-{v5}"), v5)).await;
@@ -140,7 +94,7 @@ fn pub_sub_round_trip_qos_0_1_2_on_v311_and_v5() {
 
 #[test]
 fn retained_message_reaches_a_later_subscriber() {
-    let broker = Mosquitto::start();
+    let broker = start_broker();
     rt().block_on(async {
         let publisher = client(cfg(broker.port, "ret-pub", false)).await;
         publisher.publish("ret/state", b"on", Qos::AtLeastOnce, true).await.unwrap();
@@ -154,7 +108,7 @@ fn retained_message_reaches_a_later_subscriber() {
 
 #[test]
 fn qos1_stream_reaches_a_mosquitto_sub_observer_in_order() {
-    let broker = Mosquitto::start();
+    let broker = start_broker();
     let observer = observer(broker.port, "obs/#", 200, 30);
     rt().block_on(async {
         let publisher = client(cfg(broker.port, "obs-pub", false)).await;
@@ -169,7 +123,7 @@ fn qos1_stream_reaches_a_mosquitto_sub_observer_in_order() {
 
 #[test]
 fn will_is_published_when_the_client_is_killed() {
-    let broker = Mosquitto::start();
+    let broker = start_broker();
     let observer = observer(broker.port, "will/status", 1, 20);
     let mut board = Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
         .args(["pub", "-H", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "will/data", "-q", "1", "--interval", "200ms", "--count", "1000"])
@@ -186,7 +140,7 @@ fn will_is_published_when_the_client_is_killed() {
 
 #[test]
 fn stdin_lines_are_all_acknowledged_before_exit() {
-    let broker = Mosquitto::start();
+    let broker = start_broker();
     let observer = observer(broker.port, "lines", 50, 20);
     let mut board = Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
         .args(["pub", "-H", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "lines", "-q", "1", "--stdin-lines"])
@@ -207,7 +161,7 @@ fn stdin_lines_are_all_acknowledged_before_exit() {
 
 #[test]
 fn connections_to_other_addresses_are_refused() {
-    let broker = Mosquitto::start();
+    let broker = start_broker();
     rt().block_on(async {
         let component = ComponentFile::embedded().unwrap();
         // Allowed list names another port: the component's open must be refused.
@@ -237,25 +191,13 @@ fn make_certs(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::pa
 
 #[test]
 fn tls_round_trip_with_a_generated_ca_and_a_clear_error_with_the_wrong_one() {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = mosquitto_launcher::free_port().unwrap();
     let tmp = tempfile::Builder::new().prefix("mqtt-board-tls-").tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let (ca, cert, key) = make_certs(&dir, "good");
     let (wrong_ca, _, _) = make_certs(&dir, "other");
-    let conf = dir.join("tls.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n", ca.display(), cert.display(), key.display()),
-    )
-    .unwrap();
-    let child = Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("mosquitto");
-    let _broker = Mosquitto { child, port, _dir: tmp };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n", ca.display(), cert.display(), key.display());
+    let _broker = Mosquitto::start_with_config(port, &conf, tmp).unwrap_or_else(|e| panic!("{e}"));
     let run = |tls: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
             .args(["pub", "-H", "127.0.0.1", "-p", &port.to_string(), "-t", "tls/t", "-m", "secret", "-q", "1", "--response-time-ms", "2000"])
@@ -284,7 +226,7 @@ fn tls_round_trip_with_a_generated_ca_and_a_clear_error_with_the_wrong_one() {
 
 #[test]
 fn a_config_file_supplies_the_connection_and_flags_override_it() {
-    let broker = Mosquitto::start();
+    let broker = start_broker();
     let dir = tempfile::Builder::new().prefix("mqtt-board-conf-").tempdir().unwrap();
     let conf = dir.path().join("board.toml");
     // A wrong port in the file: the flag must win.
@@ -309,7 +251,7 @@ fn a_config_file_supplies_the_connection_and_flags_override_it() {
 /// carries the identifiers again.
 #[test]
 fn v5_subscription_identifiers_come_back_on_messages_and_survive_a_broker_restart() {
-    let broker = Mosquitto::start();
+    let broker = start_broker();
     let port = broker.port;
     let rt = rt();
     let (mut subscriber, publisher) = rt.block_on(async {
@@ -330,7 +272,7 @@ fn v5_subscription_identifiers_come_back_on_messages_and_survive_a_broker_restar
         publisher.publish("sid/b/x", b"2", Qos::AtLeastOnce, false).await.unwrap();
         assert_eq!(ids(&next_message(&mut subscriber).await), vec![42]);
     });
-    let broker = broker.restart();
+    let broker = broker.restart().unwrap_or_else(|e| panic!("{e}"));
     rt.block_on(async {
         // Both clients reconnect by themselves; the subscriber renews its subscriptions.
         let mut sent = false;
@@ -372,7 +314,7 @@ fn v5_subscription_identifiers_come_back_on_messages_and_survive_a_broker_restar
 #[test]
 fn backpressure_delivers_everything_to_a_slow_application_where_discard_oldest_drops() {
     use std::io::Write;
-    let broker = Mosquitto::start();
+    let broker = start_broker();
     let rt = rt();
     for backpressure in [true, false] {
         let topic = format!("slow/{backpressure}");
@@ -433,7 +375,7 @@ fn backpressure_delivers_everything_to_a_slow_application_where_discard_oldest_d
 fn defaults_lose_nothing_at_full_broker_speed_qos_0_1_2() {
     use std::io::Write;
     const N: u32 = 10_000;
-    let broker = Mosquitto::start();
+    let broker = start_broker();
     let rt = rt();
     for qos in [Qos::AtMostOnce, Qos::AtLeastOnce, Qos::ExactlyOnce] {
         let q = qos as u8;
@@ -482,7 +424,7 @@ fn defaults_lose_nothing_at_full_broker_speed_qos_0_1_2() {
 /// a real Mosquitto: `cargo test` builds examples, so this runs the very file users read.
 #[test]
 fn the_embedding_example_runs_against_mosquitto() {
-    let broker = Mosquitto::start();
+    let broker = start_broker();
     let exe = std::env::current_exe().unwrap();
     let example = exe.parent().and_then(|deps| deps.parent()).unwrap().join("examples/publish_subscribe");
     assert!(example.exists(), "{} was not built: `cargo test -p mqtt-board` builds examples, `--test mosquitto` alone does not", example.display());

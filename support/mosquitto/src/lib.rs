@@ -1,0 +1,102 @@
+//! A real Mosquitto for tests and benchmarks: started on a free loopback port with a
+//! generated config in a temporary directory, waited for until it listens, killed (and its
+//! directory removed) on drop. One launcher for the board tests and the bench, so a fix to
+//! how Mosquitto is started reaches both.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// What every launch needs to know when it fails: how to get Mosquitto.
+const INSTALL: &str = "install it with `apt-get install mosquitto` (.ci/run does)";
+
+/// A running Mosquitto; killed on drop.
+pub struct Mosquitto {
+    child: Child,
+    /// The loopback port it listens on.
+    pub port: u16,
+    /// Settings it was started with (below the `listener` line), kept for `restart`.
+    settings: String,
+    dir: tempfile::TempDir,
+}
+
+/// A free loopback port (the OS picks it; Mosquitto binds it a moment later).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Mosquitto {
+    /// Starts one on a free port with `settings` (mosquitto.conf lines) below
+    /// `listener PORT 127.0.0.1` and `allow_anonymous true`.
+    pub fn start(settings: &str) -> std::io::Result<Mosquitto> {
+        Mosquitto::start_on(free_port()?, settings)
+    }
+
+    /// Starts one on `port` (see [`Mosquitto::start`]).
+    pub fn start_on(port: u16, settings: &str) -> std::io::Result<Mosquitto> {
+        let dir = tempfile::Builder::new().prefix("mosquitto-").tempdir()?;
+        let conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\n{settings}");
+        Mosquitto::launch(port, &conf, settings.to_string(), dir)
+    }
+
+    /// Starts one with a whole config of the caller's (a TLS listener, say) in `dir`, which
+    /// it then owns; `port` is where the config listens.
+    pub fn start_with_config(port: u16, config: &str, dir: tempfile::TempDir) -> std::io::Result<Mosquitto> {
+        Mosquitto::launch(port, config, String::new(), dir)
+    }
+
+    /// Kills it (its in-memory sessions go) and starts a fresh one on the same port with the
+    /// same settings, as a broker restart without persistence.
+    pub fn restart(self) -> std::io::Result<Mosquitto> {
+        let (port, settings) = (self.port, self.settings.clone());
+        drop(self);
+        Mosquitto::start_on(port, &settings)
+    }
+
+    /// The directory its config lives in (for files a test wants beside it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn launch(port: u16, config: &str, settings: String, dir: tempfile::TempDir) -> std::io::Result<Mosquitto> {
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(&conf, config)?;
+        let mut child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| std::io::Error::new(e.kind(), format!("starting mosquitto: {e}; {INSTALL}")))?;
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(Mosquitto { child, port, settings, dir });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(std::io::Error::other(format!("mosquitto exited at start ({status}); config:\n{config}")));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(std::io::Error::other(format!("mosquitto did not listen on {port} within 5 s")))
+    }
+
+    /// `mosquitto -h`'s first line ("mosquitto version 2.0.11"), or empty.
+    pub fn version() -> String {
+        Command::new("mosquitto")
+            .arg("-h")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
