@@ -98,6 +98,7 @@ def main():
         "p99_us": pct(0.99),
         # ru_maxrss is in KiB on Linux.
         "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "cpu_us_per_msg": (lambda r: (r.ru_utime + r.ru_stime) * 1e6 / max(count, 1))(resource.getrusage(resource.RUSAGE_SELF)),
     }))
 
 

@@ -119,6 +119,7 @@ fn medians(runs: &[PeerRun]) -> PeerRun {
         p50_us: m(|r| r.p50_us),
         p99_us: m(|r| r.p99_us),
         peak_rss_kib: m(|r| r.peak_rss_kib as f64) as u64,
+        cpu_us_per_msg: m(|r| r.cpu_us_per_msg),
     }
 }
 
@@ -223,14 +224,14 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     let table: Vec<PeerRun> = results.iter().map(|r| medians(r)).collect();
     let _ = writeln!(md, "## Throughput and latency against a local Mosquitto\n");
     let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW}, {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc in the same table.\n", count, peers::PAYLOAD, mosquitto_version);
-    let _ = writeln!(md, "| client | QoS | publisher msg/s | subscriber msg/s | received | p50 latency | p99 latency | peak RSS | publisher vs rumqttc | subscriber vs rumqttc |");
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "| client | QoS | publisher msg/s | subscriber msg/s | received | p50 latency | p99 latency | peak RSS | CPU per message | publisher vs rumqttc | subscriber vs rumqttc | CPU vs rumqttc |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &table {
         let base = table.iter().find(|b| b.qos == r.qos && b.client.starts_with("rumqttc"));
         let ratio = |a: f64, b: Option<f64>| b.filter(|b| *b > 0.0).map_or("–".into(), |b| format!("{:.2}", a / b));
         let _ = writeln!(
             md,
-            "| {} | {} | {:.0} | {:.0} | {} / {} | {:.0} µs | {:.0} µs | {:.1} MiB | {} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {} / {} | {:.0} µs | {:.0} µs | {:.1} MiB | {:.1} µs | {} | {} | {} |",
             r.client,
             r.qos,
             r.pub_rate,
@@ -240,8 +241,10 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
             r.p50_us,
             r.p99_us,
             r.peak_rss_kib as f64 / 1024.0,
+            r.cpu_us_per_msg,
             ratio(r.pub_rate, base.map(|b| b.pub_rate)),
-            ratio(r.sub_rate, base.map(|b| b.sub_rate))
+            ratio(r.sub_rate, base.map(|b| b.sub_rate)),
+            ratio(r.cpu_us_per_msg, base.map(|b| b.cpu_us_per_msg))
         );
     }
     for n in &notes {

@@ -29,6 +29,10 @@ pub struct PeerRun {
     pub p50_us: f64,
     pub p99_us: f64,
     pub peak_rss_kib: u64,
+    /// The process's CPU time (user + system, every thread: publisher and subscriber both)
+    /// per message sent, in µs.
+    #[serde(default)]
+    pub cpu_us_per_msg: f64,
 }
 
 fn stamp(epoch: Instant) -> Vec<u8> {
@@ -79,8 +83,20 @@ impl Arrivals {
             p50_us: pct(0.50),
             p99_us: pct(0.99),
             peak_rss_kib: peak_rss_kib(),
+            cpu_us_per_msg: cpu_seconds() * 1e6 / sent.max(1) as f64,
         }
     }
+}
+
+/// This process's CPU time so far, user + system, all threads (`/proc/self/stat` fields 14
+/// and 15, in the kernel's fixed 100 Hz user ticks).
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name (field 2) may hold spaces; the fields after its `)` are plain.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // After `)`: field 3 (state) is index 0, so utime (14) and stime (15) are 11 and 12.
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// This process's peak resident set (VmHWM), in KiB.

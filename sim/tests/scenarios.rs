@@ -72,6 +72,15 @@ fn scenario_names() -> Vec<String> {
 fn main() -> ExitCode {
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = scenario_names().into_iter().map(|name| Trial::test(format!("scenario::{name}"), move || run_file(&name))).collect();
+    trials.push(Trial::test("every_scenario_file_is_in_the_readme_table", || {
+        let readme = std::fs::read_to_string(scenarios_dir().join("README.md")).map_err(|e| e.to_string())?;
+        let missing: Vec<String> = scenario_names().into_iter().filter(|n| !readme.contains(&format!("| `{n}.toml` |"))).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("add a row to the table in scenarios/README.md for: {}", missing.join(", ")).into())
+        }
+    }));
     // libtest-mimic turns a panic into a failed test, as libtest does.
     trials.push(Trial::test("a_fleet_on_shared_hosts_reaches_the_same_verdicts", || {
         a_fleet_on_shared_hosts_reaches_the_same_verdicts();
