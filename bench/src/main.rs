@@ -92,7 +92,8 @@ fn peer(client: &str, port: u16, qos: u8, count: u64, window: u16) -> anyhow::Re
     let run = rt.block_on(async {
         match client {
             "ours" => peers::ours(port, qos, count, window).await,
-            "rumqttc" => peers::rumqttc(port, qos, count, window).await,
+            "rumqttc" => peers::rumqttc(port, qos, count, window, true).await,
+            "rumqttc-nagle" => peers::rumqttc(port, qos, count, window, false).await,
             other => anyhow::bail!("unknown peer {other:?}"),
         }
     })?;
@@ -180,7 +181,10 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("paho_peer.py");
     let mut results: Vec<Vec<PeerRun>> = Vec::new();
     let mut notes = Vec::new();
-    let clients: Vec<&str> = if matches!(paho, Some(Ok(_))) { vec!["ours", "rumqttc", "paho"] } else { vec!["ours", "rumqttc"] };
+    let mut clients: Vec<&str> = vec!["ours", "rumqttc", "rumqttc-nagle"];
+    if matches!(paho, Some(Ok(_))) {
+        clients.push("paho");
+    }
     if let Some(Err(e)) = &paho {
         notes.push(format!("paho-mqtt not measured: {e}"));
     }
@@ -223,11 +227,11 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     }
     let table: Vec<PeerRun> = results.iter().map(|r| medians(r)).collect();
     let _ = writeln!(md, "## Throughput and latency against a local Mosquitto\n");
-    let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW}, {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc in the same table.\n", count, peers::PAYLOAD, mosquitto_version);
+    let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW}, {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc with TCP_NODELAY (this client always sets it; paho-mqtt leaves Nagle on, its only setting) in the same table; rumqttc's own default, Nagle on, is a row of its own. CPU per message: user + system time of the whole peer process (publisher and subscriber) per message sent.\n", count, peers::PAYLOAD, mosquitto_version);
     let _ = writeln!(md, "| client | QoS | publisher msg/s | subscriber msg/s | received | p50 latency | p99 latency | peak RSS | CPU per message | publisher vs rumqttc | subscriber vs rumqttc | CPU vs rumqttc |");
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &table {
-        let base = table.iter().find(|b| b.qos == r.qos && b.client.starts_with("rumqttc"));
+        let base = table.iter().find(|b| b.qos == r.qos && b.client == peers::RUMQTTC);
         let ratio = |a: f64, b: Option<f64>| b.filter(|b| *b > 0.0).map_or("–".into(), |b| format!("{:.2}", a / b));
         let _ = writeln!(
             md,

@@ -12,6 +12,8 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 
 pub const PAYLOAD: usize = 100;
+/// The row every ratio is taken against: rumqttc with TCP_NODELAY, as this client runs.
+pub const RUMQTTC: &str = "rumqttc 0.25 (TCP_NODELAY)";
 /// The subscriber gives up when nothing arrived for this long (QoS 0 may lose messages).
 const IDLE_LIMIT: Duration = Duration::from_secs(5);
 
@@ -163,7 +165,9 @@ pub async fn ours(port: u16, qos: u8, count: u64, window: u16) -> anyhow::Result
 }
 
 /// rumqttc, the most used native Rust client: its event loops polled by tokio tasks.
-pub async fn rumqttc(port: u16, qos: u8, count: u64, window: u16) -> anyhow::Result<PeerRun> {
+/// `nodelay`: TCP_NODELAY on its sockets, as this client always sets (like for like); off is
+/// rumqttc's default (Nagle), measured as a row of its own.
+pub async fn rumqttc(port: u16, qos: u8, count: u64, window: u16, nodelay: bool) -> anyhow::Result<PeerRun> {
     use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
     let level = match qos {
         0 => QoS::AtMostOnce,
@@ -178,6 +182,7 @@ pub async fn rumqttc(port: u16, qos: u8, count: u64, window: u16) -> anyhow::Res
     let epoch = Instant::now();
     let topic = format!("bench/rumqttc/{}", std::process::id());
     let (sub, mut sub_loop) = AsyncClient::new(options("bench-rumqttc-sub"), usize::from(window));
+    sub_loop.network_options.set_tcp_nodelay(nodelay);
     sub.subscribe(&topic, level).await?;
     // Wait for SUBACK before publishing, as the other clients do.
     loop {
@@ -197,6 +202,7 @@ pub async fn rumqttc(port: u16, qos: u8, count: u64, window: u16) -> anyhow::Res
         a
     });
     let (publisher, mut pub_loop) = AsyncClient::new(options("bench-rumqttc-pub"), usize::from(window));
+    pub_loop.network_options.set_tcp_nodelay(nodelay);
     // The event loop counts completions: PUBACKs for QoS 1, publishes written for QoS 0.
     let done = tokio::spawn(async move {
         let mut completed = 0u64;
@@ -219,7 +225,8 @@ pub async fn rumqttc(port: u16, qos: u8, count: u64, window: u16) -> anyhow::Res
     let arrivals = receiver.await?;
     let _ = publisher.disconnect().await;
     let _ = sub.disconnect().await;
-    Ok(arrivals.finish("rumqttc 0.25", qos, count, finished - start))
+    let label = if nodelay { RUMQTTC } else { "rumqttc 0.25 (its default: Nagle on)" };
+    Ok(arrivals.finish(label, qos, count, finished - start))
 }
 
 /// Runs one peer in a child process (`mqtt-bench peer …`, or the paho script) and reads the
