@@ -373,12 +373,13 @@ impl Device {
         for (token, request) in self.requests.clone() {
             if let Err(e) = self.hand_over_request(token, &request)? {
                 // As for publishes below: report it, and complete the token with the
-                // spec's failure code (0x80) for each filter, never leave it waiting.
+                // spec's failure code for each filter, never leave it waiting.
+                const FAILED: u8 = mqtt_protocol::ReasonCode::UNSPECIFIED_ERROR.0;
                 self.requests.remove(&token);
                 self.backlog.push(Event::Error(format!("replay after restart refused: {}", client_error_text(&e))));
                 self.backlog.push(match request {
-                    Request::Subscribe(subs, _) => Event::Subscribed((token, vec![0x80; subs.len()])),
-                    Request::Unsubscribe(filters) => Event::Unsubscribed((token, vec![0x80; filters.len()])),
+                    Request::Subscribe(subs, _) => Event::Subscribed((token, vec![FAILED; subs.len()])),
+                    Request::Unsubscribe(filters) => Event::Unsubscribed((token, vec![FAILED; filters.len()])),
                 });
             }
         }
@@ -411,16 +412,18 @@ impl Device {
     fn hand_over(&mut self, token: Token, p: &Publish) -> Result<Result<(), ClientError>, DeviceError> {
         let r =
             self.guarded("publish", |api, store, c| api.call_publish(store, c, &p.topic, &p.payload, p.qos, p.retain, p.properties.as_ref(), p.deadline_ms))?;
-        match r {
-            Some(Ok(guest)) => {
-                self.guest_to_host.insert(guest, token);
-                Ok(Ok(()))
-            }
-            Some(Err(e)) => Ok(Err(e)),
-            // The instance died and was restarted, and the restart replayed `unacked`,
-            // which holds this publish if it was accepted before.
-            None => Ok(Ok(())),
+        Ok(self.adopt(token, r))
+    }
+
+    /// What a guest call that took a request returned, seen under the host token `token`:
+    /// its guest token is mapped to `token`. `None` means the instance died in the call and
+    /// the restart already handed the request over again (it was recorded, in `unacked` or
+    /// `requests`, before the call).
+    fn adopt(&mut self, token: Token, r: Option<Result<u64, ClientError>>) -> Result<(), ClientError> {
+        if let Some(guest) = r.transpose()? {
+            self.guest_to_host.insert(guest, token);
         }
+        Ok(())
     }
 
     /// Queue a publish; its token is completed by `Event::Published` / `PublishFailed`.
@@ -460,17 +463,12 @@ impl Device {
         let token = self.next_token;
         self.next_token += 1;
         self.requests.insert(token, request.clone());
-        match self.hand_over_request(token, &request) {
-            Ok(Ok(())) => Ok(token),
-            Ok(Err(e)) => {
-                self.requests.remove(&token);
-                Err(DeviceError::Client(e))
-            }
-            Err(e) => {
-                self.requests.remove(&token);
-                Err(e)
-            }
+        let r = self.hand_over_request(token, &request);
+        if !matches!(r, Ok(Ok(()))) {
+            self.requests.remove(&token);
         }
+        r?.map_err(DeviceError::Client)?;
+        Ok(token)
     }
 
     /// Gives a recorded request to the current instance under the host token `token`.
@@ -479,16 +477,7 @@ impl Device {
             Request::Subscribe(subs, props) => self.call_subscribe(subs, props.as_ref())?,
             Request::Unsubscribe(filters) => self.guarded("unsubscribe", |api, store, c| api.call_unsubscribe(store, c, filters))?,
         };
-        match r {
-            Some(Ok(guest)) => {
-                self.guest_to_host.insert(guest, token);
-                Ok(Ok(()))
-            }
-            Some(Err(e)) => Ok(Err(e)),
-            // The instance died and was restarted, and the restart replayed `requests`,
-            // which holds this one.
-            None => Ok(Ok(())),
-        }
+        Ok(self.adopt(token, r))
     }
 
     fn call_subscribe(&mut self, subs: &[Subscription], props: Option<&SubscribeProperties>) -> Result<Option<Result<u64, ClientError>>, DeviceError> {
