@@ -83,8 +83,7 @@ pub struct Client {
 
 impl Clone for Client {
     fn clone(&self) -> Client {
-        let (_, closed) = mpsc::unbounded_channel();
-        Client { commands: self.commands.clone(), events: Events(closed, self.events.1.clone()) }
+        Client { commands: self.commands.clone(), events: self.events.closed() }
     }
 }
 
@@ -215,9 +214,8 @@ impl Client {
     /// Hands the event stream to another task (one that reports up/down while this one
     /// publishes, say); [`Client::next_event`] on this client returns `None` from then on.
     pub fn take_events(&mut self) -> Events {
-        let (_, closed) = mpsc::unbounded_channel();
-        let backlog = self.events.1.clone();
-        std::mem::replace(&mut self.events, Events(closed, backlog))
+        let closed = self.events.closed();
+        std::mem::replace(&mut self.events, closed)
     }
 }
 
@@ -225,6 +223,13 @@ impl Client {
 pub struct Events(mpsc::UnboundedReceiver<ClientEvent>, Arc<Backlog>);
 
 impl Events {
+    /// A stream that has ended (`next` is `None`), sharing this one's backlog: what a handle
+    /// without the event stream holds.
+    fn closed(&self) -> Events {
+        let (_, closed) = mpsc::unbounded_channel();
+        Events(closed, self.1.clone())
+    }
+
     /// The next event; `None` once the client task stopped.
     pub async fn next(&mut self) -> Option<ClientEvent> {
         let e = self.0.recv().await;
