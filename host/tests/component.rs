@@ -204,20 +204,25 @@ fn component_imports_only_the_platform_interfaces() {
     assert_eq!(imports.len(), 4, "{imports:?}");
 }
 
+/// The loopback clock is manual: in the async tests it follows tokio's time, 10 ms a step,
+/// until the returned task is aborted.
+fn follow_tokio_time(lo: &Loopback) -> tokio::task::JoinHandle<()> {
+    let clock = lo.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            clock.advance(10);
+        }
+    })
+}
+
 #[test]
 fn async_client_publish_returns_when_acknowledged() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let lo = Loopback::new();
         let d = device(&lo);
-        let clock = lo.clone();
-        // The loopback clock is manual: let it follow tokio's time.
-        let ticker = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                clock.advance(10);
-            }
-        });
+        let ticker = follow_tokio_time(&lo);
         let mut client = mqtt_host::Client::spawn(d);
         client.connect().await.unwrap();
         let subs =
@@ -286,13 +291,7 @@ fn enqueued_publishes_complete_as_events_and_clones_share_the_connection() {
         let lo = Loopback::new();
         lo.with(|s| s.hold_acks = true);
         let d = device(&lo);
-        let clock = lo.clone();
-        let ticker = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                clock.advance(10);
-            }
-        });
+        let ticker = follow_tokio_time(&lo);
         let mut client = mqtt_host::Client::spawn(d);
         client.connect().await.unwrap();
         let other = client.clone();

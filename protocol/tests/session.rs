@@ -378,20 +378,7 @@ fn default_config_holds_input_back_instead_of_discarding() {
     assert!(cfg.backpressure, "no acknowledged message may be lost with the defaults");
     cfg.queue_len = 2;
     let mut h = Harness::up(cfg);
-    let bytes: Vec<u8> = (0..5u8)
-        .flat_map(|i| {
-            let p = Publish {
-                dup: false,
-                qos: QoS::AtMostOnce,
-                retain: false,
-                topic: "in".into(),
-                packet_id: None,
-                payload: vec![i],
-                properties: Properties::default(),
-            };
-            Packet::Publish(p).encode(h.version)
-        })
-        .collect();
+    let bytes: Vec<u8> = (0..5u8).flat_map(|i| qos0_in(i, h.version)).collect();
     h.client.handle_input(h.now, &bytes);
     assert!(!h.client.wants_input(), "two messages wait: the client asks for no more input");
     let mut payloads = Vec::new();
@@ -414,16 +401,7 @@ fn full_queue_discards_the_oldest_message_and_counts_it_when_backpressure_is_off
     cfg.backpressure = false;
     let mut h = Harness::up(cfg);
     for i in 0..3u8 {
-        let p = Publish {
-            dup: false,
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic: "in".into(),
-            packet_id: None,
-            payload: vec![i],
-            properties: Properties::default(),
-        };
-        h.client.handle_input(h.now, &Packet::Publish(p).encode(h.version));
+        h.client.handle_input(h.now, &qos0_in(i, h.version));
     }
     let mut payloads = Vec::new();
     let mut discarded = None;
@@ -908,6 +886,13 @@ fn backpressure_config(v5: bool) -> mqtt_protocol::Config {
     cfg
 }
 
+/// An incoming QoS 0 message with payload `[i]` on topic `in`, encoded for `version`.
+fn qos0_in(i: u8, version: mqtt_protocol::ProtocolVersion) -> Vec<u8> {
+    let p =
+        Publish { dup: false, qos: QoS::AtMostOnce, retain: false, topic: "in".into(), packet_id: None, payload: vec![i], properties: Properties::default() };
+    Packet::Publish(p).encode(version)
+}
+
 fn qos1_in(i: u8) -> Vec<u8> {
     let p = Publish {
         dup: false,
@@ -960,20 +945,7 @@ fn backpressure_suspends_response_deadlines_but_keeps_pinging() {
     h.client.publish(h.now, qos1("t", b"x"), None).unwrap();
     h.pump();
     h.take_sent();
-    let burst: Vec<u8> = (0..3)
-        .flat_map(|i| {
-            let p = Publish {
-                dup: false,
-                qos: QoS::AtMostOnce,
-                retain: false,
-                topic: "in".into(),
-                packet_id: None,
-                payload: vec![i],
-                properties: Properties::default(),
-            };
-            Packet::Publish(p).encode(mqtt_protocol::ProtocolVersion::V5)
-        })
-        .collect();
+    let burst: Vec<u8> = (0..3).flat_map(|i| qos0_in(i, mqtt_protocol::ProtocolVersion::V5)).collect();
     h.client.handle_input(h.now, &burst);
     // The application does not take its messages for 100 s: the PUBACK and PINGRESPs may be
     // sitting unread, so nothing times out, but the broker keeps hearing our pings.
