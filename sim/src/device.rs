@@ -95,7 +95,7 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
         }
         for challenge in challenges {
             // What an application doing enhanced authentication does: answer each challenge.
-            let answer = crate::broker::auth_answer(&challenge, ctx.auth_secret.as_deref().unwrap_or_default());
+            let answer = mqtt_broker_model::auth_answer(&challenge, ctx.auth_secret.as_deref().unwrap_or_default());
             if let Err(e) = dev.authenticate(&answer) {
                 ctx.world.lock().log(now, &ctx.name, "authenticate_refused", json!({ "error": e.to_string() }));
             }

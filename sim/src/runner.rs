@@ -332,6 +332,7 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
         elapsed = sim.elapsed().as_millis() as u64;
     }
 
+    broker.record_totals();
     let w = world.lock();
     let trace = w.trace().to_vec();
     let mut outcome = evaluate(sc, name, seed, &w.rec, &wills);
@@ -362,12 +363,12 @@ fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, devices: &[String], world: &Sh
         }
         Step::BrokerCrash { persist } => broker.crash(*persist),
         Step::BrokerBounce => broker.restart(),
-        Step::DropAcks(kind, n) => *broker.lock().knobs.drop.entry(*kind).or_insert(0) += n,
+        Step::DropAcks(kind, n) => broker.knobs(|k| *k.drop.entry(*kind).or_insert(0) += n),
         Step::DelayAcks(kind, n, late) => {
-            broker.lock().knobs.delay.insert(*kind, (*n, *late));
+            broker.knobs(|k| k.delay.insert(*kind, (*n, *late)));
         }
-        Step::Refuse(code) => broker.lock().knobs.refuse_code = *code,
-        Step::StopPings(stop) => broker.lock().knobs.stop_pings = *stop,
+        Step::Refuse(code) => broker.knobs(|k| k.refuse_code = *code),
+        Step::StopPings(stop) => broker.knobs(|k| k.stop_pings = *stop),
         Step::Partition => devices.iter().for_each(|d| sim.partition(d.as_str(), BROKER)),
         Step::Repair => devices.iter().for_each(|d| sim.repair(d.as_str(), BROKER)),
         Step::DeviceCrash => {

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+pub use mqtt_broker_model::AckKind;
 use serde::Deserialize;
 
 /// A scenario file that could not be used; the text names the line, the key and what was
@@ -185,12 +186,19 @@ pub struct BrokerSpec {
     /// Topic Alias Maximum the broker announces (MQTT 5).
     #[serde(default)]
     pub topic_alias_maximum: u16,
+    /// Maximum Packet Size the broker announces (MQTT 5); a larger packet from a client is a
+    /// protocol violation. Unset: nothing announced, up to 1 MiB accepted.
+    #[serde(default)]
+    pub maximum_packet_size: Option<u32>,
+    /// Server Keep Alive the broker announces (MQTT 5) and enforces instead of the client's.
+    #[serde(default)]
+    pub server_keep_alive: Option<u16>,
     /// Messages queued per offline session before the broker drops the oldest (Mosquitto's
     /// `max_queued_messages`).
     #[serde(default = "default_max_queued")]
     pub max_queued_messages: usize,
     /// MQTT 5 enhanced authentication the broker demands: a CONNECT must name this method,
-    /// and answer the broker's challenge with it and `auth_secret` (see `broker::auth_answer`).
+    /// and answer the broker's challenge with it and `auth_secret` (see `mqtt_broker_model::auth_answer`).
     #[serde(default)]
     pub auth_method: Option<String>,
     #[serde(default)]
@@ -213,6 +221,8 @@ impl Default for BrokerSpec {
             persist_sessions: true,
             receive_maximum: default_broker_window(),
             topic_alias_maximum: 0,
+            maximum_packet_size: None,
+            server_keep_alive: None,
             max_queued_messages: default_max_queued(),
             auth_method: None,
             auth_secret: None,
@@ -255,18 +265,6 @@ pub struct Inject {
     #[serde(default)]
     pub retain: bool,
     pub message_expiry_s: Option<u32>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AckKind {
-    Connack,
-    Puback,
-    Pubrec,
-    Pubcomp,
-    Suback,
-    Unsuback,
-    Pingresp,
 }
 
 /// One fault on the timeline. `at_s` is simulated seconds from the start.
