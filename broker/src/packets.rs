@@ -282,6 +282,18 @@ impl Broker {
     /// unacknowledged, DUP on a resend after a lost acknowledgement, and no more messages
     /// unacknowledged than the Receive Maximum the broker announced. False ends the connection.
     fn check_packet_id(&mut self, conn: ConnId, client: &str, v5: bool, id: u16, p: &Publish) -> bool {
+        // A resend (DUP) under an id the broker does not owe, of a message it does owe under
+        // another id: the client moved the message to a new id, which MQTT-4.4.0-1 forbids
+        // (and which, at QoS 2, delivers it twice). Matching on the payload is exact enough
+        // here: it needs DUP and an acknowledgement the broker knows was lost.
+        if p.dup
+            && let Some(s) = self.sessions.get_mut(client)
+            && !s.owed.contains_key(&id)
+            && let Some(old) = s.owed.iter().find(|(_, payload)| **payload == p.payload).map(|(k, _)| *k)
+        {
+            s.owed.remove(&old);
+            self.violation(client, format!("resent the message of packet id {old} under a new packet id {id} (MQTT-4.4.0-1)"));
+        }
         if let Some(owed) = self.sessions.get_mut(client).and_then(|s| s.owed.remove(&id)) {
             if owed != p.payload {
                 self.violation(

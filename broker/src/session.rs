@@ -22,8 +22,7 @@ pub struct Message {
 impl Message {
     /// The PUBLISH that carries it, with the expiry that is left at `now`.
     pub(crate) fn packet(&self, id: Option<PacketId>, dup: bool, now: u64) -> Packet {
-        let mut properties = Properties::default();
-        properties.message_expiry_interval = self.expires_at.map(|t| (t.saturating_sub(now) / 1000).max(1) as u32);
+        let properties = Properties { message_expiry_interval: self.expires_at.map(|t| (t.saturating_sub(now) / 1000).max(1) as u32), ..Properties::default() };
         Packet::Publish(Publish {
             dup: dup && id.is_some(),
             qos: self.qos,

@@ -1,64 +1,76 @@
-//! An in-memory [`Platform`] with a small scripted broker behind it, for tests and
+//! An in-memory [`Platform`] with the project's broker model behind it, for tests and
 //! benchmarks of code that embeds the component (no sockets, no threads, a manual clock).
 //!
-//! The broker answers CONNECT, QoS 0/1/2 PUBLISH, SUBSCRIBE, UNSUBSCRIBE and PINGREQ the
-//! way a real one would, echoes publishes to matching subscriptions of the same client, and
-//! has knobs to drop acknowledgements. It is a harness, not a broker: the simulator's
-//! broker model and the Mosquitto tests are where broker behaviour is checked.
+//! The broker is [`mqtt_broker_model::Broker`], the one the simulator serves: it answers
+//! the way a real one would (sessions, QoS 1/2 flows, retained messages, keepalive), checks
+//! the client against the spec ([`LoopbackState::violations`]) and has knobs to drop, hold or
+//! delay acknowledgements ([`LoopbackState::broker`]`.knobs`). The test owns the clock:
+//! broker deadlines fall due at the first socket call after [`Loopback::advance`] passes them.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use mqtt_protocol::codec::{topic, ConnAck, Decoder, PubResponse, Publish, SubAck};
-use mqtt_protocol::{Packet, Properties, ProtocolVersion, QoS};
+use mqtt_broker_model::{AckKind, Broker, BrokerConfig, ConnId, Event, Output};
 
 use crate::platform::{Clock, Platform, Socket, Wifi};
 use crate::{LinkState, SocketError, SocketState, TlsParams};
 
-/// What the test sees and steers; shared with the platform through [`Loopback::handle`].
-#[derive(Default)]
+/// What the test sees and steers; shared with the platform through [`Loopback::with`].
 pub struct LoopbackState {
     pub now_ms: u64,
     pub link_up: bool,
     /// Refuse socket opens (connection refused).
     pub refuse: bool,
-    /// Drop this many of the next PUBACK/PUBREC the broker would send.
-    pub drop_acks: u32,
-    /// Keep PUBACK/PUBREC back until [`Loopback::release_acks`] (a slow broker: the client's
-    /// in-flight window fills).
-    pub hold_acks: bool,
-    held: Vec<u8>,
-    /// Every PUBLISH the broker received (topic, payload, dup).
+    /// The broker: its knobs, sessions and stats.
+    pub broker: Broker,
+    /// Every PUBLISH the broker received (topic, payload, dup), duplicates included.
     pub received: Vec<(String, Vec<u8>, bool)>,
     pub connects: u32,
     /// The filters of every SUBSCRIBE the broker received, in order.
     pub subscribes: Vec<Vec<String>>,
-    /// The filters subscribed now (a clean session starts with none).
-    pub subscriptions: Vec<String>,
-    conn: Option<Conn>,
+    /// What the broker saw the client do against the spec (each a failed check).
+    pub violations: Vec<String>,
+    /// The client id of the last connection.
+    client: Option<String>,
+    conns: BTreeMap<u32, Conn>,
     next_handle: u32,
 }
 
 struct Conn {
-    handle: u32,
-    decoder: Decoder,
-    version: ProtocolVersion,
+    id: ConnId,
     inbox: Vec<u8>,
     closed: bool,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Loopback {
     state: Arc<Mutex<LoopbackState>>,
 }
 
+impl Default for Loopback {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Loopback {
+    /// Link up, clock at 1 ms, and a broker that takes any number of messages in flight.
     pub fn new() -> Self {
-        let l = Loopback::default();
-        l.with(|s| {
-            s.link_up = true;
-            s.now_ms = 1;
-        });
-        l
+        let broker = Broker::new(BrokerConfig { receive_maximum: u16::MAX, ..BrokerConfig::default() });
+        let state = LoopbackState {
+            now_ms: 1,
+            link_up: true,
+            refuse: false,
+            broker,
+            received: Vec::new(),
+            connects: 0,
+            subscribes: Vec::new(),
+            violations: Vec::new(),
+            client: None,
+            conns: BTreeMap::new(),
+            next_handle: 0,
+        };
+        Loopback { state: Arc::new(Mutex::new(state)) }
     }
 
     /// Look at or change the shared state (clock, link, knobs, what the broker saw).
@@ -71,82 +83,88 @@ impl Loopback {
         self.with(|s| s.now_ms += ms);
     }
 
-    /// Deliver the acknowledgements held back by `hold_acks`.
+    /// The broker drops its next `n` PUBACKs and its next `n` PUBRECs.
+    pub fn drop_acks(&self, n: u32) {
+        self.with(|s| {
+            s.broker.knobs.drop.insert(AckKind::Puback, n);
+            s.broker.knobs.drop.insert(AckKind::Pubrec, n);
+        });
+    }
+
+    /// The broker keeps PUBACK/PUBREC back (a slow broker: the client's in-flight window
+    /// fills) until [`Loopback::release_acks`], or answers at once again.
+    pub fn hold_acks(&self, hold: bool) {
+        self.with(|s| {
+            for kind in [AckKind::Puback, AckKind::Pubrec] {
+                if hold {
+                    s.broker.knobs.hold.insert(kind);
+                } else {
+                    s.broker.knobs.hold.remove(&kind);
+                }
+            }
+        });
+    }
+
+    /// Deliver the acknowledgements held back by [`Loopback::hold_acks`].
     pub fn release_acks(&self) {
         self.with(|s| {
-            let held = std::mem::take(&mut s.held);
-            if let Some(c) = s.conn.as_mut() {
-                c.inbox.extend(held);
-            }
+            s.broker.release_held();
+            s.pump();
         });
     }
 
     /// Close the broker side of the connection, as a broker restart would.
     pub fn kill_connection(&self) {
         self.with(|s| {
-            if let Some(c) = s.conn.as_mut() {
-                c.closed = true;
+            let now = s.now_ms;
+            let open: Vec<ConnId> = s.conns.values().filter(|c| !c.closed).map(|c| c.id).collect();
+            for id in open {
+                s.broker.handle_close(now, id);
             }
+            s.conns.values_mut().for_each(|c| c.closed = true);
+            s.pump();
         });
     }
 }
 
 impl LoopbackState {
-    fn respond(&mut self, packet: Packet) {
-        let Some(conn) = self.conn.as_mut() else { return };
-        let version = conn.version;
-        let reply = |conn: &mut Conn, p: Packet| conn.inbox.extend(p.encode(version));
-        match packet {
-            Packet::Connect(c) => {
-                conn.version = c.protocol;
-                conn.decoder.set_version(c.protocol);
-                self.connects += 1;
-                if c.clean_start {
-                    self.subscriptions.clear();
-                }
-                let ack = ConnAck { session_present: false, code: 0, properties: Properties::default() };
-                let bytes = Packet::ConnAck(ack).encode(c.protocol);
-                conn.inbox.extend(bytes);
-            }
-            Packet::Publish(p) => {
-                self.received.push((p.topic.clone(), p.payload.clone(), p.dup));
-                let echo = self.subscriptions.iter().any(|f| topic::topic_matches(f, &p.topic));
-                let Some(conn) = self.conn.as_mut() else { return };
-                if let Some(id) = p.packet_id {
-                    let r = PubResponse { packet_id: id, reason: 0, properties: Properties::default() };
-                    let ack = if p.qos == QoS::ExactlyOnce { Packet::PubRec(r) } else { Packet::PubAck(r) };
-                    if self.drop_acks > 0 {
-                        self.drop_acks -= 1;
-                    } else if self.hold_acks {
-                        self.held.extend(ack.encode(version));
-                    } else {
-                        reply(conn, ack);
+    /// The filters the client's session holds now (a clean session starts with none).
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.client.as_deref().map(|c| self.broker.subscriptions(c)).unwrap_or_default()
+    }
+
+    /// Lets the broker's deadlines that have passed fall due, then carries out what it asks.
+    fn tick(&mut self) {
+        if self.broker.poll_timeout().is_some_and(|t| t <= self.now_ms) {
+            self.broker.handle_timeout(self.now_ms);
+        }
+        self.pump();
+    }
+
+    fn pump(&mut self) {
+        while let Some(o) = self.broker.poll_output() {
+            match o {
+                Output::Transmit { conn, bytes } => {
+                    if let Some(c) = self.conns.values_mut().find(|c| c.id == conn) {
+                        c.inbox.extend(bytes);
                     }
                 }
-                if echo {
-                    let out = Publish { dup: false, qos: QoS::AtMostOnce, retain: false, packet_id: None, properties: Properties::default(), ..p };
-                    reply(conn, Packet::Publish(out));
-                }
-            }
-            Packet::PubRel(r) => reply(conn, Packet::PubComp(r)),
-            Packet::Subscribe(s) => {
-                let codes = s.filters.iter().map(|f| f.qos as u8).collect();
-                reply(conn, Packet::SubAck(SubAck { packet_id: s.packet_id, codes, properties: Properties::default() }));
-                self.subscribes.push(s.filters.iter().map(|f| f.filter.clone()).collect());
-                for f in s.filters {
-                    if !self.subscriptions.contains(&f.filter) {
-                        self.subscriptions.push(f.filter);
+                Output::Close { conn } => {
+                    if let Some(c) = self.conns.values_mut().find(|c| c.id == conn) {
+                        c.closed = true;
                     }
                 }
+                Output::Event(e) => match e {
+                    Event::Connected { client, .. } => {
+                        self.connects += 1;
+                        self.client = Some(client);
+                    }
+                    Event::Received { topic, payload, dup, .. } => self.received.push((topic, payload, dup)),
+                    Event::Subscribed { filters, .. } => self.subscribes.push(filters),
+                    Event::Violation { client, what } => self.violations.push(format!("{client} {what}")),
+                    _ => {}
+                },
             }
-            Packet::Unsubscribe(u) => {
-                let codes = if version == ProtocolVersion::V5 { vec![0; u.filters.len()] } else { vec![] };
-                reply(conn, Packet::UnsubAck(SubAck { packet_id: u.packet_id, codes, properties: Properties::default() }));
-                self.subscriptions.retain(|f| !u.filters.contains(f));
-            }
-            Packet::PingReq => reply(conn, Packet::PingResp),
-            Packet::Disconnect(_) => conn.closed = true,
-            _ => {}
         }
     }
 }
@@ -162,62 +180,61 @@ impl Socket for Loopback {
             }
             s.next_handle += 1;
             let handle = s.next_handle;
-            s.conn =
-                Some(Conn { handle, decoder: Decoder::new(ProtocolVersion::V311, u32::MAX), version: ProtocolVersion::V311, inbox: Vec::new(), closed: false });
+            let id = s.broker.accept(s.now_ms);
+            s.conns.insert(handle, Conn { id, inbox: Vec::new(), closed: false });
             Ok(handle)
         })
     }
 
     fn status(&mut self, handle: u32) -> Result<SocketState, SocketError> {
-        self.with(|s| match &s.conn {
-            Some(c) if c.handle == handle && !c.closed => Ok(SocketState::Open),
-            Some(c) if c.handle == handle => Err(SocketError::Closed),
-            _ => Err(SocketError::BadHandle),
+        self.with(|s| {
+            s.tick();
+            match s.conns.get(&handle) {
+                Some(c) if !c.closed => Ok(SocketState::Open),
+                Some(_) => Err(SocketError::Closed),
+                None => Err(SocketError::BadHandle),
+            }
         })
     }
 
     fn send(&mut self, handle: u32, data: &[u8]) -> Result<u32, SocketError> {
         self.with(|s| {
-            let conn = match s.conn.as_mut() {
-                Some(c) if c.handle == handle && !c.closed => c,
+            s.tick();
+            let id = match s.conns.get(&handle) {
+                Some(c) if !c.closed => c.id,
                 _ => return Err(SocketError::Closed),
             };
             if !s.link_up {
                 // Held in the air: accepted by the OS, never arrives.
                 return Ok(data.len() as u32);
             }
-            conn.decoder.feed(data);
-            let mut packets = Vec::new();
-            while let Ok(Some(p)) = conn.decoder.next_packet() {
-                packets.push(p);
-            }
-            for p in packets {
-                s.respond(p);
-            }
+            s.broker.handle_input(s.now_ms, id, data);
+            s.pump();
             Ok(data.len() as u32)
         })
     }
 
     fn recv(&mut self, handle: u32, max: u32) -> Result<Vec<u8>, SocketError> {
-        self.with(|s| match s.conn.as_mut() {
-            Some(c) if c.handle == handle => {
-                if c.inbox.is_empty() && c.closed {
-                    return Err(SocketError::Closed);
-                }
-                if !s.link_up {
-                    return Ok(Vec::new());
-                }
-                let n = c.inbox.len().min(max as usize);
-                Ok(c.inbox.drain(..n).collect())
+        self.with(|s| {
+            s.tick();
+            let link_up = s.link_up;
+            let Some(c) = s.conns.get_mut(&handle) else { return Err(SocketError::BadHandle) };
+            if c.inbox.is_empty() && c.closed {
+                return Err(SocketError::Closed);
             }
-            _ => Err(SocketError::BadHandle),
+            if !link_up {
+                return Ok(Vec::new());
+            }
+            let n = c.inbox.len().min(max as usize);
+            Ok(c.inbox.drain(..n).collect())
         })
     }
 
     fn close(&mut self, handle: u32) {
         self.with(|s| {
-            if s.conn.as_ref().is_some_and(|c| c.handle == handle) {
-                s.conn = None;
+            if let Some(c) = s.conns.remove(&handle) {
+                s.broker.handle_close(s.now_ms, c.id);
+                s.pump();
             }
         })
     }
@@ -267,7 +284,7 @@ pub fn memory_under_load(component: &crate::ComponentFile, total: usize, window:
     }
     let start = d.memory_bytes();
     let mut peak = start;
-    lo.with(|s| s.hold_acks = true);
+    lo.hold_acks(true);
     let mut sent = 0;
     while sent < total {
         let n = usize::from(window).min(total - sent);

@@ -47,12 +47,13 @@ fn component_republishes_with_dup_when_the_puback_is_lost() {
     let mut d = device(&lo);
     d.connect().unwrap();
     poll_until(&mut d, &lo, |e| matches!(e, Event::Up(_)));
-    lo.with(|s| s.drop_acks = 1);
+    lo.drop_acks(1);
     let t = d.publish(qos1(b"x")).unwrap();
     poll_until(&mut d, &lo, |e| matches!(e, Event::Published(x) if *x == t));
     let received = lo.with(|s| s.received.clone());
     assert_eq!(received.len(), 2);
     assert!(!received[0].2 && received[1].2, "second copy has DUP set: {received:?}");
+    assert_eq!(lo.with(|s| s.violations.clone()), Vec::<String>::new(), "the broker model found no breach of the spec");
 }
 
 #[test]
@@ -61,7 +62,7 @@ fn exhausted_fuel_restarts_the_instance_and_replays_what_was_accepted() {
     let mut d = device(&lo);
     d.connect().unwrap();
     poll_until(&mut d, &lo, |e| matches!(e, Event::Up(_)));
-    lo.with(|s| s.drop_acks = 1);
+    lo.drop_acks(1);
     let t = d.publish(qos1(b"precious")).unwrap();
     d.poll().unwrap();
     assert_eq!(d.unacked(), 1);
@@ -73,6 +74,7 @@ fn exhausted_fuel_restarts_the_instance_and_replays_what_was_accepted() {
     assert_eq!(lo.with(|s| s.connects), 2, "the fresh instance connected again");
     let copies = lo.with(|s| s.received.iter().filter(|r| r.1 == b"precious").count());
     assert!(copies >= 2, "the accepted publish was handed to the fresh instance");
+    assert_eq!(lo.with(|s| s.violations.clone()), Vec::<String>::new(), "the broker model found no breach of the spec");
 }
 
 #[test]
@@ -121,7 +123,7 @@ fn a_trap_inside_any_export_call_completes_every_token_exactly_once() {
         let t = d.subscribe(vec![sub("a"), sub("b")]).unwrap();
         poll_until(&mut d, &lo, |e| matches!(e, Event::Subscribed((x, _)) if *x == t));
 
-        lo.with(|s| s.drop_acks = 1);
+        lo.drop_acks(1);
         let mut tokens = vec![d.publish(qos1(b"in flight")).unwrap(), d.subscribe(vec![sub("c")]).unwrap(), d.unsubscribe(vec!["a".into()]).unwrap()];
         let to_cancel = d.publish(qos1(b"cancel me")).unwrap();
         let mut want = vec!["b", "c"];
@@ -165,7 +167,7 @@ fn a_trap_inside_any_export_call_completes_every_token_exactly_once() {
         }
         assert_eq!(done.len(), tokens.len(), "{call}: no completion for a token nobody holds: {done:?}");
         if call != "disconnect" {
-            let mut now: Vec<String> = lo.with(|s| s.subscriptions.clone());
+            let mut now: Vec<String> = lo.with(|s| s.subscriptions());
             now.sort();
             assert_eq!(now, want, "{call}: the broker ends with what the application asked for");
         }
@@ -289,7 +291,7 @@ fn enqueued_publishes_complete_as_events_and_clones_share_the_connection() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let lo = Loopback::new();
-        lo.with(|s| s.hold_acks = true);
+        lo.hold_acks(true);
         let d = device(&lo);
         let ticker = follow_tokio_time(&lo);
         let mut client = mqtt_host::Client::spawn(d);
@@ -306,7 +308,7 @@ fn enqueued_publishes_complete_as_events_and_clones_share_the_connection() {
         // rest queued), no future held for any of them.
         let mut tokens = sender.await.unwrap();
         assert_eq!(tokens.len(), 50);
-        lo.with(|s| s.hold_acks = false);
+        lo.hold_acks(false);
         lo.release_acks();
         let mut done = Vec::new();
         while done.len() < tokens.len() {

@@ -6,8 +6,8 @@ mod harness;
 use std::collections::{BTreeMap, BTreeSet};
 
 use harness::*;
-use mqtt_protocol::codec::{ConnAck, PubResponse};
-use mqtt_protocol::{Event, LinkState, Packet, Properties, SocketError};
+use mqtt_broker_model::{AckKind, Broker, BrokerConfig, ConnId, Event as BrokerEvent, Output};
+use mqtt_protocol::{Event, LinkState, Packet, SocketError};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -39,64 +39,85 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// What the broker holds for the client's session.
-#[derive(Default)]
-struct BrokerModel {
-    session: Option<BTreeMap<u16, Vec<u8>>>,
+/// The project's broker model behind the harness's in-memory socket, with what the
+/// property needs around it: publishes lost in transit, and what reached the broker.
+struct Model {
+    broker: Broker,
+    /// The broker's side of the client's current connection.
+    conn: Option<ConnId>,
     delivered: BTreeSet<Vec<u8>>,
-    drop_acks: u8,
+    /// The connection dies with this many more publishes still in transit.
     lose: u8,
     violations: Vec<String>,
 }
 
-impl BrokerModel {
-    /// Answer what the client sent.
+impl Model {
+    fn new() -> Model {
+        Model { broker: Broker::new(BrokerConfig::default()), conn: None, delivered: BTreeSet::new(), lose: 0, violations: Vec::new() }
+    }
+
+    /// Carries what the client sent to the broker and the broker's answers back, until
+    /// neither has anything more to say.
     fn serve(&mut self, h: &mut Harness) {
+        let now = h.now.as_millis();
+        if self.broker.poll_timeout().is_some_and(|t| t <= now) {
+            self.broker.handle_timeout(now);
+        }
         for _ in 0..100 {
+            let answered = self.answer(h);
             let sent = h.take_sent();
-            if sent.is_empty() {
+            if sent.is_empty() && !answered {
                 return;
             }
             for p in sent {
-                match p {
-                    Packet::Connect(c) => {
-                        let present = !c.clean_start && self.session.is_some();
-                        if c.clean_start || self.session.is_none() {
-                            self.session = Some(BTreeMap::new());
-                        }
-                        h.broker_sends(Packet::ConnAck(ConnAck { session_present: present, code: 0, properties: Properties::default() }));
+                if matches!(p, Packet::Connect(_)) {
+                    // A CONNECT opens a new connection: the harness's socket was reopened.
+                    if let Some(old) = self.conn.take() {
+                        self.broker.handle_close(now, old);
                     }
-                    Packet::Publish(_) if self.lose > 0 => {
-                        self.lose -= 1;
-                        if self.lose == 0 {
-                            h.client.handle_socket_error(h.now, SocketError::Reset);
-                            h.pump();
-                        }
+                    self.conn = Some(self.broker.accept(now));
+                }
+                if matches!(p, Packet::Publish(_)) && self.lose > 0 {
+                    self.lose -= 1;
+                    if self.lose == 0 {
+                        self.connection_lost(h, SocketError::Reset);
                     }
-                    Packet::Publish(p) => {
-                        let id = p.packet_id.unwrap().get();
-                        let inflight = self.session.get_or_insert_with(BTreeMap::new);
-                        match inflight.get(&id) {
-                            Some(prev) if *prev != p.payload => {
-                                self.violations.push(format!("packet id {id} reused for {:?} while {:?} in flight", p.payload, prev));
-                            }
-                            Some(_) if !p.dup => self.violations.push(format!("resend of id {id} without DUP")),
-                            _ => {}
-                        }
-                        inflight.insert(id, p.payload.clone());
-                        self.delivered.insert(p.payload);
-                        if self.drop_acks > 0 {
-                            self.drop_acks -= 1;
-                        } else {
-                            inflight.remove(&id);
-                            h.broker_sends(Packet::PubAck(PubResponse { packet_id: p.packet_id.unwrap(), reason: 0, properties: Properties::default() }));
-                        }
-                    }
-                    Packet::PingReq => h.broker_sends(Packet::PingResp),
-                    _ => {}
+                    continue;
+                }
+                if let Some(conn) = self.conn {
+                    self.broker.handle_input(now, conn, &p.encode(h.version));
                 }
             }
         }
+    }
+
+    /// The broker's output to the client; true if there was any.
+    fn answer(&mut self, h: &mut Harness) -> bool {
+        let mut any = false;
+        while let Some(o) = self.broker.poll_output() {
+            any = true;
+            match o {
+                Output::Transmit { conn, bytes } if Some(conn) == self.conn => {
+                    h.client.handle_input(h.now, &bytes);
+                    h.pump();
+                }
+                Output::Close { conn } if Some(conn) == self.conn => self.connection_lost(h, SocketError::Closed),
+                Output::Event(BrokerEvent::Routed { message, .. }) => {
+                    self.delivered.insert(message.payload);
+                }
+                Output::Event(BrokerEvent::Violation { what, .. }) => self.violations.push(what),
+                _ => {}
+            }
+        }
+        any
+    }
+
+    fn connection_lost(&mut self, h: &mut Harness, why: SocketError) {
+        if let Some(conn) = self.conn.take() {
+            self.broker.handle_close(h.now.as_millis(), conn);
+        }
+        h.client.handle_socket_error(h.now, why);
+        h.pump();
     }
 }
 
@@ -110,15 +131,17 @@ fn run_client(ops: Vec<Op>, v5: bool, fault: Option<mqtt_protocol::TestFault>) -
     cfg.clean = false;
     cfg.clean_init = false;
     cfg.max_inflight = 4;
+    // An MQTT 5 session must outlive the connection for the resume paths to run.
+    cfg.session_expiry_secs = 3_600;
     let mut h = Harness::new(cfg);
-    let mut broker = BrokerModel::default();
+    let mut broker = Model::new();
     h.client.connect(h.now).unwrap();
     h.pump();
     broker.serve(&mut h);
     let mut accepted: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut completed: BTreeSet<u64> = BTreeSet::new();
     let mut n = 0u32;
-    let step = |h: &mut Harness, broker: &mut BrokerModel, completed: &mut BTreeSet<u64>| {
+    let step = |h: &mut Harness, broker: &mut Model, completed: &mut BTreeSet<u64>| {
         broker.serve(h);
         for e in h.take_events() {
             if let Event::Published(t) = e {
@@ -136,17 +159,17 @@ fn run_client(ops: Vec<Op>, v5: bool, fault: Option<mqtt_protocol::TestFault>) -
                 }
                 h.pump();
             }
-            Op::DropAcks(k) => broker.drop_acks = k,
+            Op::DropAcks(k) => {
+                broker.broker.knobs.drop.insert(AckKind::Puback, u32::from(k));
+            }
             Op::LoseInTransit(k) => broker.lose = k,
             Op::LinkDown => h.link(LinkState::Down),
             Op::LinkUp => h.link(LinkState::Up),
-            Op::Reset => {
-                h.client.handle_socket_error(h.now, SocketError::Reset);
-                h.pump();
-            }
+            Op::Reset => broker.connection_lost(&mut h, SocketError::Reset),
             Op::Advance(ms) => h.advance(u64::from(ms)),
             Op::BrokerLosesSessions => {
-                broker.session = None;
+                broker.broker.crash(h.now.as_millis(), false);
+                broker.conn = None;
                 h.client.handle_socket_error(h.now, SocketError::Closed);
                 h.pump();
             }
@@ -154,11 +177,10 @@ fn run_client(ops: Vec<Op>, v5: bool, fault: Option<mqtt_protocol::TestFault>) -
         step(&mut h, &mut broker, &mut completed);
     }
     // Heal everything and let the client drain.
-    broker.drop_acks = 0;
+    broker.broker.knobs.drop.clear();
     if broker.lose > 0 {
         broker.lose = 0;
-        h.client.handle_socket_error(h.now, SocketError::Reset);
-        h.pump();
+        broker.connection_lost(&mut h, SocketError::Reset);
     }
     h.link(LinkState::Up);
     for _ in 0..400 {
@@ -198,5 +220,20 @@ fn the_property_catches_a_client_that_drops_a_republish() {
         assert!(run(ops.clone(), v5).is_ok(), "the correct client passes (v5: {v5})");
         let caught = run_client(ops, v5, Some(mqtt_protocol::TestFault::DropRepublish));
         assert!(caught.is_err(), "the faulty client was not caught (v5: {v5})");
+    }
+}
+
+/// The broker model's own checks fail the property too: after a lost PUBACK and a lost
+/// connection, a resend without DUP, or under a new packet id.
+#[test]
+fn the_broker_model_catches_resends_that_break_the_spec() {
+    use mqtt_protocol::TestFault;
+    for v5 in [false, true] {
+        let ops = vec![Op::DropAcks(1), Op::Publish, Op::Reset, Op::Advance(30_000)];
+        assert!(run(ops.clone(), v5).is_ok(), "the correct client passes (v5: {v5})");
+        for fault in [TestFault::ResendWithoutDup, TestFault::ResendNewPacketId] {
+            let caught = run_client(ops.clone(), v5, Some(fault));
+            assert!(caught.is_err(), "{fault:?} was not caught (v5: {v5})");
+        }
     }
 }
