@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use mqtt_protocol::codec::{Connect, Decoder, Disconnect};
 use mqtt_protocol::{Packet, PacketId, Properties, ProtocolVersion, QoS};
 
-use crate::session::{Message, Session};
+use crate::session::{Message, Session, Subscription};
 use crate::{AckKind, BrokerConfig, ConnId, DropReason, Event, Knobs, Output, Stats};
 
 /// What a connection accepts by default when no Maximum Packet Size is announced.
@@ -138,7 +138,7 @@ impl Broker {
     /// earlier: it never expires, and queues for the client until it connects.
     pub fn preset_session(&mut self, client: &str, filters: impl IntoIterator<Item = (String, QoS)>, now: u64) {
         let mut s = Session::new(None, usize::from(self.cfg.receive_maximum));
-        s.subscriptions.extend(filters);
+        s.subscriptions.extend(filters.into_iter().map(|(f, qos)| (f, Subscription { qos, no_local: false })));
         s.disconnected_at = Some(now);
         self.sessions.insert(client.to_string(), s);
     }
@@ -252,7 +252,7 @@ impl Broker {
 
     /// A message from elsewhere (another publisher), routed like a client's.
     pub fn publish(&mut self, now: u64, message: Message) {
-        self.route(now, message);
+        self.route(now, message, None);
     }
 
     /// Sends the acknowledgements [`Knobs::hold`] kept back, in the order they were held.
@@ -420,11 +420,12 @@ impl Broker {
 
     fn publish_will(&mut self, now: u64, client: String, message: Message) {
         self.event(Event::WillPublished { client, topic: message.topic.clone() });
-        self.route(now, message);
+        self.route(now, message, None);
     }
 
-    /// A message the broker accepted: to the retained store and every matching session.
-    pub(crate) fn route(&mut self, now: u64, message: Message) {
+    /// A message the broker accepted (from the client `from`, if a client sent it): to the
+    /// retained store and every matching session.
+    pub(crate) fn route(&mut self, now: u64, message: Message, from: Option<&str>) {
         if message.retain {
             if message.payload.is_empty() {
                 self.retained.remove(&message.topic);
@@ -432,7 +433,8 @@ impl Broker {
                 self.retained.insert(message.topic.clone(), message.clone());
             }
         }
-        let targets: Vec<(String, QoS)> = self.sessions.iter().filter_map(|(client, s)| Some((client.clone(), s.granted(&message.topic)?))).collect();
+        let targets: Vec<(String, QoS)> =
+            self.sessions.iter().filter_map(|(client, s)| Some((client.clone(), s.granted(&message.topic, from == Some(client.as_str()))?))).collect();
         self.event(Event::Routed { message: message.clone(), to: targets.iter().map(|(c, _)| c.clone()).collect() });
         for (client, granted) in targets {
             let m = Message { qos: message.qos.min(granted), retain: false, ..message.clone() };

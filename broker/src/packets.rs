@@ -6,7 +6,7 @@ use mqtt_protocol::codec::{ConnAck, Connect, Disconnect, PubResponse, Publish, S
 use mqtt_protocol::{Packet, PacketId, Properties, ProtocolVersion, QoS};
 
 use crate::broker::{Ending, Phase};
-use crate::session::{Message, Session};
+use crate::session::{Message, Session, Subscription};
 use crate::{auth_answer, AckKind, Broker, ConnId, Event};
 
 /// MQTT 5 DISCONNECT reason "Disconnect with Will Message".
@@ -255,7 +255,7 @@ impl Broker {
         let message = Message { topic, payload: payload.clone(), qos: p.qos, retain: p.retain, expires_at };
         let (kind, fresh) = match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => {
-                self.route(now, message);
+                self.route(now, message, Some(client));
                 return true;
             }
             // Forwarded every time, DUP or not, as Mosquitto does.
@@ -266,7 +266,7 @@ impl Broker {
         };
         let id = p.packet_id.expect("matched above");
         if fresh {
-            self.route(now, message);
+            self.route(now, message, Some(client));
         }
         let reply = if kind == AckKind::Puback { Packet::PubAck(ack(id)) } else { Packet::PubRec(ack(id)) };
         let settles = (kind == AckKind::Puback).then_some(id.get());
@@ -333,7 +333,7 @@ impl Broker {
         let mut retained = Vec::new();
         if let Some(s) = self.sessions.get_mut(client) {
             for f in &sub.filters {
-                s.subscriptions.insert(f.filter.clone(), f.qos);
+                s.subscriptions.insert(f.filter.clone(), Subscription { qos: f.qos, no_local: f.no_local });
                 codes.push(f.qos as u8);
                 // Retain Handling 2: no retained messages on subscribe (MQTT 5 3.8.3.1).
                 if f.retain_handling != 2 {

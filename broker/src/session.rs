@@ -35,11 +35,19 @@ impl Message {
     }
 }
 
+/// What a SUBSCRIBE asked for one filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Subscription {
+    pub qos: QoS,
+    /// MQTT 5 No Local: never send the session its own messages on this filter.
+    pub no_local: bool,
+}
+
 #[derive(Debug)]
 pub(crate) struct Session {
     /// Session Expiry Interval in ms; `None` never expires (3.1.1 `clean = false`).
     pub expiry_ms: Option<u64>,
-    pub subscriptions: BTreeMap<String, QoS>,
+    pub subscriptions: BTreeMap<String, Subscription>,
     /// To the client: sent, not yet acknowledged, by packet id; `true` once PUBREC came.
     pub inflight: BTreeMap<u16, (Message, bool)>,
     /// To the client: waiting for room in the window.
@@ -81,9 +89,11 @@ impl Session {
         }
     }
 
-    /// The highest QoS of the subscriptions matching `topic`, if any does.
-    pub fn granted(&self, topic: &str) -> Option<QoS> {
-        self.subscriptions.iter().filter(|(f, _)| mqtt_protocol::codec::topic::topic_matches(f, topic)).map(|(_, q)| *q).max()
+    /// The highest QoS of the subscriptions matching `topic`, if any does. A subscription
+    /// with No Local (MQTT 5) does not match the session's own messages.
+    pub fn granted(&self, topic: &str, own: bool) -> Option<QoS> {
+        let matching = self.subscriptions.iter().filter(|(f, s)| !(own && s.no_local) && mqtt_protocol::codec::topic::topic_matches(f, topic));
+        matching.map(|(_, s)| s.qos).max()
     }
 
     /// A packet id not in flight to the client.

@@ -45,6 +45,18 @@ pub enum TestFault {
     /// With `backpressure`, keeps response deadlines running while input is held back, so
     /// an answer queued behind unread messages counts as missing.
     DeadlinesWhileHeld,
+    /// Fills its own in-flight window, ignoring the Receive Maximum the broker announced.
+    IgnoreReceiveMaximum,
+    /// Keeps its own keepalive, ignoring the Server Keep Alive the broker announced.
+    IgnoreServerKeepalive,
+    /// Leaves the Will Delay Interval out of CONNECT (the will fires at once).
+    NoWillDelay,
+    /// Reports a server DISCONNECT as 0x80 (unspecified error) instead of its reason code.
+    MisreportReasonCode,
+    /// Never fails a publish whose deadline passed while it waited unsent.
+    IgnoreDeadline,
+    /// Subscribes without the No Local option the application asked for (MQTT 5).
+    IgnoreNoLocal,
 }
 
 impl TestFault {
@@ -67,6 +79,12 @@ impl TestFault {
         ("no-backoff", TestFault::NoBackoff),
         ("ignore-backpressure", TestFault::IgnoreBackpressure),
         ("deadlines-while-held", TestFault::DeadlinesWhileHeld),
+        ("ignore-receive-maximum", TestFault::IgnoreReceiveMaximum),
+        ("ignore-server-keepalive", TestFault::IgnoreServerKeepalive),
+        ("no-will-delay", TestFault::NoWillDelay),
+        ("misreport-reason-code", TestFault::MisreportReasonCode),
+        ("ignore-deadline", TestFault::IgnoreDeadline),
+        ("ignore-no-local", TestFault::IgnoreNoLocal),
     ];
 
     pub fn from_name(name: &str) -> Option<TestFault> {

@@ -200,7 +200,7 @@ fn publish_due(ctx: &DeviceCtx, dev: &mut Device, boot: u32, now: u64) -> Option
                 qos: qos(wl.qos),
                 retain: wl.retain,
                 properties,
-                deadline_ms: None,
+                deadline_ms: wl.deadline_ms.map(|d| now + d),
             };
             let result = dev.publish(p);
             let mut w = ctx.world.lock();
@@ -246,6 +246,7 @@ fn record(ctx: &DeviceCtx, boot: u32, now: u64, events: Vec<Event>, challenges: 
             }
             Event::PublishFailed((token, reason)) => {
                 w.rec.publish_failures += 1;
+                w.rec.failed.insert((ctx.index, boot, token));
                 w.log(now, &ctx.name, "publish_failed", json!({ "token": token, "reason": reason }));
             }
             Event::Subscribed((token, codes)) => w.log(now, &ctx.name, "subscribed", json!({ "token": token, "codes": codes })),

@@ -168,6 +168,9 @@ pub struct SubSpec {
     pub filter: String,
     #[serde(default = "one")]
     pub qos: u8,
+    /// MQTT 5 No Local: the broker never sends the device its own messages on this filter.
+    #[serde(default)]
+    pub no_local: bool,
 }
 
 fn one() -> u8 {
@@ -246,6 +249,9 @@ pub struct Workload {
     pub retain: bool,
     /// MQTT 5 Message Expiry Interval.
     pub message_expiry_s: Option<u32>,
+    /// How long each publish may wait unsent before it fails (reported to the application,
+    /// so not counted as lost).
+    pub deadline_ms: Option<u64>,
 }
 
 fn default_payload() -> usize {

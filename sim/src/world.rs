@@ -53,6 +53,8 @@ pub struct Record {
     /// (device, boot, token) → time acknowledged.
     pub acked: BTreeMap<(u32, u32, u64), u64>,
     pub publish_failures: u64,
+    /// (device, boot, token) of every publish that failed after it was accepted.
+    pub failed: std::collections::BTreeSet<(u32, u32, u64)>,
     /// What the observer client received.
     pub observed: Vec<Delivery>,
     /// What the broker accepted on the observed topics (its own record, like Mosquitto's

@@ -146,7 +146,7 @@ impl Client {
         }
         let will = self.cfg.will.as_ref().filter(|_| !self.faulty(TestFault::NoWill)).map(|w| {
             let mut properties = if v5 { w.properties.clone() } else { Properties::default() };
-            if v5 {
+            if v5 && !self.faulty(TestFault::NoWillDelay) {
                 properties.will_delay_interval = w.delay_secs;
             }
             LastWill { topic: w.topic.clone(), payload: w.payload.clone(), qos: w.qos, retain: w.retain, properties }
@@ -199,7 +199,7 @@ impl Client {
             } else {
                 QoS::ExactlyOnce
             },
-            keepalive_secs: p.server_keep_alive.unwrap_or(self.cfg.keepalive_secs),
+            keepalive_secs: p.server_keep_alive.filter(|_| !self.faulty(TestFault::IgnoreServerKeepalive)).unwrap_or(self.cfg.keepalive_secs),
             subscription_ids: p.subscription_identifier_available != Some(0),
         };
         if let Some(data) = ack.properties.authentication_data.clone() {

@@ -109,7 +109,8 @@ impl Client {
                 if let Some(r) = d.properties.reason_string {
                     self.events.push_back(Event::Error(text!("broker disconnect: ", r)));
                 }
-                self.lost(now, DownReason::ServerDisconnect(d.reason));
+                let reason = if self.faulty(TestFault::MisreportReasonCode) { crate::ReasonCode::UNSPECIFIED_ERROR.0 } else { d.reason };
+                self.lost(now, DownReason::ServerDisconnect(reason));
             }
             Packet::Auth(a) => {
                 self.handle_auth(now, a);

@@ -8,6 +8,9 @@ use super::*;
 
 impl Client {
     pub(super) fn window(&self) -> usize {
+        if self.faulty(TestFault::IgnoreReceiveMaximum) {
+            return usize::from(self.cfg.max_inflight);
+        }
         usize::from(self.cfg.max_inflight.min(self.limits.receive_maximum))
     }
 
@@ -148,7 +151,11 @@ impl Client {
                     properties.subscription_identifiers.extend(p.subscription_id);
                     properties.user_properties = p.user_properties.clone();
                 }
-                Packet::Subscribe(Subscribe { packet_id: pid, filters: filters.clone(), properties })
+                let mut filters = filters.clone();
+                if self.faulty(TestFault::IgnoreNoLocal) {
+                    filters.iter_mut().for_each(|f| f.no_local = false);
+                }
+                Packet::Subscribe(Subscribe { packet_id: pid, filters, properties })
             }
             Waiting::UnsubAck(filters) => Packet::Unsubscribe(Unsubscribe { packet_id: pid, filters: filters.clone(), properties: Properties::default() }),
         }

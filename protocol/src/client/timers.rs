@@ -56,7 +56,7 @@ impl Client {
         let connected = self.state == State::Connected;
         match (timer, self.state) {
             (Timer::HeldInput, _) => (self.input_held && !self.reading_paused()).then_some(self.now),
-            (Timer::RequestDeadline, _) => self.pending.iter().filter_map(|q| q.deadline).min(),
+            (Timer::RequestDeadline, _) if !self.faulty(TestFault::IgnoreDeadline) => self.pending.iter().filter_map(|q| q.deadline).min(),
             (Timer::LinkGiveUp, State::WaitLink { give_up, .. }) => give_up,
             (Timer::Rejoin, State::WaitLink { rejoin_at, .. }) => rejoin_at,
             (Timer::Backoff, State::Backoff { until }) => Some(until),
