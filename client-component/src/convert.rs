@@ -118,8 +118,8 @@ pub fn subscribe_properties_from_wit(p: Option<api::SubscribeProperties>) -> Sub
     p.map(|p| SubscribeProperties { subscription_id: p.subscription_id, user_properties: p.user_properties }).unwrap_or_default()
 }
 
-pub fn config_from_wit(c: api::Config) -> Result<Config, String> {
-    let will = c.will.map(|w| Will {
+pub fn config_from_wit(mut c: api::Config) -> Result<Config, String> {
+    let will = c.will.take().map(|w| Will {
         topic: w.topic,
         payload: w.payload,
         qos: qos_from_wit(w.qos),
@@ -128,7 +128,7 @@ pub fn config_from_wit(c: api::Config) -> Result<Config, String> {
         properties: w.properties.map(properties_from_wit).unwrap_or_default(),
     });
     #[cfg_attr(not(feature = "test-faults"), allow(unused_mut))]
-    let mut connect_user_properties = c.connect_user_properties;
+    let mut connect_user_properties = core::mem::take(&mut c.connect_user_properties);
     #[cfg(feature = "test-faults")]
     let test_fault = {
         // The test suite picks the deliberate fault with a user property; it is not sent.
@@ -140,42 +140,22 @@ pub fn config_from_wit(c: api::Config) -> Result<Config, String> {
             None => None,
         }
     };
-    Ok(Config {
-        client_id: c.client_id,
-        server: c.server,
-        port: c.port,
-        user: c.user,
-        password: c.password,
-        keepalive_secs: c.keepalive_secs,
-        ping_interval_secs: c.ping_interval_secs,
-        ssl: c.ssl,
-        ssl_params: c.ssl_params.map(tls_from_wit),
-        response_time_ms: c.response_time_ms,
-        clean_init: c.clean_init,
-        clean: c.clean,
-        max_repubs: c.max_repubs,
-        will,
-        queue_len: c.queue_len,
-        mqttv5: c.mqttv5,
-        session_expiry_secs: c.session_expiry_secs,
-        receive_maximum: c.receive_maximum,
-        max_inflight: c.max_inflight,
-        max_queued: c.max_queued,
-        max_packet_size: c.max_packet_size,
-        topic_alias_maximum: c.topic_alias_maximum,
-        connect_user_properties,
-        ssid: c.ssid,
-        wifi_pw: c.wifi_pw,
-        seed: c.seed,
-        backoff_min_ms: c.backoff_min_ms,
-        backoff_max_ms: c.backoff_max_ms,
-        resubscribe: c.resubscribe,
-        backpressure: c.backpressure,
-        auth_method: c.auth_method,
-        auth_data: c.auth_data,
-        #[cfg(feature = "test-faults")]
-        test_fault,
-    })
+    // Every plain key is copied by name from the one list in the core; destructuring the
+    // record whole makes a WIT field that is in neither that list nor here a compile error.
+    macro_rules! from_wit {
+        ([$c:ident] $($(#[$meta:meta])* $key:ident : $ty:ty,)*) => {{
+            let api::Config { $($key,)* ssl_params, will: _ } = $c;
+            Config {
+                $($key,)*
+                ssl_params: ssl_params.map(tls_from_wit),
+                will,
+                #[cfg(feature = "test-faults")]
+                test_fault,
+            }
+        }};
+    }
+    c.connect_user_properties = connect_user_properties;
+    Ok(mqtt_protocol::with_config_keys!(from_wit; c))
 }
 
 fn down_to_wit(d: DownReason) -> api::DownReason {

@@ -169,46 +169,6 @@ pub fn broker_port(config: &Config) -> u16 {
     config.port.unwrap_or(mqtt_protocol::Config::default_port(config.ssl))
 }
 
-/// A config with mqtt_as's defaults, for `server` and `client_id`. The defaults are the
-/// protocol core's own (`mqtt_protocol::Config::default`), so the two never drift apart.
-pub fn default_config(server: &str, client_id: &str) -> Config {
-    let d = mqtt_protocol::Config::default();
-    Config {
-        client_id: client_id.into(),
-        server: server.into(),
-        port: d.port,
-        user: d.user,
-        password: d.password,
-        keepalive_secs: d.keepalive_secs,
-        ping_interval_secs: d.ping_interval_secs,
-        ssl: d.ssl,
-        ssl_params: None,
-        response_time_ms: d.response_time_ms,
-        clean_init: d.clean_init,
-        clean: d.clean,
-        max_repubs: d.max_repubs,
-        will: None,
-        queue_len: d.queue_len,
-        mqttv5: d.mqttv5,
-        session_expiry_secs: d.session_expiry_secs,
-        receive_maximum: d.receive_maximum,
-        max_inflight: d.max_inflight,
-        max_queued: d.max_queued,
-        max_packet_size: d.max_packet_size,
-        topic_alias_maximum: d.topic_alias_maximum,
-        connect_user_properties: d.connect_user_properties,
-        ssid: d.ssid,
-        wifi_pw: d.wifi_pw,
-        seed: d.seed,
-        backoff_min_ms: d.backoff_min_ms,
-        backoff_max_ms: d.backoff_max_ms,
-        resubscribe: d.resubscribe,
-        backpressure: d.backpressure,
-        auth_method: d.auth_method,
-        auth_data: d.auth_data,
-    }
-}
-
 /// A subscription change waiting for the broker's answer.
 #[derive(Clone)]
 enum Request {

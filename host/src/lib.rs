@@ -16,6 +16,7 @@ mod component;
 mod device;
 pub mod loopback;
 mod platform;
+pub mod settings;
 pub mod source_position;
 pub mod stream_sockets;
 
@@ -27,8 +28,10 @@ pub use bindings::mqtt_as::client::socket::{SocketError, SocketState, TlsParams}
 pub use bindings::mqtt_as::client::wifi::LinkState;
 pub use client::{Client, ClientEvent, Error as ClientCallError, Events};
 pub use component::{with_test_fault, ComponentFile, CORE_MODULE_PATH, EMBEDDED_COMPONENT, FAULTY_COMPONENT, RUSTC_CORE_MODULE_PATH};
-pub use device::{broker_port, default_config, Device, DeviceError, Publish, Token, MAX_GUEST_MEMORY};
+pub use device::{broker_port, Device, DeviceError, Publish, Token, MAX_GUEST_MEMORY};
+pub use mqtt_protocol::with_config_keys;
 pub use platform::{Clock, Platform, Socket, Wifi};
+pub use settings::{default_config, Settings, WillSetting};
 
 /// The QoS for an MQTT level number (0, 1, 2); `None` for anything else.
 pub fn qos_from_level(level: u8) -> Option<Qos> {

@@ -171,6 +171,95 @@ impl Default for Config {
     }
 }
 
+/// The config keys that the WIT `config` record, [`Config`] and every host's settings files
+/// share under one name and one type: the one list a new plain key joins (besides the WIT
+/// record and [`Config`] itself). The record's two structured fields, `ssl-params` and `will`,
+/// are converted by hand.
+///
+/// It calls back `$callback!` with `[$extra]` and then every key as
+/// `#[attributes] name: Type,`: the guest's WIT conversion and `mqtt-host`'s `default_config`
+/// copy each key across, and `mqtt-host`'s settings schema (the scenario `[device]` table, the
+/// board's `--config` file) declares each as an optional field. The `serde` attributes are for
+/// that schema: the names people write (`keepalive_s`) and the other names they may use
+/// (`keepalive`, `keepalive_secs`). A key with no attribute is written as it is named here.
+/// This crate does not use serde; the attributes are only tokens until a host expands them.
+#[macro_export]
+macro_rules! with_config_keys {
+    ($callback:ident; $($extra:tt)*) => {
+        $callback! {
+            [$($extra)*]
+            /// MQTT client id. Empty asks the broker to assign one (needs clean sessions).
+            #[serde(alias = "id")]
+            client_id: String,
+            /// Broker host name or address.
+            #[serde(alias = "host")]
+            server: String,
+            /// Broker port; unset: 1883, or 8883 with `ssl`.
+            port: Option<u16>,
+            /// User name sent in CONNECT.
+            user: Option<String>,
+            /// Password sent in CONNECT.
+            password: Option<Vec<u8>>,
+            /// Seconds the broker waits before it regards the client as dead (0 disables).
+            #[serde(rename = "keepalive_s", alias = "keepalive", alias = "keepalive_secs")]
+            keepalive_secs: u16,
+            /// Seconds between pings when idle; 0 uses keepalive/4.
+            #[serde(rename = "ping_interval_s", alias = "ping_interval_secs")]
+            ping_interval_secs: u16,
+            /// Connect over TLS.
+            #[serde(alias = "tls")]
+            ssl: bool,
+            /// How long the broker has to answer before the client acts.
+            response_time_ms: u32,
+            /// Clean session on the first connection after power-up.
+            clean_init: bool,
+            /// Clean session on reconnections.
+            clean: bool,
+            /// MQTT 3.1.1: republications of an unacknowledged message before reconnecting.
+            max_repubs: u32,
+            /// Incoming messages held for the application.
+            queue_len: u32,
+            /// Speak MQTT 5.
+            #[serde(alias = "v5")]
+            mqttv5: bool,
+            /// MQTT 5 Session Expiry Interval, seconds.
+            #[serde(rename = "session_expiry_s", alias = "session_expiry_secs")]
+            session_expiry_secs: u32,
+            /// Most QoS 1/2 messages accepted in flight from the broker.
+            receive_maximum: u16,
+            /// Most QoS 1/2 publishes kept in flight to the broker.
+            max_inflight: u16,
+            /// Most publishes waiting to be sent or acknowledged.
+            max_queued: u32,
+            /// Largest packet accepted or sent, in bytes.
+            max_packet_size: u32,
+            /// MQTT 5 Topic Alias Maximum accepted from the broker.
+            topic_alias_maximum: u16,
+            /// Extra MQTT 5 user properties on CONNECT, as `[name, value]` pairs.
+            connect_user_properties: Vec<(String, String)>,
+            /// WiFi network to join; unset: the host manages the link.
+            ssid: Option<String>,
+            /// Its password.
+            wifi_pw: Option<String>,
+            /// Seed for backoff jitter: the only randomness.
+            seed: u64,
+            /// Shortest reconnect backoff.
+            backoff_min_ms: u32,
+            /// Longest reconnect backoff.
+            backoff_max_ms: u32,
+            /// Re-send subscriptions after a reconnect that did not resume the session.
+            resubscribe: bool,
+            /// Stop reading from the broker while `queue_len` messages wait (no loss); false:
+            /// discard the oldest (loses acknowledged QoS 1/2 messages).
+            backpressure: bool,
+            /// MQTT 5 enhanced authentication method named in CONNECT.
+            auth_method: Option<String>,
+            /// Its initial data.
+            auth_data: Option<Vec<u8>>,
+        }
+    };
+}
+
 /// A config value that cannot work, naming the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use mqtt_host::{default_config, ComponentFile, Config, LinkState, Subscription, Will};
+use mqtt_host::{default_config, ComponentFile, Config, LinkState, Subscription};
 use mqtt_protocol::SplitMix64;
 use serde::Serialize;
 use serde_json::json;
@@ -196,33 +196,18 @@ fn timeline(sc: &Scenario, seed: u64) -> Vec<(u64, Step)> {
 /// The component config for device `index` of the scenario.
 pub fn device_config(sc: &Scenario, seed: u64, index: u32) -> Config {
     let d = &sc.device;
-    let base = d.client_id.as_deref().unwrap_or("device-1");
-    let id = if sc.devices == 1 { base.to_string() } else { format!("{base}-{index}") };
-    let mut c = default_config(BROKER, &id);
-    c.seed = seed.wrapping_mul(0x9E37_79B9).wrapping_add(u64::from(index));
-    c.port = d.port;
-    c.user = d.user.clone();
-    c.password = d.password.clone().map(String::into_bytes);
-    macro_rules! set {
-        ($($field:ident <- $src:ident),* $(,)?) => { $( if let Some(v) = d.$src.clone() { c.$field = v; } )* };
+    let mut c = default_config(BROKER, "device-1");
+    // Validated with the scenario: the will's QoS is the only key that can be wrong here.
+    d.apply_to(&mut c).expect("scenario validated");
+    // A fleet's devices share the file: each gets its own id and its own will topic.
+    if sc.devices > 1 {
+        c.client_id = format!("{}-{index}", c.client_id);
     }
-    set!(keepalive_secs <- keepalive_s, ping_interval_secs <- ping_interval_s, response_time_ms <- response_time_ms,
-        clean_init <- clean_init, clean <- clean, max_repubs <- max_repubs, queue_len <- queue_len, mqttv5 <- mqttv5,
-        session_expiry_secs <- session_expiry_s, receive_maximum <- receive_maximum, max_inflight <- max_inflight,
-        max_queued <- max_queued, max_packet_size <- max_packet_size, topic_alias_maximum <- topic_alias_maximum,
-        backoff_min_ms <- backoff_min_ms, backoff_max_ms <- backoff_max_ms, resubscribe <- resubscribe,
-        backpressure <- backpressure);
-    c.ssid = d.ssid.clone();
-    c.wifi_pw = d.wifi_pw.clone();
-    c.auth_method = d.auth_method.clone();
-    c.will = d.will.as_ref().map(|w| Will {
-        topic: for_device(&w.topic, index),
-        payload: w.payload.clone().into_bytes(),
-        qos: qos(w.qos),
-        retain: w.retain,
-        delay_secs: w.delay_s,
-        properties: None,
-    });
+    if let Some(w) = &mut c.will {
+        w.topic = for_device(&w.topic, index);
+    }
+    // The run's seed, not the file's, varies the jitter from one seed of a sweep to the next.
+    c.seed = seed.wrapping_mul(0x9E37_79B9).wrapping_add(u64::from(index)).wrapping_add(d.seed.unwrap_or(0));
     c
 }
 

@@ -107,62 +107,28 @@ impl Default for Network {
     }
 }
 
-/// The device's client config: every key of the component's config record; unset keys
-/// take the client's defaults (mqtt_as's where it has them).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeviceSpec {
-    pub client_id: Option<String>,
-    pub port: Option<u16>,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    pub keepalive_s: Option<u16>,
-    pub ping_interval_s: Option<u16>,
-    pub response_time_ms: Option<u32>,
-    pub clean_init: Option<bool>,
-    pub clean: Option<bool>,
-    pub max_repubs: Option<u32>,
-    pub will: Option<WillSpec>,
-    pub queue_len: Option<u32>,
-    pub mqttv5: Option<bool>,
-    pub session_expiry_s: Option<u32>,
-    pub receive_maximum: Option<u16>,
-    pub max_inflight: Option<u16>,
-    pub max_queued: Option<u32>,
-    pub max_packet_size: Option<u32>,
-    pub topic_alias_maximum: Option<u16>,
-    pub ssid: Option<String>,
-    pub wifi_pw: Option<String>,
-    pub backoff_min_ms: Option<u32>,
-    pub backoff_max_ms: Option<u32>,
-    pub resubscribe: Option<bool>,
-    /// Stop reading from the broker while `queue_len` messages wait, instead of discarding.
-    pub backpressure: Option<bool>,
-    /// A slow application: it takes the messages waiting for it only this often (unset:
-    /// whenever the client has any).
-    pub app_take_every_ms: Option<u64>,
-    /// MQTT 5 enhanced authentication: the method named in CONNECT, and the secret the
-    /// application answers the broker's challenges with.
-    pub auth_method: Option<String>,
-    pub auth_secret: Option<String>,
-    /// Subscriptions made at start-up.
-    #[serde(default)]
-    pub subscribe: Vec<SubSpec>,
-}
+use mqtt_host::settings_struct;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WillSpec {
-    pub topic: String,
-    pub payload: String,
-    #[serde(default)]
-    pub qos: u8,
-    #[serde(default)]
-    pub retain: bool,
-    pub delay_s: Option<u32>,
-}
+mqtt_host::with_config_keys!(settings_struct;
+    /// The device's client config: every key of the component's config record (the one
+    /// settings schema, `mqtt_host::settings`), unset keys taking the client's defaults, and
+    /// what the simulated application does.
+    pub struct DeviceSpec {
+        /// A slow application: it takes the messages waiting for it only this often (unset:
+        /// whenever the client has any).
+        #[serde(default)]
+        pub app_take_every_ms: Option<u64>,
+        /// MQTT 5 enhanced authentication: the secret the application answers the broker's
+        /// challenges with (the method is `auth_method`).
+        #[serde(default)]
+        pub auth_secret: Option<String>,
+        /// Subscriptions made at start-up.
+        #[serde(default)]
+        pub subscribe: Vec<SubSpec>,
+    }
+);
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubSpec {
     pub filter: String,
@@ -560,9 +526,25 @@ mod tests {
 
     #[test]
     fn unknown_key_is_reported_with_its_line() {
-        let e = Scenario::parse("duration_s = 10\n[device]\nkeepalive = 5\n").unwrap_err().0;
+        let e = Scenario::parse("duration_s = 10\n[device]\nkeep_alive = 5\n").unwrap_err().0;
         assert!(e.contains("line 3"), "{e}");
-        assert!(e.contains("keepalive"), "{e}");
+        assert!(e.contains("keep_alive") && e.contains("keepalive_s"), "{e}");
+    }
+
+    /// The `[device]` table is the one settings schema: every key of the component's config
+    /// record can be set from a scenario file (the WIT side is checked at compile time: the
+    /// guest and `default_config` spell the record out whole from the same key list).
+    #[test]
+    fn every_config_key_is_reachable_from_a_scenario_file() {
+        let plain = Scenario::parse("duration_s = 1\n").unwrap();
+        let base = crate::runner::device_config(&plain, 1, 0);
+        let (mut want, settings) = mqtt_host::settings::every_key_changed(&base);
+        let text = format!("duration_s = 1\n[device]\n{}", toml::to_string(&settings).unwrap());
+        let sc = Scenario::parse(&text).unwrap_or_else(|e| panic!("{}\n{text}", e.0));
+        let got = crate::runner::device_config(&sc, 1, 0);
+        // The seed is the one key the run mixes in: the file's seed offsets the run's.
+        want.seed = base.seed.wrapping_add(want.seed);
+        assert_eq!(mqtt_host::settings::differing_keys(&want, &got), Vec::<&str>::new(), "from:\n{text}");
     }
 
     #[test]

@@ -64,11 +64,11 @@ fn trace_file_is_identical_byte_for_byte_for_the_same_seed() {
 fn broken_scenario_exits_2_naming_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "duration_s = 10\n\n[device]\nkeepalive = 5\n").unwrap();
+    std::fs::write(&bad, "duration_s = 10\n\n[device]\nkeep_alive = 5\n").unwrap();
     let out = sim(&["check", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("line 4") && err.contains("keepalive"), "{err}");
+    assert!(err.contains("line 4") && err.contains("keep_alive"), "{err}");
     let out = sim(&["run", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -16,57 +16,31 @@
 //! will = { topic = "greenhouse/3/status", payload = "offline", qos = 1, retain = true }
 //! ```
 
-use serde::Deserialize;
+use mqtt_host::{default_config, settings_struct, Config, TlsParams};
 
-/// Every setting of a board connection; all optional so a file can hold any subset.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BoardConfig {
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub tls: Option<bool>,
-    /// Skip the broker certificate check (logged as a warning on every connection).
-    pub insecure: Option<bool>,
-    pub cafile: Option<String>,
-    pub cert: Option<String>,
-    pub key: Option<String>,
-    /// ALPN protocols offered in the TLS handshake, e.g. `["x-amzn-mqtt-ca"]`.
-    pub alpn: Option<Vec<String>>,
-    pub id: Option<String>,
-    pub keepalive: Option<u16>,
-    pub clean: Option<bool>,
-    pub v5: Option<bool>,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    pub iface: Option<String>,
-    pub response_time_ms: Option<u32>,
-    pub will: Option<WillConfig>,
-    // Client tunables with no flag of their own.
-    pub ping_interval_s: Option<u16>,
-    pub max_repubs: Option<u32>,
-    pub queue_len: Option<u32>,
-    pub max_inflight: Option<u16>,
-    pub backoff_min_ms: Option<u32>,
-    pub backoff_max_ms: Option<u32>,
-    pub session_expiry_s: Option<u32>,
-    /// Stop reading from the broker while `queue_len` messages wait, instead of discarding.
-    pub backpressure: Option<bool>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WillConfig {
-    pub topic: String,
-    pub payload: String,
-    #[serde(default = "one")]
-    pub qos: u8,
-    #[serde(default)]
-    pub retain: bool,
-}
-
-fn one() -> u8 {
-    1
-}
+mqtt_host::with_config_keys!(settings_struct;
+    /// Every setting of a board connection, all optional so a file can hold any subset: every
+    /// key of the component's config (the one settings schema, `mqtt_host::settings`; the
+    /// board's habitual names `host`, `id`, `keepalive`, `tls` and `v5` are aliases there), and
+    /// the board's own TLS files and network interface.
+    pub struct BoardConfig {
+        /// Skip the broker certificate check (logged as a warning on every connection).
+        #[serde(default)]
+        pub insecure: Option<bool>,
+        #[serde(default)]
+        pub cafile: Option<String>,
+        #[serde(default)]
+        pub cert: Option<String>,
+        #[serde(default)]
+        pub key: Option<String>,
+        /// ALPN protocols offered in the TLS handshake, e.g. `["x-amzn-mqtt-ca"]`.
+        #[serde(default)]
+        pub alpn: Option<Vec<String>>,
+        /// Network interface whose link state is reported to the client.
+        #[serde(default)]
+        pub iface: Option<String>,
+    }
+);
 
 impl BoardConfig {
     pub fn load(path: &std::path::Path) -> Result<BoardConfig, String> {
@@ -79,46 +53,51 @@ impl BoardConfig {
             Some(span) => mqtt_host::source_position::describe(text, span.start, e.message()),
             None => e.message().to_string(),
         })?;
-        if let Some(w) = &c.will
-            && w.qos > 2
-        {
-            return Err(format!("will.qos = {}: must be 0, 1 or 2", w.qos));
+        if let Some(w) = &c.will {
+            w.to_will()?;
         }
         Ok(c)
     }
 
+    /// The component config: the client's defaults (server `localhost`, id
+    /// `mqtt-board-<pid>`), these keys over them, and TLS when any TLS setting asks for it.
+    pub fn client_config(&self) -> Result<Config, String> {
+        let mut cfg = default_config("localhost", &format!("mqtt-board-{}", std::process::id()));
+        cfg.seed = u64::from(std::process::id());
+        self.apply_to(&mut cfg)?;
+        // The board's `clean` is the session for the whole run: the first connection too,
+        // unless `clean_init` says otherwise.
+        if self.clean_init.is_none() {
+            cfg.clean_init = cfg.clean;
+        }
+        if cfg.ssl || self.insecure == Some(true) || self.cafile.is_some() || self.cert.is_some() || self.alpn.is_some() {
+            if self.cert.is_some() != self.key.is_some() {
+                return Err("a client certificate needs both --cert and --key".into());
+            }
+            cfg.ssl = true;
+            cfg.ssl_params = Some(TlsParams {
+                server_name: cfg.server.clone(),
+                ca_file: self.cafile.clone(),
+                client_cert_file: self.cert.clone(),
+                client_key_file: self.key.clone(),
+                alpn: self.alpn.clone().unwrap_or_default(),
+            });
+        }
+        Ok(cfg)
+    }
+
     /// `self` (the command line) where set, `file` elsewhere.
     pub fn over(self, file: BoardConfig) -> BoardConfig {
-        macro_rules! pick {
-            ($($f:ident),*) => { BoardConfig { $($f: self.$f.or(file.$f)),* } };
-        }
-        pick!(
-            host,
-            port,
-            tls,
-            insecure,
-            cafile,
-            cert,
-            key,
-            alpn,
-            id,
-            keepalive,
-            clean,
-            v5,
-            user,
-            password,
-            iface,
-            response_time_ms,
-            will,
-            ping_interval_s,
-            max_repubs,
-            queue_len,
-            max_inflight,
-            backoff_min_ms,
-            backoff_max_ms,
-            session_expiry_s,
-            backpressure
-        )
+        let own = BoardConfig {
+            insecure: self.insecure.or(file.insecure),
+            cafile: self.cafile.clone().or(file.cafile.clone()),
+            cert: self.cert.clone().or(file.cert.clone()),
+            key: self.key.clone().or(file.key.clone()),
+            alpn: self.alpn.clone().or(file.alpn.clone()),
+            iface: self.iface.clone().or(file.iface.clone()),
+            ..self.clone()
+        };
+        own.or(&file)
     }
 }
 
@@ -137,7 +116,7 @@ mod tests {
             .map(|l| format!("{}\n", l.trim_start_matches("//!").trim_start()))
             .collect();
         let c = BoardConfig::parse(&example).unwrap();
-        assert_eq!(c.port, Some(8883));
+        assert_eq!(c.port, Some(Some(8883)));
         assert_eq!(c.will.unwrap().qos, 1);
     }
 
@@ -154,10 +133,35 @@ mod tests {
     }
 
     #[test]
+    fn every_config_key_is_reachable_from_the_file() {
+        let base = BoardConfig::default().client_config().unwrap();
+        let (want, settings) = mqtt_host::settings::every_key_changed(&base);
+        let text = toml::to_string(&settings).unwrap();
+        let got = BoardConfig::parse(&text).unwrap().client_config().unwrap();
+        assert_eq!(mqtt_host::settings::differing_keys(&want, &got), Vec::<&str>::new(), "from:\n{text}");
+        let tls = got.ssl_params.expect("ssl = true gives TLS parameters");
+        assert_eq!(tls.server_name, want.server);
+    }
+
+    #[test]
+    fn the_board_s_habitual_names_are_aliases() {
+        let c = BoardConfig::parse("host = \"h\"\nid = \"i\"\nkeepalive = 9\ntls = true\nv5 = true\n").unwrap();
+        let cfg = c.client_config().unwrap();
+        assert_eq!((cfg.server.as_str(), cfg.client_id.as_str(), cfg.keepalive_secs, cfg.ssl, cfg.mqttv5), ("h", "i", 9, true, true));
+    }
+
+    #[test]
     fn command_line_wins_and_the_file_fills_the_rest() {
-        let cli = BoardConfig { host: Some("cli".into()), ..Default::default() };
-        let file = BoardConfig { host: Some("file".into()), keepalive: Some(7), ..Default::default() };
+        let cli = BoardConfig { server: Some("cli".into()), iface: Some("eth0".into()), ..Default::default() };
+        let file = BoardConfig {
+            server: Some("file".into()),
+            keepalive_secs: Some(7),
+            iface: Some("wlan0".into()),
+            cafile: Some("ca.pem".into()),
+            ..Default::default()
+        };
         let c = cli.over(file);
-        assert_eq!((c.host.as_deref(), c.keepalive), (Some("cli"), Some(7)));
+        assert_eq!((c.server.as_deref(), c.keepalive_secs), (Some("cli"), Some(7)));
+        assert_eq!((c.iface.as_deref(), c.cafile.as_deref()), (Some("eth0"), Some("ca.pem")));
     }
 }

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use mqtt_board::file_config::{BoardConfig, WillConfig};
+use mqtt_board::file_config::BoardConfig;
 use mqtt_board::{record, LinuxPlatform, Verification};
-use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Config, Device, Qos, Subscription, Will};
+use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Device, Qos, Subscription, WillSetting};
 
 #[derive(Parser)]
 #[command(name = "mqtt-board", version, about = "Resilient MQTT client (the WebAssembly component) on a Linux board")]
@@ -86,23 +86,23 @@ impl Conn {
         };
         let flag = |b: bool| b.then_some(true);
         let cli = BoardConfig {
-            host: self.host.clone(),
-            port: self.port,
-            tls: flag(self.tls),
+            server: self.host.clone(),
+            port: self.port.map(Some),
+            ssl: flag(self.tls),
             insecure: flag(self.insecure),
             cafile: self.cafile.clone(),
             cert: self.cert.clone(),
             key: self.key.clone(),
             alpn: (!self.alpn.is_empty()).then(|| self.alpn.clone()),
-            id: self.id.clone(),
-            keepalive: self.keepalive,
+            client_id: self.id.clone(),
+            keepalive_secs: self.keepalive,
             clean: self.clean,
-            v5: flag(self.v5),
-            user: self.user.clone(),
-            password: self.password.clone(),
+            mqttv5: flag(self.v5),
+            user: self.user.clone().map(Some),
+            password: self.password.clone().map(Some),
             iface: self.iface.clone(),
             response_time_ms: self.response_time_ms,
-            will: self.will.as_ref().map(|w| WillConfig { topic: w[0].clone(), payload: w[1].clone(), qos: 1, retain: false }),
+            will: self.will.as_ref().map(|w| WillSetting { topic: w[0].clone(), payload: w[1].clone(), qos: 1, retain: false, delay_s: None }),
             ..BoardConfig::default()
         };
         Ok(cli.over(file))
@@ -187,62 +187,19 @@ fn duration(flag: &str, s: &str) -> anyhow::Result<Duration> {
     humantime::parse_duration(s).map_err(|e| anyhow::anyhow!("{flag} {s:?}: {e} (e.g. 5s, 500ms, 1m30s)"))
 }
 
-fn config(c: &BoardConfig) -> anyhow::Result<Config> {
-    let host = c.host.clone().unwrap_or_else(|| "localhost".into());
-    let id = c.id.clone().unwrap_or_else(|| format!("mqtt-board-{}", std::process::id()));
-    let mut cfg = default_config(&host, &id);
-    cfg.port = c.port;
-    if c.tls == Some(true) || c.insecure == Some(true) || c.cafile.is_some() || c.cert.is_some() || c.alpn.is_some() {
-        if c.cert.is_some() != c.key.is_some() {
-            anyhow::bail!("a client certificate needs both --cert and --key");
-        }
-        cfg.ssl = true;
-        cfg.ssl_params = Some(mqtt_host::TlsParams {
-            server_name: host.clone(),
-            ca_file: c.cafile.clone(),
-            client_cert_file: c.cert.clone(),
-            client_key_file: c.key.clone(),
-            alpn: c.alpn.clone().unwrap_or_default(),
-        });
-    }
-    cfg.keepalive_secs = c.keepalive.unwrap_or(cfg.keepalive_secs);
-    let clean = c.clean.unwrap_or(true);
-    cfg.clean = clean;
-    cfg.clean_init = clean;
-    cfg.mqttv5 = c.v5.unwrap_or(false);
-    cfg.user = c.user.clone();
-    cfg.password = c.password.clone().map(String::into_bytes);
-    cfg.response_time_ms = c.response_time_ms.unwrap_or(cfg.response_time_ms);
-    cfg.seed = u64::from(std::process::id());
-    if let Some(w) = &c.will {
-        cfg.will = Some(Will {
-            topic: w.topic.clone(),
-            payload: w.payload.clone().into_bytes(),
-            qos: qos(w.qos)?,
-            retain: w.retain,
-            delay_secs: None,
-            properties: None,
-        });
-    }
-    macro_rules! tunable {
-        ($($key:ident => $field:ident),*) => { $(if let Some(v) = c.$key { cfg.$field = v.into(); })* };
-    }
-    tunable!(ping_interval_s => ping_interval_secs, max_repubs => max_repubs, queue_len => queue_len, max_inflight => max_inflight, backoff_min_ms => backoff_min_ms, backoff_max_ms => backoff_max_ms, session_expiry_s => session_expiry_secs, backpressure => backpressure);
-    Ok(cfg)
-}
-
 async fn start(c: &Conn) -> anyhow::Result<Client> {
     let settings = c.settings()?;
     let component = ComponentFile::embedded()?;
-    let cfg = config(&settings)?;
+    let cfg = settings.client_config().map_err(anyhow::Error::msg)?;
     let port = mqtt_host::broker_port(&cfg);
     let verification = if settings.insecure == Some(true) { Verification::Off } else { Verification::On };
-    let platform = LinuxPlatform::with_verification(vec![(cfg.server.clone(), port)], settings.iface.clone(), verification);
+    let server = cfg.server.clone();
+    let platform = LinuxPlatform::with_verification(vec![(server.clone(), port)], settings.iface.clone(), verification);
     let device = Device::new(&component, Box::new(platform), cfg, "board")?;
     let client = Client::spawn(device);
     client.connect().await?;
     if c.verbose {
-        eprintln!("connected to {}", settings.host.as_deref().unwrap_or("localhost"));
+        eprintln!("connected to {server}");
     }
     Ok(client)
 }
