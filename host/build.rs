@@ -1,88 +1,222 @@
-//! Builds the client component that this crate embeds.
+//! Provides the client component this crate embeds.
 //!
+//! The component is committed, built, in `host/component/`, with a fingerprint of everything
+//! it is built from (`component/SOURCES`). When the fingerprint matches the sources, the build
+//! copies those bytes: no wasm32 target, no binaryen and no guest compile, so a fresh clone
+//! runs its first scenario once wasmtime alone has compiled.
+//!
+//! When the guest's sources changed, the feature `rebuild-component` rebuilds it (and
+//! without the feature the build stops and says so):
 //! 1. `cargo build` the guest (`client-component/`) for `wasm32-unknown-unknown` with the
 //!    size-optimised `wasm` profile and a 64 KiB stack, in its own target dir (a nested
 //!    build in the outer target dir would wait on the outer build's lock forever);
 //! 2. shrink the core module with binaryen's `wasm-opt -Oz` (the `wasm-opt` crate, which
-//!    builds a pinned binaryen, so every machine ships the same bytes);
+//!    builds a pinned binaryen, so every machine makes the same bytes);
 //! 3. encode it as a component with `wit-component`, validating it;
-//! 4. write it to `$OUT_DIR/mqtt_client.wasm`, which `src/component.rs` embeds.
+//! 4. write it, the test-faults build and the core modules to `host/component/` (commit them
+//!    with the change) and to `$OUT_DIR`, which `src/component.rs` embeds.
+//!
+//! CI rebuilds with `MQTT_REBUILD_COMPONENT=1` and fails on any byte difference, so the
+//! committed bytes are exactly what the sources make (wasmtime ships its WASI adapter the
+//! same way).
 //!
 //! Why wasm-opt: rustc at `opt-level = "z"` leaves the code section at ~73 KB; binaryen's
 //! size passes take it to ~62 KB, under the 64 KiB the component is meant to fit in a
-//! microcontroller's runtime (issue 6). It costs a one-off ~5 minutes to build binaryen.
+//! microcontroller's runtime (issue 6). It costs a one-off ~5 minutes to build binaryen,
+//! which is why only a rebuild pays it.
 
 use std::env;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+/// The files `component/` holds, besides `SOURCES`.
+const ARTIFACTS: [&str; 4] = ["mqtt_client.wasm", "mqtt_client_test_faults.wasm", "mqtt_client_core.wasm", "mqtt_client_core.rustc.wasm"];
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.parent().expect("host/ sits in the workspace root").to_path_buf();
-    for path in ["client-component/src", "client-component/Cargo.toml", "protocol/src", "protocol/Cargo.toml", "wit", "Cargo.toml"] {
-        println!("cargo:rerun-if-changed={}", root.join(path).display());
-    }
+    let committed = manifest.join("component");
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
-    // Shared by every build of this crate (debug, release, features): the guest is built
-    // once per change, whatever profile the host uses.
-    let target_dir = env::var_os("MQTT_GUEST_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target").join("guest"));
+    let inputs = guest_inputs(&root);
+    for path in inputs.iter().chain(std::iter::once(&committed)) {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    println!("cargo:rerun-if-env-changed=MQTT_REBUILD_COMPONENT");
 
-    // The shipped component, and one built with the deliberate client faults that the test
-    // suite must catch (scenarios/README.md, "Proof that the expectations can fail").
-    let rustc_module = build_guest(&root, &target_dir, None);
-    let module = optimize(&out_dir, "mqtt_client_core", &rustc_module);
-    std::fs::write(out_dir.join("mqtt_client.wasm"), encode(&module)).expect("writing the component");
-    let faulty = optimize(&out_dir, "mqtt_client_test_faults_core", &build_guest(&root, &target_dir, Some("test-faults")));
-    std::fs::write(out_dir.join("mqtt_client_test_faults.wasm"), encode(&faulty)).expect("writing the faulty component");
-    println!("cargo:rustc-env=MQTT_COMPONENT_MODULE_BYTES={}", module.len());
-    // Both core modules, for the benchmark that reports what rustc and wasm-opt each make.
+    let fingerprint = fingerprint(&root, &inputs);
+    let recorded = std::fs::read_to_string(committed.join("SOURCES")).unwrap_or_default();
+    let forced = env::var("MQTT_REBUILD_COMPONENT").is_ok_and(|v| !v.is_empty() && v != "0");
+    if recorded.trim() == fingerprint && !forced {
+        for name in ARTIFACTS {
+            std::fs::copy(committed.join(name), out_dir.join(name)).unwrap_or_else(|e| panic!("copying host/component/{name}: {e}"));
+        }
+    } else {
+        rebuild::run(&root, &committed, &out_dir, &fingerprint, forced);
+    }
     println!("cargo:rustc-env=MQTT_COMPONENT_MODULE_PATH={}", out_dir.join("mqtt_client_core.wasm").display());
     println!("cargo:rustc-env=MQTT_COMPONENT_RUSTC_MODULE_PATH={}", out_dir.join("mqtt_client_core.rustc.wasm").display());
 }
 
-fn build_guest(root: &Path, target_dir: &Path, feature: Option<&str>) -> Vec<u8> {
-    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(root)
-        .args(["build", "--package", "mqtt-client-component", "--target", "wasm32-unknown-unknown", "--profile", "wasm"])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env("CARGO_ENCODED_RUSTFLAGS", "-Clink-arg=-zstack-size=65536");
-    if let Some(f) = feature {
-        cmd.args(["--features", f]);
+/// Every file the component is made from, sorted: the guest and the protocol core (sources
+/// and manifests), the WIT, the pinned toolchain, this script and the workspace manifest (its
+/// `wasm` profile). `Cargo.lock` is left out, or every dependency added anywhere in the
+/// workspace would call for a rebuild; CI's rebuild catches a guest dependency that moved.
+fn guest_inputs(root: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in ["client-component/src", "protocol/src", "wit"] {
+        walk(&root.join(dir), &mut files);
     }
-    let status = cmd.status().expect("could not run cargo to build the client component");
-    assert!(status.success(), "building the client component failed (see the errors above)");
-    let module_path = target_dir.join("wasm32-unknown-unknown/wasm/mqtt_client_component.wasm");
-    std::fs::read(&module_path).unwrap_or_else(|e| panic!("reading {}: {e}", module_path.display()))
+    for file in ["client-component/Cargo.toml", "protocol/Cargo.toml", "rust-toolchain.toml", "host/build.rs", "Cargo.toml"] {
+        files.push(root.join(file));
+    }
+    files.sort();
+    files
 }
 
-/// `wasm-opt -Oz` on a core module: writes `NAME.rustc.wasm` and `NAME.wasm` in `out_dir`,
-/// returns the optimised bytes. The features are the ones rustc 1.95 enables for
-/// wasm32-unknown-unknown; binaryen keeps the `component-type` custom section.
-fn optimize(out_dir: &Path, name: &str, module: &[u8]) -> Vec<u8> {
-    use wasm_opt::{Feature, OptimizationOptions};
-    let input = out_dir.join(format!("{name}.rustc.wasm"));
-    let output = out_dir.join(format!("{name}.wasm"));
-    std::fs::write(&input, module).expect("writing the core module");
-    OptimizationOptions::new_optimize_for_size_aggressively()
-        .enable_feature(Feature::BulkMemory)
-        .enable_feature(Feature::SignExt)
-        .enable_feature(Feature::MutableGlobals)
-        .enable_feature(Feature::TruncSat)
-        .enable_feature(Feature::Multivalue)
-        .enable_feature(Feature::ReferenceTypes)
-        .run(&input, &output)
-        .unwrap_or_else(|e| panic!("wasm-opt on {}: {e}", input.display()));
-    std::fs::read(&output).unwrap_or_else(|e| panic!("reading {}: {e}", output.display()))
+fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            walk(&path, files);
+        } else {
+            files.push(path);
+        }
+    }
 }
 
-fn encode(module: &[u8]) -> Vec<u8> {
-    wit_component::ComponentEncoder::default()
-        .module(module)
-        .and_then(|enc| enc.validate(true).encode())
-        .unwrap_or_else(|e| panic!("encoding the client component failed: {e:#}"))
+/// FNV-1a over each input's path (relative to the workspace, `/`-separated) and contents
+/// (written out rather than taken from a crate: it must stay the same across versions and
+/// machines, and it guards staleness, not secrets). Of the workspace manifest only the `wasm`
+/// profile counts: adding a member must not call for a rebuild.
+fn fingerprint(root: &Path, inputs: &[PathBuf]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for path in inputs {
+        let rel = path.strip_prefix(root).unwrap_or(path);
+        let name: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        feed(name.join("/").as_bytes());
+        feed(&[0]);
+        let contents = std::fs::read(path).unwrap_or_default();
+        if rel == Path::new("Cargo.toml") {
+            feed(wasm_profile(&String::from_utf8_lossy(&contents)).as_bytes());
+        } else {
+            feed(&contents);
+        }
+        feed(&[0]);
+    }
+    format!("{h:016x}")
+}
+
+/// The `[profile.wasm]` table of the workspace manifest, as written.
+fn wasm_profile(manifest: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in manifest.lines() {
+        if line.trim_start().starts_with('[') {
+            inside = line.trim() == "[profile.wasm]";
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(not(feature = "rebuild-component"))]
+mod rebuild {
+    use std::path::Path;
+
+    pub fn run(_root: &Path, _committed: &Path, _out_dir: &Path, fingerprint: &str, forced: bool) {
+        let why = if forced { "MQTT_REBUILD_COMPONENT asks for a rebuild" } else { "the client component's sources changed since host/component/ was built" };
+        panic!(
+            "\n{why} (fingerprint {fingerprint}).\nRebuild it (needs `rustup target add wasm32-unknown-unknown` and a C++ compiler for binaryen, ~5 minutes once):\n    cargo build --release -p mqtt-host --features rebuild-component\nthen commit host/component/ with the change.\n"
+        );
+    }
+}
+
+#[cfg(feature = "rebuild-component")]
+mod rebuild {
+    use std::env;
+    use std::path::Path;
+    use std::process::Command;
+
+    pub fn run(root: &Path, committed: &Path, out_dir: &Path, fingerprint: &str, _forced: bool) {
+        // Shared by every build of this crate (debug, release, features): the guest is built
+        // once per change, whatever profile the host uses.
+        let target_dir = env::var_os("MQTT_GUEST_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root.join("target").join("guest"));
+        // The shipped component, and one built with the deliberate client faults that the
+        // test suite must catch (scenarios/README.md, "Proof that the expectations can fail").
+        let rustc_module = build_guest(root, &target_dir, None);
+        let module = optimize(out_dir, "mqtt_client_core", &rustc_module);
+        let faulty = optimize(out_dir, "mqtt_client_test_faults_core", &build_guest(root, &target_dir, Some("test-faults")));
+        std::fs::create_dir_all(committed).expect("creating host/component/");
+        for (name, bytes) in [
+            ("mqtt_client.wasm", encode(&module)),
+            ("mqtt_client_test_faults.wasm", encode(&faulty)),
+            ("mqtt_client_core.wasm", module),
+            ("mqtt_client_core.rustc.wasm", rustc_module),
+        ] {
+            std::fs::write(out_dir.join(name), &bytes).expect("writing to OUT_DIR");
+            std::fs::write(committed.join(name), &bytes).unwrap_or_else(|e| panic!("writing host/component/{name}: {e}"));
+        }
+        std::fs::write(committed.join("SOURCES"), format!("{fingerprint}\n")).expect("writing host/component/SOURCES");
+    }
+
+    fn build_guest(root: &Path, target_dir: &Path, feature: Option<&str>) -> Vec<u8> {
+        let sysroot = Command::new(env::var("RUSTC").unwrap_or_else(|_| "rustc".into())).args(["--print", "sysroot"]).output().expect("running rustc");
+        let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
+        assert!(
+            Path::new(&sysroot).join("lib/rustlib/wasm32-unknown-unknown").exists(),
+            "rebuilding the client component needs the wasm32 target: rustup target add wasm32-unknown-unknown"
+        );
+        let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(root)
+            .args(["build", "--package", "mqtt-client-component", "--target", "wasm32-unknown-unknown", "--profile", "wasm"])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .env("CARGO_ENCODED_RUSTFLAGS", "-Clink-arg=-zstack-size=65536");
+        if let Some(f) = feature {
+            cmd.args(["--features", f]);
+        }
+        let status = cmd.status().expect("could not run cargo to build the client component");
+        assert!(status.success(), "building the client component failed (see the errors above)");
+        let module_path = target_dir.join("wasm32-unknown-unknown/wasm/mqtt_client_component.wasm");
+        std::fs::read(&module_path).unwrap_or_else(|e| panic!("reading {}: {e}", module_path.display()))
+    }
+
+    /// `wasm-opt -Oz` on a core module. The features are the ones rustc 1.95 enables for
+    /// wasm32-unknown-unknown; binaryen keeps the `component-type` custom section.
+    fn optimize(out_dir: &Path, name: &str, module: &[u8]) -> Vec<u8> {
+        use wasm_opt::{Feature, OptimizationOptions};
+        let input = out_dir.join(format!("{name}.rustc.wasm"));
+        let output = out_dir.join(format!("{name}.wasm"));
+        std::fs::write(&input, module).expect("writing the core module");
+        OptimizationOptions::new_optimize_for_size_aggressively()
+            .enable_feature(Feature::BulkMemory)
+            .enable_feature(Feature::SignExt)
+            .enable_feature(Feature::MutableGlobals)
+            .enable_feature(Feature::TruncSat)
+            .enable_feature(Feature::Multivalue)
+            .enable_feature(Feature::ReferenceTypes)
+            .run(&input, &output)
+            .unwrap_or_else(|e| panic!("wasm-opt on {}: {e}", input.display()));
+        std::fs::read(&output).unwrap_or_else(|e| panic!("reading {}: {e}", output.display()))
+    }
+
+    fn encode(module: &[u8]) -> Vec<u8> {
+        wit_component::ComponentEncoder::default()
+            .module(module)
+            .and_then(|enc| enc.validate(true).encode())
+            .unwrap_or_else(|e| panic!("encoding the client component failed: {e:#}"))
+    }
 }
