@@ -6,21 +6,19 @@
 //! same code. See `protocol/README.md` for the design and the codec choice.
 #![no_std]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
-#[warn(missing_docs)]
 mod client;
 pub mod codec;
-#[warn(missing_docs)]
 mod config;
 pub mod reason;
 mod rng;
 pub mod test_fault;
 pub mod text;
-#[warn(missing_docs)]
 mod types;
 
 pub use client::Client;

@@ -4,16 +4,19 @@
 //! dependencies (the component stays small and `no_std`), and its output is fixed by its
 //! definition, so a seed replays identically on every host and version.
 
+/// SplitMix64 (Steele, Lea and Flood): a seeded sequence of 64-bit numbers.
 #[derive(Debug, Clone)]
 pub struct SplitMix64 {
     state: u64,
 }
 
 impl SplitMix64 {
+    /// The sequence of `seed`.
     pub fn new(seed: u64) -> Self {
         SplitMix64 { state: seed }
     }
 
+    /// The next number.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;

@@ -87,10 +87,12 @@ impl TestFault {
         ("ignore-no-local", TestFault::IgnoreNoLocal),
     ];
 
+    /// The fault of a kebab-case name.
     pub fn from_name(name: &str) -> Option<TestFault> {
         Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
     }
 
+    /// Its kebab-case name.
     pub fn name(self) -> &'static str {
         Self::ALL.iter().find(|(_, f)| *f == self).map_or("?", |(n, _)| n)
     }

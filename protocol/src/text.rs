@@ -10,6 +10,7 @@ pub use alloc::string::String;
 
 /// Something [`text!`] can append.
 pub trait Piece {
+    /// Appends itself.
     fn push_onto(&self, out: &mut String);
 }
 

@@ -5,8 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -135,23 +133,21 @@ impl Target {
     }
 }
 
-/// Runs `work` on `jobs` threads, in any order; `each` sees every result as it comes.
-fn parallel<W: Sync, R: Send>(work: &[W], jobs: Option<usize>, run: impl Fn(&W) -> R + Sync, each: impl Fn(&R) + Sync) -> Vec<R> {
+/// Runs `work` on a pool of `jobs` threads (rayon); `each` sees every result as it comes,
+/// and the results come back in the order of `work`.
+fn parallel<W: Sync, R: Send>(work: &[W], jobs: Option<usize>, run: impl Fn(&W) -> R + Sync + Send, each: impl Fn(&R) + Sync + Send) -> Vec<R> {
+    use rayon::prelude::*;
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<R>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                let Some(w) = work.get(k) else { return };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build().expect("starting the worker threads");
+    pool.install(|| {
+        work.par_iter()
+            .map(|w| {
                 let r = run(w);
                 each(&r);
-                results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
-            });
-        }
-    });
-    results.into_inner().unwrap_or_else(|e| e.into_inner())
+                r
+            })
+            .collect()
+    })
 }
 
 fn name_of(path: &Path) -> String {
@@ -228,22 +224,7 @@ fn parse_shard(s: &str) -> anyhow::Result<(usize, usize)> {
 }
 
 fn scenario_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                .with_context(|| format!("reading {}", p.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|x| x == "toml"))
-                .collect();
-            found.sort();
-            files.extend(found);
-        } else {
-            files.push(p.clone());
-        }
-    }
-    anyhow::ensure!(!files.is_empty(), "no scenario files found");
-    Ok(files)
+    mqtt_sim::scenario::files(paths).map_err(anyhow::Error::msg)
 }
 
 fn sweep(target: &Target, paths: Vec<PathBuf>, seeds: &str, jobs: Option<usize>, shard: Option<&str>) -> anyhow::Result<ExitCode> {

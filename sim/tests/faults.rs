@@ -20,9 +20,7 @@ const KNOWN_UNCAUGHT: &[&str] = &[];
 fn every_client_fault_is_caught_by_some_scenario() {
     let component = ComponentFile::from_bytes(mqtt_host::FAULTY_COMPONENT).unwrap();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let mut files: Vec<_> =
-        std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
-    files.sort();
+    let files = mqtt_sim::scenario::files(&[dir]).unwrap();
     let scenarios: Vec<(String, Scenario)> =
         files.iter().map(|f| (f.file_stem().unwrap().to_string_lossy().into_owned(), Scenario::load(f).unwrap())).collect();
     // The correct client in the test-faults build passes everything (the build itself is sound).

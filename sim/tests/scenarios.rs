@@ -56,14 +56,8 @@ fn run_file(name: &str) -> Result<(), Failed> {
 /// Every `*.toml` in `scenarios/`, by file stem, sorted: the library is the directory, so a
 /// new file is tested without being listed anywhere.
 fn scenario_names() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(scenarios_dir())
-        .expect("scenarios/ is readable")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .collect();
-    names.sort();
-    names
+    let files = mqtt_sim::scenario::files(&[scenarios_dir()]).expect("scenarios/ is readable");
+    files.iter().filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned())).collect()
 }
 
 /// libtest-mimic instead of `#[test]` functions: one test per scenario file, generated from

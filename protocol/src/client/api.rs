@@ -14,7 +14,6 @@ impl Client {
         match self.state {
             State::Closed => Err(ApiError::Closed),
             State::Idle => {
-                self.purging = !self.cfg.mqttv5 && self.cfg.clean_init && !self.cfg.clean;
                 let give_up = Some(now + 3 * u64::from(self.cfg.response_time_ms));
                 self.attempt(now, give_up);
                 Ok(())
@@ -145,9 +144,8 @@ impl Client {
         if self.state == State::Connected && !self.faulty(TestFault::DisconnectWithoutPacket) {
             self.send(now, &Packet::Disconnect(Disconnect { reason: 0, properties: Properties::default() }));
         }
-        if self.up {
+        if self.state == State::Connected {
             self.events.push_back(Event::Down(DownReason::Requested));
-            self.up = false;
         }
         self.close_socket();
         const FAILED: u8 = ReasonCode::UNSPECIFIED_ERROR.0;

@@ -80,6 +80,12 @@ impl Client {
         d / 2 + self.rng.below(d / 2 + 1)
     }
 
+    /// MQTT 3.1.1 with clean_init and not clean: the power-up connection only purges the old
+    /// session (mqtt_as's way), then the client reconnects unclean.
+    pub(super) fn purging(&self) -> bool {
+        !self.initial_done && !self.cfg.mqttv5 && self.cfg.clean_init && !self.cfg.clean
+    }
+
     /// The connection (or the attempt) is gone: report, close, and plan the next attempt.
     pub(super) fn lost(&mut self, now: Instant, reason: DownReason) {
         if self.broker_up_asked {
@@ -89,11 +95,11 @@ impl Client {
         // Bytes not yet handed to the socket belong to the dead connection; the session
         // state (in-flight, pending) is what gets resent.
         self.transmits.clear();
-        self.close_socket();
-        if self.up {
-            self.up = false;
+        // Up was reported exactly when the state became Connected: a Down is owed.
+        if self.state == State::Connected {
             self.events.push_back(Event::Down(reason.clone()));
         }
+        self.close_socket();
         if !self.ever_up {
             self.events.push_back(Event::ConnectFailed(reason.message()));
             self.state = State::Idle;
@@ -178,9 +184,8 @@ impl Client {
             }
             return;
         }
-        if self.purging {
+        if self.purging() {
             // mqtt_as clean_init: the old session is gone now; start the persistent one.
-            self.purging = false;
             self.initial_done = true;
             self.send(now, &Packet::Disconnect(Disconnect { reason: 0, properties: Properties::default() }));
             self.close_socket();
@@ -217,7 +222,6 @@ impl Client {
         }
         self.ever_up = true;
         self.initial_done = true;
-        self.up = true;
         self.backoff_attempt = 0;
         self.events.push_back(Event::Up { session_present: ack.session_present });
         self.resume(now, ack.session_present);

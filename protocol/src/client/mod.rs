@@ -153,13 +153,14 @@ pub struct Client {
     queued_messages: usize,
     socket_open: bool,
 
+    // What is left as flags is not where the connection stands (that is `state`: Up is owed a
+    // Down exactly while it is `Connected`, and the clean_init purge follows from
+    // `initial_done`), but history, IO bookkeeping and pending answers: `ever_up` and
+    // `initial_done` outlive connections, `socket_open` tracks the host's socket through the
+    // transitions that close and reopen it, `auth_challenged` an exchange that spans states,
+    // `input_held` and `broker_up_asked` the application's side.
     /// A connection reached `Up` at least once: later outages are ours to handle silently.
     ever_up: bool,
-    /// We are between Up and Down (so a Down event is owed on loss).
-    up: bool,
-    /// MQTT 3.1.1 clean_init && !clean: the first CONNECT purges the old session, then we
-    /// reconnect unclean.
-    purging: bool,
     /// The power-up connection (clean_init) is behind us; later ones use `clean`.
     initial_done: bool,
     backoff_attempt: u32,
@@ -227,8 +228,6 @@ impl Client {
             queued_messages: 0,
             socket_open: false,
             ever_up: false,
-            up: false,
-            purging: false,
             initial_done: false,
             backoff_attempt: 0,
             client_id: cfg.client_id.clone(),

@@ -16,26 +16,33 @@ pub enum DecodeError {
     MalformedVariableInteger,
     /// The packet is larger than the negotiated maximum packet size.
     PacketTooLarge {
+        /// Its size in bytes.
         size: u64,
+        /// The limit.
         max: u32,
     },
     /// Packet type 0, or AUTH (15) on an MQTT 3.1.1 connection.
     UnknownPacketType(u8),
     /// Reserved fixed-header flags or option bits have the wrong value.
     InvalidFlags {
+        /// The packet it was found in.
         packet: &'static str,
+        /// The flags as found.
         flags: u8,
     },
     /// A field ends past the end of the packet.
     Truncated {
+        /// The field.
         field: &'static str,
     },
     /// Bytes are left after the last field of the packet.
     TrailingBytes {
+        /// The packet it was found in.
         packet: &'static str,
     },
     /// A string is not well-formed UTF-8, or contains U+0000 (spec 1.5.4).
     InvalidUtf8 {
+        /// The field.
         field: &'static str,
     },
     /// A string or binary is longer than 65,535 bytes.
@@ -46,28 +53,38 @@ pub enum DecodeError {
     WildcardInTopicName,
     /// A topic filter uses a wildcard anywhere but a whole level (spec 4.7.1).
     InvalidTopicFilter,
+    /// A QoS of 3 (spec 4.3).
     InvalidQos(u8),
     /// Packet identifier 0 (spec 2.2.1).
     PacketIdZero,
+    /// A property identifier the spec does not define.
     UnknownProperty(u8),
     /// The property exists but may not appear in this packet (spec table 2-4).
     PropertyNotAllowed {
+        /// The property identifier.
         id: u8,
+        /// The packet it was found in.
         packet: &'static str,
     },
     /// A property other than User Property or Subscription Identifier appears twice.
     DuplicateProperty(u8),
+    /// A property value out of its range (a Receive Maximum of 0, a QoS of 3 …).
     InvalidPropertyValue {
+        /// The property identifier.
         id: u8,
+        /// What is wrong with the value.
         why: &'static str,
     },
     /// CONNECT names a protocol other than MQTT 3.1.1 or 5.0.
     UnsupportedProtocol {
+        /// The protocol level CONNECT named.
         level: u8,
     },
     /// The reason code is not one the spec allows in this packet (MQTT 5 section 2.4).
     InvalidReasonCode {
+        /// The packet it was found in.
         packet: &'static str,
+        /// The code as found.
         code: u8,
     },
     /// Any other rule; the text cites it.

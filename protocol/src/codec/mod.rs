@@ -23,14 +23,19 @@ pub enum ProtocolVersion {
     V5,
 }
 
+/// Quality of service: how hard the sender tries (spec 4.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum QoS {
+    /// 0: sent once, no acknowledgement.
     AtMostOnce = 0,
+    /// 1: acknowledged (PUBACK); may arrive twice.
     AtLeastOnce = 1,
+    /// 2: a four-way exchange; arrives once.
     ExactlyOnce = 2,
 }
 
 impl QoS {
+    /// The QoS of a level number; 3 and up are malformed.
     pub fn from_u8(v: u8) -> Result<Self, DecodeError> {
         match v {
             0 => Ok(QoS::AtMostOnce),
@@ -46,126 +51,191 @@ impl QoS {
 pub struct PacketId(u16);
 
 impl PacketId {
+    /// `None` for 0, which is not a packet id.
     pub fn new(v: u16) -> Option<Self> {
         (v != 0).then_some(PacketId(v))
     }
+    /// The number.
     pub fn get(self) -> u16 {
         self.0
     }
 }
 
+/// The will inside CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastWill {
+    /// Where the broker publishes it.
     pub topic: String,
+    /// What it publishes.
     pub payload: Vec<u8>,
+    /// At what QoS.
     pub qos: QoS,
+    /// Retained.
     pub retain: bool,
+    /// MQTT 5 will properties (delay, expiry …).
     pub properties: Properties,
 }
 
+/// CONNECT: the client opens a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connect {
+    /// 3.1.1 or 5.0.
     pub protocol: ProtocolVersion,
+    /// Start a new session (Clean Session in 3.1.1).
     pub clean_start: bool,
+    /// Keepalive, seconds (0 disables).
     pub keep_alive: u16,
+    /// Client identifier; empty asks the broker for one.
     pub client_id: String,
+    /// The last will.
     pub will: Option<LastWill>,
+    /// User name.
     pub username: Option<String>,
+    /// Password.
     pub password: Option<Vec<u8>>,
+    /// MQTT 5 properties.
     pub properties: Properties,
 }
 
+/// CONNACK: the broker's answer to CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnAck {
+    /// The broker resumed a session.
     pub session_present: bool,
     /// 3.1.1 return code or 5.0 reason code; 0 is success.
     pub code: u8,
+    /// MQTT 5 properties (limits, assigned id …).
     pub properties: Properties,
 }
 
+/// PUBLISH: an application message, either way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {
+    /// A resend of an earlier attempt (DUP).
     pub dup: bool,
+    /// Its QoS.
     pub qos: QoS,
+    /// Retain it (to the broker) / it was retained (from the broker).
     pub retain: bool,
     /// Empty only with a topic alias (MQTT 5).
     pub topic: String,
     /// Present exactly when `qos` is 1 or 2.
     pub packet_id: Option<PacketId>,
+    /// The application payload.
     pub payload: Vec<u8>,
+    /// MQTT 5 properties.
     pub properties: Properties,
 }
 
 /// PUBACK, PUBREC, PUBREL and PUBCOMP share this shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PubResponse {
+    /// The PUBLISH it answers.
     pub packet_id: PacketId,
+    /// MQTT 5 reason code (0: success).
     pub reason: u8,
+    /// MQTT 5 properties.
     pub properties: Properties,
 }
 
+/// One filter of a SUBSCRIBE, with its options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscribeFilter {
+    /// The topic filter.
     pub filter: String,
+    /// The highest QoS wanted.
     pub qos: QoS,
+    /// MQTT 5 No Local: not the client's own messages.
     pub no_local: bool,
+    /// MQTT 5 Retain As Published: keep the retain flag as sent.
     pub retain_as_published: bool,
+    /// MQTT 5 Retain Handling: 0 send retained, 1 only for a new subscription, 2 never.
     pub retain_handling: u8,
 }
 
+/// SUBSCRIBE: filters the client wants messages for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscribe {
+    /// Its packet id.
     pub packet_id: PacketId,
+    /// The filters, in order.
     pub filters: Vec<SubscribeFilter>,
+    /// MQTT 5 properties (subscription identifier …).
     pub properties: Properties,
 }
 
 /// SUBACK and UNSUBACK: one code per filter (UNSUBACK under 3.1.1 has none).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubAck {
+    /// The request it answers.
     pub packet_id: PacketId,
+    /// Granted QoS or failure code, per filter.
     pub codes: Vec<u8>,
+    /// MQTT 5 properties.
     pub properties: Properties,
 }
 
+/// UNSUBSCRIBE: filters the client no longer wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsubscribe {
+    /// Its packet id.
     pub packet_id: PacketId,
+    /// The filters.
     pub filters: Vec<String>,
+    /// MQTT 5 properties.
     pub properties: Properties,
 }
 
+/// DISCONNECT (and AUTH, which has the same shape): a reason code and properties.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disconnect {
+    /// MQTT 5 reason code (0: normal).
     pub reason: u8,
+    /// MQTT 5 properties.
     pub properties: Properties,
 }
 
+/// Every MQTT control packet, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(
     clippy::large_enum_variant,
     reason = "a packet lives briefly on the stack between the codec and the session; boxing CONNECT would cost the component code and an allocation"
 )]
 pub enum Packet {
+    /// CONNECT.
     Connect(Connect),
+    /// CONNACK.
     ConnAck(ConnAck),
+    /// PUBLISH.
     Publish(Publish),
+    /// PUBACK: QoS 1 delivered.
     PubAck(PubResponse),
+    /// PUBREC: QoS 2 received.
     PubRec(PubResponse),
+    /// PUBREL: QoS 2 released.
     PubRel(PubResponse),
+    /// PUBCOMP: QoS 2 complete.
     PubComp(PubResponse),
+    /// SUBSCRIBE.
     Subscribe(Subscribe),
+    /// SUBACK.
     SubAck(SubAck),
+    /// UNSUBSCRIBE.
     Unsubscribe(Unsubscribe),
+    /// UNSUBACK.
     UnsubAck(SubAck),
+    /// PINGREQ: are you there?
     PingReq,
+    /// PINGRESP: yes.
     PingResp,
+    /// DISCONNECT.
     Disconnect(Disconnect),
     /// MQTT 5 AUTH (reason code and properties).
     Auth(Disconnect),
 }
 
 impl Packet {
+    /// The packet type's name, as the spec writes it.
     pub fn name(&self) -> &'static str {
         match self {
             Packet::Connect(_) => "CONNECT",
@@ -565,9 +635,11 @@ impl Decoder {
     pub fn new(version: ProtocolVersion, max_packet_size: u32) -> Self {
         Decoder { buf: Vec::new(), version, max_packet_size }
     }
+    /// The version to decode as (a broker learns it from CONNECT).
     pub fn set_version(&mut self, version: ProtocolVersion) {
         self.version = version;
     }
+    /// Drops what is buffered (a new connection).
     pub fn clear(&mut self) {
         self.buf.clear();
     }
@@ -575,6 +647,7 @@ impl Decoder {
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
+    /// Bytes from the connection, in order.
     pub fn feed(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }

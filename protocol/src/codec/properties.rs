@@ -9,21 +9,32 @@ use super::{DecodeError, Reader, Writer};
 /// Where a property list appears; decides which identifiers are allowed (spec 2.2.2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PropertyContext {
+    /// CONNECT.
     Connect,
+    /// The will's properties inside CONNECT.
     Will,
+    /// CONNACK.
     ConnAck,
+    /// PUBLISH.
     Publish,
     /// PUBACK, PUBREC, PUBREL, PUBCOMP.
     PubResponse,
+    /// SUBSCRIBE.
     Subscribe,
+    /// SUBACK.
     SubAck,
+    /// UNSUBSCRIBE.
     Unsubscribe,
+    /// UNSUBACK.
     UnsubAck,
+    /// DISCONNECT.
     Disconnect,
+    /// AUTH.
     Auth,
 }
 
 impl PropertyContext {
+    /// The packet's name, as errors report it.
     pub fn name(self) -> &'static str {
         match self {
             Self::Connect => "CONNECT",
@@ -44,32 +55,59 @@ impl PropertyContext {
 /// Every MQTT 5 property. `None`/empty means absent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Properties {
+    /// Payload Format Indicator (0x01): 1 when the payload is UTF-8 text.
     pub payload_format_indicator: Option<u8>,
+    /// Message Expiry Interval (0x02), seconds.
     pub message_expiry_interval: Option<u32>,
+    /// Content Type (0x03), a MIME type or the application's own.
     pub content_type: Option<String>,
+    /// Response Topic (0x08): where a request's answer goes.
     pub response_topic: Option<String>,
+    /// Correlation Data (0x09): ties an answer to its request.
     pub correlation_data: Option<Vec<u8>>,
+    /// Subscription Identifiers (0x0B): on SUBSCRIBE one, on a PUBLISH every matching one.
     pub subscription_identifiers: Vec<u32>,
+    /// Session Expiry Interval (0x11), seconds.
     pub session_expiry_interval: Option<u32>,
+    /// Assigned Client Identifier (0x12): the id the broker chose for an empty one.
     pub assigned_client_identifier: Option<String>,
+    /// Server Keep Alive (0x13): the keepalive the broker imposes, seconds.
     pub server_keep_alive: Option<u16>,
+    /// Authentication Method (0x15): enhanced authentication's mechanism.
     pub authentication_method: Option<String>,
+    /// Authentication Data (0x16): the mechanism's bytes.
     pub authentication_data: Option<Vec<u8>>,
+    /// Request Problem Information (0x17).
     pub request_problem_information: Option<u8>,
+    /// Will Delay Interval (0x18), seconds.
     pub will_delay_interval: Option<u32>,
+    /// Request Response Information (0x19).
     pub request_response_information: Option<u8>,
+    /// Response Information (0x1A).
     pub response_information: Option<String>,
+    /// Server Reference (0x1C): another broker to use.
     pub server_reference: Option<String>,
+    /// Reason String (0x1F): a human-readable reason.
     pub reason_string: Option<String>,
+    /// Receive Maximum (0x21): QoS 1/2 publishes the sender accepts unacknowledged.
     pub receive_maximum: Option<u16>,
+    /// Topic Alias Maximum (0x22): the highest alias the sender accepts.
     pub topic_alias_maximum: Option<u16>,
+    /// Topic Alias (0x23): stands for the topic on this connection.
     pub topic_alias: Option<u16>,
+    /// Maximum QoS (0x24) the broker supports.
     pub maximum_qos: Option<u8>,
+    /// Retain Available (0x25).
     pub retain_available: Option<u8>,
+    /// User Properties (0x26): name–value pairs, in order, repeats allowed.
     pub user_properties: Vec<(String, String)>,
+    /// Maximum Packet Size (0x27) the sender accepts, bytes.
     pub maximum_packet_size: Option<u32>,
+    /// Wildcard Subscription Available (0x28).
     pub wildcard_subscription_available: Option<u8>,
+    /// Subscription Identifier Available (0x29).
     pub subscription_identifier_available: Option<u8>,
+    /// Shared Subscription Available (0x2A).
     pub shared_subscription_available: Option<u8>,
 }
 
@@ -141,6 +179,7 @@ enum Value {
 }
 
 impl Properties {
+    /// No property set.
     pub fn is_empty(&self) -> bool {
         // Encoding to nothing, rather than `== Properties::default()`: the comparison of 27
         // fields cost ~700 bytes of component code, and `body` is there anyway.
