@@ -3,13 +3,15 @@
 //!
 //! - [`scenario`]: the TOML schema and its validation;
 //! - [`runner`]: one run (build, replay, check) and its [`runner::Outcome`];
-//! - [`broker`]: the MQTT broker model and its fault knobs;
+//! - [`broker`]: the broker host: the project's broker model over turmoil TCP;
 //! - [`device`] / [`platform`]: the component on simulated sockets, clock and WiFi;
 //! - [`observer`]: the subscriber client that records what reaches the other side;
-//! - [`report`]: the timeline summary and the HTML report.
+//! - [`report`]: the timeline summary and the HTML report;
+//! - [`junit`]: a sweep as a JUnit XML report.
 
 pub mod broker;
 pub mod device;
+pub mod junit;
 pub mod observer;
 pub mod platform;
 pub mod report;

@@ -14,7 +14,12 @@ use mqtt_sim::runner::{self, Outcome};
 use mqtt_sim::scenario::Scenario;
 
 #[derive(Parser)]
-#[command(name = "mqtt-sim", version, about = "Deterministic outage simulator for the MQTT client component")]
+#[command(
+    name = "mqtt-sim",
+    version,
+    about = "Deterministic outage simulator for the MQTT client component",
+    after_help = "Exit status: 0 when every run passed (and, for `faults`, every fault was caught); 1 when a run failed or a fault went uncaught; 2 on bad input (a broken scenario file, a bad flag or range) or an error writing a report."
+)]
 struct Cli {
     /// Load this component instead of the one built into mqtt-sim.
     #[arg(long, global = true)]
@@ -58,6 +63,14 @@ enum Command {
         /// Run only shard I of N (1-based), for splitting a sweep across machines.
         #[arg(long, value_name = "I/N")]
         shard: Option<String>,
+        /// Also write a JUnit XML report: a test suite per scenario, a test case per seed,
+        /// each failure with its failed expectations and the replay command.
+        #[arg(long, value_name = "FILE.xml")]
+        junit: Option<PathBuf>,
+        /// Also write one JSON object per run (JSON Lines): the verdict, the counts, the
+        /// expectations and the trace hash.
+        #[arg(long, value_name = "FILE.jsonl")]
+        json: Option<PathBuf>,
     },
     /// Validate scenario files without running them.
     Check {
@@ -199,9 +212,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("wrote {} ({} bytes)", out.display(), comp.bytes().len());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sweep { paths, seeds, jobs, shard } => {
+        Command::Sweep { paths, seeds, jobs, shard, junit, json } => {
             let target = Target::new(&cli.component, cli.client_fault.clone())?;
-            sweep(&target, paths, &seeds, jobs, shard.as_deref())
+            sweep(&target, paths, &seeds, jobs, shard.as_deref(), Reports { junit, json })
         }
         Command::Faults { paths, seeds, jobs, markdown } => faults(&cli.component, paths, &seeds, jobs, markdown),
     }
@@ -227,7 +240,13 @@ fn scenario_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     mqtt_sim::scenario::files(paths).map_err(anyhow::Error::msg)
 }
 
-fn sweep(target: &Target, paths: Vec<PathBuf>, seeds: &str, jobs: Option<usize>, shard: Option<&str>) -> anyhow::Result<ExitCode> {
+/// Files a sweep writes besides its table.
+struct Reports {
+    junit: Option<PathBuf>,
+    json: Option<PathBuf>,
+}
+
+fn sweep(target: &Target, paths: Vec<PathBuf>, seeds: &str, jobs: Option<usize>, shard: Option<&str>, reports: Reports) -> anyhow::Result<ExitCode> {
     let flag = target.flag();
     let (a, b) = parse_range(seeds)?;
     let (shard_i, shard_n) = shard.map(parse_shard).transpose()?.unwrap_or((1, 1));
@@ -283,10 +302,25 @@ fn sweep(target: &Target, paths: Vec<PathBuf>, seeds: &str, jobs: Option<usize>,
         );
     }
     println!("{} runs, {} failed, {:.1} s wall", results.len(), failed_total, started.elapsed().as_secs_f64());
+    let replay = |o: &Outcome| {
+        let path = scenarios.iter().find(|(p, _)| name_of(p) == o.scenario).map(|(p, _)| p.display().to_string()).unwrap_or_default();
+        format!("mqtt-sim{flag} run {path} --seed {}", o.seed)
+    };
     for o in results.iter().filter(|o| !o.passed) {
         let failed: Vec<&str> = o.expectations.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
-        let path = scenarios.iter().find(|(p, _)| name_of(p) == o.scenario).map(|(p, _)| p.display().to_string()).unwrap_or_default();
-        println!("  replay: mqtt-sim{flag} run {path} --seed {}   # {}", o.seed, failed.join(", "));
+        println!("  replay: {}   # {}", replay(o), failed.join(", "));
+    }
+    if let Some(path) = &reports.junit {
+        let runs: Vec<mqtt_sim::junit::Run<'_>> = results.iter().map(|o| mqtt_sim::junit::Run { outcome: o, replay: replay(o) }).collect();
+        std::fs::write(path, mqtt_sim::junit::report(&runs)).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &reports.json {
+        let mut lines = String::new();
+        for o in &results {
+            lines.push_str(&serde_json::to_string(o)?);
+            lines.push('\n');
+        }
+        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(if failed_total > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

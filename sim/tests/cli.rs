@@ -120,3 +120,111 @@ fn an_unknown_client_fault_is_bad_input_listing_the_known_ones() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("gremlins") && err.contains("drop-republish"), "{err}");
 }
+
+/// The elements and attributes the JUnit schema that GitLab, Jenkins and GitHub's test
+/// reporters read (Ant's JUnit XSD) requires, checked on a parsed report: `testsuites` >
+/// `testsuite` (name, tests, failures, errors, time) > `testcase` (name, classname, time) >
+/// `failure` (message, type).
+fn check_junit(xml: &str) -> Vec<(String, Option<String>)> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut stack: Vec<String> = Vec::new();
+    let mut cases: Vec<(String, Option<String>)> = Vec::new();
+    let required = |name: &str| -> &'static [&'static str] {
+        match name {
+            "testsuites" => &["tests", "failures"],
+            "testsuite" => &["name", "tests", "failures", "errors", "time"],
+            "testcase" => &["name", "classname", "time"],
+            "failure" => &["message", "type"],
+            other => panic!("unexpected element <{other}>"),
+        }
+    };
+    loop {
+        match reader.read_event().expect("well-formed XML") {
+            Event::Eof => break,
+            ev @ (Event::Start(_) | Event::Empty(_)) => {
+                let (e, empty) = match &ev {
+                    Event::Start(e) => (e, false),
+                    Event::Empty(e) => (e, true),
+                    _ => unreachable!(),
+                };
+                let name = String::from_utf8(e.name().as_ref().to_vec()).unwrap();
+                let parent = stack.last().map(String::as_str);
+                let expected_parent = match name.as_str() {
+                    "testsuites" => None,
+                    "testsuite" => Some("testsuites"),
+                    "testcase" => Some("testsuite"),
+                    "failure" => Some("testcase"),
+                    _ => Some("?"),
+                };
+                assert_eq!(parent, expected_parent, "<{name}> inside {parent:?}");
+                let attrs: Vec<String> = e.attributes().map(|a| String::from_utf8(a.unwrap().key.as_ref().to_vec()).unwrap()).collect();
+                for want in required(&name) {
+                    assert!(attrs.iter().any(|a| a == want), "<{name}> lacks {want}: {attrs:?}");
+                }
+                if name == "testcase" {
+                    let n = e.try_get_attribute("classname").unwrap().unwrap().unescape_value().unwrap().into_owned();
+                    let seed = e.try_get_attribute("name").unwrap().unwrap().unescape_value().unwrap().into_owned();
+                    cases.push((format!("{n} {seed}"), None));
+                }
+                if !empty {
+                    stack.push(name);
+                }
+            }
+            // The reader hands text over in pieces, an escaped character (`&quot;` …) apart.
+            Event::Text(t) if stack.last().map(String::as_str) == Some("failure") => {
+                let piece = t.decode().unwrap().into_owned();
+                cases.last_mut().expect("a failure sits in a test case").1.get_or_insert_default().push_str(&piece);
+            }
+            Event::GeneralRef(r) if stack.last().map(String::as_str) == Some("failure") => {
+                let piece = match r.decode().unwrap().as_ref() {
+                    "lt" => "<",
+                    "gt" => ">",
+                    "amp" => "&",
+                    "quot" => "\"",
+                    "apos" => "'",
+                    other => panic!("unexpected entity &{other};"),
+                };
+                cases.last_mut().expect("a failure sits in a test case").1.get_or_insert_default().push_str(piece);
+            }
+            Event::End(_) => {
+                stack.pop();
+            }
+            _ => {}
+        }
+    }
+    cases
+}
+
+#[test]
+fn sweep_writes_junit_and_json_lines_that_name_each_failure_and_its_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (xml, jsonl) = (dir.path().join("report.xml"), dir.path().join("runs.jsonl"));
+    let args = ["--client-fault", "no-will", "sweep", "scenarios/last-will-on-power-cut.toml", "scenarios/wifi-dropout.toml", "--seeds", "1..2"];
+    let out = sim(&[&args[..], &["--junit", xml.to_str().unwrap(), "--json", jsonl.to_str().unwrap()]].concat());
+    assert_eq!(out.status.code(), Some(1), "a failed run exits 1");
+    let cases = check_junit(&std::fs::read_to_string(&xml).unwrap());
+    assert_eq!(cases.len(), 4, "{cases:?}");
+    for (case, failure) in &cases {
+        if case.starts_with("mqtt-sim.last-will-on-power-cut") {
+            let text = failure.as_deref().unwrap_or_else(|| panic!("{case} should fail"));
+            assert!(
+                text.contains("will_delivered") && text.contains("replay: mqtt-sim --client-fault no-will run scenarios/last-will-on-power-cut.toml --seed"),
+                "{text}"
+            );
+        } else {
+            assert!(failure.is_none(), "{case}: {failure:?}");
+        }
+    }
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines.iter().all(|l| l["trace_hash"].is_string() && l["expectations"].is_array()));
+    assert_eq!(lines.iter().filter(|l| l["passed"] == false).count(), 2);
+}
+
+#[test]
+fn help_documents_the_exit_status() {
+    let out = sim(&["--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Exit status: 0") && help.contains("1 when a run failed") && help.contains("2 on bad input"), "{help}");
+}
