@@ -7,7 +7,8 @@
 //! - [`device`] / [`platform`]: the component on simulated sockets, clock and WiFi;
 //! - [`observer`]: the subscriber client that records what reaches the other side;
 //! - [`report`]: the timeline summary and the HTML report;
-//! - [`junit`]: a sweep as a JUnit XML report.
+//! - [`junit`]: a sweep as a JUnit XML report;
+//! - [`shard`]: a sweep split across machines, and put back together.
 
 pub mod broker;
 pub mod device;
@@ -17,4 +18,5 @@ pub mod platform;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod shard;
 pub mod world;

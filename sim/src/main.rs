@@ -12,6 +12,7 @@ use mqtt_host::ComponentFile;
 use mqtt_sim::report;
 use mqtt_sim::runner::{self, Outcome};
 use mqtt_sim::scenario::Scenario;
+use mqtt_sim::shard::{RunLine, Shard};
 
 #[derive(Parser)]
 #[command(
@@ -60,7 +61,11 @@ enum Command {
         /// Parallel workers (default: the machine's cores).
         #[arg(long)]
         jobs: Option<usize>,
-        /// Run only shard I of N (1-based), for splitting a sweep across machines.
+        /// Run only shard I of N (1-based), for splitting a sweep across machines. Unset: taken
+        /// from the environment when an engine names it (MQTT_SIM_SHARD=I/N; Slurm arrays'
+        /// SLURM_ARRAY_TASK_ID/COUNT; a Kubernetes Indexed Job's JOB_COMPLETION_INDEX with
+        /// MQTT_SIM_SHARDS=N); otherwise the whole sweep. `mqtt-sim merge` puts shards back
+        /// together.
         #[arg(long, value_name = "I/N")]
         shard: Option<String>,
         /// Also write a JUnit XML report: a test suite per scenario, a test case per seed,
@@ -71,6 +76,15 @@ enum Command {
         /// expectations and the trace hash.
         #[arg(long, value_name = "FILE.jsonl")]
         json: Option<PathBuf>,
+    },
+    /// Put the `sweep --json` outputs of a sharded sweep back together: one table, one
+    /// verdict, and a missing, repeated or foreign shard reported (exit 2).
+    Merge {
+        #[arg(required = true, value_name = "FILE.jsonl")]
+        files: Vec<PathBuf>,
+        /// Also write the merged runs as one JUnit XML report.
+        #[arg(long, value_name = "FILE.xml")]
+        junit: Option<PathBuf>,
     },
     /// Validate scenario files without running them.
     Check {
@@ -217,6 +231,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sweep(&target, paths, &seeds, jobs, shard.as_deref(), Reports { junit, json })
         }
         Command::Faults { paths, seeds, jobs, markdown } => faults(&cli.component, paths, &seeds, jobs, markdown),
+        Command::Merge { files, junit } => merge(&files, junit.as_deref()),
     }
 }
 
@@ -227,13 +242,6 @@ fn parse_range(s: &str) -> anyhow::Result<(u64, u64)> {
         (a.parse().with_context(|| format!("--seeds: {a:?} is not a number"))?, b.parse().with_context(|| format!("--seeds: {b:?} is not a number"))?);
     anyhow::ensure!(a <= b, "--seeds {s}: the range is empty");
     Ok((a, b))
-}
-
-fn parse_shard(s: &str) -> anyhow::Result<(usize, usize)> {
-    let (i, n) = s.split_once('/').with_context(|| format!("--shard {s:?}: expected I/N"))?;
-    let (i, n): (usize, usize) = (i.parse()?, n.parse()?);
-    anyhow::ensure!(n >= 1 && i >= 1 && i <= n, "--shard {s}: need 1 <= I <= N");
-    Ok((i, n))
 }
 
 fn scenario_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
@@ -249,15 +257,25 @@ struct Reports {
 fn sweep(target: &Target, paths: Vec<PathBuf>, seeds: &str, jobs: Option<usize>, shard: Option<&str>, reports: Reports) -> anyhow::Result<ExitCode> {
     let flag = target.flag();
     let (a, b) = parse_range(seeds)?;
-    let (shard_i, shard_n) = shard.map(parse_shard).transpose()?.unwrap_or((1, 1));
+    let shard = match shard {
+        Some(s) => Shard::parse(s).map_err(anyhow::Error::msg)?,
+        None => match Shard::from_env(|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)? {
+            Some((s, from)) => {
+                eprintln!("shard {}/{} (from {from})", s.index, s.count);
+                s
+            }
+            None => Shard::WHOLE,
+        },
+    };
     let files = scenario_files(&paths)?;
     let mut scenarios = Vec::new();
     for f in &files {
         scenarios.push((f.clone(), Scenario::load(f)?));
     }
     // Every (scenario, seed) pair in a fixed order; a shard takes every N-th.
-    let work: Vec<(usize, u64)> =
-        (0..scenarios.len()).flat_map(|i| (a..=b).map(move |s| (i, s))).enumerate().filter(|(k, _)| k % shard_n == shard_i - 1).map(|(_, w)| w).collect();
+    let all: Vec<(usize, u64)> = (0..scenarios.len()).flat_map(|i| (a..=b).map(move |s| (i, s))).collect();
+    let sweep_runs = all.len();
+    let work: Vec<(usize, u64)> = all.into_iter().enumerate().filter(|(k, _)| shard.takes(*k)).map(|(_, w)| w).collect();
     let bar = indicatif::ProgressBar::new(work.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} runs, {elapsed} elapsed, eta {eta} {msg}")
@@ -283,24 +301,7 @@ fn sweep(target: &Target, paths: Vec<PathBuf>, seeds: &str, jobs: Option<usize>,
     .collect::<Vec<_>>();
     bar.finish_and_clear();
     results.sort_by(|x, y| (x.scenario.as_str(), x.seed).cmp(&(y.scenario.as_str(), y.seed)));
-    println!("{:<44} {:>6} {:>6} {:>9} {:>6} {:>6} {:>10}", "scenario", "runs", "failed", "published", "lost", "dups", "sim s");
-    let mut failed_total = 0;
-    for (path, _) in scenarios.iter() {
-        let name = name_of(path);
-        let rs: Vec<&Outcome> = results.iter().filter(|o| o.scenario == name).collect();
-        let failed = rs.iter().filter(|o| !o.passed).count();
-        failed_total += failed;
-        println!(
-            "{:<44} {:>6} {:>6} {:>9} {:>6} {:>6} {:>10.0}",
-            name,
-            rs.len(),
-            failed,
-            rs.iter().map(|o| o.qos1_published).sum::<u64>(),
-            rs.iter().map(|o| o.qos1_lost).sum::<u64>(),
-            rs.iter().map(|o| o.duplicates).sum::<u64>(),
-            rs.iter().map(|o| o.sim_seconds).sum::<f64>()
-        );
-    }
+    let failed_total = print_table(&results);
     println!("{} runs, {} failed, {:.1} s wall", results.len(), failed_total, started.elapsed().as_secs_f64());
     let replay = |o: &Outcome| {
         let path = scenarios.iter().find(|(p, _)| name_of(p) == o.scenario).map(|(p, _)| p.display().to_string()).unwrap_or_default();
@@ -317,12 +318,66 @@ fn sweep(target: &Target, paths: Vec<PathBuf>, seeds: &str, jobs: Option<usize>,
     if let Some(path) = &reports.json {
         let mut lines = String::new();
         for o in &results {
-            lines.push_str(&serde_json::to_string(o)?);
+            let line = RunLine { outcome: o.clone(), shard: format!("{}/{}", shard.index, shard.count), sweep_runs, replay: replay(o) };
+            lines.push_str(&serde_json::to_string(&line)?);
             lines.push('\n');
         }
         std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(if failed_total > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The sweep table, a row per scenario (by name); returns how many runs failed.
+fn print_table(results: &[Outcome]) -> usize {
+    println!("{:<44} {:>6} {:>6} {:>9} {:>6} {:>6} {:>10}", "scenario", "runs", "failed", "published", "lost", "dups", "sim s");
+    let names: std::collections::BTreeSet<&str> = results.iter().map(|o| o.scenario.as_str()).collect();
+    let mut failed_total = 0;
+    for name in names {
+        let rs: Vec<&Outcome> = results.iter().filter(|o| o.scenario == name).collect();
+        let failed = rs.iter().filter(|o| !o.passed).count();
+        failed_total += failed;
+        println!(
+            "{:<44} {:>6} {:>6} {:>9} {:>6} {:>6} {:>10.0}",
+            name,
+            rs.len(),
+            failed,
+            rs.iter().map(|o| o.qos1_published).sum::<u64>(),
+            rs.iter().map(|o| o.qos1_lost).sum::<u64>(),
+            rs.iter().map(|o| o.duplicates).sum::<u64>(),
+            rs.iter().map(|o| o.sim_seconds).sum::<f64>()
+        );
+    }
+    failed_total
+}
+
+/// `mqtt-sim merge`: the shards of a sweep as one.
+fn merge(files: &[PathBuf], junit: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let texts: Vec<(String, String)> = files
+        .iter()
+        .map(|f| Ok((f.display().to_string(), std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)))
+        .collect::<anyhow::Result<_>>()?;
+    let merged = mqtt_sim::shard::merge(&texts);
+    let results: Vec<Outcome> = merged.runs.iter().map(|r| r.outcome.clone()).collect();
+    let failed = print_table(&results);
+    println!("{} runs, {} failed, from {} files", results.len(), failed, files.len());
+    for r in merged.runs.iter().filter(|r| !r.outcome.passed) {
+        let names: Vec<&str> = r.outcome.expectations.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
+        println!("  replay: {}   # {}", r.replay, names.join(", "));
+    }
+    if let Some(path) = junit {
+        let runs: Vec<mqtt_sim::junit::Run<'_>> = merged.runs.iter().map(|r| mqtt_sim::junit::Run { outcome: &r.outcome, replay: r.replay.clone() }).collect();
+        std::fs::write(path, mqtt_sim::junit::report(&runs)).with_context(|| format!("writing {}", path.display()))?;
+    }
+    for p in &merged.problems {
+        eprintln!("error: {p}");
+    }
+    Ok(if !merged.problems.is_empty() {
+        ExitCode::from(2)
+    } else if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Every scenario against every deliberate client fault: which expectations catch what.

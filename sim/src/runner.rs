@@ -46,14 +46,14 @@ fn for_device(template: &str, index: u32) -> String {
 }
 
 /// One expectation's verdict.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Check {
     pub name: String,
     pub passed: bool,
     pub detail: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Outcome {
     pub scenario: String,
     pub seed: u64,

@@ -228,3 +228,97 @@ fn help_documents_the_exit_status() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("Exit status: 0") && help.contains("1 when a run failed") && help.contains("2 on bad input"), "{help}");
 }
+
+fn sim_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mqtt-sim"));
+    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).args(args);
+    for var in ["MQTT_SIM_SHARD", "MQTT_SIM_SHARDS", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT", "JOB_COMPLETION_INDEX"] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied()).output().expect("mqtt-sim runs")
+}
+
+/// (scenario, seed) → (passed, trace hash), from `sweep --json` files.
+fn verdicts(files: &[&Path]) -> Vec<(String, u64, bool, String)> {
+    let mut v: Vec<(String, u64, bool, String)> = files
+        .iter()
+        .flat_map(|f| std::fs::read_to_string(f).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect::<Vec<_>>())
+        .map(|l| {
+            (
+                l["scenario"].as_str().unwrap().to_string(),
+                l["seed"].as_u64().unwrap(),
+                l["passed"].as_bool().unwrap(),
+                l["trace_hash"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn shards_named_by_each_engine_s_environment_merge_into_the_whole_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    let sweep = ["sweep", "scenarios/wifi-dropout.toml", "scenarios/wifi-drop-short-3s.toml", "scenarios/dns-failure.toml", "--seeds", "1..4", "--json"];
+    let whole = p("whole.jsonl");
+    assert!(sim_env(&[&sweep[..], &[whole.to_str().unwrap()]].concat(), &[]).status.success());
+    // Shard 1 from a GitHub Actions matrix, 2 from a Slurm array (ids 0..2), 3 from a
+    // Kubernetes Indexed Job (completion index 2 of 3).
+    let engines: [&[(&str, &str)]; 3] = [
+        &[("MQTT_SIM_SHARD", "1/3")],
+        &[("SLURM_ARRAY_TASK_ID", "1"), ("SLURM_ARRAY_TASK_MIN", "0"), ("SLURM_ARRAY_TASK_COUNT", "3")],
+        &[("JOB_COMPLETION_INDEX", "2"), ("MQTT_SIM_SHARDS", "3")],
+    ];
+    let mut shards = Vec::new();
+    for (i, env) in engines.iter().enumerate() {
+        let out = p(&format!("shard{}.jsonl", i + 1));
+        let run = sim_env(&[&sweep[..], &[out.to_str().unwrap()]].concat(), env);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        assert!(String::from_utf8_lossy(&run.stderr).contains(&format!("shard {}/3", i + 1)));
+        shards.push(out);
+    }
+    let shard_refs: Vec<&Path> = shards.iter().map(|s| s.as_path()).collect();
+    let (whole_v, union_v) = (verdicts(&[&whole]), verdicts(&shard_refs));
+    assert_eq!(whole_v.len(), 12);
+    assert_eq!(union_v, whole_v, "the shards ran every run once, with the same verdicts and traces");
+    let names: Vec<&str> = shards.iter().map(|s| s.to_str().unwrap()).collect();
+    let xml = p("merged.xml");
+    let merged = sim_env(&[&["merge"], &names[..], &["--junit", xml.to_str().unwrap()]].concat(), &[]);
+    assert!(merged.status.success(), "{}", String::from_utf8_lossy(&merged.stderr));
+    assert!(String::from_utf8_lossy(&merged.stdout).contains("12 runs, 0 failed"));
+    assert_eq!(check_junit(&std::fs::read_to_string(&xml).unwrap()).len(), 12);
+    // A missing shard, and one merged twice, are errors (exit 2) that say so.
+    let missing = sim_env(&["merge", names[0], names[2]], &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("shards [2] of 3 are missing"), "{}", String::from_utf8_lossy(&missing.stderr));
+    let twice = sim_env(&["merge", names[0], names[1], names[2], names[0]], &[]);
+    assert_eq!(twice.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("ran twice"));
+}
+
+/// The shipped examples for running sharded sweeps on engines users already have parse, and
+/// say what mqtt-sim needs: the shard from the environment and a merge at the end.
+#[test]
+fn the_ci_examples_parse_and_shard_the_way_mqtt_sim_reads_it() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ci");
+    let load = |name: &str| {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        yaml_rust2::YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}")).remove(0)
+    };
+    let gha = load("github-actions-sweep.yml");
+    let shards = gha["jobs"]["shard"]["strategy"]["matrix"]["shard"].as_vec().expect("a shard matrix").len();
+    let steps = gha["jobs"]["shard"]["steps"].as_vec().unwrap();
+    let env = steps.iter().find_map(|s| s["env"]["MQTT_SIM_SHARD"].as_str()).expect("the sweep step sets MQTT_SIM_SHARD");
+    assert_eq!(env, format!("${{{{ matrix.shard }}}}/{shards}"));
+    let merge = gha["jobs"]["merge"]["steps"].as_vec().unwrap();
+    assert!(merge.iter().any(|s| s["run"].as_str().is_some_and(|r| r.contains("mqtt-sim merge"))));
+    let job = load("k8s-indexed-job.yaml");
+    assert_eq!(job["spec"]["completionMode"].as_str(), Some("Indexed"));
+    let completions = job["spec"]["completions"].as_i64().unwrap();
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    let shards_env = container["env"].as_vec().unwrap().iter().find(|e| e["name"].as_str() == Some("MQTT_SIM_SHARDS")).unwrap();
+    assert_eq!(shards_env["value"].as_str(), Some(completions.to_string().as_str()), "MQTT_SIM_SHARDS must equal completions");
+    let docker = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
+    assert!(docker.contains("cargo build --release -p mqtt-sim") && docker.contains("/scenarios"));
+}
