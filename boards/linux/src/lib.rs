@@ -22,6 +22,7 @@ use mqtt_host::{Clock, LinkState, Platform, SocketError, TlsParams, Wifi};
 use tokio::sync::Notify;
 
 pub mod file_config;
+pub mod mosquitto_style;
 pub mod record;
 pub mod tls;
 

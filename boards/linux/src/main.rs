@@ -1,13 +1,12 @@
 //! `mqtt-board`: the client component on a Linux board, shaped like mosquitto_pub/sub but
 //! resilient (outages are ridden out; QoS 1 lines are acknowledged before exit).
 
-use std::io::BufRead;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use mqtt_board::file_config::BoardConfig;
-use mqtt_board::{record, LinuxPlatform, Verification};
+use mqtt_board::{mosquitto_style, record, LinuxPlatform, Verification};
 use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Device, Qos, Subscription, WillSetting};
 
 #[derive(Parser)]
@@ -17,17 +16,21 @@ struct Cli {
     command: Command,
 }
 
+/// Connection flags, mosquitto_pub/mosquitto_sub's where they mean the same.
 #[derive(Args, Clone)]
 struct Conn {
-    /// Connection settings in TOML (keys as the long flags; see the README); flags win.
+    /// Connection settings in TOML (the settings schema of the README); flags win.
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
     /// Broker host [default: localhost].
-    #[arg(short = 'H', long = "host")]
+    #[arg(short = 'h', long = "host", short_alias = 'H')]
     host: Option<String>,
     /// Broker port [default: 1883, or 8883 with TLS].
     #[arg(short, long)]
     port: Option<u16>,
+    /// mqtt(s)://[user[:password]@]host[:port]/topic: host, port, credentials, TLS and topic at once.
+    #[arg(short = 'L', long = "url", value_name = "URL")]
+    url: Option<String>,
     /// Use TLS, verifying the broker's certificate against the system's roots.
     #[arg(long)]
     tls: bool,
@@ -53,28 +56,54 @@ struct Conn {
     /// Keepalive in seconds [default: 60].
     #[arg(short = 'k', long)]
     keepalive: Option<u16>,
-    /// Clean session on reconnects (false keeps QoS 1 across outages) [default: true].
+    /// A persistent session (mosquitto's -c): QoS 1/2 kept across outages and runs.
+    #[arg(short = 'c', long = "disable-clean-session")]
+    persistent: bool,
+    /// Clean session (true) or persistent (false) [default: true].
     #[arg(long, action = clap::ArgAction::Set)]
     clean: Option<bool>,
-    /// Use MQTT 5.
-    #[arg(short = 'V', long = "v5")]
+    /// MQTT 5 session expiry interval in seconds (how long a persistent session outlives a
+    /// connection).
+    #[arg(short = 'x', long = "session-expiry")]
+    session_expiry: Option<u32>,
+    /// Protocol version: 5 (mqttv5) or 311 (mqttv311) [default: 311].
+    #[arg(short = 'V', long = "protocol-version")]
+    protocol_version: Option<String>,
+    /// Use MQTT 5 (as -V 5).
+    #[arg(long = "v5")]
     v5: bool,
-    #[arg(short = 'u', long)]
+    #[arg(short = 'u', long = "username", alias = "user")]
     user: Option<String>,
-    #[arg(short = 'P', long)]
+    /// Password. Visible to every user of the machine in the process list: prefer
+    /// MQTT_BOARD_PASSWORD or --pw-file.
+    #[arg(short = 'P', long = "pw", alias = "password", env = "MQTT_BOARD_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// Read the password from the first line of this file.
+    #[arg(long = "pw-file", value_name = "FILE", conflicts_with = "password")]
+    pw_file: Option<std::path::PathBuf>,
     /// Network interface whose link state is reported to the client (default: always up).
     #[arg(long)]
     iface: Option<String>,
     /// Time to wait for a broker response before acting [default: 10000].
     #[arg(long)]
     response_time_ms: Option<u32>,
-    /// Last will: topic, payload (QoS 1).
+    /// Last will: topic and payload (QoS 1; see --will-topic for the rest).
     #[arg(long, num_args = 2, value_names = ["TOPIC", "PAYLOAD"])]
     will: Option<Vec<String>>,
-    /// Print connection events to stderr.
-    #[arg(short, long)]
-    verbose: bool,
+    #[arg(long = "will-topic", conflicts_with = "will")]
+    will_topic: Option<String>,
+    #[arg(long = "will-payload", requires = "will_topic")]
+    will_payload: Option<String>,
+    #[arg(long = "will-qos", requires = "will_topic", default_value_t = 1)]
+    will_qos: u8,
+    #[arg(long = "will-retain", requires = "will_topic")]
+    will_retain: bool,
+    /// Print connection events, with the time, to stderr (mosquitto's -d).
+    #[arg(short = 'd', long = "debug")]
+    debug: bool,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
 }
 
 impl Conn {
@@ -84,11 +113,34 @@ impl Conn {
             Some(path) => BoardConfig::load(path).map_err(|e| anyhow::anyhow!("--config {e}"))?,
             None => BoardConfig::default(),
         };
+        let url = self.url.as_deref().map(mosquitto_style::parse_url).transpose().map_err(anyhow::Error::msg)?;
         let flag = |b: bool| b.then_some(true);
+        let password = match &self.pw_file {
+            Some(f) => {
+                let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("--pw-file {}: {e}", f.display()))?;
+                Some(text.lines().next().unwrap_or_default().to_string())
+            }
+            None => self.password.clone().or_else(|| url.as_ref().and_then(|u| u.password.clone())),
+        };
+        let v5 = match &self.protocol_version {
+            Some(v) => Some(mosquitto_style::is_v5(v).map_err(anyhow::Error::msg)?),
+            None => flag(self.v5),
+        };
+        let will = match (&self.will, &self.will_topic) {
+            (Some(w), _) => Some(WillSetting { topic: w[0].clone(), payload: w[1].clone(), qos: 1, retain: false, delay_s: None }),
+            (None, Some(t)) => Some(WillSetting {
+                topic: t.clone(),
+                payload: self.will_payload.clone().unwrap_or_default(),
+                qos: self.will_qos,
+                retain: self.will_retain,
+                delay_s: None,
+            }),
+            (None, None) => None,
+        };
         let cli = BoardConfig {
-            server: self.host.clone(),
-            port: self.port.map(Some),
-            ssl: flag(self.tls),
+            server: self.host.clone().or_else(|| url.as_ref().map(|u| u.host.clone())),
+            port: self.port.or_else(|| url.as_ref().and_then(|u| u.port)).map(Some),
+            ssl: flag(self.tls || url.as_ref().is_some_and(|u| u.tls)),
             insecure: flag(self.insecure),
             cafile: self.cafile.clone(),
             cert: self.cert.clone(),
@@ -96,55 +148,97 @@ impl Conn {
             alpn: (!self.alpn.is_empty()).then(|| self.alpn.clone()),
             client_id: self.id.clone(),
             keepalive_secs: self.keepalive,
-            clean: self.clean,
-            mqttv5: flag(self.v5),
-            user: self.user.clone().map(Some),
-            password: self.password.clone().map(Some),
+            clean: if self.persistent { Some(false) } else { self.clean },
+            session_expiry_secs: self.session_expiry,
+            mqttv5: v5,
+            user: self.user.clone().or_else(|| url.as_ref().and_then(|u| u.user.clone())).map(Some),
+            password: password.map(Some),
             iface: self.iface.clone(),
             response_time_ms: self.response_time_ms,
-            will: self.will.as_ref().map(|w| WillSetting { topic: w[0].clone(), payload: w[1].clone(), qos: 1, retain: false, delay_s: None }),
+            will,
             ..BoardConfig::default()
         };
         Ok(cli.over(file))
+    }
+
+    /// The topic of `-L`, if given.
+    fn url_topic(&self) -> anyhow::Result<Option<String>> {
+        Ok(self.url.as_deref().map(mosquitto_style::parse_url).transpose().map_err(anyhow::Error::msg)?.map(|u| u.topic))
     }
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Publish a message, each line of stdin, or a counter every interval.
+    /// Publish a message, a file, stdin, each line of stdin as it comes, or a counter.
+    #[command(disable_help_flag = true)]
     Pub {
         #[command(flatten)]
         conn: Conn,
+        /// Topic (or the one in -L).
         #[arg(short, long)]
-        topic: String,
-        #[arg(short, long, conflicts_with = "stdin_lines")]
+        topic: Option<String>,
+        /// The message.
+        #[arg(short, long, group = "source")]
         message: Option<String>,
-        #[arg(long = "stdin-lines")]
+        /// An empty (zero-length) message.
+        #[arg(short = 'n', long = "null-message", group = "source")]
+        null_message: bool,
+        /// The message is this file's contents.
+        #[arg(short = 'f', long = "file", group = "source")]
+        file: Option<std::path::PathBuf>,
+        /// The message is all of stdin.
+        #[arg(short = 's', long = "stdin-file", group = "source")]
+        stdin_file: bool,
+        /// Each line of stdin is a message, published as it arrives, with up to the client's
+        /// in-flight window outstanding; the exit status says whether every one was
+        /// acknowledged (QoS 1/2) or sent (QoS 0).
+        #[arg(short = 'l', long = "stdin-line", alias = "stdin-lines", group = "source")]
         stdin_lines: bool,
         #[arg(short, long, default_value_t = 0)]
         qos: u8,
         #[arg(short, long)]
         retain: bool,
         /// With --count: publish a counter every interval (mqtt_as's range.py demo), e.g. 5s, 500ms.
-        #[arg(long)]
+        #[arg(long, group = "source")]
         interval: Option<String>,
         #[arg(long)]
         count: Option<u64>,
     },
     /// Subscribe and print messages.
+    #[command(disable_help_flag = true)]
     Sub {
         #[command(flatten)]
         conn: Conn,
-        #[arg(short, long, required = true)]
+        /// Filters to subscribe to (or the topic in -L).
+        #[arg(short, long)]
         topic: Vec<String>,
+        /// Filters to unsubscribe from (e.g. to take them out of a persistent session, -c).
+        #[arg(short = 'U', long = "unsubscribe")]
+        unsubscribe: Vec<String>,
         #[arg(short, long, default_value_t = 0)]
         qos: u8,
+        /// Print the topic before the payload.
+        #[arg(short = 'v', long = "verbose")]
+        verbose: bool,
+        /// Print each message in this format: %t topic, %p payload, %l length, %q QoS,
+        /// %r retained, %U Unix time, %I ISO 8601 time, %% a percent sign; \n \t escapes.
+        #[arg(short = 'F', value_name = "FORMAT")]
+        format: Option<String>,
+        /// No newline after each message.
+        #[arg(short = 'N')]
+        no_newline: bool,
         /// Print one JSON object per message.
         #[arg(long)]
         json: bool,
+        /// Skip messages the broker sends as retained (stale).
+        #[arg(short = 'R', long = "no-retained")]
+        no_retained: bool,
         /// Exit after this many messages.
         #[arg(short = 'C', long)]
         count: Option<u64>,
+        /// Exit once the subscriptions (and unsubscriptions) are acknowledged.
+        #[arg(short = 'E')]
+        exit_when_subscribed: bool,
     },
     /// Watch an interface's link and write its outages as a scenario for `mqtt-sim run`.
     Record {
@@ -198,25 +292,98 @@ async fn start(c: &Conn) -> anyhow::Result<Client> {
     let device = Device::new(&component, Box::new(platform), cfg, "board")?;
     let client = Client::spawn(device);
     client.connect().await?;
-    if c.verbose {
-        eprintln!("connected to {server}");
+    if c.debug {
+        eprintln!("{} connected to {server}", now());
     }
     Ok(client)
 }
 
-fn report(verbose: bool, e: &ClientEvent) {
-    if verbose {
+/// Wall-clock time for event lines (RFC 3339, UTC, milliseconds).
+fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// With -d: a connection event on stderr, with the time.
+fn report(debug: bool, e: &ClientEvent) {
+    if !debug {
+        return;
+    }
+    let line = match e {
+        ClientEvent::Up { session_present } => format!("up (session present: {session_present})"),
+        ClientEvent::Down(why) => format!("down: {why:?}"),
+        ClientEvent::Link(l) => format!("link: {l:?}"),
+        ClientEvent::Discarded(n) => format!("discarded so far: {n}"),
+        ClientEvent::Auth { reason, data } => format!("auth: reason {reason:#04x}, {} bytes", data.len()),
+        ClientEvent::Error(e) => format!("error: {e}"),
+        ClientEvent::PublishFailed { token, reason } => format!("publish {token} failed: reason {reason:#04x}"),
+        ClientEvent::Published(token) => format!("publish {token} done"),
+        ClientEvent::Message(m) => format!("message on {} ({} bytes, QoS {})", m.topic, m.payload.len(), m.qos as u8),
+    };
+    eprintln!("{} {line}", now());
+}
+
+/// Resolves at Ctrl-C or SIGTERM: the commands then disconnect cleanly (DISCONNECT sent, so
+/// the broker does not publish the will), as mosquitto_pub/sub do.
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// The topic from -t, or from -L.
+fn topic_of(conn: &Conn, topic: Option<String>) -> anyhow::Result<String> {
+    match topic.or(conn.url_topic()?) {
+        Some(t) => Ok(t),
+        None => anyhow::bail!("a topic is needed: -t TOPIC, or -L mqtt://host/TOPIC"),
+    }
+}
+
+/// Publishes each line of stdin as it arrives, keeping up to `window` outstanding; returns how
+/// many failed. Reading and publishing overlap, so a live pipe streams.
+async fn publish_lines(client: &Client, events: &mut mqtt_host::Events, topic: &str, q: Qos, retain: bool, window: usize, debug: bool) -> anyhow::Result<u64> {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut outstanding = std::collections::BTreeSet::new();
+    let mut failed = 0u64;
+    let mut settle = |e: ClientEvent, outstanding: &mut std::collections::BTreeSet<u64>| {
+        report(debug, &e);
         match e {
-            ClientEvent::Up { session_present } => eprintln!("up (session present: {session_present})"),
-            ClientEvent::Down(why) => eprintln!("down: {why:?}"),
-            ClientEvent::Link(l) => eprintln!("link: {l:?}"),
-            ClientEvent::Discarded(n) => eprintln!("discarded so far: {n}"),
-            ClientEvent::Auth { reason, data } => eprintln!("auth: reason {reason:#04x}, {} bytes", data.len()),
-            ClientEvent::Error(e) => eprintln!("error: {e}"),
-            ClientEvent::PublishFailed { token, reason } => eprintln!("publish {token} failed: reason {reason:#04x}"),
-            ClientEvent::Message(_) | ClientEvent::Published(_) => {}
+            ClientEvent::Published(t) => {
+                outstanding.remove(&t);
+            }
+            ClientEvent::PublishFailed { token, .. } => {
+                outstanding.remove(&token);
+                failed += 1;
+            }
+            _ => {}
+        }
+    };
+    let mut open = true;
+    while open || !outstanding.is_empty() {
+        tokio::select! {
+            line = lines.next_line(), if open && outstanding.len() < window => match line? {
+                Some(l) => {
+                    let p = mqtt_host::Publish { topic: topic.to_string(), payload: l.into_bytes(), qos: q, retain, properties: None, deadline_ms: None };
+                    outstanding.insert(client.enqueue(p).await?);
+                }
+                None => open = false,
+            },
+            e = events.next() => match e {
+                Some(e) => settle(e, &mut outstanding),
+                None => anyhow::bail!("the client stopped"),
+            },
         }
     }
+    Ok(failed)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -236,72 +403,127 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             std::fs::write(&out, mqtt_host::EMBEDDED_COMPONENT)?;
             println!("wrote {} ({} bytes)", out.display(), mqtt_host::EMBEDDED_COMPONENT.len());
         }
-        Command::Pub { conn, topic, message, stdin_lines, qos: q, retain, interval, count } => {
+        Command::Pub { conn, topic, message, null_message, file, stdin_file, stdin_lines, qos: q, retain, interval, count } => {
             let q = qos(q)?;
+            let topic = topic_of(&conn, topic)?;
+            let window = usize::from(conn.settings()?.client_config().map_err(anyhow::Error::msg)?.max_inflight).max(1);
+            let single = if let Some(m) = message {
+                Some(m.into_bytes())
+            } else if null_message {
+                Some(Vec::new())
+            } else if let Some(f) = &file {
+                Some(std::fs::read(f).map_err(|e| anyhow::anyhow!("-f {}: {e}", f.display()))?)
+            } else if stdin_file {
+                Some(
+                    tokio::task::spawn_blocking(|| {
+                        let mut all = Vec::new();
+                        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut all).map(|_| all)
+                    })
+                    .await??,
+                )
+            } else if !stdin_lines && interval.is_none() {
+                anyhow::bail!("nothing to publish: give -m MESSAGE, -n, -f FILE, -s, -l or --interval");
+            } else {
+                None
+            };
             let mut client = start(&conn).await?;
-            // Up/down reported as it happens (range.py's demo prints them between counts).
-            let verbose = conn.verbose;
             let mut events = client.take_events();
-            let reporter = tokio::spawn(async move {
-                while let Some(e) = events.next().await {
-                    report(verbose, &e);
-                }
-            });
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
-            let publisher = async {
-                while let Some(payload) = rx.recv().await {
-                    client.publish(&topic, &payload, q, retain).await?;
-                }
-                anyhow::Ok(client)
-            };
-            let producer = async move {
+            let debug = conn.debug;
+            let work = async {
                 if stdin_lines {
-                    let lines = tokio::task::spawn_blocking(|| std::io::stdin().lock().lines().collect::<Result<Vec<_>, _>>()).await??;
-                    for l in lines {
-                        tx.send(l.into_bytes())?;
-                    }
-                } else if let Some(iv) = interval {
-                    let every = duration("--interval", &iv)?;
-                    let n = count.unwrap_or(u64::MAX);
-                    for i in 0..n {
-                        tx.send(i.to_string().into_bytes())?;
-                        tokio::time::sleep(every).await;
-                    }
-                } else {
-                    tx.send(message.unwrap_or_default().into_bytes())?;
+                    return publish_lines(&client, &mut events, &topic, q, retain, window, debug).await;
                 }
-                anyhow::Ok(())
+                let reporter = async {
+                    while let Some(e) = events.next().await {
+                        report(debug, &e);
+                    }
+                };
+                let publishing = async {
+                    if let Some(payload) = single {
+                        client.publish(&topic, &payload, q, retain).await?;
+                    } else if let Some(iv) = &interval {
+                        let every = duration("--interval", iv)?;
+                        for i in 0..count.unwrap_or(u64::MAX) {
+                            client.publish(&topic, i.to_string().as_bytes(), q, retain).await?;
+                            tokio::time::sleep(every).await;
+                        }
+                    }
+                    anyhow::Ok(0u64)
+                };
+                tokio::select! {
+                    r = publishing => r,
+                    _ = reporter => anyhow::bail!("the client stopped"),
+                }
             };
-            let (published, produced) = tokio::join!(publisher, producer);
-            produced?;
-            let client = published?;
+            let failed = tokio::select! {
+                r = work => r?,
+                _ = stop_signal() => 0,
+            };
             client.disconnect().await;
-            reporter.abort();
-        }
-        Command::Sub { conn, topic, qos: q, json, count } => {
-            let q = qos(q)?;
-            let mut client = start(&conn).await?;
-            let subs =
-                topic.iter().map(|t| Subscription { filter: t.clone(), qos: q, no_local: false, retain_as_published: false, retain_handling: 0 }).collect();
-            let codes = client.subscribe(subs).await?;
-            if conn.verbose {
-                eprintln!("subscribed: {codes:?}");
+            if failed > 0 {
+                anyhow::bail!("{failed} messages were not acknowledged");
             }
+        }
+        Command::Sub { conn, topic, unsubscribe, qos: q, verbose, format, no_newline, json, no_retained, count, exit_when_subscribed } => {
+            let q = qos(q)?;
+            let mut filters = topic;
+            if filters.is_empty() && unsubscribe.is_empty() {
+                filters.push(topic_of(&conn, None)?);
+            }
+            let mut client = start(&conn).await?;
+            if !filters.is_empty() {
+                let subs = filters
+                    .iter()
+                    .map(|t| Subscription { filter: t.clone(), qos: q, no_local: false, retain_as_published: false, retain_handling: 0 })
+                    .collect();
+                let codes = client.subscribe(subs).await?;
+                if conn.debug {
+                    eprintln!("{} subscribed: {codes:?}", now());
+                }
+            }
+            if !unsubscribe.is_empty() {
+                let codes = client.unsubscribe(unsubscribe).await?;
+                if conn.debug {
+                    eprintln!("{} unsubscribed: {codes:?}", now());
+                }
+            }
+            if exit_when_subscribed {
+                client.disconnect().await;
+                return Ok(());
+            }
+            let format = format.unwrap_or_else(|| if verbose { "%t %p".into() } else { "%p".into() });
             let mut seen = 0u64;
-            while let Some(e) = client.next_event().await {
-                report(conn.verbose, &e);
-                if let ClientEvent::Message(m) = e {
+            let receiving = async {
+                while let Some(e) = client.next_event().await {
+                    report(conn.debug, &e);
+                    let ClientEvent::Message(m) = e else { continue };
+                    if no_retained && m.retained {
+                        continue;
+                    }
                     if json {
                         let v = serde_json::json!({ "topic": m.topic, "payload": String::from_utf8_lossy(&m.payload), "retained": m.retained, "dup": m.dup, "qos": m.qos as u8 });
                         println!("{v}");
                     } else {
-                        println!("{} {}", m.topic, String::from_utf8_lossy(&m.payload));
+                        let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+                        let r = mosquitto_style::Received { topic: &m.topic, payload: &m.payload, qos: m.qos as u8, retained: m.retained, at_ms };
+                        let line = mosquitto_style::format(&format, &r);
+                        if no_newline {
+                            print!("{line}");
+                        } else {
+                            println!("{line}");
+                        }
+                        use std::io::Write as _;
+                        let _ = std::io::stdout().flush();
                     }
                     seen += 1;
                     if count.is_some_and(|c| seen >= c) {
                         break;
                     }
                 }
+            };
+            tokio::select! {
+                _ = receiving => {}
+                _ = stop_signal() => {}
             }
             client.disconnect().await;
         }
