@@ -15,6 +15,7 @@ mod client;
 mod component;
 mod device;
 pub mod loopback;
+mod packet_log;
 mod platform;
 pub mod settings;
 pub mod source_position;
@@ -30,6 +31,7 @@ pub use client::{Client, ClientEvent, Error as ClientCallError, Events};
 pub use component::{with_test_fault, ComponentFile, CORE_MODULE_PATH, EMBEDDED_COMPONENT, FAULTY_COMPONENT, RUSTC_CORE_MODULE_PATH};
 pub use device::{broker_port, Device, DeviceError, Publish, Token, MAX_GUEST_MEMORY};
 pub use mqtt_protocol::with_config_keys;
+pub use packet_log::PacketLog;
 pub use platform::{Clock, Platform, Socket, Wifi};
 pub use settings::{default_config, Settings, WillSetting};
 

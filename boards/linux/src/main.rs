@@ -98,7 +98,8 @@ struct Conn {
     will_qos: u8,
     #[arg(long = "will-retain", requires = "will_topic")]
     will_retain: bool,
-    /// Print connection events, with the time, to stderr (mosquitto's -d).
+    /// Print every packet sent and received, and the connection events, with the time, to
+    /// stderr (mosquitto's -d).
     #[arg(short = 'd', long = "debug")]
     debug: bool,
     /// Print help.
@@ -239,6 +240,9 @@ enum Command {
         /// Exit once the subscriptions (and unsubscriptions) are acknowledged.
         #[arg(short = 'E')]
         exit_when_subscribed: bool,
+        /// Give up after this many seconds (exit status 27, as mosquitto_sub's -W).
+        #[arg(short = 'W', value_name = "SECS")]
+        timeout: Option<u64>,
     },
     /// Watch an interface's link and write its outages as a scenario for `mqtt-sim run`.
     Record {
@@ -289,7 +293,9 @@ async fn start(c: &Conn) -> anyhow::Result<Client> {
     let verification = if settings.insecure == Some(true) { Verification::Off } else { Verification::On };
     let server = cfg.server.clone();
     let platform = LinuxPlatform::with_verification(vec![(server.clone(), port)], settings.iface.clone(), verification);
-    let device = Device::new(&component, Box::new(platform), cfg, "board")?;
+    // -d: every packet, as mosquitto's -d prints them.
+    let platform: Box<dyn mqtt_host::Platform> = if c.debug { Box::new(mqtt_host::PacketLog::new(platform, &cfg.client_id)) } else { Box::new(platform) };
+    let device = Device::new(&component, platform, cfg, "board")?;
     let client = Client::spawn(device);
     client.connect().await?;
     if c.debug {
@@ -386,7 +392,7 @@ async fn publish_lines(client: &Client, events: &mut mqtt_host::Events, topic: &
     Ok(failed)
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Record { iface, out, duration: limit, every, keepalive, response_time_ms, clean } => {
             let limit = limit.map(|d| duration("--duration", &d)).transpose()?;
@@ -464,7 +470,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("{failed} messages were not acknowledged");
             }
         }
-        Command::Sub { conn, topic, unsubscribe, qos: q, verbose, format, no_newline, json, no_retained, count, exit_when_subscribed } => {
+        Command::Sub { conn, topic, unsubscribe, qos: q, verbose, format, no_newline, json, no_retained, count, exit_when_subscribed, timeout } => {
             let q = qos(q)?;
             let mut filters = topic;
             if filters.is_empty() && unsubscribe.is_empty() {
@@ -489,7 +495,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if exit_when_subscribed {
                 client.disconnect().await;
-                return Ok(());
+                return Ok(ExitCode::SUCCESS);
             }
             let format = format.unwrap_or_else(|| if verbose { "%t %p".into() } else { "%p".into() });
             let mut seen = 0u64;
@@ -521,14 +527,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             };
-            tokio::select! {
-                _ = receiving => {}
-                _ = stop_signal() => {}
-            }
+            let deadline = async {
+                match timeout {
+                    Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let timed_out = tokio::select! {
+                _ = receiving => false,
+                _ = stop_signal() => false,
+                _ = deadline => true,
+            };
             client.disconnect().await;
+            if timed_out {
+                eprintln!("Timed out");
+                return Ok(ExitCode::from(27));
+            }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -545,7 +562,7 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)

@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
 
 use mosquitto_launcher::Mosquitto;
 
@@ -132,21 +131,28 @@ fn dash_l_streams_each_line_as_it_arrives() {
 fn sub_prints_what_mosquitto_sub_prints() {
     let broker = Mosquitto::start("").unwrap();
     let port = broker.port.to_string();
-    for fmt in [vec!["-v"], vec!["-F", "%t|%p|%q|%r|%l"], vec![]] {
-        let base = ["-h", "127.0.0.1", "-p", port.as_str(), "-t", "s/#", "-q", "1", "-C", "2"];
-        let mosq = Command::new("mosquitto_sub").args(base).args(&fmt).args(["-W", "20"]).stdout(Stdio::piped()).spawn().unwrap();
-        let ours = board(&["sub"]).args(base).args(&fmt).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        // Both subscribed: a retained marker that each prints first would change the
-        // output, so wait for the subscriptions to show in the broker instead: publish until
-        // both have two messages.
-        std::thread::sleep(Duration::from_millis(1500));
+    for (k, fmt) in [vec!["-v"], vec!["-F", "%t|%p|%q|%r|%l"], vec![]].into_iter().enumerate() {
+        // Each subscriber first makes a persistent session and exits once subscribed (-c -E),
+        // so the messages queue for it however late its second run connects.
+        let session = |who: &str| format!("{who}-{}-{k}", std::process::id());
+        let base = |id: &str| -> Vec<String> { ["-h", "127.0.0.1", "-p", &port, "-t", "s/#", "-q", "1", "-c", "-i", id].map(String::from).to_vec() };
+        let (mosq_id, ours_id) = (session("mosq"), session("ours"));
+        assert!(Command::new("mosquitto_sub").args(base(&mosq_id)).arg("-E").status().unwrap().success());
+        let made = board(&["sub"]).args(base(&ours_id)).arg("-E").output().unwrap();
+        assert!(made.status.success(), "sub -c -E: {}", text(&made.stderr));
         for m in ["one", "two"] {
             assert!(Command::new("mosquitto_pub").args(["-h", "127.0.0.1", "-p", &port, "-t", "s/a", "-q", "1", "-m", m]).status().unwrap().success());
         }
-        let (a, b) = (text(&mosq.wait_with_output().unwrap().stdout), text(&ours.wait_with_output().unwrap().stdout));
-        assert_eq!(b, a, "format {fmt:?}");
-        assert!(a.contains("two"));
+        let run = |c: &mut Command| c.args(["-C", "2", "-W", "20"]).args(&fmt).output().unwrap();
+        let a = run(Command::new("mosquitto_sub").args(base(&mosq_id)));
+        let b = run(board(&["sub"]).args(base(&ours_id)));
+        assert!(b.status.success(), "{}", text(&b.stderr));
+        assert_eq!(text(&b.stdout), text(&a.stdout), "format {fmt:?}");
+        assert!(text(&a.stdout).contains("two"));
     }
+    // -W: nothing arrives, so it gives up with mosquitto_sub's status.
+    let quiet = output(board(&["sub", "-h", "127.0.0.1", "-p", &port, "-t", "nothing/here", "-W", "1"]));
+    assert_eq!(quiet.status.code(), Some(27));
 }
 
 #[test]
@@ -194,4 +200,27 @@ fn a_password_from_the_environment_or_a_file_not_only_argv() {
         c
     });
     assert!(!wrong.status.success(), "a wrong password is refused");
+}
+
+#[test]
+fn dash_d_logs_every_packet_as_mosquitto_does() {
+    let broker = Mosquitto::start("").unwrap();
+    let port = broker.port.to_string();
+    let out = output(board(&["pub", "-h", "127.0.0.1", "-p", &port, "-t", "d/t", "-m", "hello", "-q", "2", "-V", "5", "-i", "dbg", "-d"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stderr);
+    let packets: Vec<&str> = log.lines().filter_map(|l| l.split_once("Client dbg ").map(|(_, rest)| rest)).collect();
+    let expected = [
+        "sending CONNECT",
+        "received CONNACK (0)",
+        "sending PUBLISH (d0, q2, r0, m1, 'd/t', ... (5 bytes))",
+        "received PUBREC (m1, rc0)",
+        "sending PUBREL (m1, rc0)",
+        "received PUBCOMP (m1, rc0)",
+        "sending DISCONNECT (rc0)",
+    ];
+    assert_eq!(packets.len(), expected.len(), "{log}");
+    for (got, want) in packets.iter().zip(expected) {
+        assert!(got.starts_with(want), "{got:?} is not {want:?}:\n{log}");
+    }
 }
