@@ -7,7 +7,7 @@
 //! apart. What the link state cannot show (a link that is up but silent, a broker restart) is
 //! not in the recording; add those faults to the file by hand.
 
-use std::fmt::Write as _;
+use serde::Serialize;
 use std::time::Duration;
 
 use mqtt_host::LinkState;
@@ -95,29 +95,72 @@ pub struct ReplaySettings {
     pub clean: bool,
 }
 
-/// The recording as a scenario file (the schema of `scenarios/README.md`): a QoS 1 stream
-/// across the whole recording, one `link_down` per outage, and the QoS 1 expectations.
+/// The part of the scenario schema (`scenarios/README.md`) a recording fills, serialised with
+/// serde. The simulator's own scenario types are not used: the board does not link the
+/// simulator (the test below parses the result with it); the `[device]` table is the one
+/// settings schema both share.
+#[derive(Serialize)]
+struct RecordedScenario {
+    description: String,
+    seeds: Vec<u64>,
+    duration_s: f64,
+    drain_s: f64,
+    device: mqtt_host::Settings,
+    workload: Vec<RecordedWorkload>,
+    fault: Vec<RecordedOutage>,
+    expect: RecordedExpect,
+}
+
+#[derive(Serialize)]
+struct RecordedWorkload {
+    topic: String,
+    qos: u8,
+    every_ms: u64,
+    count: u64,
+}
+
+#[derive(Serialize)]
+struct RecordedOutage {
+    kind: &'static str,
+    at_s: f64,
+    for_s: f64,
+}
+
+#[derive(Serialize)]
+struct RecordedExpect {
+    no_qos1_loss: bool,
+    in_order: bool,
+}
+
+/// The recording as a scenario file: a QoS 1 stream across the whole recording, one
+/// `link_down` per outage, and the QoS 1 expectations.
 pub fn scenario_toml(rec: &Recording, s: &ReplaySettings) -> String {
-    let secs = |ms: u64| format!("{:.3}", ms as f64 / 1000.0);
+    let secs = |ms: u64| (ms as f64 / 1000.0 * 1000.0).round() / 1000.0;
     let duration_ms = rec.length_ms.max(1000);
-    let mut t = String::new();
-    let _ = writeln!(t, "# Recorded by `mqtt-board record --iface {}`: the link transitions the board observed,", rec.iface);
-    let _ = writeln!(t, "# replayed under a QoS 1 stream. A link that stayed up but went silent, or a broker");
-    let _ = writeln!(t, "# restart, is not visible in link state: add those faults by hand.");
-    let _ = writeln!(t, "description = \"link outages recorded on {}\"", rec.iface);
-    let _ = writeln!(t, "seeds = [1, 2, 3, 4, 5]");
-    let _ = writeln!(t, "duration_s = {}", secs(duration_ms));
-    let _ = writeln!(t, "drain_s = 120\n");
-    let _ = writeln!(t, "[device]\nclient_id = \"recorded-{}\"", rec.iface);
-    let _ = writeln!(t, "keepalive_s = {}\nresponse_time_ms = {}", s.keepalive_s, s.response_time_ms);
-    let _ = writeln!(t, "clean_init = true\nclean = {}\n", s.clean);
     let every = s.publish_every_ms.max(1);
-    let _ = writeln!(t, "[[workload]]\ntopic = \"recorded/seq\"\nqos = 1\nevery_ms = {every}\ncount = {}\n", (duration_ms / every).max(1));
-    for (at, len) in rec.outages() {
-        let _ = writeln!(t, "[[fault]]\nkind = \"link_down\"\nat_s = {}\nfor_s = {}\n", secs(at), secs(len));
-    }
-    let _ = writeln!(t, "[expect]\nno_qos1_loss = true\nin_order = true");
-    t
+    let device = mqtt_host::Settings {
+        client_id: Some(format!("recorded-{}", rec.iface)),
+        keepalive_secs: Some(s.keepalive_s),
+        response_time_ms: Some(s.response_time_ms),
+        clean_init: Some(true),
+        clean: Some(s.clean),
+        ..mqtt_host::Settings::default()
+    };
+    let scenario = RecordedScenario {
+        description: format!("link outages recorded on {}", rec.iface),
+        seeds: vec![1, 2, 3, 4, 5],
+        duration_s: secs(duration_ms),
+        drain_s: 120.0,
+        device,
+        workload: vec![RecordedWorkload { topic: "recorded/seq".into(), qos: 1, every_ms: every, count: (duration_ms / every).max(1) }],
+        fault: rec.outages().into_iter().map(|(at, len)| RecordedOutage { kind: "link_down", at_s: secs(at), for_s: secs(len) }).collect(),
+        expect: RecordedExpect { no_qos1_loss: true, in_order: true },
+    };
+    let header = format!(
+        "# Recorded by `mqtt-board record --iface {}`: the link transitions the board observed,\n# replayed under a QoS 1 stream. A link that stayed up but went silent, or a broker\n# restart, is not visible in link state: add those faults by hand.\n",
+        rec.iface
+    );
+    header + &toml::to_string(&scenario).expect("a recorded scenario serialises")
 }
 
 #[cfg(test)]
@@ -146,5 +189,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(sc.expect.no_qos1_loss, Some(true));
+        assert_eq!((sc.device.keepalive_secs, sc.device.clean), (Some(10), Some(false)));
+        assert!(text.starts_with("# Recorded by `mqtt-board record --iface wlan0`"), "{text}");
     }
 }
