@@ -138,7 +138,7 @@ impl Broker {
     /// earlier: it never expires, and queues for the client until it connects.
     pub fn preset_session(&mut self, client: &str, filters: impl IntoIterator<Item = (String, QoS)>, now: u64) {
         let mut s = Session::new(None, usize::from(self.cfg.receive_maximum));
-        s.subscriptions.extend(filters.into_iter().map(|(f, qos)| (f, Subscription { qos, no_local: false })));
+        s.subscriptions.extend(filters.into_iter().map(|(f, qos)| (f, Subscription { qos, no_local: false, retain_as_published: false })));
         s.disconnected_at = Some(now);
         self.sessions.insert(client.to_string(), s);
     }
@@ -433,11 +433,13 @@ impl Broker {
                 self.retained.insert(message.topic.clone(), message.clone());
             }
         }
-        let targets: Vec<(String, QoS)> =
+        let targets: Vec<(String, (QoS, bool))> =
             self.sessions.iter().filter_map(|(client, s)| Some((client.clone(), s.granted(&message.topic, from == Some(client.as_str()))?))).collect();
         self.event(Event::Routed { message: message.clone(), to: targets.iter().map(|(c, _)| c.clone()).collect() });
-        for (client, granted) in targets {
-            let m = Message { qos: message.qos.min(granted), retain: false, ..message.clone() };
+        for (client, (granted, as_published)) in targets {
+            // A live message goes out without the retain flag unless the subscription asked for
+            // it as published (MQTT 5 3.3.1.3); retained ones sent on subscribe keep it.
+            let m = Message { qos: message.qos.min(granted), retain: as_published && message.retain, ..message.clone() };
             self.deliver(now, &client, m);
         }
     }
@@ -468,15 +470,12 @@ impl Broker {
         let mut out = Vec::new();
         let mut expired = Vec::new();
         while s.inflight.len() < s.window {
-            let Some(mut m) = s.queue.pop_front() else { break };
+            let Some(m) = s.queue.pop_front() else { break };
             if m.expires_at.is_some_and(|t| t <= now) {
                 expired.push(m);
                 continue;
             }
             let id = s.next_packet_id();
-            // Queued messages go out as live traffic, not as retained ones (Mosquitto's
-            // choice for a message that waited in an offline queue).
-            m.retain = false;
             s.inflight.insert(id.get(), (m.clone(), false));
             out.push((id, m));
         }

@@ -333,10 +333,14 @@ impl Broker {
         let mut retained = Vec::new();
         if let Some(s) = self.sessions.get_mut(client) {
             for f in &sub.filters {
-                s.subscriptions.insert(f.filter.clone(), Subscription { qos: f.qos, no_local: f.no_local });
+                let existed = s
+                    .subscriptions
+                    .insert(f.filter.clone(), Subscription { qos: f.qos, no_local: f.no_local, retain_as_published: f.retain_as_published })
+                    .is_some();
                 codes.push(f.qos as u8);
-                // Retain Handling 2: no retained messages on subscribe (MQTT 5 3.8.3.1).
-                if f.retain_handling != 2 {
+                // Retain Handling (MQTT 5 3.8.3.1): 0 send the retained messages, 1 only for a
+                // subscription that did not exist, 2 never.
+                if f.retain_handling == 0 || (f.retain_handling == 1 && !existed) {
                     let matching = self.retained.values().filter(|m| mqtt_protocol::codec::topic::topic_matches(&f.filter, &m.topic));
                     retained.extend(matching.cloned());
                 }

@@ -41,6 +41,8 @@ pub(crate) struct Subscription {
     pub qos: QoS,
     /// MQTT 5 No Local: never send the session its own messages on this filter.
     pub no_local: bool,
+    /// MQTT 5 Retain As Published: forward the retain flag as the publisher set it.
+    pub retain_as_published: bool,
 }
 
 #[derive(Debug)]
@@ -89,11 +91,14 @@ impl Session {
         }
     }
 
-    /// The highest QoS of the subscriptions matching `topic`, if any does. A subscription
-    /// with No Local (MQTT 5) does not match the session's own messages.
-    pub fn granted(&self, topic: &str, own: bool) -> Option<QoS> {
-        let matching = self.subscriptions.iter().filter(|(f, s)| !(own && s.no_local) && mqtt_protocol::codec::topic::topic_matches(f, topic));
-        matching.map(|(_, s)| s.qos).max()
+    /// The highest QoS of the subscriptions matching `topic`, if any does, and whether one of
+    /// them keeps the retain flag (Retain As Published). A subscription with No Local (MQTT 5)
+    /// does not match the session's own messages.
+    pub fn granted(&self, topic: &str, own: bool) -> Option<(QoS, bool)> {
+        let matching: Vec<&Subscription> =
+            self.subscriptions.iter().filter(|(f, s)| !(own && s.no_local) && mqtt_protocol::codec::topic::topic_matches(f, topic)).map(|(_, s)| s).collect();
+        let qos = matching.iter().map(|s| s.qos).max()?;
+        Some((qos, matching.iter().any(|s| s.retain_as_published)))
     }
 
     /// A packet id not in flight to the client.

@@ -298,3 +298,26 @@ fn qos2_from_a_client_is_routed_once_however_often_it_is_resent() {
 fn filter(f: &str) -> SubscribeFilter {
     SubscribeFilter { filter: f.into(), qos: QoS::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 }
 }
+
+#[test]
+fn retain_handling_and_retain_as_published_follow_the_subscription_options() {
+    let mut b = Broker::new(BrokerConfig::default());
+    b.publish(0, mqtt_broker_model::Message { topic: "cfg".into(), payload: b"old".to_vec(), qos: QoS::AtMostOnce, retain: true, expires_at: None });
+    let (mut c, _) = open(&mut b, 0, connect_packet("dev", ProtocolVersion::V5, true));
+    let subscribe = |b: &mut Broker, c: &mut Client, id: u16, handling: u8, as_published: bool| {
+        let f = SubscribeFilter { retain_handling: handling, retain_as_published: as_published, ..filter("cfg") };
+        let heard = send(b, 1, c, Packet::Subscribe(Subscribe { packet_id: PacketId::new(id).unwrap(), filters: vec![f], properties: Properties::default() }));
+        heard.to(c).iter().filter_map(|p| if let Packet::Publish(p) = p { Some((p.payload.clone(), p.retain)) } else { None }).collect::<Vec<_>>()
+    };
+    assert_eq!(subscribe(&mut b, &mut c, 1, 2, false), vec![], "2: never");
+    assert_eq!(subscribe(&mut b, &mut c, 2, 1, false), vec![], "1: not for a subscription that exists");
+    assert_eq!(subscribe(&mut b, &mut c, 3, 0, false), vec![(b"old".to_vec(), true)], "0: always, flagged retained");
+    let live = |b: &mut Broker, c: &mut Client| {
+        b.publish(2, mqtt_broker_model::Message { topic: "cfg".into(), payload: b"new".to_vec(), qos: QoS::AtMostOnce, retain: true, expires_at: None });
+        let heard = drain(b, &mut [c]);
+        heard.to(c).iter().find_map(|p| if let Packet::Publish(p) = p { Some(p.retain) } else { None }).unwrap()
+    };
+    assert!(!live(&mut b, &mut c), "a live message loses the flag");
+    subscribe(&mut b, &mut c, 4, 2, true);
+    assert!(live(&mut b, &mut c), "Retain As Published keeps it");
+}

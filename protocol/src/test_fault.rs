@@ -57,6 +57,10 @@ pub enum TestFault {
     IgnoreDeadline,
     /// Subscribes without the No Local option the application asked for (MQTT 5).
     IgnoreNoLocal,
+    /// Subscribes without the Retain As Published option the application asked for (MQTT 5).
+    IgnoreRetainAsPublished,
+    /// Subscribes with Retain Handling 0 whatever the application asked for (MQTT 5).
+    IgnoreRetainHandling,
 }
 
 impl TestFault {
@@ -85,6 +89,8 @@ impl TestFault {
         ("misreport-reason-code", TestFault::MisreportReasonCode),
         ("ignore-deadline", TestFault::IgnoreDeadline),
         ("ignore-no-local", TestFault::IgnoreNoLocal),
+        ("ignore-retain-as-published", TestFault::IgnoreRetainAsPublished),
+        ("ignore-retain-handling", TestFault::IgnoreRetainHandling),
     ];
 
     /// The fault of a kebab-case name.

@@ -356,7 +356,14 @@ impl Inner {
                     if !to.iter().any(|c| c == OBSERVER_ID) && message.qos != QoS::AtMostOnce {
                         w.rec.broker_dropped.push((seq, "no observer session (lost in a restart) when it arrived".into()));
                     }
-                    w.rec.broker_received.push(Delivery { topic: message.topic, seq, t_ms: now, payload: message.payload, dup: false });
+                    w.rec.broker_received.push(Delivery {
+                        topic: message.topic,
+                        seq,
+                        t_ms: now,
+                        payload: message.payload,
+                        dup: false,
+                        retained: message.retain,
+                    });
                 }
             }
             Event::Dropped { client, message, why } => {

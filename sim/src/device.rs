@@ -238,7 +238,7 @@ fn record(ctx: &DeviceCtx, boot: u32, now: u64, events: Vec<Event>, challenges: 
             Event::Message(m) => {
                 let seq = seq_of(&m.payload);
                 w.log(now, &ctx.name, "message", json!({ "topic": m.topic, "seq": seq, "dup": m.dup }));
-                w.rec.device_received.push(Delivery { topic: m.topic, seq, t_ms: now, payload: m.payload, dup: m.dup });
+                w.rec.device_received.push(Delivery { topic: m.topic, seq, t_ms: now, payload: m.payload, dup: m.dup, retained: m.retained });
             }
             Event::Published(token) => {
                 w.rec.acked.insert((ctx.index, boot, token), now);

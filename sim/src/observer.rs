@@ -84,7 +84,7 @@ pub async fn run(ctx: Arc<ObserverCtx>) -> turmoil::Result {
                     Event::Message(m) => {
                         let seq = seq_of(&m.payload);
                         w.log(now, HOST, "message", json!({ "topic": m.topic, "seq": seq, "dup": m.dup }));
-                        w.rec.observed.push(Delivery { topic: m.topic, seq, t_ms: now, payload: m.payload, dup: m.dup });
+                        w.rec.observed.push(Delivery { topic: m.topic, seq, t_ms: now, payload: m.payload, dup: m.dup, retained: m.retained });
                     }
                     Event::Up(session_present) => w.log(now, HOST, "up", json!({ "session_present": session_present })),
                     Event::Down(why) => w.log(now, HOST, "down", json!({ "reason": format!("{why:?}") })),

@@ -277,8 +277,8 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
                     filter: for_device(&s.filter, i),
                     qos: qos(s.qos),
                     no_local: s.no_local,
-                    retain_as_published: false,
-                    retain_handling: 0,
+                    retain_as_published: s.retain_as_published,
+                    retain_handling: s.retain_handling,
                 })
                 .collect(),
             workloads: sc.workload.iter().map(|w| Workload { topic: for_device(&w.topic, i), ..w.clone() }).collect(),
@@ -568,6 +568,16 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
         let sent = rec.injected.iter().filter(|(_, _, t)| t == topic).count() + rec.accepted.iter().filter(|a| a.topic == *topic).count();
         let got = rec.device_received.iter().filter(|d| d.topic == *topic).count();
         check(&mut checks, &format!("device_never_receives {topic}"), sent > 0 && got == 0, format!("{sent} sent on it, {got} received"));
+    }
+    for topic in &e.device_receives_retained {
+        let got: Vec<&crate::world::Delivery> = rec.device_received.iter().filter(|d| d.topic == *topic).collect();
+        let flagged = got.iter().filter(|d| d.retained).count();
+        check(
+            &mut checks,
+            &format!("device_receives_retained {topic}"),
+            !got.is_empty() && flagged == got.len(),
+            format!("{flagged} of {} received with the retain flag", got.len()),
+        );
     }
     if let Some(max) = e.max_connect_attempts {
         check(&mut checks, "max_connect_attempts", rec.connect_attempts <= max, format!("{} connection attempts (at most {max})", rec.connect_attempts));

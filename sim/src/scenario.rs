@@ -137,6 +137,13 @@ pub struct SubSpec {
     /// MQTT 5 No Local: the broker never sends the device its own messages on this filter.
     #[serde(default)]
     pub no_local: bool,
+    /// MQTT 5 Retain As Published: messages keep the retain flag their publisher set.
+    #[serde(default)]
+    pub retain_as_published: bool,
+    /// MQTT 5 Retain Handling: 0 the retained messages on subscribe, 1 only for a new
+    /// subscription, 2 none.
+    #[serde(default)]
+    pub retain_handling: u8,
 }
 
 fn one() -> u8 {
@@ -365,9 +372,14 @@ pub struct Expect {
     /// Every injected QoS 1/2 message on these topics reaches the device's application.
     #[serde(default)]
     pub device_receives: Vec<String>,
-    /// No injected message on these topics reaches the device's application.
+    /// Nothing sent on these topics (injected, or published by a device) reaches the
+    /// device's application.
     #[serde(default)]
     pub device_never_receives: Vec<String>,
+    /// Every message the device's application received on these topics carried the retain
+    /// flag (and at least one arrived): MQTT 5 Retain As Published.
+    #[serde(default)]
+    pub device_receives_retained: Vec<String>,
     /// Messages the broker must expire instead of delivering (MQTT 5 message expiry).
     pub min_expired: Option<u64>,
     /// Most connections the devices may try to open over the run (a client that retries
@@ -430,6 +442,9 @@ impl Scenario {
         for (i, sub) in self.device.subscribe.iter().enumerate() {
             if sub.qos > 2 {
                 return Err(format!("device.subscribe[{i}].qos = {}: must be 0, 1 or 2", sub.qos));
+            }
+            if sub.retain_handling > 2 {
+                return Err(format!("device.subscribe[{i}].retain_handling = {}: must be 0, 1 or 2", sub.retain_handling));
             }
         }
         if self.broker.auth_method.is_some() != self.broker.auth_secret.is_some() {

@@ -44,6 +44,8 @@ pub struct Delivery {
     pub payload: Vec<u8>,
     /// The sender marked it a redelivery (DUP).
     pub dup: bool,
+    /// It came with the retain flag.
+    pub retained: bool,
 }
 
 /// Facts for the expectations, in the order they happened.

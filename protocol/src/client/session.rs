@@ -155,6 +155,12 @@ impl Client {
                 if self.faulty(TestFault::IgnoreNoLocal) {
                     filters.iter_mut().for_each(|f| f.no_local = false);
                 }
+                if self.faulty(TestFault::IgnoreRetainAsPublished) {
+                    filters.iter_mut().for_each(|f| f.retain_as_published = false);
+                }
+                if self.faulty(TestFault::IgnoreRetainHandling) {
+                    filters.iter_mut().for_each(|f| f.retain_handling = 0);
+                }
                 Packet::Subscribe(Subscribe { packet_id: pid, filters, properties })
             }
             Waiting::UnsubAck(filters) => Packet::Unsubscribe(Unsubscribe { packet_id: pid, filters: filters.clone(), properties: Properties::default() }),
