@@ -162,12 +162,13 @@ fn qos1_survives_link_drops_silent_loss_and_a_broker_restart_on_a_real_network()
     let total = 1000;
     let board = rig
         .exec(&rig.client_ns, &[env!("CARGO_BIN_EXE_mqtt-board"), "pub", "-H", &rig.broker_ip, "-t", "rig/seq", "-q", "1", "--interval", "100ms"])
-        .args(["--count", &total.to_string(), "-i", "board-1", "--clean", "false", "-k", "10", "--response-time-ms", "2000", "--iface", &rig.client_if, "-v"])
+        .args(["--count", &total.to_string(), "-i", "board-1", "--clean", "false", "-k", "10", "--response-time-ms", "2000", "--iface", &rig.client_if, "-d"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut board = Killed(board);
-    // The board's `-v` events, timestamped as they come, for the time to detect each fault.
+    // The board's `-d` events (and packets), timestamped as they come, for the time to detect
+    // each fault.
     let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(f64, String)>::new()));
     let event_reader = {
         let (events, stderr) = (events.clone(), board.0.stderr.take().unwrap());
@@ -252,7 +253,9 @@ fn qos1_survives_link_drops_silent_loss_and_a_broker_restart_on_a_real_network()
     }
     let in_order = order.windows(2).all(|w| w[0] < w[1]);
     for (what, began, back) in &faults {
-        let detected = events.iter().find(|(t, l)| t >= began && l.starts_with("down")).map(|(t, _)| t - began);
+        // `-d` lines are "TIME EVENT": the event after the board's own timestamp.
+        let is_down = |l: &str| l.split_once(' ').is_some_and(|(_, event)| event.starts_with("down"));
+        let detected = events.iter().find(|(t, l)| t >= began && is_down(l)).map(|(t, _)| t - began);
         let resumed = got.iter().map(|(t, _)| *t).filter(|t| t > back).fold(f64::INFINITY, f64::min);
         let detected = detected.map_or("no down reported (already down or rode it out)".to_string(), |d| format!("down reported after {d:.2} s"));
         eprintln!("{what}: {detected}; first delivery {:.2} s after recovery", resumed - back);
