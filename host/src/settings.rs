@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Config, Qos, Will};
+use crate::{Config, Will};
 
 /// How a config value is written in a settings file: as itself, except bytes, which are text.
 pub trait Setting: Sized {
@@ -220,9 +220,4 @@ pub fn default_config(server: &str, client_id: &str) -> Config {
     }
     let d = mqtt_protocol::Config { client_id: client_id.into(), server: server.into(), ..mqtt_protocol::Config::default() };
     mqtt_protocol::with_config_keys!(from_core; d)
-}
-
-/// The QoS of a will or subscription level written in a file.
-pub fn qos(level: u8, what: &str) -> Result<Qos, String> {
-    crate::qos_from_level(level).ok_or_else(|| format!("{what} = {level}: must be 0, 1 or 2"))
 }
