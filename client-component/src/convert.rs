@@ -206,5 +206,6 @@ pub fn stats_to_wit(s: Stats) -> api::Stats {
         inflight: s.inflight,
         queued: s.queued,
         protocol_errors: s.protocol_errors,
+        store_full: s.store_full,
     }
 }

@@ -20,6 +20,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
+use mqtt_protocol::store::{Flash, FlashError, Geometry};
 use mqtt_protocol::{Action, Client, Event, Instant, LinkState};
 
 wit_bindgen::generate!({
@@ -30,7 +31,7 @@ wit_bindgen::generate!({
 });
 
 use exports::mqtt_as::client::client as api;
-use mqtt_as::client::{clock, log, socket, wifi};
+use mqtt_as::client::{clock, log, socket, storage, wifi};
 
 /// Bytes read per `recv` call, and the most read in one `poll` so a flooding broker cannot
 /// make one call unbounded (the rest is read on the next poll).
@@ -227,6 +228,51 @@ impl Glue {
     }
 }
 
+/// The host's flash, through the `storage` import.
+struct HostFlash;
+
+fn flash_error(e: storage::StorageError) -> FlashError {
+    match e {
+        storage::StorageError::OutOfRange => FlashError::OutOfRange,
+        storage::StorageError::Io => FlashError::Io,
+    }
+}
+
+impl Flash for HostFlash {
+    fn geometry(&self) -> Geometry {
+        let g = storage::geometry();
+        Geometry { capacity: g.capacity, sector_size: g.sector_size, write_size: g.write_size }
+    }
+    fn read(&mut self, offset: u32, len: u32) -> Result<Vec<u8>, FlashError> {
+        storage::read(offset, len).map_err(flash_error)
+    }
+    fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), FlashError> {
+        storage::write(offset, data).map_err(flash_error)
+    }
+    fn erase(&mut self, sector: u32) -> Result<(), FlashError> {
+        storage::erase(sector).map_err(flash_error)
+    }
+    fn sync(&mut self) -> Result<(), FlashError> {
+        storage::sync().map_err(flash_error)
+    }
+}
+
+/// Open the store when the host has storage, and say what it held.
+fn attach_storage(client: &mut Client) {
+    if storage::geometry().capacity == 0 {
+        return;
+    }
+    match client.attach_store(alloc::boxed::Box::new(HostFlash)) {
+        Ok(report) => {
+            for problem in &report.problems {
+                warn(problem);
+            }
+            log::log(log::Level::Info, &mqtt_protocol::text!("store: ", report.messages, " unacknowledged publishes and ", report.received, " incoming QoS 2 ids recovered"));
+        }
+        Err(why) => log::log(log::Level::Error, &mqtt_protocol::text!("storage unusable, running without it: ", why)),
+    }
+}
+
 struct ClientResource(RefCell<Glue>);
 
 struct Component;
@@ -240,6 +286,8 @@ fn api_error(e: mqtt_protocol::ApiError) -> api::ClientError {
         mqtt_protocol::ApiError::Invalid(why) => api::ClientError::Invalid(why),
         mqtt_protocol::ApiError::QueueFull => api::ClientError::QueueFull,
         mqtt_protocol::ApiError::Closed => api::ClientError::Closed,
+        mqtt_protocol::ApiError::StoreFull => api::ClientError::StoreFull,
+        mqtt_protocol::ApiError::Storage(why) => api::ClientError::Storage(why),
     }
 }
 
@@ -258,7 +306,8 @@ impl ClientResource {
 impl api::GuestClient for ClientResource {
     fn create(config: api::Config) -> Result<api::Client, api::ClientError> {
         let config = convert::config_from_wit(config).map_err(api::ClientError::Invalid)?;
-        let client = Client::new(config).map_err(|e| api::ClientError::Invalid(e.message()))?;
+        let mut client = Client::new(config).map_err(|e| api::ClientError::Invalid(e.message()))?;
+        attach_storage(&mut client);
         let glue = Glue { client, socket: None, opening: false, outbuf: Vec::new(), link: None };
         Ok(api::Client::new(ClientResource(RefCell::new(glue))))
     }

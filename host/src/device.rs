@@ -14,7 +14,7 @@ use wasmtime::Store;
 use crate::bindings::exports::mqtt_as::client::client::{
     ClientError, Config, Event, GuestClient, PublishProperties, Qos, Stats, SubscribeProperties, Subscription,
 };
-use crate::bindings::mqtt_as::client::{clock, log, socket, wifi};
+use crate::bindings::mqtt_as::client::{clock, log, socket, storage, wifi};
 use crate::bindings::MqttClient;
 use crate::component::ComponentFile;
 use crate::platform::Platform;
@@ -116,6 +116,33 @@ impl wifi::Host for HostState {
     }
 }
 
+fn storage_error(e: mqtt_protocol::store::FlashError) -> storage::StorageError {
+    match e {
+        mqtt_protocol::store::FlashError::OutOfRange => storage::StorageError::OutOfRange,
+        mqtt_protocol::store::FlashError::Io => storage::StorageError::Io,
+    }
+}
+
+/// The platform's flash, or none: capacity 0, and every access out of range.
+impl storage::Host for HostState {
+    fn geometry(&mut self) -> storage::Layout {
+        let g = self.p().storage().map(|f| f.geometry()).unwrap_or_default();
+        storage::Layout { capacity: g.capacity, sector_size: g.sector_size, write_size: g.write_size }
+    }
+    fn read(&mut self, offset: u32, len: u32) -> Result<Vec<u8>, storage::StorageError> {
+        self.p().storage().ok_or(storage::StorageError::OutOfRange)?.read(offset, len).map_err(storage_error)
+    }
+    fn write(&mut self, offset: u32, data: Vec<u8>) -> Result<(), storage::StorageError> {
+        self.p().storage().ok_or(storage::StorageError::OutOfRange)?.write(offset, &data).map_err(storage_error)
+    }
+    fn erase(&mut self, sector: u32) -> Result<(), storage::StorageError> {
+        self.p().storage().ok_or(storage::StorageError::OutOfRange)?.erase(sector).map_err(storage_error)
+    }
+    fn sync(&mut self) -> Result<(), storage::StorageError> {
+        self.p().storage().ok_or(storage::StorageError::OutOfRange)?.sync().map_err(storage_error)
+    }
+}
+
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) {
         let name = &self.name;
@@ -160,6 +187,8 @@ fn client_error_text(e: &ClientError) -> String {
         ClientError::Invalid(why) => format!("invalid: {why}"),
         ClientError::QueueFull => "outgoing queue full".into(),
         ClientError::Closed => "client closed by disconnect".into(),
+        ClientError::StoreFull => "store full: no room until some publishes are acknowledged".into(),
+        ClientError::Storage(why) => format!("storage: {why}"),
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! - [`ComponentFile`]: the compiled component (the embedded one, or any file), compiled
 //!   once per [`wasmtime::Engine`] and instantiated many times (`InstancePre`).
-//! - [`Platform`]: what a host provides — [`Socket`], [`Clock`], [`Wifi`] — the same three
-//!   imports on the simulator, a board, or your own host.
+//! - [`Platform`]: what a host provides — [`Socket`], [`Clock`], [`Wifi`], and optionally
+//!   flash ([`Platform::storage`], e.g. a [`FileFlash`]) so that unacknowledged publishes
+//!   survive a power cut — the same imports on the simulator, a board, or your own host.
 //! - [`Device`]: one running client. Every call is bounded by fuel; a trap or exhausted fuel
 //!   restarts the instance and hands it the publishes the old one had accepted but not
 //!   completed (the watchdog role of the NO_NET bridge's host).
@@ -14,6 +15,7 @@ mod bindings;
 mod client;
 mod component;
 mod device;
+pub mod file_flash;
 pub mod loopback;
 mod packet_log;
 mod platform;
@@ -30,7 +32,9 @@ pub use bindings::mqtt_as::client::wifi::LinkState;
 pub use client::{Client, ClientEvent, Error as ClientCallError, Events};
 pub use component::{with_test_fault, ComponentFile, CORE_MODULE_PATH, EMBEDDED_COMPONENT, FAULTY_COMPONENT, RUSTC_CORE_MODULE_PATH};
 pub use device::{broker_port, Device, DeviceError, Publish, Token, MAX_GUEST_MEMORY};
+pub use file_flash::FileFlash;
 pub use mqtt_protocol::with_config_keys;
+pub use mqtt_protocol::store::{Flash, Geometry, MemFlash};
 pub use packet_log::PacketLog;
 pub use platform::{Clock, Platform, Socket, Wifi};
 pub use settings::{default_config, Settings, WillSetting};

@@ -158,4 +158,7 @@ impl<P: Platform> Platform for PacketLog<P> {
     fn wakeup(&self) -> Option<Arc<Notify>> {
         self.inner.wakeup()
     }
+    fn storage(&mut self) -> Option<&mut dyn mqtt_protocol::store::Flash> {
+        self.inner.storage()
+    }
 }

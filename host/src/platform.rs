@@ -1,4 +1,5 @@
-//! The three things a host provides. Implement them over whatever network you have.
+//! What a host provides: sockets, a clock, the link, and optionally flash. Implement them
+//! over whatever network (and storage) you have.
 //!
 //! Every method must return at once: the component never blocks, so neither may its
 //! imports. Report readiness by calling [`crate::Device::poll`] again (the async
@@ -7,6 +8,8 @@
 use std::sync::Arc;
 
 use tokio::sync::Notify;
+
+use mqtt_protocol::store::Flash;
 
 use crate::{LinkState, SocketError, SocketState, TlsParams};
 
@@ -47,6 +50,15 @@ pub trait Platform: Socket + Clock + Wifi + Send + 'static {
     /// Notified when a socket becomes readable or closes, or the link changes, so an async
     /// driver knows to poll. `None`: the driver polls only at deadlines and API calls.
     fn wakeup(&self) -> Option<Arc<Notify>> {
+        None
+    }
+
+    /// Flash that survives a power cut, for the publishes not yet acknowledged (the WIT
+    /// `storage` import; [`crate::FileFlash`] keeps it in a file, [`MemFlash`] in RAM).
+    /// `None` (the default): capacity 0, and the client keeps nothing across a restart.
+    ///
+    /// [`MemFlash`]: mqtt_protocol::store::MemFlash
+    fn storage(&mut self) -> Option<&mut dyn Flash> {
         None
     }
 }

@@ -17,6 +17,7 @@ pub mod codec;
 mod config;
 pub mod reason;
 mod rng;
+pub mod store;
 pub mod test_fault;
 pub mod text;
 mod types;

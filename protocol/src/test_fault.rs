@@ -61,6 +61,14 @@ pub enum TestFault {
     IgnoreRetainAsPublished,
     /// Subscribes with Retain Handling 0 whatever the application asked for (MQTT 5).
     IgnoreRetainHandling,
+    /// With a store: `publish` returns the token before the record is synced.
+    TokenBeforeSync,
+    /// With a store: an acknowledgement forgets the next message's record, not its own.
+    ForgetWrongRecord,
+    /// With a store: recovered publishes lose their packet ids (resent as new messages).
+    IdsNotRestored,
+    /// With a store: incoming QoS 2 ids are not recorded (a reboot forgets them).
+    IncomingNotStored,
 }
 
 impl TestFault {
@@ -89,6 +97,10 @@ impl TestFault {
         ("misreport-reason-code", TestFault::MisreportReasonCode),
         ("ignore-deadline", TestFault::IgnoreDeadline),
         ("ignore-no-local", TestFault::IgnoreNoLocal),
+        ("token-before-sync", TestFault::TokenBeforeSync),
+        ("forget-wrong-record", TestFault::ForgetWrongRecord),
+        ("ids-not-restored", TestFault::IdsNotRestored),
+        ("incoming-not-stored", TestFault::IncomingNotStored),
         ("ignore-retain-as-published", TestFault::IgnoreRetainAsPublished),
         ("ignore-retain-handling", TestFault::IgnoreRetainHandling),
     ];

@@ -288,6 +288,8 @@ pub struct Stats {
     pub queued: u32,
     /// Connections closed because the broker broke the protocol.
     pub protocol_errors: u64,
+    /// Publishes refused because the store was full.
+    pub store_full: u64,
 }
 
 /// Why an API call was refused.
@@ -299,6 +301,10 @@ pub enum ApiError {
     QueueFull,
     /// `disconnect` was called: the client takes no more requests.
     Closed,
+    /// The store has no room for another message until some are acknowledged.
+    StoreFull,
+    /// The storage failed; the text says how.
+    Storage(String),
 }
 
 impl ApiError {
@@ -308,6 +314,8 @@ impl ApiError {
             ApiError::Invalid(why) => text!("invalid argument: ", why),
             ApiError::QueueFull => "outgoing queue full".into(),
             ApiError::Closed => "client closed by disconnect()".into(),
+            ApiError::StoreFull => "store full: no room until some publishes are acknowledged".into(),
+            ApiError::Storage(why) => text!("storage: ", why),
         }
     }
 }

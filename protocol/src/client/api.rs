@@ -79,9 +79,13 @@ impl Client {
         if self.pending.len() + self.inflight.len() >= self.cfg.max_queued as usize {
             return Err(ApiError::QueueFull);
         }
+        let key = match &request {
+            Request::Publish(p) => self.store_publish(p)?,
+            _ => None,
+        };
         let token = self.next_token;
         self.next_token += 1;
-        self.pending.push_back(Queued { token: Some(token), request, deadline });
+        self.pending.push_back(Queued { token: Some(token), request, deadline, key });
         self.pump(now);
         Ok(token)
     }
@@ -91,7 +95,8 @@ impl Client {
     /// event will name the token. Returns whether the token was found.
     pub fn cancel(&mut self, token: Token) -> bool {
         if let Some(i) = self.pending.iter().position(|q| q.token == Some(token)) {
-            self.pending.remove(i);
+            let key = self.pending.remove(i).and_then(|q| q.key);
+            self.forget(key);
             return true;
         }
         if let Some(f) = self.inflight.iter_mut().find(|f| f.token == Some(token)) {
@@ -150,6 +155,7 @@ impl Client {
         self.close_socket();
         const FAILED: u8 = ReasonCode::UNSPECIFIED_ERROR.0;
         for q in core::mem::take(&mut self.pending) {
+            self.forget(q.key);
             let Some(token) = q.token else { continue };
             self.events.push_back(match q.request {
                 Request::Publish(_) => Event::PublishFailed { token, reason: 0 },
@@ -158,6 +164,7 @@ impl Client {
             });
         }
         for f in core::mem::take(&mut self.inflight) {
+            self.forget(f.key);
             let Some(token) = f.token else { continue };
             self.events.push_back(match f.waiting {
                 Waiting::Publish(_) | Waiting::Release => Event::PublishFailed { token, reason: 0 },

@@ -233,6 +233,7 @@ impl Client {
     pub(super) fn resume(&mut self, now: Instant, session_present: bool) {
         if !session_present {
             self.incoming_qos2.clear();
+            self.record(crate::store::Store::clear_received);
         }
         let mut inflight = core::mem::take(&mut self.inflight);
         if self.faulty(TestFault::ResendReversed) {
@@ -244,6 +245,7 @@ impl Client {
             if session_present {
                 if self.faulty(TestFault::DropRepublish) && matches!(f.waiting, Waiting::Publish(_)) && !dropped_one {
                     dropped_one = true;
+                    self.forget(f.key);
                     if let Some(token) = f.token {
                         self.events.push_back(Event::Published(token));
                     }
@@ -266,13 +268,14 @@ impl Client {
                     // The broker took ownership at PUBREC: with the session gone there is
                     // nothing to release, and the message was accepted.
                     Waiting::Release => {
+                        self.forget(f.key);
                         if let Some(token) = f.token {
                             self.events.push_back(Event::Published(token));
                         }
                     }
-                    Waiting::Publish(p) => restart.push(Queued { token: f.token, request: Request::Publish(p), deadline: None }),
-                    Waiting::SubAck(s, p) => restart.push(Queued { token: f.token, request: Request::Subscribe(s, p), deadline: None }),
-                    Waiting::UnsubAck(u) => restart.push(Queued { token: f.token, request: Request::Unsubscribe(u), deadline: None }),
+                    Waiting::Publish(p) => restart.push(Queued { token: f.token, request: Request::Publish(p), deadline: None, key: f.key }),
+                    Waiting::SubAck(s, p) => restart.push(Queued { token: f.token, request: Request::Subscribe(s, p), deadline: None, key: None }),
+                    Waiting::UnsubAck(u) => restart.push(Queued { token: f.token, request: Request::Unsubscribe(u), deadline: None, key: None }),
                 }
             }
         }
@@ -296,7 +299,7 @@ impl Client {
             for (filter, props) in self.subscriptions.iter().filter(|(f, _)| !already.contains(&f.filter.as_str())) {
                 match again.last_mut() {
                     Some(Queued { request: Request::Subscribe(filters, p), .. }) if p == props => filters.push(filter.clone()),
-                    _ => again.push(Queued { token: None, request: Request::Subscribe(vec![filter.clone()], props.clone()), deadline: None }),
+                    _ => again.push(Queued { token: None, request: Request::Subscribe(vec![filter.clone()], props.clone()), deadline: None, key: None }),
                 }
             }
             for q in again.into_iter().rev() {

@@ -125,6 +125,8 @@ impl Client {
     /// input and before [`Client::poll_action`] (bytes queued before a close belong to the
     /// old socket). If the socket takes only part, keep the rest and send it first next time.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        // Records the bytes depend on (packet ids, incoming QoS 2 ids) are durable first.
+        self.sync_store();
         (!self.transmits.is_empty()).then(|| core::mem::take(&mut self.transmits))
     }
 
@@ -137,6 +139,7 @@ impl Client {
     /// The next event that is not an incoming message: messages stay queued (in order,
     /// bounded by `queue_len`) for an application that cannot take them now.
     pub fn poll_event_except_messages(&mut self) -> Option<Event> {
+        self.sync_store();
         let i = self.events.iter().position(|e| !matches!(e, Event::Message(_)))?;
         self.events.remove(i)
     }
@@ -145,6 +148,7 @@ impl Client {
     /// a message makes room in the `queue_len` bound (and, with backpressure, lets input
     /// held back be decoded at the next [`Client::handle_timeout`]).
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.sync_store();
         let e = self.events.pop_front()?;
         if matches!(e, Event::Message(_)) {
             if self.deadlines_suspended() {

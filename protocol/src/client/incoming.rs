@@ -31,7 +31,7 @@ impl Client {
             Packet::PubAck(a) => {
                 let qos1 = |w: &Waiting| matches!(w, Waiting::Publish(p) if p.qos == QoS::AtLeastOnce);
                 if let Some(f) = self.take_inflight(a.packet_id, qos1) {
-                    self.complete(f.token, a.reason);
+                    self.complete(&f, a.reason);
                     self.pump(now);
                 }
             }
@@ -42,10 +42,13 @@ impl Client {
                 };
                 if ReasonCode(a.reason).is_failure() {
                     if let Some(f) = self.take_inflight(a.packet_id, qos2) {
-                        self.complete(f.token, a.reason);
+                        self.complete(&f, a.reason);
                         self.pump(now);
                     }
                     return;
+                }
+                if let Some(key) = self.inflight[i].key {
+                    self.record(|s| s.released(key));
                 }
                 let f = &mut self.inflight[i];
                 f.waiting = Waiting::Release;
@@ -58,13 +61,17 @@ impl Client {
                 let id = a.packet_id.get();
                 let known = self.incoming_qos2.contains(&id);
                 self.incoming_qos2.retain(|x| *x != id);
+                if known {
+                    // Durable before PUBCOMP: the broker may reuse the id at once.
+                    self.record(|s| s.received_done(id));
+                }
                 let reason = if known || self.version == ProtocolVersion::V311 { ReasonCode::SUCCESS.0 } else { ReasonCode::PACKET_IDENTIFIER_NOT_FOUND.0 };
                 let comp = PubResponse { packet_id: a.packet_id, reason, properties: Properties::default() };
                 self.send(now, &Packet::PubComp(comp));
             }
             Packet::PubComp(a) => {
                 if let Some(f) = self.take_inflight(a.packet_id, |w| matches!(w, Waiting::Release)) {
-                    self.complete(f.token, a.reason);
+                    self.complete(&f, a.reason);
                     self.pump(now);
                 }
             }
@@ -143,8 +150,9 @@ impl Client {
         true
     }
 
-    pub(super) fn complete(&mut self, token: Option<Token>, reason: u8) {
-        let Some(token) = token else { return };
+    pub(super) fn complete(&mut self, f: &InFlight, reason: u8) {
+        self.forget(f.key);
+        let Some(token) = f.token else { return };
         if ReasonCode(reason).is_failure() {
             self.events.push_back(Event::PublishFailed { token, reason });
         } else {
@@ -191,6 +199,11 @@ impl Client {
                 }
                 if fresh {
                     self.incoming_qos2.push(pid.get());
+                    if !self.faulty(TestFault::IncomingNotStored) {
+                        // Durable before PUBREC and the hand-over: after a power cut the
+                        // broker's resend (DUP) must be recognised, not delivered again.
+                        self.record(|s| s.received(pid.get()));
+                    }
                 }
                 let rec = PubResponse { packet_id: pid, reason: 0, properties: Properties::default() };
                 self.send(now, &Packet::PubRec(rec));

@@ -32,6 +32,7 @@ mod connection;
 mod driving;
 mod incoming;
 mod session;
+mod storage;
 mod timers;
 
 use timers::Timer;
@@ -77,6 +78,8 @@ struct Queued {
     token: Option<Token>,
     request: Request,
     deadline: Option<Instant>,
+    /// Its record in the store, when there is one (QoS 1/2 publishes).
+    key: Option<u32>,
 }
 
 /// What an in-flight packet id is waiting for.
@@ -99,6 +102,8 @@ struct InFlight {
     waiting: Waiting,
     sent_at: Instant,
     repubs: u32,
+    /// Its record in the store, when there is one (QoS 1/2 publishes).
+    key: Option<u32>,
 }
 
 /// What the broker told us in CONNACK (MQTT 5), with 3.1.1 defaults.
@@ -201,6 +206,8 @@ pub struct Client {
     now: Instant,
 
     stats: Stats,
+    /// What survives a power cut (see [`Client::attach_store`]).
+    store: Option<crate::store::Store>,
 }
 
 impl Client {
@@ -249,6 +256,7 @@ impl Client {
             broker_up_asked: false,
             now: Instant::default(),
             stats: Stats::default(),
+            store: None,
             cfg,
         })
     }

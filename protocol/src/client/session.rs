@@ -43,6 +43,7 @@ impl Client {
             let Some(q) = self.pending.pop_front() else { break };
             if let Request::Publish(p) = &q.request {
                 if p.qos > self.limits.maximum_qos {
+                    self.forget(q.key);
                     if let Some(token) = q.token {
                         self.events.push_back(Event::PublishFailed { token, reason: ReasonCode::QOS_NOT_SUPPORTED.0 });
                     }
@@ -79,11 +80,16 @@ impl Client {
                 Request::Subscribe(s, p) => Waiting::SubAck(s, p),
                 Request::Unsubscribe(u) => Waiting::UnsubAck(u),
             };
-            let f = InFlight { pid, token: q.token, waiting, sent_at: now, repubs: 0 };
+            let f = InFlight { pid, token: q.token, waiting, sent_at: now, repubs: 0, key: q.key };
             let packet = self.packet_for(pid, &f.waiting, false);
             if matches!(f.waiting, Waiting::Publish(_)) && !self.fits(&packet, f.token) {
                 in_window -= 1;
+                self.forget(f.key);
                 continue;
+            }
+            if let Some(key) = f.key {
+                // Durable before the PUBLISH leaves: a resumed session must resend this id.
+                self.record(|s| s.sent(key, pid.get()));
             }
             self.inflight.push_back(f);
             self.send(now, &packet);
@@ -106,10 +112,11 @@ impl Client {
         let mut i = 0;
         while i < self.pending.len() {
             if self.pending[i].deadline.is_some_and(|d| now >= d) {
-                if let Some(q) = self.pending.remove(i)
-                    && let Some(token) = q.token
-                {
-                    self.events.push_back(Event::PublishFailed { token, reason: 0 });
+                if let Some(q) = self.pending.remove(i) {
+                    self.forget(q.key);
+                    if let Some(token) = q.token {
+                        self.events.push_back(Event::PublishFailed { token, reason: 0 });
+                    }
                 }
             } else {
                 i += 1;

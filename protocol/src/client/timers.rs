@@ -152,10 +152,11 @@ impl Client {
             }
             if self.faulty(TestFault::DropRepublish) && matches!(self.inflight[i].waiting, Waiting::Publish(_)) {
                 // Instead of republishing, pretend the broker acknowledged.
-                if let Some(f) = self.inflight.remove(i)
-                    && let Some(token) = f.token
-                {
-                    self.events.push_back(Event::Published(token));
+                if let Some(f) = self.inflight.remove(i) {
+                    self.forget(f.key);
+                    if let Some(token) = f.token {
+                        self.events.push_back(Event::Published(token));
+                    }
                 }
                 self.pump(now);
                 return;

@@ -269,7 +269,7 @@ pub(crate) struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Reader { buf }
     }
     fn is_empty(&self) -> bool {
@@ -397,6 +397,27 @@ fn props(r: &mut Reader<'_>, v: ProtocolVersion, ctx: PropertyContext) -> Result
     }
 }
 
+/// A PUBLISH body (the store reads its records with this too).
+pub(crate) fn decode_publish(first: u8, r: &mut Reader<'_>, version: ProtocolVersion) -> Result<Publish, DecodeError> {
+    let dup = first & 0x08 != 0;
+    let qos = QoS::from_u8((first >> 1) & 0x03)?;
+    let retain = first & 0x01 != 0;
+    if dup && qos == QoS::AtMostOnce {
+        return Err(DecodeError::Protocol("DUP set on a QoS 0 PUBLISH (spec 3.3.1.1)"));
+    }
+    let topic = r.string("topic name")?;
+    let packet_id = if qos == QoS::AtMostOnce { None } else { Some(r.packet_id()?) };
+    let properties = props(r, version, PropertyContext::Publish)?;
+    if topic.is_empty() && properties.topic_alias.is_none() {
+        return Err(DecodeError::EmptyTopic);
+    }
+    if !topic.is_empty() {
+        topic::validate_topic_name(&topic)?;
+    }
+    let payload = r.rest().to_vec();
+    Ok(Publish { dup, qos, retain, topic, packet_id, payload, properties })
+}
+
 /// Decodes one packet body. `version` is the connection's protocol; a CONNECT carries its
 /// own and ignores it.
 pub fn decode_packet(first: u8, body: &[u8], version: ProtocolVersion) -> Result<Packet, DecodeError> {
@@ -429,25 +450,7 @@ pub fn decode_packet(first: u8, body: &[u8], version: ProtocolVersion) -> Result
             }
             Packet::ConnAck(ConnAck { session_present: flags & 1 == 1, code, properties })
         }
-        3 => {
-            let dup = first & 0x08 != 0;
-            let qos = QoS::from_u8((first >> 1) & 0x03)?;
-            let retain = first & 0x01 != 0;
-            if dup && qos == QoS::AtMostOnce {
-                return Err(DecodeError::Protocol("DUP set on a QoS 0 PUBLISH (spec 3.3.1.1)"));
-            }
-            let topic = r.string("topic name")?;
-            let packet_id = if qos == QoS::AtMostOnce { None } else { Some(r.packet_id()?) };
-            let properties = props(&mut r, version, PropertyContext::Publish)?;
-            if topic.is_empty() && properties.topic_alias.is_none() {
-                return Err(DecodeError::EmptyTopic);
-            }
-            if !topic.is_empty() {
-                topic::validate_topic_name(&topic)?;
-            }
-            let payload = r.rest().to_vec();
-            Packet::Publish(Publish { dup, qos, retain, topic, packet_id, payload, properties })
-        }
+        3 => Packet::Publish(decode_publish(first, &mut r, version)?),
         n @ 4..=7 => {
             let (name, flags) = match n {
                 4 => ("PUBACK", 0),

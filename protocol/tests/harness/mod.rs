@@ -41,8 +41,12 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(cfg: Config) -> Self {
-        let version = if cfg.mqttv5 { ProtocolVersion::V5 } else { ProtocolVersion::V311 };
-        let mut client = Client::new(cfg).expect("valid config");
+        Harness::with_client(Client::new(cfg).expect("valid config"))
+    }
+
+    /// Around a client built elsewhere (with a store attached, say).
+    pub fn with_client(mut client: Client) -> Self {
+        let version = if client.config().mqttv5 { ProtocolVersion::V5 } else { ProtocolVersion::V311 };
         let now = Instant::from_millis(1_000);
         client.handle_link(now, LinkState::Up);
         let mut h = Harness {

@@ -1,0 +1,185 @@
+//! Flash kept in a file, for hosts with a filesystem (the board's `--store`): NOR rules
+//! on top of a regular file, `sync` is `fsync`.
+//!
+//! The file is self-describing: a small header (magic and geometry) and then the flash
+//! image, so a store made with one geometry is never read with another.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use mqtt_protocol::store::{Flash, FlashError, Geometry};
+
+const MAGIC: &[u8; 8] = b"MQFLASH1";
+/// Where the image starts; the header is magic, capacity, sector size, write size.
+const DATA: u64 = 64;
+
+/// The geometry a new store file gets: 64 KiB in 4 KiB sectors, as a small partition on an
+/// ESP32's flash.
+pub const DEFAULT_GEOMETRY: Geometry = Geometry { capacity: 64 * 1024, sector_size: 4096, write_size: 4 };
+
+/// Flash in a file. Counts what a chip would wear.
+pub struct FileFlash {
+    file: File,
+    path: PathBuf,
+    geometry: Geometry,
+    /// Bytes programmed, sectors erased, syncs, since it was opened.
+    pub bytes_written: u64,
+    pub erases: u64,
+    pub syncs: u64,
+}
+
+/// What opening a store file found wrong and repaired; the log records recover the rest.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FileRepairs {
+    pub notes: Vec<String>,
+}
+
+impl FileFlash {
+    /// Open `path`, or create it erased with `geometry`. An existing file keeps its own
+    /// geometry. A file cut short is extended with erased bytes and a damaged header is
+    /// rewritten with `geometry`: both are reported in the repairs, and the client recovers
+    /// whatever records are intact.
+    pub fn open(path: &Path, geometry: Geometry) -> std::io::Result<(FileFlash, FileRepairs)> {
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let len = file.metadata()?.len();
+        let mut repairs = FileRepairs::default();
+        let mut header = [0u8; 20];
+        let geometry = if len >= 20 && { file.read_exact(&mut header)?; &header[..8] == MAGIC } {
+            let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
+            Geometry { capacity: word(8), sector_size: word(12), write_size: word(16) }
+        } else {
+            if len > 0 {
+                repairs.notes.push(format!("{}: the header is damaged; rewritten for {} bytes in {}-byte sectors", path.display(), geometry.capacity, geometry.sector_size));
+            }
+            file.seek(SeekFrom::Start(0))?;
+            file.write_all(MAGIC)?;
+            for v in [geometry.capacity, geometry.sector_size, geometry.write_size] {
+                file.write_all(&v.to_le_bytes())?;
+            }
+            geometry
+        };
+        let want = DATA + u64::from(geometry.capacity);
+        let len = file.metadata()?.len();
+        if len < want {
+            if len > DATA {
+                repairs.notes.push(format!("{}: {} of {} bytes; the rest reads as erased", path.display(), len - DATA, geometry.capacity));
+            }
+            file.seek(SeekFrom::Start(len.max(DATA)))?;
+            file.write_all(&vec![0xFF; (want - len.max(DATA)) as usize])?;
+        }
+        file.sync_all()?;
+        Ok((FileFlash { file, path: path.to_path_buf(), geometry, bytes_written: 0, erases: 0, syncs: 0 }, repairs))
+    }
+
+    /// Where it lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check(&self, offset: u32, len: usize) -> Result<u64, FlashError> {
+        let end = u64::from(offset) + len as u64;
+        if end > u64::from(self.geometry.capacity) {
+            return Err(FlashError::OutOfRange);
+        }
+        Ok(DATA + u64::from(offset))
+    }
+
+    fn io<T>(&self, what: &str, r: std::io::Result<T>) -> Result<T, FlashError> {
+        r.map_err(|e| {
+            tracing::error!("store file {}: {what} failed: {e}", self.path.display());
+            FlashError::Io
+        })
+    }
+
+    fn read_at(&mut self, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.file.seek(SeekFrom::Start(at))?;
+        self.file.read_exact(buf)
+    }
+
+    fn write_at(&mut self, at: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.file.seek(SeekFrom::Start(at))?;
+        self.file.write_all(buf)
+    }
+}
+
+impl Flash for FileFlash {
+    fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    fn read(&mut self, offset: u32, len: u32) -> Result<Vec<u8>, FlashError> {
+        let at = self.check(offset, len as usize)?;
+        let mut buf = vec![0u8; len as usize];
+        let r = self.read_at(at, &mut buf);
+        self.io("read", r)?;
+        Ok(buf)
+    }
+
+    fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), FlashError> {
+        let w = self.geometry.write_size.max(1);
+        if !offset.is_multiple_of(w) || !(data.len() as u32).is_multiple_of(w) {
+            return Err(FlashError::OutOfRange);
+        }
+        let at = self.check(offset, data.len())?;
+        // NOR: the cells keep `old & new`.
+        let mut cells = vec![0u8; data.len()];
+        let r = self.read_at(at, &mut cells);
+        self.io("read", r)?;
+        cells.iter_mut().zip(data).for_each(|(c, d)| *c &= d);
+        let r = self.write_at(at, &cells);
+        self.io("write", r)?;
+        self.bytes_written += data.len() as u64;
+        Ok(())
+    }
+
+    fn erase(&mut self, sector: u32) -> Result<(), FlashError> {
+        let size = self.geometry.sector_size;
+        let at = self.check(sector.checked_mul(size).ok_or(FlashError::OutOfRange)?, size as usize)?;
+        let r = self.write_at(at, &vec![0xFF; size as usize]);
+        self.io("erase", r)?;
+        self.erases += 1;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), FlashError> {
+        let r = self.file.sync_data();
+        self.io("fsync", r)?;
+        self.syncs += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_file_reads_erased_and_keeps_nor_rules_and_its_geometry() {
+        let dir = std::env::temp_dir().join(format!("mqtt-file-flash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store");
+        let _ = std::fs::remove_file(&path);
+        let (mut f, repairs) = FileFlash::open(&path, DEFAULT_GEOMETRY).unwrap();
+        assert!(repairs.notes.is_empty());
+        assert_eq!(f.read(0, 8).unwrap(), vec![0xFF; 8]);
+        f.write(4, &[0x0F, 0xF0, 0xFF, 0x00]).unwrap();
+        f.write(4, &[0xF0, 0xFF, 0xFF, 0xFF]).unwrap();
+        assert_eq!(f.read(4, 4).unwrap(), vec![0x00, 0xF0, 0xFF, 0x00]);
+        assert_eq!(f.write(2, &[0; 4]), Err(FlashError::OutOfRange), "unaligned");
+        f.erase(0).unwrap();
+        assert_eq!(f.read(4, 4).unwrap(), vec![0xFF; 4]);
+        drop(f);
+        // Reopened with another geometry asked for: the file's own wins.
+        let other = Geometry { capacity: 8192, sector_size: 1024, write_size: 1 };
+        let (f, _) = FileFlash::open(&path, other).unwrap();
+        assert_eq!(f.geometry(), DEFAULT_GEOMETRY);
+        // Cut short: extended with erased bytes, and said so.
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(DATA + 100).unwrap();
+        let (mut f, repairs) = FileFlash::open(&path, DEFAULT_GEOMETRY).unwrap();
+        assert!(repairs.notes[0].contains("100 of 65536 bytes"), "{repairs:?}");
+        assert_eq!(f.read(DEFAULT_GEOMETRY.capacity - 4, 4).unwrap(), vec![0xFF; 4]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,141 @@
+//! The session with a store: what a power cut (the client dropped, a new one made on the
+//! same flash) leaves the broker and the application.
+
+mod harness;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use harness::*;
+use mqtt_protocol::codec::{PubResponse, Publish};
+use mqtt_protocol::store::{Flash, FlashError, Geometry, MemFlash, StoreReport};
+use mqtt_protocol::{ApiError, Client, Event, Packet, Properties, QoS};
+
+/// The flash outlives the client, as a chip outlives a power cut.
+#[derive(Clone)]
+struct Shared(Rc<RefCell<MemFlash>>);
+
+impl Flash for Shared {
+    fn geometry(&self) -> Geometry {
+        self.0.borrow().geometry()
+    }
+    fn read(&mut self, offset: u32, len: u32) -> Result<Vec<u8>, FlashError> {
+        self.0.borrow_mut().read(offset, len)
+    }
+    fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), FlashError> {
+        self.0.borrow_mut().write(offset, data)
+    }
+    fn erase(&mut self, sector: u32) -> Result<(), FlashError> {
+        self.0.borrow_mut().erase(sector)
+    }
+    fn sync(&mut self) -> Result<(), FlashError> {
+        Ok(())
+    }
+}
+
+fn flash() -> Shared {
+    Shared(Rc::new(RefCell::new(MemFlash::new(Geometry { capacity: 16 * 1024, sector_size: 4096, write_size: 4 }))))
+}
+
+/// A client booting on `flash`, connected with the broker saying `session_present`.
+fn boot(flash: &Shared, session_present: bool) -> (Harness, StoreReport) {
+    let mut cfg = config(false);
+    cfg.clean_init = false;
+    cfg.clean = false;
+    let mut client = Client::new(cfg).unwrap();
+    let report = client.attach_store(Box::new(flash.clone())).unwrap();
+    let mut h = Harness::with_client(client);
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    h.take_sent();
+    h.connack(session_present);
+    h.events.clear();
+    (h, report)
+}
+
+#[test]
+fn an_unacknowledged_publish_is_resent_after_a_power_cut_with_its_id_and_dup() {
+    let flash = flash();
+    let (mut h, report) = boot(&flash, false);
+    assert_eq!(report, StoreReport::default());
+    h.client.publish(h.now, qos1("t/a", b"one"), None).unwrap();
+    h.client.publish(h.now, qos1("t/b", b"two"), None).unwrap();
+    h.pump();
+    let sent = h.take_sent();
+    let ids: Vec<_> = Harness::publishes(&sent).iter().map(|p| p.packet_id.unwrap()).collect();
+    h.puback(ids[0]);
+    drop(h); // power cut: "two" was never acknowledged
+
+    let (mut h, report) = boot(&flash, true);
+    assert_eq!(report.messages, 1);
+    let sent = h.take_sent();
+    let again = Harness::publishes(&sent);
+    assert_eq!(again.len(), 1, "{sent:?}");
+    assert_eq!((again[0].topic.as_str(), &again[0].payload[..], again[0].packet_id, again[0].dup), ("t/b", &b"two"[..], Some(ids[1]), true));
+    h.puback(ids[1]);
+    assert!(h.take_events().is_empty(), "a recovered message has no token to report");
+    drop(h);
+
+    let (_, report) = boot(&flash, true);
+    assert_eq!(report.messages, 0, "acknowledged: forgotten");
+}
+
+#[test]
+fn without_a_session_the_broker_gets_the_message_as_new() {
+    let flash = flash();
+    let (mut h, _) = boot(&flash, false);
+    h.client.publish(h.now, qos1("t/a", b"one"), None).unwrap();
+    h.pump();
+    h.take_sent();
+    drop(h);
+    let (mut h, _) = boot(&flash, false);
+    let sent = h.take_sent();
+    let again = Harness::publishes(&sent);
+    assert_eq!(again.len(), 1);
+    assert!(!again[0].dup, "a new message to a broker without the session");
+}
+
+#[test]
+fn an_incoming_qos2_message_is_handed_over_once_across_a_power_cut() {
+    let flash = flash();
+    let (mut h, _) = boot(&flash, false);
+    let incoming = |dup| {
+        Packet::Publish(Publish { dup, qos: QoS::ExactlyOnce, retain: false, topic: "in".into(), packet_id: Some(pid(9)), payload: b"x".to_vec(), properties: Properties::default() })
+    };
+    h.broker_sends(incoming(false));
+    assert_eq!(h.take_events().iter().filter(|e| matches!(e, Event::Message(_))).count(), 1);
+    assert!(matches!(h.take_sent()[..], [Packet::PubRec(_)]));
+    drop(h); // the cut falls before PUBREL
+
+    let (mut h, report) = boot(&flash, true);
+    assert_eq!(report.received, 1);
+    h.broker_sends(incoming(true));
+    assert!(!h.take_events().iter().any(|e| matches!(e, Event::Message(_))), "delivered twice");
+    assert!(matches!(h.take_sent()[..], [Packet::PubRec(_)]));
+    h.broker_sends(Packet::PubRel(PubResponse { packet_id: pid(9), reason: 0, properties: Properties::default() }));
+    assert!(matches!(h.take_sent()[..], [Packet::PubComp(_)]));
+    drop(h);
+    let (_, report) = boot(&flash, true);
+    assert_eq!(report.received, 0, "released: forgotten");
+}
+
+#[test]
+fn a_full_store_refuses_the_publish_and_counts_it() {
+    let flash = flash();
+    let (mut h, _) = boot(&flash, false);
+    let big = vec![7u8; 1_000];
+    let mut accepted = 0;
+    let refused = loop {
+        match h.client.publish(h.now, qos1("t", &big), None) {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 100);
+    };
+    assert_eq!(refused, ApiError::StoreFull);
+    assert_eq!(h.client.stats().store_full, 1);
+    // What was accepted is all still there after a cut.
+    drop(h);
+    let (_, report) = boot(&flash, false);
+    assert_eq!(report.messages, accepted);
+}
