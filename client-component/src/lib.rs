@@ -267,7 +267,10 @@ fn attach_storage(client: &mut Client) {
             for problem in &report.problems {
                 warn(problem);
             }
-            log::log(log::Level::Info, &mqtt_protocol::text!("store: ", report.messages, " unacknowledged publishes and ", report.received, " incoming QoS 2 ids recovered"));
+            log::log(
+                log::Level::Info,
+                &mqtt_protocol::text!("store: ", report.messages, " unacknowledged publishes and ", report.received, " incoming QoS 2 ids recovered"),
+            );
         }
         Err(why) => log::log(log::Level::Error, &mqtt_protocol::text!("storage unusable, running without it: ", why)),
     }

@@ -45,12 +45,20 @@ impl FileFlash {
         let len = file.metadata()?.len();
         let mut repairs = FileRepairs::default();
         let mut header = [0u8; 20];
-        let geometry = if len >= 20 && { file.read_exact(&mut header)?; &header[..8] == MAGIC } {
+        let geometry = if len >= 20 && {
+            file.read_exact(&mut header)?;
+            &header[..8] == MAGIC
+        } {
             let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
             Geometry { capacity: word(8), sector_size: word(12), write_size: word(16) }
         } else {
             if len > 0 {
-                repairs.notes.push(format!("{}: the header is damaged; rewritten for {} bytes in {}-byte sectors", path.display(), geometry.capacity, geometry.sector_size));
+                repairs.notes.push(format!(
+                    "{}: the header is damaged; rewritten for {} bytes in {}-byte sectors",
+                    path.display(),
+                    geometry.capacity,
+                    geometry.sector_size
+                ));
             }
             file.seek(SeekFrom::Start(0))?;
             file.write_all(MAGIC)?;

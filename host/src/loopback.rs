@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use mqtt_broker_model::{AckKind, Broker, BrokerConfig, ConnId, Event, Output};
+use mqtt_protocol::store::{Flash, FlashError, Geometry};
 
 use crate::platform::{Clock, Platform, Socket, Wifi};
 use crate::{LinkState, SocketError, SocketState, TlsParams};
@@ -45,6 +46,39 @@ struct Conn {
 #[derive(Clone)]
 pub struct Loopback {
     state: Arc<Mutex<LoopbackState>>,
+    /// Flash for the power-cut store, when a test or benchmark gives it one.
+    flash: Option<SharedFlash>,
+}
+
+/// Flash that several owners share: the platform hands it to the component while a test
+/// reads its cells and wear counters through its own handle, or boots a second client on
+/// it (a power cut). Made from `Arc<Mutex<F>>` for any flash `F` (a `MemFlash`, a
+/// [`crate::FileFlash`]).
+#[derive(Clone)]
+pub struct SharedFlash(pub Arc<Mutex<dyn Flash + Send>>);
+
+impl SharedFlash {
+    fn with<T>(&self, f: impl FnOnce(&mut dyn Flash) -> T) -> T {
+        f(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Flash for SharedFlash {
+    fn geometry(&self) -> Geometry {
+        self.with(|f| f.geometry())
+    }
+    fn read(&mut self, offset: u32, len: u32) -> Result<Vec<u8>, FlashError> {
+        self.with(|f| f.read(offset, len))
+    }
+    fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), FlashError> {
+        self.with(|f| f.write(offset, data))
+    }
+    fn erase(&mut self, sector: u32) -> Result<(), FlashError> {
+        self.with(|f| f.erase(sector))
+    }
+    fn sync(&mut self) -> Result<(), FlashError> {
+        self.with(|f| f.sync())
+    }
 }
 
 impl Default for Loopback {
@@ -70,7 +104,14 @@ impl Loopback {
             conns: BTreeMap::new(),
             next_handle: 0,
         };
-        Loopback { state: Arc::new(Mutex::new(state)) }
+        Loopback { state: Arc::new(Mutex::new(state)), flash: None }
+    }
+
+    /// This platform with `flash` for the power-cut store; the caller keeps its own handle
+    /// (to read the counters, or to boot another client on the same cells).
+    pub fn with_flash<F: Flash + Send + 'static>(mut self, flash: Arc<Mutex<F>>) -> Self {
+        self.flash = Some(SharedFlash(flash));
+        self
     }
 
     /// Look at or change the shared state (clock, link, knobs, what the broker saw).
@@ -260,7 +301,11 @@ impl Wifi for Loopback {
     fn disconnect(&mut self) {}
 }
 
-impl Platform for Loopback {}
+impl Platform for Loopback {
+    fn storage(&mut self) -> Option<&mut dyn Flash> {
+        self.flash.as_mut().map(|f| f as &mut dyn Flash)
+    }
+}
 
 /// Linear memory of a client connected to the loopback broker, in bytes: after connecting,
 /// and the most it reached while `total` QoS 1 publishes of `payload` bytes went through with

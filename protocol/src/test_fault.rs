@@ -61,8 +61,9 @@ pub enum TestFault {
     IgnoreRetainAsPublished,
     /// Subscribes with Retain Handling 0 whatever the application asked for (MQTT 5).
     IgnoreRetainHandling,
-    /// With a store: `publish` returns the token before the record is synced.
-    TokenBeforeSync,
+    /// With a store: records are written but never synced, so nothing is durable when a
+    /// token returns (a power cut takes back everything since the last sync).
+    NoSync,
     /// With a store: an acknowledgement forgets the next message's record, not its own.
     ForgetWrongRecord,
     /// With a store: recovered publishes lose their packet ids (resent as new messages).
@@ -97,7 +98,7 @@ impl TestFault {
         ("misreport-reason-code", TestFault::MisreportReasonCode),
         ("ignore-deadline", TestFault::IgnoreDeadline),
         ("ignore-no-local", TestFault::IgnoreNoLocal),
-        ("token-before-sync", TestFault::TokenBeforeSync),
+        ("no-sync", TestFault::NoSync),
         ("forget-wrong-record", TestFault::ForgetWrongRecord),
         ("ids-not-restored", TestFault::IdsNotRestored),
         ("incoming-not-stored", TestFault::IncomingNotStored),

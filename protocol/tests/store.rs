@@ -100,7 +100,15 @@ fn an_incoming_qos2_message_is_handed_over_once_across_a_power_cut() {
     let flash = flash();
     let (mut h, _) = boot(&flash, false);
     let incoming = |dup| {
-        Packet::Publish(Publish { dup, qos: QoS::ExactlyOnce, retain: false, topic: "in".into(), packet_id: Some(pid(9)), payload: b"x".to_vec(), properties: Properties::default() })
+        Packet::Publish(Publish {
+            dup,
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            topic: "in".into(),
+            packet_id: Some(pid(9)),
+            payload: b"x".to_vec(),
+            properties: Properties::default(),
+        })
     };
     h.broker_sends(incoming(false));
     assert_eq!(h.take_events().iter().filter(|e| matches!(e, Event::Message(_))).count(), 1);

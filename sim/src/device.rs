@@ -8,6 +8,7 @@ use mqtt_host::{ComponentFile, Config, Device, Event, Publish, PublishProperties
 use serde_json::json;
 use tokio::sync::Notify;
 
+use crate::flash::SimFlash;
 use crate::platform::SimPlatform;
 use crate::scenario::Workload;
 use crate::world::{now_ms, payload_with_seq, seq_of, Accepted, Delivery, Shared};
@@ -16,6 +17,8 @@ pub struct DeviceCtx {
     /// Index in the fleet, and the turmoil host name.
     pub index: u32,
     pub name: String,
+    /// The turmoil host it runs on (a power cut cuts the whole host off).
+    pub host: String,
     pub component: ComponentFile,
     pub config: Config,
     pub subscriptions: Vec<Subscription>,
@@ -61,7 +64,10 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
         w.log(now, &ctx.name, "boot", json!({ "boot": b }));
         b
     };
-    let platform = SimPlatform::new(ctx.world.clone(), ctx.wake.clone());
+    let mut platform = SimPlatform::new(ctx.world.clone(), ctx.wake.clone());
+    if ctx.world.lock().flash[d].is_some() {
+        platform.flash = Some(SimFlash { world: ctx.world.clone(), device: d, name: ctx.name.clone(), host: ctx.host.clone() });
+    }
     let mut dev = Device::new(&ctx.component, Box::new(platform), ctx.config.clone(), &ctx.name).map_err(|e| format!("device: {e}"))?;
     if !ctx.subscriptions.is_empty() {
         dev.subscribe(ctx.subscriptions.clone()).map_err(|e| format!("subscribe: {e}"))?;
@@ -89,6 +95,17 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
             None => u32::MAX,
         };
         let events = dev.poll_taking(take).map_err(|e| format!("poll: {e}"))?;
+        if power_cut(&ctx) {
+            // The power failed inside this call: nothing it returned reached the
+            // application, and nothing runs until the timeline boots the host again.
+            let seqs: Vec<u64> = events.iter().filter_map(|e| if let Event::Message(m) = e { seq_of(&m.payload) } else { None }).collect();
+            {
+                let mut w = ctx.world.lock();
+                w.log(now_ms(), &ctx.name, "handed_over_at_cut", json!({ "seqs": seqs }));
+                w.rec.handed_over_at_cut.extend(seqs);
+            }
+            return std::future::pending().await;
+        }
         let mut challenges = Vec::new();
         if record(&ctx, boot, now, events, &mut challenges) && !closed {
             retry_connect_at = Some(now + APP_RETRY_MS);
@@ -125,6 +142,9 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
             }
         }
         let next_work = if closed { None } else { publish_due(&ctx, &mut dev, boot, now) };
+        if power_cut(&ctx) {
+            return std::future::pending().await;
+        }
         let restarts = dev.restarts();
         {
             let mut w = ctx.world.lock();
@@ -203,6 +223,10 @@ fn publish_due(ctx: &DeviceCtx, dev: &mut Device, boot: u32, now: u64) -> Option
                 deadline_ms: wl.deadline_ms.map(|d| now + d),
             };
             let result = dev.publish(p);
+            if power_cut(ctx) {
+                // The application never saw this call return.
+                return None;
+            }
             let mut w = ctx.world.lock();
             match result {
                 Ok(token) => {
@@ -217,6 +241,11 @@ fn publish_due(ctx: &DeviceCtx, dev: &mut Device, boot: u32, now: u64) -> Option
         }
     }
     next
+}
+
+/// A power cut fell inside a flash operation of this device (see `flash.rs`).
+fn power_cut(ctx: &DeviceCtx) -> bool {
+    ctx.world.lock().flash[ctx.index as usize].as_ref().is_some_and(|f| f.dead)
 }
 
 /// Records the events; true when the first connect failed (the application retries).

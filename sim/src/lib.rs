@@ -12,6 +12,7 @@
 
 pub mod broker;
 pub mod device;
+pub mod flash;
 pub mod junit;
 pub mod observer;
 pub mod platform;

@@ -7,6 +7,7 @@ use mqtt_host::stream_sockets::{socket_error, ConnectFuture, Connector, StreamSo
 use mqtt_host::{Clock, LinkState, Platform, SocketError, TlsParams, Wifi};
 use tokio::sync::Notify;
 
+use crate::flash::SimFlash;
 use crate::world::{now_ms, Shared};
 
 /// Connects over turmoil's simulated TCP, honouring the timeline's DNS failures (the
@@ -42,6 +43,8 @@ pub struct SimPlatform {
     sockets: StreamSockets<TurmoilConnector>,
     /// Devices follow the timeline's WiFi and DNS faults; the observer does not.
     faults_apply: bool,
+    /// The device's flash, when the scenario gives it one.
+    pub flash: Option<SimFlash>,
 }
 
 impl SimPlatform {
@@ -57,7 +60,7 @@ impl SimPlatform {
 
     fn build(world: Shared, wake: Arc<Notify>, faults_apply: bool) -> Self {
         let sockets = StreamSockets::new(TurmoilConnector { world: world.clone(), faults_apply }, wake.clone());
-        SimPlatform { world, wake, sockets, faults_apply }
+        SimPlatform { world, wake, sockets, faults_apply, flash: None }
     }
 
     fn link(&self) -> LinkState {
@@ -100,5 +103,8 @@ impl Wifi for SimPlatform {
 impl Platform for SimPlatform {
     fn wakeup(&self) -> Option<Arc<Notify>> {
         Some(self.wake.clone())
+    }
+    fn storage(&mut self) -> Option<&mut dyn mqtt_host::Flash> {
+        self.flash.as_mut().map(|f| f as &mut dyn mqtt_host::Flash)
     }
 }

@@ -125,8 +125,80 @@ mqtt_host::with_config_keys!(settings_struct;
         /// Subscriptions made at start-up.
         #[serde(default)]
         pub subscribe: Vec<SubSpec>,
+        /// Flash for the power-cut store (unset: none, and a power cycle loses what the
+        /// broker had not acknowledged). Kept across power cycles; torn by `power_cut`.
+        #[serde(default)]
+        pub store: Option<StoreSpec>,
     }
 );
+
+/// A device's flash: `capacity_kib` in sectors of `sector_kib`, written `write_bytes` at a
+/// time.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSpec {
+    pub capacity_kib: u32,
+    #[serde(default = "four")]
+    pub sector_kib: u32,
+    #[serde(default = "four")]
+    pub write_bytes: u32,
+}
+
+fn four() -> u32 {
+    4
+}
+
+impl StoreSpec {
+    pub fn geometry(&self) -> mqtt_host::Geometry {
+        mqtt_host::Geometry { capacity: self.capacity_kib * 1024, sector_size: self.sector_kib * 1024, write_size: self.write_bytes }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let sectors = self.capacity_kib.checked_div(self.sector_kib).unwrap_or(0);
+        if self.sector_kib == 0
+            || !self.capacity_kib.is_multiple_of(self.sector_kib)
+            || sectors < mqtt_protocol::store::MIN_SECTORS
+            || self.capacity_kib > 16 * 1024
+        {
+            return Err(format!(
+                "device.store: capacity_kib = {} must be at least {} whole sectors of sector_kib = {} (and at most 16384)",
+                self.capacity_kib,
+                mqtt_protocol::store::MIN_SECTORS,
+                self.sector_kib
+            ));
+        }
+        if !self.write_bytes.is_power_of_two() || self.write_bytes > 256 {
+            return Err(format!("device.store: write_bytes = {} must be a power of two up to 256", self.write_bytes));
+        }
+        Ok(())
+    }
+}
+
+/// Which flash operation a `power_cut` falls inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CutDuring {
+    /// One of the next few operations, drawn from the seed.
+    #[default]
+    Any,
+    /// A write: a seeded prefix of its bytes reaches the cells.
+    Write,
+    /// An erase: the sector is left half-erased.
+    Erase,
+    /// A sync: nothing written since the last one survives.
+    Sync,
+}
+
+impl CutDuring {
+    pub fn name(self) -> &'static str {
+        match self {
+            CutDuring::Any => "any",
+            CutDuring::Write => "write",
+            CutDuring::Erase => "erase",
+            CutDuring::Sync => "sync",
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -298,6 +370,17 @@ pub enum Fault {
     HalfOpen { at_s: f64, for_s: f64 },
     /// The device loses power: its RAM state is gone; it boots again after `off_s`.
     PowerCycle { at_s: f64, off_s: f64 },
+    /// The power fails inside a flash operation (the next matching one after `at_s`, or at
+    /// `at_s + within_s` if none comes): the flash keeps what a chip would, the device is
+    /// off until `off_s` after that. Needs `device.store`.
+    PowerCut {
+        at_s: f64,
+        off_s: f64,
+        #[serde(default)]
+        during: CutDuring,
+        #[serde(default = "default_within")]
+        within_s: f64,
+    },
     /// Name resolution fails for a while.
     DnsFailure { at_s: f64, for_s: f64 },
     /// MQTT 5: the broker sends DISCONNECT with `reason` and closes.
@@ -321,6 +404,10 @@ fn one_u32() -> u32 {
     1
 }
 
+fn default_within() -> f64 {
+    2.0
+}
+
 /// Random link drops drawn from the seed (FoundationDB-style chaos).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -330,6 +417,9 @@ pub struct Chaos {
     pub max_down_s: f64,
     #[serde(default)]
     pub broker_restarts: u32,
+    /// Power cuts inside flash operations (needs `device.store`).
+    #[serde(default)]
+    pub power_cuts: u32,
 }
 
 fn default_chaos_max() -> f64 {
@@ -468,6 +558,15 @@ impl Scenario {
             if at < 0.0 || span < 0.0 {
                 return Err(format!("fault[{i}] ({}): times must not be negative", f.name()));
             }
+            if matches!(f, Fault::PowerCut { .. }) && self.device.store.is_none() {
+                return Err(format!("fault[{i}] (power_cut) falls inside flash operations: it needs device.store"));
+            }
+        }
+        if let Some(store) = &self.device.store {
+            store.validate()?;
+        }
+        if self.chaos.as_ref().is_some_and(|c| c.power_cuts > 0) && self.device.store.is_none() {
+            return Err("chaos.power_cuts falls inside flash operations: it needs device.store".into());
         }
         Ok(())
     }
@@ -492,6 +591,7 @@ impl Fault {
             Fault::StopPings { .. } => "stop_pings",
             Fault::HalfOpen { .. } => "half_open",
             Fault::PowerCycle { .. } => "power_cycle",
+            Fault::PowerCut { .. } => "power_cut",
             Fault::DnsFailure { .. } => "dns_failure",
             Fault::ServerDisconnect { .. } => "server_disconnect",
             Fault::Disconnect { .. } => "disconnect",
@@ -515,6 +615,7 @@ impl Fault {
             Fault::LinkFlap { at_s, count, down_s, up_s } => (at_s, f64::from(count) * (down_s + up_s)),
             Fault::BrokerRestart { at_s, down_s, .. } => (at_s, down_s),
             Fault::PowerCycle { at_s, off_s } => (at_s, off_s),
+            Fault::PowerCut { at_s, off_s, within_s, .. } => (at_s, within_s + off_s),
             Fault::Roam { at_s, gap_ms } => (at_s, gap_ms as f64 / 1000.0),
             Fault::DropAcks { at_s, .. }
             | Fault::DelayAcks { at_s, .. }

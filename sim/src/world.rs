@@ -75,6 +75,11 @@ pub struct Record {
     /// Times the link came back (WiFi up again after a drop).
     pub link_returns: Vec<u64>,
     pub power_cycles: Vec<u64>,
+    /// Times a power cut fell inside a flash operation.
+    pub power_cuts: Vec<u64>,
+    /// Messages the client was handing to the application in the call a power cut fell
+    /// inside (the application never saw them, and no copy may follow).
+    pub handed_over_at_cut: Vec<u64>,
     /// Boots so far, per device (its first boot is number 0).
     pub boots: Vec<u32>,
     pub discards: u64,
@@ -101,6 +106,8 @@ pub struct World {
     /// Per device, per workload: the next index (survives power cycles).
     pub workload_next: Vec<Vec<u64>>,
     pub rec: Record,
+    /// Per device: its flash, when the scenario gives it one (kept across power cycles).
+    pub flash: Vec<Option<crate::flash::FlashCell>>,
     trace: Vec<String>,
 }
 
@@ -114,6 +121,7 @@ impl World {
             app_requests: vec![Vec::new(); devices],
             workload_next: vec![vec![0; workloads]; devices],
             rec,
+            flash: (0..devices).map(|_| None).collect(),
             trace: Vec::new(),
         }
     }

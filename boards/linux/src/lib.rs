@@ -170,6 +170,8 @@ pub struct LinuxPlatform {
     wake: Arc<Notify>,
     start: Instant,
     link: LinkMonitor,
+    /// The power-cut store's flash (`--store FILE`), if any.
+    store: Option<mqtt_host::FileFlash>,
 }
 
 impl LinuxPlatform {
@@ -186,7 +188,14 @@ impl LinuxPlatform {
             wake,
             start: Instant::now(),
             link: LinkMonitor::new(iface),
+            store: None,
         }
+    }
+
+    /// Keep unacknowledged publishes in `flash` across restarts, kills and power cuts.
+    pub fn with_store(mut self, flash: mqtt_host::FileFlash) -> Self {
+        self.store = Some(flash);
+        self
     }
 }
 
@@ -224,6 +233,10 @@ impl Wifi for LinuxPlatform {
 }
 
 impl Platform for LinuxPlatform {
+    fn storage(&mut self) -> Option<&mut dyn mqtt_host::Flash> {
+        self.store.as_mut().map(|f| f as &mut dyn mqtt_host::Flash)
+    }
+
     fn wakeup(&self) -> Option<Arc<Notify>> {
         // Socket readiness wakes the driver; interface changes are noticed by the async
         // client's periodic poll when nothing else happens.

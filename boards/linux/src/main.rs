@@ -98,6 +98,12 @@ struct Conn {
     will_qos: u8,
     #[arg(long = "will-retain", requires = "will_topic")]
     will_retain: bool,
+    /// Keep the QoS 1/2 publishes not yet acknowledged in this file (created if missing:
+    /// 64 KiB of simulated flash, fsync'd before a publish counts as accepted), so that a
+    /// kill, a crash or a power cut loses none of them: the next run with the same file
+    /// sends them first. A damaged file is reported and what is intact is kept.
+    #[arg(long, value_name = "FILE")]
+    store: Option<std::path::PathBuf>,
     /// Print every packet sent and received, and the connection events, with the time, to
     /// stderr (mosquitto's -d).
     #[arg(short = 'd', long = "debug")]
@@ -292,7 +298,15 @@ async fn start(c: &Conn) -> anyhow::Result<Client> {
     let port = mqtt_host::broker_port(&cfg);
     let verification = if settings.insecure == Some(true) { Verification::Off } else { Verification::On };
     let server = cfg.server.clone();
-    let platform = LinuxPlatform::with_verification(vec![(server.clone(), port)], settings.iface.clone(), verification);
+    let mut platform = LinuxPlatform::with_verification(vec![(server.clone(), port)], settings.iface.clone(), verification);
+    if let Some(path) = &c.store {
+        let (flash, repairs) =
+            mqtt_host::FileFlash::open(path, mqtt_host::file_flash::DEFAULT_GEOMETRY).map_err(|e| anyhow::anyhow!("--store {}: {e}", path.display()))?;
+        for note in repairs.notes {
+            eprintln!("warning: --store {note}");
+        }
+        platform = platform.with_store(flash);
+    }
     // -d: every packet, as mosquitto's -d prints them.
     let platform: Box<dyn mqtt_host::Platform> = if c.debug { Box::new(mqtt_host::PacketLog::new(platform, &cfg.client_id)) } else { Box::new(platform) };
     let device = Device::new(&component, platform, cfg, "board")?;
@@ -378,8 +392,13 @@ async fn publish_lines(client: &Client, events: &mut mqtt_host::Events, topic: &
         tokio::select! {
             line = lines.next_line(), if open && outstanding.len() < window => match line? {
                 Some(l) => {
-                    let p = mqtt_host::Publish { topic: topic.to_string(), payload: l.into_bytes(), qos: q, retain, properties: None, deadline_ms: None };
-                    outstanding.insert(client.enqueue(p).await?);
+                    let p = mqtt_host::Publish { topic: topic.to_string(), payload: l.clone().into_bytes(), qos: q, retain, properties: None, deadline_ms: None };
+                    let token = client.enqueue(p).await?;
+                    if debug {
+                        // Accepted: with --store, durable from here on.
+                        eprintln!("{} accepted {l:?} (token {token})", now());
+                    }
+                    outstanding.insert(token);
                 }
                 None => open = false,
             },

@@ -201,7 +201,9 @@ impl Client {
                     self.incoming_qos2.push(pid.get());
                     if !self.faulty(TestFault::IncomingNotStored) {
                         // Durable before PUBREC and the hand-over: after a power cut the
-                        // broker's resend (DUP) must be recognised, not delivered again.
+                        // broker's resend (DUP) is recognised, not delivered again. (If the
+                        // flash fails, the message still goes to the application: once now,
+                        // at worst again after a reboot, rather than never.)
                         self.record(|s| s.received(pid.get()));
                     }
                 }

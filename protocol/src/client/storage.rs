@@ -38,7 +38,7 @@ impl Client {
 
     /// Write a QoS 1/2 publish the application hands over, durably. `None` without a store.
     pub(super) fn store_publish(&mut self, publish: &OutgoingPublish) -> Result<Option<u32>, ApiError> {
-        let token_before_sync = self.faulty(TestFault::TokenBeforeSync);
+        let no_sync = self.faulty(TestFault::NoSync);
         let Some(store) = self.store.as_mut().filter(|_| publish.qos != QoS::AtMostOnce) else { return Ok(None) };
         let key = match store.accept(publish) {
             Ok(key) => key,
@@ -49,7 +49,7 @@ impl Client {
             Err(StoreError::TooLarge(max)) => return Err(ApiError::Invalid(text!("publish too large for the store (records up to ", max, " bytes)"))),
             Err(e) => return Err(ApiError::Storage(error_text(&e))),
         };
-        if token_before_sync {
+        if no_sync {
             return Ok(Some(key));
         }
         if let Err(e) = store.flush() {
@@ -82,6 +82,8 @@ impl Client {
     /// Make the records appended so far durable: before any byte or event that depends on
     /// them leaves the client.
     pub(super) fn sync_store(&mut self) {
-        self.record(Store::flush);
+        if !self.faulty(TestFault::NoSync) {
+            self.record(Store::flush);
+        }
     }
 }

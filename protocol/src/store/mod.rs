@@ -243,11 +243,7 @@ impl Store {
                         self.next_key = self.next_key.max(key + 1);
                         done.push(key);
                     }
-                    k if k == Kind::Received as u8 => {
-                        if !self.received.contains(&h.pid) {
-                            self.received.push(h.pid);
-                        }
-                    }
+                    k if k == Kind::Received as u8 && !self.received.contains(&h.pid) => self.received.push(h.pid),
                     k if k == Kind::ReceivedDone as u8 => self.received.retain(|p| *p != h.pid),
                     k if k == Kind::ClearReceived as u8 => self.received.clear(),
                     _ => {}
@@ -391,11 +387,15 @@ impl Store {
     }
 
     /// Make every record appended so far durable (one sync for however many there are).
+    /// A failed sync is reported once, not retried: what it covered may or may not have
+    /// survived (as with `fsync`, a retry would not say), and the next records get a sync
+    /// of their own.
     pub fn flush(&mut self) -> Result<(), StoreError> {
-        if self.dirty {
-            self.flash.sync()?;
-            self.dirty = false;
+        if !self.dirty {
+            return Ok(());
         }
+        self.dirty = false;
+        self.flash.sync()?;
         Ok(())
     }
 

@@ -84,7 +84,6 @@ impl Record<'_> {
         }
         out
     }
-
 }
 
 /// What collection and replay need of a record without decoding a publish: its kind, the

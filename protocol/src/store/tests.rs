@@ -27,7 +27,7 @@ impl CutFlash {
         let mut left = self.left.borrow_mut();
         match *left {
             Some(0) => Err(FlashError::Io),
-            Some(n) if n == 1 => {
+            Some(1) => {
                 *left = Some(0);
                 Ok(true)
             }
@@ -89,9 +89,9 @@ fn geometry() -> Geometry {
 }
 
 fn message(n: u32) -> OutgoingPublish {
-    let qos = if n % 3 == 0 { QoS::ExactlyOnce } else { QoS::AtLeastOnce };
-    let properties = Properties { message_expiry_interval: (n % 5 == 0).then_some(n), ..Properties::default() };
-    OutgoingPublish { topic: "t/".to_string() + &n.to_string(), payload: alloc::vec![n as u8; (n % 90) as usize], qos, retain: n % 7 == 0, properties }
+    let qos = if n.is_multiple_of(3) { QoS::ExactlyOnce } else { QoS::AtLeastOnce };
+    let properties = Properties { message_expiry_interval: n.is_multiple_of(5).then_some(n), ..Properties::default() };
+    OutgoingPublish { topic: "t/".to_string() + &n.to_string(), payload: alloc::vec![n as u8; (n % 90) as usize], qos, retain: n.is_multiple_of(7), properties }
 }
 
 fn open(flash: &CutFlash) -> (Store, Recovered) {

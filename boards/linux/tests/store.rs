@@ -1,0 +1,227 @@
+//! `mqtt-board pub --store FILE` against a real Mosquitto: killed with SIGKILL at moments
+//! drawn from a seed and restarted on the rest of its input, it loses no line it accepted.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use mosquitto_launcher::Mosquitto;
+use mqtt_protocol::SplitMix64;
+
+const LINES: usize = 2_000;
+const TOPIC: &str = "store/lines";
+
+fn line(i: usize) -> String {
+    format!("line-{i:05}")
+}
+
+/// `mqtt-board pub -l --store`, with stdin, stdout and stderr piped.
+fn board(port: u16, store: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
+        .args(["pub", "-h", "127.0.0.1", "-p", &port.to_string(), "-t", TOPIC, "-q", "1", "-l", "-c", "-i", "store-test", "-d"])
+        .arg("--store")
+        .arg(store)
+        .env_remove("MQTT_BOARD_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mqtt-board runs")
+}
+
+/// Lines of a child's pipe, as they come.
+fn stream(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The index of the line an `accepted "line-NNNNN"` debug line names.
+fn accepted(l: &str) -> Option<usize> {
+    let rest = l.split(" accepted \"line-").nth(1)?;
+    rest.get(..5)?.parse().ok()
+}
+
+/// A child process killed when dropped (a failing test leaves no observer behind).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `mosquitto_sub` on a persistent session (made first, so nothing published after it is
+/// missed), printing payloads.
+fn observer(port: u16) -> (Killed, mpsc::Receiver<String>) {
+    let base = ["-h", "127.0.0.1", "-p", &port.to_string(), "-t", TOPIC, "-q", "1", "-c", "-i", "store-observer"].map(String::from);
+    assert!(Command::new("mosquitto_sub").args(&base).arg("-E").status().expect("mosquitto_sub is installed (.ci/test installs it)").success());
+    let mut child = Command::new("mosquitto_sub").args(&base).stdout(Stdio::piped()).spawn().unwrap();
+    let rx = stream(child.stdout.take().unwrap());
+    (Killed(child), rx)
+}
+
+/// What the observers received: copies per line, and first copies in arrival order.
+struct Seen {
+    copies: Vec<u32>,
+    order: Vec<usize>,
+}
+
+impl Seen {
+    /// Takes what `rx` delivers for `wait`, or until every line has a copy.
+    fn drain(&mut self, rx: &mpsc::Receiver<String>, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        while self.copies.contains(&0) && Instant::now() < deadline {
+            if let Ok(p) = rx.recv_timeout(Duration::from_millis(100)) {
+                let i: usize = p.strip_prefix("line-").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unexpected payload {p:?}"));
+                if self.copies[i] == 0 {
+                    self.order.push(i);
+                }
+                self.copies[i] += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_no_accepted_line() {
+    const KILLS: u32 = 6;
+    /// The kill that comes while the broker is down: the lines accepted then were never
+    /// sent, so only the store can deliver them.
+    const KILL_IN_OUTAGE: u32 = 3;
+    let mut broker = Mosquitto::start("").unwrap();
+    let port = broker.port;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("board.store");
+    let (mut obs, mut got) = observer(port);
+    let _ = &obs;
+    let mut seen = Seen { copies: vec![0; LINES], order: Vec::new() };
+    let mut rng = SplitMix64::new(16);
+    let mut next = 0; // the first line not yet accepted
+    let mut kills = 0;
+    let mut accepted_in_outage = 0;
+    while next < LINES {
+        let mut child = board(port, &store);
+        let events = stream(child.stderr.take().unwrap());
+        // Feed the rest of the input; the board reads it as its window allows.
+        let mut stdin = child.stdin.take().unwrap();
+        let rest: Vec<String> = (next..LINES).map(line).collect();
+        let feeder = std::thread::spawn(move || {
+            // Paced like a sensor (a line every 3 ms), so that the kills fall mid-stream.
+            for l in rest {
+                if writeln!(stdin, "{l}").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        });
+        let last_run = kills == KILLS;
+        let outage = kills == KILL_IN_OUTAGE;
+        let started = next;
+        // Start-up (compiling the component) takes a few hundred milliseconds.
+        let mut kill_at = Instant::now() + Duration::from_millis(400 + rng.below(800));
+        let mut broker_down_at = None;
+        let mut log = Vec::new();
+        loop {
+            match events.recv_timeout(Duration::from_millis(20)) {
+                Ok(l) => {
+                    if let Some(i) = accepted(&l) {
+                        assert_eq!(i, next, "lines are accepted in input order");
+                        next = i + 1;
+                        if broker_down_at.is_some() {
+                            accepted_in_outage += 1;
+                        }
+                    }
+                    log.push(l);
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if outage && broker_down_at.is_none() && next > started + 50 {
+                // Connected and streaming: the broker dies; the board goes on accepting
+                // lines until its window is full, and is killed a moment later.
+                broker_down_at = Some(Instant::now());
+                kill_at = Instant::now() + Duration::from_millis(500);
+                drop(std::mem::replace(&mut broker, Mosquitto::start_on(mosquitto_launcher::free_port().unwrap(), "").unwrap()));
+            }
+            if !last_run && Instant::now() >= kill_at && (!outage || broker_down_at.is_some()) {
+                child.kill().unwrap(); // SIGKILL: no DISCONNECT, no chance to sync anything more
+                kills += 1;
+                break;
+            }
+        }
+        let status = child.wait().unwrap();
+        feeder.join().unwrap();
+        if last_run {
+            assert!(status.success(), "the last run ends once every line is acknowledged: {status}\n{}", log.join("\n"));
+            assert_eq!(next, LINES, "{}", log.join("\n"));
+        }
+        if broker_down_at.is_some() {
+            // The broker comes back (without its sessions): the observer subscribes again
+            // before the board restarts, so nothing it publishes is missed.
+            seen.drain(&got, Duration::from_millis(500));
+            drop(obs);
+            drop(std::mem::replace(&mut broker, Mosquitto::start_on(port, "").unwrap()));
+            (obs, got) = observer(port);
+        }
+    }
+    assert_eq!(kills, KILLS);
+    assert!(accepted_in_outage > 0, "the board accepted lines while the broker was down");
+    // Every line reaches the observer; first copies in order; duplicates bounded by what
+    // was in flight at each kill (the window) and what a kill left unconfirmed.
+    seen.drain(&got, Duration::from_secs(30));
+    drop(obs);
+    let missing: Vec<usize> = (0..LINES).filter(|i| seen.copies[*i] == 0).collect();
+    assert!(missing.is_empty(), "{} lines never arrived, e.g. {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(seen.order.windows(2).all(|w| w[0] < w[1]), "first copies out of order");
+    let duplicates: u32 = seen.copies.iter().map(|n| n - 1).sum();
+    assert!(duplicates <= KILLS * 2 * 20, "{duplicates} duplicates");
+    eprintln!("{LINES} lines, {kills} SIGKILLs ({accepted_in_outage} lines accepted with the broker down), {duplicates} duplicates");
+}
+
+#[test]
+fn a_damaged_store_file_is_reported_and_the_board_goes_on() {
+    let broker = Mosquitto::start("").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("board.store");
+    let publish = |payload: &str| {
+        Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
+            .args(["pub", "-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", TOPIC, "-q", "1", "-m", payload, "-i", "damaged"])
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap()
+    };
+    assert!(publish("first").status.success());
+    // Scribbled: the image's first sector overwritten with noise.
+    let mut bytes = std::fs::read(&store).unwrap();
+    let mut rng = SplitMix64::new(3);
+    for b in &mut bytes[64..64 + 4096] {
+        *b = rng.below(256) as u8;
+    }
+    std::fs::write(&store, &bytes).unwrap();
+    let out = publish("second");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("storage sector 0"), "the damage is reported: {err}");
+    // Cut short: extended with erased bytes, and said so.
+    std::fs::OpenOptions::new().write(true).open(&store).unwrap().set_len(64 + 100).unwrap();
+    let out = publish("third");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("of 65536 bytes; the rest reads as erased"), "the truncation is reported: {err}");
+    // And a file that is not a store at all is rewritten, not trusted.
+    std::fs::write(&store, b"not a store").unwrap();
+    let out = publish("fourth");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("the header is damaged"), "{err}");
+}
