@@ -207,5 +207,6 @@ pub fn stats_to_wit(s: Stats) -> api::Stats {
         queued: s.queued,
         protocol_errors: s.protocol_errors,
         store_full: s.store_full,
+        broker: s.broker,
     }
 }

@@ -198,6 +198,14 @@ pub fn broker_port(config: &Config) -> u16 {
     config.port.unwrap_or(mqtt_protocol::Config::default_port(config.ssl))
 }
 
+/// Every broker `config` names, `server` first then `servers`, with its port: the
+/// addresses a host lets the component open (one rule, the core's).
+pub fn brokers(config: &Config) -> Vec<(String, u16)> {
+    let ours =
+        mqtt_protocol::Config { server: config.server.clone(), port: config.port, ssl: config.ssl, servers: config.servers.clone(), ..Default::default() };
+    (0..ours.brokers()).map(|i| ours.broker(i)).collect()
+}
+
 /// A subscription change waiting for the broker's answer.
 #[derive(Clone)]
 enum Request {

@@ -53,6 +53,7 @@ written_as_itself! {
     u64 => |v| v.wrapping_add(7),
     String => |v| format!("{v}x"),
     Vec<(String, String)> => |v| [v.clone(), vec![("k".to_string(), "v".to_string())]].concat(),
+    Vec<String> => |v| [v.clone(), vec!["failover:1884".to_string()]].concat(),
 }
 
 /// Passwords and authentication data are bytes in the config, text in a file.

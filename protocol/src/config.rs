@@ -50,6 +50,12 @@ pub struct Config {
     pub server: String,
     /// `None` selects 1883, or 8883 with `ssl`.
     pub port: Option<u16>,
+    /// More brokers to fail over to, tried in turn after `server` (`host` or `host:port`,
+    /// the port defaulting as `port`'s does). A connection attempt that fails (refused,
+    /// timed out, CONNACK refusal) moves to the next; a connection that was up is tried
+    /// again on the same broker first. A broker other than the last one the client was up
+    /// on gets a clean start: its session, if any, is not ours.
+    pub servers: Vec<String>,
     /// User name sent in CONNECT.
     pub user: Option<String>,
     /// Password sent in CONNECT (3.1.1 requires `user` with it).
@@ -132,6 +138,7 @@ impl Default for Config {
             client_id: String::new(),
             server: String::new(),
             port: None,
+            servers: Vec::new(),
             user: None,
             password: None,
             keepalive_secs: 60,
@@ -196,6 +203,8 @@ macro_rules! with_config_keys {
             server: String,
             /// Broker port; unset: 1883, or 8883 with `ssl`.
             port: Option<u16>,
+            /// More brokers to fail over to, in order: `host` or `host:port`.
+            servers: Vec<String>,
             /// User name sent in CONNECT.
             user: Option<String>,
             /// Password sent in CONNECT.
@@ -284,6 +293,37 @@ impl fmt::Display for ConfigError {
 
 impl core::error::Error for ConfigError {}
 
+/// `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address; `None` for a port that
+/// is not a number up to 65535. Byte by byte, on purpose: `str::parse` and pattern searches
+/// cost about 1 KiB of component code for what is a few comparisons here.
+fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    let b = s.as_bytes();
+    let colons = b.iter().filter(|c| **c == b':').count();
+    let (host, rest) = if b.first() == Some(&b'[') {
+        let close = b.iter().position(|c| *c == b']')?;
+        (s.get(1..close)?, s.get(close + 1..)?)
+    } else if colons > 1 {
+        return Some((s, None));
+    } else {
+        match b.iter().position(|c| *c == b':') {
+            Some(i) => (s.get(..i)?, s.get(i..)?),
+            None => (s, ""),
+        }
+    };
+    let Some(digits) = rest.strip_prefix(':') else { return rest.is_empty().then_some((host, None)) };
+    if digits.is_empty() || digits.len() > 5 {
+        return None;
+    }
+    let mut port = 0u32;
+    for d in digits.bytes() {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        port = port * 10 + u32::from(d - b'0');
+    }
+    Some((host, Some(u16::try_from(port).ok()?)))
+}
+
 fn err(key: &'static str, why: impl Into<String>) -> Result<(), ConfigError> {
     Err(ConfigError { key, why: why.into() })
 }
@@ -301,6 +341,19 @@ impl Config {
         } else {
             1883
         }
+    }
+
+    /// Broker `index` (0: `server`, then `servers` in order): host and port.
+    pub fn broker(&self, index: usize) -> (String, u16) {
+        match index.checked_sub(1).and_then(|i| self.servers.get(i)).and_then(|s| split_host_port(s)) {
+            Some((host, port)) => (host.into(), port.unwrap_or(self.port())),
+            None => (self.server.clone(), self.port()),
+        }
+    }
+
+    /// How many brokers there are to try.
+    pub fn brokers(&self) -> usize {
+        1 + self.servers.len()
     }
 
     /// Milliseconds between pings when nothing else is exchanged; `None` disables pings.
@@ -322,6 +375,11 @@ impl Config {
         }
         if self.port == Some(0) {
             return err("port", "0 is not a port; leave it unset for 1883 (8883 with ssl)");
+        }
+        for s in &self.servers {
+            if split_host_port(s).is_none_or(|(host, port)| host.is_empty() || port == Some(0)) {
+                return err("servers", text!("`", s, "` is not `host` or `host:port` (port 1..=65535)"));
+            }
         }
         if self.client_id.len() > u16::MAX as usize {
             return err("client_id", "longer than 65535 bytes");
@@ -417,6 +475,18 @@ impl Config {
 mod tests {
     use super::*;
     use alloc::string::ToString;
+
+    #[test]
+    fn failover_brokers_are_host_or_host_port() {
+        let cfg = Config { server: "a".into(), servers: alloc::vec!["b".into(), "c:1884".into(), "[::1]:8000".into(), "::2".into()], ..Config::default() };
+        assert!(cfg.validate().is_ok());
+        let all: alloc::vec::Vec<_> = (0..cfg.brokers()).map(|i| cfg.broker(i)).collect();
+        assert_eq!(all, [("a".into(), 1883), ("b".into(), 1883), ("c".into(), 1884), ("::1".into(), 8000), ("::2".into(), 1883)]);
+        for bad in ["", ":1883", "c:x", "c:0", "c:70000", "c:", "[::1]x", "[::1"] {
+            let cfg = Config { server: "a".into(), servers: alloc::vec![bad.into()], ..Config::default() };
+            assert_eq!(cfg.validate().unwrap_err().key, "servers", "{bad:?}");
+        }
+    }
 
     fn good() -> Config {
         Config { client_id: "dev".into(), server: "broker".into(), ..Config::default() }

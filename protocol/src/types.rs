@@ -290,6 +290,8 @@ pub struct Stats {
     pub protocol_errors: u64,
     /// Publishes refused because the store was full.
     pub store_full: u64,
+    /// The broker in use now: 0 is `server`, then `servers` in order.
+    pub broker: u32,
 }
 
 /// Why an API call was refused.

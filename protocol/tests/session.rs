@@ -988,3 +988,73 @@ fn events_other_than_messages_can_be_taken_while_messages_stay_queued() {
         std::iter::from_fn(|| h.client.poll_event()).filter_map(|e| if let Event::Message(m) = e { Some(m.payload[0]) } else { None }).collect();
     assert_eq!(payloads, vec![0, 1]);
 }
+
+fn opened(h: &Harness) -> Vec<(String, u16)> {
+    h.actions.iter().filter_map(|a| if let Action::OpenSocket { host, port, .. } = a { Some((host.clone(), *port)) } else { None }).collect()
+}
+
+fn failover_config() -> mqtt_protocol::Config {
+    let mut cfg = config(false);
+    cfg.servers = vec!["backup:1884".into()];
+    cfg
+}
+
+#[test]
+fn first_connect_fails_over_to_the_next_broker_before_reporting() {
+    let mut h = Harness::new(failover_config());
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Refused);
+    h.pump();
+    assert_eq!(opened(&h), [("broker".to_string(), 1883), ("backup".to_string(), 1884)]);
+    assert!(!h.take_events().iter().any(|e| matches!(e, Event::ConnectFailed(_))), "a broker was left to try");
+    h.take_sent();
+    h.connack(false);
+    assert_eq!(h.take_events(), vec![Event::Up { session_present: false }]);
+    assert_eq!(h.client.stats().broker, 1);
+}
+
+#[test]
+fn first_connect_reports_failure_once_every_broker_refused() {
+    let mut h = Harness::new(failover_config());
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Refused);
+    h.pump();
+    h.take_sent();
+    h.connack_with(false, 3, Properties::default());
+    let failed: Vec<_> = h.take_events().into_iter().filter(|e| matches!(e, Event::ConnectFailed(_))).collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(opened(&h).len(), 2);
+}
+
+#[test]
+fn a_lost_connection_retries_its_broker_then_fails_over_with_a_clean_start_and_resends_as_new() {
+    let mut cfg = failover_config();
+    cfg.clean_init = false;
+    cfg.clean = false;
+    let mut h = Harness::up(cfg);
+    h.client.publish(h.now, qos1("t", b"x"), None).unwrap();
+    h.pump();
+    assert_eq!(Harness::publishes(&h.take_sent()).len(), 1);
+    h.actions.clear();
+    // The broker goes away: the first retry is to the same broker, which refuses.
+    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Reset);
+    h.pump();
+    h.advance(1_000);
+    assert_eq!(opened(&h), [("broker".to_string(), 1883)]);
+    let sent = h.take_sent();
+    assert!(matches!(&sent[..], [Packet::Connect(c)] if !c.clean_start), "the same broker resumes the session: {sent:?}");
+    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Refused);
+    h.pump();
+    h.advance(2_000);
+    assert_eq!(opened(&h)[1], ("backup".to_string(), 1884));
+    let sent = h.take_sent();
+    assert!(matches!(&sent[..], [Packet::Connect(c)] if c.clean_start), "a new broker gets a clean start: {sent:?}");
+    h.connack(false);
+    let again = h.take_sent();
+    let p = Harness::publishes(&again);
+    assert_eq!(p.len(), 1, "the unacknowledged publish goes to the new broker");
+    assert!(!p[0].dup, "as a new message");
+    assert_eq!(h.client.stats().broker, 1);
+}

@@ -28,6 +28,10 @@ struct Conn {
     /// Broker port [default: 1883, or 8883 with TLS].
     #[arg(short, long)]
     port: Option<u16>,
+    /// Another broker to fail over to when connecting to the one before it fails, as
+    /// HOST or HOST:PORT; repeat for more, tried in order (paho's server list).
+    #[arg(long = "failover", value_name = "HOST[:PORT]")]
+    failover: Vec<String>,
     /// mqtt(s)://[user[:password]@]host[:port]/topic: host, port, credentials, TLS and topic at once.
     #[arg(short = 'L', long = "url", value_name = "URL")]
     url: Option<String>,
@@ -147,6 +151,7 @@ impl Conn {
         let cli = BoardConfig {
             server: self.host.clone().or_else(|| url.as_ref().map(|u| u.host.clone())),
             port: self.port.or_else(|| url.as_ref().and_then(|u| u.port)).map(Some),
+            servers: (!self.failover.is_empty()).then(|| self.failover.clone()),
             ssl: flag(self.tls || url.as_ref().is_some_and(|u| u.tls)),
             insecure: flag(self.insecure),
             cafile: self.cafile.clone(),
@@ -295,10 +300,10 @@ async fn start(c: &Conn) -> anyhow::Result<Client> {
     let settings = c.settings()?;
     let component = ComponentFile::embedded()?;
     let cfg = settings.client_config().map_err(anyhow::Error::msg)?;
-    let port = mqtt_host::broker_port(&cfg);
     let verification = if settings.insecure == Some(true) { Verification::Off } else { Verification::On };
     let server = cfg.server.clone();
-    let mut platform = LinuxPlatform::with_verification(vec![(server.clone(), port)], settings.iface.clone(), verification);
+    // The component may open these brokers and no other address.
+    let mut platform = LinuxPlatform::with_verification(mqtt_host::brokers(&cfg), settings.iface.clone(), verification);
     if let Some(path) = &c.store {
         let (flash, repairs) =
             mqtt_host::FileFlash::open(path, mqtt_host::file_flash::DEFAULT_GEOMETRY).map_err(|e| anyhow::anyhow!("--store {}: {e}", path.display()))?;

@@ -14,6 +14,7 @@ impl Client {
         match self.state {
             State::Closed => Err(ApiError::Closed),
             State::Idle => {
+                self.untried = self.cfg.brokers() - 1;
                 let give_up = Some(now + 3 * u64::from(self.cfg.response_time_ms));
                 self.attempt(now, give_up);
                 Ok(())

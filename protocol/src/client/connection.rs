@@ -43,12 +43,18 @@ impl Client {
     }
 
     pub(super) fn open(&mut self, now: Instant) {
+        let (host, port) = self.cfg.broker(self.broker);
         let tls = if self.cfg.ssl {
-            Some(self.cfg.ssl_params.clone().unwrap_or_else(|| crate::config::TlsParams { server_name: self.cfg.server.clone(), ..Default::default() }))
+            let mut p = self.cfg.ssl_params.clone().unwrap_or_else(|| crate::config::TlsParams { server_name: self.cfg.server.clone(), ..Default::default() });
+            // The name checked is the broker's own, unless the application named another.
+            if p.server_name == self.cfg.server {
+                p.server_name = host.clone();
+            }
+            Some(p)
         } else {
             None
         };
-        self.actions.push(Action::OpenSocket { host: self.cfg.server.clone(), port: self.cfg.port(), tls });
+        self.actions.push(Action::OpenSocket { host, port, tls });
         self.socket_open = true;
         self.state = State::Opening { deadline: now + u64::from(self.cfg.response_time_ms) };
     }
@@ -86,6 +92,21 @@ impl Client {
         !self.initial_done && !self.cfg.mqttv5 && self.cfg.clean_init && !self.cfg.clean
     }
 
+    /// A connection attempt failed on the broker in use: the next one goes to the next
+    /// broker (a connection that was up is not an attempt that failed). True when the first
+    /// connect has brokers left to try before it reports `ConnectFailed`.
+    fn attempt_failed(&mut self) -> bool {
+        if self.state == State::Connected {
+            return false;
+        }
+        self.broker = (self.broker + 1) % self.cfg.brokers();
+        if !self.ever_up && self.untried > 0 {
+            self.untried -= 1;
+            return true;
+        }
+        false
+    }
+
     /// The connection (or the attempt) is gone: report, close, and plan the next attempt.
     pub(super) fn lost(&mut self, now: Instant, reason: DownReason) {
         if self.broker_up_asked {
@@ -99,7 +120,13 @@ impl Client {
         if self.state == State::Connected {
             self.events.push_back(Event::Down(reason.clone()));
         }
+        // Losing the link is not the broker's fault: the same broker is tried again.
+        let try_next = reason != DownReason::LinkLost && self.attempt_failed();
         self.close_socket();
+        if try_next && self.link == LinkState::Up {
+            self.open(now);
+            return;
+        }
         if !self.ever_up {
             self.events.push_back(Event::ConnectFailed(reason.message()));
             self.state = State::Idle;
@@ -129,6 +156,9 @@ impl Client {
 
     pub(super) fn connect_packet(&self) -> Connect {
         let clean = if self.faulty(TestFault::AlwaysClean) {
+            true
+        } else if self.up_broker.is_some_and(|b| b != self.broker) {
+            // Another broker than the one our session lives on: start one there.
             true
         } else if self.initial_done || self.faulty(TestFault::IgnoreCleanInit) {
             self.cfg.clean
@@ -173,7 +203,12 @@ impl Client {
         if ack.code != 0 {
             let text = connack_text(self.version, ack.code);
             self.transmits.clear();
+            let try_next = self.attempt_failed();
             self.close_socket();
+            if try_next {
+                self.open(now);
+                return;
+            }
             if !self.ever_up {
                 self.events.push_back(Event::ConnectFailed(text));
                 self.state = State::Idle;
@@ -216,6 +251,7 @@ impl Client {
             self.client_id = id.clone();
         }
         self.state = State::Connected;
+        self.up_broker = Some(self.broker);
         self.stats.connects += 1;
         if self.ever_up {
             self.stats.reconnects += 1;

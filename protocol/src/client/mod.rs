@@ -169,6 +169,12 @@ pub struct Client {
     /// The power-up connection (clean_init) is behind us; later ones use `clean`.
     initial_done: bool,
     backoff_attempt: u32,
+    /// The broker in use: 0 is `server`, then `servers` in order.
+    broker: usize,
+    /// The broker of the last connection that came up (its session is ours).
+    up_broker: Option<usize>,
+    /// First connect: brokers still to try before reporting `ConnectFailed`.
+    untried: usize,
     client_id: String,
     limits: ServerLimits,
 
@@ -237,6 +243,9 @@ impl Client {
             ever_up: false,
             initial_done: false,
             backoff_attempt: 0,
+            broker: 0,
+            up_broker: None,
+            untried: 0,
             client_id: cfg.client_id.clone(),
             limits,
             next_token: 1,
@@ -273,7 +282,7 @@ impl Client {
 
     /// Counters so far, with the in-flight and queued requests now.
     pub fn stats(&self) -> Stats {
-        Stats { inflight: self.inflight.len() as u32, queued: self.pending.len() as u32, ..self.stats }
+        Stats { inflight: self.inflight.len() as u32, queued: self.pending.len() as u32, broker: self.broker as u32, ..self.stats }
     }
 
     /// Whether this is a `test-faults` build told to show `fault`. Always false otherwise,
