@@ -1,53 +1,25 @@
 //! `mqtt-board pub --failover`: two real Mosquittos, the first killed mid-stream; the board
 //! goes on with the second and nothing it accepted is lost.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mosquitto_launcher::Mosquitto;
+use support::{observer, stream};
+
+mod support;
 
 const LINES: usize = 1_000;
 const TOPIC: &str = "failover/lines";
-
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn stream(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// A `mosquitto_sub` on `port` with a persistent session made first.
-fn observer(port: u16) -> (Killed, mpsc::Receiver<String>) {
-    let base = ["-h", "127.0.0.1", "-p", &port.to_string(), "-t", TOPIC, "-q", "1", "-c", "-i", "failover-observer"].map(String::from);
-    assert!(Command::new("mosquitto_sub").args(&base).arg("-E").status().expect("mosquitto_sub is installed (.ci/test installs it)").success());
-    let mut child = Command::new("mosquitto_sub").args(&base).stdout(Stdio::piped()).spawn().unwrap();
-    let rx = stream(child.stdout.take().unwrap());
-    (Killed(child), rx)
-}
 
 #[test]
 fn the_board_fails_over_to_the_second_broker_and_loses_nothing() {
     let first = Mosquitto::start("").unwrap();
     let second = Mosquitto::start("").unwrap();
-    let (_obs1, got1) = observer(first.port);
-    let (_obs2, got2) = observer(second.port);
+    let (_obs1, got1) = observer(first.port, TOPIC, "failover-observer");
+    let (_obs2, got2) = observer(second.port, TOPIC, "failover-observer");
     let mut child = Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
         .args([
             "pub",

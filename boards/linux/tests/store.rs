@@ -1,12 +1,15 @@
 //! `mqtt-board pub --store FILE` against a real Mosquitto: killed with SIGKILL at moments
 //! drawn from a seed and restarted on the rest of its input, it loses no line it accepted.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mosquitto_launcher::Mosquitto;
+use support::{observer, stream};
+
+mod support;
 use mqtt_protocol::SplitMix64;
 
 const LINES: usize = 2_000;
@@ -30,43 +33,10 @@ fn board(port: u16, store: &std::path::Path) -> Child {
         .expect("mqtt-board runs")
 }
 
-/// Lines of a child's pipe, as they come.
-fn stream(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 /// The index of the line an `accepted "line-NNNNN"` debug line names.
 fn accepted(l: &str) -> Option<usize> {
     let rest = l.split(" accepted \"line-").nth(1)?;
     rest.get(..5)?.parse().ok()
-}
-
-/// A child process killed when dropped (a failing test leaves no observer behind).
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A `mosquitto_sub` on a persistent session (made first, so nothing published after it is
-/// missed), printing payloads.
-fn observer(port: u16) -> (Killed, mpsc::Receiver<String>) {
-    let base = ["-h", "127.0.0.1", "-p", &port.to_string(), "-t", TOPIC, "-q", "1", "-c", "-i", "store-observer"].map(String::from);
-    assert!(Command::new("mosquitto_sub").args(&base).arg("-E").status().expect("mosquitto_sub is installed (.ci/test installs it)").success());
-    let mut child = Command::new("mosquitto_sub").args(&base).stdout(Stdio::piped()).spawn().unwrap();
-    let rx = stream(child.stdout.take().unwrap());
-    (Killed(child), rx)
 }
 
 /// What the observers received: copies per line, and first copies in arrival order.
@@ -101,7 +71,7 @@ fn sigkill_at_random_moments_loses_no_accepted_line() {
     let port = broker.port;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("board.store");
-    let (mut obs, mut got) = observer(port);
+    let (mut obs, mut got) = observer(port, TOPIC, "store-observer");
     let _ = &obs;
     let mut seen = Seen { copies: vec![0; LINES], order: Vec::new() };
     let mut rng = SplitMix64::new(16);
@@ -170,7 +140,7 @@ fn sigkill_at_random_moments_loses_no_accepted_line() {
             seen.drain(&got, Duration::from_millis(500));
             drop(obs);
             drop(std::mem::replace(&mut broker, Mosquitto::start_on(port, "").unwrap()));
-            (obs, got) = observer(port);
+            (obs, got) = observer(port, TOPIC, "store-observer");
         }
     }
     assert_eq!(kills, KILLS);
