@@ -70,6 +70,8 @@ pub enum TestFault {
     IdsNotRestored,
     /// With a store: incoming QoS 2 ids are not recorded (a reboot forgets them).
     IncomingNotStored,
+    /// With several brokers: keeps trying the one that failed, never the next.
+    NoFailover,
 }
 
 impl TestFault {
@@ -102,6 +104,7 @@ impl TestFault {
         ("forget-wrong-record", TestFault::ForgetWrongRecord),
         ("ids-not-restored", TestFault::IdsNotRestored),
         ("incoming-not-stored", TestFault::IncomingNotStored),
+        ("no-failover", TestFault::NoFailover),
         ("ignore-retain-as-published", TestFault::IgnoreRetainAsPublished),
         ("ignore-retain-handling", TestFault::IgnoreRetainHandling),
     ];

@@ -151,8 +151,9 @@ impl Broker {
         let stats = s.model.stats();
         let inflight = s.device_ids.iter().filter_map(|d| stats.max_inflight.get(d)).copied().max().unwrap_or(0);
         let mut w = self.world.lock();
-        w.rec.broker_max_inflight_to_device = inflight;
-        w.rec.broker_expired = stats.expired;
+        // Several brokers add up (each calls this once).
+        w.rec.broker_max_inflight_to_device = w.rec.broker_max_inflight_to_device.max(inflight);
+        w.rec.broker_expired += stats.expired;
     }
 
     /// The broker's software: serves until the timeline crashes it, waits to be restarted,

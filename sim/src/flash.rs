@@ -101,9 +101,12 @@ impl SimFlash {
         cell.power_off();
         torn(cell);
         w.rec.power_cuts.push(now_ms());
+        let w_brokers = w.brokers;
         w.log(now_ms(), &self.name, "power_cut", json!({ "inside": kind.name() }));
         drop(w);
-        turmoil::partition(self.host.as_str(), crate::runner::BROKER);
+        for broker in crate::runner::broker_names(w_brokers) {
+            turmoil::partition(self.host.as_str(), broker.as_str());
+        }
         Err(FlashError::Io)
     }
 }
@@ -134,9 +137,12 @@ impl Flash for SimFlash {
                 // A seeded prefix of the bytes reaches the cells (all of them, at times: the
                 // write completed and the power failed before it returned).
                 let keep = cell.rng.below(data.len() as u64 + 1) as usize;
-                let mut torn = data.to_vec();
-                torn[keep..].fill(0xFF);
-                let _ = cell.mem.write(offset, &torn);
+                // Straight into the cells, not through `write`: after the rollback they may
+                // hold what an unsynced erase had cleared, and that is the model's doing.
+                let at = offset as usize;
+                if let Some(cells) = cell.mem.bytes.get_mut(at..at + keep) {
+                    cells.iter_mut().zip(data).for_each(|(c, b)| *c &= b);
+                }
             },
         )
     }

@@ -85,10 +85,14 @@ enum Step {
     Hold,
     Release,
     Latency(u64, u64),
+    /// Broker `broker` (0-based) crashes, or comes back.
     BrokerCrash {
         persist: bool,
+        broker: usize,
     },
-    BrokerBounce,
+    BrokerBounce {
+        broker: usize,
+    },
     DropAcks(AckKind, u32),
     DelayAcks(AckKind, u32, u64),
     Refuse(Option<u8>),
@@ -136,13 +140,15 @@ fn timeline(sc: &Scenario, seed: u64) -> Vec<(u64, Step)> {
                 t.push((ms(at_s), Step::Latency(latency_ms, jitter_ms)));
                 t.push((ms(at_s + for_s), Step::Latency(base.0, base.1)));
             }
-            Fault::BrokerRestart { at_s, down_s, persist } => {
-                t.push((ms(at_s), Step::BrokerCrash { persist }));
-                t.push((ms(at_s + down_s), Step::BrokerBounce));
+            Fault::BrokerRestart { at_s, down_s, persist, broker } => {
+                let broker = broker as usize - 1;
+                t.push((ms(at_s), Step::BrokerCrash { persist, broker }));
+                t.push((ms(at_s + down_s), Step::BrokerBounce { broker }));
             }
-            Fault::BrokerDown { at_s, for_s } => {
-                t.push((ms(at_s), Step::BrokerCrash { persist: sc.broker.persist_sessions }));
-                t.push((ms(at_s + for_s), Step::BrokerBounce));
+            Fault::BrokerDown { at_s, for_s, broker } => {
+                let broker = broker as usize - 1;
+                t.push((ms(at_s), Step::BrokerCrash { persist: sc.broker.persist_sessions, broker }));
+                t.push((ms(at_s + for_s), Step::BrokerBounce { broker }));
             }
             Fault::DropAcks { at_s, packet, count } => t.push((ms(at_s), Step::DropAcks(packet, count))),
             Fault::DelayAcks { at_s, packet, count, ms: late } => t.push((ms(at_s), Step::DelayAcks(packet, count, late))),
@@ -158,8 +164,8 @@ fn timeline(sc: &Scenario, seed: u64) -> Vec<(u64, Step)> {
                 // The broker dies unseen behind a partition and comes back without the
                 // connection; the device's TCP believes it is still open.
                 t.push((ms(at_s), Step::Partition));
-                t.push((ms(at_s), Step::BrokerCrash { persist: true }));
-                t.push((ms(at_s), Step::BrokerBounce));
+                t.push((ms(at_s), Step::BrokerCrash { persist: true, broker: 0 }));
+                t.push((ms(at_s), Step::BrokerBounce { broker: 0 }));
                 t.push((ms(at_s + for_s), Step::Repair));
             }
             Fault::PowerCycle { at_s, off_s } => {
@@ -200,8 +206,8 @@ fn timeline(sc: &Scenario, seed: u64) -> Vec<(u64, Step)> {
         }
         for _ in 0..chaos.broker_restarts {
             let at = rng.below(span);
-            t.push((at, Step::BrokerCrash { persist: sc.broker.persist_sessions }));
-            t.push((at + 1_000 + rng.below(5_000), Step::BrokerBounce));
+            t.push((at, Step::BrokerCrash { persist: sc.broker.persist_sessions, broker: 0 }));
+            t.push((at + 1_000 + rng.below(5_000), Step::BrokerBounce { broker: 0 }));
         }
         for _ in 0..chaos.power_cuts {
             let at = rng.below(span);
@@ -245,6 +251,7 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
     let started = std::time::Instant::now();
     let total = sc.total_ms();
     let world = Shared::new(World::new(sc.devices as usize, sc.workload.len()));
+    world.lock().brokers = sc.brokers as usize;
     if let Some(store) = &sc.device.store {
         let mut w = world.lock();
         for (i, cell) in w.flash.iter_mut().enumerate() {
@@ -265,7 +272,10 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
         })
         .collect();
     let ids = configs.iter().map(|c| c.client_id.clone()).collect();
-    let broker = Broker::new(sc.broker.clone(), sc.observe.clone(), ids, sc.inject.clone(), world.clone());
+    // Injected traffic comes from the first broker.
+    let brokers: Vec<Broker> = (0..sc.brokers as usize)
+        .map(|i| Broker::new(sc.broker.clone(), sc.observe.clone(), Vec::clone(&ids), if i == 0 { sc.inject.clone() } else { Vec::new() }, world.clone()))
+        .collect();
 
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_millis(total + 60_000))
@@ -277,19 +287,22 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
         .rng_seed(seed)
         .build();
 
-    // The observer shares the broker's host and lives through its crashes (see broker.rs).
-    let observer = Arc::new(ObserverCtx { component: component.clone(), filters: sc.observe.clone(), world: world.clone(), wake: Arc::new(Notify::new()) });
-    let b = broker.clone();
-    sim.host(BROKER, move || {
-        let (broker, observer) = (b.clone(), observer.clone());
-        async move {
-            tokio::select! {
-                biased;
-                served = broker.run() => served,
-                observed = observer::run(observer) => observed,
+    // Each observer shares its broker's host and lives through its crashes (see broker.rs);
+    // what they see goes into one record.
+    for (broker, host) in brokers.iter().zip(broker_names(brokers.len())) {
+        let observer = Arc::new(ObserverCtx { component: component.clone(), filters: sc.observe.clone(), world: world.clone(), wake: Arc::new(Notify::new()) });
+        let b = broker.clone();
+        sim.host(host.as_str(), move || {
+            let (broker, observer) = (b.clone(), observer.clone());
+            async move {
+                tokio::select! {
+                    biased;
+                    served = broker.run() => served,
+                    observed = observer::run(observer) => observed,
+                }
             }
-        }
-    });
+        });
+    }
     let mut wills = Vec::new();
     for (i, (name, config)) in names.iter().zip(configs).enumerate() {
         let i = i as u32;
@@ -344,7 +357,7 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
     let mut elapsed = 0u64;
     while elapsed < total {
         while next < steps.len() && steps[next].0 <= elapsed {
-            apply(&mut sim, &steps[next].1, &hosts, &world, &broker, &wakes, elapsed);
+            apply(&mut sim, &steps[next].1, &hosts, &world, &brokers, &wakes, elapsed);
             next += 1;
         }
         if let Err(e) = sim.step() {
@@ -354,8 +367,14 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
         elapsed = sim.elapsed().as_millis() as u64;
     }
 
-    broker.record_totals();
-    let w = world.lock();
+    brokers.iter().for_each(Broker::record_totals);
+    let mut w = world.lock();
+    // The store writes only to erased bytes: a write that tried to set a bit back to 1 is a
+    // bug NOR flash would hide (it keeps `old & new`), so the run fails on it.
+    let flash_violations: u64 = w.flash.iter().flatten().map(|f| f.mem.violations).sum();
+    if flash_violations > 0 {
+        w.rec.protocol_violations.push(format!("flash: {flash_violations} writes tried to set a bit back to 1 (NOR flash cannot)"));
+    }
     let trace = w.trace().to_vec();
     let mut outcome = evaluate(sc, name, seed, &w.rec, &wills);
     outcome.sim_seconds = elapsed as f64 / 1000.0;
@@ -365,7 +384,9 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
     outcome
 }
 
-fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, devices: &[String], world: &Shared, broker: &Broker, wakes: &[Arc<Notify>], now: u64) {
+fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, devices: &[String], world: &Shared, brokers: &[Broker], wakes: &[Arc<Notify>], now: u64) {
+    let broker = &brokers[0];
+    let broker_hosts = broker_names(brokers.len());
     world.lock().log(now, "timeline", "fault", json!({ "step": format!("{step:?}") }));
     match step {
         Step::Link(state) => {
@@ -375,24 +396,24 @@ fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, devices: &[String], world: &Sh
             }
             w.link = *state;
         }
-        Step::Hold => devices.iter().for_each(|d| sim.hold(d.as_str(), BROKER)),
-        Step::Release => devices.iter().for_each(|d| sim.release(d.as_str(), BROKER)),
+        Step::Hold => each_link(devices, &broker_hosts, |d, b| sim.hold(d, b)),
+        Step::Release => each_link(devices, &broker_hosts, |d, b| sim.release(d, b)),
         Step::Latency(l, j) => {
-            for d in devices {
-                sim.set_link_latency(d.as_str(), BROKER, Duration::from_millis(*l));
-                sim.set_link_max_message_latency(d.as_str(), BROKER, Duration::from_millis(l + j));
-            }
+            each_link(devices, &broker_hosts, |d, b| {
+                sim.set_link_latency(d, b, Duration::from_millis(*l));
+                sim.set_link_max_message_latency(d, b, Duration::from_millis(l + j));
+            });
         }
-        Step::BrokerCrash { persist } => broker.crash(*persist),
-        Step::BrokerBounce => broker.restart(),
+        Step::BrokerCrash { persist, broker } => brokers[*broker].crash(*persist),
+        Step::BrokerBounce { broker } => brokers[*broker].restart(),
         Step::DropAcks(kind, n) => broker.knobs(|k| *k.drop.entry(*kind).or_insert(0) += n),
         Step::DelayAcks(kind, n, late) => {
             broker.knobs(|k| k.delay.insert(*kind, (*n, *late)));
         }
         Step::Refuse(code) => broker.knobs(|k| k.refuse_code = *code),
         Step::StopPings(stop) => broker.knobs(|k| k.stop_pings = *stop),
-        Step::Partition => devices.iter().for_each(|d| sim.partition(d.as_str(), BROKER)),
-        Step::Repair => devices.iter().for_each(|d| sim.repair(d.as_str(), BROKER)),
+        Step::Partition => each_link(devices, &broker_hosts, |d, b| sim.partition(d, b)),
+        Step::Repair => each_link(devices, &broker_hosts, |d, b| sim.repair(d, b)),
         Step::DeviceCrash => {
             devices.iter().for_each(|d| sim.crash(d.as_str()));
             let mut w = world.lock();
@@ -416,6 +437,20 @@ fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, devices: &[String], world: &Sh
         }
     }
     wakes.iter().for_each(|w| w.notify_one());
+}
+
+/// Every device ↔ broker link (what the device's network faults act on).
+fn each_link(devices: &[String], brokers: &[String], mut f: impl FnMut(&str, &str)) {
+    for d in devices {
+        for b in brokers {
+            f(d, b);
+        }
+    }
+}
+
+/// The brokers' host names: `broker`, `broker-2`, `broker-3` …
+pub(crate) fn broker_names(n: usize) -> Vec<String> {
+    (0..n.max(1)).map(|i| if i == 0 { BROKER.to_string() } else { format!("{BROKER}-{}", i + 1) }).collect()
 }
 
 fn check(out: &mut Vec<Check>, name: &str, passed: bool, detail: String) {

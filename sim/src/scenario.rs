@@ -53,6 +53,12 @@ pub struct Scenario {
     pub device: DeviceSpec,
     #[serde(default)]
     pub broker: BrokerSpec,
+    /// How many brokers (default 1), each on its own host with an observer: `broker`, then
+    /// `broker-2`, `broker-3` … (name them in the device's `servers` to fail over), all with
+    /// the `[broker]` settings; injected traffic comes from the first. `broker_down` and
+    /// `broker_restart` take `broker = N` (1-based); the other broker faults hit the first.
+    #[serde(default = "one_device")]
+    pub brokers: u32,
     /// Device → broker publishes.
     #[serde(default)]
     pub workload: Vec<Workload>,
@@ -343,9 +349,18 @@ pub enum Fault {
         down_s: f64,
         #[serde(default = "yes")]
         persist: bool,
+        /// Which broker (1-based), when the scenario has several.
+        #[serde(default = "one_u32")]
+        broker: u32,
     },
     /// Nothing listens on the broker port (connections refused).
-    BrokerDown { at_s: f64, for_s: f64 },
+    BrokerDown {
+        at_s: f64,
+        for_s: f64,
+        /// Which broker (1-based), when the scenario has several.
+        #[serde(default = "one_u32")]
+        broker: u32,
+    },
     /// The broker silently drops its next `count` packets of one kind.
     DropAcks {
         at_s: f64,
@@ -507,6 +522,9 @@ impl Scenario {
         if self.devices == 0 || self.devices > 10_000 {
             return Err(format!("devices = {}: must be in 1..=10000", self.devices));
         }
+        if self.brokers == 0 || self.brokers > 4 {
+            return Err(format!("brokers = {}: must be in 1..=4", self.brokers));
+        }
         if self.devices_per_host == 0 || self.devices_per_host > self.devices {
             return Err(format!("devices_per_host = {}: must be in 1..=devices ({})", self.devices_per_host, self.devices));
         }
@@ -558,6 +576,11 @@ impl Scenario {
             if at < 0.0 || span < 0.0 {
                 return Err(format!("fault[{i}] ({}): times must not be negative", f.name()));
             }
+            if let Fault::BrokerDown { broker, .. } | Fault::BrokerRestart { broker, .. } = f
+                && (*broker == 0 || *broker > self.brokers)
+            {
+                return Err(format!("fault[{i}] ({}): broker = {broker}, but brokers = {}", f.name(), self.brokers));
+            }
             if matches!(f, Fault::PowerCut { .. }) && self.device.store.is_none() {
                 return Err(format!("fault[{i}] (power_cut) falls inside flash operations: it needs device.store"));
             }
@@ -607,7 +630,7 @@ impl Fault {
             Fault::LinkDown { at_s, for_s }
             | Fault::SilentLink { at_s, for_s }
             | Fault::Latency { at_s, for_s, .. }
-            | Fault::BrokerDown { at_s, for_s }
+            | Fault::BrokerDown { at_s, for_s, .. }
             | Fault::Refuse { at_s, for_s, .. }
             | Fault::StopPings { at_s, for_s }
             | Fault::HalfOpen { at_s, for_s }

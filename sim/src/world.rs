@@ -106,6 +106,8 @@ pub struct World {
     /// Per device, per workload: the next index (survives power cycles).
     pub workload_next: Vec<Vec<u64>>,
     pub rec: Record,
+    /// How many brokers the scenario runs.
+    pub brokers: usize,
     /// Per device: its flash, when the scenario gives it one (kept across power cycles).
     pub flash: Vec<Option<crate::flash::FlashCell>>,
     trace: Vec<String>,
@@ -121,6 +123,7 @@ impl World {
             app_requests: vec![Vec::new(); devices],
             workload_next: vec![vec![0; workloads]; devices],
             rec,
+            brokers: 1,
             flash: (0..devices).map(|_| None).collect(),
             trace: Vec::new(),
         }

@@ -99,7 +99,9 @@ impl Client {
         if self.state == State::Connected {
             return false;
         }
-        self.broker = (self.broker + 1) % self.cfg.brokers();
+        if !self.faulty(TestFault::NoFailover) {
+            self.broker = (self.broker + 1) % self.cfg.brokers();
+        }
         if !self.ever_up && self.untried > 0 {
             self.untried -= 1;
             return true;

@@ -282,7 +282,15 @@ impl Store {
         while off + FRAMING as usize <= scan.bytes.len() {
             let len = u16::from_le_bytes([scan.bytes[off], scan.bytes[off + 1]]);
             if len == 0xFFFF {
-                scan.end = off as u32;
+                // The end of the records, and appending may go on here, if the rest of the
+                // sector is erased. A write-back cache (a file's) may have persisted a later
+                // write and not an earlier one: bytes programmed past this point must never
+                // be written over, so the sector is then full.
+                if scan.bytes[off..].iter().all(|b| *b == 0xFF) {
+                    scan.end = off as u32;
+                } else {
+                    scan.damage = Some(off as u32);
+                }
                 break;
             }
             let end = off + 2 + usize::from(len);
