@@ -2,12 +2,12 @@
 //! goes on with the second and nothing it accepted is lost.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mosquitto_launcher::Mosquitto;
-use support::{observer, stream};
+use support::{observer, spawn_piped, stream};
 
 mod support;
 
@@ -20,30 +20,27 @@ fn the_board_fails_over_to_the_second_broker_and_loses_nothing() {
     let second = Mosquitto::start("").unwrap();
     let (_obs1, got1) = observer(first.port, TOPIC, "failover-observer");
     let (_obs2, got2) = observer(second.port, TOPIC, "failover-observer");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
-        .args([
-            "pub",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &first.port.to_string(),
-            "-t",
-            TOPIC,
-            "-q",
-            "1",
-            "-l",
-            "-i",
-            "failover-board",
-            "-d",
-            "--response-time-ms",
-            "1000",
-        ])
-        .args(["--failover", &format!("127.0.0.1:{}", second.port)])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(
+        Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
+            .args([
+                "pub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &first.port.to_string(),
+                "-t",
+                TOPIC,
+                "-q",
+                "1",
+                "-l",
+                "-i",
+                "failover-board",
+                "-d",
+                "--response-time-ms",
+                "1000",
+            ])
+            .args(["--failover", &format!("127.0.0.1:{}", second.port)]),
+    );
     let events = stream(child.stderr.take().unwrap());
     let mut stdin = child.stdin.take().unwrap();
     let feeder = std::thread::spawn(move || {

@@ -2,12 +2,12 @@
 //! drawn from a seed and restarted on the rest of its input, it loses no line it accepted.
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mosquitto_launcher::Mosquitto;
-use support::{observer, stream};
+use support::{observer, spawn_piped, stream};
 
 mod support;
 use mqtt_protocol::SplitMix64;
@@ -21,16 +21,13 @@ fn line(i: usize) -> String {
 
 /// `mqtt-board pub -l --store`, with stdin, stdout and stderr piped.
 fn board(port: u16, store: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
-        .args(["pub", "-h", "127.0.0.1", "-p", &port.to_string(), "-t", TOPIC, "-q", "1", "-l", "-c", "-i", "store-test", "-d"])
-        .arg("--store")
-        .arg(store)
-        .env_remove("MQTT_BOARD_PASSWORD")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mqtt-board runs")
+    spawn_piped(
+        Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
+            .args(["pub", "-h", "127.0.0.1", "-p", &port.to_string(), "-t", TOPIC, "-q", "1", "-l", "-c", "-i", "store-test", "-d"])
+            .arg("--store")
+            .arg(store)
+            .env_remove("MQTT_BOARD_PASSWORD"),
+    )
 }
 
 /// The index of the line an `accepted "line-NNNNN"` debug line names.

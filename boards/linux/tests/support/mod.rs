@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
+pub mod rig;
+
 /// A child process killed when dropped (a failing test leaves nothing behind).
 pub struct Killed(pub Child);
 
@@ -15,6 +17,11 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Starts `c` with stdin and stderr piped (what a test feeds and reads) and stdout dropped.
+pub fn spawn_piped(c: &mut Command) -> Child {
+    c.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("the command runs")
 }
 
 /// Lines of a child's pipe, as they come.
