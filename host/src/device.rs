@@ -192,12 +192,6 @@ fn client_error_text(e: &ClientError) -> String {
     }
 }
 
-/// The broker port `config` names: its `port`, or 1883 (8883 with `ssl`), as the client
-/// itself decides (one rule, in the core).
-pub fn broker_port(config: &Config) -> u16 {
-    config.port.unwrap_or(mqtt_protocol::Config::default_port(config.ssl))
-}
-
 /// Every broker `config` names, `server` first then `servers`, with its port: the
 /// addresses a host lets the component open (one rule, the core's).
 pub fn brokers(config: &Config) -> Vec<(String, u16)> {

@@ -31,7 +31,7 @@ pub use bindings::mqtt_as::client::socket::{SocketError, SocketState, TlsParams}
 pub use bindings::mqtt_as::client::wifi::LinkState;
 pub use client::{Client, ClientEvent, Error as ClientCallError, Events};
 pub use component::{with_test_fault, ComponentFile, CORE_MODULE_PATH, EMBEDDED_COMPONENT, FAULTY_COMPONENT, RUSTC_CORE_MODULE_PATH};
-pub use device::{broker_port, brokers, Device, DeviceError, Publish, Token, MAX_GUEST_MEMORY};
+pub use device::{brokers, Device, DeviceError, Publish, Token, MAX_GUEST_MEMORY};
 pub use file_flash::FileFlash;
 pub use mqtt_protocol::store::{Flash, Geometry, MemFlash};
 pub use mqtt_protocol::with_config_keys;

@@ -23,12 +23,11 @@ pub struct FlashCell {
     /// The power is gone: every operation fails until the device boots again.
     pub dead: bool,
     rng: SplitMix64,
-    pub syncs: u64,
 }
 
 impl FlashCell {
     pub fn new(geometry: Geometry, seed: u64) -> FlashCell {
-        FlashCell { mem: MemFlash::new(geometry), undo: Vec::new(), armed: None, dead: false, rng: SplitMix64::new(seed), syncs: 0 }
+        FlashCell { mem: MemFlash::new(geometry), undo: Vec::new(), armed: None, dead: false, rng: SplitMix64::new(seed) }
     }
 
     /// A power cut will fall inside the next matching operation, or one of the next few
@@ -66,9 +65,13 @@ impl FlashCell {
         }
     }
 
-    fn remember(&mut self, offset: u32, len: usize) {
-        let old = self.mem.bytes[offset as usize..offset as usize + len].to_vec();
+    /// Keeps the bytes an operation is about to change, so a power cut can take it back;
+    /// `OutOfRange` (and nothing kept) when they are not all on the device.
+    fn remember(&mut self, offset: u32, len: usize) -> Result<(), FlashError> {
+        let at = offset as usize;
+        let old = self.mem.bytes.get(at..at + len).ok_or(FlashError::OutOfRange)?.to_vec();
         self.undo.push((offset, old));
+        Ok(())
     }
 }
 
@@ -129,8 +132,7 @@ impl Flash for SimFlash {
         self.with(
             CutDuring::Write,
             |cell| {
-                cell.mem.read(offset, data.len() as u32)?;
-                cell.remember(offset, data.len());
+                cell.remember(offset, data.len())?;
                 cell.mem.write(offset, data)
             },
             |cell| {
@@ -152,8 +154,7 @@ impl Flash for SimFlash {
             CutDuring::Erase,
             |cell| {
                 let size = cell.mem.geometry().sector_size;
-                cell.mem.read(sector * size, size)?;
-                cell.remember(sector * size, size as usize);
+                cell.remember(sector.checked_mul(size).ok_or(FlashError::OutOfRange)?, size as usize)?;
                 cell.mem.erase(sector)
             },
             |cell| {
@@ -171,7 +172,6 @@ impl Flash for SimFlash {
             CutDuring::Sync,
             |cell| {
                 cell.undo.clear();
-                cell.syncs += 1;
                 Ok(())
             },
             |_| {},
