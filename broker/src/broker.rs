@@ -33,7 +33,7 @@ pub struct Broker {
     /// Keepalive deadlines: (when, which).
     keepalive: BTreeSet<(u64, ConnId)>,
     /// Wills waiting out their MQTT 5 Will Delay Interval.
-    wills: Vec<PendingWill>,
+    pub(crate) wills: Vec<PendingWill>,
     pub(crate) stats: Stats,
 }
 
@@ -87,9 +87,9 @@ struct Late {
 }
 
 #[derive(Debug)]
-struct PendingWill {
+pub(crate) struct PendingWill {
     at: u64,
-    client: String,
+    pub(crate) client: String,
     message: Message,
 }
 
@@ -237,11 +237,9 @@ impl Broker {
         }
         let (due, later): (Vec<PendingWill>, Vec<PendingWill>) = std::mem::take(&mut self.wills).into_iter().partition(|w| w.at <= now);
         self.wills = later;
+        // (A reconnect within the delay already cancelled its will: see `connect`.)
         for w in due {
-            // A reconnect within the delay cancels the will (MQTT 5 3.1.3.2.2).
-            if !self.is_connected(&w.client) {
-                self.publish_will(now, w.client, w.message);
-            }
+            self.publish_will(now, w.client, w.message);
         }
     }
 
@@ -259,6 +257,15 @@ impl Broker {
     pub fn release_held(&mut self) {
         for l in std::mem::take(&mut self.held) {
             self.release(l);
+        }
+    }
+
+    /// The client lost power with nothing kept: it cannot know which of its publishes'
+    /// acknowledgements were lost, so reusing their packet ids is no longer its fault (the
+    /// session itself, and what the broker owes the client, stay).
+    pub fn client_forgot(&mut self, client: &str) {
+        if let Some(s) = self.sessions.get_mut(client) {
+            s.owed.clear();
         }
     }
 

@@ -48,7 +48,7 @@ pub fn auth_answer(challenge: &[u8], secret: &[u8]) -> Vec<u8> {
 
 /// The packets the broker answers with, as the knobs name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[cfg_attr(feature = "serde", derive(serde::Deserialize), serde(rename_all = "lowercase"))]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize), serde(rename_all = "lowercase"))]
 pub enum AckKind {
     Connack,
     Puback,

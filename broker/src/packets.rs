@@ -139,6 +139,9 @@ impl Broker {
         s.connection = Some(conn);
         s.disconnected_at = None;
         s.expiry_ms = expiry_ms;
+        // A new connection within the Will Delay Interval cancels the will of the one that
+        // was lost (MQTT-3.1.3-9): it must not go out later, when this one ends cleanly.
+        self.wills.retain(|w| w.client != client);
         s.window = window;
         let keep_alive = if v5 { self.cfg.server_keep_alive.unwrap_or(c.keep_alive) } else { c.keep_alive };
         let cn = self.conns.get_mut(&conn).expect("the caller holds it");

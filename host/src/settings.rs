@@ -222,3 +222,29 @@ pub fn default_config(server: &str, client_id: &str) -> Config {
     let d = mqtt_protocol::Config { client_id: client_id.into(), server: server.into(), ..mqtt_protocol::Config::default() };
     mqtt_protocol::with_config_keys!(from_core; d)
 }
+
+/// Checks a config by the rules the client's `create` applies (`mqtt_protocol::Config::validate`,
+/// the one place they live), without a component: a host can refuse a settings file or a
+/// scenario before anything runs, naming the key. TLS parameters are the host's business and
+/// are not checked here.
+pub fn check(config: &Config) -> Result<(), mqtt_protocol::ConfigError> {
+    macro_rules! to_core {
+        ([$c:ident] $($(#[$meta:meta])* $key:ident : $ty:ty,)*) => {
+            mqtt_protocol::Config { $($key: $c.$key.clone(),)* ..mqtt_protocol::Config::default() }
+        };
+    }
+    let mut core = mqtt_protocol::with_config_keys!(to_core; config);
+    core.will = config.will.as_ref().map(|w| mqtt_protocol::Will {
+        topic: w.topic.clone(),
+        payload: w.payload.clone(),
+        qos: match w.qos {
+            crate::Qos::AtMostOnce => mqtt_protocol::QoS::AtMostOnce,
+            crate::Qos::AtLeastOnce => mqtt_protocol::QoS::AtLeastOnce,
+            crate::Qos::ExactlyOnce => mqtt_protocol::QoS::ExactlyOnce,
+        },
+        retain: w.retain,
+        delay_secs: w.delay_secs,
+        properties: Default::default(),
+    });
+    core.validate()
+}

@@ -71,7 +71,9 @@ pub struct Config {
     /// How long the broker has to answer anything (CONNACK, ping, acknowledgement) before
     /// the client acts: republishes (3.1.1) or reconnects.
     pub response_time_ms: u32,
-    /// Clean session on the first connection after power-up.
+    /// Clean session on the first connection after power-up. False without a store resumes
+    /// a session whose QoS 2 packet ids the client has forgotten: a new QoS 2 message that
+    /// reuses one the broker still holds is taken for a resend and lost (protocol/README.md).
     pub clean_init: bool,
     /// Clean session on reconnections (Clean Start in MQTT 5).
     pub clean: bool,

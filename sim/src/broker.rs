@@ -120,6 +120,14 @@ impl Broker {
         f(&mut self.lock().model.knobs)
     }
 
+    /// A device lost power without a store: see [`mqtt_broker_model::Broker::client_forgot`].
+    pub fn devices_forgot(&self) {
+        let mut s = self.lock();
+        for id in s.device_ids.clone() {
+            s.model.client_forgot(&id);
+        }
+    }
+
     /// The broker crashed: its connections are gone; sessions survive only if `persist`.
     /// Its tasks end now (an aborted task is never polled again, so no connection notices
     /// and, say, publishes a will); their sockets close when the host's runtime drops them,

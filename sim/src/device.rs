@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mqtt_host::{ComponentFile, Config, Device, Event, Publish, PublishProperties, Qos, Subscription};
+use mqtt_host::{ClientError, ComponentFile, Config, Device, DeviceError, Event, Publish, PublishProperties, Qos, Subscription};
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -69,9 +69,20 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
         platform.flash = Some(SimFlash { world: ctx.world.clone(), device: d, name: ctx.name.clone(), host: ctx.host.clone() });
     }
     let mut dev = Device::new(&ctx.component, Box::new(platform), ctx.config.clone(), &ctx.name).map_err(|e| format!("device: {e}"))?;
-    if !ctx.subscriptions.is_empty() {
-        dev.subscribe(ctx.subscriptions.clone()).map_err(|e| format!("subscribe: {e}"))?;
-    }
+    // Start-up subscriptions; a queue still full of what the store kept from before the
+    // power cut refuses them for now, and the application tries again (as it would).
+    let mut startup = (!ctx.subscriptions.is_empty()).then(|| ctx.subscriptions.clone());
+    let mut subscribe_startup = |dev: &mut Device| -> Result<(), String> {
+        if let Some(subs) = startup.take() {
+            match dev.subscribe(subs.clone()) {
+                Ok(_) => {}
+                Err(DeviceError::Client(ClientError::QueueFull)) => startup = Some(subs),
+                Err(e) => return Err(format!("subscribe: {e}")),
+            }
+        }
+        Ok(())
+    };
+    subscribe_startup(&mut dev)?;
     dev.connect().map_err(|e| format!("connect: {e}"))?;
     let mut closed = false;
     let mut pace = Pace::default();
@@ -82,7 +93,8 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
     let mut next_take = 0;
     loop {
         let now = now_ms();
-        if retry_connect_at.is_some_and(|t| t <= now) {
+        // (After `disconnect` the application is done: it does not try again.)
+        if !closed && retry_connect_at.is_some_and(|t| t <= now) {
             retry_connect_at = None;
             dev.connect().map_err(|e| format!("connect: {e}"))?;
         }
@@ -127,6 +139,7 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
             let events = dev.poll().map_err(|e| format!("poll: {e}"))?;
             record(&ctx, boot, now, events, &mut Vec::new());
         }
+        subscribe_startup(&mut dev)?;
         let requests = std::mem::take(&mut ctx.world.lock().app_requests[d]);
         for (filter, q) in requests {
             let r = match q {
@@ -137,6 +150,8 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
             };
             let mut w = ctx.world.lock();
             match r {
+                // Tried again on the next turn, as an application told "queue full" would.
+                Err(DeviceError::Client(ClientError::QueueFull)) => w.app_requests[d].push((filter, q)),
                 Ok(token) => w.log(now, &ctx.name, if q.is_some() { "subscribe" } else { "unsubscribe" }, json!({ "filter": filter, "token": token })),
                 Err(e) => w.log(now, &ctx.name, "request_refused", json!({ "filter": filter, "error": e.to_string() })),
             }

@@ -8,10 +8,12 @@
 //! - [`observer`]: the subscriber client that records what reaches the other side;
 //! - [`report`]: the timeline summary and the HTML report;
 //! - [`junit`]: a sweep as a JUnit XML report;
-//! - [`shard`]: a sweep split across machines, and put back together.
+//! - [`shard`]: a sweep split across machines, and put back together;
+//! - [`explore`]: a search for scenarios that break the client, shrunk to minimal files.
 
 pub mod broker;
 pub mod device;
+pub mod explore;
 pub mod flash;
 pub mod junit;
 pub mod observer;

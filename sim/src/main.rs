@@ -105,6 +105,36 @@ enum Command {
         #[arg(long, value_name = "FILE.md")]
         markdown: Option<PathBuf>,
     },
+    /// Search for a scenario that breaks the client: draw scenarios from the seed (configs,
+    /// traffic and overlapping faults of every kind), run each with the expectations a
+    /// correct client meets in it, and shrink every new kind of failure to a minimal
+    /// scenario file. Exit status: 0 nothing found, 1 found (files in --out), 2 bad input.
+    Explore {
+        /// How many scenarios to run (default 1000 unless --time is given).
+        #[arg(long, conflicts_with = "time")]
+        runs: Option<u64>,
+        /// How long to search, e.g. `10m` or `1h 30m`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        time: Option<std::time::Duration>,
+        /// Exploration seed: the same seed draws the same scenarios and shrinks to the same files.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Run only every N-th scenario, starting at the I-th (1-based), to split a search
+        /// across machines.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
+        /// Where the shrunk scenario files go.
+        #[arg(long, default_value = "explore-found")]
+        out: PathBuf,
+        /// Most runs one shrink may spend.
+        #[arg(long, default_value_t = 400)]
+        shrink_runs: usize,
+        /// Stop at the first failure.
+        #[arg(long)]
+        first: bool,
+    },
     /// Write the component this binary runs, for embedding in other hosts.
     Component {
         #[arg(long)]
@@ -232,6 +262,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Faults { paths, seeds, jobs, markdown } => faults(&cli.component, paths, &seeds, jobs, markdown),
         Command::Merge { files, junit } => merge(&files, junit.as_deref()),
+        Command::Explore { runs, time, seed, jobs, shard, out, shrink_runs, first } => {
+            let budget = match (runs, time) {
+                (_, Some(t)) => mqtt_sim::explore::Budget::Time(t),
+                (n, None) => mqtt_sim::explore::Budget::Runs(n.unwrap_or(1000)),
+            };
+            let shard = match shard {
+                Some(s) => Shard::parse(&s).map_err(anyhow::Error::msg)?,
+                None => Shard::WHOLE,
+            };
+            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+            let opts = mqtt_sim::explore::Options { seed, budget, jobs, shard, shrink_runs, first_only: first };
+            let target = Target::new(&cli.component, cli.client_fault.clone())?;
+            explore(&target, &cli.component, &opts, &out)
+        }
     }
 }
 
@@ -378,6 +422,75 @@ fn merge(files: &[PathBuf], junit: Option<&Path>) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `mqtt-sim explore`: the search, its progress bar, the files and the summary table.
+fn explore(target: &Target, component: &Option<PathBuf>, opts: &mqtt_sim::explore::Options, out: &Path) -> anyhow::Result<ExitCode> {
+    use mqtt_sim::explore::{self, Budget};
+    let bar = match opts.budget {
+        Budget::Runs(n) => indicatif::ProgressBar::new(n),
+        Budget::Time(t) => indicatif::ProgressBar::new(t.as_secs()),
+    };
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {elapsed} {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    let run = |sc: &Scenario, seed: u64| target.run(sc, "explore", seed);
+    let summary = explore::explore(opts, &run, &|p: &explore::Progress| {
+        let rate = p.runs as f64 / p.elapsed.as_secs_f64().max(1e-3);
+        let doing = p.shrinking.as_ref().map(|f| format!(", shrinking a failure of {f}")).unwrap_or_default();
+        bar.set_message(format!("{} runs, {} failed, {rate:.1} runs/s{doing}", p.runs, p.failed));
+        bar.set_position(match opts.budget {
+            Budget::Runs(_) => p.runs,
+            Budget::Time(_) => p.elapsed.as_secs(),
+        });
+    });
+    bar.finish_and_clear();
+    let how = format!(
+        "mqtt-sim{} explore --seed {}{}",
+        target.flag(),
+        opts.seed,
+        if opts.shard == Shard::WHOLE { String::new() } else { format!(" --shard {}/{}", opts.shard.index, opts.shard.count) }
+    );
+    // With a deliberate fault, the shipped client must pass what was found.
+    let shipped = match &target.fault {
+        Some(_) => Some(Target::new(component, None)?),
+        None => None,
+    };
+    if !summary.findings.is_empty() {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    }
+    println!("{:<44} {:>7} {:>11} {:>7} {:>6} {:>7}  file", "fails", "run", "seed", "faults", "lines", "shrink");
+    for f in &summary.findings {
+        let path = out.join(explore::file_name(f, opts.seed));
+        let text = f.file(&how);
+        std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "{:<44} {:>7} {:>11} {:>7} {:>6} {:>7}  {}",
+            f.failed,
+            f.run,
+            f.seed,
+            explore::fault_count(&f.shrunk),
+            text.lines().count(),
+            f.shrink_runs,
+            path.display()
+        );
+        if let Some(shipped) = &shipped {
+            let sc = Scenario::load(&path)?;
+            let o = shipped.run(&sc, "explore", f.seed);
+            println!("    with the shipped client: {}", if o.passed { "passes" } else { "FAILS too (a finding for the shipped client)" });
+        }
+    }
+    let secs = summary.wall.as_secs_f64();
+    println!(
+        "{} runs ({} failed) in {secs:.0} s, {:.1} runs/s; {} kinds of failure found",
+        summary.runs,
+        summary.failed_runs,
+        summary.runs as f64 / secs.max(1e-3),
+        summary.findings.len()
+    );
+    println!("{:<20} {:>8} {:>8}", "fault kind", "runs", "failed");
+    for (kind, (n, failed)) in &summary.by_kind {
+        println!("{kind:<20} {n:>8} {failed:>8}");
+    }
+    Ok(if summary.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// Every scenario against every deliberate client fault: which expectations catch what.

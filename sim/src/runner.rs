@@ -420,6 +420,12 @@ fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, devices: &[String], world: &Sh
             w.rec.power_cycles.push(now);
             // What was not synced is gone with the power.
             w.flash.iter_mut().flatten().for_each(FlashCell::power_off);
+            // Without a store the client forgets its packet ids with its RAM; the brokers
+            // must not hold reusing them against it.
+            if w.flash.iter().all(Option::is_none) {
+                drop(w);
+                brokers.iter().for_each(Broker::devices_forgot);
+            }
         }
         Step::DeviceBounce => {
             world.lock().flash.iter_mut().flatten().for_each(FlashCell::power_on);
@@ -595,7 +601,7 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
     if let Some(by) = e.drain_within_s {
         let late: Vec<u64> = qos1
             .iter()
-            .filter(|a| a.boot == final_boot(a.device))
+            .filter(|a| a.boot == final_boot(a.device) && !failed(a))
             .filter(|a| rec.acked.get(&(a.device, a.boot, a.token)).is_none_or(|t| *t > ms(by)))
             .map(|a| a.seq)
             .collect();

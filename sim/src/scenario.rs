@@ -4,7 +4,7 @@
 use std::path::Path;
 
 pub use mqtt_broker_model::AckKind;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A scenario file that could not be used; the text names the line, the key and what was
 /// expected (from toml's spans and serde's messages).
@@ -19,7 +19,7 @@ impl std::fmt::Display for ScenarioError {
 
 impl std::error::Error for ScenarioError {}
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     /// What real-world situation this replays (shown in reports).
@@ -70,6 +70,7 @@ pub struct Scenario {
     pub observe: Vec<String>,
     #[serde(default)]
     pub fault: Vec<Fault>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub chaos: Option<Chaos>,
     #[serde(default)]
     pub expect: Expect,
@@ -92,7 +93,7 @@ fn default_observe() -> Vec<String> {
     vec!["#".into()]
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     /// One-way latency between device and broker.
@@ -181,7 +182,7 @@ impl StoreSpec {
 }
 
 /// Which flash operation a `power_cut` falls inside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CutDuring {
     /// One of the next few operations, drawn from the seed.
@@ -228,7 +229,7 @@ fn one() -> u8 {
     1
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerSpec {
     /// Keep sessions across a broker restart unless the fault says otherwise.
@@ -284,7 +285,7 @@ impl Default for BrokerSpec {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     pub topic: String,
@@ -309,7 +310,7 @@ fn default_payload() -> usize {
     32
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Inject {
     pub topic: String,
@@ -325,7 +326,7 @@ pub struct Inject {
 }
 
 /// One fault on the timeline. `at_s` is simulated seconds from the start.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Fault {
     /// WiFi drops: the link reports down and segments are held, as TCP retransmission
@@ -424,7 +425,7 @@ fn default_within() -> f64 {
 }
 
 /// Random link drops drawn from the seed (FoundationDB-style chaos).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Chaos {
     pub link_drops: u32,
@@ -442,7 +443,7 @@ fn default_chaos_max() -> f64 {
 }
 
 /// What must hold; unset expectations are not checked.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// Every QoS 1/2 publish accepted while the device lived reaches the observer.
@@ -460,7 +461,8 @@ pub struct Expect {
     /// No injected message reaches the device after this many were injected while it was
     /// away with a clean session (false: at least one was lost, as clean sessions must).
     pub device_receives_none_while_away: Option<bool>,
-    /// Every accepted QoS 1/2 publish acknowledged by this time.
+    /// Every accepted QoS 1/2 publish acknowledged by this time (a publish whose deadline
+    /// failed it was settled when the application was told).
     pub drain_within_s: Option<f64>,
     pub min_reconnects: Option<u64>,
     pub max_reconnects: Option<u64>,
@@ -547,6 +549,13 @@ impl Scenario {
                 return Err(format!("inject[{i}]: qos must be 0..=2 and every_ms at least 1"));
             }
         }
+        let end = self.duration_s + self.drain_s;
+        let starts = self.workload.iter().enumerate().map(|(i, w)| ("workload", i, w.start_s));
+        for (what, i, start) in starts.chain(self.inject.iter().enumerate().map(|(i, w)| ("inject", i, w.start_s))) {
+            if !(0.0..end).contains(&start) {
+                return Err(format!("{what}[{i}].start_s = {start}: outside the run (0 to duration_s + drain_s = {end})"));
+            }
+        }
         for (i, sub) in self.device.subscribe.iter().enumerate() {
             if sub.qos > 2 {
                 return Err(format!("device.subscribe[{i}].qos = {}: must be 0, 1 or 2", sub.qos));
@@ -576,6 +585,13 @@ impl Scenario {
             if at < 0.0 || span < 0.0 {
                 return Err(format!("fault[{i}] ({}): times must not be negative", f.name()));
             }
+            if at >= self.duration_s + self.drain_s {
+                return Err(format!(
+                    "fault[{i}] ({}): at_s = {at} is past the end of the run (duration_s + drain_s = {})",
+                    f.name(),
+                    self.duration_s + self.drain_s
+                ));
+            }
             if let Fault::BrokerDown { broker, .. } | Fault::BrokerRestart { broker, .. } = f
                 && (*broker == 0 || *broker > self.brokers)
             {
@@ -588,6 +604,10 @@ impl Scenario {
         if let Some(store) = &self.device.store {
             store.validate()?;
         }
+        // The client would refuse the config at `create`: say so now, naming the key.
+        let mut config = mqtt_host::default_config(crate::runner::BROKER, "device-1");
+        self.device.apply_to(&mut config).map_err(|e| format!("device.{e}"))?;
+        mqtt_host::settings::check(&config).map_err(|e| format!("[device]: {e}"))?;
         if self.chaos.as_ref().is_some_and(|c| c.power_cuts > 0) && self.device.store.is_none() {
             return Err("chaos.power_cuts falls inside flash operations: it needs device.store".into());
         }
@@ -722,6 +742,12 @@ mod tests {
     fn out_of_range_qos_anywhere_is_an_error_naming_the_key() {
         let e = Scenario::parse("duration_s = 10\n[device]\nsubscribe = [{ filter = \"a\", qos = 3 }]\n").unwrap_err().0;
         assert!(e.contains("device.subscribe[0].qos"), "{e}");
+    }
+
+    #[test]
+    fn a_config_the_client_would_refuse_is_an_error_naming_the_key() {
+        let e = Scenario::parse("duration_s = 10\n[device]\nkeepalive_s = 5\n").unwrap_err().0;
+        assert!(e.contains("[device]") && e.contains("keepalive_secs") && e.contains("response_time_ms"), "{e}");
     }
 
     #[test]

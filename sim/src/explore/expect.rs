@@ -1,0 +1,693 @@
+//! What must hold in a scenario, read off the scenario itself: the expectations a correct
+//! client meets whatever the seed, and nothing it may legitimately miss.
+//!
+//! Every rule below is conservative on purpose. A rule that could fail for a correct client
+//! would make `explore` report noise, so where a guarantee depends on timing (how long the
+//! client takes to notice a dead link, how long its backoff runs) the bound is the worst the
+//! config allows, and where it depends on something the scenario does not pin down (a
+//! session the broker may have dropped, a message still in RAM at a power cut) the
+//! expectation is left out. The shrinker re-derives them for every smaller scenario it tries.
+
+use mqtt_host::Config;
+
+use crate::runner::device_config;
+use crate::scenario::{AckKind, Expect, Fault, Inject, Scenario};
+
+use super::generate::{RETAINED_TOPIC, STALE_TOPIC};
+
+/// What the config and the network make of time.
+struct Timing {
+    cfg: Config,
+    /// Worst round trip, seconds (the slowest latency the scenario sets, plus jitter and a
+    /// tick each way).
+    rtt: f64,
+    /// Response time, seconds.
+    rt: f64,
+    /// Seconds between pings when idle (infinite without keepalive: then nothing notices a
+    /// link that went silent).
+    ping: f64,
+    /// Seconds from the end of a disturbance until the client is up and moving again.
+    recover: f64,
+}
+
+impl Timing {
+    fn of(sc: &Scenario) -> Timing {
+        let cfg = device_config(sc, 1, 0);
+        let mut latency = sc.network.latency_ms + sc.network.jitter_ms;
+        for f in &sc.fault {
+            if let Fault::Latency { latency_ms, jitter_ms, .. } = f {
+                latency = latency.max(latency_ms + jitter_ms);
+            }
+        }
+        let rtt = 2.0 * (latency + sc.tick_ms) as f64 / 1000.0;
+        let rt = f64::from(cfg.response_time_ms) / 1000.0;
+        // An MQTT 5 broker's Server Keep Alive replaces the client's.
+        let keepalive = match (cfg.mqttv5, sc.broker.server_keep_alive) {
+            (true, Some(s)) => s,
+            _ => cfg.keepalive_secs,
+        };
+        let ping = match (keepalive, cfg.ping_interval_secs) {
+            (0, _) => f64::INFINITY,
+            (_, p) if p > 0 => f64::from(p),
+            (k, _) => f64::from(k) / 4.0,
+        };
+        let repubs = if cfg.mqttv5 { 0.0 } else { f64::from(cfg.max_repubs) };
+        let backoff = f64::from(cfg.backoff_max_ms) / 1000.0;
+        // Without pings only an unanswered publish shows a dead link (`must_arrive` leaves
+        // out what would need a ping to notice).
+        let noticed = if ping.is_finite() { ping } else { 0.0 };
+        let recover = backoff + rt * (repubs + 3.0) + noticed + 10.0 * rtt + 3.0;
+        Timing { cfg, rtt, rt, ping, recover }
+    }
+
+    fn v5(&self) -> bool {
+        self.cfg.mqttv5
+    }
+}
+
+/// The broker that dies for good in a failover scenario.
+fn for_good(sc: &Scenario, f: &Fault) -> bool {
+    let fails_over = sc.brokers > 1 && sc.device.servers.as_ref().is_some_and(|s| !s.is_empty());
+    fails_over && matches!(f, Fault::BrokerDown { for_s, .. } if *for_s >= 10_000.0)
+}
+
+/// When the last disturbance is over, in seconds: every fault's window, a lost or late
+/// acknowledgement as late as the traffic it may hit, and chaos anywhere it may fall.
+fn last_disturbance(sc: &Scenario, t: &Timing) -> f64 {
+    let traffic = traffic_end(sc);
+    let mut end: f64 = 0.0;
+    for f in &sc.fault {
+        let (at, span) = f.window();
+        end = end.max(match f {
+            _ if for_good(sc, f) => at + t.recover,
+            Fault::DropAcks { count, .. } => at.max(traffic) + f64::from(*count) * t.recover,
+            Fault::DelayAcks { count, ms, .. } => at.max(traffic) + f64::from(*count) * (t.recover + *ms as f64 / 1000.0),
+            Fault::Disconnect { .. } => 0.0,
+            _ => at + span,
+        });
+    }
+    if let Some(c) = &sc.chaos {
+        end = end.max(sc.duration_s * 0.8 + c.max_down_s.max(8.0));
+    }
+    end
+}
+
+/// When the last workload publish and the last injected message are due.
+fn traffic_end(sc: &Scenario) -> f64 {
+    let w = sc.workload.iter().map(|w| w.start_s + (w.count * w.every_ms) as f64 / 1000.0);
+    let i = sc.inject.iter().map(|i| i.start_s + (i.count * i.every_ms) as f64 / 1000.0);
+    w.chain(i).fold(0.0, f64::max)
+}
+
+/// By when every accepted QoS 1/2 publish must be acknowledged: the last disturbance or
+/// publish, the slowest recovery, and the backlog through the in-flight window.
+pub fn drain_deadline(sc: &Scenario) -> f64 {
+    let t = Timing::of(sc);
+    let c = &t.cfg;
+    let published: u64 = sc.workload.iter().map(|w| w.count).sum();
+    let backlog = published.min(u64::from(c.max_queued)) as f64;
+    let window = if c.mqttv5 { c.max_inflight.min(sc.broker.receive_maximum) } else { c.max_inflight }.max(1);
+    let qos2 = if sc.workload.iter().any(|w| w.qos == 2) { 2.0 } else { 1.0 };
+    let mut held = 0.0;
+    if let Some(every) = sc.device.app_take_every_ms {
+        // With backpressure a slow application holds the connection's input back, the
+        // acknowledgements queued behind the messages it has not taken included.
+        let injected: u64 = sc.inject.iter().map(|i| i.count).sum();
+        held = injected as f64 / f64::from(c.queue_len.max(1)) * every as f64 / 1000.0 + every as f64 / 1000.0;
+    }
+    let end = last_disturbance(sc, &t).max(traffic_end(sc));
+    end + t.recover + backlog / f64::from(window) * t.rtt * qos2 + held + 5.0
+}
+
+/// A time after which nothing the scenario does is still settling (where the generator puts
+/// an application's `disconnect`).
+pub fn quiet_after(sc: &Scenario) -> f64 {
+    drain_deadline(sc).ceil() + 5.0
+}
+
+/// Whether the device can connect at all: a broker that demands enhanced authentication
+/// gets it, with the right secret. (The generator always matches them; a shrink step that
+/// breaks the match would fail everything for a reason that is not the client's.)
+pub fn coherent(sc: &Scenario) -> bool {
+    let device_method = sc.device.auth_method.clone().flatten();
+    sc.broker.auth_method.is_none() || (sc.broker.auth_method == device_method && sc.broker.auth_secret == sc.device.auth_secret)
+}
+
+/// The expectations a correct client meets in `sc`.
+pub fn derive(sc: &Scenario) -> Expect {
+    let t = Timing::of(sc);
+    let mut e = Expect::default();
+    let total = sc.duration_s + sc.drain_s;
+    let disconnect_at = sc.fault.iter().find_map(|f| if let Fault::Disconnect { at_s } = f { Some(*at_s) } else { None });
+    let deadline = drain_deadline(sc);
+    let settled = disconnect_at.is_none_or(|d| d >= deadline);
+
+    // The documented cost of `clean_init = false` without a store: after a reboot the
+    // client resumes a session whose QoS 2 packet ids it has forgotten, and a broker still
+    // waiting for the PUBREL of one takes a new message under that id for a resend of the
+    // old one (protocol/README.md, "Resuming a session without a store").
+    let stateless_resume = sc.workload.iter().any(|w| w.qos == 2) && power_faults(sc) && sc.device.store.is_none() && !t.cfg.clean_init;
+    // A broker still out of reach when the run ends (and none to fail over to) keeps what
+    // it never got.
+    let total_s = sc.duration_s + sc.drain_s;
+    let mut stranded = sc.fault.iter().any(|f| {
+        let (at, span) = f.window();
+        !for_good(sc, f) && !matches!(f, Fault::DropAcks { .. } | Fault::DelayAcks { .. }) && at + span + t.recover > total_s
+    });
+    // A broker that dies for good takes along what it acknowledged but had not passed on
+    // yet: only a broker that keeps up with the traffic has nothing left then.
+    let rate: f64 = sc.workload.iter().map(|w| 1000.0 / w.every_ms as f64).sum::<f64>() + sc.inject.iter().map(|i| 1000.0 / i.every_ms as f64).sum::<f64>();
+    let keeps_up = rate * 4.0 * t.rtt < f64::from(sc.broker.receive_maximum);
+    if sc.fault.iter().any(|f| for_good(sc, f)) && !keeps_up {
+        stranded = true;
+    }
+    if sc.workload.iter().any(|w| w.qos >= 1) && settled && !stateless_resume && !stranded {
+        e.no_qos1_loss = Some(true);
+        // A broker that drops a message from a full queue delivers the client's resend of it
+        // later, out of order: nothing the client did.
+        let sent: u64 = sc.workload.iter().map(|w| w.count).sum::<u64>() + sc.inject.iter().map(|i| i.count).sum::<u64>();
+        // And one that restarts without its sessions loses the observer's subscription until
+        // the observer is back: what the device resends meanwhile reaches nobody, and only a
+        // later resend of it is seen.
+        let sessions_lost = !sc.broker.persist_sessions || sc.fault.iter().any(|f| matches!(f, Fault::BrokerRestart { persist: false, .. }));
+        if sc.broker.max_queued_messages as u64 >= sent && !sessions_lost {
+            e.in_order = Some(true);
+        }
+        e.max_duplicates = Some(if outgoing_exactly_once(sc, &t) { 0 } else { duplicate_bound(sc, &t) });
+        if deadline + 1.0 <= total {
+            e.drain_within_s = Some(deadline.ceil());
+        }
+    }
+    e.max_reconnects = Some(reconnect_bound(sc, &t));
+    e.max_connect_attempts = Some(attempt_bound(sc, &t));
+    if let Some(limit) = reconnect_limit(sc, &t) {
+        e.reconnect_within_ms = Some(limit);
+    }
+    will(sc, &t, &mut e);
+    incoming(sc, &t, &mut e, disconnect_at);
+    if let Some(r) = server_disconnect(sc, &t) {
+        e.down_reason = Some(format!("ServerDisconnect({r})"));
+    }
+    if deadline_must_fail(sc) {
+        e.min_publish_failures = Some(1);
+    }
+    e
+}
+
+/// A fault only a ping (or an unanswered publish) reveals to the client.
+fn silent(f: &Fault) -> bool {
+    matches!(f, Fault::SilentLink { .. } | Fault::HalfOpen { .. } | Fault::BrokerRestart { .. } | Fault::BrokerDown { .. } | Fault::Latency { .. })
+}
+
+fn power_faults(sc: &Scenario) -> bool {
+    sc.fault.iter().any(|f| matches!(f, Fault::PowerCycle { .. } | Fault::PowerCut { .. })) || sc.chaos.as_ref().is_some_and(|c| c.power_cuts > 0)
+}
+
+/// The broker keeps the device's session through everything the scenario does.
+fn session_kept(sc: &Scenario, t: &Timing) -> bool {
+    let c = &t.cfg;
+    !c.clean
+        && sc.broker.persist_sessions
+        && sc.brokers == 1
+        && !sc.fault.iter().any(|f| matches!(f, Fault::BrokerRestart { persist: false, .. }))
+        && (!c.mqttv5 || c.session_expiry_secs >= 3600)
+        && (!power_faults(sc) || !c.clean_init)
+}
+
+/// Outgoing QoS 2 reaches the other side once: every QoS 1/2 workload is QoS 2 and the
+/// broker never loses the session that remembers what it already has.
+fn outgoing_exactly_once(sc: &Scenario, t: &Timing) -> bool {
+    sc.workload.iter().filter(|w| w.qos >= 1).all(|w| w.qos == 2) && session_kept(sc, t) && sc.chaos.is_none()
+}
+
+/// Copies of a message the broker may see again: each disturbance can resend the whole
+/// in-flight window (3.1.1 also republishes it `max_repubs` times on a slow answer).
+fn duplicate_bound(sc: &Scenario, t: &Timing) -> u64 {
+    let window = u64::from(t.cfg.max_inflight.max(1));
+    let repubs = if t.v5() { 0 } else { u64::from(t.cfg.max_repubs) };
+    // Latency past the response time times out one answer after another while it lasts.
+    let slow: f64 = sc.fault.iter().map(|f| if let Fault::Latency { for_s, .. } = f { for_s / t.rt } else { 0.0 }).sum();
+    let events = disturbances(sc) + 1 + slow.ceil() as u64;
+    window * (repubs + 1) * events * u64::from(sc.devices)
+}
+
+/// How many separate disturbances the scenario holds (a flap counts each drop).
+fn disturbances(sc: &Scenario) -> u64 {
+    let mut n = 0u64;
+    for f in &sc.fault {
+        n += match f {
+            Fault::LinkFlap { count, .. } | Fault::DropAcks { count, .. } | Fault::DelayAcks { count, .. } => u64::from(*count),
+            Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Disconnect { .. } => 0,
+            _ => 1,
+        };
+    }
+    if let Some(c) = &sc.chaos {
+        n += u64::from(c.link_drops + c.broker_restarts + c.power_cuts);
+    }
+    n
+}
+
+/// Most reconnections a correct client makes: a couple per disturbance, and one per
+/// unanswered ping or answer while pings go unanswered or answers come too late.
+fn reconnect_bound(sc: &Scenario, t: &Timing) -> u64 {
+    let mut n = 1.0;
+    for f in &sc.fault {
+        n += match *f {
+            Fault::LinkFlap { count, .. } | Fault::DropAcks { count, .. } | Fault::DelayAcks { count, .. } => 2.0 * f64::from(count),
+            Fault::StopPings { for_s, .. } => 2.0 + for_s / t.ping.max(0.5),
+            Fault::Latency { for_s, .. } => 2.0 + for_s / t.rt,
+            Fault::Subscribe { .. } | Fault::Unsubscribe { .. } => 1.0,
+            Fault::Disconnect { .. } => 0.0,
+            _ => 2.0,
+        };
+    }
+    if let Some(c) = &sc.chaos {
+        n += 2.0 * f64::from(c.link_drops + c.broker_restarts + c.power_cuts);
+    }
+    (n.ceil() as u64) * u64::from(sc.devices)
+}
+
+/// Most connection attempts a client with backoff makes: inside a window where connecting
+/// fails, one per half of the longest backoff after the doublings, a few per other
+/// disturbance; every broker in turn when there are several.
+fn attempt_bound(sc: &Scenario, t: &Timing) -> u64 {
+    let c = &t.cfg;
+    let floor = f64::from(c.backoff_max_ms) / 2000.0;
+    let growth = (f64::from(c.backoff_max_ms) / f64::from(c.backoff_min_ms.max(1))).log2().ceil() + 1.0;
+    let failing = |window: f64| window / floor + growth + 4.0;
+    let mut n = 4.0;
+    for f in &sc.fault {
+        let (_, span) = f.window();
+        n += match *f {
+            _ if for_good(sc, f) => 4.0,
+            Fault::Refuse { .. }
+            | Fault::DnsFailure { .. }
+            | Fault::BrokerDown { .. }
+            | Fault::BrokerRestart { .. }
+            | Fault::SilentLink { .. }
+            | Fault::HalfOpen { .. } => failing(span),
+            Fault::Latency { for_s, .. } => failing(for_s),
+            Fault::StopPings { for_s, .. } => 3.0 + for_s / t.ping.max(0.5),
+            Fault::LinkFlap { count, .. } | Fault::DropAcks { count, .. } | Fault::DelayAcks { count, .. } => 3.0 * f64::from(count),
+            Fault::PowerCycle { .. } | Fault::PowerCut { .. } => 5.0,
+            Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Disconnect { .. } => 1.0,
+            _ => 3.0,
+        };
+    }
+    if let Some(ch) = &sc.chaos {
+        n += 3.0 * f64::from(ch.link_drops) + f64::from(ch.broker_restarts) * failing(6.0) + 5.0 * f64::from(ch.power_cuts);
+    }
+    (n.ceil() as u64) * u64::from(sc.brokers) * u64::from(sc.devices)
+}
+
+/// When the link comes back (WiFi reports up again).
+fn link_returns(sc: &Scenario) -> Vec<f64> {
+    link_downs(sc).into_iter().map(|(_, up)| up).collect()
+}
+
+fn is_link_fault(f: &Fault) -> bool {
+    matches!(f, Fault::LinkDown { .. } | Fault::Roam { .. } | Fault::LinkFlap { .. })
+}
+
+/// The reconnect deadline after every link return, when nothing else stands in the way of
+/// reconnecting at once: no other fault near the return, no lost or late CONNACK, one
+/// broker, and the link stays up long enough to tell.
+fn reconnect_limit(sc: &Scenario, t: &Timing) -> Option<u64> {
+    let returns = link_returns(sc);
+    if returns.is_empty() || sc.brokers > 1 || sc.chaos.is_some() {
+        return None;
+    }
+    let base_rtt = 2.0 * (sc.network.latency_ms + sc.network.jitter_ms + sc.tick_ms) as f64 / 1000.0;
+    let held = sc.device.app_take_every_ms.map_or(0.0, |ms| ms as f64 / 1000.0);
+    let limit = 1.0 + 8.0 * base_rtt + held;
+    for f in &sc.fault {
+        if is_link_fault(f) || matches!(f, Fault::Subscribe { .. } | Fault::Unsubscribe { .. }) {
+            continue;
+        }
+        let (at, span) = f.window();
+        if matches!(f, Fault::DropAcks { packet: AckKind::Connack, .. } | Fault::DelayAcks { packet: AckKind::Connack, .. } | Fault::Disconnect { .. }) {
+            if returns.iter().any(|r| *r + limit >= at) {
+                return None;
+            }
+            continue;
+        }
+        let (from, to) = (at, at + span + t.recover);
+        if returns.iter().any(|r| *r + limit + 0.5 >= from && *r - 0.1 <= to) {
+            return None;
+        }
+    }
+    // A device that boots while the link is down fails its first connect; the application
+    // tries again on its own schedule (as an mqtt_as application must), not at the return.
+    for f in &sc.fault {
+        if let Fault::PowerCycle { .. } | Fault::PowerCut { .. } = f {
+            let (at, span) = f.window();
+            let boot = at + span;
+            if link_downs(sc).iter().any(|(d, r)| *d <= boot + t.recover && *r >= at) {
+                return None;
+            }
+        }
+    }
+    // A drop starting again before the limit would hide the reconnect.
+    let downs: Vec<f64> = sc.fault.iter().filter(|f| is_link_fault(f)).flat_map(link_down_starts).collect();
+    if returns.iter().any(|r| downs.iter().any(|d| *d >= *r && *d <= r + limit + 0.5)) {
+        return None;
+    }
+    Some((limit * 1000.0).ceil() as u64)
+}
+
+/// When the link is actually down, as (down, up): the runner's timeline raises it again at
+/// the end of any outage, even one that overlaps another still running.
+fn link_downs(sc: &Scenario) -> Vec<(f64, f64)> {
+    let mut edges: Vec<(f64, bool)> = Vec::new();
+    for f in &sc.fault {
+        for d in link_down_starts(f) {
+            edges.extend([(d, false), (d + link_outage(f), true)]);
+        }
+    }
+    edges.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (mut down_since, mut out) = (None, Vec::new());
+    for (at, to_up) in edges {
+        match (to_up, down_since) {
+            (false, None) => down_since = Some(at),
+            (true, Some(from)) => {
+                out.push((from, at));
+                down_since = None;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn link_down_starts(f: &Fault) -> Vec<f64> {
+    match *f {
+        Fault::LinkDown { at_s, .. } | Fault::Roam { at_s, .. } => vec![at_s],
+        Fault::LinkFlap { at_s, count, down_s, up_s } => (0..count).map(|i| at_s + f64::from(i) * (down_s + up_s)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The last will: never sent when nothing breaks the connection (or, in MQTT 5, when the
+/// device is back within the will delay); sent after a power cut long enough for the
+/// broker's keepalive to notice and the delay to run out.
+fn will(sc: &Scenario, t: &Timing, e: &mut Expect) {
+    let Some(will) = &sc.device.will else { return };
+    if sc.chaos.is_some() || sc.brokers > 1 {
+        return;
+    }
+    let delay = if t.v5() { f64::from(will.delay_s.unwrap_or(0)) } else { 0.0 };
+    let harmless = |f: &Fault| matches!(f, Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Disconnect { .. });
+    if sc.fault.iter().all(harmless) {
+        e.will_delivered = Some(false);
+        return;
+    }
+    if delay > 0.0 && sc.fault.iter().all(|f| harmless(f) || is_link_fault(f)) {
+        if let Some(limit) = reconnect_limit(sc, t) {
+            let longest = sc.fault.iter().map(link_outage).fold(0.0, f64::max);
+            if longest + limit as f64 / 1000.0 + 2.0 < delay {
+                e.will_delivered = Some(false);
+            }
+        }
+        return;
+    }
+    // A power cut as the first disturbance, with the broker up until the will is due.
+    let ka = match (t.v5(), sc.broker.server_keep_alive) {
+        (true, Some(s)) => f64::from(s),
+        _ => f64::from(t.cfg.keepalive_secs),
+    };
+    if ka == 0.0 {
+        return;
+    }
+    let Some((i, first)) = sc.fault.iter().enumerate().filter(|(_, f)| !harmless(f)).min_by(|a, b| a.1.window().0.total_cmp(&b.1.window().0)) else { return };
+    let (silent_from, off) = match *first {
+        Fault::PowerCycle { at_s, off_s } => (at_s, off_s),
+        Fault::PowerCut { at_s, off_s, within_s, .. } => (at_s + within_s, off_s),
+        _ => return,
+    };
+    let due = silent_from + 1.5 * ka + delay + 2.0 * t.rtt + 1.0;
+    if first.window().0 < 2.0 || off < 1.5 * ka + delay + 3.0 || due + 1.0 > sc.duration_s + sc.drain_s {
+        return;
+    }
+    let broker_dies = sc
+        .fault
+        .iter()
+        .enumerate()
+        .any(|(j, f)| j != i && matches!(f, Fault::BrokerRestart { .. } | Fault::BrokerDown { .. } | Fault::HalfOpen { .. }) && f.window().0 <= due);
+    if !broker_dies {
+        e.will_delivered = Some(true);
+        e.will_by_s = Some(due.ceil());
+    }
+}
+
+fn link_outage(f: &Fault) -> f64 {
+    match *f {
+        Fault::LinkDown { for_s, .. } => for_s,
+        Fault::Roam { gap_ms, .. } => gap_ms as f64 / 1000.0,
+        Fault::LinkFlap { down_s, .. } => down_s,
+        _ => 0.0,
+    }
+}
+
+/// The QoS a stream reaches the device with (0 when nothing subscribes to it), and when
+/// the subscription is made (0: at start-up).
+fn delivery(sc: &Scenario, topic: &str) -> (u8, f64) {
+    if let Some(s) = sc.device.subscribe.iter().find(|s| s.filter == topic) {
+        return (s.qos, 0.0);
+    }
+    sc.fault
+        .iter()
+        .find_map(|f| match f {
+            Fault::Subscribe { at_s, filter, qos } if filter == topic => Some((*qos, *at_s)),
+            _ => None,
+        })
+        .unwrap_or((0, 0.0))
+}
+
+/// Whether every message of `stream` must reach the device's application.
+fn must_arrive(sc: &Scenario, t: &Timing, stream: &Inject, disconnect_at: Option<f64>, backpressure_needed: bool) -> bool {
+    let (qos, subscribed_at) = delivery(sc, &stream.topic);
+    let end = stream.start_s + (stream.count * stream.every_ms) as f64 / 1000.0;
+    // Delivery keeps up with the stream only as far as the window to the device and the
+    // application allow: all streams share them.
+    let injected: u64 = sc.inject.iter().map(|i| i.count).sum();
+    let window = if t.v5() { sc.broker.receive_maximum.min(t.cfg.receive_maximum) } else { sc.broker.receive_maximum }.max(1);
+    let mut catch_up = injected as f64 * t.rtt * 2.0 / f64::from(window);
+    if let Some(every) = sc.device.app_take_every_ms {
+        catch_up += (injected as f64 / f64::from(t.cfg.queue_len.max(1)) + 1.0) * every as f64 / 1000.0;
+    }
+    let end = end.max(stream.start_s + catch_up);
+    let total = sc.duration_s + sc.drain_s;
+    let silent_kinds = sc.fault.iter().any(silent);
+    if qos == 0
+        || stream.qos == 0
+        || stream.message_expiry_s.is_some()
+        || stream.topic == STALE_TOPIC
+        || stream.topic == RETAINED_TOPIC
+        || sc.brokers > 1
+        || sc.chaos.is_some()
+        || (backpressure_needed && !t.cfg.backpressure)
+        || (silent_kinds && t.ping.is_infinite())
+        || sc.fault.iter().any(|f| matches!(f, Fault::Unsubscribe { filter, .. } if *filter == stream.topic))
+        || end + t.recover + 2.0 > disconnect_at.unwrap_or(f64::INFINITY).min(total)
+    {
+        return false;
+    }
+    let t_end = last_disturbance(sc, t);
+    let late_sub = subscribed_at > 0.0;
+    let power = power_faults(sc);
+    // After everything: the client is back and subscribed (again) by then.
+    let late = stream.start_s >= t_end + t.recover
+        && stream.start_s >= subscribed_at + t.recover
+        && (t.cfg.resubscribe || session_kept(sc, t))
+        && !(late_sub && power);
+    // Through everything: the broker keeps the session and queues for the device.
+    // A broker queue that overflows drops messages (online sessions too, as Mosquitto's).
+    if (sc.broker.max_queued_messages as u64) < injected {
+        return false;
+    }
+    let through = session_kept(sc, t) && !power && !late_sub && stream.start_s >= 2.0;
+    late || through
+}
+
+/// Expectations on what the device receives.
+fn incoming(sc: &Scenario, t: &Timing, e: &mut Expect, disconnect_at: Option<f64>) {
+    if sc.inject.is_empty() {
+        return;
+    }
+    if t.cfg.backpressure {
+        e.max_discards = Some(0);
+    }
+    let mut topics: Vec<&str> = Vec::new();
+    for i in &sc.inject {
+        if !topics.contains(&i.topic.as_str()) {
+            topics.push(&i.topic);
+        }
+    }
+    for topic in &topics {
+        let streams: Vec<&Inject> = sc.inject.iter().filter(|i| i.topic == *topic).collect();
+        if streams.iter().all(|s| must_arrive(sc, t, s, disconnect_at, true)) {
+            e.device_receives.push((*topic).to_string());
+            let rap = sc.device.subscribe.iter().any(|s| s.filter == *topic && s.retain_as_published);
+            if t.v5() && rap && streams.iter().all(|s| s.retain) {
+                e.device_receives_retained.push((*topic).to_string());
+            }
+        }
+    }
+    // Discard-oldest keeps the newest message (of the one stream: a later stream's messages
+    // push an earlier stream's newest out).
+    if !t.cfg.backpressure && topics.len() == 1 && sc.inject.iter().all(|s| must_arrive(sc, t, s, disconnect_at, false)) {
+        e.device_receives_last_injected = Some(true);
+    }
+    // QoS 2 end to end reaches the application once, unless a reboot without a store
+    // forgot which ids it had.
+    // (A retained message comes again with every new subscription: a copy, not a duplicate.)
+    let delivered: Vec<u8> = sc.inject.iter().map(|s| if s.retain { 1 } else { s.qos.min(delivery(sc, &s.topic).0) }).filter(|q| *q > 0).collect();
+    let store_or_no_power = sc.device.store.is_some() || !power_faults(sc);
+    // (The check counts copies over the whole fleet: one device only.)
+    if !delivered.is_empty() && delivered.iter().all(|q| *q == 2) && store_or_no_power && sc.brokers == 1 && sc.devices == 1 {
+        e.device_max_duplicates = Some(0);
+    }
+    never_receives(sc, t, e);
+}
+
+fn never_receives(sc: &Scenario, t: &Timing, e: &mut Expect) {
+    let fault_subscribes = |topic: &str| sc.fault.iter().any(|f| matches!(f, Fault::Subscribe { filter, .. } if filter == topic));
+    // No Local: the device's own messages never come back.
+    if t.v5() && sc.devices == 1 {
+        for s in sc.device.subscribe.iter().filter(|s| s.no_local) {
+            // At least one of its own messages is accepted (published while the power is on).
+            // (A retained one comes back on a new subscription: No Local is about forwarding.)
+            // One is surely accepted: published before any fault, with room in the queue.
+            let first_fault = sc.fault.iter().map(|f| f.window().0).fold(f64::INFINITY, f64::min);
+            let before =
+                |p: f64| sc.workload.iter().map(|w| (0..w.count).filter(|k| w.start_s + (k * w.every_ms) as f64 / 1000.0 <= p).count() as u64).sum::<u64>();
+            let own = sc.chaos.is_none()
+                && sc.workload.iter().any(|w| {
+                    w.topic.replace("{device}", "0") == s.filter
+                        && !w.retain
+                        && w.start_s + 0.5 < first_fault
+                        && w.start_s + 1.0 < sc.duration_s + sc.drain_s
+                        && before(w.start_s) < u64::from(t.cfg.max_queued)
+                });
+            if own && !sc.inject.iter().any(|i| i.topic == s.filter) && !fault_subscribes(&s.filter) {
+                e.device_never_receives.push(s.filter.clone());
+            }
+        }
+    }
+    // Retain Handling 2: the retained message from before the subscription never arrives.
+    let skips_retained = sc.device.subscribe.iter().any(|s| s.filter == RETAINED_TOPIC && s.retain_handling == 2);
+    let only_before = sc.inject.iter().filter(|i| i.topic == RETAINED_TOPIC).all(|i| i.start_s == 0.0 && i.count == 1);
+    if t.v5() && skips_retained && only_before && sc.inject.iter().any(|i| i.topic == RETAINED_TOPIC) && !fault_subscribes(RETAINED_TOPIC) {
+        e.device_never_receives.push(RETAINED_TOPIC.into());
+    }
+    // clean_init: what was queued while the device was off is gone at power-up.
+    let stale: Vec<&Inject> = sc.inject.iter().filter(|i| i.topic == STALE_TOPIC).collect();
+    if t.cfg.clean_init && !stale.is_empty() && sc.chaos.is_none() && sc.brokers == 1 && !fault_subscribes(STALE_TOPIC) {
+        let inside = |i: &Inject| {
+            let end = i.start_s + (i.count * i.every_ms) as f64 / 1000.0;
+            sc.fault.iter().any(|f| matches!(*f, Fault::PowerCycle { at_s, off_s } if i.start_s >= at_s + 0.5 && end <= at_s + off_s - 0.5 && alone(sc, f)))
+        };
+        if stale.iter().all(|i| inside(i) && i.start_s + 1.0 < sc.duration_s + sc.drain_s) {
+            e.device_never_receives.push(STALE_TOPIC.into());
+        }
+    }
+}
+
+/// No other power fault overlaps `f`'s window (one could boot the device early).
+fn alone(sc: &Scenario, f: &Fault) -> bool {
+    let (at, span) = f.window();
+    !sc.fault.iter().any(|g| {
+        let (from, len) = g.window();
+        !std::ptr::eq(f, g) && matches!(g, Fault::PowerCycle { .. } | Fault::PowerCut { .. }) && from <= at + span && from + len >= at
+    })
+}
+
+/// MQTT 5: the reason of a server DISCONNECT that finds the device connected.
+fn server_disconnect(sc: &Scenario, t: &Timing) -> Option<u8> {
+    if !t.v5() || sc.chaos.is_some() || sc.brokers > 1 {
+        return None;
+    }
+    let (at, reason) = sc.fault.iter().find_map(|f| if let Fault::ServerDisconnect { at_s, reason } = f { Some((*at_s, *reason)) } else { None })?;
+    let clear = sc.fault.iter().all(|f| match f {
+        Fault::ServerDisconnect { at_s, .. } => *at_s == at,
+        Fault::Subscribe { .. } | Fault::Unsubscribe { .. } => true,
+        Fault::DropAcks { at_s, .. } | Fault::DelayAcks { at_s, .. } | Fault::Disconnect { at_s } => *at_s > at,
+        _ => {
+            let (from, span) = f.window();
+            from > at || from + span + t.recover < at
+        }
+    });
+    // An application too slow for its input holds the DISCONNECT back behind the messages
+    // it has not taken; the client then sees only the connection close.
+    let held = t.cfg.backpressure && sc.device.app_take_every_ms.is_some() && !sc.inject.is_empty();
+    // Without pings a connection that died silently earlier is never noticed: the
+    // DISCONNECT goes to a connection the device no longer has.
+    let unnoticed = t.ping.is_infinite() && sc.fault.iter().any(|f| silent(f) && f.window().0 < at);
+    let in_run = at + 2.0 * t.rtt + 1.0 <= sc.duration_s + sc.drain_s;
+    (clear && !held && !unnoticed && in_run && at >= 2.0).then_some(reason)
+}
+
+/// A publish made while the link is down must fail once its deadline passes.
+fn deadline_must_fail(sc: &Scenario) -> bool {
+    if sc.device.store.is_some() || sc.chaos.is_some() || power_faults(sc) {
+        return false;
+    }
+    let max_queued = u64::from(device_config(sc, 1, 0).max_queued);
+    sc.workload.iter().any(|w| {
+        let Some(dl) = w.deadline_ms else { return false };
+        let times = |from: f64, to: f64| (0..w.count).map(|k| w.start_s + (k * w.every_ms) as f64 / 1000.0).filter(move |p| *p >= from && *p <= to);
+        link_downs(sc).into_iter().filter(|(_, up)| *up <= sc.duration_s + sc.drain_s).any(|(at_s, up)| {
+            let last = up - dl as f64 / 1000.0 - 1.0;
+            times(at_s + 0.2, last).next().is_some() && (times(0.0, last).count() as u64) < max_queued / 2
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Scenario {
+        Scenario::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_quiet_run_expects_no_reconnects_and_no_will() {
+        let sc = parse("duration_s = 30\n[device]\nwill = { topic = \"w\", payload = \"x\" }\n[[workload]]\ntopic = \"t\"\nevery_ms = 100\ncount = 10\n");
+        let e = derive(&sc);
+        assert_eq!(e.no_qos1_loss, Some(true));
+        assert_eq!(e.will_delivered, Some(false));
+        assert_eq!(e.max_reconnects, Some(1));
+        assert_eq!(e.reconnect_within_ms, None);
+    }
+
+    #[test]
+    fn a_lone_link_drop_expects_a_quick_reconnect() {
+        let sc = parse("duration_s = 60\n[[fault]]\nkind = \"link_down\"\nat_s = 10\nfor_s = 5\n");
+        assert_eq!(derive(&sc).reconnect_within_ms, Some(1000 + 8 * 20));
+    }
+
+    #[test]
+    fn a_broker_outage_at_the_link_return_drops_the_reconnect_deadline() {
+        let sc = parse("duration_s = 60\n[[fault]]\nkind = \"link_down\"\nat_s = 10\nfor_s = 5\n[[fault]]\nkind = \"broker_down\"\nat_s = 12\nfor_s = 10\n");
+        assert_eq!(derive(&sc).reconnect_within_ms, None);
+    }
+
+    #[test]
+    fn a_long_power_cut_expects_the_will() {
+        let sc = parse("duration_s = 60\n[device]\nkeepalive_s = 10\nresponse_time_ms = 2000\nwill = { topic = \"w\", payload = \"x\" }\n[[fault]]\nkind = \"power_cycle\"\nat_s = 10\noff_s = 30\n");
+        let e = derive(&sc);
+        assert_eq!(e.will_delivered, Some(true));
+        assert!(e.will_by_s.unwrap() <= 27.0, "{:?}", e.will_by_s);
+    }
+
+    #[test]
+    fn qos2_with_a_kept_session_expects_no_duplicates() {
+        let sc = parse(
+            "duration_s = 60\n[device]\nclean = false\nsubscribe = [{ filter = \"c\", qos = 2 }]\n[[inject]]\ntopic = \"c\"\nqos = 2\nstart_s = 5\nevery_ms = 100\ncount = 50\n[[fault]]\nkind = \"link_down\"\nat_s = 6\nfor_s = 3\n",
+        );
+        let e = derive(&sc);
+        assert_eq!(e.device_max_duplicates, Some(0));
+        assert_eq!(e.device_receives, vec!["c".to_string()]);
+    }
+}
