@@ -143,11 +143,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `explore` runs thousands of scenarios whose devices warn as designed (torn flash,
+    // refused connections): only errors, unless RUST_LOG asks for more.
+    let quiet = if matches!(cli.command, Command::Explore { .. }) { "error" } else { "warn" };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| quiet.into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -433,16 +436,6 @@ fn explore(target: &Target, component: &Option<PathBuf>, opts: &mqtt_sim::explor
     };
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {elapsed} {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
     let run = |sc: &Scenario, seed: u64| target.run(sc, "explore", seed);
-    let summary = explore::explore(opts, &run, &|p: &explore::Progress| {
-        let rate = p.runs as f64 / p.elapsed.as_secs_f64().max(1e-3);
-        let doing = p.shrinking.as_ref().map(|f| format!(", shrinking a failure of {f}")).unwrap_or_default();
-        bar.set_message(format!("{} runs, {} failed, {rate:.1} runs/s{doing}", p.runs, p.failed));
-        bar.set_position(match opts.budget {
-            Budget::Runs(_) => p.runs,
-            Budget::Time(_) => p.elapsed.as_secs(),
-        });
-    });
-    bar.finish_and_clear();
     let how = format!(
         "mqtt-sim{} explore --seed {}{}",
         target.flag(),
@@ -454,27 +447,48 @@ fn explore(target: &Target, component: &Option<PathBuf>, opts: &mqtt_sim::explor
         Some(_) => Some(Target::new(component, None)?),
         None => None,
     };
-    if !summary.findings.is_empty() {
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    }
-    println!("{:<44} {:>7} {:>11} {:>7} {:>6} {:>7}  file", "fails", "run", "seed", "faults", "lines", "shrink");
-    for f in &summary.findings {
+    // Each finding is written as soon as it is shrunk; what went wrong writing is kept for
+    // the exit status.
+    let written = std::sync::Mutex::new(Vec::<(String, anyhow::Result<String>)>::new());
+    let progress = |p: &explore::Progress| {
+        let rate = p.runs as f64 / p.elapsed.as_secs_f64().max(1e-3);
+        let doing = p.shrinking.as_ref().map(|f| format!(", shrinking a failure of {f}")).unwrap_or_default();
+        bar.set_message(format!("{} runs, {} failed, {rate:.1} runs/s{doing}", p.runs, p.failed));
+        bar.set_position(match opts.budget {
+            Budget::Runs(_) => p.runs,
+            Budget::Time(_) => p.elapsed.as_secs(),
+        });
+    };
+    let found = |f: &explore::Finding| {
         let path = out.join(explore::file_name(f, opts.seed));
         let text = f.file(&how);
-        std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
-        println!(
-            "{:<44} {:>7} {:>11} {:>7} {:>6} {:>7}  {}",
-            f.failed,
-            f.run,
-            f.seed,
-            explore::fault_count(&f.shrunk),
-            text.lines().count(),
-            f.shrink_runs,
-            path.display()
-        );
+        let result =
+            std::fs::create_dir_all(out).and_then(|()| std::fs::write(&path, &text)).with_context(|| format!("writing {}", path.display())).map(|()| {
+                format!(
+                    "{:<44} {:>7} {:>11} {:>7} {:>6} {:>7}  {}",
+                    f.failed,
+                    f.run,
+                    f.seed,
+                    explore::fault_count(&f.shrunk),
+                    text.lines().count(),
+                    f.shrink_runs,
+                    path.display()
+                )
+            });
+        if let Ok(line) = &result {
+            bar.println(format!("found: {line}"));
+        }
+        written.lock().unwrap_or_else(|e| e.into_inner()).push((path.display().to_string(), result));
+    };
+    let summary = explore::explore(opts, &run, &explore::Watch { progress: &progress, found: &found });
+    bar.finish_and_clear();
+    println!("{:<44} {:>7} {:>11} {:>7} {:>6} {:>7}  file", "fails", "run", "seed", "faults", "lines", "shrink");
+    for (path, result) in written.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        println!("{}", result?);
         if let Some(shipped) = &shipped {
-            let sc = Scenario::load(&path)?;
-            let o = shipped.run(&sc, "explore", f.seed);
+            let sc = Scenario::load(Path::new(&path))?;
+            let seed = sc.seeds[0];
+            let o = shipped.run(&sc, "explore", seed);
             println!("    with the shipped client: {}", if o.passed { "passes" } else { "FAILS too (a finding for the shipped client)" });
         }
     }

@@ -429,6 +429,11 @@ fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, devices: &[String], world: &Sh
         }
         Step::DeviceBounce => {
             world.lock().flash.iter_mut().flatten().for_each(FlashCell::power_on);
+            // A boot restarts a device that overlapping power faults had already booted:
+            // without a store it forgets again.
+            if world.lock().flash.iter().all(Option::is_none) {
+                brokers.iter().for_each(Broker::devices_forgot);
+            }
             devices.iter().for_each(|d| sim.bounce(d.as_str()));
         }
         Step::ArmCut(during) => world.lock().flash.iter_mut().flatten().for_each(|f| f.arm(*during)),

@@ -30,7 +30,7 @@ fn hunt(fault: &'static str) -> Result<(), Failed> {
     let shipped = ComponentFile::embedded().map_err(|e| e.to_string())?;
     let run = |sc: &Scenario, seed: u64| runner::run_with_fault(sc, "explore", seed, &faulty, Some(fault));
     let started = Instant::now();
-    let summary = explore::explore(&options(1), &run, &|_| {});
+    let summary = explore::explore(&options(1), &run, &explore::Watch::none());
     let Some(found) = summary.findings.first() else {
         return Err(format!("{fault}: nothing found in {} runs", summary.runs).into());
     };
@@ -62,7 +62,7 @@ fn replays() -> Result<(), Failed> {
     let fault = "no-retry-on-link-up";
     let run = |sc: &Scenario, seed: u64| runner::run_with_fault(sc, "explore", seed, &faulty, Some(fault));
     let files: Vec<String> =
-        (0..2).map(|_| explore::explore(&options(3), &run, &|_| {}).findings.first().map(|f| f.file("explore")).unwrap_or_default()).collect();
+        (0..2).map(|_| explore::explore(&options(3), &run, &explore::Watch::none()).findings.first().map(|f| f.file("explore")).unwrap_or_default()).collect();
     if files[0].is_empty() || files[0] != files[1] {
         return Err(format!("two searches with seed 3 differ:\n{}\n---\n{}", files[0], files[1]).into());
     }

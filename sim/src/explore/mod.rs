@@ -119,8 +119,24 @@ pub fn scenario(seed: u64, k: u64) -> (Scenario, u64) {
     (shrink::with_expectations(sc), run_seed)
 }
 
+/// What the caller sees while a search goes on: progress as runs finish, and each finding
+/// as soon as it is shrunk (a long search keeps what it found even if stopped).
+pub struct Watch<'a> {
+    pub progress: &'a (dyn Fn(&Progress) + Sync),
+    pub found: &'a (dyn Fn(&Finding) + Sync),
+}
+
+impl Watch<'_> {
+    /// Sees nothing.
+    pub fn none() -> Watch<'static> {
+        fn ignore<T>(_: &T) {}
+        Watch { progress: &ignore::<Progress>, found: &ignore::<Finding> }
+    }
+}
+
 /// Searches until the budget is spent (or, with `first_only`, the first failure).
-pub fn explore(opts: &Options, run: &Run<'_>, progress: &(dyn Fn(&Progress) + Sync)) -> Summary {
+pub fn explore(opts: &Options, run: &Run<'_>, watch: &Watch<'_>) -> Summary {
+    let progress = watch.progress;
     let started = Instant::now();
     let mut summary = Summary::default();
     let batch = (opts.jobs.max(1) * 4) as u64;
@@ -183,6 +199,7 @@ pub fn explore(opts: &Options, run: &Run<'_>, progress: &(dyn Fn(&Progress) + Sy
                 shrink_steps: shrunk.steps,
                 shrink_runs: shrunk.runs,
             });
+            (watch.found)(summary.findings.last().expect("just pushed"));
             if opts.first_only {
                 break;
             }
