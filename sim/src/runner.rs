@@ -420,17 +420,13 @@ fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, devices: &[String], world: &Sh
             w.rec.power_cycles.push(now);
             // What was not synced is gone with the power.
             w.flash.iter_mut().flatten().for_each(FlashCell::power_off);
-            // Without a store the client forgets its packet ids with its RAM; the brokers
-            // must not hold reusing them against it.
-            if w.flash.iter().all(Option::is_none) {
-                drop(w);
-                brokers.iter().for_each(Broker::devices_forgot);
-            }
         }
         Step::DeviceBounce => {
             world.lock().flash.iter_mut().flatten().for_each(FlashCell::power_on);
-            // A boot restarts a device that overlapping power faults had already booted:
-            // without a store it forgets again.
+            // Without a store the booting client has forgotten its packet ids with its RAM
+            // (also when overlapping power faults boot it twice); the brokers must not hold
+            // reusing them against it. Nothing reaches them from a device that is off, so
+            // forgetting at the boot is enough.
             if world.lock().flash.iter().all(Option::is_none) {
                 brokers.iter().for_each(Broker::devices_forgot);
             }
