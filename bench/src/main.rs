@@ -14,6 +14,7 @@ mod codec_size;
 mod local;
 mod peers;
 mod simulated;
+mod startup;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -65,6 +66,14 @@ enum PeerCommand {
         #[arg(long, default_value_t = 100)]
         window: u16,
     },
+    /// One start-up measurement (run by the harness in a child process, one JSON line out).
+    #[command(hide = true)]
+    Startup {
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        port: u16,
+    },
     /// Only the power-cut store's figures (a section of the full report), as Markdown on
     /// stdout.
     Store {
@@ -82,6 +91,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.peer {
         Some(PeerCommand::Peer { client, port, qos, count, window }) => peer(&client, port, qos, count, window),
+        Some(PeerCommand::Startup { client, port }) => startup::child(&client, port).and_then(|r| {
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }),
         Some(PeerCommand::Store { quick }) => store_section(quick).map(|md| print!("{md}")),
         None => harness(&cli),
     };
@@ -283,6 +296,15 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     for n in &notes {
         let _ = writeln!(md, "\n{n}");
     }
+
+    eprintln!("start-up …");
+    let startup_runs = if quick { 3 } else { 15 };
+    let rows = startup::measure(&exe, broker.port, startup_runs)?;
+    let _ = writeln!(md, "\n### Start-up\n\nA fresh process (this benchmark's binary, which carries both clients) that connects, publishes one QoS 1 message, waits for the PUBACK and disconnects; median of {startup_runs}, the clients alternating. The embedded component comes precompiled (`host/build.rs`), so loading it is a check and a copy, not a compile.\n");
+    let _ = writeln!(md, "| client | spawn to exit | in process: start to PUBACK | peak RSS |\n|---|---|---|---|");
+    for r in &rows {
+        let _ = writeln!(md, "| {} | {:.1} ms | {:.1} ms | {:.1} MiB |", r.client, r.wall_ms, r.to_puback_ms, r.peak_rss_kib as f64 / 1024.0);
+    }
     drop(broker);
 
     // 2. The boundary.
@@ -290,7 +312,8 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     let b = local::boundary(quick)?;
     let _ = writeln!(md, "\n## Cost of the host/component boundary\n\nIn-memory loopback platform, no sockets; median of batches.\n");
     let _ = writeln!(md, "| what | figure |\n|---|---|");
-    let _ = writeln!(md, "| compile the component (Engine + InstancePre) | {:.0} ms |", b.compile_ms);
+    let _ = writeln!(md, "| load the embedded component, precompiled at build time (Engine + InstancePre) | {:.2} ms |", b.load_ms);
+    let _ = writeln!(md, "| … compiling it instead (`ComponentFile::from_bytes`, what a component file costs) | {:.0} ms |", b.compile_ms);
     let _ = writeln!(md, "| instantiate + create a client | {:.0} µs |", b.instantiate_us);
     let _ = writeln!(md, "| idle `poll` (target < 1 µs) | {:.2} µs |", b.idle_poll_ns / 1000.0);
     let _ = writeln!(md, "| QoS 0 publish, 100 B → bytes on the wire | {:.2} µs |", b.qos0_to_wire_ns / 1000.0);

@@ -1,16 +1,30 @@
 //! Loading the component: the bytes this crate was built with, or another file.
+//!
+//! The embedded component comes with its machine code, precompiled by `build.rs` for the
+//! target, so loading it is a check and a copy (~1 ms) instead of a Cranelift compile
+//! (~140 ms and ~15 MiB of peak memory). Wasmtime checks the precompiled code against this
+//! engine and this CPU; when it does not fit (a binary copied to a CPU without a feature
+//! the build machine had) the wasm is compiled instead, given the `compile` feature.
 
 use std::path::Path;
 
 use anyhow::Context;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::Engine;
 
 use crate::bindings::{MqttClient, MqttClientPre};
 use crate::device::HostState;
+use crate::engine_config::engine_config;
 
 /// The component built from `client-component/` when this crate was compiled.
 pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mqtt_client.wasm"));
+
+/// [`EMBEDDED_COMPONENT`] compiled to machine code for this target by `build.rs` (empty when
+/// Cranelift could not compile for the target).
+static EMBEDDED_PRECOMPILED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mqtt_client.cwasm"));
+
+/// [`FAULTY_COMPONENT`], precompiled.
+static FAULTY_PRECOMPILED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mqtt_client_test_faults.cwasm"));
 
 /// Where the build left the component's core module (before component encoding), for the
 /// benchmark that reports its size. Valid on the machine that built it.
@@ -44,30 +58,66 @@ pub struct ComponentFile {
     pub(crate) engine: Engine,
     pub(crate) pre: MqttClientPre<HostState>,
     bytes: std::sync::Arc<Vec<u8>>,
+    precompiled: bool,
 }
 
 impl ComponentFile {
-    /// The embedded component.
+    /// The embedded component: its precompiled machine code when this CPU can run it,
+    /// otherwise compiled from the wasm (feature `compile`, on by default).
     pub fn embedded() -> anyhow::Result<Self> {
-        Self::from_bytes(EMBEDDED_COMPONENT)
+        Self::load(EMBEDDED_PRECOMPILED, EMBEDDED_COMPONENT)
     }
 
+    /// [`FAULTY_COMPONENT`], loaded as [`ComponentFile::embedded`] loads the shipped one.
+    #[doc(hidden)]
+    pub fn faulty() -> anyhow::Result<Self> {
+        Self::load(FAULTY_PRECOMPILED, FAULTY_COMPONENT)
+    }
+
+    /// A component file (wasm), compiled at load: needs the `compile` feature.
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let bytes = std::fs::read(path).with_context(|| format!("reading component {}", path.display()))?;
         Self::from_bytes(&bytes).with_context(|| format!("loading component {}", path.display()))
     }
 
+    /// A component (wasm bytes), compiled at load: needs the `compile` feature.
     pub fn from_bytes(bytes: &[u8]) -> anyhow::Result<Self> {
-        let mut config = Config::new();
-        // Fuel bounds every call: a runaway guest becomes an error, not a hung host.
-        config.consume_fuel(true);
-        config.wasm_component_model(true);
-        let engine = Engine::new(&config)?;
-        let component = Component::from_binary(&engine, bytes).map_err(anyhow::Error::from).context("not a valid client component")?;
+        let engine = Engine::new(&engine_config())?;
+        let component = compile(&engine, bytes)?;
+        Self::link(engine, component, bytes, false)
+    }
+
+    fn load(precompiled: &[u8], wasm: &[u8]) -> anyhow::Result<Self> {
+        let engine = Engine::new(&engine_config())?;
+        if precompiled.is_empty() {
+            let component = compile(&engine, wasm).context("no precompiled component for this target")?;
+            return Self::link(engine, component, wasm, false);
+        }
+        // SAFETY: `Component::deserialize` trusts its input to be wasmtime's own output; these
+        // bytes are what build.rs's `precompile_component` wrote, embedded at build time from
+        // the same wasmtime (one version in Cargo.lock), never input from outside. Wasmtime
+        // still checks version, settings and CPU features, which is the fallback below.
+        match unsafe { Component::deserialize(&engine, precompiled) } {
+            Ok(component) => Self::link(engine, component, wasm, true),
+            Err(why) => {
+                let component = compile(&engine, wasm).with_context(|| format!("the precompiled component does not fit this machine ({why:#})"))?;
+                tracing::info!("the precompiled client component does not fit this machine ({why:#}); compiled it instead");
+                Self::link(engine, component, wasm, false)
+            }
+        }
+    }
+
+    fn link(engine: Engine, component: Component, wasm: &[u8], precompiled: bool) -> anyhow::Result<Self> {
         let mut linker = Linker::<HostState>::new(&engine);
         MqttClient::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
         let pre = MqttClientPre::new(linker.instantiate_pre(&component)?)?;
-        Ok(ComponentFile { engine, pre, bytes: std::sync::Arc::new(bytes.to_vec()) })
+        Ok(ComponentFile { engine, pre, bytes: std::sync::Arc::new(wasm.to_vec()), precompiled })
+    }
+
+    /// Whether this was loaded from machine code precompiled at build time (`false`: compiled
+    /// at load).
+    pub fn is_precompiled(&self) -> bool {
+        self.precompiled
     }
 
     /// Names of the component's imports (interfaces), e.g. `mqtt-as:client/socket@0.1.0`.
@@ -79,5 +129,39 @@ impl ComponentFile {
     /// The component's bytes, as loaded (for `component --out FILE`).
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+}
+
+#[cfg(feature = "compile")]
+fn compile(engine: &Engine, wasm: &[u8]) -> anyhow::Result<Component> {
+    Component::from_binary(engine, wasm).map_err(anyhow::Error::from).context("not a valid client component")
+}
+
+#[cfg(not(feature = "compile"))]
+fn compile(_engine: &Engine, _wasm: &[u8]) -> anyhow::Result<Component> {
+    anyhow::bail!("this build of mqtt-host cannot compile a component (its `compile` feature is off); it runs only the embedded, precompiled one")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_component_loads_precompiled_on_the_build_machine() {
+        assert!(ComponentFile::embedded().unwrap().is_precompiled());
+        assert!(ComponentFile::faulty().unwrap().is_precompiled());
+    }
+
+    /// Code compiled under other engine settings (here: without fuel) must not be run; the
+    /// wasm is compiled instead.
+    #[test]
+    fn precompiled_code_for_other_settings_is_refused_and_compiled_instead() {
+        let mut other = engine_config();
+        other.consume_fuel(false);
+        let foreign = Engine::new(&other).unwrap().precompile_component(EMBEDDED_COMPONENT).unwrap();
+        let file = ComponentFile::load(&foreign, EMBEDDED_COMPONENT).unwrap();
+        assert!(!file.is_precompiled());
+        let not_elf = ComponentFile::load(b"not an ELF file", EMBEDDED_COMPONENT).unwrap();
+        assert!(!not_elf.is_precompiled());
     }
 }

@@ -15,6 +15,7 @@ mod bindings;
 mod client;
 mod component;
 mod device;
+mod engine_config;
 pub mod file_flash;
 pub mod loopback;
 mod packet_log;

@@ -177,7 +177,7 @@ impl Target {
         }
         let component = match (path, &fault) {
             (Some(p), _) => ComponentFile::from_file(p)?,
-            (None, Some(_)) => ComponentFile::from_bytes(mqtt_host::FAULTY_COMPONENT)?,
+            (None, Some(_)) => ComponentFile::faulty()?,
             (None, None) => ComponentFile::embedded()?,
         };
         Ok(Target { component, fault })

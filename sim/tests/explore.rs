@@ -26,7 +26,7 @@ fn options(seed: u64) -> Options {
 }
 
 fn hunt(fault: &'static str) -> Result<(), Failed> {
-    let faulty = ComponentFile::from_bytes(mqtt_host::FAULTY_COMPONENT).map_err(|e| e.to_string())?;
+    let faulty = ComponentFile::faulty().map_err(|e| e.to_string())?;
     let shipped = ComponentFile::embedded().map_err(|e| e.to_string())?;
     let run = |sc: &Scenario, seed: u64| runner::run_with_fault(sc, "explore", seed, &faulty, Some(fault));
     let started = Instant::now();
@@ -58,7 +58,7 @@ fn hunt(fault: &'static str) -> Result<(), Failed> {
 
 /// The same seed, the same search: the same runs fail and shrink to the same file.
 fn replays() -> Result<(), Failed> {
-    let faulty = ComponentFile::from_bytes(mqtt_host::FAULTY_COMPONENT).map_err(|e| e.to_string())?;
+    let faulty = ComponentFile::faulty().map_err(|e| e.to_string())?;
     let fault = "no-retry-on-link-up";
     let run = |sc: &Scenario, seed: u64| runner::run_with_fault(sc, "explore", seed, &faulty, Some(fault));
     let files: Vec<String> =

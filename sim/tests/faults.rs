@@ -18,7 +18,7 @@ const KNOWN_UNCAUGHT: &[&str] = &[];
 
 #[test]
 fn every_client_fault_is_caught_by_some_scenario() {
-    let component = ComponentFile::from_bytes(mqtt_host::FAULTY_COMPONENT).unwrap();
+    let component = ComponentFile::faulty().unwrap();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let files = mqtt_sim::scenario::files(&[dir]).unwrap();
     let scenarios: Vec<(String, Scenario)> =
