@@ -27,7 +27,8 @@ fn boundary(c: &mut Criterion) {
         std::fs::metadata(mqtt_host::CORE_MODULE_PATH).map_or(0, |m| m.len())
     );
 
-    c.bench_function("compile component (Engine + InstancePre)", |b| b.iter(|| ComponentFile::embedded().unwrap()));
+    c.bench_function("load the embedded component, precompiled (Engine + InstancePre)", |b| b.iter(|| ComponentFile::embedded().unwrap()));
+    c.bench_function("compile the component (Engine + InstancePre)", |b| b.iter(|| ComponentFile::from_bytes(mqtt_host::EMBEDDED_COMPONENT).unwrap()));
 
     c.bench_function("instantiate + create client", |b| {
         b.iter(|| Device::new(&component, Box::new(Loopback::new()), default_config("broker", "bench"), "bench").unwrap())

@@ -266,6 +266,12 @@ impl Driver {
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let wake = self.device.platform_mut().wakeup();
+        // One timer for the task's life, re-armed only when it must fire earlier: a new
+        // timer per turn cost a timer-wheel insertion and removal per batch of requests or
+        // messages. Firing early only costs a poll that finds nothing due.
+        let sleep = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(sleep);
+        let mut armed: Option<tokio::time::Instant> = None;
         loop {
             if let Err(e) = self.poll() {
                 let _ = self.events.send(ClientEvent::Error(e.to_string()));
@@ -275,6 +281,11 @@ impl Driver {
             let deadline = self.device.next_deadline().ok().flatten();
             let mut wait = deadline.map_or(Duration::from_secs(3600), |d| Duration::from_millis(d.saturating_sub(now)));
             wait = wait.min(if wake.is_none() { IDLE_POLL } else { LINK_POLL });
+            let due = tokio::time::Instant::now() + wait;
+            if armed.is_none_or(|a| due < a) {
+                sleep.as_mut().reset(due);
+                armed = Some(due);
+            }
             let notified = async {
                 match &wake {
                     Some(n) => n.notified().await,
@@ -302,7 +313,7 @@ impl Driver {
                 },
                 _ = notified => {}
                 _ = self.backlog.room.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = &mut sleep => armed = None,
             }
         }
     }

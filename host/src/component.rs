@@ -82,13 +82,13 @@ impl ComponentFile {
 
     /// A component (wasm bytes), compiled at load: needs the `compile` feature.
     pub fn from_bytes(bytes: &[u8]) -> anyhow::Result<Self> {
-        let engine = Engine::new(&engine_config())?;
+        let engine = runtime_engine()?;
         let component = compile(&engine, bytes)?;
         Self::link(engine, component, bytes, false)
     }
 
     fn load(precompiled: &[u8], wasm: &[u8]) -> anyhow::Result<Self> {
-        let engine = Engine::new(&engine_config())?;
+        let engine = runtime_engine()?;
         if precompiled.is_empty() {
             let component = compile(&engine, wasm).context("no precompiled component for this target")?;
             return Self::link(engine, component, wasm, false);
@@ -130,6 +130,16 @@ impl ComponentFile {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
+}
+
+/// The engine components run in. `MQTT_HOST_PERFMAP=1` makes wasmtime write
+/// `/tmp/perf-PID.map`, so that `perf report` names the guest's functions instead of `[JIT]`.
+fn runtime_engine() -> anyhow::Result<Engine> {
+    let mut config = engine_config();
+    if std::env::var_os("MQTT_HOST_PERFMAP").is_some_and(|v| v != "0") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    Ok(Engine::new(&config)?)
 }
 
 #[cfg(feature = "compile")]

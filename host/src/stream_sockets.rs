@@ -41,7 +41,12 @@ pub fn socket_error(e: &std::io::Error) -> SocketError {
 
 struct Conn {
     state: Result<SocketState, SocketError>,
+    /// Bytes read from the stream; those before `taken` were handed to `recv` already.
     inbox: Vec<u8>,
+    /// `recv` takes from the front by moving this offset, and the reader drops the taken
+    /// prefix before it appends: draining the front on every `recv` moved the whole rest
+    /// of the inbox each time (up to 1 MiB per 16 KiB taken).
+    taken: usize,
     /// Set once the stream ended; reported after the inbox is drained.
     ended: Option<SocketError>,
 }
@@ -52,6 +57,20 @@ struct Sock {
     space: Arc<Notify>,
     tx: mpsc::UnboundedSender<Vec<u8>>,
     task: JoinHandle<()>,
+}
+
+impl Conn {
+    fn unread(&self) -> usize {
+        self.inbox.len() - self.taken
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        if self.taken > 0 {
+            self.inbox.drain(..self.taken);
+            self.taken = 0;
+        }
+        self.inbox.extend_from_slice(bytes);
+    }
 }
 
 fn lock(c: &Arc<Mutex<Conn>>) -> MutexGuard<'_, Conn> {
@@ -82,7 +101,7 @@ impl<C: Connector> StreamSockets<C> {
         let connecting = self.connector.connect(host, port, tls)?;
         self.next += 1;
         let handle = self.next;
-        let conn = Arc::new(Mutex::new(Conn { state: Ok(SocketState::Connecting), inbox: Vec::new(), ended: None }));
+        let conn = Arc::new(Mutex::new(Conn { state: Ok(SocketState::Connecting), inbox: Vec::new(), taken: 0, ended: None }));
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let space = Arc::new(Notify::new());
         let (c, wake, room) = (conn.clone(), self.wake.clone(), space.clone());
@@ -108,7 +127,7 @@ impl<C: Connector> StreamSockets<C> {
             });
             let mut buf = vec![0u8; 16 * 1024];
             loop {
-                while lock(&c).inbox.len() >= MAX_INBOX {
+                while lock(&c).unread() >= MAX_INBOX {
                     room.notified().await;
                 }
                 match rd.read(&mut buf).await {
@@ -116,7 +135,7 @@ impl<C: Connector> StreamSockets<C> {
                         lock(&c).ended = Some(SocketError::Closed);
                         break;
                     }
-                    Ok(n) => lock(&c).inbox.extend_from_slice(&buf[..n]),
+                    Ok(n) => lock(&c).append(&buf[..n]),
                     Err(e) => {
                         lock(&c).ended = Some(socket_error(&e));
                         break;
@@ -148,14 +167,19 @@ impl<C: Connector> StreamSockets<C> {
     pub fn recv(&mut self, handle: u32, max: u32) -> Result<Vec<u8>, SocketError> {
         let s = self.sockets.get(&handle).ok_or(SocketError::BadHandle)?;
         let mut c = lock(&s.conn);
-        if c.inbox.is_empty() {
+        if c.unread() == 0 {
             return match c.ended {
                 Some(e) => Err(e),
                 None => Ok(Vec::new()),
             };
         }
-        let n = c.inbox.len().min(max as usize);
-        let out = c.inbox.drain(..n).collect();
+        let n = c.unread().min(max as usize);
+        let out = c.inbox[c.taken..c.taken + n].to_vec();
+        c.taken += n;
+        if c.taken == c.inbox.len() {
+            c.inbox.clear();
+            c.taken = 0;
+        }
         s.space.notify_one();
         Ok(out)
     }
