@@ -111,8 +111,8 @@ pub fn peak_rss_kib() -> u64 {
 
 /// This client: the embedded component on the board's platform (real tokio sockets).
 pub async fn ours(port: u16, qos: u8, count: u64, window: u16) -> anyhow::Result<PeerRun> {
-    use mqtt_board::LinuxPlatform;
     use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Device, Subscription};
+    use mqtt_platform_tokio::TokioPlatform;
     let component = ComponentFile::embedded()?;
     let level = mqtt_host::qos_from_level(qos).ok_or_else(|| anyhow::anyhow!("qos {qos}"))?;
     let connect = |id: &str| -> anyhow::Result<Client> {
@@ -122,7 +122,7 @@ pub async fn ours(port: u16, qos: u8, count: u64, window: u16) -> anyhow::Result
         // incoming queue and backpressure at their defaults: no tuned `queue_len`).
         cfg.max_inflight = window;
         cfg.max_queued = u32::from(window) * 2;
-        let platform = LinuxPlatform::new(vec![("127.0.0.1".into(), port)], None);
+        let platform = TokioPlatform::for_config(&cfg);
         Ok(Client::spawn(Device::new(&component, Box::new(platform), cfg, id)?))
     };
     let epoch = Instant::now();

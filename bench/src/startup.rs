@@ -34,7 +34,7 @@ async fn ours(port: u16) -> anyhow::Result<()> {
     let component = ComponentFile::embedded()?;
     let mut cfg = default_config("127.0.0.1", "bench-startup-ours");
     cfg.port = Some(port);
-    let platform = mqtt_board::LinuxPlatform::new(vec![("127.0.0.1".into(), port)], None);
+    let platform = mqtt_platform_tokio::TokioPlatform::for_config(&cfg);
     let client = Client::spawn(Device::new(&component, Box::new(platform), cfg, "bench-startup-ours")?);
     client.connect().await?;
     client.publish("bench/startup", b"hello", Qos::AtLeastOnce, false).await?;

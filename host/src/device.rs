@@ -167,6 +167,28 @@ pub struct Publish {
     pub deadline_ms: Option<u64>,
 }
 
+impl Publish {
+    /// A publish with no retain, no MQTT 5 properties and no deadline.
+    pub fn new(topic: impl Into<String>, payload: impl Into<Vec<u8>>, qos: Qos) -> Self {
+        Publish { topic: topic.into(), payload: payload.into(), qos, retain: false, properties: None, deadline_ms: None }
+    }
+
+    /// The broker keeps it as the topic's retained message.
+    pub fn retained(mut self) -> Self {
+        self.retain = true;
+        self
+    }
+}
+
+impl crate::Subscription {
+    /// A subscription to `filter` at `qos`, the MQTT 5 options at their defaults (what
+    /// MQTT 3.1.1 means): local messages delivered, retain flag as the broker sets it,
+    /// retained messages sent at subscribe.
+    pub fn new(filter: impl Into<String>, qos: Qos) -> Self {
+        crate::Subscription { filter: filter.into(), qos, no_local: false, retain_as_published: false, retain_handling: 0 }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     /// The client refused the call (bad argument, queue full, closed).

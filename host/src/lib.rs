@@ -14,6 +14,7 @@
 mod bindings;
 mod client;
 mod component;
+mod config_builder;
 mod device;
 mod engine_config;
 pub mod file_flash;
@@ -32,6 +33,7 @@ pub use bindings::mqtt_as::client::socket::{SocketError, SocketState, TlsParams}
 pub use bindings::mqtt_as::client::wifi::LinkState;
 pub use client::{Client, ClientEvent, Error as ClientCallError, Events};
 pub use component::{with_test_fault, ComponentFile, CORE_MODULE_PATH, EMBEDDED_COMPONENT, FAULTY_COMPONENT, RUSTC_CORE_MODULE_PATH};
+pub use config_builder::{ConfigBuilder, ConfigValue};
 pub use device::{brokers, Device, DeviceError, Publish, Token, MAX_GUEST_MEMORY};
 pub use file_flash::FileFlash;
 pub use mqtt_protocol::store::{Flash, Geometry, MemFlash};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use mqtt_board::file_config::BoardConfig;
-use mqtt_board::{mosquitto_style, record, LinuxPlatform, Verification};
+use mqtt_board::{mosquitto_style, record, TokioPlatform, Verification};
 use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Device, Qos, Subscription, WillSetting};
 
 #[derive(Parser)]
@@ -303,7 +303,10 @@ async fn start(c: &Conn) -> anyhow::Result<Client> {
     let verification = if settings.insecure == Some(true) { Verification::Off } else { Verification::On };
     let server = cfg.server.clone();
     // The component may open these brokers and no other address.
-    let mut platform = LinuxPlatform::with_verification(mqtt_host::brokers(&cfg), settings.iface.clone(), verification);
+    let mut platform = TokioPlatform::for_config(&cfg).with_verification(verification);
+    if let Some(iface) = &settings.iface {
+        platform = platform.with_interface(iface.clone());
+    }
     if let Some(path) = &c.store {
         let (flash, repairs) =
             mqtt_host::FileFlash::open(path, mqtt_host::file_flash::DEFAULT_GEOMETRY).map_err(|e| anyhow::anyhow!("--store {}: {e}", path.display()))?;

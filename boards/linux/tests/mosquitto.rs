@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use mosquitto_launcher::Mosquitto;
 use std::time::Duration;
 
-use mqtt_board::LinuxPlatform;
+use mqtt_board::TokioPlatform;
 use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Config, Device, Qos, SubscribeProperties, Subscription};
 
 /// The board tests' broker: Mosquitto's default `max_queued_messages` (1000) silently drops
@@ -45,8 +45,7 @@ fn cfg(port: u16, id: &str, v5: bool) -> Config {
 
 async fn client(config: Config) -> Client {
     let component = ComponentFile::embedded().unwrap();
-    let port = config.port.unwrap();
-    let platform = LinuxPlatform::new(vec![("127.0.0.1".into(), port)], None);
+    let platform = TokioPlatform::for_config(&config);
     let device = Device::new(&component, Box::new(platform), config, "test").unwrap();
     let c = Client::spawn(device);
     c.connect().await.expect("connects to mosquitto");
@@ -165,7 +164,7 @@ fn connections_to_other_addresses_are_refused() {
     rt().block_on(async {
         let component = ComponentFile::embedded().unwrap();
         // Allowed list names another port: the component's open must be refused.
-        let platform = LinuxPlatform::new(vec![("127.0.0.1".into(), 1)], None);
+        let platform = TokioPlatform::new(vec![("127.0.0.1".into(), 1)]);
         let device = Device::new(&component, Box::new(platform), cfg(broker.port, "nope", false), "test").unwrap();
         let c = Client::spawn(device);
         let err = c.connect().await.unwrap_err();
@@ -418,18 +417,4 @@ fn defaults_lose_nothing_at_full_broker_speed_qos_0_1_2() {
         assert_eq!(received.len(), N as usize, "QoS {q}: every message");
         assert!(received.iter().copied().eq(0..N), "QoS {q}: in order");
     }
-}
-
-/// The embedding example (`examples/publish_subscribe.rs`, shown in the README) runs against
-/// a real Mosquitto: `cargo test` builds examples, so this runs the very file users read.
-#[test]
-fn the_embedding_example_runs_against_mosquitto() {
-    let broker = start_broker();
-    let exe = std::env::current_exe().unwrap();
-    let example = exe.parent().and_then(|deps| deps.parent()).unwrap().join("examples/publish_subscribe");
-    assert!(example.exists(), "{} was not built: `cargo test -p mqtt-board` builds examples, `--test mosquitto` alone does not", example.display());
-    let out = Command::new(&example).args(["127.0.0.1", &broker.port.to_string()]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("11 messages received, 10 enqueued publishes acknowledged"), "{stdout}");
 }

@@ -1,7 +1,8 @@
-//! TLS for the board: rustls with the ring provider (aws-lc-rs, rustls' default, needs cmake
-//! and builds slowly).
+//! TLS (feature `tls`): rustls with the ring provider (aws-lc-rs, rustls' default, needs
+//! cmake and builds slowly).
 //!
-//! Verification is on unless the board was started with `--insecure`. Then the server's
+//! Verification is on unless the platform was made with [`Verification::Off`] (the board's
+//! `--insecure`). Then the server's
 //! certificate chain and name are *not* checked (the handshake signatures still are, so the
 //! session is at least bound to the key the server presented); every connection logs a
 //! warning saying so, because a quiet insecure mode is how test settings reach production.
@@ -15,14 +16,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-/// Whether the server's certificate is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Verification {
-    #[default]
-    On,
-    /// `--insecure`: accept any certificate for any name.
-    Off,
-}
+use crate::Verification;
 
 /// The rustls client config for one connection's TLS parameters.
 pub fn client_config(p: &TlsParams, verification: Verification) -> Result<rustls::ClientConfig, String> {
