@@ -120,8 +120,8 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
 
 /// FNV-1a over each input's path (relative to the workspace, `/`-separated) and contents
 /// (written out rather than taken from a crate: it must stay the same across versions and
-/// machines, and it guards staleness, not secrets). Of the workspace manifest only the `wasm`
-/// profile counts: adding a member must not call for a rebuild.
+/// machines, and it guards staleness, not secrets). Of the workspace manifest only the
+/// profiles count: adding a member must not call for a rebuild.
 fn fingerprint(root: &Path, inputs: &[PathBuf]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
@@ -146,13 +146,15 @@ fn fingerprint(root: &Path, inputs: &[PathBuf]) -> String {
     format!("{h:016x}")
 }
 
-/// The `[profile.wasm]` table of the workspace manifest, as written.
+/// Every `[profile.*]` table of the workspace manifest, as written: the guest's `wasm`
+/// profile inherits `release`, and even a build-override (which only changes how proc
+/// macros are built) changes the guest's bytes through the crate hashes in its symbols.
 fn wasm_profile(manifest: &str) -> String {
     let mut out = String::new();
     let mut inside = false;
     for line in manifest.lines() {
         if line.trim_start().starts_with('[') {
-            inside = line.trim() == "[profile.wasm]";
+            inside = line.trim().starts_with("[profile.");
         }
         if inside {
             out.push_str(line);
