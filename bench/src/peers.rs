@@ -110,7 +110,9 @@ pub fn peak_rss_kib() -> u64 {
 }
 
 /// This client: the embedded component on the board's platform (real tokio sockets).
-pub async fn ours(port: u16, qos: u8, count: u64, window: u16) -> anyhow::Result<PeerRun> {
+/// `nodelay`: as the platform sets it by default; off (Nagle on) is a row of its own, to
+/// compare with rumqttc's default.
+pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool) -> anyhow::Result<PeerRun> {
     use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Device, Subscription};
     use mqtt_platform_tokio::TokioPlatform;
     let component = ComponentFile::embedded()?;
@@ -122,7 +124,7 @@ pub async fn ours(port: u16, qos: u8, count: u64, window: u16) -> anyhow::Result
         // incoming queue and backpressure at their defaults: no tuned `queue_len`).
         cfg.max_inflight = window;
         cfg.max_queued = u32::from(window) * 2;
-        let platform = TokioPlatform::for_config(&cfg);
+        let platform = if nodelay { TokioPlatform::for_config(&cfg) } else { TokioPlatform::for_config(&cfg).with_nagle() };
         Ok(Client::spawn(Device::new(&component, Box::new(platform), cfg, id)?))
     };
     let epoch = Instant::now();
@@ -161,7 +163,7 @@ pub async fn ours(port: u16, qos: u8, count: u64, window: u16) -> anyhow::Result
     let arrivals = receiver.await?;
     publisher.disconnect().await;
     sub.disconnect().await;
-    Ok(arrivals.finish("this client", qos, count, pub_elapsed))
+    Ok(arrivals.finish(if nodelay { "this client" } else { "this client (Nagle on)" }, qos, count, pub_elapsed))
 }
 
 /// rumqttc, the most used native Rust client: its event loops polled by tokio tasks.

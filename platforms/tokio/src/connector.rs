@@ -15,11 +15,12 @@ use crate::Verification;
 pub struct TcpConnector {
     allowed: Vec<(String, u16)>,
     pub(crate) verification: Verification,
+    pub(crate) nodelay: bool,
 }
 
 impl TcpConnector {
     pub fn new(allowed: Vec<(String, u16)>) -> Self {
-        TcpConnector { allowed, verification: Verification::On }
+        TcpConnector { allowed, verification: Verification::On, nodelay: true }
     }
 }
 
@@ -97,6 +98,7 @@ impl Connector for TcpConnector {
             return Err(SocketError::TlsFailed);
         }
         let host = host.to_string();
+        let nodelay = self.nodelay;
         Ok(Box::pin(async move {
             let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port)).await.map_err(|_| SocketError::DnsFailed)?.collect();
             let mut last = SocketError::Unreachable;
@@ -104,8 +106,9 @@ impl Connector for TcpConnector {
             for addr in addrs {
                 match TcpStream::connect(addr).await {
                     Ok(s) => {
-                        // Always: MQTT packets are small and the client batches its writes.
-                        let _ = s.set_nodelay(true);
+                        // On by default: MQTT packets are small and the client batches
+                        // its writes, so Nagle only delays acknowledgements.
+                        let _ = s.set_nodelay(nodelay);
                         tcp = Some(s);
                         break;
                     }

@@ -14,7 +14,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! - sockets: tokio TCP with TCP_NODELAY, DNS through the OS, and only to the broker
+//! - sockets: tokio TCP with TCP_NODELAY (unless [`TokioPlatform::with_nagle`]), DNS through the OS, and only to the broker
 //!   addresses the platform was made with: any other `open` is refused and logged;
 //! - TLS (feature `tls`, on by default): rustls, roots from the system or a CA file, client
 //!   certificates, ALPN; see [`Verification`];
@@ -89,6 +89,13 @@ impl TokioPlatform {
     /// Whether TLS checks the broker's certificate (on unless told otherwise).
     pub fn with_verification(mut self, verification: Verification) -> Self {
         self.sockets.connector_mut().verification = verification;
+        self
+    }
+
+    /// Leave Nagle's algorithm on (TCP_NODELAY off; it is on by default), as some clients
+    /// do by default: for comparing like with like, not for speed.
+    pub fn with_nagle(mut self) -> Self {
+        self.sockets.connector_mut().nodelay = false;
         self
     }
 
