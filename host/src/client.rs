@@ -389,6 +389,10 @@ impl Driver {
                     let _ = self.events.send(ClientEvent::Up { session_present });
                 }
                 Event::ConnectFailed(why) => {
+                    let why = match self.device.platform_mut().take_failure() {
+                        Some(detail) => format!("{why}: {detail}"),
+                        None => why,
+                    };
                     for w in self.connect_waiters.drain(..) {
                         let _ = w.send(Err(Error::ConnectFailed(why.clone())));
                     }

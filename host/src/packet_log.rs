@@ -161,4 +161,7 @@ impl<P: Platform> Platform for PacketLog<P> {
     fn storage(&mut self) -> Option<&mut dyn mqtt_protocol::store::Flash> {
         self.inner.storage()
     }
+    fn take_failure(&mut self) -> Option<String> {
+        self.inner.take_failure()
+    }
 }

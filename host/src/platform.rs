@@ -61,4 +61,12 @@ pub trait Platform: Socket + Clock + Wifi + Send + 'static {
     fn storage(&mut self) -> Option<&mut dyn Flash> {
         None
     }
+
+    /// Why the latest connection attempt failed, in the platform's words (a certificate
+    /// the CA did not sign, a name that does not resolve), taken once. The component only
+    /// hears a `socket-error` code; the async [`crate::Client`] adds this text to the error
+    /// of a failed first connect, so the reason reaches the application and not only a log.
+    fn take_failure(&mut self) -> Option<String> {
+        None
+    }
 }

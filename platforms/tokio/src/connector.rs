@@ -16,11 +16,28 @@ pub struct TcpConnector {
     allowed: Vec<(String, u16)>,
     pub(crate) verification: Verification,
     pub(crate) nodelay: bool,
+    /// Why the latest attempt failed, for [`mqtt_host::Platform::take_failure`].
+    pub(crate) failure: Failure,
+}
+
+/// The text of the latest connection failure, written by the connecting task.
+pub(crate) type Failure = std::sync::Arc<std::sync::Mutex<Option<String>>>;
+
+/// Records why an attempt failed (not logged here: a refused TCP connect during an outage
+/// is routine, a failed handshake is not, and the callers log accordingly).
+fn fail(failure: &Failure, error: SocketError, text: String) -> SocketError {
+    *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+    error
 }
 
 impl TcpConnector {
     pub fn new(allowed: Vec<(String, u16)>) -> Self {
-        TcpConnector { allowed, verification: Verification::On, nodelay: true }
+        TcpConnector { allowed, verification: Verification::On, nodelay: true, failure: Failure::default() }
+    }
+
+    /// Why the latest connection attempt failed, once.
+    pub fn take_failure(&mut self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -69,16 +86,14 @@ impl AsyncWrite for PlatformStream {
 type Handshake = Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>;
 
 #[cfg(feature = "tls")]
-fn handshake(tls: Option<TlsParams>, verification: Verification) -> Result<Handshake, SocketError> {
+fn handshake(tls: Option<TlsParams>, verification: Verification, failure: &Failure) -> Result<Handshake, SocketError> {
     let Some(p) = tls else { return Ok(None) };
-    let config = crate::tls::client_config(&p, verification).map_err(|e| {
-        tracing::error!("TLS setup failed: {e}");
-        SocketError::TlsFailed
-    })?;
-    let name = rustls::pki_types::ServerName::try_from(p.server_name.clone()).map_err(|e| {
-        tracing::error!("TLS server name {:?}: {e}", p.server_name);
-        SocketError::TlsFailed
-    })?;
+    let failed = |text: String| {
+        tracing::error!("{text}");
+        fail(failure, SocketError::TlsFailed, text)
+    };
+    let config = crate::tls::client_config(&p, verification).map_err(|e| failed(format!("TLS setup failed: {e}")))?;
+    let name = rustls::pki_types::ServerName::try_from(p.server_name.clone()).map_err(|e| failed(format!("TLS server name {:?}: {e}", p.server_name)))?;
     Ok(Some((tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)), name)))
 }
 
@@ -86,22 +101,30 @@ impl Connector for TcpConnector {
     type Stream = PlatformStream;
 
     fn connect(&mut self, host: &str, port: u16, tls: Option<TlsParams>) -> Result<ConnectFuture<Self::Stream>, SocketError> {
+        let failure = self.failure.clone();
+        // A new attempt: an older attempt's reason must not be reported for this one.
+        *failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if !self.allowed.iter().any(|(h, p)| h == host && *p == port) {
-            tracing::warn!("refused a connection to {host}:{port}: not a configured broker address");
-            return Err(SocketError::NotPermitted);
+            let text = format!("refused a connection to {host}:{port}: not a configured broker address");
+            tracing::warn!("{text}");
+            return Err(fail(&failure, SocketError::NotPermitted, text));
         }
         #[cfg(feature = "tls")]
-        let tls = handshake(tls, self.verification)?;
+        let tls = handshake(tls, self.verification, &failure)?;
         #[cfg(not(feature = "tls"))]
         if tls.is_some() {
-            tracing::error!("TLS to {host}:{port} asked for, but mqtt-platform-tokio was built without its `tls` feature");
-            return Err(SocketError::TlsFailed);
+            let text = format!("TLS to {host}:{port} asked for, but mqtt-platform-tokio was built without its `tls` feature");
+            tracing::error!("{text}");
+            return Err(fail(&failure, SocketError::TlsFailed, text));
         }
         let host = host.to_string();
         let nodelay = self.nodelay;
         Ok(Box::pin(async move {
-            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port)).await.map_err(|_| SocketError::DnsFailed)?.collect();
-            let mut last = SocketError::Unreachable;
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| fail(&failure, SocketError::DnsFailed, format!("resolving {host}: {e}")))?
+                .collect();
+            let mut last = (SocketError::Unreachable, format!("{host} has no address"));
             let mut tcp = None;
             for addr in addrs {
                 match TcpStream::connect(addr).await {
@@ -112,17 +135,18 @@ impl Connector for TcpConnector {
                         tcp = Some(s);
                         break;
                     }
-                    Err(e) => last = socket_error(&e),
+                    Err(e) => last = (socket_error(&e), format!("connecting to {addr}: {e}")),
                 }
             }
-            let tcp = tcp.ok_or(last)?;
+            let Some(tcp) = tcp else { return Err(fail(&failure, last.0, last.1)) };
             #[cfg(feature = "tls")]
             if let Some((connector, name)) = tls {
                 return match connector.connect(name, tcp).await {
                     Ok(s) => Ok(PlatformStream::Tls(Box::new(s))),
                     Err(e) => {
-                        tracing::error!("TLS handshake with {host}:{port} failed: {e}");
-                        Err(SocketError::TlsFailed)
+                        let text = format!("TLS handshake with {host}:{port} failed: {e}");
+                        tracing::error!("{text}");
+                        Err(fail(&failure, SocketError::TlsFailed, text))
                     }
                 };
             }

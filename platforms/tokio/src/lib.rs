@@ -144,6 +144,10 @@ impl Platform for TokioPlatform {
         self.store.as_mut().map(|f| f as &mut dyn mqtt_host::Flash)
     }
 
+    fn take_failure(&mut self) -> Option<String> {
+        self.sockets.connector_mut().take_failure()
+    }
+
     fn wakeup(&self) -> Option<Arc<Notify>> {
         // Socket readiness wakes the driver; interface changes are noticed by the async
         // client's periodic poll when nothing else happens.

@@ -85,4 +85,6 @@ fn tls() {
     // example says why it did not connect.
     let refused = run(None);
     assert!(!refused.status.success(), "a certificate from an unknown CA must not connect");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("TLS failed") && err.contains("UnknownIssuer"), "the error names the reason: {err}");
 }
