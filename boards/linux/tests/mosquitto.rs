@@ -172,31 +172,15 @@ fn connections_to_other_addresses_are_refused() {
     });
 }
 
-/// A CA and a server certificate for 127.0.0.1, written as PEM files in `dir`.
-fn make_certs(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} test CA"));
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
-    let paths = (dir.join(format!("{name}-ca.pem")), dir.join(format!("{name}-server.pem")), dir.join(format!("{name}-server.key")));
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
-}
-
 #[test]
 fn tls_round_trip_with_a_generated_ca_and_a_clear_error_with_the_wrong_one() {
     let port = mosquitto_launcher::free_port().unwrap();
     let tmp = tempfile::Builder::new().prefix("mqtt-board-tls-").tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    let (ca, cert, key) = make_certs(&dir, "good");
-    let (wrong_ca, _, _) = make_certs(&dir, "other");
-    let conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n", ca.display(), cert.display(), key.display());
-    let _broker = Mosquitto::start_with_config(port, &conf, tmp).unwrap_or_else(|e| panic!("{e}"));
+    let good = mosquitto_launcher::tls_certs(&dir, "good").unwrap();
+    let wrong_ca = mosquitto_launcher::tls_certs(&dir, "other").unwrap().ca;
+    let ca = good.ca.clone();
+    let _broker = Mosquitto::start_with_config(port, &good.listener(port), tmp).unwrap_or_else(|e| panic!("{e}"));
     let run = |tls: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
             .args(["pub", "-H", "127.0.0.1", "-p", &port.to_string(), "-t", "tls/t", "-m", "secret", "-q", "1", "--response-time-ms", "2000"])

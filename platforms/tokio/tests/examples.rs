@@ -48,29 +48,13 @@ fn through_an_outage() {
     assert!(!stdout.contains("down 0 time"), "the restart must have been noticed: {stdout}");
 }
 
-/// A CA and a server certificate for 127.0.0.1, written as PEM files in `dir`.
-fn make_certs(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "example test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
-    let paths = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
-}
-
 #[test]
 fn tls() {
     let port = mosquitto_launcher::free_port().unwrap();
     let tmp = tempfile::Builder::new().prefix("mqtt-platform-tls-").tempdir().unwrap();
-    let (ca, cert, key) = make_certs(tmp.path());
-    let conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n", ca.display(), cert.display(), key.display());
-    let _broker = Mosquitto::start_with_config(port, &conf, tmp).unwrap_or_else(|e| panic!("{e}"));
+    let certs = mosquitto_launcher::tls_certs(tmp.path(), "example").unwrap();
+    let ca = certs.ca.clone();
+    let _broker = Mosquitto::start_with_config(port, &certs.listener(port), tmp).unwrap_or_else(|e| panic!("{e}"));
     let run = |ca: Option<&std::path::Path>| {
         let mut cmd = Command::new(example("tls"));
         cmd.args(["127.0.0.1", &port.to_string()]);

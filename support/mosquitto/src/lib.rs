@@ -4,7 +4,7 @@
 //! how Mosquitto is started reaches both.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -19,6 +19,45 @@ pub struct Mosquitto {
     /// Settings it was started with (below the `listener` line), kept for `restart`.
     settings: String,
     dir: tempfile::TempDir,
+}
+
+/// PEM files for a TLS listener, made by [`tls_certs`].
+pub struct TlsCerts {
+    /// The CA that signed `cert`: what a client must trust.
+    pub ca: PathBuf,
+    /// The server certificate, for 127.0.0.1 and localhost.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsCerts {
+    /// mosquitto.conf lines for a TLS listener on `port` with these files.
+    pub fn listener(&self, port: u16) -> String {
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            self.ca.display(),
+            self.cert.display(),
+            self.key.display()
+        )
+    }
+}
+
+/// A fresh CA and a server certificate it signed for 127.0.0.1 and localhost, written as
+/// `NAME-ca.pem`, `NAME-server.pem` and `NAME-server.key` in `dir`.
+pub fn tls_certs(dir: &Path, name: &str) -> std::io::Result<TlsCerts> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let err = |e: rcgen::Error| std::io::Error::other(format!("making test certificates: {e}"));
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} test CA"));
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(err)?).map_err(err)?;
+    let key = KeyPair::generate().map_err(err)?;
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).map_err(err)?.signed_by(&key, &ca).map_err(err)?;
+    let certs = TlsCerts { ca: dir.join(format!("{name}-ca.pem")), cert: dir.join(format!("{name}-server.pem")), key: dir.join(format!("{name}-server.key")) };
+    std::fs::write(&certs.ca, ca.pem())?;
+    std::fs::write(&certs.cert, cert.pem())?;
+    std::fs::write(&certs.key, key.serialize_pem())?;
+    Ok(certs)
 }
 
 /// A free loopback port (the OS picks it; Mosquitto binds it a moment later).
