@@ -271,7 +271,6 @@ impl Driver {
         // messages. Firing early only costs a poll that finds nothing due.
         let sleep = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(sleep);
-        let mut armed: Option<tokio::time::Instant> = None;
         loop {
             if let Err(e) = self.poll() {
                 let _ = self.events.send(ClientEvent::Error(e.to_string()));
@@ -282,9 +281,8 @@ impl Driver {
             let mut wait = deadline.map_or(Duration::from_secs(3600), |d| Duration::from_millis(d.saturating_sub(now)));
             wait = wait.min(if wake.is_none() { IDLE_POLL } else { LINK_POLL });
             let due = tokio::time::Instant::now() + wait;
-            if armed.is_none_or(|a| due < a) {
+            if sleep.is_elapsed() || due < sleep.deadline() {
                 sleep.as_mut().reset(due);
-                armed = Some(due);
             }
             let notified = async {
                 match &wake {
@@ -313,7 +311,7 @@ impl Driver {
                 },
                 _ = notified => {}
                 _ = self.backlog.room.notified() => {}
-                _ = &mut sleep => armed = None,
+                _ = &mut sleep => {}
             }
         }
     }
