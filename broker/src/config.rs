@@ -22,11 +22,25 @@ pub struct BrokerConfig {
     /// Enhanced authentication (MQTT 5 section 4.12) it demands of every client but those in
     /// `exempt`.
     pub auth: Option<Auth>,
+    /// Topic filters its access control denies, as a Mosquitto ACL would: a PUBLISH to a
+    /// matching topic is not routed and, under MQTT 5, acknowledged with 0x87 (Not
+    /// authorized; 3.1.1 has no code for it, so the broker acknowledges and drops it, as
+    /// Mosquitto does); a SUBSCRIBE to a filter a deny entry matches (or equals) is refused in
+    /// its SUBACK (0x87; 0x80 under 3.1.1).
+    pub deny: Vec<String>,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
-        BrokerConfig { receive_maximum: 20, topic_alias_maximum: 0, maximum_packet_size: None, server_keep_alive: None, max_queued_messages: 1000, auth: None }
+        BrokerConfig {
+            receive_maximum: 20,
+            topic_alias_maximum: 0,
+            maximum_packet_size: None,
+            server_keep_alive: None,
+            max_queued_messages: 1000,
+            auth: None,
+            deny: Vec::new(),
+        }
     }
 }
 
@@ -39,6 +53,13 @@ pub struct Auth {
     pub secret: Vec<u8>,
     /// Client ids let in without the exchange (a test's own instruments).
     pub exempt: BTreeSet<String>,
+}
+
+impl BrokerConfig {
+    /// Whether the access control denies `topic` (a topic name or a subscription filter).
+    pub fn denies(&self, topic: &str) -> bool {
+        self.deny.iter().any(|d| d == topic || mqtt_protocol::codec::topic::topic_matches(d, topic))
+    }
 }
 
 /// The answer to a challenge of the [`Auth`] mechanism.

@@ -105,6 +105,9 @@ pub enum DropReason {
     Crashed,
     /// The session ended (a clean start, its expiry, or a clean session's disconnect).
     SessionEnded,
+    /// The access control (`BrokerConfig::deny`) refused the publish; `client` is the
+    /// publisher.
+    Denied,
 }
 
 impl DropReason {
@@ -114,6 +117,7 @@ impl DropReason {
             DropReason::Expired => "expired (message expiry) before it was sent",
             DropReason::Crashed => "broker restarted without persistence",
             DropReason::SessionEnded => "the session ended (clean start or expiry)",
+            DropReason::Denied => "denied by the broker's access control",
         }
     }
 }

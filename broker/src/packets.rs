@@ -3,11 +3,11 @@
 use std::collections::VecDeque;
 
 use mqtt_protocol::codec::{ConnAck, Connect, Disconnect, PubResponse, Publish, SubAck, Subscribe, Unsubscribe};
-use mqtt_protocol::{Packet, PacketId, Properties, ProtocolVersion, QoS};
+use mqtt_protocol::{Packet, PacketId, Properties, ProtocolVersion, QoS, ReasonCode};
 
 use crate::broker::{Ending, Phase};
 use crate::session::{Message, Session, Subscription};
-use crate::{auth_answer, AckKind, Broker, ConnId, Event};
+use crate::{auth_answer, AckKind, Broker, ConnId, DropReason, Event};
 
 /// MQTT 5 DISCONNECT reason "Disconnect with Will Message".
 const DISCONNECT_WITH_WILL: u8 = 0x04;
@@ -258,7 +258,7 @@ impl Broker {
         let message = Message { topic, payload: payload.clone(), qos: p.qos, retain: p.retain, expires_at };
         let (kind, fresh) = match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => {
-                self.route(now, message, Some(client));
+                self.route_unless_denied(now, message, client);
                 return true;
             }
             // Forwarded every time, DUP or not, as Mosquitto does.
@@ -268,17 +268,38 @@ impl Broker {
             _ => return false,
         };
         let id = p.packet_id.expect("matched above");
+        let denied = self.cfg.denies(&message.topic);
         if fresh {
-            self.route(now, message, Some(client));
+            self.route_unless_denied(now, message, client);
         }
-        let reply = if kind == AckKind::Puback { Packet::PubAck(ack(id)) } else { Packet::PubRec(ack(id)) };
-        let settles = (kind == AckKind::Puback).then_some(id.get());
+        let mut response = ack(id);
+        if denied && v5 {
+            response.reason = ReasonCode::NOT_AUTHORIZED.0;
+            // Refused, so no PUBREL follows: the id is free for the client's next message.
+            if let Some(s) = self.sessions.get_mut(client) {
+                s.incoming_qos2.remove(&id.get());
+            }
+        }
+        // A PUBACK settles the message; so does a PUBREC with a failure code, which ends the
+        // QoS 2 exchange (no PUBREL follows, and the client's send quota is back: spec 4.9).
+        let settles = (kind == AckKind::Puback || response.reason >= 0x80).then_some(id.get());
+        let reply = if kind == AckKind::Puback { Packet::PubAck(response) } else { Packet::PubRec(response) };
         if !self.acknowledge(now, conn, kind, reply, settles)
             && let Some(s) = self.sessions.get_mut(client)
         {
             s.owed.insert(id.get(), payload);
         }
         true
+    }
+
+    /// Routes a client's message to its subscribers, unless the access control denies its
+    /// topic (then it goes nowhere, and the record says why).
+    fn route_unless_denied(&mut self, now: u64, message: Message, client: &str) {
+        if self.cfg.denies(&message.topic) {
+            self.event(Event::Dropped { client: client.to_string(), message, why: DropReason::Denied });
+        } else {
+            self.route(now, message, Some(client));
+        }
     }
 
     /// The packet id of a client's QoS 1/2 PUBLISH: not reused while its message is
@@ -334,8 +355,13 @@ impl Broker {
     fn subscribe(&mut self, now: u64, conn: ConnId, client: &str, sub: Subscribe) {
         let mut codes = Vec::new();
         let mut retained = Vec::new();
+        let v5 = self.conns.get(&conn).is_some_and(|c| c.version == ProtocolVersion::V5);
         if let Some(s) = self.sessions.get_mut(client) {
             for f in &sub.filters {
+                if self.cfg.denies(&f.filter) {
+                    codes.push(if v5 { ReasonCode::NOT_AUTHORIZED.0 } else { 0x80 });
+                    continue;
+                }
                 let existed = s
                     .subscriptions
                     .insert(f.filter.clone(), Subscription { qos: f.qos, no_local: f.no_local, retain_as_published: f.retain_as_published })

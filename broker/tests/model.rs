@@ -321,3 +321,23 @@ fn retain_handling_and_retain_as_published_follow_the_subscription_options() {
     subscribe(&mut b, &mut c, 4, 2, true);
     assert!(live(&mut b, &mut c), "Retain As Published keeps it");
 }
+
+#[test]
+fn access_control_refuses_denied_publishes_and_subscriptions_with_each_versions_code() {
+    let mut b = Broker::new(BrokerConfig { deny: vec!["t".into()], ..BrokerConfig::default() });
+    let (mut v5, _) = open(&mut b, 0, connect_packet("v5", ProtocolVersion::V5, true));
+    let (mut v3, _) = open(&mut b, 0, connect_packet("v3", ProtocolVersion::V311, true));
+    let sub = |id: u16| {
+        Packet::Subscribe(Subscribe { packet_id: PacketId::new(id).unwrap(), filters: vec![filter("t"), filter("u")], properties: Properties::default() })
+    };
+    let codes = |heard: &Heard, c: &Client| heard.to(c).iter().find_map(|p| if let Packet::SubAck(a) = p { Some(a.codes.clone()) } else { None }).unwrap();
+    assert_eq!(codes(&send(&mut b, 1, &mut v5, sub(1)), &v5), vec![0x87, 1], "MQTT 5: Not authorized, the other filter granted");
+    assert_eq!(codes(&send(&mut b, 1, &mut v3, sub(1)), &v3), vec![0x80, 1], "3.1.1: Failure");
+    // A denied publish goes nowhere and says why; MQTT 5 tells the publisher, 3.1.1 cannot.
+    for (c, reason) in [(&mut v5, 0x87), (&mut v3, 0)] {
+        let heard = send(&mut b, 2, c, publish(7, b"x", QoS::AtLeastOnce, false));
+        assert!(heard.to(c).iter().any(|p| matches!(p, Packet::PubAck(a) if a.reason == reason)), "{heard:?}");
+        assert!(heard.events.iter().any(|e| matches!(e, Event::Dropped { why: DropReason::Denied, .. })), "{heard:?}");
+        assert!(!heard.events.iter().any(|e| matches!(e, Event::Routed { .. })), "{heard:?}");
+    }
+}

@@ -121,7 +121,7 @@ const MAX_BATCH: usize = 64;
 /// Longest sleep between polls when the platform offers no wakeup.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Longest sleep between polls otherwise: link changes (read by the `wifi` import) are
-/// noticed within this time.
+/// noticed within this time by a platform whose wakeup does not report them.
 const LINK_POLL: Duration = Duration::from_millis(1000);
 
 impl Client {

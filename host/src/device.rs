@@ -507,14 +507,18 @@ impl Device {
 
     /// Stop waiting for a publish (see the WIT `cancel`).
     pub fn cancel(&mut self, token: Token) -> Result<bool, DeviceError> {
-        if self.unacked.remove(&token).is_none() {
-            return Ok(false);
-        }
+        let Some(publish) = self.unacked.remove(&token) else { return Ok(false) };
         let guest = self.guest_to_host.iter().find(|(_, h)| **h == token).map(|(g, _)| *g);
         let Some(guest) = guest else { return Ok(true) };
-        self.guest_to_host.remove(&guest);
-        let r = self.guarded("cancel", |api, store, c| api.call_cancel(store, c, guest))?;
-        Ok(r.unwrap_or(true))
+        // A trap restarts the instance without this publish (it left `unacked` above): cancelled.
+        let cancelled = self.guarded("cancel", |api, store, c| api.call_cancel(store, c, guest))?.unwrap_or(true);
+        if cancelled {
+            self.guest_to_host.remove(&guest);
+        } else {
+            // The guest had settled it already: its event still names this token.
+            self.unacked.insert(token, publish);
+        }
+        Ok(cancelled)
     }
 
     pub fn disconnect(&mut self) -> Result<(), DeviceError> {

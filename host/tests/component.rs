@@ -263,10 +263,12 @@ fn component_stays_under_100_kib() {
 /// Issue 6's target is under 64 KiB of code (the code section of the shipped core module):
 /// 62,055 bytes when this test was written, 64,915 before the power-cut store, 79,903 with
 /// it (issue 16: the log, its recovery and collection cost 14,988 bytes; BENCHMARKS.md
-/// says what would win them back), 81,623 with broker failover. This tripwire guards
-/// against growth past that.
+/// says what would win them back), 81,623 with broker failover, 81,806 with the decoder's
+/// read offset, 82,158 with probing for a broker that does not answer (issue 16 §6: the
+/// tripwire moved from 80 to 82 KiB for it), 82,200 with refused SUBACK filters reported as
+/// they came. This tripwire guards against growth past that.
 #[test]
-fn shipped_code_stays_under_80_kib() {
+fn shipped_code_stays_under_82_kib() {
     let core = std::fs::read(mqtt_host::CORE_MODULE_PATH).expect("the build leaves the core module");
     let code = wasmparser::Parser::new(0)
         .parse_all(&core)
@@ -275,7 +277,7 @@ fn shipped_code_stays_under_80_kib() {
             _ => None,
         })
         .expect("a code section");
-    assert!(code < 80 * 1024, "the code section is {code} bytes; the tripwire is 81920 (the target, 65536)");
+    assert!(code < 82 * 1024, "the code section is {code} bytes; the tripwire is 83968 (the target, 65536)");
 }
 
 /// Memory, like size, is deterministic; the target is under 256 KiB of linear memory with

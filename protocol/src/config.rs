@@ -44,7 +44,9 @@ pub struct Will {
 /// Everything the client is told at creation; [`Config::validate`] checks it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// MQTT client id. Empty asks the broker to assign one (needs `clean` and `clean_init`).
+    /// MQTT client id. Empty asks the broker to assign one: needs `clean_init`, and `clean`
+    /// too under 3.1.1; under MQTT 5 the client reconnects with the assigned id, so
+    /// `clean = false` resumes its session until the next power-up.
     pub client_id: String,
     /// Broker host name or address.
     pub server: String,
@@ -106,9 +108,13 @@ pub struct Config {
     pub wifi_pw: Option<String>,
     /// Seed for backoff jitter: the only randomness, so a run replays.
     pub seed: u64,
-    /// Shortest reconnect backoff (jittered, doubling up to `backoff_max_ms`).
+    /// Shortest reconnect backoff (jittered, doubling up to `backoff_max_ms`). Also the
+    /// least time between probes for a broker that does not answer, when longer than
+    /// [`crate::PROBE_MS`].
     pub backoff_min_ms: u32,
-    /// Longest reconnect backoff.
+    /// Longest reconnect backoff after a broker answered and refused. A broker that does not
+    /// answer (silence, nothing listening) is probed every [`crate::PROBE_MS`] instead, for
+    /// [`crate::FAST_PROBES`] attempts in a row.
     pub backoff_max_ms: u32,
     /// Re-send subscriptions after a reconnect that did not resume the session.
     pub resubscribe: bool,
@@ -386,8 +392,15 @@ impl Config {
         if self.client_id.len() > u16::MAX as usize {
             return err("client_id", "longer than 65535 bytes");
         }
-        if self.client_id.is_empty() && !(self.clean && self.clean_init) {
-            return err("client_id", "is empty, but clean/clean_init is false: a persistent session needs a stable client id");
+        // An empty id gets one assigned by the broker. Under MQTT 5 the client keeps it for
+        // its reconnects, so `clean = false` resumes the session until the next power-up (the
+        // id lives in RAM, so that connection must start clean). 3.1.1 servers refuse an
+        // empty id with a persistent session (MQTT-3.1.3-8) and assign none to keep.
+        if self.client_id.is_empty() && !(self.clean_init && (self.clean || self.mqttv5)) {
+            return err(
+                "client_id",
+                "is empty, which needs clean_init (and clean, under MQTT 3.1.1): a session that outlives a power-up needs a stable client id",
+            );
         }
         if self.keepalive_secs == 1 {
             return err("keepalive_secs", "1 s is out of range: use 0 (off) or at least 2 s");
@@ -504,6 +517,9 @@ mod tests {
         let c = Config { client_id: String::new(), clean: false, ..good() };
         let e = c.validate().unwrap_err();
         assert_eq!(e.key, "client_id");
+        // MQTT 5 keeps the assigned id across reconnects, not across a power-up.
+        assert_eq!(Config { mqttv5: true, ..c.clone() }.validate(), Ok(()));
+        assert_eq!(Config { mqttv5: true, clean_init: false, ..c }.validate().unwrap_err().key, "client_id");
     }
 
     #[test]

@@ -21,6 +21,8 @@ impl ReasonCode {
     pub const PROTOCOL_ERROR: ReasonCode = ReasonCode(0x82);
     /// The protocol name or level is not one we speak.
     pub const UNSUPPORTED_PROTOCOL_VERSION: ReasonCode = ReasonCode(0x84);
+    /// The server's access control refused it (a PUBACK, PUBREC or SUBACK code).
+    pub const NOT_AUTHORIZED: ReasonCode = ReasonCode(0x87);
     /// A topic filter that is not well formed.
     pub const TOPIC_FILTER_INVALID: ReasonCode = ReasonCode(0x8F);
     /// A topic name that is not well formed.

@@ -72,6 +72,22 @@ pub enum TestFault {
     IncomingNotStored,
     /// With several brokers: keeps trying the one that failed, never the next.
     NoFailover,
+    /// Waits out the full response time and the grown backoff for a broker that does not
+    /// answer, instead of probing for it every `PROBE_MS`.
+    NoProbe,
+    /// Reports a publish the broker refused (a PUBACK or PUBREC failure code) as delivered.
+    IgnorePubackFailure,
+    /// Takes a filter the broker refused (a SUBACK failure code) as granted: reports it
+    /// subscribed, and renews it after a reconnect.
+    IgnoreSubackFailure,
+    /// `cancel` says yes and does nothing: the publish goes out and its token completes.
+    IgnoreCancel,
+    /// Forgets the client id the broker assigned (MQTT 5) and reconnects with an empty one,
+    /// so every reconnect starts a new session.
+    ForgetAssignedId,
+    /// Sends publishes without the Message Expiry Interval the application set (MQTT 5), so
+    /// a stale message waits for an offline subscriber for ever.
+    DropMessageExpiry,
 }
 
 impl TestFault {
@@ -105,6 +121,12 @@ impl TestFault {
         ("ids-not-restored", TestFault::IdsNotRestored),
         ("incoming-not-stored", TestFault::IncomingNotStored),
         ("no-failover", TestFault::NoFailover),
+        ("no-probe", TestFault::NoProbe),
+        ("ignore-puback-failure", TestFault::IgnorePubackFailure),
+        ("ignore-suback-failure", TestFault::IgnoreSubackFailure),
+        ("ignore-cancel", TestFault::IgnoreCancel),
+        ("forget-assigned-id", TestFault::ForgetAssignedId),
+        ("drop-message-expiry", TestFault::DropMessageExpiry),
         ("ignore-retain-as-published", TestFault::IgnoreRetainAsPublished),
         ("ignore-retain-handling", TestFault::IgnoreRetainHandling),
     ];

@@ -314,6 +314,97 @@ fn reconnect_backoff_grows_and_stays_within_bounds() {
     }
 }
 
+/// The gaps between the client's connection attempts over `ms`.
+fn attempt_gaps(h: &mut Harness, ms: u64) -> Vec<u64> {
+    h.opened_at.clear();
+    h.advance(ms);
+    h.opened_at.windows(2).map(|w| w[1].saturating_since(w[0])).collect()
+}
+
+#[test]
+fn a_silent_path_is_probed_every_800_ms_and_the_client_is_up_within_that_of_it_healing() {
+    let mut h = Harness::up(config(false));
+    h.reset_into(Network::Silent);
+    // Each open that nothing answers is replaced by a fresh one (a fresh SYN) after 800 ms,
+    // not after the response time (2 s here) and a growing backoff.
+    let gaps = attempt_gaps(&mut h, 10_000);
+    assert!(gaps.len() >= 10 && gaps.iter().all(|g| *g == 800), "{gaps:?}");
+    h.network = Network::Opens;
+    let healed = h.now;
+    h.take_sent();
+    h.advance(800);
+    let connect_at = *h.opened_at.last().unwrap();
+    assert!(connect_at.saturating_since(healed) <= 800);
+    assert!(h.take_sent().iter().any(|p| matches!(p, Packet::Connect(_))));
+    h.connack(true);
+    assert!(h.client.is_connected());
+}
+
+#[test]
+fn nothing_listening_is_retried_within_800_ms_not_after_the_grown_backoff() {
+    let mut cfg = config(false);
+    cfg.backoff_max_ms = 5_000;
+    let mut h = Harness::up(cfg);
+    h.reset_into(Network::Refuses);
+    let gaps = attempt_gaps(&mut h, 20_000);
+    // Jittered within [d/2, d] as the backoff is, but d stops at 800 ms.
+    assert!(gaps.len() >= 24 && gaps.iter().all(|g| *g <= 800), "{gaps:?}");
+    assert!(gaps.iter().skip(4).all(|g| *g >= 400), "{gaps:?}");
+}
+
+#[test]
+fn a_refusal_by_the_broker_itself_keeps_the_full_backoff() {
+    let mut cfg = config(false);
+    cfg.backoff_max_ms = 5_000;
+    let mut h = Harness::up(cfg);
+    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Reset);
+    let mut waits = Vec::new();
+    for _ in 0..8 {
+        h.pump();
+        let start = h.now;
+        let t = h.client.poll_timeout().unwrap();
+        h.now = t;
+        h.client.handle_timeout(t);
+        h.pump();
+        waits.push(t.saturating_since(start));
+        // The socket opened: this is CONNACK 3 (server unavailable), an MQTT answer.
+        h.connack_with(false, 3, Properties::default());
+    }
+    // d = 100·2^i up to 5 s: from the seventh on, [2.5 s, 5 s], past the probe's 800 ms.
+    assert!(waits.iter().skip(6).all(|w| *w >= 2_500), "{waits:?}");
+}
+
+#[test]
+fn fast_probes_stop_after_32_in_a_row_and_attempts_wait_the_response_time_again() {
+    let mut h = Harness::up(config(false));
+    h.reset_into(Network::Silent);
+    let gaps = attempt_gaps(&mut h, 60_000);
+    let fast = gaps.iter().take_while(|g| **g == 800).count();
+    assert_eq!(fast, 32, "{gaps:?}");
+    // Then the response time (2 s) plus the backoff (at most 1 s here).
+    assert!(gaps[fast..].iter().all(|g| (2_000..=3_000).contains(g)), "{gaps:?}");
+}
+
+#[test]
+fn a_slow_path_gets_four_times_its_last_open_before_a_probe_replaces_it() {
+    let mut cfg = config(false);
+    cfg.response_time_ms = 10_000;
+    let mut h = Harness::new(cfg);
+    h.network = Network::Silent;
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    // This path takes 500 ms to open (a slow TLS handshake, say).
+    h.advance(500);
+    h.network = Network::Opens;
+    h.socket_open = true;
+    h.client.handle_socket_open(h.now);
+    h.pump();
+    h.connack(false);
+    h.reset_into(Network::Silent);
+    let gaps = attempt_gaps(&mut h, 10_000);
+    assert!(gaps.len() >= 4 && gaps.iter().all(|g| *g == 2_000), "{gaps:?}");
+}
+
 #[test]
 fn incoming_qos1_is_acked_and_delivered() {
     let mut h = Harness::up(config(false));

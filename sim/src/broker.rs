@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use mqtt_broker_model::{Auth, BrokerConfig, ConnId, Event, Knobs, Message, Output};
+use mqtt_broker_model::{Auth, BrokerConfig, ConnId, DropReason, Event, Knobs, Message, Output};
 use mqtt_protocol::codec::topic::topic_matches;
 use mqtt_protocol::QoS;
 use serde_json::json;
@@ -56,6 +56,11 @@ enum Power {
     Restart,
 }
 
+/// The broker's own record of a message that reached it.
+fn arrived(message: Message, seq: Option<u64>, now: u64) -> Delivery {
+    Delivery { topic: message.topic, seq, t_ms: now, payload: message.payload, dup: false, retained: message.retain }
+}
+
 #[derive(Clone)]
 pub struct Broker {
     inner: Arc<Mutex<Inner>>,
@@ -85,6 +90,7 @@ fn config(spec: &BrokerSpec) -> BrokerConfig {
         server_keep_alive: spec.server_keep_alive,
         max_queued_messages: spec.max_queued_messages,
         auth,
+        deny: spec.deny.clone(),
     }
 }
 
@@ -365,18 +371,16 @@ impl Inner {
                     if !to.iter().any(|c| c == OBSERVER_ID) && message.qos != QoS::AtMostOnce {
                         w.rec.broker_dropped.push((seq, "no observer session (lost in a restart) when it arrived".into()));
                     }
-                    w.rec.broker_received.push(Delivery {
-                        topic: message.topic,
-                        seq,
-                        t_ms: now,
-                        payload: message.payload,
-                        dup: false,
-                        retained: message.retain,
-                    });
+                    w.rec.broker_received.push(arrived(message, seq, now));
                 }
             }
             Event::Dropped { client, message, why } => {
-                if client == OBSERVER_ID {
+                if why == DropReason::Denied {
+                    // It reached the broker, which let go of it on purpose.
+                    let seq = seq_of(&message.payload);
+                    w.rec.broker_dropped.push((seq, why.describe().to_string()));
+                    w.rec.broker_received.push(arrived(message, seq, now));
+                } else if client == OBSERVER_ID {
                     w.rec.broker_dropped.push((seq_of(&message.payload), format!("observer: {}", why.describe())));
                 }
             }

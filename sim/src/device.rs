@@ -156,6 +156,7 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
                 Err(e) => w.log(now, &ctx.name, "request_refused", json!({ "filter": filter, "error": e.to_string() })),
             }
         }
+        cancel_due(&ctx, &mut dev, boot, now);
         let next_work = if closed { None } else { publish_due(&ctx, &mut dev, boot, now) };
         if power_cut(&ctx) {
             return std::future::pending().await;
@@ -258,6 +259,31 @@ fn publish_due(ctx: &DeviceCtx, dev: &mut Device, boot: u32, now: u64) -> Option
     next
 }
 
+/// The application cancels, on the topics the timeline named, every publish of this boot
+/// whose token has not completed; a cancel the client accepted is recorded.
+fn cancel_due(ctx: &DeviceCtx, dev: &mut Device, boot: u32, now: u64) {
+    let topics = std::mem::take(&mut ctx.world.lock().app_cancels[ctx.index as usize]);
+    for topic in topics {
+        let open: Vec<(u64, u64)> = {
+            let w = ctx.world.lock();
+            let done = |token: u64| w.rec.acked.contains_key(&(ctx.index, boot, token)) || w.rec.failed.contains(&(ctx.index, boot, token));
+            w.rec.accepted.iter().filter(|a| a.device == ctx.index && a.boot == boot && a.topic == topic && !done(a.token)).map(|a| (a.token, a.seq)).collect()
+        };
+        for (token, seq) in open {
+            let result = dev.cancel(token);
+            let mut w = ctx.world.lock();
+            match result {
+                Ok(true) => {
+                    w.rec.cancelled.insert((ctx.index, boot, token));
+                    w.log(now, &ctx.name, "cancelled", json!({ "token": token, "seq": seq }));
+                }
+                Ok(false) => {}
+                Err(e) => w.log(now, &ctx.name, "cancel_failed", json!({ "token": token, "error": e.to_string() })),
+            }
+        }
+    }
+}
+
 /// A power cut fell inside a flash operation of this device (see `flash.rs`).
 fn power_cut(ctx: &DeviceCtx) -> bool {
     ctx.world.lock().flash[ctx.index as usize].as_ref().is_some_and(|f| f.dead)
@@ -285,15 +311,24 @@ fn record(ctx: &DeviceCtx, boot: u32, now: u64, events: Vec<Event>, challenges: 
                 w.rec.device_received.push(Delivery { topic: m.topic, seq, t_ms: now, payload: m.payload, dup: m.dup, retained: m.retained });
             }
             Event::Published(token) => {
+                if w.rec.cancelled.contains(&(ctx.index, boot, token)) {
+                    w.rec.completed_after_cancel.push(token);
+                }
                 w.rec.acked.insert((ctx.index, boot, token), now);
                 w.log(now, &ctx.name, "published", json!({ "token": token }));
             }
             Event::PublishFailed((token, reason)) => {
+                if w.rec.cancelled.contains(&(ctx.index, boot, token)) {
+                    w.rec.completed_after_cancel.push(token);
+                }
                 w.rec.publish_failures += 1;
                 w.rec.failed.insert((ctx.index, boot, token));
                 w.log(now, &ctx.name, "publish_failed", json!({ "token": token, "reason": reason }));
             }
-            Event::Subscribed((token, codes)) => w.log(now, &ctx.name, "subscribed", json!({ "token": token, "codes": codes })),
+            Event::Subscribed((token, codes)) => {
+                w.rec.subscribe_refusals += codes.iter().filter(|c| **c >= 0x80).count() as u64;
+                w.log(now, &ctx.name, "subscribed", json!({ "token": token, "codes": codes }));
+            }
             Event::Unsubscribed((token, _)) => w.log(now, &ctx.name, "unsubscribed", json!({ "token": token })),
             Event::BrokerUp(up) => w.log(now, &ctx.name, "broker_up", json!({ "up": up })),
             Event::Link(l) => {

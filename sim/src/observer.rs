@@ -40,6 +40,22 @@ pub struct ObserverCtx {
     pub wake: Arc<Notify>,
 }
 
+/// A connected observer client, its subscriptions asked for.
+fn start(ctx: &ObserverCtx) -> Result<Device, String> {
+    let platform = SimPlatform::for_observer(ctx.world.clone(), ctx.wake.clone());
+    let mut client = Device::new(&ctx.component, Box::new(platform), config(BROKER_ADDRESS), HOST).map_err(|e| format!("observer: {e}"))?;
+    // The broker already holds these subscriptions (made before t = 0); asking again is
+    // harmless, and lets the client re-subscribe if a broker restart loses its session.
+    let subscriptions = ctx
+        .filters
+        .iter()
+        .map(|f| Subscription { filter: f.clone(), qos: Qos::ExactlyOnce, no_local: false, retain_as_published: false, retain_handling: 2 })
+        .collect();
+    client.subscribe(subscriptions).map_err(|e| format!("observer subscribe: {e}"))?;
+    client.connect().map_err(|e| format!("observer connect: {e}"))?;
+    Ok(client)
+}
+
 /// The observer's client config: it resumes the session the broker made for it (so its
 /// subscriptions exist from t = 0), keeps a queue nothing overflows, and comes back quickly
 /// after a broker restart.
@@ -61,19 +77,22 @@ pub fn config(broker_host: &str) -> Config {
 }
 
 pub async fn run(ctx: Arc<ObserverCtx>) -> turmoil::Result {
-    let platform = SimPlatform::for_observer(ctx.world.clone(), ctx.wake.clone());
-    let mut client = Device::new(&ctx.component, Box::new(platform), config(BROKER_ADDRESS), HOST).map_err(|e| format!("observer: {e}"))?;
-    // The broker already holds these subscriptions (made before t = 0); asking again is
-    // harmless, and lets the client re-subscribe if a broker restart loses its session.
-    let subscriptions = ctx
-        .filters
-        .iter()
-        .map(|f| Subscription { filter: f.clone(), qos: Qos::ExactlyOnce, no_local: false, retain_as_published: false, retain_handling: 2 })
-        .collect();
-    client.subscribe(subscriptions).map_err(|e| format!("observer subscribe: {e}"))?;
-    client.connect().map_err(|e| format!("observer connect: {e}"))?;
+    let mut client = start(&ctx)?;
     let mut pace = Pace::default();
+    let mut away = false;
     loop {
+        // An `observer_away` fault: a clean DISCONNECT (the session stays), then back.
+        let wanted = ctx.world.lock().observer_away;
+        if wanted != away {
+            away = wanted;
+            if away {
+                client.disconnect().map_err(|e| format!("observer disconnect: {e}"))?;
+            } else {
+                // Back as a new process would be (a disconnected client stays closed),
+                // resuming its session (clean_init = false).
+                client = start(&ctx)?;
+            }
+        }
         let events = client.poll().map_err(|e| format!("observer poll: {e}"))?;
         let now = now_ms();
         let mut retry = false;
@@ -98,7 +117,7 @@ pub async fn run(ctx: Arc<ObserverCtx>) -> turmoil::Result {
                 }
             }
         }
-        if retry {
+        if retry && !away {
             tokio::time::sleep(Duration::from_millis(100)).await;
             client.connect().map_err(|e| format!("observer connect: {e}"))?;
             continue;

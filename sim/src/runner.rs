@@ -84,6 +84,9 @@ enum Step {
     Link(LinkState),
     Hold,
     Release,
+    /// A silent link or a broker outage that began at this time is over: the network is
+    /// whole again (for `recover_within_ms`).
+    Healed(u64),
     Latency(u64, u64),
     /// Broker `broker` (0-based) crashes, or comes back.
     BrokerCrash {
@@ -107,6 +110,33 @@ enum Step {
     ServerDisconnect(u8),
     AppDisconnect,
     App(String, Option<u8>),
+    /// The application cancels what it published on this topic and has not seen complete.
+    Cancel(String),
+    /// The observer leaves (true) or comes back.
+    ObserverAway(bool),
+}
+
+/// Every device that went down within each `(since, t)` window is up again within `limit`
+/// ms of `t`.
+fn back_up_within(sc: &Scenario, rec: &Record, windows: &[(u64, u64)], limit: u64, what: &str) -> (bool, String) {
+    let mut worst = 0u64;
+    let mut missing = None;
+    for device in 0..sc.devices {
+        for &(since, t) in windows {
+            let disturbed = rec.downs.iter().any(|(d, at, _)| *d == device && (since..=t).contains(at));
+            if !disturbed {
+                continue;
+            }
+            match rec.ups.iter().find(|(d, u)| *d == device && *u >= t) {
+                Some((_, u)) => worst = worst.max(u - t),
+                None => missing = Some(t),
+            }
+        }
+    }
+    match missing {
+        Some(t) => (false, format!("never up again after {what} at {t} ms")),
+        None => (worst <= limit, format!("slowest reconnect after {what}: {worst} ms (limit {limit})")),
+    }
 }
 
 fn ms(s: f64) -> u64 {
@@ -135,6 +165,7 @@ fn timeline(sc: &Scenario, seed: u64) -> Vec<(u64, Step)> {
             Fault::SilentLink { at_s, for_s } => {
                 t.push((ms(at_s), Step::Hold));
                 t.push((ms(at_s + for_s), Step::Release));
+                t.push((ms(at_s + for_s), Step::Healed(ms(at_s))));
             }
             Fault::Latency { at_s, for_s, latency_ms, jitter_ms } => {
                 t.push((ms(at_s), Step::Latency(latency_ms, jitter_ms)));
@@ -144,11 +175,13 @@ fn timeline(sc: &Scenario, seed: u64) -> Vec<(u64, Step)> {
                 let broker = broker as usize - 1;
                 t.push((ms(at_s), Step::BrokerCrash { persist, broker }));
                 t.push((ms(at_s + down_s), Step::BrokerBounce { broker }));
+                t.push((ms(at_s + down_s), Step::Healed(ms(at_s))));
             }
             Fault::BrokerDown { at_s, for_s, broker } => {
                 let broker = broker as usize - 1;
                 t.push((ms(at_s), Step::BrokerCrash { persist: sc.broker.persist_sessions, broker }));
                 t.push((ms(at_s + for_s), Step::BrokerBounce { broker }));
+                t.push((ms(at_s + for_s), Step::Healed(ms(at_s))));
             }
             Fault::DropAcks { at_s, packet, count } => t.push((ms(at_s), Step::DropAcks(packet, count))),
             Fault::DelayAcks { at_s, packet, count, ms: late } => t.push((ms(at_s), Step::DelayAcks(packet, count, late))),
@@ -193,6 +226,11 @@ fn timeline(sc: &Scenario, seed: u64) -> Vec<(u64, Step)> {
             Fault::Disconnect { at_s } => t.push((ms(at_s), Step::AppDisconnect)),
             Fault::Subscribe { at_s, ref filter, qos } => t.push((ms(at_s), Step::App(filter.clone(), Some(qos)))),
             Fault::Unsubscribe { at_s, ref filter } => t.push((ms(at_s), Step::App(filter.clone(), None))),
+            Fault::Cancel { at_s, ref topic } => t.push((ms(at_s), Step::Cancel(topic.clone()))),
+            Fault::ObserverAway { at_s, for_s } => {
+                t.push((ms(at_s), Step::ObserverAway(true)));
+                t.push((ms(at_s + for_s), Step::ObserverAway(false)));
+            }
         }
     }
     if let Some(chaos) = &sc.chaos {
@@ -229,8 +267,9 @@ pub fn device_config(sc: &Scenario, seed: u64, index: u32) -> Config {
     let mut c = default_config(BROKER, "device-1");
     // Validated with the scenario: the will's QoS is the only key that can be wrong here.
     d.apply_to(&mut c).expect("scenario validated");
-    // A fleet's devices share the file: each gets its own id and its own will topic.
-    if sc.devices > 1 {
+    // A fleet's devices share the file: each gets its own id (an empty one is the broker's
+    // to assign) and its own will topic.
+    if sc.devices > 1 && !c.client_id.is_empty() {
         c.client_id = format!("{}-{index}", c.client_id);
     }
     if let Some(w) = &mut c.will {
@@ -290,7 +329,9 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
     // Each observer shares its broker's host and lives through its crashes (see broker.rs);
     // what they see goes into one record.
     for (broker, host) in brokers.iter().zip(broker_names(brokers.len())) {
-        let observer = Arc::new(ObserverCtx { component: component.clone(), filters: sc.observe.clone(), world: world.clone(), wake: Arc::new(Notify::new()) });
+        let wake = Arc::new(Notify::new());
+        world.lock().observer_wakes.push(wake.clone());
+        let observer = Arc::new(ObserverCtx { component: component.clone(), filters: sc.observe.clone(), world: world.clone(), wake });
         let b = broker.clone();
         sim.host(host.as_str(), move || {
             let (broker, observer) = (b.clone(), observer.clone());
@@ -398,6 +439,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, devices: &[String], world: &Sh
         }
         Step::Hold => each_link(devices, &broker_hosts, |d, b| sim.hold(d, b)),
         Step::Release => each_link(devices, &broker_hosts, |d, b| sim.release(d, b)),
+        Step::Healed(since) => world.lock().rec.heals.push((*since, now)),
         Step::Latency(l, j) => {
             each_link(devices, &broker_hosts, |d, b| {
                 sim.set_link_latency(d, b, Duration::from_millis(*l));
@@ -442,6 +484,17 @@ fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, devices: &[String], world: &Sh
                 reqs.push((for_device(filter, i as u32), *qos));
             }
         }
+        Step::ObserverAway(away) => {
+            let mut w = world.lock();
+            w.observer_away = *away;
+            w.observer_wakes.iter().for_each(|o| o.notify_one());
+        }
+        Step::Cancel(topic) => {
+            let mut w = world.lock();
+            for (i, cancels) in w.app_cancels.iter_mut().enumerate() {
+                cancels.push(for_device(topic, i as u32));
+            }
+        }
     }
     wakes.iter().for_each(|w| w.notify_one());
 }
@@ -475,7 +528,7 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
     let acked = |a: &&crate::world::Accepted| rec.acked.contains_key(&(a.device, a.boot, a.token));
     // Missing: accepted by a client that lived on (or acknowledged) and never observed.
     // A publish that failed (its deadline passed unsent) was reported to the application: not lost.
-    let failed = |a: &&&crate::world::Accepted| rec.failed.contains(&(a.device, a.boot, a.token));
+    let failed = |a: &&&crate::world::Accepted| rec.failed.contains(&(a.device, a.boot, a.token)) || rec.cancelled.contains(&(a.device, a.boot, a.token));
     // With a store nothing is exempt: a publish that returned a token survives power cuts.
     let stored = sc.device.store.is_some();
     let missing: Vec<&&crate::world::Accepted> =
@@ -541,26 +594,13 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
         check(&mut checks, "in_order", bad.is_none(), bad.unwrap_or_else(|| "first deliveries in publish order".into()));
     }
     if let Some(limit) = e.reconnect_within_ms {
-        let mut worst = 0u64;
-        let mut missing = None;
-        for device in 0..sc.devices {
-            for &t in &rec.link_returns {
-                let disturbed = rec.downs.iter().any(|(d, at, _)| *d == device && *at <= t);
-                if !disturbed {
-                    continue;
-                }
-                match rec.ups.iter().find(|(d, u)| *d == device && *u >= t) {
-                    Some((_, u)) => worst = worst.max(u - t),
-                    None => missing = Some(t),
-                }
-            }
-        }
-        let ok = missing.is_none() && worst <= limit;
-        let detail = match missing {
-            Some(t) => format!("never up again after the link returned at {t} ms"),
-            None => format!("slowest reconnect after the link returned: {worst} ms (limit {limit})"),
-        };
+        let returns: Vec<(u64, u64)> = rec.link_returns.iter().map(|t| (0, *t)).collect();
+        let (ok, detail) = back_up_within(sc, rec, &returns, limit, "the link returned");
         check(&mut checks, "reconnect_within_ms", ok, detail);
+    }
+    if let Some(limit) = e.recover_within_ms {
+        let (ok, detail) = back_up_within(sc, rec, &rec.heals, limit, "the network healed");
+        check(&mut checks, "recover_within_ms", ok, detail);
     }
     if let Some(want) = e.will_delivered {
         let by = e.will_by_s.map(ms).unwrap_or(u64::MAX);
@@ -619,6 +659,22 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
     }
     if let Some(min) = e.min_discards {
         check(&mut checks, "min_discards", rec.discards >= min, format!("{} discarded (at least {min})", rec.discards));
+    }
+    if let Some(max) = e.max_cancelled_delivered {
+        let cancelled: BTreeSet<u64> = rec.accepted.iter().filter(|a| rec.cancelled.contains(&(a.device, a.boot, a.token))).map(|a| a.seq).collect();
+        let delivered = cancelled.iter().filter(|s| seen.contains(s)).count() as u64;
+        let completed = &rec.completed_after_cancel;
+        let ok = delivered <= max && completed.is_empty();
+        let detail = format!(
+            "{} cancelled, {delivered} of them delivered (at most {max}), {} completed after their cancel (none may) {:?}",
+            cancelled.len(),
+            completed.len(),
+            &completed[..completed.len().min(10)]
+        );
+        check(&mut checks, "max_cancelled_delivered", ok, detail);
+    }
+    if let Some(min) = e.min_subscribe_refusals {
+        check(&mut checks, "min_subscribe_refusals", rec.subscribe_refusals >= min, format!("{} filters refused (at least {min})", rec.subscribe_refusals));
     }
     if let Some(min) = e.min_publish_failures {
         check(&mut checks, "min_publish_failures", rec.publish_failures >= min, format!("{} failed (at least {min})", rec.publish_failures));

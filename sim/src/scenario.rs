@@ -258,6 +258,11 @@ pub struct BrokerSpec {
     pub auth_method: Option<String>,
     #[serde(default)]
     pub auth_secret: Option<String>,
+    /// Topic filters the broker's access control denies (a Mosquitto ACL): publishes to
+    /// them go nowhere (MQTT 5: PUBACK/PUBREC 0x87), subscriptions to them are refused in
+    /// the SUBACK (0x87; 0x80 under 3.1.1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -281,6 +286,7 @@ impl Default for BrokerSpec {
             max_queued_messages: default_max_queued(),
             auth_method: None,
             auth_secret: None,
+            deny: Vec::new(),
         }
     }
 }
@@ -414,6 +420,12 @@ pub enum Fault {
     },
     /// The application unsubscribes (possibly during an outage).
     Unsubscribe { at_s: f64, filter: String },
+    /// The application cancels every publish on `topic` whose token has not completed.
+    Cancel { at_s: f64, topic: String },
+    /// The observer (the other subscriber) disconnects cleanly and comes back after `for_s`;
+    /// its session stays, so the broker queues for it, and expires what outlives its
+    /// Message Expiry Interval meanwhile.
+    ObserverAway { at_s: f64, for_s: f64 },
 }
 
 fn one_u32() -> u32 {
@@ -453,6 +465,9 @@ pub struct Expect {
     pub in_order: Option<bool>,
     /// After each link return, the client is up again within this time.
     pub reconnect_within_ms: Option<u64>,
+    /// After each silent link or broker outage ends, a device it took down is up again
+    /// within this time.
+    pub recover_within_ms: Option<u64>,
     /// The device's will reaches the observer (true) or never does (false).
     pub will_delivered: Option<bool>,
     pub will_by_s: Option<f64>,
@@ -472,6 +487,12 @@ pub struct Expect {
     pub max_discards: Option<u64>,
     /// Publishes that must fail (expired / refused), at least this many.
     pub min_publish_failures: Option<u64>,
+    /// Filters the broker refused (SUBACK failure codes) that the application was told of,
+    /// at least this many.
+    pub min_subscribe_refusals: Option<u64>,
+    /// Publishes the application cancelled (`cancel` faults): at most this many reach the
+    /// observer (one already sent may), and none of their tokens completes.
+    pub max_cancelled_delivered: Option<u64>,
     /// Most QoS 1/2 messages the broker ever had in flight to the device.
     pub max_broker_inflight_to_device: Option<u64>,
     /// A down reason the device must report (substring of its text).
@@ -641,6 +662,8 @@ impl Fault {
             Fault::Roam { .. } => "roam",
             Fault::Subscribe { .. } => "subscribe",
             Fault::Unsubscribe { .. } => "unsubscribe",
+            Fault::Cancel { .. } => "cancel",
+            Fault::ObserverAway { .. } => "observer_away",
         }
     }
 
@@ -654,7 +677,8 @@ impl Fault {
             | Fault::Refuse { at_s, for_s, .. }
             | Fault::StopPings { at_s, for_s }
             | Fault::HalfOpen { at_s, for_s }
-            | Fault::DnsFailure { at_s, for_s } => (at_s, for_s),
+            | Fault::DnsFailure { at_s, for_s }
+            | Fault::ObserverAway { at_s, for_s } => (at_s, for_s),
             Fault::LinkFlap { at_s, count, down_s, up_s } => (at_s, f64::from(count) * (down_s + up_s)),
             Fault::BrokerRestart { at_s, down_s, .. } => (at_s, down_s),
             Fault::PowerCycle { at_s, off_s } => (at_s, off_s),
@@ -665,7 +689,8 @@ impl Fault {
             | Fault::ServerDisconnect { at_s, .. }
             | Fault::Disconnect { at_s }
             | Fault::Subscribe { at_s, .. }
-            | Fault::Unsubscribe { at_s, .. } => (at_s, 0.0),
+            | Fault::Unsubscribe { at_s, .. }
+            | Fault::Cancel { at_s, .. } => (at_s, 0.0),
         }
     }
 }

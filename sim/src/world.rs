@@ -55,8 +55,14 @@ pub struct Record {
     /// (device, boot, token) → time acknowledged.
     pub acked: BTreeMap<(u32, u32, u64), u64>,
     pub publish_failures: u64,
+    /// Filters the broker refused in a SUBACK, as the application was told.
+    pub subscribe_refusals: u64,
     /// (device, boot, token) of every publish that failed after it was accepted.
     pub failed: std::collections::BTreeSet<(u32, u32, u64)>,
+    /// Publishes the application cancelled, by (device, boot, token).
+    pub cancelled: std::collections::BTreeSet<(u32, u32, u64)>,
+    /// Tokens that completed (`Published` or `PublishFailed`) after a cancel that succeeded.
+    pub completed_after_cancel: Vec<u64>,
     /// What the observer client received.
     pub observed: Vec<Delivery>,
     /// What the broker accepted on the observed topics (its own record, like Mosquitto's
@@ -74,6 +80,8 @@ pub struct Record {
     pub downs: Vec<(u32, u64, String)>,
     /// Times the link came back (WiFi up again after a drop).
     pub link_returns: Vec<u64>,
+    /// Silent links and broker outages: (began, ended).
+    pub heals: Vec<(u64, u64)>,
     pub power_cycles: Vec<u64>,
     /// Times a power cut fell inside a flash operation.
     pub power_cuts: Vec<u64>,
@@ -101,8 +109,14 @@ pub struct World {
     pub dns_fail: bool,
     /// Per device: the application asks the client to disconnect.
     pub disconnect_now: Vec<bool>,
+    /// The observer is to be disconnected (an `observer_away` fault).
+    pub observer_away: bool,
+    /// The observers' wakeups, for telling them of `observer_away`.
+    pub observer_wakes: Vec<std::sync::Arc<tokio::sync::Notify>>,
     /// Per device: subscribe (filter, qos) / unsubscribe (filter, None) requests.
     pub app_requests: Vec<Vec<(String, Option<u8>)>>,
+    /// Topics whose unfinished publishes the application is to cancel, per device.
+    pub app_cancels: Vec<Vec<String>>,
     /// Per device, per workload: the next index (survives power cycles).
     pub workload_next: Vec<Vec<u64>>,
     pub rec: Record,
@@ -120,7 +134,10 @@ impl World {
             link: LinkState::Up,
             dns_fail: false,
             disconnect_now: vec![false; devices],
+            observer_away: false,
+            observer_wakes: Vec::new(),
             app_requests: vec![Vec::new(); devices],
+            app_cancels: vec![Vec::new(); devices],
             workload_next: vec![vec![0; workloads]; devices],
             rec,
             brokers: 1,

@@ -56,6 +56,8 @@ pub struct TokioPlatform {
     wake: Arc<Notify>,
     start: Instant,
     link: LinkMonitor,
+    /// Started by the first `wakeup` (inside the driver's runtime) when an interface is watched.
+    link_watch: std::sync::OnceLock<Option<link::LinkWatch>>,
     store: Option<mqtt_host::FileFlash>,
 }
 
@@ -69,6 +71,7 @@ impl TokioPlatform {
             wake,
             start: Instant::now(),
             link: LinkMonitor::new(None),
+            link_watch: std::sync::OnceLock::new(),
             store: None,
         }
     }
@@ -149,8 +152,10 @@ impl Platform for TokioPlatform {
     }
 
     fn wakeup(&self) -> Option<Arc<Notify>> {
-        // Socket readiness wakes the driver; interface changes are noticed by the async
-        // client's periodic poll when nothing else happens.
+        // Socket readiness wakes the driver, and so does a change of the watched interface.
+        if self.link.watches() {
+            self.link_watch.get_or_init(|| link::LinkWatch::spawn(self.link.clone(), self.wake.clone()));
+        }
         Some(self.wake.clone())
     }
 }

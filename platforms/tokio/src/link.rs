@@ -6,6 +6,7 @@ use mqtt_host::LinkState;
 
 /// Link state of a network interface (Linux sysfs); without an interface (wired, loopback,
 /// another OS) the link is reported up.
+#[derive(Debug, Clone)]
 pub struct LinkMonitor {
     iface: Option<String>,
     sys: PathBuf,
@@ -14,6 +15,11 @@ pub struct LinkMonitor {
 impl LinkMonitor {
     pub fn new(iface: Option<String>) -> Self {
         LinkMonitor { iface, sys: PathBuf::from("/sys/class/net") }
+    }
+
+    /// Whether an interface is watched (otherwise the link is always up).
+    pub fn watches(&self) -> bool {
+        self.iface.is_some()
     }
 
     pub fn state(&self) -> LinkState {
@@ -34,5 +40,71 @@ impl LinkMonitor {
         let line = text.lines().find(|l| l.trim_start().starts_with(&format!("{iface}:")))?;
         let level = line.split_whitespace().nth(3)?;
         level.trim_end_matches('.').parse::<f64>().ok().map(|v| v as i32)
+    }
+}
+
+/// How often a watched interface is read for a change: two sysfs reads (memory, not disk,
+/// so reading them on the runtime is fine); the client is woken only when the state changed.
+const LINK_WATCH: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A task that wakes the client when the interface's state changes, so a link that returns
+/// is seen within `LINK_WATCH`, not at the driver's next periodic poll (up to a second
+/// later). Stopped when dropped.
+pub(crate) struct LinkWatch(tokio::task::JoinHandle<()>);
+
+impl LinkWatch {
+    /// `None` outside a tokio runtime (the driver's periodic poll still sees changes).
+    pub(crate) fn spawn(monitor: LinkMonitor, wake: std::sync::Arc<tokio::sync::Notify>) -> Option<LinkWatch> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        Some(LinkWatch(runtime.spawn(async move {
+            let mut last = monitor.state();
+            let mut tick = tokio::time::interval(LINK_WATCH);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let now = monitor.state();
+                if now != last {
+                    last = now;
+                    wake.notify_one();
+                }
+            }
+        })))
+    }
+}
+
+impl Drop for LinkWatch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(dir: &std::path::Path, operstate: &str, carrier: &str) {
+        std::fs::write(dir.join("wlan9/operstate"), operstate).unwrap();
+        std::fs::write(dir.join("wlan9/carrier"), carrier).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_link_that_comes_back_wakes_the_client_within_the_watch_period() {
+        let sys = tempfile::tempdir().unwrap();
+        std::fs::create_dir(sys.path().join("wlan9")).unwrap();
+        set(sys.path(), "down", "0");
+        let monitor = LinkMonitor { iface: Some("wlan9".into()), sys: sys.path().to_path_buf() };
+        assert_eq!(monitor.state(), LinkState::Down);
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let _watch = LinkWatch::spawn(monitor.clone(), wake.clone()).expect("inside a runtime");
+        // Nothing changed: no wakeup.
+        assert!(tokio::time::timeout(LINK_WATCH * 3, wake.notified()).await.is_err());
+        set(sys.path(), "up", "1");
+        tokio::time::timeout(LINK_WATCH * 3, wake.notified()).await.expect("woken by the change");
+        assert_eq!(monitor.state(), LinkState::Up);
+    }
+
+    #[test]
+    fn outside_a_runtime_there_is_no_watch() {
+        assert!(LinkWatch::spawn(LinkMonitor::new(Some("wlan9".into())), Default::default()).is_none());
     }
 }

@@ -95,6 +95,9 @@ impl Client {
     /// and the exchange completes on the wire (so the protocol is never broken), but no
     /// event will name the token. Returns whether the token was found.
     pub fn cancel(&mut self, token: Token) -> bool {
+        if self.faulty(TestFault::IgnoreCancel) {
+            return self.pending.iter().any(|q| q.token == Some(token)) || self.inflight.iter().any(|f| f.token == Some(token));
+        }
         if let Some(i) = self.pending.iter().position(|q| q.token == Some(token)) {
             let key = self.pending.remove(i).and_then(|q| q.key);
             self.forget(key);

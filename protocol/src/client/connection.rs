@@ -20,6 +20,21 @@ fn connack_text(version: ProtocolVersion, code: u8) -> String {
     }
 }
 
+/// How often a client that was up looks for a broker that does not answer: silence (a
+/// lossy or dead path swallows the SYN) or nothing listening (a broker restarting). Such an
+/// attempt never reached an MQTT server, so it costs the broker nothing and is repeated at
+/// this steady pace instead of on the growing backoff, which would otherwise leave the
+/// client several seconds late after the outage ends. Raised to `backoff_min_ms` when that
+/// is longer. An open waits this long (or four times the last open, for a slow path, within
+/// the response time) before a fresh one replaces it: a silent path's SYN is then sent again
+/// this often, where TCP's own retransmissions back off to 3, 7, 15 s.
+pub const PROBE_MS: u64 = 800;
+
+/// Fast probes in a row before attempts fall back to the full response time and the
+/// backoff: a broker gone for good is not probed at this pace forever, and a path that has
+/// become slower than the probe still gets attempts long enough to connect.
+pub const FAST_PROBES: u8 = 32;
+
 impl Client {
     /// Open a connection now if the link allows, else wait for it.
     pub(super) fn attempt(&mut self, now: Instant, give_up: Option<Instant>) {
@@ -35,7 +50,7 @@ impl Client {
             (Some(ssid), LinkState::Down) => {
                 let password = self.cfg.wifi_pw.clone().unwrap_or_default();
                 self.actions.push(Action::JoinWifi { ssid: ssid.clone(), password });
-                Some(now + self.next_backoff())
+                Some(now + self.next_backoff(self.backoff_max()))
             }
             _ => None,
         };
@@ -56,7 +71,21 @@ impl Client {
         };
         self.actions.push(Action::OpenSocket { host, port, tls });
         self.socket_open = true;
-        self.state = State::Opening { deadline: now + u64::from(self.cfg.response_time_ms) };
+        let mut wait = u64::from(self.cfg.response_time_ms);
+        if self.probing() {
+            wait = wait.min(self.probe_ms().max(4 * self.open_ms));
+        }
+        self.state = State::Opening { since: now, deadline: now + wait };
+    }
+
+    /// Attempts are fast probes: the client was up (the first connect keeps the full
+    /// response time) and has not used its fast probes up.
+    fn probing(&self) -> bool {
+        self.ever_up && self.probes < FAST_PROBES && !self.faulty(TestFault::NoProbe)
+    }
+
+    fn probe_ms(&self) -> u64 {
+        PROBE_MS.max(u64::from(self.cfg.backoff_min_ms))
     }
 
     pub(super) fn close_socket(&mut self) {
@@ -74,13 +103,17 @@ impl Client {
         }
     }
 
-    /// Exponential backoff with jitter: uniform in [d/2, d], d = min(max, min·2^attempt).
-    pub(super) fn next_backoff(&mut self) -> u64 {
+    fn backoff_max(&self) -> u64 {
+        u64::from(self.cfg.backoff_max_ms)
+    }
+
+    /// Exponential backoff with jitter: uniform in [d/2, d], d = min(max, min·2^attempt);
+    /// `max` is `backoff_max_ms` unless the attempt was a probe.
+    pub(super) fn next_backoff(&mut self, max: u64) -> u64 {
         if self.faulty(TestFault::NoBackoff) {
             return 0;
         }
         let min = u64::from(self.cfg.backoff_min_ms);
-        let max = u64::from(self.cfg.backoff_max_ms);
         let d = min.saturating_mul(1u64 << self.backoff_attempt.min(20)).min(max);
         self.backoff_attempt = self.backoff_attempt.saturating_add(1);
         d / 2 + self.rng.below(d / 2 + 1)
@@ -122,6 +155,9 @@ impl Client {
         if self.state == State::Connected {
             self.events.push_back(Event::Down(reason.clone()));
         }
+        // An attempt nothing answered: probe again soon (see `PROBE_MS`).
+        let probe =
+            self.probing() && matches!(self.state, State::Opening { .. }) && matches!(reason, DownReason::Socket(SocketError::TimedOut | SocketError::Refused));
         // Losing the link is not the broker's fault: the same broker is tried again.
         let try_next = reason != DownReason::LinkLost && self.attempt_failed();
         self.close_socket();
@@ -135,7 +171,17 @@ impl Client {
             return;
         }
         if self.link == LinkState::Up {
-            let delay = self.next_backoff();
+            let mut max = self.backoff_max();
+            if probe {
+                self.probes += 1;
+                if matches!(reason, DownReason::Socket(SocketError::TimedOut)) {
+                    // The open's own deadline spaced this probe from the last.
+                    self.open(now);
+                    return;
+                }
+                max = max.min(self.probe_ms());
+            }
+            let delay = self.next_backoff(max);
             self.state = State::Backoff { until: now + delay };
         } else {
             self.join_wifi(now, None);
@@ -216,7 +262,7 @@ impl Client {
                 self.state = State::Idle;
             } else {
                 self.events.push_back(Event::Error(text));
-                let delay = self.next_backoff();
+                let delay = self.next_backoff(self.backoff_max());
                 self.state = State::Backoff { until: now + delay };
             }
             return;
@@ -249,7 +295,7 @@ impl Client {
             self.events.push_back(Event::Auth { reason: 0, data });
         }
         self.auth_challenged = false;
-        if let Some(id) = &p.assigned_client_identifier {
+        if let Some(id) = p.assigned_client_identifier.as_ref().filter(|_| !self.faulty(TestFault::ForgetAssignedId)) {
             self.client_id = id.clone();
         }
         self.state = State::Connected;
@@ -261,6 +307,7 @@ impl Client {
         self.ever_up = true;
         self.initial_done = true;
         self.backoff_attempt = 0;
+        self.probes = 0;
         self.events.push_back(Event::Up { session_present: ack.session_present });
         self.resume(now, ack.session_present);
         self.pump(now);

@@ -23,6 +23,7 @@ impl Client {
             (LinkState::Up, State::WaitLink { .. }) => {
                 // The link is back: retry at once, not after a stale backoff.
                 self.backoff_attempt = 0;
+                self.probes = 0;
                 self.open(now);
             }
             (LinkState::Up, _) => {}
@@ -36,7 +37,8 @@ impl Client {
     /// The socket requested by [`Action::OpenSocket`] is open (TLS handshake done).
     pub fn handle_socket_open(&mut self, now: Instant) {
         self.now = now;
-        if let State::Opening { .. } = self.state {
+        if let State::Opening { since, .. } = self.state {
+            self.open_ms = now.saturating_since(since);
             self.decoder = Decoder::new(self.version, self.cfg.max_packet_size);
             self.last_rx = now;
             let connect = self.connect_packet();

@@ -82,14 +82,18 @@ impl Client {
                     self.protocol_error(now, "SUBACK code count differs from the SUBSCRIBE's filters".into(), ReasonCode::PROTOCOL_ERROR);
                     return;
                 }
-                for (filter, code) in filters.into_iter().zip(&a.codes) {
+                let mut codes = a.codes;
+                for (filter, code) in filters.into_iter().zip(codes.iter_mut()) {
+                    if ReasonCode(*code).is_failure() && self.faulty(TestFault::IgnoreSubackFailure) {
+                        *code = filter.qos as u8;
+                    }
                     if !ReasonCode(*code).is_failure() {
                         self.subscriptions.retain(|(s, _)| s.filter != filter.filter);
                         self.subscriptions.push((filter, props.clone()));
                     }
                 }
                 if let Some(token) = f.token {
-                    self.events.push_back(Event::Subscribed { token, codes: a.codes });
+                    self.events.push_back(Event::Subscribed { token, codes });
                 }
                 self.pump(now);
             }
@@ -153,7 +157,7 @@ impl Client {
     pub(super) fn complete(&mut self, f: &InFlight, reason: u8) {
         self.forget(f.key);
         let Some(token) = f.token else { return };
-        if ReasonCode(reason).is_failure() {
+        if ReasonCode(reason).is_failure() && !self.faulty(TestFault::IgnorePubackFailure) {
             self.events.push_back(Event::PublishFailed { token, reason });
         } else {
             self.events.push_back(Event::Published(token));

@@ -35,6 +35,8 @@ mod session;
 mod storage;
 mod timers;
 
+pub use connection::{FAST_PROBES, PROBE_MS};
+
 use timers::Timer;
 
 /// Where the connection stands.
@@ -51,8 +53,9 @@ enum State {
     Backoff {
         until: Instant,
     },
-    /// Socket requested, not yet open.
+    /// Socket requested at `since`, not yet open.
     Opening {
+        since: Instant,
         deadline: Instant,
     },
     /// CONNECT sent.
@@ -169,6 +172,10 @@ pub struct Client {
     /// The power-up connection (clean_init) is behind us; later ones use `clean`.
     initial_done: bool,
     backoff_attempt: u32,
+    /// Attempts in a row that nothing answered (see `connection::PROBE_MS`).
+    probes: u8,
+    /// How long the last socket that opened took (TCP and TLS), in ms.
+    open_ms: u64,
     /// The broker in use: 0 is `server`, then `servers` in order.
     broker: usize,
     /// The broker of the last connection that came up (its session is ours).
@@ -243,6 +250,8 @@ impl Client {
             ever_up: false,
             initial_done: false,
             backoff_attempt: 0,
+            probes: 0,
+            open_ms: 0,
             broker: 0,
             up_broker: None,
             untried: 0,

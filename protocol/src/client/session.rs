@@ -130,7 +130,7 @@ impl Client {
         if self.version == ProtocolVersion::V5 {
             let src = &p.properties;
             properties.payload_format_indicator = src.payload_format_indicator;
-            properties.message_expiry_interval = src.message_expiry_interval;
+            properties.message_expiry_interval = src.message_expiry_interval.filter(|_| !self.faulty(TestFault::DropMessageExpiry));
             properties.content_type = src.content_type.clone();
             properties.response_topic = src.response_topic.clone();
             properties.correlation_data = src.correlation_data.clone();

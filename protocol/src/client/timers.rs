@@ -60,7 +60,7 @@ impl Client {
             (Timer::LinkGiveUp, State::WaitLink { give_up, .. }) => give_up,
             (Timer::Rejoin, State::WaitLink { rejoin_at, .. }) => rejoin_at,
             (Timer::Backoff, State::Backoff { until }) => Some(until),
-            (Timer::OpenTimeout, State::Opening { deadline }) | (Timer::ConnackTimeout, State::AwaitConnack { deadline }) => Some(deadline),
+            (Timer::OpenTimeout, State::Opening { deadline, .. }) | (Timer::ConnackTimeout, State::AwaitConnack { deadline }) => Some(deadline),
             (Timer::Ping, _) if connected => self.ping_due(),
             // While input is held back, answers may sit unread behind the messages: no
             // response deadline runs (pings go on, see `ping_due`).

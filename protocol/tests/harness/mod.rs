@@ -27,6 +27,17 @@ pub fn pid(n: u16) -> PacketId {
     PacketId::new(n).unwrap()
 }
 
+/// What the in-memory network does with a socket the client opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// It opens at once.
+    Opens,
+    /// Nothing comes back (a lossy path swallows the SYN): it never opens.
+    Silent,
+    /// Nothing listens: refused at once.
+    Refuses,
+}
+
 pub struct Harness {
     pub client: Client,
     pub now: Instant,
@@ -36,6 +47,9 @@ pub struct Harness {
     pub actions: Vec<Action>,
     pub events: Vec<Event>,
     pub socket_open: bool,
+    pub network: Network,
+    /// When each `OpenSocket` was asked for.
+    pub opened_at: Vec<Instant>,
     broker_decoder: Decoder,
 }
 
@@ -57,6 +71,8 @@ impl Harness {
             actions: Vec::new(),
             events: Vec::new(),
             socket_open: false,
+            network: Network::Opens,
+            opened_at: Vec::new(),
             broker_decoder: Decoder::new(version, u32::MAX),
         };
         h.pump();
@@ -64,8 +80,8 @@ impl Harness {
         h
     }
 
-    /// Collect everything the client wants to do; open sockets at once (the in-memory
-    /// network always succeeds unless a test says otherwise).
+    /// Collect everything the client wants to do; sockets open at once unless `network`
+    /// says otherwise.
     pub fn pump(&mut self) {
         loop {
             let mut progress = false;
@@ -81,9 +97,16 @@ impl Harness {
                 progress = true;
                 match &a {
                     Action::OpenSocket { .. } => {
-                        self.socket_open = true;
-                        self.broker_decoder = Decoder::new(self.version, u32::MAX);
-                        self.client.handle_socket_open(self.now);
+                        self.opened_at.push(self.now);
+                        match self.network {
+                            Network::Opens => {
+                                self.socket_open = true;
+                                self.broker_decoder = Decoder::new(self.version, u32::MAX);
+                                self.client.handle_socket_open(self.now);
+                            }
+                            Network::Silent => {}
+                            Network::Refuses => self.client.handle_socket_error(self.now, mqtt_protocol::SocketError::Refused),
+                        }
                     }
                     Action::CloseSocket => self.socket_open = false,
                     _ => {}
@@ -149,6 +172,13 @@ impl Harness {
         }
         self.now = target;
         self.client.handle_timeout(self.now);
+        self.pump();
+    }
+
+    /// The connection is reset, and from now on new sockets meet `network`.
+    pub fn reset_into(&mut self, network: Network) {
+        self.network = network;
+        self.client.handle_socket_error(self.now, mqtt_protocol::SocketError::Reset);
         self.pump();
     }
 

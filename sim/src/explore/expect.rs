@@ -160,7 +160,9 @@ pub fn derive(sc: &Scenario) -> Expect {
     // yet: only a broker that keeps up with the traffic has nothing left then.
     let rate: f64 = sc.workload.iter().map(|w| 1000.0 / w.every_ms as f64).sum::<f64>() + sc.inject.iter().map(|i| 1000.0 / i.every_ms as f64).sum::<f64>();
     let keeps_up = rate * 4.0 * t.rtt < f64::from(sc.broker.receive_maximum);
-    if sc.fault.iter().any(|f| for_good(sc, f)) && !keeps_up {
+    // Nor does one whose observer is away (it queues for it) before it dies.
+    let observer_away = sc.fault.iter().any(|f| matches!(f, Fault::ObserverAway { .. }));
+    if sc.fault.iter().any(|f| for_good(sc, f)) && (!keeps_up || observer_away) {
         stranded = true;
     }
     // (And only a run long enough to drain can show that nothing was lost.)
@@ -173,7 +175,10 @@ pub fn derive(sc: &Scenario) -> Expect {
         // the observer is back: what the device resends meanwhile reaches nobody, and only a
         // later resend of it is seen.
         let sessions_lost = !sc.broker.persist_sessions || sc.fault.iter().any(|f| matches!(f, Fault::BrokerRestart { persist: false, .. }));
-        if sc.broker.max_queued_messages as u64 >= sent && !sessions_lost {
+        // And one whose copy expired in the queue of an absent observer may reach it later
+        // through a resend the broker takes as new (after a restart forgot the QoS 2 id).
+        let expiring = sc.fault.iter().any(|f| matches!(f, Fault::ObserverAway { .. })) && sc.workload.iter().any(|w| w.message_expiry_s.is_some());
+        if sc.broker.max_queued_messages as u64 >= sent && !sessions_lost && !expiring {
             e.in_order = Some(true);
         }
         e.max_duplicates = Some(if outgoing_exactly_once(sc, &t) { 0 } else { duplicate_bound(sc, &t) });
@@ -184,8 +189,19 @@ pub fn derive(sc: &Scenario) -> Expect {
     if let Some(limit) = reconnect_limit(sc, &t) {
         e.reconnect_within_ms = Some(limit);
     }
+    e.recover_within_ms = recover_limit(sc, &t);
     will(sc, &t, &mut e);
     incoming(sc, &t, &mut e, disconnect_at);
+    access_control(sc, &t, &mut e, disconnect_at);
+    if outgoing_expiry_must_drop(sc, &t) {
+        e.min_expired = Some(1);
+    }
+    if sc.fault.iter().any(|f| matches!(f, Fault::Cancel { .. })) {
+        // What had been sent by the cancel may still arrive: at most a window in flight, and
+        // what earlier disturbances put back in the queue after sending it.
+        let window = u64::from(t.cfg.max_inflight.max(1));
+        e.max_cancelled_delivered = Some((duplicate_bound(sc, &t) + window) * u64::from(sc.devices));
+    }
     if let Some(r) = server_disconnect(sc, &t) {
         e.down_reason = Some(format!("ServerDisconnect({r})"));
     }
@@ -238,7 +254,7 @@ fn disturbances(sc: &Scenario) -> u64 {
     for f in &sc.fault {
         n += match f {
             Fault::LinkFlap { count, .. } | Fault::DropAcks { count, .. } | Fault::DelayAcks { count, .. } => u64::from(*count),
-            Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Disconnect { .. } => 0,
+            Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Cancel { .. } | Fault::ObserverAway { .. } | Fault::Disconnect { .. } => 0,
             _ => 1,
         };
     }
@@ -257,7 +273,7 @@ fn reconnect_bound(sc: &Scenario, t: &Timing) -> u64 {
             Fault::LinkFlap { count, .. } | Fault::DropAcks { count, .. } | Fault::DelayAcks { count, .. } => 2.0 * f64::from(count),
             Fault::StopPings { for_s, .. } => 2.0 + for_s / t.ping.max(0.5),
             Fault::Latency { for_s, .. } => 2.0 + for_s / t.rt,
-            Fault::Subscribe { .. } | Fault::Unsubscribe { .. } => 1.0,
+            Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Cancel { .. } | Fault::ObserverAway { .. } => 1.0,
             Fault::Disconnect { .. } => 0.0,
             _ => 2.0,
         };
@@ -275,30 +291,81 @@ fn attempt_bound(sc: &Scenario, t: &Timing) -> u64 {
     let c = &t.cfg;
     let floor = f64::from(c.backoff_max_ms) / 2000.0;
     let growth = (f64::from(c.backoff_max_ms) / f64::from(c.backoff_min_ms.max(1))).log2().ceil() + 1.0;
-    let failing = |window: f64| window / floor + growth + 4.0;
+    let failing = |window: f64, floor: f64| window / floor + growth + 4.0;
+    // A broker that does not answer (silence, nothing listening) is probed at least every
+    // half probe (the backoff's jitter), not at the backoff's pace.
+    let probe = probe_s(t).min(f64::from(c.backoff_max_ms) / 1000.0) / 2.0;
     let mut n = 4.0;
     for f in &sc.fault {
         let (_, span) = f.window();
         n += match *f {
             _ if for_good(sc, f) => 4.0,
-            Fault::Refuse { .. }
-            | Fault::DnsFailure { .. }
-            | Fault::BrokerDown { .. }
-            | Fault::BrokerRestart { .. }
-            | Fault::SilentLink { .. }
-            | Fault::HalfOpen { .. } => failing(span),
-            Fault::Latency { for_s, .. } => failing(for_s),
+            Fault::Refuse { .. } | Fault::DnsFailure { .. } => failing(span, floor),
+            Fault::BrokerDown { .. } | Fault::BrokerRestart { .. } | Fault::SilentLink { .. } | Fault::HalfOpen { .. } => failing(span, probe),
+            Fault::Latency { for_s, .. } => failing(for_s, probe),
             Fault::StopPings { for_s, .. } => 3.0 + for_s / t.ping.max(0.5),
             Fault::LinkFlap { count, .. } | Fault::DropAcks { count, .. } | Fault::DelayAcks { count, .. } => 3.0 * f64::from(count),
             Fault::PowerCycle { .. } | Fault::PowerCut { .. } => 5.0,
-            Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Disconnect { .. } => 1.0,
+            Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Cancel { .. } | Fault::ObserverAway { .. } | Fault::Disconnect { .. } => 1.0,
             _ => 3.0,
         };
     }
     if let Some(ch) = &sc.chaos {
-        n += 3.0 * f64::from(ch.link_drops) + f64::from(ch.broker_restarts) * failing(6.0) + 5.0 * f64::from(ch.power_cuts);
+        n += 3.0 * f64::from(ch.link_drops) + f64::from(ch.broker_restarts) * failing(6.0, probe) + 5.0 * f64::from(ch.power_cuts);
     }
     (n.ceil() as u64) * u64::from(sc.brokers) * u64::from(sc.devices)
+}
+
+/// The client's probe for a broker that does not answer, seconds (`mqtt_protocol::PROBE_MS`,
+/// raised to `backoff_min_ms`).
+fn probe_s(t: &Timing) -> f64 {
+    (mqtt_protocol::PROBE_MS as f64).max(f64::from(t.cfg.backoff_min_ms)) / 1000.0
+}
+
+/// How soon a device is up again after a silent link or a broker outage ends, where nothing
+/// else stands in the way. The client probes a broker that does not answer: a fresh open
+/// each probe (or four times a slow path's open, within the response time) when nothing
+/// comes back, a retry within the probe when nothing listens. So its next attempt comes at
+/// most that long after the heal and a few round trips later it is up. Left out with chaos,
+/// several brokers, a lost or late CONNACK, another fault near, or an outage long enough
+/// that the client may have used its fast probes up (`mqtt_protocol::FAST_PROBES` in a row,
+/// at least 0.4 s apart: 10 s stays well inside).
+fn recover_limit(sc: &Scenario, t: &Timing) -> Option<u64> {
+    if sc.brokers > 1 || sc.chaos.is_some() {
+        return None;
+    }
+    let c = &t.cfg;
+    let open_wait = t.rt.min(probe_s(t).max(4.0 * t.rtt));
+    let retry = probe_s(t).min(f64::from(c.backoff_max_ms) / 1000.0);
+    // SYN, CONNECT and CONNACK, an enhanced-authentication round, and a tick's slack.
+    let limit = open_wait.max(retry) + 6.0 * t.rtt + 0.3;
+    let heals = |f: &Fault| matches!(f, Fault::SilentLink { .. } | Fault::BrokerRestart { .. } | Fault::BrokerDown { .. });
+    let mut any = false;
+    for (i, f) in sc.fault.iter().enumerate() {
+        if !heals(f) {
+            continue;
+        }
+        let (at, span) = f.window();
+        if span > 10.0 || for_good(sc, f) {
+            return None;
+        }
+        let end = at + span;
+        for (j, g) in sc.fault.iter().enumerate() {
+            if i == j || matches!(g, Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Cancel { .. } | Fault::ObserverAway { .. }) {
+                continue;
+            }
+            if matches!(g, Fault::DropAcks { packet: AckKind::Connack, .. } | Fault::DelayAcks { packet: AckKind::Connack, .. }) {
+                return None;
+            }
+            // Settled before this outage began, or not begun until the device is back.
+            let (gat, gspan) = g.window();
+            if gat <= end + limit + 0.5 && gat + gspan + t.recover >= at {
+                return None;
+            }
+        }
+        any = true;
+    }
+    any.then(|| (limit * 1000.0).ceil() as u64)
 }
 
 /// When the link comes back (WiFi reports up again).
@@ -322,7 +389,7 @@ fn reconnect_limit(sc: &Scenario, t: &Timing) -> Option<u64> {
     let held = sc.device.app_take_every_ms.map_or(0.0, |ms| ms as f64 / 1000.0);
     let limit = 1.0 + 8.0 * base_rtt + held;
     for f in &sc.fault {
-        if is_link_fault(f) || matches!(f, Fault::Subscribe { .. } | Fault::Unsubscribe { .. }) {
+        if is_link_fault(f) || matches!(f, Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Cancel { .. } | Fault::ObserverAway { .. }) {
             continue;
         }
         let (at, span) = f.window();
@@ -344,6 +411,23 @@ fn reconnect_limit(sc: &Scenario, t: &Timing) -> Option<u64> {
             let (at, span) = f.window();
             let boot = at + span;
             if link_downs(sc).iter().any(|(d, r)| *d <= boot + t.recover && *r >= at) {
+                return None;
+            }
+            // Likewise a boot into a broker that refuses, is down or cannot be resolved.
+            let fails_first_connect = |g: &Fault| {
+                let (from, len) = g.window();
+                matches!(
+                    g,
+                    Fault::Refuse { .. }
+                        | Fault::BrokerDown { .. }
+                        | Fault::BrokerRestart { .. }
+                        | Fault::DnsFailure { .. }
+                        | Fault::SilentLink { .. }
+                        | Fault::HalfOpen { .. }
+                ) && from <= boot + t.recover
+                    && from + len >= boot
+            };
+            if sc.fault.iter().any(fails_first_connect) {
                 return None;
             }
         }
@@ -399,7 +483,9 @@ fn will(sc: &Scenario, t: &Timing, e: &mut Expect) {
         return;
     }
     let delay = if t.v5() { f64::from(will.delay_s.unwrap_or(0)) } else { 0.0 };
-    let harmless = |f: &Fault| matches!(f, Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Disconnect { .. });
+    let harmless = |f: &Fault| {
+        matches!(f, Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Cancel { .. } | Fault::ObserverAway { .. } | Fault::Disconnect { .. })
+    };
     if sc.fault.iter().all(harmless) {
         e.will_delivered = Some(false);
         return;
@@ -436,7 +522,9 @@ fn will(sc: &Scenario, t: &Timing, e: &mut Expect) {
         .iter()
         .enumerate()
         .any(|(j, f)| j != i && matches!(f, Fault::BrokerRestart { .. } | Fault::BrokerDown { .. } | Fault::HalfOpen { .. }) && f.window().0 <= due);
-    if !broker_dies {
+    // An observer away when the will is due sees it only when back.
+    let unseen = sc.fault.iter().any(|f| matches!(f, Fault::ObserverAway { at_s, .. } if *at_s <= due));
+    if !broker_dies && !unseen {
         e.will_delivered = Some(true);
         e.will_by_s = Some(due.ceil());
     }
@@ -613,7 +701,7 @@ fn server_disconnect(sc: &Scenario, t: &Timing) -> Option<u8> {
     let (at, reason) = sc.fault.iter().find_map(|f| if let Fault::ServerDisconnect { at_s, reason } = f { Some((*at_s, *reason)) } else { None })?;
     let clear = sc.fault.iter().all(|f| match f {
         Fault::ServerDisconnect { at_s, .. } => *at_s == at,
-        Fault::Subscribe { .. } | Fault::Unsubscribe { .. } => true,
+        Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Cancel { .. } | Fault::ObserverAway { .. } => true,
         Fault::DropAcks { at_s, .. } | Fault::DelayAcks { at_s, .. } | Fault::Disconnect { at_s } => *at_s > at,
         _ => {
             let (from, span) = f.window();
@@ -631,6 +719,51 @@ fn server_disconnect(sc: &Scenario, t: &Timing) -> Option<u8> {
 }
 
 /// A publish made while the link is down must fail once its deadline passes.
+/// What the broker's access control refuses, the application hears of: under MQTT 5 a
+/// QoS 1/2 publish to a denied topic fails (PUBACK or PUBREC 0x87; 3.1.1 has no code for it,
+/// the broker acknowledges and drops it), and a subscription to a denied filter is refused
+/// in its SUBACK (both versions). Left out where the device may die with the request or the
+/// application may disconnect before the answer.
+fn access_control(sc: &Scenario, t: &Timing, e: &mut Expect, disconnect_at: Option<f64>) {
+    if sc.broker.deny.is_empty() || sc.chaos.is_some() || power_faults(sc) || disconnect_at.is_some() {
+        return;
+    }
+    let denied = |topic: &str| sc.broker.deny.iter().any(|d| d == topic || mqtt_protocol::codec::topic::topic_matches(d, topic));
+    let refused_publish = |w: &crate::scenario::Workload| w.qos > 0 && w.deadline_ms.is_none() && denied(&w.topic.replace("{device}", "0"));
+    if t.v5() && sc.workload.iter().any(refused_publish) {
+        e.min_publish_failures = Some(1);
+    }
+    if sc.device.subscribe.iter().any(|s| denied(&s.filter)) {
+        e.min_subscribe_refusals = Some(1);
+    }
+}
+
+/// MQTT 5: while the observer is away (its session kept), a reading the device publishes at
+/// QoS 1/2 with a Message Expiry shorter than what is left of the absence must expire at the
+/// broker. Only where nothing else happens (the device connected and publishing, the broker
+/// keeping the observer's session and queue) and one such publish falls well inside.
+fn outgoing_expiry_must_drop(sc: &Scenario, t: &Timing) -> bool {
+    if !t.v5() || sc.chaos.is_some() || sc.brokers > 1 {
+        return false;
+    }
+    let Some((away, back)) = sc.fault.iter().find_map(|f| if let Fault::ObserverAway { at_s, for_s } = f { Some((*at_s, at_s + for_s)) } else { None }) else {
+        return false;
+    };
+    let quiet = sc.fault.iter().all(|f| matches!(f, Fault::ObserverAway { .. } | Fault::Subscribe { .. } | Fault::Unsubscribe { .. }));
+    let published: u64 = sc.workload.iter().map(|w| w.count).sum();
+    // The broker drops an expired message when it would send it: the observer must be back
+    // before the run ends.
+    if !quiet || back + 2.0 > sc.duration_s + sc.drain_s || published > sc.broker.max_queued_messages as u64 || published > u64::from(t.cfg.max_queued) {
+        return false;
+    }
+    // Sent a few round trips after publishing; expired at the broker if it waits past its
+    // expiry before the observer is back (with a second to spare each way).
+    sc.workload.iter().filter(|w| w.qos > 0 && w.deadline_ms.is_none()).any(|w| {
+        let Some(expiry) = w.message_expiry_s else { return false };
+        (0..w.count).map(|k| w.start_s + (k * w.every_ms) as f64 / 1000.0).any(|p| p >= away + 1.0 && p + f64::from(expiry) + 1.0 + 4.0 * t.rtt < back)
+    })
+}
+
 fn deadline_must_fail(sc: &Scenario) -> bool {
     if sc.device.store.is_some() || sc.chaos.is_some() || power_faults(sc) {
         return false;
@@ -692,5 +825,40 @@ mod tests {
         let e = derive(&sc);
         assert_eq!(e.device_max_duplicates, Some(0));
         assert_eq!(e.device_receives, vec!["c".to_string()]);
+    }
+
+    #[test]
+    fn a_short_silent_link_or_broker_outage_expects_recovery_within_a_probe() {
+        let silent = parse("duration_s = 60\n[[fault]]\nkind = \"silent_link\"\nat_s = 10\nfor_s = 8\n");
+        // The probe (800 ms), 6 round trips of 2 × (5 ms latency + a 5 ms tick), 300 ms of slack.
+        assert_eq!(derive(&silent).recover_within_ms, Some(800 + 6 * 20 + 300));
+        let restart = parse("duration_s = 60\n[[fault]]\nkind = \"broker_restart\"\nat_s = 10\ndown_s = 2\n");
+        assert!(derive(&restart).recover_within_ms.is_some());
+        // Longer than the fast probes are sure to last: no deadline.
+        let long = parse("duration_s = 90\n[[fault]]\nkind = \"silent_link\"\nat_s = 10\nfor_s = 40\n");
+        assert_eq!(derive(&long).recover_within_ms, None);
+    }
+
+    #[test]
+    fn what_the_access_control_refuses_is_expected_reported() {
+        let text = |v5: bool| {
+            format!("duration_s = 60\n[device]\nmqttv5 = {v5}\nsubscribe = [{{ filter = \"sensor/+/denied\", qos = 1 }}]\n[broker]\ndeny = [\"sensor/+/denied\"]\n[[workload]]\ntopic = \"sensor/{{device}}/denied\"\nevery_ms = 500\ncount = 5\n")
+        };
+        let v5 = derive(&parse(&text(true)));
+        assert_eq!((v5.min_publish_failures, v5.min_subscribe_refusals), (Some(1), Some(1)));
+        // 3.1.1 has no PUBACK code for it: the broker acknowledges and drops.
+        let v3 = derive(&parse(&text(false)));
+        assert_eq!((v3.min_publish_failures, v3.min_subscribe_refusals), (None, Some(1)));
+    }
+
+    #[test]
+    fn readings_that_outlive_their_expiry_while_the_observer_is_away_must_expire() {
+        let text = |for_s: u32| {
+            format!("duration_s = 60\n[device]\nmqttv5 = true\n[[workload]]\ntopic = \"t\"\nevery_ms = 500\ncount = 100\nmessage_expiry_s = 2\n[[fault]]\nkind = \"observer_away\"\nat_s = 10\nfor_s = {for_s}\n")
+        };
+        assert_eq!(derive(&parse(&text(20))).min_expired, Some(1));
+        assert_eq!(derive(&parse(&text(20))).in_order, None, "a resend may bring an expired copy's message late");
+        // Away for less than the expiry and the round trips: nothing need expire.
+        assert_eq!(derive(&parse(&text(3))).min_expired, None);
     }
 }

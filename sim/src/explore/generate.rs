@@ -14,6 +14,9 @@ use crate::scenario::{AckKind, Chaos, CutDuring, Fault, Inject, Scenario, StoreS
 /// injects on `sensor/all/…`, and the device subscribes to each injected topic by name.
 pub const STALE_TOPIC: &str = "sensor/all/stale";
 pub const RETAINED_TOPIC: &str = "sensor/all/retained";
+/// What the broker's access control denies, when the draw has one: the device's
+/// `sensor/{device}/denied` publishes and a subscription to this filter.
+pub const DENIED_FILTER: &str = "sensor/+/denied";
 
 /// Seeded draws, named for what they draw.
 pub struct Dice(SplitMix64);
@@ -64,6 +67,21 @@ fn draw(d: &mut Dice, run_seed: u64) -> Scenario {
     broker(d, &mut sc, v5);
     traffic(d, &mut sc, v5);
     faults(d, &mut sc, v5);
+    // Drawn last, so that adding it left every earlier draw as it was.
+    if d.chance(8) {
+        access_control(d, &mut sc);
+    }
+    if !sc.workload.is_empty() && d.chance(8) {
+        cancel(d, &mut sc);
+    }
+    if v5 && !sc.workload.is_empty() && d.chance(8) {
+        observer_away(d, &mut sc);
+    }
+    if v5 && sc.device.clean_init == Some(true) && sc.device.clean == Some(false) && d.chance(40) {
+        // The broker assigns the id (MQTT 5); the client keeps it for its reconnects, which
+        // resume the session (with `clean`, an empty id changes nothing a run can see).
+        sc.device.client_id = Some(String::new());
+    }
     // Room to drain: enough for the slowest recovery the expectations allow for.
     let needed = super::expect::drain_deadline(&sc) - sc.duration_s;
     sc.drain_s = (needed + 10.0).ceil().max(10.0);
@@ -207,6 +225,61 @@ fn traffic(d: &mut Dice, sc: &mut Scenario, v5: bool) {
         sc.inject.push(Inject { topic: RETAINED_TOPIC.into(), qos: 1, start_s: 0.0, every_ms: 1, count: 1, retain: true, message_expiry_s: None });
         sc.device.subscribe.push(SubSpec { filter: RETAINED_TOPIC.into(), qos: 1, no_local: false, retain_as_published: false, retain_handling: 2 });
     }
+}
+
+/// The broker denies a topic: the device publishes to it (MQTT 5 answers 0x87), subscribes
+/// to it (the SUBACK refuses it), or both.
+fn access_control(d: &mut Dice, sc: &mut Scenario) {
+    sc.broker.deny = vec![DENIED_FILTER.into()];
+    let (publishes, subscribes) = match d.range(0, 2) {
+        0 => (true, false),
+        1 => (false, true),
+        _ => (true, true),
+    };
+    if publishes {
+        let start_s = d.secs(0.0, sc.duration_s / 3.0);
+        sc.workload.push(Workload {
+            topic: "sensor/{device}/denied".into(),
+            qos: d.pick(&[0, 1, 2]),
+            start_s,
+            every_ms: d.pick(&[200, 1000]),
+            count: d.range(1, 20),
+            payload_bytes: 16,
+            retain: false,
+            message_expiry_s: None,
+            deadline_ms: None,
+        });
+    }
+    if subscribes {
+        sc.device.subscribe.push(SubSpec {
+            filter: DENIED_FILTER.into(),
+            qos: d.pick(&[0, 1, 2]),
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+        });
+    }
+}
+
+/// The application cancels what it published on one topic, in the middle of an outage when
+/// there is one (where publishes wait unsent), else at any time.
+fn cancel(d: &mut Dice, sc: &mut Scenario) {
+    let topic = sc.workload[d.range(0, sc.workload.len() as u64 - 1) as usize].topic.clone();
+    let outage = sc.fault.iter().find_map(|f| if let Fault::LinkDown { at_s, for_s } = f { Some(at_s + for_s / 2.0) } else { None });
+    let at_s = match outage {
+        Some(mid) if d.chance(70) => (mid * 10.0).round() / 10.0,
+        _ => d.secs(1.0, sc.duration_s * 0.8),
+    };
+    sc.fault.push(Fault::Cancel { at_s, topic });
+}
+
+/// The other subscriber goes away for a while, and the device's readings carry a Message
+/// Expiry shorter than that (MQTT 5): the broker must drop the stale ones it queued.
+fn observer_away(d: &mut Dice, sc: &mut Scenario) {
+    let w = d.range(0, sc.workload.len() as u64 - 1) as usize;
+    sc.workload[w].message_expiry_s = Some(d.pick(&[1, 2, 5]));
+    let at_s = d.secs(1.0, sc.duration_s * 0.6);
+    sc.fault.push(Fault::ObserverAway { at_s, for_s: d.pick(&[5.0, 10.0, 20.0]) });
 }
 
 /// Fault kinds the generator draws, with their weights.
