@@ -216,6 +216,12 @@ fn silent(f: &Fault) -> bool {
     matches!(f, Fault::SilentLink { .. } | Fault::HalfOpen { .. } | Fault::BrokerRestart { .. } | Fault::BrokerDown { .. } | Fault::Latency { .. })
 }
 
+/// An application's own request (subscribe, unsubscribe, cancel) or the observer's absence:
+/// nothing that disturbs the device's connection.
+fn aside(f: &Fault) -> bool {
+    matches!(f, Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Cancel { .. } | Fault::ObserverAway { .. })
+}
+
 fn power_faults(sc: &Scenario) -> bool {
     sc.fault.iter().any(|f| matches!(f, Fault::PowerCycle { .. } | Fault::PowerCut { .. })) || sc.chaos.as_ref().is_some_and(|c| c.power_cuts > 0)
 }
@@ -254,7 +260,7 @@ fn disturbances(sc: &Scenario) -> u64 {
     for f in &sc.fault {
         n += match f {
             Fault::LinkFlap { count, .. } | Fault::DropAcks { count, .. } | Fault::DelayAcks { count, .. } => u64::from(*count),
-            Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Cancel { .. } | Fault::ObserverAway { .. } | Fault::Disconnect { .. } => 0,
+            _ if aside(f) || matches!(f, Fault::Disconnect { .. }) => 0,
             _ => 1,
         };
     }
@@ -273,7 +279,7 @@ fn reconnect_bound(sc: &Scenario, t: &Timing) -> u64 {
             Fault::LinkFlap { count, .. } | Fault::DropAcks { count, .. } | Fault::DelayAcks { count, .. } => 2.0 * f64::from(count),
             Fault::StopPings { for_s, .. } => 2.0 + for_s / t.ping.max(0.5),
             Fault::Latency { for_s, .. } => 2.0 + for_s / t.rt,
-            Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Cancel { .. } | Fault::ObserverAway { .. } => 1.0,
+            _ if aside(f) => 1.0,
             Fault::Disconnect { .. } => 0.0,
             _ => 2.0,
         };
@@ -306,7 +312,7 @@ fn attempt_bound(sc: &Scenario, t: &Timing) -> u64 {
             Fault::StopPings { for_s, .. } => 3.0 + for_s / t.ping.max(0.5),
             Fault::LinkFlap { count, .. } | Fault::DropAcks { count, .. } | Fault::DelayAcks { count, .. } => 3.0 * f64::from(count),
             Fault::PowerCycle { .. } | Fault::PowerCut { .. } => 5.0,
-            Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Cancel { .. } | Fault::ObserverAway { .. } | Fault::Disconnect { .. } => 1.0,
+            _ if aside(f) || matches!(f, Fault::Disconnect { .. }) => 1.0,
             _ => 3.0,
         };
     }
@@ -351,7 +357,7 @@ fn recover_limit(sc: &Scenario, t: &Timing) -> Option<u64> {
         }
         let end = at + span;
         for (j, g) in sc.fault.iter().enumerate() {
-            if i == j || matches!(g, Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Cancel { .. } | Fault::ObserverAway { .. }) {
+            if i == j || aside(g) {
                 continue;
             }
             if matches!(g, Fault::DropAcks { packet: AckKind::Connack, .. } | Fault::DelayAcks { packet: AckKind::Connack, .. }) {
@@ -389,7 +395,7 @@ fn reconnect_limit(sc: &Scenario, t: &Timing) -> Option<u64> {
     let held = sc.device.app_take_every_ms.map_or(0.0, |ms| ms as f64 / 1000.0);
     let limit = 1.0 + 8.0 * base_rtt + held;
     for f in &sc.fault {
-        if is_link_fault(f) || matches!(f, Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Cancel { .. } | Fault::ObserverAway { .. }) {
+        if is_link_fault(f) || aside(f) {
             continue;
         }
         let (at, span) = f.window();
@@ -483,9 +489,7 @@ fn will(sc: &Scenario, t: &Timing, e: &mut Expect) {
         return;
     }
     let delay = if t.v5() { f64::from(will.delay_s.unwrap_or(0)) } else { 0.0 };
-    let harmless = |f: &Fault| {
-        matches!(f, Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Cancel { .. } | Fault::ObserverAway { .. } | Fault::Disconnect { .. })
-    };
+    let harmless = |f: &Fault| aside(f) || matches!(f, Fault::Disconnect { .. });
     if sc.fault.iter().all(harmless) {
         e.will_delivered = Some(false);
         return;
@@ -701,7 +705,7 @@ fn server_disconnect(sc: &Scenario, t: &Timing) -> Option<u8> {
     let (at, reason) = sc.fault.iter().find_map(|f| if let Fault::ServerDisconnect { at_s, reason } = f { Some((*at_s, *reason)) } else { None })?;
     let clear = sc.fault.iter().all(|f| match f {
         Fault::ServerDisconnect { at_s, .. } => *at_s == at,
-        Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Cancel { .. } | Fault::ObserverAway { .. } => true,
+        _ if aside(f) => true,
         Fault::DropAcks { at_s, .. } | Fault::DelayAcks { at_s, .. } | Fault::Disconnect { at_s } => *at_s > at,
         _ => {
             let (from, span) = f.window();
@@ -718,7 +722,6 @@ fn server_disconnect(sc: &Scenario, t: &Timing) -> Option<u8> {
     (clear && !held && !unnoticed && in_run && at >= 2.0).then_some(reason)
 }
 
-/// A publish made while the link is down must fail once its deadline passes.
 /// What the broker's access control refuses, the application hears of: under MQTT 5 a
 /// QoS 1/2 publish to a denied topic fails (PUBACK or PUBREC 0x87; 3.1.1 has no code for it,
 /// the broker acknowledges and drops it), and a subscription to a denied filter is refused
@@ -764,6 +767,7 @@ fn outgoing_expiry_must_drop(sc: &Scenario, t: &Timing) -> bool {
     })
 }
 
+/// A publish made while the link is down must fail once its deadline passes.
 fn deadline_must_fail(sc: &Scenario) -> bool {
     if sc.device.store.is_some() || sc.chaos.is_some() || power_faults(sc) {
         return false;
