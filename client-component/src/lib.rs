@@ -65,14 +65,29 @@ impl Glue {
     /// One full turn: inputs in, timers, IO out, until nothing changes. Events stay in the
     /// client until `poll` takes them, so `queue-len` bounds the messages held between two
     /// polls (discarding the oldest, or with backpressure leaving the socket unread).
-    fn drive(&mut self) {
+    ///
+    /// Every import is a boundary crossing (about 0.1 µs), so a turn makes as few as it can:
+    /// the clock and the link are read once (neither changes within one call), and a round
+    /// reads the socket again only when the round before wrote to it (an in-memory host can
+    /// answer at once; a socket that said "nothing" a moment ago and was not written to has
+    /// nothing new). A read loop still ends on an empty `recv`, which is what tells the host
+    /// to wake us when more arrives, unless it stopped for the per-poll cap or backpressure.
+    fn drive(&mut self, now: Instant) {
+        let link = convert::link_from_wit(wifi::state());
+        if self.link != Some(link) {
+            self.link = Some(link);
+            self.client.handle_link(now, link);
+        }
+        let mut read = true;
         for _ in 0..MAX_ROUNDS {
-            let now = now();
-            let mut progress = self.read_inputs(now);
+            let mut progress = read && self.read_inputs(now);
             if self.client.poll_timeout().is_some_and(|t| t <= now) {
                 self.client.handle_timeout(now);
             }
-            progress |= self.write_outputs(now);
+            let wrote = self.write_outputs(now);
+            progress |= wrote;
+            // Opening: the next round asks the socket's status.
+            read = wrote || self.opening;
             if !progress {
                 break;
             }
@@ -81,12 +96,6 @@ impl Glue {
 
     fn read_inputs(&mut self, now: Instant) -> bool {
         let mut progress = false;
-        let link = convert::link_from_wit(wifi::state());
-        if self.link != Some(link) {
-            self.link = Some(link);
-            self.client.handle_link(now, link);
-            progress = true;
-        }
         let Some(h) = self.socket else { return progress };
         if self.opening {
             match socket::status(h) {
@@ -127,11 +136,10 @@ impl Glue {
     fn write_outputs(&mut self, now: Instant) -> bool {
         let mut progress = false;
         // Bytes first: they belong to the socket that is current before any action.
-        while let Some(bytes) = self.client.poll_transmit() {
-            self.outbuf.extend_from_slice(&bytes);
-            progress = true;
-        }
+        progress |= self.client.transmit_into(&mut self.outbuf);
         self.flush(now);
+        // What the socket left behind bounds how much more QoS 0 the client lets out.
+        progress |= self.socket.is_some() && self.client.handle_unsent(now, self.outbuf.len());
         while let Some(action) = self.client.poll_action() {
             progress = true;
             match action {
@@ -214,8 +222,9 @@ impl Glue {
     fn poll(&mut self, max_messages: u32) -> Vec<api::Event> {
         let mut events = Vec::new();
         let mut left = max_messages;
+        let now = now();
         for _ in 0..POLL_ROUNDS {
-            self.drive();
+            self.drive(now);
             // Paused: `queue-len` messages wait and input is held back behind them.
             let paused = !self.client.wants_input();
             let taken = self.take_events(&mut events, left);
@@ -295,13 +304,24 @@ fn api_error(e: mqtt_protocol::ApiError) -> api::ClientError {
 }
 
 impl ClientResource {
-    /// Runs an API call against the client, then a full turn of IO so its effect is on the
-    /// wire before the call returns.
+    /// Runs an API call against the client, then writes what it produced so its effect is
+    /// on the wire before the call returns. Reading is left to `poll`: a publish that also
+    /// read the socket and the link made four more boundary crossings than it needs.
     fn with<T>(&self, f: impl FnOnce(&mut Client, Instant) -> T) -> T {
         let mut g = self.0.borrow_mut();
         let now = now();
         let out = f(&mut g.client, now);
-        g.drive();
+        g.write_outputs(now);
+        out
+    }
+
+    /// [`ClientResource::with`] followed by a full turn (the link read first): for
+    /// `connect` and `disconnect`, whose effect depends on the link and the socket.
+    fn with_turn<T>(&self, f: impl FnOnce(&mut Client, Instant) -> T) -> T {
+        let mut g = self.0.borrow_mut();
+        let now = now();
+        let out = f(&mut g.client, now);
+        g.drive(now);
         out
     }
 }
@@ -316,7 +336,7 @@ impl api::GuestClient for ClientResource {
     }
 
     fn connect(&self) -> Result<(), api::ClientError> {
-        self.with(|c, now| c.connect(now)).map_err(api_error)
+        self.with_turn(|c, now| c.connect(now)).map_err(api_error)
     }
 
     fn publish(
@@ -358,7 +378,7 @@ impl api::GuestClient for ClientResource {
     }
 
     fn disconnect(&self) {
-        self.with(|c, now| c.disconnect(now))
+        self.with_turn(|c, now| c.disconnect(now))
     }
 
     fn is_connected(&self) -> bool {

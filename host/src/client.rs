@@ -5,7 +5,7 @@
 //! The device runs in its own tokio task, which polls it when a command arrives, the
 //! platform's wakeup fires, or the client's deadline passes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::device::{Device, DeviceError, Publish, Token};
+use crate::ClientError;
 use crate::{DownReason, Event, LinkState, Message, Qos, Stats, SubscribeProperties, Subscription};
 
 /// What the application hears about without asking.
@@ -145,7 +146,8 @@ impl Client {
         self.ask(Command::Connect).await
     }
 
-    /// QoS 1/2: returns when the broker acknowledged (across any outages in between).
+    /// QoS 1/2: returns when the broker acknowledged (across any outages in between); QoS 0
+    /// when it went to the socket. Waits for room as [`Client::enqueue`] does.
     pub async fn publish(&self, topic: &str, payload: &[u8], qos: Qos, retain: bool) -> Result<(), Error> {
         let p = Publish { topic: topic.into(), payload: payload.into(), qos, retain, properties: None, deadline_ms: None };
         self.publish_with(p).await
@@ -155,11 +157,13 @@ impl Client {
         self.ask(|r| Command::Publish(p, r)).await
     }
 
-    /// Hands a publish to the client and returns its token at once; its completion comes
-    /// later on the event stream as [`ClientEvent::Published`] or
+    /// Hands a publish to the client and returns its token as soon as the client took it;
+    /// its completion comes later on the event stream as [`ClientEvent::Published`] or
     /// [`ClientEvent::PublishFailed`]. Keeps many publishes in flight without a future
-    /// each (rumqttc's request channel works the same way). Fails now only if the client
-    /// refuses it (`max_queued` reached, a bad topic, closed).
+    /// each (rumqttc's request channel works the same way). While the client has no room
+    /// (`max_queued` requests wait, or QoS 0 waits for a socket that is behind) it waits, in
+    /// order with the other publishes; it fails only if the client refuses the publish
+    /// itself (a bad topic, too big, closed).
     pub async fn enqueue(&self, p: Publish) -> Result<Token, Error> {
         self.ask(|r| Command::Enqueue(p, r)).await
     }
@@ -238,8 +242,29 @@ impl Events {
     }
 }
 
+/// Who waits for a publish the client has not taken yet.
+enum Publisher {
+    /// `publish().await`: answered at completion.
+    Awaits(Reply<()>),
+    /// `enqueue().await`: answered with the token once the client took it.
+    Enqueued(Reply<Token>),
+}
+
+impl Publisher {
+    fn fail(self, e: Error) {
+        match self {
+            Publisher::Awaits(r) => drop(r.send(Err(e))),
+            Publisher::Enqueued(r) => drop(r.send(Err(e))),
+        }
+    }
+}
+
 struct Driver {
     device: Device,
+    /// Publishes the client had no room for (`QueueFull`: `max_queued` requests wait, or QoS
+    /// 0 waits for a slow socket), in order; offered again after every poll. Their callers
+    /// wait, as rumqttc's do on its bounded request channel, instead of failing.
+    waiting_room: VecDeque<(Publish, Publisher)>,
     events: mpsc::UnboundedSender<ClientEvent>,
     backlog: Arc<Backlog>,
     connect_waiters: Vec<Reply<()>>,
@@ -254,6 +279,7 @@ impl Driver {
     fn new(device: Device, events: mpsc::UnboundedSender<ClientEvent>, backlog: Arc<Backlog>) -> Self {
         Driver {
             device,
+            waiting_room: VecDeque::new(),
             events,
             backlog,
             connect_waiters: Vec::new(),
@@ -275,6 +301,11 @@ impl Driver {
             if let Err(e) = self.poll() {
                 let _ = self.events.send(ClientEvent::Error(e.to_string()));
                 return;
+            }
+            // What the poll completed may have made room (or, after `disconnect`, the
+            // refusals answer the waiting); what that hands over is polled at once.
+            if self.offer_waiting() {
+                continue;
             }
             let now = self.device.platform_mut().now_ms();
             let deadline = self.device.next_deadline().ok().flatten();
@@ -324,21 +355,8 @@ impl Driver {
                     let _ = reply.send(Err(e.into()));
                 }
             },
-            Command::Publish(p, reply) => match self.device.publish(p) {
-                Ok(token) => {
-                    self.publish_waiters.insert(token, reply);
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e.into()));
-                }
-            },
-            Command::Enqueue(p, reply) => {
-                let r = self.device.publish(p).map_err(Error::from);
-                if let Ok(token) = r {
-                    self.enqueued.insert(token);
-                }
-                let _ = reply.send(r);
-            }
+            Command::Publish(p, reply) => self.offer(p, Publisher::Awaits(reply)),
+            Command::Enqueue(p, reply) => self.offer(p, Publisher::Enqueued(reply)),
             Command::Authenticate(data, reply) => {
                 let _ = reply.send(self.device.authenticate(&data).map_err(Error::from));
             }
@@ -375,6 +393,46 @@ impl Driver {
                 let _ = reply.send(());
             }
         }
+    }
+
+    /// Hands a publish to the client, or queues it behind the ones already waiting for room.
+    fn offer(&mut self, p: Publish, by: Publisher) {
+        if !self.waiting_room.is_empty() {
+            self.waiting_room.push_back((p, by));
+        } else if let Some(refused) = self.try_offer(p, by) {
+            self.waiting_room.push_back(refused);
+        }
+    }
+
+    /// Offers what waits for room, in order, until the client has none; true when it
+    /// answered any.
+    fn offer_waiting(&mut self) -> bool {
+        let before = self.waiting_room.len();
+        while let Some((p, by)) = self.waiting_room.pop_front() {
+            if let Some(refused) = self.try_offer(p, by) {
+                self.waiting_room.push_front(refused);
+                break;
+            }
+        }
+        self.waiting_room.len() != before
+    }
+
+    /// The publish back when the client has no room for it now.
+    fn try_offer(&mut self, p: Publish, by: Publisher) -> Option<(Publish, Publisher)> {
+        match self.device.try_publish(p) {
+            Ok(token) => match by {
+                Publisher::Awaits(reply) => drop(self.publish_waiters.insert(token, reply)),
+                Publisher::Enqueued(reply) => {
+                    self.enqueued.insert(token);
+                    let _ = reply.send(Ok(token));
+                }
+            },
+            Err(refused) => match *refused {
+                (DeviceError::Client(ClientError::QueueFull), p) => return Some((p, by)),
+                (e, _) => by.fail(e.into()),
+            },
+        }
+        None
     }
 
     fn poll(&mut self) -> Result<(), DeviceError> {

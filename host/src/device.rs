@@ -7,6 +7,7 @@
 //! is the role the NO_NET bridge's host plays when it reboots its ESP8266.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use wasmtime::component::ResourceAny;
 use wasmtime::Store;
@@ -250,7 +251,8 @@ pub struct Device {
     retry_connect_at: Option<u64>,
     next_token: Token,
     guest_to_host: BTreeMap<u64, Token>,
-    unacked: BTreeMap<Token, Publish>,
+    /// Shared with the call that hands it over, so keeping it costs no copy of the payload.
+    unacked: BTreeMap<Token, Arc<Publish>>,
     /// What is subscribed, request by request with its properties and host token, to
     /// replay after a restart (a filter subscribed again or unsubscribed leaves its older
     /// request).
@@ -441,16 +443,26 @@ impl Device {
 
     /// Queue a publish; its token is completed by `Event::Published` / `PublishFailed`.
     pub fn publish(&mut self, p: Publish) -> Result<Token, DeviceError> {
+        self.try_publish(p).map_err(|refused| refused.0)
+    }
+
+    /// [`Device::publish`] that hands the publish back when the client refuses it, so that
+    /// it can be offered again (the async [`crate::Client`] waits for room on `QueueFull`).
+    pub fn try_publish(&mut self, p: Publish) -> Result<Token, Box<(DeviceError, Publish)>> {
         let token = self.next_token;
         self.next_token += 1;
+        let p = Arc::new(p);
         self.unacked.insert(token, p.clone());
-        match self.hand_over(token, &p)? {
-            Ok(()) => Ok(token),
-            Err(e) => {
+        let e = match self.hand_over(token, &p) {
+            Ok(Ok(())) => return Ok(token),
+            Ok(Err(e)) => {
                 self.unacked.remove(&token);
-                Err(DeviceError::Client(e))
+                DeviceError::Client(e)
             }
-        }
+            // The instance is gone for good; the publish stays recorded as it was.
+            Err(e) => e,
+        };
+        Err(Box::new((e, Arc::try_unwrap(p).unwrap_or_else(|p| (*p).clone()))))
     }
 
     pub fn subscribe(&mut self, subs: Vec<Subscription>) -> Result<Token, DeviceError> {
@@ -585,6 +597,7 @@ impl Device {
                 self.call_connect()?;
             }
         }
+        self.platform_mut().flush();
         let events = self.guarded("poll", |api, store, c| api.call_poll(store, c, max_messages))?;
         let mut out = std::mem::take(&mut self.backlog);
         for e in events.unwrap_or_default() {

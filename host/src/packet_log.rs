@@ -128,6 +128,9 @@ impl<P: Platform> Socket for PacketLog<P> {
         self.streams.remove(&handle);
         self.inner.close(handle);
     }
+    fn flush(&mut self) {
+        self.inner.flush();
+    }
 }
 
 impl<P: Platform> Clock for PacketLog<P> {

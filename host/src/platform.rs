@@ -24,6 +24,10 @@ pub trait Socket {
     /// `Err(SocketError::Closed)`.
     fn recv(&mut self, handle: u32, max: u32) -> Result<Vec<u8>, SocketError>;
     fn close(&mut self, handle: u32);
+    /// Push out what `send` accepted but the connection still holds (a TLS stream's
+    /// records that the socket had no room for); called before every poll. Sockets that
+    /// hold nothing back need not implement it.
+    fn flush(&mut self) {}
 }
 
 pub trait Clock {

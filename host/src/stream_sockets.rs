@@ -1,18 +1,22 @@
 //! The `socket` import for tokio hosts, over any async byte stream (tokio TCP on a board,
 //! turmoil TCP in the simulator, TLS on top of either).
 //!
-//! The import must never block, so each socket is backed by tasks: one connects, then reads
-//! into an inbox (waking the device loop); one drains what `send` accepted. The component
-//! sees only the inbox and the state.
+//! The import must never block, so every call polls the stream once, in the task that
+//! polls the component, with a waker that wakes that task when the stream becomes ready
+//! (the platform's [`Notify`]). No task per socket and no buffer in between: `recv` reads
+//! straight from the stream and `send` writes straight to it, returning 0 when the kernel's
+//! buffer is full, so the bytes wait in the component and TCP holds back whoever is faster.
+//! (Reader and writer tasks per socket cost two thread switches and a copy per message,
+//! and the writer's queue had no bound.)
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinHandle;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 
 use crate::{SocketError, SocketState, TlsParams};
 
@@ -39,58 +43,41 @@ pub fn socket_error(e: &std::io::Error) -> SocketError {
     }
 }
 
-struct Conn {
-    state: Result<SocketState, SocketError>,
-    /// Bytes read from the stream; those before `taken` were handed to `recv` already.
-    inbox: Vec<u8>,
-    /// `recv` takes from the front by moving this offset, and the reader drops the taken
-    /// prefix before it appends: draining the front on every `recv` moved the whole rest
-    /// of the inbox each time (up to 1 MiB per 16 KiB taken).
-    taken: usize,
-    /// Set once the stream ended; reported after the inbox is drained.
-    ended: Option<SocketError>,
-}
+/// Wakes the driver (through the platform's [`Notify`]) when a stream is ready.
+struct NotifyWaker(Arc<Notify>);
 
-struct Sock {
-    conn: Arc<Mutex<Conn>>,
-    /// Signalled when `recv` makes room in a full inbox.
-    space: Arc<Notify>,
-    tx: mpsc::UnboundedSender<Vec<u8>>,
-    task: JoinHandle<()>,
-}
-
-impl Conn {
-    fn unread(&self) -> usize {
-        self.inbox.len() - self.taken
+impl Wake for NotifyWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.notify_one();
     }
-
-    fn append(&mut self, bytes: &[u8]) {
-        if self.taken > 0 {
-            self.inbox.drain(..self.taken);
-            self.taken = 0;
-        }
-        self.inbox.extend_from_slice(bytes);
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.notify_one();
     }
 }
 
-fn lock(c: &Arc<Mutex<Conn>>) -> MutexGuard<'_, Conn> {
-    c.lock().unwrap_or_else(|e| e.into_inner())
+enum Sock<S> {
+    Connecting(ConnectFuture<S>),
+    Open(S),
+    /// The connection failed or the stream ended (or broke); reported on every call.
+    Failed(SocketError),
 }
 
-/// Most bytes held unread per socket: reading pauses past it (the component reads at most
-/// 256 KiB per poll), so a flooding peer cannot grow host memory without bound.
-const MAX_INBOX: usize = 1 << 20;
+/// Most bytes one `recv` reads: what the component asks for (16 KiB) fits.
+const MAX_RECV: usize = 64 * 1024;
 
 pub struct StreamSockets<C: Connector> {
     connector: C,
-    wake: Arc<Notify>,
-    sockets: BTreeMap<u32, Sock>,
+    waker: Waker,
+    sockets: BTreeMap<u32, Sock<C::Stream>>,
     next: u32,
+    /// Where `recv` reads to; kept so an empty read allocates nothing.
+    scratch: Vec<u8>,
 }
 
 impl<C: Connector> StreamSockets<C> {
     pub fn new(connector: C, wake: Arc<Notify>) -> Self {
-        StreamSockets { connector, wake, sockets: BTreeMap::new(), next: 0 }
+        let waker = Waker::from(Arc::new(NotifyWaker(wake)));
+        StreamSockets { connector, waker, sockets: BTreeMap::new(), next: 0, scratch: Vec::new() }
     }
 
     pub fn connector_mut(&mut self) -> &mut C {
@@ -100,95 +87,106 @@ impl<C: Connector> StreamSockets<C> {
     pub fn open(&mut self, host: &str, port: u16, tls: Option<TlsParams>) -> Result<u32, SocketError> {
         let connecting = self.connector.connect(host, port, tls)?;
         self.next += 1;
-        let handle = self.next;
-        let conn = Arc::new(Mutex::new(Conn { state: Ok(SocketState::Connecting), inbox: Vec::new(), taken: 0, ended: None }));
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        let space = Arc::new(Notify::new());
-        let (c, wake, room) = (conn.clone(), self.wake.clone(), space.clone());
-        let task = tokio::spawn(async move {
-            let stream = match connecting.await {
-                Ok(s) => s,
-                Err(e) => {
-                    lock(&c).state = Err(e);
-                    wake.notify_one();
-                    return;
-                }
-            };
-            lock(&c).state = Ok(SocketState::Open);
-            wake.notify_one();
-            let (mut rd, mut wr) = tokio::io::split(stream);
-            let writer = tokio::spawn(async move {
-                while let Some(bytes) = rx.recv().await {
-                    if wr.write_all(&bytes).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = wr.shutdown().await;
-            });
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                while lock(&c).unread() >= MAX_INBOX {
-                    room.notified().await;
-                }
-                match rd.read(&mut buf).await {
-                    Ok(0) => {
-                        lock(&c).ended = Some(SocketError::Closed);
-                        break;
-                    }
-                    Ok(n) => lock(&c).append(&buf[..n]),
-                    Err(e) => {
-                        lock(&c).ended = Some(socket_error(&e));
-                        break;
-                    }
-                }
-                wake.notify_one();
-            }
-            wake.notify_one();
-            writer.abort();
-        });
-        self.sockets.insert(handle, Sock { conn, space, tx, task });
-        Ok(handle)
+        self.sockets.insert(self.next, Sock::Connecting(connecting));
+        // Start connecting now; `status` polls again when the waker says it moved.
+        let _ = self.status(self.next);
+        Ok(self.next)
     }
 
     pub fn status(&mut self, handle: u32) -> Result<SocketState, SocketError> {
-        let s = self.sockets.get(&handle).ok_or(SocketError::BadHandle)?;
-        lock(&s.conn).state
+        let mut cx = Context::from_waker(&self.waker);
+        let s = self.sockets.get_mut(&handle).ok_or(SocketError::BadHandle)?;
+        if let Sock::Connecting(f) = s {
+            match f.as_mut().poll(&mut cx) {
+                Poll::Pending => {}
+                Poll::Ready(Ok(stream)) => *s = Sock::Open(stream),
+                Poll::Ready(Err(e)) => *s = Sock::Failed(e),
+            }
+        }
+        match s {
+            Sock::Connecting(_) => Ok(SocketState::Connecting),
+            Sock::Open(_) => Ok(SocketState::Open),
+            Sock::Failed(e) => Err(*e),
+        }
     }
 
     pub fn send(&mut self, handle: u32, data: &[u8]) -> Result<u32, SocketError> {
-        let s = self.sockets.get(&handle).ok_or(SocketError::BadHandle)?;
-        if let Some(e) = lock(&s.conn).ended {
-            return Err(e);
+        let mut cx = Context::from_waker(&self.waker);
+        let s = self.sockets.get_mut(&handle).ok_or(SocketError::BadHandle)?;
+        let stream = match s {
+            Sock::Connecting(_) => return Ok(0),
+            Sock::Failed(e) => return Err(*e),
+            Sock::Open(stream) => stream,
+        };
+        match Pin::new(&mut *stream).poll_write(&mut cx, data) {
+            Poll::Pending => Ok(0),
+            Poll::Ready(Ok(n)) => {
+                // A TLS stream may keep records it could not write yet; `flush` (before
+                // every poll) pushes them once the socket is writable again.
+                let _ = Pin::new(stream).poll_flush(&mut cx);
+                Ok(n as u32)
+            }
+            Poll::Ready(Err(e)) => Err(fail(s, &e)),
         }
-        s.tx.send(data.to_vec()).map_err(|_| SocketError::Closed)?;
-        Ok(data.len() as u32)
     }
 
     pub fn recv(&mut self, handle: u32, max: u32) -> Result<Vec<u8>, SocketError> {
-        let s = self.sockets.get(&handle).ok_or(SocketError::BadHandle)?;
-        let mut c = lock(&s.conn);
-        if c.unread() == 0 {
-            return match c.ended {
-                Some(e) => Err(e),
-                None => Ok(Vec::new()),
-            };
+        let mut cx = Context::from_waker(&self.waker);
+        let s = self.sockets.get_mut(&handle).ok_or(SocketError::BadHandle)?;
+        let stream = match s {
+            Sock::Connecting(_) => return Ok(Vec::new()),
+            Sock::Failed(e) => return Err(*e),
+            Sock::Open(stream) => stream,
+        };
+        self.scratch.resize((max as usize).clamp(1, MAX_RECV), 0);
+        let mut buf = ReadBuf::new(&mut self.scratch);
+        match Pin::new(stream).poll_read(&mut cx, &mut buf) {
+            Poll::Pending => Ok(Vec::new()),
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                *s = Sock::Failed(SocketError::Closed);
+                Err(SocketError::Closed)
+            }
+            Poll::Ready(Ok(())) => {
+                let bytes = buf.filled().to_vec();
+                if bytes.len() == self.scratch.len() {
+                    // There may be more, and only a read that finds nothing asks the stream
+                    // to wake us when more comes: if the component stops here (its per-poll
+                    // cap), this makes the driver poll again instead of sleeping on data.
+                    self.waker.wake_by_ref();
+                }
+                Ok(bytes)
+            }
+            Poll::Ready(Err(e)) => Err(fail(s, &e)),
         }
-        let n = c.unread().min(max as usize);
-        let out = c.inbox[c.taken..c.taken + n].to_vec();
-        c.taken += n;
-        if c.taken == c.inbox.len() {
-            c.inbox.clear();
-            c.taken = 0;
+    }
+
+    /// Pushes out what a stream accepted but still holds (a TLS stream's records).
+    pub fn flush(&mut self) {
+        let mut cx = Context::from_waker(&self.waker);
+        for s in self.sockets.values_mut() {
+            if let Sock::Open(stream) = s
+                && let Poll::Ready(Err(e)) = Pin::new(stream).poll_flush(&mut cx)
+            {
+                fail(s, &e);
+            }
         }
-        s.space.notify_one();
-        Ok(out)
     }
 
     pub fn close(&mut self, handle: u32) {
-        if let Some(s) = self.sockets.remove(&handle) {
-            s.task.abort();
+        if let Some(Sock::Open(mut stream)) = self.sockets.remove(&handle) {
+            // One try at an orderly end (TLS close_notify, then FIN); the component does not
+            // wait for it, and dropping the stream closes it either way.
+            let mut cx = Context::from_waker(&self.waker);
+            let _ = Pin::new(&mut stream).poll_shutdown(&mut cx);
         }
     }
+}
+
+/// Marks a socket whose stream broke; returns the error for the call that found it.
+fn fail<S>(s: &mut Sock<S>, e: &std::io::Error) -> SocketError {
+    let e = socket_error(e);
+    *s = Sock::Failed(e);
+    e
 }
 
 impl<C: Connector> crate::Socket for StreamSockets<C> {
@@ -206,6 +204,9 @@ impl<C: Connector> crate::Socket for StreamSockets<C> {
     }
     fn close(&mut self, handle: u32) {
         StreamSockets::close(self, handle)
+    }
+    fn flush(&mut self) {
+        StreamSockets::flush(self)
     }
 }
 
@@ -230,14 +231,80 @@ macro_rules! forward_socket {
             fn close(&mut self, handle: u32) {
                 $crate::Socket::close(&mut self.$field, handle)
             }
+            fn flush(&mut self) {
+                $crate::Socket::flush(&mut self.$field)
+            }
         }
     };
 }
 
-impl<C: Connector> Drop for StreamSockets<C> {
-    fn drop(&mut self) {
-        for (_, s) in std::mem::take(&mut self.sockets) {
-            s.task.abort();
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    /// Hands out one end of an in-memory pipe per `connect`.
+    struct Pipe(Option<DuplexStream>);
+
+    impl Connector for Pipe {
+        type Stream = DuplexStream;
+        fn connect(&mut self, _: &str, _: u16, _: Option<TlsParams>) -> Result<ConnectFuture<DuplexStream>, SocketError> {
+            let end = self.0.take().ok_or(SocketError::Refused)?;
+            Ok(Box::pin(async move { Ok(end) }))
         }
+    }
+
+    async fn woken(wake: &Notify) -> bool {
+        tokio::time::timeout(Duration::from_millis(200), wake.notified()).await.is_ok()
+    }
+
+    /// The driver sleeps until the waker fires, so each way data can arrive must fire it:
+    /// after a read that found nothing, and after a read that stopped at `max` with more
+    /// left (the component's per-poll cap), when no read will come to ask again.
+    #[tokio::test]
+    async fn every_way_of_data_arriving_wakes_the_driver() {
+        let (ours, mut broker) = tokio::io::duplex(1 << 20);
+        let wake = Arc::new(Notify::new());
+        let mut sockets = StreamSockets::new(Pipe(Some(ours)), wake.clone());
+        let h = sockets.open("broker", 1883, None).unwrap();
+        assert_eq!(sockets.status(h), Ok(SocketState::Open));
+        while woken(&wake).await {}
+
+        assert_eq!(sockets.recv(h, 16), Ok(Vec::new()));
+        broker.write_all(&[7; 40]).await.unwrap();
+        assert!(woken(&wake).await, "bytes after an empty read");
+
+        assert_eq!(sockets.recv(h, 16), Ok(vec![7; 16]));
+        assert!(woken(&wake).await, "a full read with more waiting");
+        assert_eq!(sockets.recv(h, 64), Ok(vec![7; 24]));
+        assert_eq!(sockets.recv(h, 64), Ok(Vec::new()));
+        assert!(!woken(&wake).await, "nothing left, nothing to wake for");
+
+        drop(broker);
+        assert!(woken(&wake).await, "the end of the stream");
+        assert_eq!(sockets.recv(h, 64), Err(SocketError::Closed));
+        assert_eq!(sockets.send(h, b"late"), Err(SocketError::Closed));
+    }
+
+    /// `send` takes what the stream has room for and no more: the rest stays with the
+    /// component, and room made later wakes the driver to send it.
+    #[tokio::test]
+    async fn send_takes_what_fits_and_room_wakes_the_driver() {
+        let (ours, mut broker) = tokio::io::duplex(64);
+        let wake = Arc::new(Notify::new());
+        let mut sockets = StreamSockets::new(Pipe(Some(ours)), wake.clone());
+        let h = sockets.open("broker", 1883, None).unwrap();
+        assert_eq!(sockets.status(h), Ok(SocketState::Open));
+        while woken(&wake).await {}
+
+        assert_eq!(sockets.send(h, &[1; 100]), Ok(64));
+        assert_eq!(sockets.send(h, &[1; 36]), Ok(0));
+        let mut got = [0; 64];
+        broker.read_exact(&mut got).await.unwrap();
+        assert!(woken(&wake).await, "room in the stream");
+        assert_eq!(sockets.send(h, &[1; 36]), Ok(36));
     }
 }

@@ -22,7 +22,7 @@ pub mod test_fault;
 pub mod text;
 mod types;
 
-pub use client::{Client, FAST_PROBES, PROBE_MS};
+pub use client::{Client, FAST_PROBES, MAX_UNSENT, PROBE_MS};
 pub use codec::{Packet, PacketId, Properties, ProtocolVersion, QoS, SubscribeFilter};
 pub use config::{Config, ConfigError, TlsParams, Will};
 pub use reason::ReasonCode;

@@ -1149,3 +1149,51 @@ fn a_lost_connection_retries_its_broker_then_fails_over_with_a_clean_start_and_r
     assert!(!p[0].dup, "as a new message");
     assert_eq!(h.client.stats().broker, 1);
 }
+
+/// A socket that takes nothing must not make the client buffer QoS 0 without bound: past
+/// `MAX_UNSENT` bytes waiting, QoS 0 publishes wait in the queue (whose bound the
+/// application hears as `QueueFull`), and they go out, in order, once the socket takes
+/// what waited.
+#[test]
+fn qos0_waits_in_the_queue_while_the_socket_is_behind() {
+    let mut cfg = config(false);
+    cfg.max_queued = 50;
+    let mut h = Harness::up(cfg);
+    let qos0 = |i: u32| mqtt_protocol::OutgoingPublish { qos: QoS::AtMostOnce, ..qos1("t", &[i as u8; 1000][..]) };
+    // The driver took the bytes but its socket had no room: it still holds them all.
+    let mut held = Vec::new();
+    let mut accepted = 0u32;
+    let mut refused = None;
+    while refused.is_none() && accepted < 1_000 {
+        match h.client.publish(h.now, qos0(accepted), None) {
+            Ok(_) => accepted += 1,
+            Err(e) => refused = Some(e),
+        }
+        h.client.transmit_into(&mut held);
+        h.client.handle_unsent(h.now, held.len());
+    }
+    assert_eq!(refused, Some(ApiError::QueueFull), "{accepted} accepted, {} bytes held", held.len());
+    assert!(held.len() <= mqtt_protocol::MAX_UNSENT + 1100, "{} bytes held", held.len());
+    let published = |h: &mut Harness| std::iter::from_fn(|| h.client.poll_event()).filter(|e| matches!(e, Event::Published(_))).count();
+    let out_first = published(&mut h);
+    assert_eq!(out_first + 50, accepted as usize, "the rest wait in the queue");
+
+    // The socket takes everything: the queue drains, in order.
+    let mut d = mqtt_protocol::codec::Decoder::new(mqtt_protocol::ProtocolVersion::V311, u32::MAX);
+    let mut order = Vec::new();
+    loop {
+        d.feed(&held);
+        held.clear();
+        while let Some(p) = d.next_packet().unwrap() {
+            if let Packet::Publish(p) = p {
+                order.push(p.payload[0]);
+            }
+        }
+        if !h.client.handle_unsent(h.now, 0) {
+            break;
+        }
+        h.client.transmit_into(&mut held);
+    }
+    assert_eq!(order, (0..accepted).map(|i| i as u8).collect::<Vec<_>>());
+    assert_eq!(published(&mut h), 50);
+}

@@ -27,7 +27,7 @@ impl Client {
     /// `deadline`: if it is still unsent then, it fails with reason 0.
     pub fn publish(&mut self, now: Instant, publish: OutgoingPublish, deadline: Option<Instant>) -> Result<Token, ApiError> {
         self.now = now;
-        if self.state == State::Closed {
+        if matches!(self.state, State::Closed) {
             return Err(ApiError::Closed);
         }
         topic::validate_topic_name(&publish.topic).map_err(|e| ApiError::Invalid(text!("topic `", publish.topic, "`: ", e.message())))?;
@@ -42,7 +42,7 @@ impl Client {
     /// says it has none, the filters fail with 0xA1 without being sent).
     pub fn subscribe(&mut self, now: Instant, filters: Vec<SubscribeFilter>, properties: SubscribeProperties) -> Result<Token, ApiError> {
         self.now = now;
-        if self.state == State::Closed {
+        if matches!(self.state, State::Closed) {
             return Err(ApiError::Closed);
         }
         if filters.is_empty() {
@@ -64,7 +64,7 @@ impl Client {
     /// a clean reconnect no longer include these filters.
     pub fn unsubscribe(&mut self, now: Instant, filters: Vec<String>) -> Result<Token, ApiError> {
         self.now = now;
-        if self.state == State::Closed {
+        if matches!(self.state, State::Closed) {
             return Err(ApiError::Closed);
         }
         if filters.is_empty() {
@@ -113,7 +113,7 @@ impl Client {
     /// Ping the broker now; [`Event::BrokerUp`] reports whether it answered in time.
     pub fn broker_up(&mut self, now: Instant) {
         self.now = now;
-        if self.state != State::Connected {
+        if !matches!(self.state, State::Connected) {
             self.events.push_back(Event::BrokerUp(false));
             return;
         }
@@ -147,13 +147,13 @@ impl Client {
     /// 0x80 (the spec's failure code) for each of its filters, so every token completes.
     pub fn disconnect(&mut self, now: Instant) {
         self.now = now;
-        if self.state == State::Closed {
+        if matches!(self.state, State::Closed) {
             return;
         }
-        if self.state == State::Connected && !self.faulty(TestFault::DisconnectWithoutPacket) {
+        if matches!(self.state, State::Connected) && !self.faulty(TestFault::DisconnectWithoutPacket) {
             self.send(now, &Packet::Disconnect(Disconnect { reason: 0, properties: Properties::default() }));
         }
-        if self.state == State::Connected {
+        if matches!(self.state, State::Connected) {
             self.events.push_back(Event::Down(DownReason::Requested));
         }
         self.close_socket();

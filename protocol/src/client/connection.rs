@@ -129,7 +129,7 @@ impl Client {
     /// broker (a connection that was up is not an attempt that failed). True when the first
     /// connect has brokers left to try before it reports `ConnectFailed`.
     fn attempt_failed(&mut self) -> bool {
-        if self.state == State::Connected {
+        if matches!(self.state, State::Connected) {
             return false;
         }
         if !self.faulty(TestFault::NoFailover) {
@@ -152,7 +152,7 @@ impl Client {
         // state (in-flight, pending) is what gets resent.
         self.transmits.clear();
         // Up was reported exactly when the state became Connected: a Down is owed.
-        if self.state == State::Connected {
+        if matches!(self.state, State::Connected) {
             self.events.push_back(Event::Down(reason.clone()));
         }
         // An attempt nothing answered: probe again soon (see `PROBE_MS`).

@@ -77,7 +77,7 @@ impl Client {
 
     pub(super) fn reading_paused(&self) -> bool {
         self.cfg.backpressure
-            && self.state == State::Connected
+            && matches!(self.state, State::Connected)
             && self.queued_messages >= self.cfg.queue_len as usize
             && !self.faulty(TestFault::IgnoreBackpressure)
     }
@@ -127,9 +127,43 @@ impl Client {
     /// input and before [`Client::poll_action`] (bytes queued before a close belong to the
     /// old socket). If the socket takes only part, keep the rest and send it first next time.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.transmit_into(&mut out).then_some(out)
+    }
+
+    /// The driver still holds `bytes` of what it took (its socket had no room for them).
+    /// QoS 0 publishes wait in the queue while these and the bytes not yet taken reach
+    /// [`MAX_UNSENT`]; say so after every send, so that room made lets them out. Returns
+    /// true when it did (take the bytes with [`Client::transmit_into`]).
+    pub fn handle_unsent(&mut self, now: Instant, bytes: usize) -> bool {
+        self.now = now;
+        self.unsent_elsewhere = bytes;
+        // Only a QoS 0 publish at the front of the queue waits for this (and pumping walks
+        // the in-flight window, so not on every call).
+        let qos0_waits = matches!(self.pending.front(), Some(q) if matches!(&q.request, Request::Publish(p) if p.qos == QoS::AtMostOnce));
+        if !qos0_waits {
+            return false;
+        }
+        let before = self.transmits.len();
+        self.pump(now);
+        self.transmits.len() != before
+    }
+
+    /// [`Client::poll_transmit`] appending to `out` (a driver's send buffer); false when there
+    /// was nothing. Buffers swap when `out` is empty, so in the usual case, everything sent
+    /// before the next packet, neither side allocates or copies.
+    pub fn transmit_into(&mut self, out: &mut Vec<u8>) -> bool {
         // Records the bytes depend on (packet ids, incoming QoS 2 ids) are durable first.
         self.sync_store();
-        (!self.transmits.is_empty()).then(|| core::mem::take(&mut self.transmits))
+        if self.transmits.is_empty() {
+            return false;
+        }
+        if out.is_empty() {
+            core::mem::swap(out, &mut self.transmits);
+        } else {
+            out.append(&mut self.transmits);
+        }
+        true
     }
 
     /// The next IO to perform (open or close the socket, join or leave WiFi), in order;

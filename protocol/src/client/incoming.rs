@@ -23,7 +23,7 @@ impl Client {
             }
             return;
         }
-        if self.state != State::Connected {
+        if !matches!(self.state, State::Connected) {
             return;
         }
         match packet {

@@ -37,10 +37,15 @@ mod timers;
 
 pub use connection::{FAST_PROBES, PROBE_MS};
 
+/// Most bytes waiting to reach the socket before QoS 0 publishes wait in the queue instead
+/// (see [`Client::handle_unsent`]). QoS 1/2 are bounded by the in-flight window already.
+/// 64 KiB keeps a loopback socket busy; a stalled one then costs the client at most this.
+pub const MAX_UNSENT: usize = 64 * 1024;
+
 use timers::Timer;
 
 /// Where the connection stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 enum State {
     /// Before `connect`, or after the first attempt failed.
     Idle,
@@ -155,6 +160,9 @@ pub struct Client {
     decoder: Decoder,
     /// Bytes for the current socket, packets back to back.
     transmits: Vec<u8>,
+    /// Bytes the driver took with [`Client::transmit_into`] and still holds, as it last
+    /// said ([`Client::handle_unsent`]).
+    unsent_elsewhere: usize,
     /// Rarely more than two at a time (close, open).
     actions: Vec<Action>,
     events: VecDeque<Event>,
@@ -243,6 +251,7 @@ impl Client {
             rng: SplitMix64::new(cfg.seed),
             decoder: Decoder::new(version, cfg.max_packet_size),
             transmits: Vec::new(),
+            unsent_elsewhere: 0,
             actions: Vec::new(),
             events: VecDeque::new(),
             queued_messages: 0,
@@ -286,7 +295,7 @@ impl Client {
 
     /// Between CONNACK and the connection's loss.
     pub fn is_connected(&self) -> bool {
-        self.state == State::Connected
+        matches!(self.state, State::Connected)
     }
 
     /// Counters so far, with the in-flight and queued requests now.

@@ -31,13 +31,18 @@ impl Client {
 
     /// Move queued requests onto the wire while the connection and the window allow.
     pub(super) fn pump(&mut self, now: Instant) {
-        if self.state != State::Connected {
+        if !matches!(self.state, State::Connected) {
             return;
         }
         let mut in_window = self.inflight_publishes();
         while let Some(front) = self.pending.front() {
             let needs_slot = matches!(&front.request, Request::Publish(p) if p.qos != QoS::AtMostOnce);
             if needs_slot && in_window >= self.window() {
+                break;
+            }
+            // QoS 0 has no window: what bounds it is the socket. While it is this far behind,
+            // QoS 0 publishes wait in the queue (bounded by `max_queued`), not in buffers.
+            if !needs_slot && self.transmits.len() + self.unsent_elsewhere >= MAX_UNSENT {
                 break;
             }
             let Some(q) = self.pending.pop_front() else { break };
@@ -51,11 +56,10 @@ impl Client {
                 }
                 if p.qos == QoS::AtMostOnce {
                     let packet = self.publish_packet(p, None, false);
-                    if self.fits(&packet, q.token) {
-                        self.send(now, &packet);
-                        if let Some(token) = q.token {
-                            self.events.push_back(Event::Published(token));
-                        }
+                    if self.send_if_fits(now, &packet, q.token)
+                        && let Some(token) = q.token
+                    {
+                        self.events.push_back(Event::Published(token));
                     }
                     continue;
                 }
@@ -82,26 +86,35 @@ impl Client {
             };
             let f = InFlight { pid, token: q.token, waiting, sent_at: now, repubs: 0, key: q.key };
             let packet = self.packet_for(pid, &f.waiting, false);
-            if matches!(f.waiting, Waiting::Publish(_)) && !self.fits(&packet, f.token) {
+            if !matches!(f.waiting, Waiting::Publish(_)) {
+                self.send(now, &packet);
+            } else if !self.send_if_fits(now, &packet, f.token) {
                 in_window -= 1;
                 self.forget(f.key);
                 continue;
             }
             if let Some(key) = f.key {
-                // Durable before the PUBLISH leaves: a resumed session must resend this id.
+                // Durable before the PUBLISH leaves (`poll_transmit` syncs the store before
+                // it hands out the bytes): a resumed session must resend this id.
                 self.record(|s| s.sent(key, pid.get()));
             }
             self.inflight.push_back(f);
-            self.send(now, &packet);
         }
     }
 
-    /// MQTT 5 Maximum Packet Size from the broker: a publish over it can never be sent.
-    pub(super) fn fits(&mut self, packet: &Packet, token: Option<Token>) -> bool {
-        let size = packet.encode(self.version).len() as u64;
-        if size <= u64::from(self.limits.maximum_packet_size) {
+    /// Sends a publish unless it is over the broker's MQTT 5 Maximum Packet Size (then it can
+    /// never be sent: it fails). Encoded once, straight into the output, and taken back
+    /// when too big, rather than encoded a second time to measure it.
+    pub(super) fn send_if_fits(&mut self, now: Instant, packet: &Packet, token: Option<Token>) -> bool {
+        let before = self.transmits.len();
+        packet.encode_into(self.version, &mut self.transmits);
+        let size = self.transmits.len() - before;
+        if size as u64 <= u64::from(self.limits.maximum_packet_size) {
+            self.stats.bytes_out += size as u64;
+            self.last_tx = now;
             return true;
         }
+        self.transmits.truncate(before);
         if let Some(token) = token {
             self.events.push_back(Event::PublishFailed { token, reason: ReasonCode::PACKET_TOO_LARGE.0 });
         }
@@ -175,9 +188,9 @@ impl Client {
     }
 
     pub(super) fn send(&mut self, now: Instant, packet: &Packet) {
-        let bytes = packet.encode(self.version);
-        self.stats.bytes_out += bytes.len() as u64;
+        let before = self.transmits.len();
+        packet.encode_into(self.version, &mut self.transmits);
+        self.stats.bytes_out += (self.transmits.len() - before) as u64;
         self.last_tx = now;
-        self.transmits.extend_from_slice(&bytes);
     }
 }

@@ -53,7 +53,7 @@ impl Timer {
 impl Client {
     /// When `timer` expires, or `None` while it is not running.
     pub(super) fn deadline(&self, timer: Timer) -> Option<Instant> {
-        let connected = self.state == State::Connected;
+        let connected = matches!(self.state, State::Connected);
         match (timer, self.state) {
             (Timer::HeldInput, _) => (self.input_held && !self.reading_paused()).then_some(self.now),
             (Timer::RequestDeadline, _) if !self.faulty(TestFault::IgnoreDeadline) => self.pending.iter().filter_map(|q| q.deadline).min(),
@@ -65,7 +65,9 @@ impl Client {
             // While input is held back, answers may sit unread behind the messages: no
             // response deadline runs (pings go on, see `ping_due`).
             (Timer::PingResponse, _) if connected && !self.deadlines_suspended() => self.ping_sent.map(|_| self.ping_deadline()),
-            (Timer::Ack, _) if connected && !self.deadlines_suspended() => self.inflight.iter().map(|f| self.ack_deadline(f)).min(),
+            // The earliest send, then the deadline once: this runs on every poll, over up to
+            // `max_inflight` entries.
+            (Timer::Ack, _) if connected && !self.deadlines_suspended() => self.inflight.iter().map(|f| f.sent_at).min().map(|sent| self.deadline_after(sent)),
             _ => None,
         }
     }
@@ -118,7 +120,12 @@ impl Client {
     }
 
     pub(super) fn ack_deadline(&self, f: &InFlight) -> Instant {
-        f.sent_at.max(self.resumed_at) + self.ack_timeout()
+        self.deadline_after(f.sent_at)
+    }
+
+    /// When a packet sent at `sent` is overdue (time spent suspended does not count).
+    fn deadline_after(&self, sent: Instant) -> Instant {
+        sent.max(self.resumed_at) + self.ack_timeout()
     }
 
     /// How long an in-flight packet waits before we act: a republication under 3.1.1; under
