@@ -1197,3 +1197,27 @@ fn qos0_waits_in_the_queue_while_the_socket_is_behind() {
     assert_eq!(order, (0..accepted).map(|i| i as u8).collect::<Vec<_>>());
     assert_eq!(published(&mut h), 50);
 }
+
+/// The QoS 0 bound holds back QoS 0 publishes only: a subscribe made while the socket is
+/// behind goes out at once, not after the socket catches up (nor never, when no QoS 0
+/// publish waits to make the client look again).
+#[test]
+fn a_socket_behind_holds_back_qos0_but_not_a_subscribe() {
+    let mut h = Harness::up(config(false));
+    let mut held = Vec::new();
+    let mut i = 0u8;
+    while held.len() < mqtt_protocol::MAX_UNSENT {
+        let p = mqtt_protocol::OutgoingPublish { qos: QoS::AtMostOnce, ..qos1("t", &[i; 1000][..]) };
+        h.client.publish(h.now, p, None).unwrap();
+        h.client.transmit_into(&mut held);
+        h.client.handle_unsent(h.now, held.len());
+        i = i.wrapping_add(1);
+    }
+    assert_eq!(h.client.stats().queued, 0, "every QoS 0 publish went to the driver");
+    let before = held.len();
+    h.client.subscribe(h.now, vec![sub("s")], SubscribeProperties::default()).unwrap();
+    h.client.transmit_into(&mut held);
+    let mut d = mqtt_protocol::codec::Decoder::new(mqtt_protocol::ProtocolVersion::V311, u32::MAX);
+    d.feed(&held[before..]);
+    assert!(matches!(d.next_packet().unwrap(), Some(Packet::Subscribe(_))), "the SUBSCRIBE went out");
+}

@@ -140,8 +140,7 @@ impl Client {
         self.unsent_elsewhere = bytes;
         // Only a QoS 0 publish at the front of the queue waits for this (and pumping walks
         // the in-flight window, so not on every call).
-        let qos0_waits = matches!(self.pending.front(), Some(q) if matches!(&q.request, Request::Publish(p) if p.qos == QoS::AtMostOnce));
-        if !qos0_waits {
+        if !self.pending.front().is_some_and(|q| q.request.is_qos0_publish()) {
             return false;
         }
         let before = self.transmits.len();

@@ -81,6 +81,13 @@ enum Request {
     Unsubscribe(Vec<String>),
 }
 
+impl Request {
+    /// A QoS 0 publish: the one request no window bounds (see [`MAX_UNSENT`]).
+    fn is_qos0_publish(&self) -> bool {
+        matches!(self, Request::Publish(p) if p.qos == QoS::AtMostOnce)
+    }
+}
+
 #[derive(Debug)]
 struct Queued {
     token: Option<Token>,

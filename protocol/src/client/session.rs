@@ -42,7 +42,7 @@ impl Client {
             }
             // QoS 0 has no window: what bounds it is the socket. While it is this far behind,
             // QoS 0 publishes wait in the queue (bounded by `max_queued`), not in buffers.
-            if !needs_slot && self.transmits.len() + self.unsent_elsewhere >= MAX_UNSENT {
+            if front.request.is_qos0_publish() && self.transmits.len() + self.unsent_elsewhere >= MAX_UNSENT {
                 break;
             }
             let Some(q) = self.pending.pop_front() else { break };
@@ -108,10 +108,8 @@ impl Client {
     pub(super) fn send_if_fits(&mut self, now: Instant, packet: &Packet, token: Option<Token>) -> bool {
         let before = self.transmits.len();
         packet.encode_into(self.version, &mut self.transmits);
-        let size = self.transmits.len() - before;
-        if size as u64 <= u64::from(self.limits.maximum_packet_size) {
-            self.stats.bytes_out += size as u64;
-            self.last_tx = now;
+        if self.transmits.len() - before <= self.limits.maximum_packet_size as usize {
+            self.sent(now, before);
             return true;
         }
         self.transmits.truncate(before);
@@ -190,6 +188,11 @@ impl Client {
     pub(super) fn send(&mut self, now: Instant, packet: &Packet) {
         let before = self.transmits.len();
         packet.encode_into(self.version, &mut self.transmits);
+        self.sent(now, before);
+    }
+
+    /// Counts what was encoded into the output after its first `before` bytes as sent.
+    fn sent(&mut self, now: Instant, before: usize) {
         self.stats.bytes_out += (self.transmits.len() - before) as u64;
         self.last_tx = now;
     }
