@@ -37,6 +37,8 @@ use mqtt_as::client::{clock, log, socket, storage, wifi};
 /// make one call unbounded (the rest is read on the next poll).
 const RECV_CHUNK: u32 = 16 * 1024;
 const MAX_READ_PER_POLL: usize = 256 * 1024;
+/// Bytes an API call lets wait for `poll` before writing them itself.
+const EARLY_WRITE: usize = 1024;
 /// Rounds of input → output per poll: an in-memory host can complete a socket open and a
 /// CONNACK within one poll, each needing a round.
 const MAX_ROUNDS: usize = 8;
@@ -165,6 +167,15 @@ impl Glue {
             }
         }
         progress
+    }
+
+    /// After an API call: what it queued waits for `poll` unless it reaches
+    /// [`EARLY_WRITE`] (out of line: `with` is instantiated once per API call).
+    #[inline(never)]
+    fn write_early(&mut self, now: Instant) {
+        if self.client.transmit_len() >= EARLY_WRITE {
+            self.write_outputs(now);
+        }
     }
 
     fn flush(&mut self, now: Instant) {
@@ -305,14 +316,15 @@ fn api_error(e: mqtt_protocol::ApiError) -> api::ClientError {
 }
 
 impl ClientResource {
-    /// Runs an API call against the client, then writes what it produced so its effect is
-    /// on the wire before the call returns. Reading is left to `poll`: a publish that also
-    /// read the socket and the link made four more boundary crossings than it needs.
+    /// Runs an API call against the client. What it produced goes out on the next `poll`,
+    /// which the contract has the host make after every request: a host handing over a
+    /// burst of publishes then pays one `send` for the burst instead of one per publish
+    /// (and two boundary crossings per publish instead of three).
     fn with<T>(&self, f: impl FnOnce(&mut Client, Instant) -> T) -> T {
         let mut g = self.0.borrow_mut();
         let now = now();
         let out = f(&mut g.client, now);
-        g.write_outputs(now);
+        g.write_early(now);
         out
     }
 
@@ -390,12 +402,19 @@ impl api::GuestClient for ClientResource {
         self.with(|c, now| c.broker_up(now))
     }
 
-    fn poll(&self, max_messages: u32) -> Vec<api::Event> {
-        self.0.borrow_mut().poll(max_messages)
+    fn poll(&self, max_messages: u32) -> api::Polled {
+        let mut g = self.0.borrow_mut();
+        let events = g.poll(max_messages);
+        api::Polled { events, next_deadline: g.client.poll_timeout().map(Instant::as_millis) }
     }
 
     fn next_deadline(&self) -> Option<u64> {
-        self.0.borrow().client.poll_timeout().map(Instant::as_millis)
+        let client = &self.0.borrow().client;
+        // A request waiting to go out (see `with`) needs a poll now.
+        if client.transmit_len() > 0 {
+            return Some(clock::now_ms());
+        }
+        client.poll_timeout().map(Instant::as_millis)
     }
 
     fn stats(&self) -> api::Stats {

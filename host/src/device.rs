@@ -249,6 +249,10 @@ pub struct Device {
     /// A restart is replaying state into a fresh instance: a failure now is not retried.
     restarting: bool,
     retry_connect_at: Option<u64>,
+    /// The guest's deadline as the last `poll` returned it, until another guest call may
+    /// have moved it: what a host that polls and then asks for the deadline gets without a
+    /// second call into the guest.
+    deadline_after_poll: Option<Option<u64>>,
     next_token: Token,
     guest_to_host: BTreeMap<u64, Token>,
     /// Shared with the call that hands it over, so keeping it costs no copy of the payload.
@@ -299,6 +303,7 @@ impl Device {
             restarted: false,
             restarting: false,
             retry_connect_at: None,
+            deadline_after_poll: None,
             next_token: 1,
             guest_to_host: BTreeMap::new(),
             unacked: BTreeMap::new(),
@@ -345,6 +350,7 @@ impl Device {
         what: &str,
         f: impl FnOnce(&GuestClient, &mut Store<HostState>, ResourceAny) -> wasmtime::Result<T>,
     ) -> Result<Option<T>, DeviceError> {
+        self.deadline_after_poll = None;
         let fuel = self.next_call_fuel.take().unwrap_or(self.fuel_per_call);
         self.live.store.set_fuel(fuel).map_err(|e| DeviceError::Instantiate(e.into()))?;
         let l = &mut self.live;
@@ -570,7 +576,10 @@ impl Device {
 
     /// Platform-clock time at which `poll` must run again.
     pub fn next_deadline(&mut self) -> Result<Option<u64>, DeviceError> {
-        let d = self.guarded("next-deadline", |api, store, c| api.call_next_deadline(store, c))?.flatten();
+        let d = match self.deadline_after_poll {
+            Some(d) => d,
+            None => self.guarded("next-deadline", |api, store, c| api.call_next_deadline(store, c))?.flatten(),
+        };
         Ok(match (d, self.retry_connect_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -598,9 +607,16 @@ impl Device {
             }
         }
         self.platform_mut().flush();
-        let events = self.guarded("poll", |api, store, c| api.call_poll(store, c, max_messages))?;
+        let mut polled = self.guarded("poll", |api, store, c| api.call_poll(store, c, max_messages))?;
+        if polled.is_none() {
+            // The instance died in the call, and the fresh one was given back what the
+            // application had asked for: its poll puts that on the wire now.
+            polled = self.guarded("poll", |api, store, c| api.call_poll(store, c, max_messages))?;
+        }
         let mut out = std::mem::take(&mut self.backlog);
-        for e in events.unwrap_or_default() {
+        // After a second restart (`None`) the fresh instance's deadline is asked for again.
+        self.deadline_after_poll = polled.as_ref().map(|p| p.next_deadline);
+        for e in polled.map(|p| p.events).unwrap_or_default() {
             if let Some(e) = self.translate(e) {
                 out.push(e);
             }

@@ -70,7 +70,10 @@ fn exhausted_fuel_restarts_the_instance_and_replays_what_was_accepted() {
     let events = d.poll().expect("the watchdog recovers instead of failing");
     assert_eq!(d.restarts(), 1);
     assert!(events.iter().any(|e| matches!(e, Event::Error(m) if m.contains("restarted"))), "{events:?}");
-    poll_until(&mut d, &lo, |e| matches!(e, Event::Published(x) if *x == t));
+    // The recovering poll polls the fresh instance too, which may complete it at once.
+    if !events.iter().any(|e| matches!(e, Event::Published(x) if *x == t)) {
+        poll_until(&mut d, &lo, |e| matches!(e, Event::Published(x) if *x == t));
+    }
     assert_eq!(lo.with(|s| s.connects), 2, "the fresh instance connected again");
     let copies = lo.with(|s| s.received.iter().filter(|r| r.1 == b"precious").count());
     assert!(copies >= 2, "the accepted publish was handed to the fresh instance");
@@ -129,6 +132,7 @@ fn a_trap_inside_any_export_call_completes_every_token_exactly_once() {
         let mut want = vec!["b", "c"];
         // Too little for any of these calls (a cancel that only writes needs about 1,000).
         d.starve_next_call(100);
+        let mut done: Vec<u64> = Vec::new();
         match call {
             "publish" => tokens.push(d.publish(qos1(b"during")).unwrap()),
             "subscribe" => {
@@ -143,7 +147,8 @@ fn a_trap_inside_any_export_call_completes_every_token_exactly_once() {
             // Refused under MQTT 3.1.1 by a healthy instance; here it never gets that far.
             "authenticate" => drop(d.authenticate(b"secret")),
             "disconnect" => d.disconnect().unwrap(),
-            "poll" => drop(d.poll().unwrap()),
+            // The recovering poll also polls the fresh instance: it may complete some.
+            "poll" => done.extend(d.poll().unwrap().iter().filter_map(completes)),
             _ => unreachable!(),
         }
         assert_eq!(d.restarts(), 1, "{call}: the starved call trapped and the instance was replaced");
@@ -151,7 +156,6 @@ fn a_trap_inside_any_export_call_completes_every_token_exactly_once() {
             tokens.push(to_cancel);
         }
 
-        let mut done: Vec<u64> = Vec::new();
         for _ in 0..100 {
             done.extend(d.poll().unwrap().iter().filter_map(completes));
             if tokens.iter().all(|t| done.contains(t)) {

@@ -94,7 +94,8 @@ pub struct Config {
     pub receive_maximum: u16,
     /// Most QoS 1/2 publishes we keep in flight to the broker.
     pub max_inflight: u16,
-    /// Most publishes waiting to be sent or acknowledged; `publish` fails past it.
+    /// Most requests held: waiting to be sent or acknowledged, or answered and not yet
+    /// taken by `poll`; `publish` fails with `QueueFull` past it.
     pub max_queued: u32,
     /// Largest packet accepted or sent, in bytes (MQTT 5 Maximum Packet Size).
     pub max_packet_size: u32,

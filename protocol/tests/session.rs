@@ -1154,15 +1154,39 @@ fn a_lost_connection_retries_its_broker_then_fails_over_with_a_clean_start_and_r
 /// `MAX_UNSENT` bytes waiting, QoS 0 publishes wait in the queue (whose bound the
 /// application hears as `QueueFull`), and they go out, in order, once the socket takes
 /// what waited.
+/// QoS 0 completes as it is sent, so its answers pile up in a client whose host publishes
+/// and never polls: they count against `max_queued`, and the host is told `QueueFull`
+/// instead of the client's memory growing until the instance dies.
+#[test]
+fn answers_not_taken_count_against_max_queued() {
+    let mut cfg = config(false);
+    cfg.max_queued = 50;
+    let mut h = Harness::up(cfg);
+    let qos0 = mqtt_protocol::OutgoingPublish { qos: QoS::AtMostOnce, ..qos1("t", &b"x"[..]) };
+    let mut out = Vec::new();
+    for _ in 0..50 {
+        h.client.publish(h.now, qos0.clone(), None).unwrap();
+        h.client.transmit_into(&mut out);
+        out.clear();
+    }
+    assert_eq!(h.client.publish(h.now, qos0.clone(), None), Err(ApiError::QueueFull));
+    // Taking one answer makes room for one publish.
+    assert!(matches!(h.client.poll_event(), Some(Event::Published(_))));
+    assert!(h.client.publish(h.now, qos0.clone(), None).is_ok());
+    assert_eq!(h.client.publish(h.now, qos0, None), Err(ApiError::QueueFull));
+}
+
 #[test]
 fn qos0_waits_in_the_queue_while_the_socket_is_behind() {
     let mut cfg = config(false);
     cfg.max_queued = 50;
     let mut h = Harness::up(cfg);
     let qos0 = |i: u32| mqtt_protocol::OutgoingPublish { qos: QoS::AtMostOnce, ..qos1("t", &[i as u8; 1000][..]) };
+    let published = |h: &mut Harness| std::iter::from_fn(|| h.client.poll_event()).filter(|e| matches!(e, Event::Published(_))).count();
     // The driver took the bytes but its socket had no room: it still holds them all.
     let mut held = Vec::new();
     let mut accepted = 0u32;
+    let mut out_first = 0;
     let mut refused = None;
     while refused.is_none() && accepted < 1_000 {
         match h.client.publish(h.now, qos0(accepted), None) {
@@ -1171,11 +1195,11 @@ fn qos0_waits_in_the_queue_while_the_socket_is_behind() {
         }
         h.client.transmit_into(&mut held);
         h.client.handle_unsent(h.now, held.len());
+        // The host polls, taking the answers.
+        out_first += published(&mut h);
     }
     assert_eq!(refused, Some(ApiError::QueueFull), "{accepted} accepted, {} bytes held", held.len());
     assert!(held.len() <= mqtt_protocol::MAX_UNSENT + 1100, "{} bytes held", held.len());
-    let published = |h: &mut Harness| std::iter::from_fn(|| h.client.poll_event()).filter(|e| matches!(e, Event::Published(_))).count();
-    let out_first = published(&mut h);
     assert_eq!(out_first + 50, accepted as usize, "the rest wait in the queue");
 
     // The socket takes everything: the queue drains, in order.

@@ -304,3 +304,44 @@ fn v311_connack_return_codes_over_5_are_reserved() {
     d.feed(&[0x20, 0x02, 0x00, 0xD9]);
     assert!(matches!(d.next_packet(), Err(DecodeError::Protocol(why)) if why.contains("reserved")));
 }
+
+/// Lengths are written after the body (`Writer::length_prefixed`), so every width of the
+/// variable byte integer moves the body differently: each boundary, for the packet and for
+/// its MQTT 5 properties, encodes to what mqtt-proto encodes and decodes back.
+#[test]
+fn remaining_lengths_of_every_width_encode_as_mqtt_proto_does() {
+    // Bodies of 127/128 bytes (1 → 2 length bytes), 16,383/16,384 (2 → 3) and
+    // 2,097,151/2,097,152 (3 → 4); a publish body is topic (2 + 3) + id (2) + payload.
+    for body in [0usize, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152] {
+        for v in [ProtocolVersion::V311, ProtocolVersion::V5] {
+            let fixed = 2 + 3 + 2 + usize::from(v == ProtocolVersion::V5);
+            let payload = alloc::vec![7u8; body.saturating_sub(fixed)];
+            let mut properties = Properties::default();
+            if v == ProtocolVersion::V5 && body == 128 {
+                // Properties of 128 bytes: their own length takes 2 bytes.
+                properties.correlation_data = Some(alloc::vec![1; 125]);
+            }
+            let p = Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: "a/b".into(),
+                packet_id: Some(PacketId::new(9).unwrap()),
+                payload,
+                properties,
+            });
+            let mut ours = alloc::vec![0xEE];
+            p.encode_into(v, &mut ours);
+            assert_eq!(ours[0], 0xEE, "bytes before the packet stay");
+            let ours = &ours[1..];
+            let theirs: Vec<u8> = match v {
+                ProtocolVersion::V311 => mqtt_proto::v3::Packet::decode(ours).unwrap().unwrap().encode().unwrap().as_ref().to_vec(),
+                ProtocolVersion::V5 => mqtt_proto::v5::Packet::decode(ours).unwrap().unwrap().encode().unwrap().as_ref().to_vec(),
+            };
+            assert_eq!(ours, &theirs[..], "body {body}, {v:?}");
+            let mut d = Decoder::new(v, u32::MAX);
+            d.feed(ours);
+            assert_eq!(d.next_packet().unwrap(), Some(p));
+        }
+    }
+}
