@@ -37,8 +37,6 @@ use mqtt_as::client::{clock, log, socket, storage, wifi};
 /// make one call unbounded (the rest is read on the next poll).
 const RECV_CHUNK: u32 = 16 * 1024;
 const MAX_READ_PER_POLL: usize = 256 * 1024;
-/// Bytes an API call lets wait for `poll` before writing them itself.
-const EARLY_WRITE: usize = 1024;
 /// Rounds of input → output per poll: an in-memory host can complete a socket open and a
 /// CONNACK within one poll, each needing a round.
 const MAX_ROUNDS: usize = 8;
@@ -167,15 +165,6 @@ impl Glue {
             }
         }
         progress
-    }
-
-    /// After an API call: what it queued waits for `poll` unless it reaches
-    /// [`EARLY_WRITE`] (out of line: `with` is instantiated once per API call).
-    #[inline(never)]
-    fn write_early(&mut self, now: Instant) {
-        if self.client.transmit_len() >= EARLY_WRITE {
-            self.write_outputs(now);
-        }
     }
 
     fn flush(&mut self, now: Instant) {
@@ -321,11 +310,7 @@ impl ClientResource {
     /// burst of publishes then pays one `send` for the burst instead of one per publish
     /// (and two boundary crossings per publish instead of three).
     fn with<T>(&self, f: impl FnOnce(&mut Client, Instant) -> T) -> T {
-        let mut g = self.0.borrow_mut();
-        let now = now();
-        let out = f(&mut g.client, now);
-        g.write_early(now);
-        out
+        f(&mut self.0.borrow_mut().client, now())
     }
 
     /// [`ClientResource::with`] followed by a full turn (the link read first): for
@@ -406,15 +391,6 @@ impl api::GuestClient for ClientResource {
         let mut g = self.0.borrow_mut();
         let events = g.poll(max_messages);
         api::Polled { events, next_deadline: g.client.poll_timeout().map(Instant::as_millis) }
-    }
-
-    fn next_deadline(&self) -> Option<u64> {
-        let client = &self.0.borrow().client;
-        // A request waiting to go out (see `with`) needs a poll now.
-        if client.transmit_len() > 0 {
-            return Some(clock::now_ms());
-        }
-        client.poll_timeout().map(Instant::as_millis)
     }
 
     fn stats(&self) -> api::Stats {

@@ -249,9 +249,8 @@ pub struct Device {
     /// A restart is replaying state into a fresh instance: a failure now is not retried.
     restarting: bool,
     retry_connect_at: Option<u64>,
-    /// The guest's deadline as the last `poll` returned it, until another guest call may
-    /// have moved it: what a host that polls and then asks for the deadline gets without a
-    /// second call into the guest.
+    /// The guest's deadline as the last `poll` returned it; `None` once another guest call
+    /// may have moved it (a request waits to go out until the next poll).
     deadline_after_poll: Option<Option<u64>>,
     next_token: Token,
     guest_to_host: BTreeMap<u64, Token>,
@@ -574,11 +573,13 @@ impl Device {
         self.guarded("stats", |api, store, c| api.call_stats(store, c))
     }
 
-    /// Platform-clock time at which `poll` must run again.
+    /// Platform-clock time at which `poll` must run again: the deadline the last poll
+    /// returned, or now when the client was called since (what it was asked for goes out
+    /// on the next poll).
     pub fn next_deadline(&mut self) -> Result<Option<u64>, DeviceError> {
         let d = match self.deadline_after_poll {
             Some(d) => d,
-            None => self.guarded("next-deadline", |api, store, c| api.call_next_deadline(store, c))?.flatten(),
+            None => Some(self.platform_mut().now_ms()),
         };
         Ok(match (d, self.retry_connect_at) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -346,7 +346,7 @@ impl Client {
                 f.repubs = 0;
                 let dup = !self.faulty(TestFault::ResendWithoutDup);
                 let packet = self.packet_for(f.pid, &f.waiting, dup);
-                self.inflight.push_back(f);
+                self.push_inflight(f);
                 self.send(now, &packet);
             } else {
                 match f.waiting {

@@ -165,11 +165,6 @@ impl Client {
         true
     }
 
-    /// Bytes ready for [`Client::transmit_into`].
-    pub fn transmit_len(&self) -> usize {
-        self.transmits.len()
-    }
-
     /// The next IO to perform (open or close the socket, join or leave WiFi), in order;
     /// call until `None` after draining [`Client::poll_transmit`].
     pub fn poll_action(&mut self) -> Option<Action> {

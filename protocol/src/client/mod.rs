@@ -205,6 +205,10 @@ pub struct Client {
     next_pid: u16,
     pending: VecDeque<Queued>,
     inflight: VecDeque<InFlight>,
+    /// No earlier than the earliest `sent_at` in `inflight`, and no earlier than the
+    /// earliest `deadline` in `pending`: lower bounds that the timers use instead of a walk
+    /// over up to `max_inflight` and `max_queued` entries on every poll (see `timers`).
+    ack_floor: Option<Instant>,
     // Small linear collections instead of B-trees, on purpose: they hold at most a few
     // dozen entries (bounded by Receive Maximum, topic-alias maximum, subscriptions) and
     // each B-tree instantiation costs ~5 KiB of component code (measured with twiggy).
@@ -277,6 +281,7 @@ impl Client {
             next_pid: 0,
             pending: VecDeque::new(),
             inflight: VecDeque::new(),
+            ack_floor: None,
             incoming_qos2: Vec::new(),
             subscriptions: Vec::new(),
             auth_challenged: false,

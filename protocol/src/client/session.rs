@@ -98,8 +98,14 @@ impl Client {
                 // it hands out the bytes): a resumed session must resend this id.
                 self.record(|s| s.sent(key, pid.get()));
             }
-            self.inflight.push_back(f);
+            self.push_inflight(f);
         }
+    }
+
+    /// Every entry goes in flight through here, so that `ack_floor` bounds its send time.
+    pub(super) fn push_inflight(&mut self, f: InFlight) {
+        lower(&mut self.ack_floor, f.sent_at);
+        self.inflight.push_back(f);
     }
 
     /// Sends a publish unless it is over the broker's MQTT 5 Maximum Packet Size (then it can
@@ -196,4 +202,9 @@ impl Client {
         self.stats.bytes_out += (self.transmits.len() - before) as u64;
         self.last_tx = now;
     }
+}
+
+/// Moves the lower bound `floor` down to `t` if `t` is earlier (or sets it).
+pub(super) fn lower(floor: &mut Option<Instant>, t: Instant) {
+    *floor = Some(floor.map_or(t, |f| f.min(t)));
 }

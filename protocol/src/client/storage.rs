@@ -26,7 +26,7 @@ impl Client {
             match pid {
                 Some(pid) => {
                     let waiting = if p.released { Waiting::Release } else { Waiting::Publish(p.publish) };
-                    self.inflight.push_back(InFlight { pid, token: None, waiting, sent_at: self.now, repubs: 0, key });
+                    self.push_inflight(InFlight { pid, token: None, waiting, sent_at: self.now, repubs: 0, key });
                 }
                 None => self.pending.push_back(Queued { token: None, request: Request::Publish(p.publish), deadline: None, key }),
             }

@@ -6,7 +6,11 @@
 //! The deadlines are derived, not stored (quinn-proto stores an `Option<Instant>` per
 //! timer): each follows from state the client keeps anyway (the connection state's own
 //! deadline, when a packet was sent, when the broker was last heard), so there is nothing
-//! to set or stop that could go stale.
+//! to set or stop that could go stale. Two are derived from a lower bound instead of a
+//! walk over their entries on every poll (with 100 publishes in flight that walk was a
+//! tenth of the guest's time): `ack_floor` and `deadline_floor` only ever move down as
+//! entries come, and a timer that fires early because its entry has gone finds nothing due
+//! and sets the bound to the true earliest. A bound can only be early, never late.
 
 use super::*;
 
@@ -65,9 +69,7 @@ impl Client {
             // While input is held back, answers may sit unread behind the messages: no
             // response deadline runs (pings go on, see `ping_due`).
             (Timer::PingResponse, _) if connected && !self.deadlines_suspended() => self.ping_sent.map(|_| self.ping_deadline()),
-            // The earliest send, then the deadline once: this runs on every poll, over up to
-            // `max_inflight` entries.
-            (Timer::Ack, _) if connected && !self.deadlines_suspended() => self.inflight.iter().map(|f| f.sent_at).min().map(|sent| self.deadline_after(sent)),
+            (Timer::Ack, _) if connected && !self.deadlines_suspended() => self.ack_floor.map(|sent| self.deadline_after(sent)),
             _ => None,
         }
     }
@@ -146,7 +148,8 @@ impl Client {
 
     /// Republish (3.1.1) what waited too long for its acknowledgement, or, past
     /// `max_repubs` (and at once under MQTT 5, which forbids resending on a live
-    /// connection), give the connection up.
+    /// connection), give the connection up. Then `ack_floor` is the true earliest again
+    /// (left early when this returns early: harmless, see the module's comment).
     pub(super) fn acks_overdue(&mut self, now: Instant) {
         for i in 0..self.inflight.len() {
             if now < self.ack_deadline(&self.inflight[i]) {
@@ -182,5 +185,6 @@ impl Client {
             self.inflight[i].waiting = waiting;
             self.send(now, &packet);
         }
+        self.ack_floor = self.inflight.iter().map(|f| f.sent_at).min();
     }
 }
