@@ -205,9 +205,9 @@ pub struct Client {
     next_pid: u16,
     pending: VecDeque<Queued>,
     inflight: VecDeque<InFlight>,
-    /// No earlier than the earliest `sent_at` in `inflight`, and no earlier than the
-    /// earliest `deadline` in `pending`: lower bounds that the timers use instead of a walk
-    /// over up to `max_inflight` and `max_queued` entries on every poll (see `timers`).
+    /// No later than the earliest `sent_at` in `inflight`: a lower bound that the ack
+    /// timer uses instead of a walk over up to `max_inflight` entries on every poll (see
+    /// `timers`).
     ack_floor: Option<Instant>,
     // Small linear collections instead of B-trees, on purpose: they hold at most a few
     // dozen entries (bounded by Receive Maximum, topic-alias maximum, subscriptions) and

@@ -6,11 +6,13 @@
 //! The deadlines are derived, not stored (quinn-proto stores an `Option<Instant>` per
 //! timer): each follows from state the client keeps anyway (the connection state's own
 //! deadline, when a packet was sent, when the broker was last heard), so there is nothing
-//! to set or stop that could go stale. Two are derived from a lower bound instead of a
-//! walk over their entries on every poll (with 100 publishes in flight that walk was a
-//! tenth of the guest's time): `ack_floor` and `deadline_floor` only ever move down as
-//! entries come, and a timer that fires early because its entry has gone finds nothing due
-//! and sets the bound to the true earliest. A bound can only be early, never late.
+//! to set or stop that could go stale. The ack timer is the exception: it is derived from
+//! `ack_floor`, a lower bound on the in-flight send times, instead of a walk over the
+//! in-flight entries on every poll (with 100 publishes in flight, the timer walks took
+//! about a tenth of the guest's time). The bound only moves down as entries go in flight
+//! (a send time is always the latest so far); when the timer fires early because the
+//! entry it came from has gone, the check finds nothing due and sets the bound to the true
+//! earliest. It can be early, never late.
 
 use super::*;
 
