@@ -252,6 +252,10 @@ pub struct Device {
     /// The guest's deadline as the last `poll` returned it; `None` once another guest call
     /// may have moved it (a request waits to go out until the next poll).
     deadline_after_poll: Option<Option<u64>>,
+    /// `deadline_after_poll` as it was before the current guest call: a request the client
+    /// refused changed nothing, and the deadline stands (a driver waiting for room would
+    /// otherwise be told to poll at once, over and over).
+    deadline_before_call: Option<Option<u64>>,
     next_token: Token,
     guest_to_host: BTreeMap<u64, Token>,
     /// Shared with the call that hands it over, so keeping it costs no copy of the payload.
@@ -303,6 +307,7 @@ impl Device {
             restarting: false,
             retry_connect_at: None,
             deadline_after_poll: None,
+            deadline_before_call: None,
             next_token: 1,
             guest_to_host: BTreeMap::new(),
             unacked: BTreeMap::new(),
@@ -349,7 +354,7 @@ impl Device {
         what: &str,
         f: impl FnOnce(&GuestClient, &mut Store<HostState>, ResourceAny) -> wasmtime::Result<T>,
     ) -> Result<Option<T>, DeviceError> {
-        self.deadline_after_poll = None;
+        self.deadline_before_call = self.deadline_after_poll.take();
         let fuel = self.next_call_fuel.take().unwrap_or(self.fuel_per_call);
         self.live.store.set_fuel(fuel).map_err(|e| DeviceError::Instantiate(e.into()))?;
         let l = &mut self.live;
@@ -440,6 +445,9 @@ impl Device {
     /// the restart already handed the request over again (it was recorded, in `unacked` or
     /// `requests`, before the call).
     fn adopt(&mut self, token: Token, r: Option<Result<u64, ClientError>>) -> Result<(), ClientError> {
+        if matches!(r, Some(Err(_))) {
+            self.deadline_after_poll = self.deadline_before_call;
+        }
         if let Some(guest) = r.transpose()? {
             self.guest_to_host.insert(guest, token);
         }

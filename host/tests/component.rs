@@ -385,3 +385,34 @@ fn enqueued_publishes_complete_as_events_and_clones_share_the_connection() {
         ticker.abort();
     });
 }
+
+/// A request the client refuses changes nothing, so the deadline the last poll returned
+/// stands. Otherwise a driver that offers a waiting publish again on every wake while the
+/// queue is full is told to poll at once, and spins. An accepted request waits for the
+/// next poll, so then the answer is now.
+#[test]
+fn a_refused_request_leaves_the_deadline_where_the_last_poll_put_it() {
+    let lo = Loopback::new();
+    let component = ComponentFile::embedded().unwrap();
+    let mut cfg = default_config("broker", "dev-1");
+    (cfg.max_inflight, cfg.max_queued) = (2, 3);
+    let mut d = Device::new(&component, Box::new(lo.clone()), cfg, "dev-1").unwrap();
+    d.connect().unwrap();
+    poll_until(&mut d, &lo, |e| matches!(e, Event::Up(_)));
+    lo.hold_acks(true);
+    for i in 0..3 {
+        d.publish(qos1(&[i])).unwrap();
+    }
+    d.poll().unwrap();
+    let now = lo.with(|s| s.now_ms);
+    let deadline = d.next_deadline().unwrap();
+    assert!(deadline.is_some_and(|t| t > now), "a timer ahead, not now: {deadline:?} at {now}");
+    for _ in 0..3 {
+        assert!(matches!(d.publish(qos1(b"no room")), Err(DeviceError::Client(ClientError::QueueFull))));
+        assert_eq!(d.next_deadline().unwrap(), deadline, "refused: nothing to send");
+    }
+    lo.release_acks();
+    d.poll().unwrap();
+    d.publish(qos1(b"room")).unwrap();
+    assert_eq!(d.next_deadline().unwrap(), Some(lo.with(|s| s.now_ms)), "accepted: it goes out on the next poll");
+}
