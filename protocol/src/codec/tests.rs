@@ -305,9 +305,9 @@ fn v311_connack_return_codes_over_5_are_reserved() {
     assert!(matches!(d.next_packet(), Err(DecodeError::Protocol(why)) if why.contains("reserved")));
 }
 
-/// Lengths are written after the body (`Writer::length_prefixed`), so every width of the
-/// variable byte integer moves the body differently: each boundary, for the packet and for
-/// its MQTT 5 properties, encodes to what mqtt-proto encodes and decodes back.
+/// Every width of the variable byte integer (1 to 4 bytes), for the packet's remaining
+/// length and for its MQTT 5 properties' length: each boundary encodes to what mqtt-proto
+/// encodes and decodes back. The proptests above only reach 1-byte lengths.
 #[test]
 fn remaining_lengths_of_every_width_encode_as_mqtt_proto_does() {
     // Bodies of 127/128 bytes (1 → 2 length bytes), 16,383/16,384 (2 → 3) and
