@@ -361,6 +361,10 @@ impl api::GuestClient for ClientResource {
         self.with(|c, _| c.cancel(token))
     }
 
+    fn stored(&self, token: u64) -> bool {
+        self.0.borrow_mut().client.stored(token)
+    }
+
     fn subscribe(&self, subscriptions: Vec<api::Subscription>, properties: Option<api::SubscribeProperties>) -> Result<u64, api::ClientError> {
         let filters = subscriptions.into_iter().map(convert::subscription_from_wit).collect();
         let properties = convert::subscribe_properties_from_wit(properties);

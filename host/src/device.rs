@@ -3,8 +3,10 @@
 //! Every call into the guest gets a fresh fuel budget. If the guest traps or runs out of
 //! fuel, the instance is thrown away and a new one is made from the same `InstancePre`,
 //! given the same config, connected if it was, re-subscribed, and handed again every
-//! publish the old one had accepted but not completed — so nothing accepted is lost. This
-//! is the role the NO_NET bridge's host plays when it reboots its ESP8266.
+//! publish the old one had accepted but not completed — so nothing accepted is lost. With
+//! storage, the fresh instance gets the stored ones back from the store, under the same
+//! tokens, and only the rest are handed over. This is the role the NO_NET bridge's host
+//! plays when it reboots its ESP8266.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -383,7 +385,10 @@ impl Device {
         let live = instantiate(&self.component, fresh, &self.config, self.fuel_per_call).map_err(DeviceError::Instantiate)?;
         self.live = live;
         self.restarted = true;
-        self.guest_to_host.clear();
+        // Publishes the store keeps name their record, not the instance: the fresh one has
+        // them back under the same tokens.
+        let mut stored = std::mem::take(&mut self.guest_to_host);
+        stored.retain(|guest, _| guest & mqtt_protocol::STORED_TOKEN != 0);
         self.backlog.push(Event::Error(format!("component restarted after a failure in `{what}`: {why:#}")));
         if self.connect_requested {
             self.call_connect()?;
@@ -408,7 +413,23 @@ impl Device {
                 });
             }
         }
+        // What the store gave back keeps its token and is not handed over again: that would
+        // send it twice, the second time under a new packet id (a duplicate even at QoS 2).
+        // What the store no longer keeps is handed over like a publish without storage: its
+        // record was closed by an answer that died with the instance before a poll reported
+        // it (a duplicate then, as without storage), or the fresh instance could not open
+        // the store (then nothing is lost).
+        let mut from_store = std::collections::BTreeSet::new();
+        for (guest, token) in stored {
+            if self.guarded("stored", |api, store, c| api.call_stored(store, c, guest))? == Some(true) {
+                self.guest_to_host.insert(guest, token);
+                from_store.insert(token);
+            }
+        }
         for (token, p) in self.unacked.clone() {
+            if from_store.contains(&token) {
+                continue;
+            }
             if let Err(e) = self.hand_over(token, &p)? {
                 // The fresh instance refused what the old one accepted (same config, so
                 // this means it is already failing again): report it, never drop it silently.

@@ -179,6 +179,51 @@ fn a_trap_inside_any_export_call_completes_every_token_exactly_once() {
     }
 }
 
+/// With a store, a restart must not send what the store gives back a second time: each
+/// QoS 1 and QoS 2 publish in flight at the trap keeps its packet id (the fresh instance
+/// resends it with DUP into the resumed session), and no second copy goes out under a new
+/// id, which at QoS 2 the broker would deliver twice. Every token completes once.
+#[test]
+fn a_restart_on_a_store_resends_what_it_kept_under_the_same_packet_ids_only() {
+    use std::sync::{Arc, Mutex};
+    let flash = Arc::new(Mutex::new(mqtt_host::MemFlash::new(mqtt_host::file_flash::DEFAULT_GEOMETRY)));
+    let lo = Loopback::new().with_flash(flash);
+    let mut cfg = default_config("broker", "dev-1");
+    cfg.clean_init = false;
+    cfg.clean = false;
+    let component = ComponentFile::embedded().expect("embedded component loads");
+    let mut d = Device::new(&component, Box::new(lo.clone()), cfg, "dev-1").expect("device");
+    d.connect().unwrap();
+    poll_until(&mut d, &lo, |e| matches!(e, Event::Up(_)));
+    lo.hold_acks(true);
+    let payloads: [(&[u8], Qos); 3] = [(b"one", Qos::AtLeastOnce), (b"two", Qos::ExactlyOnce), (b"three", Qos::AtLeastOnce)];
+    let tokens: Vec<u64> = payloads.iter().map(|(p, qos)| d.publish(Publish { qos: *qos, ..qos1(p) }).unwrap()).collect();
+    // QoS 0 is not stored, and completes when it is sent.
+    let t0 = d.publish(Publish { qos: Qos::AtMostOnce, ..qos1(b"zero") }).unwrap();
+    let mut done: Vec<u64> = d.poll().unwrap().iter().filter_map(completes).collect();
+    assert_eq!(lo.with(|s| s.received.len()), 4, "all four went out before the trap");
+
+    d.starve_next_call(100);
+    done.extend(d.poll().expect("the watchdog recovers").iter().filter_map(completes));
+    assert_eq!(d.restarts(), 1);
+    lo.hold_acks(false);
+    lo.release_acks();
+    for _ in 0..50 {
+        done.extend(d.poll().unwrap().iter().filter_map(completes));
+        lo.advance(100);
+    }
+    for t in tokens.iter().chain([&t0]) {
+        assert_eq!(done.iter().filter(|x| *x == t).count(), 1, "token {t} completes exactly once (completed: {done:?})");
+    }
+    let received = lo.with(|s| s.received.clone());
+    for (p, _) in payloads {
+        let firsts = received.iter().filter(|r| r.1 == p && !r.2).count();
+        assert_eq!(firsts, 1, "{:?} went out once under a new packet id, then only as DUP resends: {received:?}", String::from_utf8_lossy(p));
+    }
+    assert_eq!(d.unacked(), 0);
+    assert_eq!(lo.with(|s| s.violations.clone()), Vec::<String>::new(), "the broker model found no breach of the spec");
+}
+
 #[test]
 fn bad_config_is_a_clear_error_not_a_trap() {
     let component = ComponentFile::embedded().unwrap();

@@ -28,4 +28,6 @@ pub use config::{Config, ConfigError, TlsParams, Will};
 pub use reason::ReasonCode;
 pub use rng::SplitMix64;
 pub use test_fault::TestFault;
-pub use types::{Action, ApiError, DownReason, Event, Instant, LinkState, Message, OutgoingPublish, SocketError, Stats, SubscribeProperties, Token};
+pub use types::{
+    Action, ApiError, DownReason, Event, Instant, LinkState, Message, OutgoingPublish, SocketError, Stats, SubscribeProperties, Token, STORED_TOKEN,
+};

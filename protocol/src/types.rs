@@ -40,6 +40,13 @@ impl Add<u64> for Instant {
 /// Identifies an API request (publish, subscribe, unsubscribe) in the events that complete it.
 pub type Token = u64;
 
+/// The bit that marks the token of a publish kept in the store: `STORED_TOKEN | key`, the
+/// same in every life of the client (it names the record, not the call). A client restarted
+/// on the same flash reports the publishes it recovered under these tokens, so a host that
+/// kept the old ones can tell what came back from the store from what it must hand over
+/// again. Other tokens count up from 1 and never reach this bit.
+pub const STORED_TOKEN: Token = 1 << 63;
+
 /// The network link (WiFi, or an interface) as the driver sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {

@@ -59,7 +59,7 @@ fn an_unacknowledged_publish_is_resent_after_a_power_cut_with_its_id_and_dup() {
     let (mut h, report) = boot(&flash, false);
     assert_eq!(report, StoreReport::default());
     h.client.publish(h.now, qos1("t/a", b"one"), None).unwrap();
-    h.client.publish(h.now, qos1("t/b", b"two"), None).unwrap();
+    let two = h.client.publish(h.now, qos1("t/b", b"two"), None).unwrap();
     h.pump();
     let sent = h.take_sent();
     let ids: Vec<_> = Harness::publishes(&sent).iter().map(|p| p.packet_id.unwrap()).collect();
@@ -72,8 +72,10 @@ fn an_unacknowledged_publish_is_resent_after_a_power_cut_with_its_id_and_dup() {
     let again = Harness::publishes(&sent);
     assert_eq!(again.len(), 1, "{sent:?}");
     assert_eq!((again[0].topic.as_str(), &again[0].payload[..], again[0].packet_id, again[0].dup), ("t/b", &b"two"[..], Some(ids[1]), true));
+    assert!(h.client.stored(two), "recovered under the token its first life returned");
     h.puback(ids[1]);
-    assert!(h.take_events().is_empty(), "a recovered message has no token to report");
+    assert_eq!(h.take_events(), vec![Event::Published(two)], "completed under that token");
+    assert!(!h.client.stored(two), "acknowledged: no longer kept");
     drop(h);
 
     let (_, report) = boot(&flash, true);

@@ -88,8 +88,13 @@ impl Client {
             Request::Publish(p) => self.store_publish(p)?,
             _ => None,
         };
-        let token = self.next_token;
-        self.next_token += 1;
+        let token = match key {
+            Some(key) => STORED_TOKEN | Token::from(key),
+            None => {
+                self.next_token += 1;
+                self.next_token - 1
+            }
+        };
         self.pending.push_back(Queued { token: Some(token), request, deadline, key });
         self.pump(now);
         Ok(token)
@@ -112,6 +117,16 @@ impl Client {
             return true;
         }
         false
+    }
+
+    /// Whether the store still keeps the publish `token` names: one handed over with a
+    /// store (its token is [`STORED_TOKEN`]` | key`) and not yet closed by the broker's
+    /// answer, a failure or a cancel before it was sent. False without a store.
+    pub fn stored(&mut self, token: Token) -> bool {
+        match (u32::try_from(token ^ STORED_TOKEN), self.store.as_mut()) {
+            (Ok(key), Some(store)) => store.keeps(key),
+            _ => false,
+        }
     }
 
     /// Ping the broker now; [`Event::BrokerUp`] reports whether it answered in time.

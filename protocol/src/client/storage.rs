@@ -11,7 +11,7 @@ impl Client {
     /// Keep what the application hands over across power cuts, on `flash`. Call once, right
     /// after [`Client::new`]: the publishes the log holds are queued again (with their
     /// packet ids, so a resumed session resends them with DUP; republished as new if the
-    /// broker has no session) and the incoming QoS 2 ids between PUBREC and PUBREL are
+    /// broker has no session; under the tokens their first life returned) and the incoming QoS 2 ids between PUBREC and PUBREL are
     /// restored. From then on `publish` returns a QoS 1/2 token only once the message is
     /// durable, and refuses with [`ApiError::StoreFull`] when there is no room.
     ///
@@ -21,14 +21,16 @@ impl Client {
         let (store, recovered) = Store::open(flash)?;
         let report = StoreReport { messages: recovered.outgoing.len() as u32, received: recovered.received.len() as u32, problems: recovered.problems };
         for p in recovered.outgoing {
+            // Under the token its first life returned, so a host that kept it sees it complete.
+            let token = Some(STORED_TOKEN | Token::from(p.key));
             let key = Some(p.key);
             let pid = p.pid.filter(|_| !self.faulty(TestFault::IdsNotRestored));
             match pid {
                 Some(pid) => {
                     let waiting = if p.released { Waiting::Release } else { Waiting::Publish(p.publish) };
-                    self.push_inflight(InFlight { pid, token: None, waiting, sent_at: self.now, repubs: 0, key });
+                    self.push_inflight(InFlight { pid, token, waiting, sent_at: self.now, repubs: 0, key });
                 }
-                None => self.pending.push_back(Queued { token: None, request: Request::Publish(p.publish), deadline: None, key }),
+                None => self.pending.push_back(Queued { token, request: Request::Publish(p.publish), deadline: None, key }),
             }
         }
         self.incoming_qos2 = recovered.received;

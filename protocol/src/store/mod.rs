@@ -341,16 +341,27 @@ impl Store {
         Ok(key)
     }
 
+    /// The live message `key` names.
+    #[inline(never)] // one copy for `sent`, `released` and `keeps`
+    fn live(&mut self, key: u32) -> Option<&mut Live> {
+        self.outgoing.iter_mut().find(|l| l.key == key)
+    }
+
+    /// Whether the message `key` names is still kept (not yet done).
+    pub fn keeps(&mut self, key: u32) -> bool {
+        self.live(key).is_some()
+    }
+
     /// Its packet id.
     pub fn sent(&mut self, key: u32, pid: u16) -> Result<(), StoreError> {
-        let Some(l) = self.outgoing.iter_mut().find(|l| l.key == key) else { return Ok(()) };
+        let Some(l) = self.live(key) else { return Ok(()) };
         l.pid = pid;
         self.append(&Record::Sent { key, pid }.encode())
     }
 
     /// QoS 2: PUBREC came.
     pub fn released(&mut self, key: u32) -> Result<(), StoreError> {
-        let Some(l) = self.outgoing.iter_mut().find(|l| l.key == key) else { return Ok(()) };
+        let Some(l) = self.live(key) else { return Ok(()) };
         l.released = true;
         self.append(&Record::Released { key }.encode())
     }
