@@ -106,6 +106,11 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
             Some(_) => 0,
             None => u32::MAX,
         };
+        if std::mem::take(&mut ctx.world.lock().trap_now[d]) {
+            // Too little fuel for any call: the poll below traps, and the watchdog restarts
+            // the instance inside it.
+            dev.starve_next_call(100);
+        }
         let events = dev.poll_taking(take).map_err(|e| format!("poll: {e}"))?;
         if power_cut(&ctx) {
             // The power failed inside this call: nothing it returned reached the

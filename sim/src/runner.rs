@@ -109,6 +109,8 @@ enum Step {
     Dns(bool),
     ServerDisconnect(u8),
     AppDisconnect,
+    /// The devices' next call into the component traps.
+    GuestTrap,
     App(String, Option<u8>),
     /// The application cancels what it published on this topic and has not seen complete.
     Cancel(String),
@@ -224,6 +226,7 @@ fn timeline(sc: &Scenario, seed: u64) -> Vec<(u64, Step)> {
             }
             Fault::ServerDisconnect { at_s, reason } => t.push((ms(at_s), Step::ServerDisconnect(reason))),
             Fault::Disconnect { at_s } => t.push((ms(at_s), Step::AppDisconnect)),
+            Fault::GuestTrap { at_s } => t.push((ms(at_s), Step::GuestTrap)),
             Fault::Subscribe { at_s, ref filter, qos } => t.push((ms(at_s), Step::App(filter.clone(), Some(qos)))),
             Fault::Unsubscribe { at_s, ref filter } => t.push((ms(at_s), Step::App(filter.clone(), None))),
             Fault::Cancel { at_s, ref topic } => t.push((ms(at_s), Step::Cancel(topic.clone()))),
@@ -478,6 +481,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, step: &Step, devices: &[String], world: &Sh
         Step::Dns(fail) => world.lock().dns_fail = *fail,
         Step::ServerDisconnect(reason) => broker.server_disconnect(*reason),
         Step::AppDisconnect => world.lock().disconnect_now.iter_mut().for_each(|d| *d = true),
+        Step::GuestTrap => world.lock().trap_now.iter_mut().for_each(|d| *d = true),
         Step::App(filter, qos) => {
             let mut w = world.lock();
             for (i, reqs) in w.app_requests.iter_mut().enumerate() {
@@ -647,6 +651,9 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
             .map(|a| a.seq)
             .collect();
         check(&mut checks, "drain_within_s", late.is_empty(), format!("{} not acknowledged by {by} s: {:?}", late.len(), &late[..late.len().min(10)]));
+    }
+    if let Some(min) = e.min_watchdog_restarts {
+        check(&mut checks, "min_watchdog_restarts", rec.restarts >= min, format!("{} watchdog restarts (at least {min})", rec.restarts));
     }
     if let Some(min) = e.min_reconnects {
         check(&mut checks, "min_reconnects", reconnects >= min, format!("{reconnects} reconnects (at least {min})"));

@@ -426,6 +426,10 @@ pub enum Fault {
     /// its session stays, so the broker queues for it, and expires what outlives its
     /// Message Expiry Interval meanwhile.
     ObserverAway { at_s: f64, for_s: f64 },
+    /// The component fails (a trap: its next call runs out of fuel) and the host's watchdog
+    /// replaces the instance, handing the fresh one what the application asked for and the
+    /// old one had not completed.
+    GuestTrap { at_s: f64 },
 }
 
 fn one_u32() -> u32 {
@@ -480,6 +484,9 @@ pub struct Expect {
     /// failed it was settled when the application was told).
     pub drain_within_s: Option<f64>,
     pub min_reconnects: Option<u64>,
+    /// Times the host's watchdog replaced a failed component instance, at least this many
+    /// (a `guest_trap` fault must have struck).
+    pub min_watchdog_restarts: Option<u64>,
     pub max_reconnects: Option<u64>,
     /// Incoming messages discarded by the `queue_len` policy, at least this many.
     pub min_discards: Option<u64>,
@@ -664,6 +671,7 @@ impl Fault {
             Fault::Unsubscribe { .. } => "unsubscribe",
             Fault::Cancel { .. } => "cancel",
             Fault::ObserverAway { .. } => "observer_away",
+            Fault::GuestTrap { .. } => "guest_trap",
         }
     }
 
@@ -690,7 +698,8 @@ impl Fault {
             | Fault::Disconnect { at_s }
             | Fault::Subscribe { at_s, .. }
             | Fault::Unsubscribe { at_s, .. }
-            | Fault::Cancel { at_s, .. } => (at_s, 0.0),
+            | Fault::Cancel { at_s, .. }
+            | Fault::GuestTrap { at_s } => (at_s, 0.0),
         }
     }
 }

@@ -109,6 +109,8 @@ pub struct World {
     pub dns_fail: bool,
     /// Per device: the application asks the client to disconnect.
     pub disconnect_now: Vec<bool>,
+    /// Per device: its next call into the component traps (a `guest_trap` fault).
+    pub trap_now: Vec<bool>,
     /// The observer is to be disconnected (an `observer_away` fault).
     pub observer_away: bool,
     /// The observers' wakeups, for telling them of `observer_away`.
@@ -134,6 +136,7 @@ impl World {
             link: LinkState::Up,
             dns_fail: false,
             disconnect_now: vec![false; devices],
+            trap_now: vec![false; devices],
             observer_away: false,
             observer_wakes: Vec::new(),
             app_requests: vec![Vec::new(); devices],
