@@ -11,9 +11,10 @@ impl Client {
     /// Keep what the application hands over across power cuts, on `flash`. Call once, right
     /// after [`Client::new`]: the publishes the log holds are queued again (with their
     /// packet ids, so a resumed session resends them with DUP; republished as new if the
-    /// broker has no session; under the tokens their first life returned) and the incoming QoS 2 ids between PUBREC and PUBREL are
-    /// restored. From then on `publish` returns a QoS 1/2 token only once the message is
-    /// durable, and refuses with [`ApiError::StoreFull`] when there is no room.
+    /// broker has no session; under the tokens their first life returned) and the incoming
+    /// QoS 2 ids between PUBREC and PUBREL are restored. From then on `publish` returns a
+    /// QoS 1/2 token only once the message is durable, and refuses with
+    /// [`ApiError::StoreFull`] when there is no room.
     ///
     /// Returns what was recovered and any damage found, for the host to log; `Err` (the
     /// client then runs without a store) when the flash cannot hold a log.
