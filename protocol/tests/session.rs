@@ -601,6 +601,28 @@ fn cancelled_inflight_publish_keeps_its_packet_id_until_acknowledged() {
     assert_ne!(next, id);
 }
 
+/// The window counts publishes only: a subscribe waiting for its SUBACK takes no slot, and
+/// the window, once full, opens again with an acknowledgement.
+#[test]
+fn a_subscribe_in_flight_takes_no_publish_slot() {
+    let mut cfg = config(false);
+    cfg.max_inflight = 2;
+    let mut h = Harness::up(cfg);
+    h.client.subscribe(h.now, vec![sub("d")], SubscribeProperties::default()).unwrap();
+    h.pump();
+    h.take_sent();
+    for payload in [b"a", b"b", b"c"] {
+        h.client.publish(h.now, qos1("t", payload), None).unwrap();
+    }
+    h.pump();
+    let sent = h.take_sent();
+    let sent = Harness::publishes(&sent);
+    assert_eq!(sent.iter().map(|p| &p.payload[..]).collect::<Vec<_>>(), [b"a", b"b"], "two slots, the subscribe in none");
+    h.puback(sent[0].packet_id.unwrap());
+    let next = h.take_sent();
+    assert_eq!(Harness::publishes(&next).iter().map(|p| &p.payload[..]).collect::<Vec<_>>(), [b"c"]);
+}
+
 #[test]
 fn inflight_window_honours_the_brokers_receive_maximum() {
     let mut h = Harness::new(config(true));

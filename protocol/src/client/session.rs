@@ -34,9 +34,17 @@ impl Client {
         if !matches!(self.state, State::Connected) {
             return;
         }
-        let mut in_window = self.inflight_publishes();
+        // Every entry in flight, an upper bound on the publishes among them: exact unless a
+        // subscribe or unsubscribe is in flight. Counting (a walk over the window, on every
+        // request queued) waits until the bound says the window is full.
+        let mut in_window = self.inflight.len();
+        let mut counted = false;
         while let Some(front) = self.pending.front() {
             let needs_slot = matches!(&front.request, Request::Publish(p) if p.qos != QoS::AtMostOnce);
+            if needs_slot && in_window >= self.window() && !counted {
+                in_window = self.inflight_publishes();
+                counted = true;
+            }
             if needs_slot && in_window >= self.window() {
                 break;
             }
