@@ -38,7 +38,7 @@ pub fn summary(o: &Outcome) -> String {
     }
     let _ = writeln!(
         s,
-        "\n  QoS 1: {} published, {} acknowledged, {} delivered, {} lost, {} duplicates; {} reconnects; {:.0} s simulated in {:.2} s",
+        "\n  QoS 1 and 2: {} published, {} acknowledged, {} delivered, {} lost, {} duplicates; {} reconnects; {:.0} s simulated in {:.2} s",
         o.qos1_published, o.qos1_acked, o.qos1_delivered, o.qos1_lost, o.duplicates, o.reconnects, o.sim_seconds, o.wall_seconds
     );
     for c in &o.expectations {
@@ -130,7 +130,7 @@ pub fn html(o: &Outcome) -> String {
         r#"<!doctype html><html><head><meta charset="utf-8"><title>{name} seed {seed}</title>
 <style>body{{font-family:sans-serif;margin:20px}} td{{padding:2px 8px}}</style></head><body>
 <h1>{name} — seed {seed}: {verdict}</h1>
-<p>QoS 1: {p} published, {a} acknowledged, {d} delivered, {l} lost, {dup} duplicates; {r} reconnects; {sim:.0} s simulated. Trace hash {h}.</p>
+<p>QoS 1 and 2: {p} published, {a} acknowledged, {d} delivered, {l} lost, {dup} duplicates; {r} reconnects; {sim:.0} s simulated. Trace hash {h}.</p>
 <svg width="{w}" height="{hgt}" xmlns="http://www.w3.org/2000/svg">{svg}
 <text x="120" y="{axis}" font-size="11">0 s</text><text x="{wend}" y="{axis}" font-size="11">{sim:.0} s</text></svg>
 <p>link: red = down. connection: green = up. Hover a tick for its detail.</p>

@@ -59,6 +59,8 @@ pub struct Outcome {
     pub scenario: String,
     pub seed: u64,
     pub passed: bool,
+    /// The `qos1_*` counts take QoS 1 and QoS 2 messages together (both are acknowledged);
+    /// the names stay as they were for the JSON this struct is written as.
     pub qos1_published: u64,
     pub qos1_acked: u64,
     pub qos1_delivered: u64,
