@@ -20,9 +20,10 @@
 //! committed bytes are exactly what the sources make (wasmtime ships its WASI adapter the
 //! same way).
 //!
-//! Either way the build then precompiles the component and its test-faults build with
-//! wasmtime's Cranelift for the target (`precompile`), so a binary loads machine code at
-//! start instead of compiling ~100 KB of wasm (~140 ms and ~15 MiB of peak RSS).
+//! Either way the build then precompiles the component (once per watchdog, see
+//! `src/engine_config.rs`) and its test-faults build with wasmtime's Cranelift for the
+//! target (`precompile`), so a binary loads machine code at start instead of compiling
+//! ~100 KB of wasm (~140 ms and ~15 MiB of peak RSS).
 //!
 //! Why wasm-opt: rustc at `opt-level = "z"` leaves the code section at ~73 KB; binaryen's
 //! size passes take it to ~62 KB, under the 64 KiB the component is meant to fit in a
@@ -60,23 +61,30 @@ fn main() {
     } else {
         rebuild::run(&root, &committed, &out_dir, &fingerprint, forced);
     }
-    for name in ["mqtt_client", "mqtt_client_test_faults"] {
+    // The shipped component under both watchdogs (real-time hosts take the clock, the
+    // simulator fuel); the test-faults build only runs in the simulator and its tests.
+    use engine_config::Watchdog;
+    for (name, watchdog, artifact) in [
+        ("mqtt_client", Watchdog::Clock, "mqtt_client.cwasm"),
+        ("mqtt_client", Watchdog::Fuel, "mqtt_client.fuel.cwasm"),
+        ("mqtt_client_test_faults", Watchdog::Fuel, "mqtt_client_test_faults.fuel.cwasm"),
+    ] {
         let component = std::fs::read(out_dir.join(format!("{name}.wasm"))).expect("reading the component back from OUT_DIR");
-        std::fs::write(out_dir.join(format!("{name}.cwasm")), precompile(&component)).expect("writing to OUT_DIR");
+        std::fs::write(out_dir.join(artifact), precompile(&component, watchdog)).expect("writing to OUT_DIR");
     }
     println!("cargo:rustc-env=MQTT_COMPONENT_MODULE_PATH={}", out_dir.join("mqtt_client_core.wasm").display());
     println!("cargo:rustc-env=MQTT_COMPONENT_RUSTC_MODULE_PATH={}", out_dir.join("mqtt_client_core.rustc.wasm").display());
 }
 
 /// The component compiled to machine code for the target, with the engine settings the
-/// library runs it under; empty when Cranelift cannot compile for the target (the library
+/// library runs it under with `watchdog`; empty when Cranelift cannot compile for the target (the library
 /// then compiles at load, or says it cannot). Building for the machine the build runs on,
 /// Cranelift uses every feature of this CPU; the library checks at load that the CPU it
 /// runs on has them, and compiles the wasm when it does not (a binary copied to an older
 /// machine). Cross-compiling, it uses the target's baseline.
-fn precompile(component: &[u8]) -> Vec<u8> {
+fn precompile(component: &[u8], watchdog: engine_config::Watchdog) -> Vec<u8> {
     let target = env::var("TARGET").expect("cargo sets TARGET");
-    let mut config = engine_config::engine_config();
+    let mut config = engine_config::engine_config(watchdog);
     if target != env::var("HOST").expect("cargo sets HOST")
         && let Err(e) = config.target(&target)
     {

@@ -356,7 +356,8 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
 
     // 4. Simulator speed.
     eprintln!("simulator speed …");
-    let component = mqtt_host::ComponentFile::embedded()?;
+    // As `mqtt-sim` runs it: under fuel, so that a run repeats exactly.
+    let component = mqtt_host::ComponentFile::embedded_with(mqtt_host::Watchdog::Fuel)?;
     let sp = simulated::speed(&component, if quick { 1 } else { 3 }, &fleets, if quick { 3600.0 } else { 86_400.0 })?;
     let _ = writeln!(md, "\n## Simulator speed\n\nOne device, keepalive 60 s, a QoS 1 reading every 5 s, a 60 s outage every hour (`bench/day-long-hourly-outages.toml`); target ≥ 10,000× real time.\n");
     let _ = writeln!(md, "| variant | simulated | simulated / wall | turmoil alone: the same hosts and ticks, nothing running |\n|---|---|---|---|");

@@ -5,7 +5,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mqtt_host::loopback::Loopback;
-use mqtt_host::{default_config, ComponentFile, Device, Event, Publish, Qos};
+use mqtt_host::{default_config, ComponentFile, Device, Event, Publish, Qos, Watchdog};
 
 fn connected(component: &ComponentFile, lo: &Loopback) -> Device {
     let mut d = Device::new(component, Box::new(lo.clone()), default_config("broker", "bench"), "bench").unwrap();
@@ -58,14 +58,23 @@ fn boundary(c: &mut Criterion) {
         })
     });
 
-    c.bench_function("publish QoS 1, 100 B, to PUBACK, then the next deadline", |b| {
-        let p = Publish { topic: "bench/t".into(), payload: vec![7; 100], qos: Qos::AtLeastOnce, retain: false, properties: None, deadline_ms: None };
-        b.iter(|| {
-            d.publish(p.clone()).unwrap();
-            let events = d.poll().unwrap();
-            (events, d.next_deadline().unwrap())
-        })
-    });
+    c.bench_function("publish QoS 1, 100 B, to PUBACK, then the next deadline", |b| publish_to_puback(b, &mut d));
+
+    // The same under fuel, the watchdog the simulator runs the component with: what
+    // counting instructions costs.
+    let fuel = ComponentFile::embedded_with(Watchdog::Fuel).unwrap();
+    let lo = Loopback::new();
+    let mut d = connected(&fuel, &lo);
+    c.bench_function("publish QoS 1, 100 B, to PUBACK, then the next deadline (Watchdog::Fuel)", |b| publish_to_puback(b, &mut d));
+}
+
+fn publish_to_puback(b: &mut criterion::Bencher, d: &mut Device) {
+    let p = Publish { topic: "bench/t".into(), payload: vec![7; 100], qos: Qos::AtLeastOnce, retain: false, properties: None, deadline_ms: None };
+    b.iter(|| {
+        d.publish(p.clone()).unwrap();
+        let events = d.poll().unwrap();
+        (events, d.next_deadline().unwrap())
+    })
 }
 
 criterion_group!(benches, boundary);

@@ -14,17 +14,21 @@ use wasmtime::Engine;
 
 use crate::bindings::{MqttClient, MqttClientPre};
 use crate::device::HostState;
-use crate::engine_config::engine_config;
+use crate::engine_config::{engine_config, Watchdog};
 
 /// The component built from `client-component/` when this crate was compiled.
 pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mqtt_client.wasm"));
 
-/// [`EMBEDDED_COMPONENT`] compiled to machine code for this target by `build.rs` (empty when
-/// Cranelift could not compile for the target).
+/// [`EMBEDDED_COMPONENT`] compiled to machine code for this target by `build.rs` under
+/// [`Watchdog::Clock`] (empty when Cranelift could not compile for the target).
 static EMBEDDED_PRECOMPILED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mqtt_client.cwasm"));
 
-/// [`FAULTY_COMPONENT`], precompiled.
-static FAULTY_PRECOMPILED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mqtt_client_test_faults.cwasm"));
+/// The same under [`Watchdog::Fuel`].
+static EMBEDDED_PRECOMPILED_FUEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mqtt_client.fuel.cwasm"));
+
+/// [`FAULTY_COMPONENT`], precompiled under [`Watchdog::Fuel`] (it only runs in the simulator
+/// and its tests).
+static FAULTY_PRECOMPILED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mqtt_client_test_faults.fuel.cwasm"));
 
 /// Where the build left the component's core module (before component encoding), for the
 /// benchmark that reports its size. Valid on the machine that built it.
@@ -57,61 +61,94 @@ pub fn with_test_fault(mut config: crate::Config, fault: &str) -> crate::Config 
 pub struct ComponentFile {
     pub(crate) engine: Engine,
     pub(crate) pre: MqttClientPre<HostState>,
+    pub(crate) watchdog: Watchdog,
     bytes: std::sync::Arc<Vec<u8>>,
     precompiled: bool,
 }
 
 impl ComponentFile {
-    /// The embedded component: its precompiled machine code when this CPU can run it,
-    /// otherwise compiled from the wasm (feature `compile`, on by default).
+    /// The embedded component under [`Watchdog::Clock`], for hosts that run in real time:
+    /// its precompiled machine code when this CPU can run it, otherwise compiled from the
+    /// wasm (feature `compile`, on by default).
     pub fn embedded() -> anyhow::Result<Self> {
-        Self::load(EMBEDDED_PRECOMPILED, EMBEDDED_COMPONENT)
+        Self::embedded_with(Watchdog::Clock)
     }
 
-    /// [`FAULTY_COMPONENT`], loaded as [`ComponentFile::embedded`] loads the shipped one.
+    /// The embedded component under `watchdog` ([`Watchdog::Fuel`] for a deterministic
+    /// simulation), precompiled as [`ComponentFile::embedded`] is.
+    pub fn embedded_with(watchdog: Watchdog) -> anyhow::Result<Self> {
+        let precompiled = match watchdog {
+            Watchdog::Clock => EMBEDDED_PRECOMPILED,
+            Watchdog::Fuel => EMBEDDED_PRECOMPILED_FUEL,
+        };
+        Self::load(precompiled, EMBEDDED_COMPONENT, watchdog)
+    }
+
+    /// [`FAULTY_COMPONENT`] under [`Watchdog::Fuel`], loaded as [`ComponentFile::embedded`]
+    /// loads the shipped one.
     #[doc(hidden)]
     pub fn faulty() -> anyhow::Result<Self> {
-        Self::load(FAULTY_PRECOMPILED, FAULTY_COMPONENT)
+        Self::load(FAULTY_PRECOMPILED, FAULTY_COMPONENT, Watchdog::Fuel)
     }
 
-    /// A component file (wasm), compiled at load: needs the `compile` feature.
+    /// A component file (wasm) under [`Watchdog::Clock`], compiled at load: needs the
+    /// `compile` feature.
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        Self::from_file_with(path, Watchdog::Clock)
+    }
+
+    /// [`ComponentFile::from_file`] under `watchdog`.
+    pub fn from_file_with(path: &Path, watchdog: Watchdog) -> anyhow::Result<Self> {
         let bytes = std::fs::read(path).with_context(|| format!("reading component {}", path.display()))?;
-        Self::from_bytes(&bytes).with_context(|| format!("loading component {}", path.display()))
+        Self::from_bytes_with(&bytes, watchdog).with_context(|| format!("loading component {}", path.display()))
     }
 
-    /// A component (wasm bytes), compiled at load: needs the `compile` feature.
+    /// A component (wasm bytes) under [`Watchdog::Clock`], compiled at load: needs the
+    /// `compile` feature.
     pub fn from_bytes(bytes: &[u8]) -> anyhow::Result<Self> {
-        let engine = runtime_engine()?;
-        let component = compile(&engine, bytes)?;
-        Self::link(engine, component, bytes, false)
+        Self::from_bytes_with(bytes, Watchdog::Clock)
     }
 
-    fn load(precompiled: &[u8], wasm: &[u8]) -> anyhow::Result<Self> {
-        let engine = runtime_engine()?;
+    /// [`ComponentFile::from_bytes`] under `watchdog`.
+    pub fn from_bytes_with(bytes: &[u8], watchdog: Watchdog) -> anyhow::Result<Self> {
+        let engine = runtime_engine(watchdog)?;
+        let component = compile(&engine, bytes)?;
+        Self::link(engine, component, bytes, watchdog, false)
+    }
+
+    fn load(precompiled: &[u8], wasm: &[u8], watchdog: Watchdog) -> anyhow::Result<Self> {
+        let engine = runtime_engine(watchdog)?;
         if precompiled.is_empty() {
             let component = compile(&engine, wasm).context("no precompiled component for this target")?;
-            return Self::link(engine, component, wasm, false);
+            return Self::link(engine, component, wasm, watchdog, false);
         }
         // SAFETY: `Component::deserialize` trusts its input to be wasmtime's own output; these
         // bytes are what build.rs's `precompile_component` wrote, embedded at build time from
         // the same wasmtime (one version in Cargo.lock), never input from outside. Wasmtime
         // still checks version, settings and CPU features, which is the fallback below.
         match unsafe { Component::deserialize(&engine, precompiled) } {
-            Ok(component) => Self::link(engine, component, wasm, true),
+            Ok(component) => Self::link(engine, component, wasm, watchdog, true),
             Err(why) => {
                 let component = compile(&engine, wasm).with_context(|| format!("the precompiled component does not fit this machine ({why:#})"))?;
                 tracing::info!("the precompiled client component does not fit this machine ({why:#}); compiled it instead");
-                Self::link(engine, component, wasm, false)
+                Self::link(engine, component, wasm, watchdog, false)
             }
         }
     }
 
-    fn link(engine: Engine, component: Component, wasm: &[u8], precompiled: bool) -> anyhow::Result<Self> {
+    fn link(engine: Engine, component: Component, wasm: &[u8], watchdog: Watchdog, precompiled: bool) -> anyhow::Result<Self> {
         let mut linker = Linker::<HostState>::new(&engine);
         MqttClient::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
         let pre = MqttClientPre::new(linker.instantiate_pre(&component)?)?;
-        Ok(ComponentFile { engine, pre, bytes: std::sync::Arc::new(wasm.to_vec()), precompiled })
+        if watchdog == Watchdog::Clock {
+            crate::epoch_ticker::watch(&engine);
+        }
+        Ok(ComponentFile { engine, pre, watchdog, bytes: std::sync::Arc::new(wasm.to_vec()), precompiled })
+    }
+
+    /// What stops a runaway call in instances of this component.
+    pub fn watchdog(&self) -> Watchdog {
+        self.watchdog
     }
 
     /// Whether this was loaded from machine code precompiled at build time (`false`: compiled
@@ -134,8 +171,8 @@ impl ComponentFile {
 
 /// The engine components run in. `MQTT_HOST_PERFMAP=1` makes wasmtime write
 /// `/tmp/perf-PID.map`, so that `perf report` names the guest's functions instead of `[JIT]`.
-fn runtime_engine() -> anyhow::Result<Engine> {
-    let mut config = engine_config();
+fn runtime_engine(watchdog: Watchdog) -> anyhow::Result<Engine> {
+    let mut config = engine_config(watchdog);
     if std::env::var_os("MQTT_HOST_PERFMAP").is_some_and(|v| v != "0") {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
@@ -158,20 +195,22 @@ mod tests {
 
     #[test]
     fn embedded_component_loads_precompiled_on_the_build_machine() {
-        assert!(ComponentFile::embedded().unwrap().is_precompiled());
+        for watchdog in [Watchdog::Clock, Watchdog::Fuel] {
+            let file = ComponentFile::embedded_with(watchdog).unwrap();
+            assert!(file.is_precompiled(), "{watchdog:?}");
+            assert_eq!(file.watchdog(), watchdog);
+        }
         assert!(ComponentFile::faulty().unwrap().is_precompiled());
     }
 
-    /// Code compiled under other engine settings (here: without fuel) must not be run; the
-    /// wasm is compiled instead.
+    /// Code compiled under other engine settings (here: the other watchdog) must not be
+    /// run; the wasm is compiled instead.
     #[test]
     fn precompiled_code_for_other_settings_is_refused_and_compiled_instead() {
-        let mut other = engine_config();
-        other.consume_fuel(false);
-        let foreign = Engine::new(&other).unwrap().precompile_component(EMBEDDED_COMPONENT).unwrap();
-        let file = ComponentFile::load(&foreign, EMBEDDED_COMPONENT).unwrap();
+        let foreign = Engine::new(&engine_config(Watchdog::Fuel)).unwrap().precompile_component(EMBEDDED_COMPONENT).unwrap();
+        let file = ComponentFile::load(&foreign, EMBEDDED_COMPONENT, Watchdog::Clock).unwrap();
         assert!(!file.is_precompiled());
-        let not_elf = ComponentFile::load(b"not an ELF file", EMBEDDED_COMPONENT).unwrap();
+        let not_elf = ComponentFile::load(b"not an ELF file", EMBEDDED_COMPONENT, Watchdog::Clock).unwrap();
         assert!(!not_elf.is_precompiled());
     }
 }

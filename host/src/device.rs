@@ -1,7 +1,8 @@
 //! One running client component, with the watchdog.
 //!
-//! Every call into the guest gets a fresh fuel budget. If the guest traps or runs out of
-//! fuel, the instance is thrown away and a new one is made from the same `InstancePre`,
+//! Every call into the guest gets a fresh budget from the component's [`Watchdog`] (about a
+//! second of wall-clock time, or a fuel allowance). If the guest traps or runs out of its
+//! budget, the instance is thrown away and a new one is made from the same `InstancePre`,
 //! given the same config, connected if it was, re-subscribed, and handed again every
 //! publish the old one had accepted but not completed — so nothing accepted is lost. With
 //! storage, the fresh instance gets the stored ones back from the store, under the same
@@ -20,6 +21,8 @@ use crate::bindings::exports::mqtt_as::client::client::{
 use crate::bindings::mqtt_as::client::{clock, log, socket, storage, wifi};
 use crate::bindings::MqttClient;
 use crate::component::ComponentFile;
+use crate::engine_config::Watchdog;
+use crate::epoch_ticker::CALL_TICKS;
 use crate::platform::Platform;
 use crate::{LinkState, SocketError, SocketState, TlsParams};
 
@@ -27,9 +30,9 @@ use crate::{LinkState, SocketError, SocketState, TlsParams};
 /// survive restarts of the instance; the guest's do not, and never reach the application.
 pub use mqtt_protocol::Token;
 
-/// Default fuel for one call: far more than any legitimate poll needs (see the
-/// `boundary` benchmark for measured figures), small enough to stop a runaway loop in
-/// well under a second.
+/// Default fuel for one call under [`Watchdog::Fuel`]: far more than any legitimate poll
+/// needs (see the `boundary` benchmark for measured figures), small enough to stop a runaway
+/// loop in well under a second.
 pub const DEFAULT_FUEL_PER_CALL: u64 = 500_000_000;
 
 /// The store's data: the platform, and the handles the instance has open (closed for it
@@ -276,12 +279,26 @@ pub struct Device {
     backlog: Vec<Event>,
 }
 
+/// Gives the next guest call its budget: `fuel` under [`Watchdog::Fuel`], [`CALL_TICKS`] of
+/// the clock under [`Watchdog::Clock`]. `starved` (fault injection): too little to run, so
+/// the call traps; under the clock that is a deadline already passed, which traps at the
+/// call's first check.
+fn arm(store: &mut Store<HostState>, watchdog: Watchdog, fuel: u64, starved: bool) -> wasmtime::Result<()> {
+    match watchdog {
+        Watchdog::Fuel => store.set_fuel(fuel),
+        Watchdog::Clock => {
+            store.set_epoch_deadline(if starved { 0 } else { CALL_TICKS });
+            Ok(())
+        }
+    }
+}
+
 fn instantiate(component: &ComponentFile, state: HostState, config: &Config, fuel: u64) -> anyhow::Result<Live> {
     let mut store = Store::new(&component.engine, state);
     store.limiter(|s| &mut s.memory);
-    store.set_fuel(fuel)?;
+    arm(&mut store, component.watchdog, fuel, false)?;
     let instance = component.pre.instantiate(&mut store)?;
-    store.set_fuel(fuel)?;
+    arm(&mut store, component.watchdog, fuel, false)?;
     let created = instance.mqtt_as_client_client().client().call_create(&mut store, config)?;
     match created {
         Ok(client) => Ok(Live { store, instance, client }),
@@ -320,12 +337,14 @@ impl Device {
         })
     }
 
+    /// The fuel each call gets under [`Watchdog::Fuel`] (no effect under the clock).
     pub fn set_fuel_per_call(&mut self, fuel: u64) {
         self.fuel_per_call = fuel;
     }
 
-    /// Fault injection: give only `fuel` to the next guest call, so it runs out and the
-    /// watchdog has to recover (tests and scenarios use this to prove recovery works).
+    /// Fault injection: give only `fuel` to the next guest call (under [`Watchdog::Clock`],
+    /// a deadline already passed), so it runs out and the watchdog has to recover (tests
+    /// and scenarios use this to prove recovery works).
     pub fn starve_next_call(&mut self, fuel: u64) {
         self.next_call_fuel = Some(fuel);
     }
@@ -349,7 +368,7 @@ impl Device {
         self.live.store.data_mut().p()
     }
 
-    /// Runs one guest call with a fresh fuel budget; a trap restarts the instance and
+    /// Runs one guest call with a fresh budget; a trap restarts the instance and
     /// returns `None`. `f` gets the client export, the store and the client resource.
     fn guarded<T>(
         &mut self,
@@ -357,8 +376,9 @@ impl Device {
         f: impl FnOnce(&GuestClient, &mut Store<HostState>, ResourceAny) -> wasmtime::Result<T>,
     ) -> Result<Option<T>, DeviceError> {
         self.deadline_before_call = self.deadline_after_poll.take();
-        let fuel = self.next_call_fuel.take().unwrap_or(self.fuel_per_call);
-        self.live.store.set_fuel(fuel).map_err(|e| DeviceError::Instantiate(e.into()))?;
+        let starved = self.next_call_fuel.take();
+        let fuel = starved.unwrap_or(self.fuel_per_call);
+        arm(&mut self.live.store, self.component.watchdog, fuel, starved.is_some()).map_err(|e| DeviceError::Instantiate(e.into()))?;
         let l = &mut self.live;
         match f(&l.instance.mqtt_as_client_client().client(), &mut l.store, l.client) {
             Ok(v) => Ok(Some(v)),

@@ -5,8 +5,8 @@
 //! - [`Platform`]: what a host provides — [`Socket`], [`Clock`], [`Wifi`], and optionally
 //!   flash ([`Platform::storage`], e.g. a [`FileFlash`]) so that unacknowledged publishes
 //!   survive a power cut — the same imports on the simulator, a board, or your own host.
-//! - [`Device`]: one running client. Every call is bounded by fuel; a trap or exhausted fuel
-//!   restarts the instance and hands it the publishes the old one had accepted but not
+//! - [`Device`]: one running client. Every call is bounded by a [`Watchdog`] (the clock, or
+//!   fuel for a deterministic simulation); a trap or an exhausted budget restarts the instance and hands it the publishes the old one had accepted but not
 //!   completed (the watchdog role of the NO_NET bridge's host).
 //! - [`Client`]: an async (tokio) handle shaped like mqtt_as: `connect().await`,
 //!   `publish(..).await` returning when the broker acknowledged, an event stream.
@@ -17,6 +17,7 @@ mod component;
 mod config_builder;
 mod device;
 mod engine_config;
+mod epoch_ticker;
 pub mod file_flash;
 pub mod loopback;
 mod packet_log;
@@ -35,6 +36,7 @@ pub use client::{Client, ClientEvent, Error as ClientCallError, Events};
 pub use component::{with_test_fault, ComponentFile, CORE_MODULE_PATH, EMBEDDED_COMPONENT, FAULTY_COMPONENT, RUSTC_CORE_MODULE_PATH};
 pub use config_builder::{ConfigBuilder, ConfigValue};
 pub use device::{brokers, Device, DeviceError, Publish, Token, MAX_GUEST_MEMORY};
+pub use engine_config::Watchdog;
 pub use file_flash::FileFlash;
 pub use mqtt_protocol::store::{Flash, Geometry, MemFlash};
 pub use mqtt_protocol::with_config_keys;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mqtt_host::ComponentFile;
+use mqtt_host::{ComponentFile, Watchdog};
 use mqtt_sim::report;
 use mqtt_sim::runner::{self, Outcome};
 use mqtt_sim::scenario::Scenario;
@@ -176,9 +176,10 @@ impl Target {
             );
         }
         let component = match (path, &fault) {
-            (Some(p), _) => ComponentFile::from_file(p)?,
+            // Fuel, not the clock: a runaway call then traps at the same point on every run.
+            (Some(p), _) => ComponentFile::from_file_with(p, Watchdog::Fuel)?,
             (None, Some(_)) => ComponentFile::faulty()?,
-            (None, None) => ComponentFile::embedded()?,
+            (None, None) => ComponentFile::embedded_with(Watchdog::Fuel)?,
         };
         Ok(Target { component, fault })
     }

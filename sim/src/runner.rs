@@ -285,6 +285,10 @@ pub fn device_config(sc: &Scenario, seed: u64, index: u32) -> Config {
     c
 }
 
+/// Runs `sc` with `seed`. `component` should run under `mqtt_host::Watchdog::Fuel`
+/// (`ComponentFile::embedded_with(Watchdog::Fuel)`, as `mqtt-sim` loads it): under the clock
+/// the run is still repeatable, except where a call runs away, which then stops at a point
+/// that depends on the machine.
 pub fn run(sc: &Scenario, name: &str, seed: u64, component: &ComponentFile) -> Outcome {
     run_with_fault(sc, name, seed, component, None)
 }

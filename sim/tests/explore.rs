@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use mqtt_host::ComponentFile;
+use mqtt_host::{ComponentFile, Watchdog};
 use mqtt_protocol::TestFault;
 use mqtt_sim::explore::{self, Budget, Options};
 use mqtt_sim::runner;
@@ -27,7 +27,7 @@ fn options(seed: u64) -> Options {
 
 fn hunt(fault: &'static str) -> Result<(), Failed> {
     let faulty = ComponentFile::faulty().map_err(|e| e.to_string())?;
-    let shipped = ComponentFile::embedded().map_err(|e| e.to_string())?;
+    let shipped = ComponentFile::embedded_with(Watchdog::Fuel).map_err(|e| e.to_string())?;
     let run = |sc: &Scenario, seed: u64| runner::run_with_fault(sc, "explore", seed, &faulty, Some(fault));
     let started = Instant::now();
     let summary = explore::explore(&options(1), &run, &explore::Watch::none());

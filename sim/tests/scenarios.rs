@@ -8,13 +8,13 @@ use std::sync::OnceLock;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use mqtt_host::ComponentFile;
+use mqtt_host::{ComponentFile, Watchdog};
 use mqtt_sim::runner;
 use mqtt_sim::scenario::Scenario;
 
 fn component() -> &'static ComponentFile {
     static C: OnceLock<ComponentFile> = OnceLock::new();
-    C.get_or_init(|| ComponentFile::embedded().expect("embedded component"))
+    C.get_or_init(|| ComponentFile::embedded_with(Watchdog::Fuel).expect("embedded component"))
 }
 
 fn scenarios_dir() -> PathBuf {
