@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use mqtt_host::loopback::Loopback;
-use mqtt_host::{default_config, ComponentFile, Device, Event, Publish, Qos};
+use mqtt_host::{default_config, ComponentFile, Device, Event, Publish, Qos, Watchdog};
 
 /// Median time per operation in ns: `batches` batches of `per_batch` operations each.
 pub fn median_ns(batches: usize, per_batch: u64, mut op: impl FnMut()) -> f64 {
@@ -34,6 +34,8 @@ pub struct Boundary {
     pub idle_poll_ns: f64,
     pub qos0_to_wire_ns: f64,
     pub qos1_to_puback_ns: f64,
+    /// The same under `Watchdog::Fuel` (the simulator's watchdog; the rest run under the clock).
+    pub qos1_to_puback_fuel_ns: f64,
 }
 
 fn connected(component: &ComponentFile, lo: &Loopback) -> anyhow::Result<Device> {
@@ -79,11 +81,16 @@ pub fn boundary(quick: bool) -> anyhow::Result<Boundary> {
         }
     });
     let p1 = publish(Qos::AtLeastOnce);
-    let qos1_to_puback_ns = median_ns(batches, 20_000 / scale, || {
-        let _ = d.publish(p1.clone());
-        let _ = d.poll();
-    });
-    Ok(Boundary { load_ms, compile_ms, instantiate_us, idle_poll_ns, qos0_to_wire_ns, qos1_to_puback_ns })
+    let to_puback = |d: &mut Device| {
+        median_ns(batches, 20_000 / scale, || {
+            let _ = d.publish(p1.clone());
+            let _ = d.poll();
+        })
+    };
+    let qos1_to_puback_ns = to_puback(&mut d);
+    let fuel = ComponentFile::embedded_with(Watchdog::Fuel)?;
+    let qos1_to_puback_fuel_ns = to_puback(&mut connected(&fuel, &Loopback::new())?);
+    Ok(Boundary { load_ms, compile_ms, instantiate_us, idle_poll_ns, qos0_to_wire_ns, qos1_to_puback_ns, qos1_to_puback_fuel_ns })
 }
 
 pub struct Size {

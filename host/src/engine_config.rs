@@ -10,14 +10,14 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Watchdog {
     /// Wall-clock time: a call still running after about a second traps. Each function
-    /// entry and loop checks an epoch counter that a background thread advances; that check
-    /// is cheap, so the guest runs about a quarter faster than under `Fuel` (the `boundary`
-    /// benchmark: QoS 1 publish to PUBACK 4.7 → 3.7 µs). Where a runaway call stops depends
-    /// on the machine's speed and load, so this is for hosts that run in real time.
+    /// entry and loop checks an epoch counter that a background thread advances, which
+    /// costs less than counting fuel: a QoS 1 publish to its PUBACK, in memory, took 3.95 µs
+    /// against 4.50 µs under fuel in one `boundary` benchmark run, and 3.31 against 3.52 µs
+    /// in BENCHMARKS.md. Where a runaway call stops depends on the machine's speed and
+    /// load, so this is for hosts that run in real time.
     Clock,
     /// Counted instructions: a call traps after the same work on every run, whatever the
-    /// machine, which a deterministic simulation needs. Counting costs the guest about a
-    /// quarter of its speed.
+    /// machine, which a deterministic simulation needs, at the cost above.
     Fuel,
 }
 
