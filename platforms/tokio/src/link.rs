@@ -129,12 +129,19 @@ mod tests {
         std::fs::write(dir.join("wlan9/carrier"), carrier).unwrap();
     }
 
-    #[tokio::test]
-    async fn a_link_that_comes_back_wakes_the_client_within_the_watch_period() {
+    /// A monitor of interface `wlan9` in a fake sysfs, which starts as `operstate` and
+    /// `carrier` say (keep the directory: it goes when dropped).
+    fn fake_wlan9(operstate: &str, carrier: &str) -> (tempfile::TempDir, LinkMonitor) {
         let sys = tempfile::tempdir().unwrap();
         std::fs::create_dir(sys.path().join("wlan9")).unwrap();
-        set(sys.path(), "down", "0");
+        set(sys.path(), operstate, carrier);
         let monitor = LinkMonitor { iface: Some("wlan9".into()), sys: sys.path().to_path_buf(), seen: Default::default() };
+        (sys, monitor)
+    }
+
+    #[tokio::test]
+    async fn a_link_that_comes_back_wakes_the_client_within_the_watch_period() {
+        let (sys, monitor) = fake_wlan9("down", "0");
         assert_eq!(monitor.state(), LinkState::Down);
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
         let _watch = LinkWatch::spawn(monitor.clone(), wake.clone()).expect("inside a runtime");
@@ -149,10 +156,7 @@ mod tests {
     /// not run: what `state` says comes from the read `spawn` made, or from sysfs.
     #[tokio::test]
     async fn while_watched_the_state_is_the_watchs_last_read_and_afterwards_sysfs_again() {
-        let sys = tempfile::tempdir().unwrap();
-        std::fs::create_dir(sys.path().join("wlan9")).unwrap();
-        set(sys.path(), "up", "1");
-        let monitor = LinkMonitor { iface: Some("wlan9".into()), sys: sys.path().to_path_buf(), seen: Default::default() };
+        let (sys, monitor) = fake_wlan9("up", "1");
         let watch = LinkWatch::spawn(monitor.clone(), Default::default()).expect("inside a runtime");
         set(sys.path(), "down", "0");
         assert_eq!(monitor.state(), LinkState::Up, "no read until the watch's next one");
