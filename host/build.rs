@@ -77,8 +77,8 @@ fn main() {
 }
 
 /// The component compiled to machine code for the target, with the engine settings the
-/// library runs it under with `watchdog`; empty when Cranelift cannot compile for the target (the library
-/// then compiles at load, or says it cannot). Building for the machine the build runs on,
+/// library runs it under with `watchdog`; empty when Cranelift cannot compile for the
+/// target (the library then compiles at load, or says it cannot). Building for the machine the build runs on,
 /// Cranelift uses every feature of this CPU; the library checks at load that the CPU it
 /// runs on has them, and compiles the wasm when it does not (a binary copied to an older
 /// machine). Cross-compiling, it uses the target's baseline.

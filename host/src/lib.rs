@@ -6,8 +6,9 @@
 //!   flash ([`Platform::storage`], e.g. a [`FileFlash`]) so that unacknowledged publishes
 //!   survive a power cut — the same imports on the simulator, a board, or your own host.
 //! - [`Device`]: one running client. Every call is bounded by a [`Watchdog`] (the clock, or
-//!   fuel for a deterministic simulation); a trap or an exhausted budget restarts the instance and hands it the publishes the old one had accepted but not
-//!   completed (the watchdog role of the NO_NET bridge's host).
+//!   fuel for a deterministic simulation); a trap or an exhausted budget restarts the
+//!   instance and hands it the publishes the old one had accepted but not completed (the
+//!   watchdog role of the NO_NET bridge's host).
 //! - [`Client`]: an async (tokio) handle shaped like mqtt_as: `connect().await`,
 //!   `publish(..).await` returning when the broker acknowledged, an event stream.
 
