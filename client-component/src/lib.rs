@@ -70,9 +70,9 @@ impl Glue {
     /// makes as few as it can: the clock and the link are read once (neither changes within
     /// one call), and a round reads the socket again only when the round before wrote to it
     /// (an in-memory host can answer at once; a socket that said "nothing" a moment ago and
-    /// was not written to has nothing new). A read loop still ends on an empty `recv`, which
-    /// is what tells the host to wake us when more arrives, unless it stopped for the
-    /// per-poll cap or backpressure.
+    /// was not written to has nothing new). A read loop ends on a `recv` that returned less
+    /// than it asked for (the host then wakes us when more arrives, see the WIT `recv`),
+    /// or on the per-poll cap or backpressure.
     fn drive(&mut self, now: Instant) {
         let link = convert::link_from_wit(wifi::state());
         if self.link != Some(link) {
@@ -123,6 +123,12 @@ impl Glue {
                     read += bytes.len();
                     self.client.handle_input(now, &bytes);
                     progress = true;
+                    // A short read says the host has nothing more now and will wake us
+                    // when it has (see the WIT `recv`): asking again would be a crossing
+                    // that finds nothing.
+                    if bytes.len() < RECV_CHUNK as usize {
+                        break;
+                    }
                 }
                 Err(e) => {
                     self.drop_socket();

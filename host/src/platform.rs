@@ -20,8 +20,10 @@ pub trait Socket {
     fn status(&mut self, handle: u32) -> Result<SocketState, SocketError>;
     /// Accept what fits and return how many bytes that was (0 when the buffer is full).
     fn send(&mut self, handle: u32, data: &[u8]) -> Result<u32, SocketError>;
-    /// What has arrived, at most `max` bytes; empty when nothing has. End of stream is
-    /// `Err(SocketError::Closed)`.
+    /// What has arrived, at most `max` bytes; empty when nothing has. Fewer than `max`
+    /// tells the component that nothing more is there now (it does not ask again until its
+    /// next poll), so return less only when that is so, and have the client polled when
+    /// more comes ([`Platform::wakeup`]). End of stream is `Err(SocketError::Closed)`.
     fn recv(&mut self, handle: u32, max: u32) -> Result<Vec<u8>, SocketError>;
     fn close(&mut self, handle: u32);
     /// Push out what `send` accepted but the connection still holds (a TLS stream's

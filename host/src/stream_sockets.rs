@@ -130,6 +130,11 @@ impl<C: Connector> StreamSockets<C> {
         }
     }
 
+    /// Reads until the stream has nothing more (or `max` is reached), so that a short
+    /// answer tells the component what an empty one used to: nothing more now, and the
+    /// waker is armed for what comes next. The read that finds nothing is one the host
+    /// makes anyway (tokio clears a socket's readiness on a short read, so it is not even a
+    /// syscall), and the component saves a boundary crossing per poll.
     pub fn recv(&mut self, handle: u32, max: u32) -> Result<Vec<u8>, SocketError> {
         let mut cx = Context::from_waker(&self.waker);
         let s = self.sockets.get_mut(&handle).ok_or(SocketError::BadHandle)?;
@@ -140,24 +145,39 @@ impl<C: Connector> StreamSockets<C> {
         };
         self.scratch.resize((max as usize).clamp(1, MAX_RECV), 0);
         let mut buf = ReadBuf::new(&mut self.scratch);
-        match Pin::new(stream).poll_read(&mut cx, &mut buf) {
-            Poll::Pending => Ok(Vec::new()),
-            Poll::Ready(Ok(())) if buf.filled().is_empty() => {
-                *s = Sock::Failed(SocketError::Closed);
-                Err(SocketError::Closed)
-            }
-            Poll::Ready(Ok(())) => {
-                let bytes = buf.filled().to_vec();
-                if bytes.len() == self.scratch.len() {
+        loop {
+            let before = buf.filled().len();
+            match Pin::new(&mut *stream).poll_read(&mut cx, &mut buf) {
+                Poll::Pending => break,
+                Poll::Ready(Ok(())) if buf.filled().len() == before => {
+                    *s = Sock::Failed(SocketError::Closed);
+                    if before == 0 {
+                        return Err(SocketError::Closed);
+                    }
+                    // The bytes before the end go out now; the next poll (woken at once,
+                    // since no read is left to arm the waker) reports the end.
+                    self.waker.wake_by_ref();
+                    break;
+                }
+                Poll::Ready(Ok(())) if buf.remaining() == 0 => {
                     // There may be more, and only a read that finds nothing asks the stream
                     // to wake us when more comes: if the component stops here (its per-poll
                     // cap), this makes the driver poll again instead of sleeping on data.
                     self.waker.wake_by_ref();
+                    break;
                 }
-                Ok(bytes)
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
+                    let e = fail(s, &e);
+                    if before == 0 {
+                        return Err(e);
+                    }
+                    self.waker.wake_by_ref();
+                    break;
+                }
             }
-            Poll::Ready(Err(e)) => Err(fail(s, &e)),
         }
+        Ok(buf.filled().to_vec())
     }
 
     /// Pushes out what a stream accepted but still holds (a TLS stream's records).
@@ -261,17 +281,24 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(200), wake.notified()).await.is_ok()
     }
 
-    /// The driver sleeps until the waker fires, so each way data can arrive must fire it:
-    /// after a read that found nothing, and after a read that stopped at `max` with more
-    /// left (the component's per-poll cap), when no read will come to ask again.
-    #[tokio::test]
-    async fn every_way_of_data_arriving_wakes_the_driver() {
-        let (ours, mut broker) = tokio::io::duplex(1 << 20);
+    /// A socket opened on a pipe of `capacity` bytes, with the wakeups of opening it
+    /// drained: the socket, its handle, the broker's end and the driver's wakeup.
+    async fn opened(capacity: usize) -> (StreamSockets<Pipe>, u32, DuplexStream, Arc<Notify>) {
+        let (ours, broker) = tokio::io::duplex(capacity);
         let wake = Arc::new(Notify::new());
         let mut sockets = StreamSockets::new(Pipe(Some(ours)), wake.clone());
         let h = sockets.open("broker", 1883, None).unwrap();
         assert_eq!(sockets.status(h), Ok(SocketState::Open));
         while woken(&wake).await {}
+        (sockets, h, broker, wake)
+    }
+
+    /// The driver sleeps until the waker fires, so each way data can arrive must fire it:
+    /// after a read that found nothing, and after a read that stopped at `max` with more
+    /// left (the component's per-poll cap), when no read will come to ask again.
+    #[tokio::test]
+    async fn every_way_of_data_arriving_wakes_the_driver() {
+        let (mut sockets, h, mut broker, wake) = opened(1 << 20).await;
 
         assert_eq!(sockets.recv(h, 16), Ok(Vec::new()));
         broker.write_all(&[7; 40]).await.unwrap();
@@ -279,9 +306,14 @@ mod tests {
 
         assert_eq!(sockets.recv(h, 16), Ok(vec![7; 16]));
         assert!(woken(&wake).await, "a full read with more waiting");
+        // A short read has drained the stream and armed the waker, as an empty one does.
         assert_eq!(sockets.recv(h, 64), Ok(vec![7; 24]));
-        assert_eq!(sockets.recv(h, 64), Ok(Vec::new()));
         assert!(!woken(&wake).await, "nothing left, nothing to wake for");
+        broker.write_all(&[8; 10]).await.unwrap();
+        assert!(woken(&wake).await, "bytes after a short read");
+        broker.write_all(&[9; 5]).await.unwrap();
+        assert_eq!(sockets.recv(h, 64), Ok([[8; 10].as_slice(), &[9; 5]].concat()), "one recv takes all that waits");
+        assert_eq!(sockets.recv(h, 64), Ok(Vec::new()));
 
         drop(broker);
         assert!(woken(&wake).await, "the end of the stream");
@@ -289,16 +321,25 @@ mod tests {
         assert_eq!(sockets.send(h, b"late"), Err(SocketError::Closed));
     }
 
+    /// Bytes that arrive just before the end of the stream are handed over, and the end
+    /// is reported on the next call, for which the driver is woken (no read is left that
+    /// would arm the waker).
+    #[tokio::test]
+    async fn the_bytes_before_the_end_come_first_then_the_end() {
+        let (mut sockets, h, mut broker, wake) = opened(1 << 10).await;
+
+        broker.write_all(&[3; 5]).await.unwrap();
+        drop(broker);
+        assert_eq!(sockets.recv(h, 64), Ok(vec![3; 5]));
+        assert!(woken(&wake).await, "the end is still to be reported");
+        assert_eq!(sockets.recv(h, 64), Err(SocketError::Closed));
+    }
+
     /// `send` takes what the stream has room for and no more: the rest stays with the
     /// component, and room made later wakes the driver to send it.
     #[tokio::test]
     async fn send_takes_what_fits_and_room_wakes_the_driver() {
-        let (ours, mut broker) = tokio::io::duplex(64);
-        let wake = Arc::new(Notify::new());
-        let mut sockets = StreamSockets::new(Pipe(Some(ours)), wake.clone());
-        let h = sockets.open("broker", 1883, None).unwrap();
-        assert_eq!(sockets.status(h), Ok(SocketState::Open));
-        while woken(&wake).await {}
+        let (mut sockets, h, mut broker, wake) = opened(64).await;
 
         assert_eq!(sockets.send(h, &[1; 100]), Ok(64));
         assert_eq!(sockets.send(h, &[1; 36]), Ok(0));

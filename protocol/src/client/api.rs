@@ -95,6 +95,9 @@ impl Client {
                 self.next_token - 1
             }
         };
+        if let Some(d) = deadline {
+            session::lower(&mut self.pending_floor, d);
+        }
         self.pending.push_back(Queued { token: Some(token), request, deadline, key });
         self.pump(now);
         Ok(token)

@@ -204,6 +204,10 @@ pub struct Client {
     next_token: Token,
     next_pid: u16,
     pending: VecDeque<Queued>,
+    /// No later than the earliest `deadline` in `pending`: a lower bound, as `ack_floor` is,
+    /// so that the request timer costs nothing while no request has a deadline (the walk
+    /// it replaces went over up to `max_queued` entries several times per poll).
+    pending_floor: Option<Instant>,
     inflight: VecDeque<InFlight>,
     /// No later than the earliest `sent_at` in `inflight`: a lower bound that the ack
     /// timer uses instead of a walk over up to `max_inflight` entries on every poll (see
@@ -280,6 +284,7 @@ impl Client {
             next_token: 1,
             next_pid: 0,
             pending: VecDeque::new(),
+            pending_floor: None,
             inflight: VecDeque::new(),
             ack_floor: None,
             incoming_qos2: Vec::new(),

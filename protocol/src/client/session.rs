@@ -147,6 +147,7 @@ impl Client {
                 i += 1;
             }
         }
+        self.pending_floor = self.pending.iter().filter_map(|q| q.deadline).min();
     }
 
     pub(super) fn publish_packet(&mut self, p: &OutgoingPublish, pid: Option<PacketId>, dup: bool) -> Packet {

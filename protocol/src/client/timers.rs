@@ -12,7 +12,9 @@
 //! about a tenth of the guest's time). The bound only moves down as entries go in flight
 //! (a send time is always the latest so far); when the timer fires early because the
 //! entry it came from has gone, the check finds nothing due and sets the bound to the true
-//! earliest. It can be early, never late.
+//! earliest. It can be early, never late. The request timer works the same way from
+//! `pending_floor`, lowered by each request queued with a deadline and set to the true
+//! earliest when it fires.
 
 use super::*;
 
@@ -62,7 +64,7 @@ impl Client {
         let connected = matches!(self.state, State::Connected);
         match (timer, self.state) {
             (Timer::HeldInput, _) => (self.input_held && !self.reading_paused()).then_some(self.now),
-            (Timer::RequestDeadline, _) if !self.faulty(TestFault::IgnoreDeadline) => self.pending.iter().filter_map(|q| q.deadline).min(),
+            (Timer::RequestDeadline, _) if !self.faulty(TestFault::IgnoreDeadline) => self.pending_floor,
             (Timer::LinkGiveUp, State::WaitLink { give_up, .. }) => give_up,
             (Timer::Rejoin, State::WaitLink { rejoin_at, .. }) => rejoin_at,
             (Timer::Backoff, State::Backoff { until }) => Some(until),
