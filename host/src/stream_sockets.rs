@@ -147,35 +147,32 @@ impl<C: Connector> StreamSockets<C> {
         let mut buf = ReadBuf::new(&mut self.scratch);
         loop {
             let before = buf.filled().len();
-            match Pin::new(&mut *stream).poll_read(&mut cx, &mut buf) {
+            let end = match Pin::new(&mut *stream).poll_read(&mut cx, &mut buf) {
                 Poll::Pending => break,
-                Poll::Ready(Ok(())) if buf.filled().len() == before => {
+                Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                    if buf.remaining() == 0 {
+                        // There may be more, and only a read that finds nothing asks the
+                        // stream to wake us when more comes: if the component stops here
+                        // (its per-poll cap), this makes the driver poll again instead of
+                        // sleeping on data.
+                        self.waker.wake_by_ref();
+                        break;
+                    }
+                    continue;
+                }
+                Poll::Ready(Ok(())) => {
                     *s = Sock::Failed(SocketError::Closed);
-                    if before == 0 {
-                        return Err(SocketError::Closed);
-                    }
-                    // The bytes before the end go out now; the next poll (woken at once,
-                    // since no read is left to arm the waker) reports the end.
-                    self.waker.wake_by_ref();
-                    break;
+                    SocketError::Closed
                 }
-                Poll::Ready(Ok(())) if buf.remaining() == 0 => {
-                    // There may be more, and only a read that finds nothing asks the stream
-                    // to wake us when more comes: if the component stops here (its per-poll
-                    // cap), this makes the driver poll again instead of sleeping on data.
-                    self.waker.wake_by_ref();
-                    break;
-                }
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => {
-                    let e = fail(s, &e);
-                    if before == 0 {
-                        return Err(e);
-                    }
-                    self.waker.wake_by_ref();
-                    break;
-                }
+                Poll::Ready(Err(e)) => fail(s, &e),
+            };
+            if before == 0 {
+                return Err(end);
             }
+            // The bytes before the end (or the error) go out now; the next poll, woken at
+            // once since no read is left to arm the waker, reports it.
+            self.waker.wake_by_ref();
+            break;
         }
         Ok(buf.filled().to_vec())
     }

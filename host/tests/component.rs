@@ -318,9 +318,9 @@ fn component_stays_under_100_kib() {
 /// says what would win them back), 81,623 with broker failover, 81,806 with the decoder's
 /// read offset, 82,158 with probing for a broker that does not answer (issue 16 §6: the
 /// tripwire moved from 80 to 82 KiB for it), 82,200 with refused SUBACK filters reported as
-/// they came, 82,253 with QoS 0 bounded by the socket and packets encoded once, 82,542 with short reads
-/// ending the read loop and the request timer's bound. This tripwire guards against growth
-/// past that.
+/// they came, 82,253 with QoS 0 bounded by the socket and packets encoded once, 82,542 with
+/// short reads ending the read loop and the request timer's bound. This tripwire guards
+/// against growth past that.
 #[test]
 fn shipped_code_stays_under_82_kib() {
     let core = std::fs::read(mqtt_host::CORE_MODULE_PATH).expect("the build leaves the core module");
