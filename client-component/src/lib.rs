@@ -1,8 +1,9 @@
 //! The guest: thin glue between the WIT platform imports and `mqtt-protocol`.
 //!
-//! Each exported call reads the clock, feeds the sans-IO client what changed (link, socket
-//! readiness, bytes), runs its timers, then performs the IO it asks for and returns its
-//! events. All protocol decisions live in `mqtt-protocol`; nothing here blocks.
+//! Each exported call takes the time (an argument on `poll` and `publish`, the clock import
+//! otherwise), feeds the sans-IO client what changed (link, socket readiness, bytes), runs
+//! its timers, then performs the IO it asks for and returns its events. All protocol
+//! decisions live in `mqtt-protocol`; nothing here blocks.
 
 // The guest exists only on wasm: a native build (`cargo test --workspace` builds every
 // member) is an empty crate, since its exported symbol names are not valid native ones.
@@ -67,14 +68,13 @@ impl Glue {
     /// polls (discarding the oldest, or with backpressure leaving the socket unread).
     ///
     /// Every import is a boundary crossing (about 0.2 µs on the loopback host), so a turn
-    /// makes as few as it can: the clock and the link are read once (neither changes within
-    /// one call), and a round reads the socket again only when the round before wrote to it
-    /// (an in-memory host can answer at once; a socket that said "nothing" a moment ago and
-    /// was not written to has nothing new). A read loop ends on a `recv` that returned less
+    /// makes as few as it can: the clock and the link come in as arguments (neither changes
+    /// within one call), and a round reads the socket again only when the round before
+    /// wrote to it (an in-memory host can answer at once; a socket that said "nothing" a
+    /// moment ago and was not written to has nothing new). A read loop ends on a `recv` that returned less
     /// than it asked for (the host then wakes us when more arrives, see the WIT `recv`),
     /// or on the per-poll cap or backpressure.
-    fn drive(&mut self, now: Instant) {
-        let link = convert::link_from_wit(wifi::state());
+    fn drive(&mut self, now: Instant, link: LinkState) {
         if self.link != Some(link) {
             self.link = Some(link);
             self.client.handle_link(now, link);
@@ -226,12 +226,11 @@ impl Glue {
     /// leaving it for the next poll: a fast application then pays one boundary crossing per
     /// `queue-len` * rounds messages, not per `queue-len`. The rounds are bounded so that a
     /// flooding broker cannot make one call unbounded.
-    fn poll(&mut self, max_messages: u32) -> Vec<api::Event> {
+    fn poll(&mut self, now: Instant, link: LinkState, max_messages: u32) -> Vec<api::Event> {
         let mut events = Vec::new();
         let mut left = max_messages;
-        let now = now();
         for _ in 0..POLL_ROUNDS {
-            self.drive(now);
+            self.drive(now, link);
             // Paused: `queue-len` messages wait and input is held back behind them.
             let paused = !self.client.wants_input();
             let taken = self.take_events(&mut events, left);
@@ -325,7 +324,7 @@ impl ClientResource {
         let mut g = self.0.borrow_mut();
         let now = now();
         let out = f(&mut g.client, now);
-        g.drive(now);
+        g.drive(now, convert::link_from_wit(wifi::state()));
         out
     }
 }
@@ -345,6 +344,7 @@ impl api::GuestClient for ClientResource {
 
     fn publish(
         &self,
+        now_ms: u64,
         topic: String,
         payload: Vec<u8>,
         qos: api::Qos,
@@ -360,7 +360,8 @@ impl api::GuestClient for ClientResource {
             properties: properties.map(convert::properties_from_wit).unwrap_or_default(),
         };
         let deadline = deadline_ms.map(Instant::from_millis);
-        self.with(|c, now| c.publish(now, publish, deadline)).map_err(api_error)
+        // The time is the host's, passed in (see the WIT `publish`).
+        self.0.borrow_mut().client.publish(Instant::from_millis(now_ms), publish, deadline).map_err(api_error)
     }
 
     fn cancel(&self, token: u64) -> bool {
@@ -397,9 +398,9 @@ impl api::GuestClient for ClientResource {
         self.with(|c, now| c.broker_up(now))
     }
 
-    fn poll(&self, max_messages: u32) -> api::Polled {
+    fn poll(&self, now_ms: u64, link: api::LinkState, max_messages: u32) -> api::Polled {
         let mut g = self.0.borrow_mut();
-        let events = g.poll(max_messages);
+        let events = g.poll(Instant::from_millis(now_ms), convert::link_from_wit(link), max_messages);
         api::Polled { events, next_deadline: g.client.poll_timeout().map(Instant::as_millis) }
     }
 

@@ -476,8 +476,10 @@ impl Device {
 
     /// Give a publish to the current instance under the host token `token`.
     fn hand_over(&mut self, token: Token, p: &Publish) -> Result<Result<(), ClientError>, DeviceError> {
-        let r =
-            self.guarded("publish", |api, store, c| api.call_publish(store, c, &p.topic, &p.payload, p.qos, p.retain, p.properties.as_ref(), p.deadline_ms))?;
+        let r = self.guarded("publish", |api, store, c| {
+            let now = store.data_mut().p().now_ms();
+            api.call_publish(store, c, now, &p.topic, &p.payload, p.qos, p.retain, p.properties.as_ref(), p.deadline_ms)
+        })?;
         Ok(self.adopt(token, r))
     }
 
@@ -657,11 +659,17 @@ impl Device {
             }
         }
         self.platform_mut().flush();
-        let mut polled = self.guarded("poll", |api, store, c| api.call_poll(store, c, max_messages))?;
+        // The clock and the link go in as arguments (see the WIT `poll`).
+        let poll = |api: &GuestClient, store: &mut Store<HostState>, c| {
+            let p = store.data_mut().p();
+            let (now, link) = (p.now_ms(), p.state());
+            api.call_poll(store, c, now, link, max_messages)
+        };
+        let mut polled = self.guarded("poll", poll)?;
         if polled.is_none() {
             // The instance died in the call, and the fresh one was given back what the
             // application had asked for: its poll puts that on the wire now.
-            polled = self.guarded("poll", |api, store, c| api.call_poll(store, c, max_messages))?;
+            polled = self.guarded("poll", poll)?;
         }
         let mut out = std::mem::take(&mut self.backlog);
         // After a second restart (`None`) the fresh instance's deadline is asked for again.

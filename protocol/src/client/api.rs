@@ -111,7 +111,7 @@ impl Client {
             return self.pending.iter().any(|q| q.token == Some(token)) || self.inflight.iter().any(|f| f.token == Some(token));
         }
         if let Some(i) = self.pending.iter().position(|q| q.token == Some(token)) {
-            let key = self.pending.remove(i).and_then(|q| q.key);
+            let key = take_at(&mut self.pending, i).and_then(|q| q.key);
             self.forget(key);
             return true;
         }

@@ -176,7 +176,7 @@ impl Client {
     pub fn poll_event_except_messages(&mut self) -> Option<Event> {
         self.sync_store();
         let i = self.events.iter().position(|e| !matches!(e, Event::Message(_)))?;
-        self.events.remove(i)
+        take_at(&mut self.events, i)
     }
 
     /// The next thing that happened, in order; call until `None` after the actions. Taking

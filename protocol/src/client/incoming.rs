@@ -5,7 +5,7 @@ use super::*;
 impl Client {
     pub(super) fn take_inflight(&mut self, pid: PacketId, want: fn(&Waiting) -> bool) -> Option<InFlight> {
         let i = self.inflight.iter().position(|f| f.pid == pid && want(&f.waiting))?;
-        self.inflight.remove(i)
+        take_at(&mut self.inflight, i)
     }
 
     pub(super) fn handle_packet(&mut self, now: Instant, packet: Packet) {
@@ -229,7 +229,7 @@ impl Client {
         if self.queued_messages >= self.cfg.queue_len as usize {
             // mqtt_as's policy: the oldest waiting message makes room.
             if let Some(i) = self.events.iter().position(|e| matches!(e, Event::Message(_))) {
-                self.events.remove(i);
+                take_at(&mut self.events, i);
                 self.queued_messages -= 1;
                 self.stats.discards += 1;
             }

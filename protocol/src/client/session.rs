@@ -137,7 +137,7 @@ impl Client {
         let mut i = 0;
         while i < self.pending.len() {
             if self.pending[i].deadline.is_some_and(|d| now >= d) {
-                if let Some(q) = self.pending.remove(i) {
+                if let Some(q) = take_at(&mut self.pending, i) {
                     self.forget(q.key);
                     if let Some(token) = q.token {
                         self.events.push_back(Event::PublishFailed { token, reason: 0 });

@@ -166,7 +166,7 @@ impl Client {
             }
             if self.faulty(TestFault::DropRepublish) && matches!(self.inflight[i].waiting, Waiting::Publish(_)) {
                 // Instead of republishing, pretend the broker acknowledged.
-                if let Some(f) = self.inflight.remove(i) {
+                if let Some(f) = take_at(&mut self.inflight, i) {
                     self.forget(f.key);
                     if let Some(token) = f.token {
                         self.events.push_back(Event::Published(token));
