@@ -226,11 +226,6 @@ mod rebuild {
             .arg("--target-dir")
             .arg(target_dir)
             .env_remove("RUSTFLAGS")
-            // CI lints as it builds, with clippy-driver as the workspace's rustc wrapper; the
-            // guest is built by plain rustc whatever the outer build uses (clippy's driver turns
-            // MIR optimisations off, which would change the committed bytes).
-            .env_remove("RUSTC_WORKSPACE_WRAPPER")
-            .env_remove("RUSTC_WRAPPER")
             .env_remove("CARGO_TARGET_DIR")
             .env_remove("CARGO_BUILD_TARGET")
             .env("CARGO_ENCODED_RUSTFLAGS", "-Clink-arg=-zstack-size=65536");
