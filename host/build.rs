@@ -226,6 +226,12 @@ mod rebuild {
             .arg("--target-dir")
             .arg(target_dir)
             .env_remove("RUSTFLAGS")
+            // `cargo clippy` runs this script too (CI rebuilds the component in its clippy
+            // step), and hands its rustc wrapper down: clippy-driver compiles with MIR
+            // optimisations off, which changes the guest's bytes. The guest is plain rustc's.
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("RUSTC_WRAPPER")
+            .env_remove("CLIPPY_ARGS")
             .env_remove("CARGO_TARGET_DIR")
             .env_remove("CARGO_BUILD_TARGET")
             .env("CARGO_ENCODED_RUSTFLAGS", "-Clink-arg=-zstack-size=65536");
