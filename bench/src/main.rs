@@ -11,6 +11,7 @@
 
 mod broker;
 mod codec_size;
+mod instructions;
 mod local;
 mod peers;
 mod simulated;
@@ -74,6 +75,15 @@ enum PeerCommand {
         #[arg(long)]
         port: u16,
     },
+    /// User-mode instructions per message, this client against rumqttc, counted by
+    /// valgrind's callgrind (needs valgrind; see bench/src/instructions.rs).
+    Instructions {
+        #[arg(long, default_value_t = 1)]
+        qos: u8,
+        /// Messages of the shorter of the two runs per client.
+        #[arg(long, default_value_t = 20_000)]
+        count: u64,
+    },
     /// Only the power-cut store's figures (a section of the full report), as Markdown on
     /// stdout.
     Store {
@@ -96,6 +106,7 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Some(PeerCommand::Store { quick }) => store_section(quick).map(|md| print!("{md}")),
+        Some(PeerCommand::Instructions { qos, count }) => instructions::measure(qos, count),
         None => harness(&cli),
     };
     match result {
