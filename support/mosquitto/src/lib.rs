@@ -1,9 +1,9 @@
 //! A real Mosquitto for tests and benchmarks: started on a free loopback port with a
-//! generated config in a temporary directory, waited for until it listens, killed (and its
+//! generated config in a temporary directory, waited for until it says it is running, killed (and its
 //! directory removed) on drop. One launcher for the board tests and the bench, so a fix to
 //! how Mosquitto is started reaches both.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -69,7 +69,15 @@ impl Mosquitto {
     /// Starts one on a free port with `settings` (mosquitto.conf lines) below
     /// `listener PORT 127.0.0.1` and `allow_anonymous true`.
     pub fn start(settings: &str) -> std::io::Result<Mosquitto> {
-        Mosquitto::start_on(free_port()?, settings)
+        // The port is free when the OS names it and may be taken (by some client's ephemeral
+        // port) before Mosquitto binds it: then try another.
+        let mut tries = 3;
+        loop {
+            match Mosquitto::start_on(free_port()?, settings) {
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries > 1 => tries -= 1,
+                result => return result,
+            }
+        }
     }
 
     /// Starts one on `port` (see [`Mosquitto::start`]).
@@ -80,7 +88,8 @@ impl Mosquitto {
     }
 
     /// Starts one with a whole config of the caller's (a TLS listener, say) in `dir`, which
-    /// it then owns; `port` is where the config listens.
+    /// it then owns; `port` is where the config listens. The config must leave logging to
+    /// stderr (Mosquitto's default): readiness is read from that log.
     pub fn start_with_config(port: u16, config: &str, dir: tempfile::TempDir) -> std::io::Result<Mosquitto> {
         Mosquitto::launch(port, config, String::new(), dir)
     }
@@ -98,28 +107,38 @@ impl Mosquitto {
         self.dir.path()
     }
 
+    /// Readiness is Mosquitto's own "running" line, logged once every listener is bound and
+    /// listening. Not a connect to the port: a connect can succeed without Mosquitto (the
+    /// port is in the ephemeral range, so a connect may meet itself, TCP's simultaneous open,
+    /// or a listener of someone else's that took the port first), and a test then met
+    /// "connection refused" from a broker said to be up.
     fn launch(port: u16, config: &str, settings: String, dir: tempfile::TempDir) -> std::io::Result<Mosquitto> {
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(&conf, config)?;
+        let log_path = dir.path().join("mosquitto.log");
+        let log = std::fs::File::create(&log_path)?;
         let mut child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .map_err(|e| std::io::Error::new(e.kind(), format!("starting mosquitto: {e}; {INSTALL}")))?;
-        for _ in 0..100 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = read_log();
+                let kind = if log.contains("Address already in use") { std::io::ErrorKind::AddrInUse } else { std::io::ErrorKind::Other };
+                return Err(std::io::Error::new(kind, format!("mosquitto exited at start ({status}) on port {port}; its log:\n{log}config:\n{config}")));
+            }
+            if read_log().lines().any(|l| l.ends_with(" running")) {
                 return Ok(Mosquitto { child, port, settings, dir });
             }
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(std::io::Error::other(format!("mosquitto exited at start ({status}); config:\n{config}")));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(25));
         }
         let _ = child.kill();
         let _ = child.wait();
-        Err(std::io::Error::other(format!("mosquitto did not listen on {port} within 5 s")))
+        Err(std::io::Error::other(format!("mosquitto did not report running on {port} within 5 s; its log:\n{}", read_log())))
     }
 
     /// `mosquitto -h`'s first line ("mosquitto version 2.0.11"), or empty.
