@@ -9,7 +9,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 use mqtt_protocol::codec::{ConnAck, Connect, Disconnect, LastWill, PubResponse, Publish, SubAck, Subscribe, Unsubscribe};
-use mqtt_protocol::{Packet, PacketId, Properties, ProtocolVersion, QoS, SubscribeFilter};
+use mqtt_protocol::{Packet, PacketId, Properties, PropertyValues, ProtocolVersion, QoS, SubscribeFilter};
 
 pub struct CodecSize {
     pub codec: &'static str,
@@ -80,18 +80,19 @@ fn sample(v5: bool) -> Vec<Vec<u8>> {
                 payload: b"bye".to_vec(),
                 qos: QoS::AtLeastOnce,
                 retain: false,
-                properties: props(Properties { will_delay_interval: Some(5), ..Properties::default() }),
+                properties: props(PropertyValues { will_delay_interval: Some(5), ..Default::default() }.into()),
             }),
             username: Some("u".into()),
             password: Some(b"p".to_vec()),
-            properties: props(Properties {
-                session_expiry_interval: Some(60),
-                receive_maximum: Some(10),
-                user_properties: user.clone(),
-                ..Properties::default()
-            }),
+            properties: props(
+                PropertyValues { session_expiry_interval: Some(60), receive_maximum: Some(10), user_properties: user.clone(), ..Default::default() }.into(),
+            ),
         }),
-        Packet::ConnAck(ConnAck { session_present: false, code: 0, properties: props(Properties { topic_alias_maximum: Some(4), ..Properties::default() }) }),
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            code: 0,
+            properties: props(PropertyValues { topic_alias_maximum: Some(4), ..Default::default() }.into()),
+        }),
         Packet::Publish(Publish {
             dup: false,
             qos: QoS::AtMostOnce,
@@ -108,7 +109,7 @@ fn sample(v5: bool) -> Vec<Vec<u8>> {
             topic: "a/b".into(),
             packet_id: Some(pid),
             payload: b"2".to_vec(),
-            properties: props(Properties { content_type: Some("text".into()), user_properties: user.clone(), ..Properties::default() }),
+            properties: props(PropertyValues { content_type: Some("text".into()), user_properties: user.clone(), ..Default::default() }.into()),
         }),
         Packet::PubAck(resp()),
         Packet::PubRec(resp()),
@@ -117,7 +118,7 @@ fn sample(v5: bool) -> Vec<Vec<u8>> {
         Packet::Subscribe(Subscribe {
             packet_id: pid,
             filters: vec![SubscribeFilter { filter: "a/#".into(), qos: QoS::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 }],
-            properties: props(Properties { subscription_identifiers: vec![3], ..Properties::default() }),
+            properties: props(PropertyValues { subscription_identifiers: vec![3], ..Default::default() }.into()),
         }),
         Packet::SubAck(SubAck { packet_id: pid, codes: vec![1], properties: Properties::default() }),
         Packet::Unsubscribe(Unsubscribe { packet_id: pid, filters: vec!["a/#".into()], properties: Properties::default() }),
@@ -127,7 +128,7 @@ fn sample(v5: bool) -> Vec<Vec<u8>> {
         Packet::Disconnect(Disconnect { reason: 0, properties: Properties::default() }),
     ];
     if v5 {
-        let auth = Properties { authentication_method: Some("SCRAM-SHA-1".into()), authentication_data: Some(b"x".to_vec()), ..Properties::default() };
+        let auth = PropertyValues { authentication_method: Some("SCRAM-SHA-1".into()), authentication_data: Some(b"x".to_vec()), ..Default::default() }.into();
         packets.push(Packet::Auth(Disconnect { reason: 0x18, properties: auth }));
     }
     packets.iter().map(|p| p.encode(version)).collect()

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use mqtt_protocol::codec::{ConnAck, Connect, Disconnect, PubResponse, Publish, SubAck, Subscribe, Unsubscribe};
-use mqtt_protocol::{Packet, PacketId, Properties, ProtocolVersion, QoS, ReasonCode};
+use mqtt_protocol::{Packet, PacketId, Properties, PropertyValues, ProtocolVersion, QoS, ReasonCode};
 
 use crate::broker::{Ending, Phase};
 use crate::session::{Message, Session, Subscription};
@@ -68,7 +68,7 @@ impl Broker {
         self.challenges += 1;
         let challenge = format!("{}:{}", c.client_id, self.challenges).into_bytes();
         let expected = auth_answer(&challenge, &auth.secret);
-        let properties = Properties { authentication_method: Some(method), authentication_data: Some(challenge), ..Properties::default() };
+        let properties = PropertyValues { authentication_method: Some(method), authentication_data: Some(challenge), ..Default::default() }.into();
         self.send(conn, Packet::Auth(Disconnect { reason: CONTINUE_AUTHENTICATION, properties }));
         self.event(Event::AuthChallenged { client: c.client_id.clone() });
         let c2 = self.conns.get_mut(&conn).expect("the caller holds it");

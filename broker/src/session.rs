@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use mqtt_protocol::codec::Publish;
-use mqtt_protocol::{Packet, PacketId, Properties, QoS};
+use mqtt_protocol::{Packet, PacketId, PropertyValues, QoS};
 
 use crate::ConnId;
 
@@ -22,7 +22,8 @@ pub struct Message {
 impl Message {
     /// The PUBLISH that carries it, with the expiry that is left at `now`.
     pub(crate) fn packet(&self, id: Option<PacketId>, dup: bool, now: u64) -> Packet {
-        let properties = Properties { message_expiry_interval: self.expires_at.map(|t| (t.saturating_sub(now) / 1000).max(1) as u32), ..Properties::default() };
+        let properties =
+            PropertyValues { message_expiry_interval: self.expires_at.map(|t| (t.saturating_sub(now) / 1000).max(1) as u32), ..Default::default() }.into();
         Packet::Publish(Publish {
             dup: dup && id.is_some(),
             qos: self.qos,

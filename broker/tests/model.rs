@@ -3,7 +3,7 @@
 
 use mqtt_broker_model::{AckKind, Broker, BrokerConfig, ConnId, DropReason, Event, Output};
 use mqtt_protocol::codec::{Connect, Decoder, LastWill, PubResponse, Publish, Subscribe};
-use mqtt_protocol::{Packet, PacketId, Properties, ProtocolVersion, QoS, SubscribeFilter};
+use mqtt_protocol::{Packet, PacketId, Properties, PropertyValues, ProtocolVersion, QoS, SubscribeFilter};
 
 /// One client connection to the model, speaking `version`.
 struct Client {
@@ -212,7 +212,7 @@ fn silence_past_one_and_a_half_keepalives_ends_the_connection_and_sends_the_will
 fn a_reconnect_within_the_will_delay_cancels_the_will() {
     let mut b = Broker::new(BrokerConfig::default());
     let mut connect = connect_packet("dev", ProtocolVersion::V5, false);
-    let will_props = Properties { will_delay_interval: Some(5), ..Properties::default() };
+    let will_props = PropertyValues { will_delay_interval: Some(5), ..Default::default() }.into();
     connect.will = Some(LastWill { topic: "will/dev".into(), payload: b"gone".to_vec(), qos: QoS::AtMostOnce, retain: false, properties: will_props });
     let (dev, _) = open(&mut b, 0, connect.clone());
     b.handle_close(1_000, dev.conn);

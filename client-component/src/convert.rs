@@ -2,7 +2,9 @@
 
 use alloc::string::String;
 
-use mqtt_protocol::{Config, DownReason, Event, LinkState, Properties, QoS, SocketError, Stats, SubscribeFilter, SubscribeProperties, TlsParams, Will};
+use mqtt_protocol::{
+    Config, DownReason, Event, LinkState, Properties, PropertyValues, QoS, SocketError, Stats, SubscribeFilter, SubscribeProperties, TlsParams, Will,
+};
 
 use crate::api;
 use crate::mqtt_as::client::{socket, wifi};
@@ -80,7 +82,7 @@ fn qos_to_wit(q: QoS) -> api::Qos {
 }
 
 pub fn properties_from_wit(p: api::PublishProperties) -> Properties {
-    Properties {
+    PropertyValues {
         payload_format_indicator: p.payload_format_utf8.then_some(1),
         message_expiry_interval: p.message_expiry_secs,
         content_type: p.content_type,
@@ -88,11 +90,13 @@ pub fn properties_from_wit(p: api::PublishProperties) -> Properties {
         correlation_data: p.correlation_data,
         subscription_identifiers: p.subscription_ids,
         user_properties: p.user_properties,
-        ..Properties::default()
+        ..Default::default()
     }
+    .into()
 }
 
 fn properties_to_wit(p: Properties) -> api::PublishProperties {
+    let p = p.into_values();
     api::PublishProperties {
         payload_format_utf8: p.payload_format_indicator == Some(1),
         message_expiry_secs: p.message_expiry_interval,

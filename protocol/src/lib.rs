@@ -23,7 +23,7 @@ pub mod text;
 mod types;
 
 pub use client::{Client, FAST_PROBES, MAX_UNSENT, PROBE_MS};
-pub use codec::{Packet, PacketId, Properties, ProtocolVersion, QoS, SubscribeFilter};
+pub use codec::{Packet, PacketId, Properties, PropertyValues, ProtocolVersion, QoS, SubscribeFilter};
 pub use config::{Config, ConfigError, TlsParams, Will};
 pub use reason::ReasonCode;
 pub use rng::SplitMix64;

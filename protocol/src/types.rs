@@ -197,9 +197,10 @@ pub enum Event {
     },
     /// The connection went down; the client reconnects by itself (unless `Requested`).
     Down(DownReason),
-    /// Boxed: a message with its MQTT 5 properties is ten times the size of any other event,
-    /// and every queued event would pay for it (events wait in the client until polled).
-    Message(alloc::boxed::Box<Message>),
+    /// Not boxed: with the MQTT 5 properties out of line a message is about the size of
+    /// the largest other event (32 bytes in the component), and a box was an allocation per
+    /// message.
+    Message(Message),
     /// A publish completed: QoS 0 handed to the socket, QoS 1 PUBACK, QoS 2 PUBCOMP.
     Published(Token),
     /// `reason` is the MQTT 5 reason code, or 0 when the publish expired, was cancelled, or

@@ -5,7 +5,7 @@ mod harness;
 
 use harness::*;
 use mqtt_protocol::codec::{Disconnect, PubResponse, Publish};
-use mqtt_protocol::{Action, ApiError, DownReason, Event, LinkState, Packet, Properties, QoS, SubscribeFilter, SubscribeProperties};
+use mqtt_protocol::{Action, ApiError, DownReason, Event, LinkState, Packet, Properties, PropertyValues, QoS, SubscribeFilter, SubscribeProperties};
 
 fn sub(filter: &str) -> SubscribeFilter {
     SubscribeFilter { filter: filter.into(), qos: QoS::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 }
@@ -628,7 +628,7 @@ fn inflight_window_honours_the_brokers_receive_maximum() {
     let mut h = Harness::new(config(true));
     h.client.connect(h.now).unwrap();
     h.pump();
-    h.connack_with(false, 0, Properties { receive_maximum: Some(2), ..Properties::default() });
+    h.connack_with(false, 0, PropertyValues { receive_maximum: Some(2), ..Default::default() }.into());
     h.take_sent();
     for i in 0..5u8 {
         h.client.publish(h.now, qos1("t", &[i]), None).unwrap();
@@ -646,7 +646,7 @@ fn topic_aliases_are_used_and_reestablished_after_reconnect() {
     let mut h = Harness::new(config(true));
     h.client.connect(h.now).unwrap();
     h.pump();
-    let alias_max = Properties { topic_alias_maximum: Some(4), ..Properties::default() };
+    let alias_max: Properties = PropertyValues { topic_alias_maximum: Some(4), ..Default::default() }.into();
     h.connack_with(false, 0, alias_max.clone());
     h.take_sent();
     let mut p = qos1("long/topic", b"1");
@@ -678,7 +678,7 @@ fn incoming_topic_alias_is_resolved_and_unknown_alias_is_a_protocol_error() {
         topic: "x/y".into(),
         packet_id: None,
         payload: vec![1],
-        properties: Properties { topic_alias: Some(3), ..Properties::default() },
+        properties: PropertyValues { topic_alias: Some(3), ..Default::default() }.into(),
     };
     h.broker_sends(Packet::Publish(p.clone()));
     p.topic = String::new();
@@ -695,7 +695,7 @@ fn server_disconnect_reason_is_reported_and_reconnect_follows() {
     let mut h = Harness::up(config(true));
     h.broker_sends(Packet::Disconnect(Disconnect {
         reason: 0x8B,
-        properties: Properties { reason_string: Some("shutting down".into()), ..Properties::default() },
+        properties: PropertyValues { reason_string: Some("shutting down".into()), ..Default::default() }.into(),
     }));
     let events = h.take_events();
     assert!(events.contains(&Event::Down(DownReason::ServerDisconnect(0x8B))), "{events:?}");
@@ -710,7 +710,7 @@ fn assigned_client_id_and_server_keepalive_are_honoured() {
     let mut h = Harness::new(cfg);
     h.client.connect(h.now).unwrap();
     h.pump();
-    let props = Properties { assigned_client_identifier: Some("srv-42".into()), server_keep_alive: Some(20), ..Properties::default() };
+    let props = PropertyValues { assigned_client_identifier: Some("srv-42".into()), server_keep_alive: Some(20), ..Default::default() }.into();
     h.connack_with(false, 0, props);
     h.take_sent();
     h.advance(5_000);
@@ -861,7 +861,7 @@ fn subscription_identifier_fails_with_0xa1_when_the_broker_has_none() {
     let mut h = Harness::new(config(true));
     h.client.connect(h.now).unwrap();
     h.pump();
-    h.connack_with(false, 0, Properties { subscription_identifier_available: Some(0), ..Properties::default() });
+    h.connack_with(false, 0, PropertyValues { subscription_identifier_available: Some(0), ..Default::default() }.into());
     h.take_sent();
     h.take_events();
     let t = h.client.subscribe(h.now, vec![sub("a"), sub("b")], with_id(3)).unwrap();
@@ -886,7 +886,7 @@ fn subscription_identifier_out_of_range_is_refused_at_once() {
 #[test]
 fn incoming_message_reports_its_subscription_identifiers() {
     let mut h = Harness::up(config(true));
-    let props = Properties { subscription_identifiers: vec![7, 9], ..Properties::default() };
+    let props = PropertyValues { subscription_identifiers: vec![7, 9], ..Default::default() }.into();
     let p = Publish { dup: false, qos: QoS::AtMostOnce, retain: false, topic: "a/x".into(), packet_id: None, payload: b"m".to_vec(), properties: props };
     h.broker_sends(Packet::Publish(p));
     let events = h.take_events();
@@ -905,7 +905,7 @@ fn auth_config() -> mqtt_protocol::Config {
 }
 
 fn auth(reason: u8, method: &str, data: &[u8]) -> Packet {
-    let properties = Properties { authentication_method: Some(method.into()), authentication_data: Some(data.to_vec()), ..Properties::default() };
+    let properties = PropertyValues { authentication_method: Some(method.into()), authentication_data: Some(data.to_vec()), ..Default::default() }.into();
     Packet::Auth(Disconnect { reason, properties })
 }
 
@@ -922,7 +922,8 @@ fn enhanced_auth_sends_method_and_data_in_connect_and_answers_challenges() {
     h.client.authenticate(h.now, b"client-final".to_vec()).unwrap();
     h.pump();
     assert_eq!(h.take_sent(), vec![auth(0x18, "SCRAM-SHA-1", b"client-final")]);
-    let fin = Properties { authentication_method: Some("SCRAM-SHA-1".into()), authentication_data: Some(b"server-final".to_vec()), ..Properties::default() };
+    let fin =
+        PropertyValues { authentication_method: Some("SCRAM-SHA-1".into()), authentication_data: Some(b"server-final".to_vec()), ..Default::default() }.into();
     h.connack_with(false, 0, fin);
     assert_eq!(h.take_events(), vec![Event::Auth { reason: 0, data: b"server-final".to_vec() }, Event::Up { session_present: false }]);
 }
@@ -1266,4 +1267,33 @@ fn a_socket_behind_holds_back_qos0_but_not_a_subscribe() {
     let mut d = mqtt_protocol::codec::Decoder::new(mqtt_protocol::ProtocolVersion::V311, u32::MAX);
     d.feed(&held[before..]);
     assert!(matches!(d.next_packet().unwrap(), Some(Packet::Subscribe(_))), "the SUBSCRIBE went out");
+}
+
+/// Packet ids go round 1..=65535 and skip those still in flight, also after the first lap
+/// (`alloc_pid` walks the window once per lap, not once per publish).
+#[test]
+fn packet_ids_go_round_and_skip_the_ones_still_in_flight() {
+    let mut h = Harness::up(config(false));
+    for i in 0..3u8 {
+        h.client.publish(h.now, qos1("t", &[i]), None).unwrap();
+    }
+    h.pump();
+    let first: Vec<u16> = Harness::publishes(&h.take_sent()).iter().map(|p| p.packet_id.unwrap().get()).collect();
+    assert_eq!(first, [1, 2, 3]);
+    h.puback(pid(2));
+    let mut seen = Vec::new();
+    for _ in 0..70_000u32 {
+        h.client.publish(h.now, qos1("t", b"x"), None).unwrap();
+        h.pump();
+        let id = Harness::publishes(&h.take_sent())[0].packet_id.unwrap();
+        h.puback(id);
+        h.take_events();
+        seen.push(id.get());
+    }
+    assert!(!seen.contains(&1) && !seen.contains(&3), "an id in flight was given again");
+    // The first lap from 4 to 65535, then 2 (acknowledged), then round again from 4.
+    let second_lap = 70_000 - (65_535 - 3) - 1;
+    let lap: Vec<u16> = (4..=65535).chain([2]).chain((4..).take(second_lap)).collect();
+    assert_eq!(seen, lap);
+    assert_eq!(h.client.stats().inflight, 2);
 }

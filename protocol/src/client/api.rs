@@ -159,7 +159,7 @@ impl Client {
             _ => return Err(ApiError::Invalid("no authentication exchange in progress".into())),
         };
         self.auth_challenged = false;
-        let properties = Properties { authentication_method: Some(method), authentication_data: Some(data), ..Properties::default() };
+        let properties = crate::PropertyValues { authentication_method: Some(method), authentication_data: Some(data), ..Default::default() }.into();
         self.send(now, &Packet::Auth(Disconnect { reason, properties }));
         Ok(())
     }

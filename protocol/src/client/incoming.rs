@@ -116,8 +116,8 @@ impl Client {
                     self.events.push_back(Event::BrokerUp(true));
                 }
             }
-            Packet::Disconnect(d) if self.version == ProtocolVersion::V5 => {
-                if let Some(r) = d.properties.reason_string {
+            Packet::Disconnect(mut d) if self.version == ProtocolVersion::V5 => {
+                if let Some(r) = d.properties.take(|v| &mut v.reason_string) {
                     self.events.push_back(Event::Error(text!("broker disconnect: ", r)));
                 }
                 let reason = if self.faulty(TestFault::MisreportReasonCode) { crate::ReasonCode::UNSPECIFIED_ERROR.0 } else { d.reason };
@@ -132,7 +132,7 @@ impl Client {
 
     /// The broker's AUTH (spec 4.12): only for the method we asked for, only to continue
     /// (0x18) or to conclude a re-authentication (0x00). Returns whether it was accepted.
-    pub(super) fn handle_auth(&mut self, now: Instant, a: Disconnect) -> bool {
+    pub(super) fn handle_auth(&mut self, now: Instant, mut a: Disconnect) -> bool {
         let Some(method) = &self.cfg.auth_method else {
             self.protocol_error(now, "AUTH received, but no authentication method was requested".into(), ReasonCode::PROTOCOL_ERROR);
             return false;
@@ -150,7 +150,7 @@ impl Client {
                 return false;
             }
         }
-        self.events.push_back(Event::Auth { reason: a.reason, data: a.properties.authentication_data.unwrap_or_default() });
+        self.events.push_back(Event::Auth { reason: a.reason, data: a.properties.take(|v| &mut v.authentication_data).unwrap_or_default() });
         true
     }
 
@@ -166,7 +166,7 @@ impl Client {
 
     pub(super) fn handle_publish(&mut self, now: Instant, mut p: Publish) {
         if self.version == ProtocolVersion::V5
-            && let Some(alias) = p.properties.topic_alias.take()
+            && let Some(alias) = p.properties.take(|v| &mut v.topic_alias)
         {
             if alias > self.cfg.topic_alias_maximum {
                 self.protocol_error(now, text!("topic alias ", alias, " over our maximum ", self.cfg.topic_alias_maximum), ReasonCode::TOPIC_ALIAS_INVALID);
@@ -235,6 +235,6 @@ impl Client {
             }
         }
         self.queued_messages += 1;
-        self.events.push_back(Event::Message(alloc::boxed::Box::new(message)));
+        self.events.push_back(Event::Message(message));
     }
 }

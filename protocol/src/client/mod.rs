@@ -225,6 +225,8 @@ pub struct Client {
     // Session.
     next_token: Token,
     next_pid: u16,
+    /// Packet ids after `next_pid` known to be free (see `alloc_pid`).
+    pids_free_ahead: u32,
     pending: VecDeque<Queued>,
     /// No later than the earliest `deadline` in `pending`: a lower bound, as `ack_floor` is,
     /// so that the request timer costs nothing while no request has a deadline (the walk
@@ -305,6 +307,7 @@ impl Client {
             limits,
             next_token: 1,
             next_pid: 0,
+            pids_free_ahead: 0,
             pending: VecDeque::new(),
             pending_floor: None,
             inflight: VecDeque::new(),

@@ -18,11 +18,27 @@ impl Client {
         self.inflight.iter().filter(|f| matches!(f.waiting, Waiting::Publish(_) | Waiting::Release)).count()
     }
 
+    /// The next free packet id after the last one given. Ids go round 1..=65535 in order, so
+    /// after one walk over the entries in flight every id up to the nearest one in use is
+    /// known to be free: `pids_free_ahead` counts them down, and the walk (O(window), once
+    /// per publish before, issue 14) comes once per lap. Only `push_inflight` adds entries;
+    /// one with another id than the last given resets the count.
     pub(super) fn alloc_pid(&mut self) -> Option<PacketId> {
+        const IDS: u32 = u16::MAX as u32;
         for _ in 0..u16::MAX {
             self.next_pid = if self.next_pid == u16::MAX { 1 } else { self.next_pid + 1 };
             let candidate = self.next_pid;
-            if !self.inflight.iter().any(|f| f.pid.get() == candidate) {
+            if self.pids_free_ahead > 0 {
+                self.pids_free_ahead -= 1;
+                return PacketId::new(candidate);
+            }
+            // How far ahead the nearest id in flight is: 0 when it is the candidate.
+            let mut nearest = IDS;
+            for f in &self.inflight {
+                nearest = nearest.min((u32::from(f.pid.get()) + IDS - u32::from(candidate)) % IDS);
+            }
+            if nearest > 0 {
+                self.pids_free_ahead = nearest - 1;
                 return PacketId::new(candidate);
             }
         }
@@ -110,8 +126,12 @@ impl Client {
         }
     }
 
-    /// Every entry goes in flight through here, so that `ack_floor` bounds its send time.
+    /// Every entry goes in flight through here, so that `ack_floor` bounds its send time and
+    /// `pids_free_ahead` stays true.
     pub(super) fn push_inflight(&mut self, f: InFlight) {
+        if f.pid.get() != self.next_pid {
+            self.pids_free_ahead = 0;
+        }
         lower(&mut self.ack_floor, f.sent_at);
         self.inflight.push_back(f);
     }
@@ -155,12 +175,15 @@ impl Client {
         let mut topic = p.topic.clone();
         if self.version == ProtocolVersion::V5 {
             let src = &p.properties;
-            properties.payload_format_indicator = src.payload_format_indicator;
-            properties.message_expiry_interval = src.message_expiry_interval.filter(|_| !self.faulty(TestFault::DropMessageExpiry));
-            properties.content_type = src.content_type.clone();
-            properties.response_topic = src.response_topic.clone();
-            properties.correlation_data = src.correlation_data.clone();
-            properties.user_properties = src.user_properties.clone();
+            // Written only when the application gave some: the first write makes room.
+            if !src.is_empty() {
+                properties.payload_format_indicator = src.payload_format_indicator;
+                properties.message_expiry_interval = src.message_expiry_interval.filter(|_| !self.faulty(TestFault::DropMessageExpiry));
+                properties.content_type = src.content_type.clone();
+                properties.response_topic = src.response_topic.clone();
+                properties.correlation_data = src.correlation_data.clone();
+                properties.user_properties = src.user_properties.clone();
+            }
             if let Some(i) = self.aliases_out.iter().position(|t| *t == p.topic) {
                 properties.topic_alias = Some(i as u16 + 1);
                 topic = String::new();

@@ -12,7 +12,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 pub use error::DecodeError;
-pub use properties::{Properties, PropertyContext};
+pub use properties::{Properties, PropertyContext, PropertyValues};
 
 /// The protocol level spoken on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -691,6 +691,24 @@ impl Decoder {
 // ---------------------------------------------------------------------------------------
 // Writing
 
+/// MQTT's variable byte integer (spec 1.5.5) written at the start of `out`; returns how many
+/// bytes it took (at most 5 for a u32: values past 268,435,455 are refused before encoding).
+fn varint_into(mut v: u32, out: &mut [u8; 5]) -> usize {
+    let mut n = 0;
+    loop {
+        let mut b = (v & 0x7F) as u8;
+        v >>= 7;
+        if v > 0 {
+            b |= 0x80;
+        }
+        out[n] = b;
+        n += 1;
+        if v == 0 {
+            return n;
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Writer {
     buf: Vec<u8>,
@@ -700,24 +718,21 @@ impl Writer {
     fn u8(&mut self, v: u8) {
         self.buf.push(v);
     }
+    // Byte by byte: `extend_from_slice` of two bytes was a `memory.copy` in the component,
+    // which wasmtime runs as a call out of the guest (~150 instructions for a u16).
     fn u16(&mut self, v: u16) {
-        self.buf.extend_from_slice(&v.to_be_bytes());
+        let [a, b] = v.to_be_bytes();
+        self.buf.push(a);
+        self.buf.push(b);
     }
     fn u32(&mut self, v: u32) {
-        self.buf.extend_from_slice(&v.to_be_bytes());
+        self.u16((v >> 16) as u16);
+        self.u16(v as u16);
     }
-    fn varint(&mut self, mut v: u32) {
-        loop {
-            let mut b = (v & 0x7F) as u8;
-            v >>= 7;
-            if v > 0 {
-                b |= 0x80;
-            }
-            self.buf.push(b);
-            if v == 0 {
-                break;
-            }
-        }
+    fn varint(&mut self, v: u32) {
+        let mut bytes = [0; 5];
+        let n = varint_into(v, &mut bytes);
+        bytes[..n].iter().for_each(|&b| self.buf.push(b));
     }
     fn bytes(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);
@@ -748,12 +763,20 @@ impl Packet {
     /// up front (a publish's topic and payload dominate), then framed straight into `out`:
     /// growing two buffers from empty cost a dozen allocations per publish.
     pub fn encode_into(&self, version: ProtocolVersion, out: &mut Vec<u8>) {
+        /// The longest fixed header: the type byte and a 5-byte remaining length.
+        const HEAD: usize = 6;
         let v5 = version == ProtocolVersion::V5;
         let size = match self {
             Packet::Publish(p) => p.topic.len() + p.payload.len() + 32,
             _ => 32,
         };
-        let mut w = Writer { buf: Vec::with_capacity(size) };
+        // The body is written straight into `out`, after room for the longest fixed header
+        // (6 bytes), which is then written in place and the gap closed: a body encoded
+        // apart was an allocation and a copy of every packet (issue 14).
+        let start = out.len();
+        let mut w = Writer { buf: core::mem::take(out) };
+        w.buf.reserve(size + HEAD);
+        w.buf.resize(start + HEAD, 0);
         let first: u8 = match self {
             Packet::Connect(c) => {
                 w.string("MQTT");
@@ -885,13 +908,16 @@ impl Packet {
                 }
             }
         };
-        let body = w.into_inner();
-        let mut head = Writer { buf: core::mem::take(out) };
-        head.buf.reserve(body.len() + 5);
-        head.u8(first);
-        head.varint(body.len() as u32);
-        head.bytes(&body);
-        *out = head.into_inner();
+        let mut buf = w.into_inner();
+        let body = start + HEAD;
+        let mut len = [0; 5];
+        let n = varint_into((buf.len() - body) as u32, &mut len);
+        let gap = HEAD - 1 - n;
+        buf[start + gap] = first;
+        buf[start + gap + 1..body].copy_from_slice(&len[..n]);
+        buf.copy_within(start + gap.., start);
+        buf.truncate(buf.len() - gap);
+        *out = buf;
     }
 }
 

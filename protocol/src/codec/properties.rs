@@ -1,6 +1,7 @@
 //! MQTT 5 properties (spec 2.2.2): one struct for all of them, and a table of which
 //! packet may carry which, so a misplaced property is reported by name.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -52,9 +53,17 @@ impl PropertyContext {
     }
 }
 
+/// A packet's MQTT 5 properties, kept out of line: most packets carry none (every packet
+/// under 3.1.1), and inline the 27 fields made every packet ~200 bytes larger, to build,
+/// move (each move a `memory.copy` in the component) and drop field by field, several times
+/// per message (counted with callgrind, issue 14). Reads go through `Deref` to the values
+/// (an empty set when there are none); a write through `DerefMut` makes room first.
+#[derive(Debug, Clone, Default)]
+pub struct Properties(pub(super) Option<Box<PropertyValues>>);
+
 /// Every MQTT 5 property. `None`/empty means absent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Properties {
+pub struct PropertyValues {
     /// Payload Format Indicator (0x01): 1 when the payload is UTF-8 text.
     pub payload_format_indicator: Option<u8>,
     /// Message Expiry Interval (0x02), seconds.
@@ -111,41 +120,76 @@ pub struct Properties {
     pub shared_subscription_available: Option<u8>,
 }
 
-impl Default for Properties {
+impl core::ops::Deref for Properties {
+    type Target = PropertyValues;
+
+    fn deref(&self) -> &PropertyValues {
+        static NONE: PropertyValues = PropertyValues::NONE;
+        self.0.as_deref().unwrap_or(&NONE)
+    }
+}
+
+impl core::ops::DerefMut for Properties {
+    fn deref_mut(&mut self) -> &mut PropertyValues {
+        self.0.get_or_insert_with(Default::default)
+    }
+}
+
+impl From<PropertyValues> for Properties {
+    fn from(values: PropertyValues) -> Self {
+        Properties(Some(Box::new(values)))
+    }
+}
+
+/// Equal when they carry the same properties, whether or not room was made for them.
+impl PartialEq for Properties {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Properties {}
+
+impl Default for PropertyValues {
     /// Out of line on purpose: built inline, the 27 fields cost ~200 bytes of component code
-    /// at each of the twenty places a packet without properties is made.
+    /// at each place one is made.
     #[inline(never)]
     fn default() -> Self {
-        Properties {
-            payload_format_indicator: None,
-            message_expiry_interval: None,
-            content_type: None,
-            response_topic: None,
-            correlation_data: None,
-            subscription_identifiers: Vec::new(),
-            session_expiry_interval: None,
-            assigned_client_identifier: None,
-            server_keep_alive: None,
-            authentication_method: None,
-            authentication_data: None,
-            request_problem_information: None,
-            will_delay_interval: None,
-            request_response_information: None,
-            response_information: None,
-            server_reference: None,
-            reason_string: None,
-            receive_maximum: None,
-            topic_alias_maximum: None,
-            topic_alias: None,
-            maximum_qos: None,
-            retain_available: None,
-            user_properties: Vec::new(),
-            maximum_packet_size: None,
-            wildcard_subscription_available: None,
-            subscription_identifier_available: None,
-            shared_subscription_available: None,
-        }
+        PropertyValues::NONE
     }
+}
+
+impl PropertyValues {
+    /// No property set (what an empty `Properties` reads as).
+    pub const NONE: PropertyValues = PropertyValues {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        subscription_identifiers: Vec::new(),
+        session_expiry_interval: None,
+        assigned_client_identifier: None,
+        server_keep_alive: None,
+        authentication_method: None,
+        authentication_data: None,
+        request_problem_information: None,
+        will_delay_interval: None,
+        request_response_information: None,
+        response_information: None,
+        server_reference: None,
+        reason_string: None,
+        receive_maximum: None,
+        topic_alias_maximum: None,
+        topic_alias: None,
+        maximum_qos: None,
+        retain_available: None,
+        user_properties: Vec::new(),
+        maximum_packet_size: None,
+        wildcard_subscription_available: None,
+        subscription_identifier_available: None,
+        shared_subscription_available: None,
+    };
 }
 
 use PropertyContext as C;
@@ -181,15 +225,28 @@ enum Value {
 impl Properties {
     /// No property set.
     pub fn is_empty(&self) -> bool {
-        // Encoding to nothing, rather than `== Properties::default()`: the comparison of 27
+        // Encoding to nothing, rather than `== PropertyValues::NONE`: the comparison of 27
         // fields cost ~700 bytes of component code, and `body` is there anyway.
-        self.body().is_empty()
+        self.0.as_ref().is_none_or(|v| v.body().is_empty())
+    }
+
+    /// The values, moved out (all absent when there are none).
+    pub fn into_values(self) -> PropertyValues {
+        self.0.map(|v| *v).unwrap_or_default()
+    }
+
+    /// Takes one property out without making room for the rest when there are none.
+    pub fn take<T>(&mut self, field: impl FnOnce(&mut PropertyValues) -> &mut Option<T>) -> Option<T> {
+        self.0.as_mut().and_then(|v| field(v).take())
     }
 
     pub(crate) fn decode(r: &mut Reader<'_>, ctx: PropertyContext) -> Result<Self, DecodeError> {
         let len = r.varint("property length")? as usize;
+        if len == 0 {
+            return Ok(Properties(None));
+        }
         let mut r = r.sub(len, "properties")?;
-        let mut p = Properties::default();
+        let mut p = PropertyValues::default();
         while !r.is_empty() {
             let id = r.varint("property identifier")?;
             let id = u8::try_from(id).map_err(|_| DecodeError::UnknownProperty(0xFF))?;
@@ -221,9 +278,22 @@ impl Properties {
             }
             p.store(id, value)?;
         }
-        Ok(p)
+        Ok(p.into())
     }
 
+    pub(crate) fn encode(&self, w: &mut Writer) {
+        match &self.0 {
+            Some(values) => {
+                let body = values.body();
+                w.varint(body.len() as u32);
+                w.bytes(&body);
+            }
+            None => w.varint(0),
+        }
+    }
+}
+
+impl PropertyValues {
     fn store(&mut self, id: u8, value: Value) -> Result<(), DecodeError> {
         // Out of line: inlined at its 27 call sites it cost ~230 more bytes of component code.
         #[inline(never)]
@@ -352,11 +422,5 @@ impl Properties {
         u8p(&mut w, 0x29, self.subscription_identifier_available);
         u8p(&mut w, 0x2A, self.shared_subscription_available);
         w.into_inner()
-    }
-
-    pub(crate) fn encode(&self, w: &mut Writer) {
-        let body = self.body();
-        w.varint(body.len() as u32);
-        w.bytes(&body);
     }
 }

@@ -34,23 +34,23 @@ fn publish_props() -> impl Strategy<Value = Properties> {
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8)),
         proptest::collection::vec(("[a-z]{0,4}", "[a-z]{0,4}"), 0..3),
     )
-        .prop_map(|(pfi, exp, ct, rt, cd, up)| Properties {
-            payload_format_indicator: pfi,
-            message_expiry_interval: exp,
-            content_type: ct,
-            response_topic: rt,
-            correlation_data: cd,
-            user_properties: up,
-            ..Properties::default()
+        .prop_map(|(pfi, exp, ct, rt, cd, up)| {
+            PropertyValues {
+                payload_format_indicator: pfi,
+                message_expiry_interval: exp,
+                content_type: ct,
+                response_topic: rt,
+                correlation_data: cd,
+                user_properties: up,
+                ..Default::default()
+            }
+            .into()
         })
 }
 
 fn ack_props() -> impl Strategy<Value = Properties> {
-    (proptest::option::of("[a-z ]{0,10}"), proptest::collection::vec(("[a-z]{1,4}", "[a-z]{0,4}"), 0..2)).prop_map(|(rs, up)| Properties {
-        reason_string: rs,
-        user_properties: up,
-        ..Properties::default()
-    })
+    (proptest::option::of("[a-z ]{0,10}"), proptest::collection::vec(("[a-z]{1,4}", "[a-z]{0,4}"), 0..2))
+        .prop_map(|(rs, up)| PropertyValues { reason_string: rs, user_properties: up, ..Default::default() }.into())
 }
 
 /// A payload declared UTF-8 (Payload Format Indicator 1) must be UTF-8; mqtt-proto checks.
@@ -76,12 +76,15 @@ fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8)),
         props(
             (proptest::option::of(any::<u32>()), proptest::option::of(1u16..), proptest::option::of(128u32..), proptest::option::of(any::<u16>()))
-                .prop_map(|(se, rm, mps, tam)| Properties {
-                    session_expiry_interval: se,
-                    receive_maximum: rm,
-                    maximum_packet_size: mps,
-                    topic_alias_maximum: tam,
-                    ..Properties::default()
+                .prop_map(|(se, rm, mps, tam)| {
+                    PropertyValues {
+                        session_expiry_interval: se,
+                        receive_maximum: rm,
+                        maximum_packet_size: mps,
+                        topic_alias_maximum: tam,
+                        ..Default::default()
+                    }
+                    .into()
                 })
                 .boxed(),
         ),
@@ -111,12 +114,8 @@ fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {
         if v5 { prop_oneof![Just(0u8), Just(0x80u8), Just(0x87u8)].boxed() } else { (0u8..=5).boxed() },
         props(
             (proptest::option::of(1u16..), proptest::option::of("[a-z0-9]{1,8}"), proptest::option::of(any::<u16>()), proptest::option::of(0u8..=1))
-                .prop_map(|(rm, id, ka, mq)| Properties {
-                    receive_maximum: rm,
-                    assigned_client_identifier: id,
-                    server_keep_alive: ka,
-                    maximum_qos: mq,
-                    ..Properties::default()
+                .prop_map(|(rm, id, ka, mq)| {
+                    PropertyValues { receive_maximum: rm, assigned_client_identifier: id, server_keep_alive: ka, maximum_qos: mq, ..Default::default() }.into()
                 })
                 .boxed(),
         ),
@@ -344,4 +343,20 @@ fn remaining_lengths_of_every_width_encode_as_mqtt_proto_does() {
             assert_eq!(d.next_packet().unwrap(), Some(p));
         }
     }
+}
+
+/// Properties stay out of line: one pointer in every packet, none allocated when a packet
+/// carries none (inline they were 328 bytes here, built, moved and dropped with every
+/// packet; issue 14 counted what that cost).
+#[test]
+fn properties_are_a_pointer_and_absent_ones_allocate_nothing() {
+    assert_eq!(core::mem::size_of::<Properties>(), core::mem::size_of::<usize>());
+    // CONNECT is the largest (152 bytes here, with the will inline); 792 with properties inline.
+    assert!(core::mem::size_of::<Packet>() <= 160, "a packet is {} bytes", core::mem::size_of::<Packet>());
+    let mut d = Decoder::new(ProtocolVersion::V5, u32::MAX);
+    d.feed(&[0x40, 0x04, 0x00, 0x07, 0x00, 0x00]); // PUBACK 7, reason 0, property length 0
+    let Some(Packet::PubAck(ack)) = d.next_packet().unwrap() else { panic!() };
+    assert!(ack.properties.0.is_none());
+    assert_eq!(ack.properties, Properties::default());
+    assert_eq!(ack.properties.reason_string, None, "reads see none");
 }

@@ -7,7 +7,7 @@
 
 use alloc::vec::Vec;
 
-use crate::codec::{decode_publish, parse_fixed_header, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, Reader};
+use crate::codec::{decode_publish, parse_fixed_header, Packet, PacketId, Properties, PropertyValues, ProtocolVersion, Publish, QoS, Reader};
 use crate::types::OutgoingPublish;
 
 /// One entry of the log. Outgoing messages are named by a store key (increasing, never
@@ -142,15 +142,20 @@ pub(crate) fn publish_of(body: &[u8]) -> Option<OutgoingPublish> {
 /// Properties as the application gave them (decoding fills nothing else for a PUBLISH it
 /// encoded, but say so rather than trust it).
 fn strip(p: Properties) -> Properties {
-    Properties {
+    if p.is_empty() {
+        return Properties::default();
+    }
+    let p = p.into_values();
+    PropertyValues {
         payload_format_indicator: p.payload_format_indicator,
         message_expiry_interval: p.message_expiry_interval,
         content_type: p.content_type,
         response_topic: p.response_topic,
         correlation_data: p.correlation_data,
         user_properties: p.user_properties,
-        ..Properties::default()
+        ..Default::default()
     }
+    .into()
 }
 
 /// CRC-32 (IEEE 802.3, as zlib). Bit by bit, on purpose: a lookup table would cost 1 KiB
@@ -203,7 +208,7 @@ mod tests {
             payload: alloc::vec![1, 2, 3],
             qos: QoS::ExactlyOnce,
             retain: true,
-            properties: Properties { message_expiry_interval: Some(60), content_type: Some("x".to_string()), ..Properties::default() },
+            properties: PropertyValues { message_expiry_interval: Some(60), content_type: Some("x".to_string()), ..Default::default() }.into(),
         };
         let body = Record::Publish { key: 7, publish: &publish }.encode();
         assert_eq!(Head::read(&body), Some(Head { kind: PUBLISH, n: 7, pid: 0 }));

@@ -6,7 +6,7 @@ use core::cell::RefCell;
 use std::vec::Vec;
 
 use super::*;
-use crate::codec::{Properties, QoS};
+use crate::codec::{PropertyValues, QoS};
 use crate::rng::SplitMix64;
 
 /// (offset, bytes before) of each write and erase not yet synced.
@@ -128,7 +128,7 @@ fn geometry() -> Geometry {
 
 fn message(n: u32) -> OutgoingPublish {
     let qos = if n.is_multiple_of(3) { QoS::ExactlyOnce } else { QoS::AtLeastOnce };
-    let properties = Properties { message_expiry_interval: n.is_multiple_of(5).then_some(n), ..Properties::default() };
+    let properties = PropertyValues { message_expiry_interval: n.is_multiple_of(5).then_some(n), ..Default::default() }.into();
     OutgoingPublish { topic: "t/".to_string() + &n.to_string(), payload: alloc::vec![n as u8; (n % 90) as usize], qos, retain: n.is_multiple_of(7), properties }
 }
 
