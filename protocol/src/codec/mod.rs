@@ -759,9 +759,9 @@ impl Packet {
         out
     }
 
-    /// [`Packet::encode`] appending to `out`. The body is built in one buffer sized for it
-    /// up front (a publish's topic and payload dominate), then framed straight into `out`:
-    /// growing two buffers from empty cost a dozen allocations per publish.
+    /// [`Packet::encode`] appending to `out`, which is grown once, sized up front (a publish's
+    /// topic and payload dominate): growing buffers from empty cost a dozen allocations per
+    /// publish. The fixed header goes in front of the body once the body's length is known.
     pub fn encode_into(&self, version: ProtocolVersion, out: &mut Vec<u8>) {
         /// The longest fixed header: the type byte and a 5-byte remaining length.
         const HEAD: usize = 6;
@@ -770,9 +770,9 @@ impl Packet {
             Packet::Publish(p) => p.topic.len() + p.payload.len() + 32,
             _ => 32,
         };
-        // The body is written straight into `out`, after room for the longest fixed header
-        // (6 bytes), which is then written in place and the gap closed: a body encoded
-        // apart was an allocation and a copy of every packet (issue 14).
+        // The body goes straight into `out` after room for the longest fixed header, which is
+        // written in place at the end and the gap closed: a body encoded apart, then copied
+        // after its header, was an allocation and a copy of every packet (issue 14).
         let start = out.len();
         let mut w = Writer { buf: core::mem::take(out) };
         w.buf.reserve(size + HEAD);
