@@ -174,9 +174,8 @@ impl Client {
         let mut properties = Properties::default();
         let mut topic = p.topic.clone();
         if self.version == ProtocolVersion::V5 {
-            let src = &p.properties;
             // Written only when the application gave some: the first write makes room.
-            if !src.is_empty() {
+            if let Some(src) = p.properties.values() {
                 properties.payload_format_indicator = src.payload_format_indicator;
                 properties.message_expiry_interval = src.message_expiry_interval.filter(|_| !self.faulty(TestFault::DropMessageExpiry));
                 properties.content_type = src.content_type.clone();

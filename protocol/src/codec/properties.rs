@@ -235,6 +235,11 @@ impl Properties {
         self.0.map(|v| *v).unwrap_or_default()
     }
 
+    /// The values when room was made for them, without encoding to find out (`is_empty` does).
+    pub fn values(&self) -> Option<&PropertyValues> {
+        self.0.as_deref()
+    }
+
     /// Takes one property out without making room for the rest when there are none.
     pub fn take<T>(&mut self, field: impl FnOnce(&mut PropertyValues) -> &mut Option<T>) -> Option<T> {
         self.0.as_mut().and_then(|v| field(v).take())
