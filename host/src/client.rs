@@ -136,9 +136,15 @@ impl Client {
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
+        answer(self.send(make)?).await
+    }
+
+    /// Hands a command to the client task; its answer comes on the receiver. Not `async`:
+    /// what a future builds and sends here is not part of the future (see [`Client::publish`]).
+    fn send<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<oneshot::Receiver<Result<T, Error>>, Error> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).map_err(|_| Error::Stopped)?;
-        rx.await.map_err(|_| Error::Stopped)?
+        Ok(rx)
     }
 
     /// Returns when the broker accepted the connection; fails if this first attempt fails.
@@ -149,12 +155,17 @@ impl Client {
     /// QoS 1/2: returns when the broker acknowledged (across any outages in between); QoS 0
     /// when it went to the socket. Waits for room as [`Client::enqueue`] does.
     pub async fn publish(&self, topic: &str, payload: &[u8], qos: Qos, retain: bool) -> Result<(), Error> {
-        let p = Publish { topic: topic.into(), payload: payload.into(), qos, retain, properties: None, deadline_ms: None };
-        self.publish_with(p).await
+        // The publish is built and sent in one synchronous step, so that the future keeps
+        // only its borrowed arguments and then the receiver (72 bytes in all): built across
+        // an await, the `Publish` and the command made it 504 bytes, moved by every
+        // executor or `FuturesUnordered` that holds many of them (issue 14).
+        let rx =
+            self.send(|r| Command::Publish(Publish { topic: topic.into(), payload: payload.into(), qos, retain, properties: None, deadline_ms: None }, r))?;
+        answer(rx).await
     }
 
     pub async fn publish_with(&self, p: Publish) -> Result<(), Error> {
-        self.ask(|r| Command::Publish(p, r)).await
+        answer(self.send(|r| Command::Publish(p, r))?).await
     }
 
     /// Hands a publish to the client and returns its token as soon as the client took it;
@@ -165,7 +176,7 @@ impl Client {
     /// order with the other publishes; it fails only if the client refuses the publish
     /// itself (a bad topic, too big, closed).
     pub async fn enqueue(&self, p: Publish) -> Result<Token, Error> {
-        self.ask(|r| Command::Enqueue(p, r)).await
+        answer(self.send(|r| Command::Enqueue(p, r))?).await
     }
 
     /// Returns the granted QoS / reason code per filter.
@@ -221,6 +232,11 @@ impl Client {
         let closed = self.events.closed();
         std::mem::replace(&mut self.events, closed)
     }
+}
+
+/// What the client task answered to a command; `Stopped` if it ended first.
+async fn answer<T>(rx: oneshot::Receiver<Result<T, Error>>) -> Result<T, Error> {
+    rx.await.map_err(|_| Error::Stopped)?
 }
 
 /// A client's event stream, taken with [`Client::take_events`].

@@ -92,8 +92,34 @@ fn qos1_republishes_with_dup_after_response_time() {
     let again = Harness::publishes(&again)[0].clone();
     assert!(again.dup);
     assert_eq!(again.packet_id, first.packet_id, "same packet id");
-    assert_eq!(again.payload, first.payload);
+    assert_eq!((&again.topic, &again.payload), (&first.topic, &first.payload));
     assert_eq!(h.client.stats().republishes, 1);
+}
+
+/// A PUBLISH borrows its topic and payload from the entry in flight; the entry must have them
+/// back for every resend, whether the topic went out in full or as an alias (MQTT 5).
+#[test]
+fn resends_carry_the_topic_and_payload_whether_or_not_an_alias_stood_for_the_topic() {
+    let mut h = Harness::new(config(true));
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    let alias_max: Properties = PropertyValues { topic_alias_maximum: Some(4), ..Default::default() }.into();
+    h.connack_with(false, 0, alias_max.clone());
+    h.take_sent();
+    h.client.publish(h.now, qos1("long/topic", b"first"), None).unwrap();
+    h.client.publish(h.now, qos1("long/topic", b"second"), None).unwrap();
+    h.pump();
+    let sent = h.take_sent();
+    let ps = Harness::publishes(&sent);
+    assert_eq!((ps[0].topic.as_str(), ps[0].properties.topic_alias), ("long/topic", Some(1)));
+    assert_eq!((ps[1].topic.as_str(), ps[1].properties.topic_alias), ("", Some(1)), "the second goes by alias");
+    // Resumed on a new connection (no aliases yet): both resent, each with its topic.
+    h.link(LinkState::Down);
+    h.link(LinkState::Up);
+    h.connack_with(true, 0, Properties::default());
+    let sent = h.take_sent();
+    let resent: Vec<_> = Harness::publishes(&sent).iter().map(|p| (p.topic.clone(), p.payload.clone(), p.dup)).collect();
+    assert_eq!(resent, vec![("long/topic".to_string(), b"first".to_vec(), true), ("long/topic".to_string(), b"second".to_vec(), true)]);
 }
 
 #[test]

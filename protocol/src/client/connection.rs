@@ -345,9 +345,10 @@ impl Client {
                 f.sent_at = now;
                 f.repubs = 0;
                 let dup = !self.faulty(TestFault::ResendWithoutDup);
-                let packet = self.packet_for(f.pid, &f.waiting, dup);
-                self.push_inflight(f);
+                let mut packet = self.packet_for(f.pid, &mut f.waiting, dup);
                 self.send(now, &packet);
+                f.waiting.take_back(&mut packet);
+                self.push_inflight(f);
             } else {
                 match f.waiting {
                     // The broker took ownership at PUBREC: with the session gone there is

@@ -131,6 +131,21 @@ enum Waiting {
     UnsubAck(Vec<String>),
 }
 
+impl Waiting {
+    /// Takes back what [`Client::packet_for`] lent a PUBLISH: its payload, and its topic
+    /// unless a topic alias went in its place (then the publish kept it).
+    fn take_back(&mut self, packet: &mut Packet) {
+        if let (Waiting::Publish(p), Packet::Publish(sent)) = (self, packet) {
+            // What is replaced is the empty `Vec` and `String` that `publish_packet` left,
+            // which own no memory: forgetting them frees nothing and needs no drop code.
+            core::mem::forget(core::mem::replace(&mut p.payload, core::mem::take(&mut sent.payload)));
+            if p.topic.is_empty() {
+                core::mem::forget(core::mem::replace(&mut p.topic, core::mem::take(&mut sent.topic)));
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct InFlight {
     pid: PacketId,

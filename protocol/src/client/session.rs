@@ -69,8 +69,8 @@ impl Client {
             if front.request.is_qos0_publish() && self.transmits.len() + self.unsent_elsewhere >= MAX_UNSENT {
                 break;
             }
-            let Some(q) = self.pending.pop_front() else { break };
-            if let Request::Publish(p) = &q.request {
+            let Some(mut q) = self.pending.pop_front() else { break };
+            if let Request::Publish(p) = &mut q.request {
                 if p.qos > self.limits.maximum_qos {
                     self.forget(q.key);
                     if let Some(token) = q.token {
@@ -79,6 +79,7 @@ impl Client {
                     continue;
                 }
                 if p.qos == QoS::AtMostOnce {
+                    // Given to the packet for good: a QoS 0 publish is done once sent.
                     let packet = self.publish_packet(p, None, false);
                     if self.send_if_fits(now, &packet, q.token)
                         && let Some(token) = q.token
@@ -108,15 +109,17 @@ impl Client {
                 Request::Subscribe(s, p) => Waiting::SubAck(s, p),
                 Request::Unsubscribe(u) => Waiting::UnsubAck(u),
             };
-            let f = InFlight { pid, token: q.token, waiting, sent_at: now, repubs: 0, key: q.key };
-            let packet = self.packet_for(pid, &f.waiting, false);
+            let mut f = InFlight { pid, token: q.token, waiting, sent_at: now, repubs: 0, key: q.key };
+            let mut packet = self.packet_for(pid, &mut f.waiting, false);
             if !matches!(f.waiting, Waiting::Publish(_)) {
                 self.send(now, &packet);
             } else if !self.send_if_fits(now, &packet, f.token) {
+                // Failed for good (too big for the broker): nothing to take back.
                 in_window -= 1;
                 self.forget(f.key);
                 continue;
             }
+            f.waiting.take_back(&mut packet);
             if let Some(key) = f.key {
                 // Durable before the PUBLISH leaves (`poll_transmit` syncs the store before
                 // it hands out the bytes): a resumed session must resend this id.
@@ -170,9 +173,12 @@ impl Client {
         self.pending_floor = self.pending.iter().filter_map(|q| q.deadline).min();
     }
 
-    pub(super) fn publish_packet(&mut self, p: &OutgoingPublish, pid: Option<PacketId>, dup: bool) -> Packet {
+    /// The PUBLISH for `p`. Its topic and payload are lent to the packet, not copied (a copy
+    /// of each was two allocations and two copies per publish, issue 14): an in-flight entry
+    /// takes them back with [`Waiting::take_back`] once the packet is encoded.
+    pub(super) fn publish_packet(&mut self, p: &mut OutgoingPublish, pid: Option<PacketId>, dup: bool) -> Packet {
         let mut properties = Properties::default();
-        let mut topic = p.topic.clone();
+        let mut topic = core::mem::take(&mut p.topic);
         if self.version == ProtocolVersion::V5 {
             // Written only when the application gave some: the first write makes room.
             if let Some(src) = p.properties.values() {
@@ -183,20 +189,22 @@ impl Client {
                 properties.correlation_data = src.correlation_data.clone();
                 properties.user_properties = src.user_properties.clone();
             }
-            if let Some(i) = self.aliases_out.iter().position(|t| *t == p.topic) {
+            if let Some(i) = self.aliases_out.iter().position(|t| *t == topic) {
                 properties.topic_alias = Some(i as u16 + 1);
-                topic = String::new();
+                // The alias goes instead: the topic stays with the publish (not lent).
+                p.topic = core::mem::take(&mut topic);
             } else if self.aliases_out.len() < usize::from(self.limits.topic_alias_maximum) {
-                self.aliases_out.push(p.topic.clone());
+                self.aliases_out.push(topic.clone());
                 properties.topic_alias = Some(self.aliases_out.len() as u16);
             }
         }
-        Packet::Publish(Publish { dup, qos: p.qos, retain: p.retain, topic, packet_id: pid, payload: p.payload.clone(), properties })
+        Packet::Publish(Publish { dup, qos: p.qos, retain: p.retain, topic, packet_id: pid, payload: core::mem::take(&mut p.payload), properties })
     }
 
     /// The packet that (re)starts an in-flight exchange.
-    /// A resent PUBLISH keeps its packet id and has DUP set (spec 4.4).
-    pub(super) fn packet_for(&mut self, pid: PacketId, waiting: &Waiting, resend: bool) -> Packet {
+    /// A resent PUBLISH keeps its packet id and has DUP set (spec 4.4). A publish lends its
+    /// topic and payload to the packet: give the packet back with [`Waiting::take_back`].
+    pub(super) fn packet_for(&mut self, pid: PacketId, waiting: &mut Waiting, resend: bool) -> Packet {
         match waiting {
             Waiting::Publish(p) => self.publish_packet(p, Some(pid), resend),
             Waiting::Release => Packet::PubRel(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }),

@@ -180,14 +180,15 @@ impl Client {
             f.sent_at = now;
             // Borrowed out and back rather than cloned (a clone of a publish and its
             // properties costs code as well as time).
-            let (pid, waiting) = (f.pid, core::mem::replace(&mut f.waiting, Waiting::Release));
+            let (pid, mut waiting) = (f.pid, core::mem::replace(&mut f.waiting, Waiting::Release));
             if matches!(waiting, Waiting::Publish(_)) {
                 self.stats.republishes += 1;
             }
             let dup = !self.faulty(TestFault::ResendWithoutDup);
-            let packet = self.packet_for(pid, &waiting, dup);
-            self.inflight[i].waiting = waiting;
+            let mut packet = self.packet_for(pid, &mut waiting, dup);
             self.send(now, &packet);
+            waiting.take_back(&mut packet);
+            self.inflight[i].waiting = waiting;
         }
         self.ack_floor = self.inflight.iter().map(|f| f.sent_at).min();
     }
