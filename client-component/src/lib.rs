@@ -342,26 +342,23 @@ impl api::GuestClient for ClientResource {
         self.with_turn(|c, now| c.connect(now)).map_err(api_error)
     }
 
-    fn publish(
-        &self,
-        now_ms: u64,
-        topic: String,
-        payload: Vec<u8>,
-        qos: api::Qos,
-        retain: bool,
-        properties: Option<api::PublishProperties>,
-        deadline_ms: Option<u64>,
-    ) -> Result<u64, api::ClientError> {
-        let publish = mqtt_protocol::OutgoingPublish {
-            topic,
-            payload,
-            qos: convert::qos_from_wit(qos),
-            retain,
-            properties: properties.map(convert::properties_from_wit).unwrap_or_default(),
-        };
-        let deadline = deadline_ms.map(Instant::from_millis);
+    fn publish(&self, now_ms: u64, publishes: Vec<api::Publish>) -> Vec<Result<u64, api::ClientError>> {
         // The time is the host's, passed in (see the WIT `publish`).
-        self.0.borrow_mut().client.publish(Instant::from_millis(now_ms), publish, deadline).map_err(api_error)
+        let now = Instant::from_millis(now_ms);
+        let client = &mut self.0.borrow_mut().client;
+        publishes
+            .into_iter()
+            .map(|p| {
+                let publish = mqtt_protocol::OutgoingPublish {
+                    topic: p.topic,
+                    payload: p.payload,
+                    qos: convert::qos_from_wit(p.qos),
+                    retain: p.retain,
+                    properties: p.properties.map(convert::properties_from_wit).unwrap_or_default(),
+                };
+                client.publish(now, publish, p.deadline_ms.map(Instant::from_millis)).map_err(api_error)
+            })
+            .collect()
     }
 
     fn cancel(&self, token: u64) -> bool {

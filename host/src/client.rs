@@ -117,8 +117,12 @@ impl Backlog {
 }
 
 /// Most requests taken in one turn of the driver before it polls the client again (so
-/// that acknowledgements and messages are not starved by a flood of requests).
+/// that acknowledgements and messages are not starved by a flood of requests), and most
+/// publishes handed to the client in one call.
 const MAX_BATCH: usize = 64;
+/// About the most payload and topic bytes handed to the client in one call (at least one
+/// publish goes): a long queue of big publishes is not copied into the component at once.
+const OFFER_BYTES: usize = 64 * 1024;
 /// Longest sleep between polls when the platform offers no wakeup.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Longest sleep between polls otherwise: link changes (read by the `wifi` import) are
@@ -277,10 +281,15 @@ impl Publisher {
 
 struct Driver {
     device: Device,
-    /// Publishes the client had no room for (`QueueFull`: `max_queued` requests wait, or QoS
-    /// 0 waits for a slow socket), in order; offered again after every poll. Their callers
-    /// wait, as rumqttc's do on its bounded request channel, instead of failing.
+    /// Publishes not handed to the client yet, in order: the ones a batch of commands
+    /// brought (handed over together at its end, in one call), and the ones the client had
+    /// no room for (`QueueFull`: `max_queued` requests wait), offered again once a poll
+    /// reported something. Their callers wait, as rumqttc's do on its bounded request
+    /// channel, instead of failing.
     waiting_room: VecDeque<(Publish, Publisher)>,
+    /// False from a `QueueFull` until a poll reports something: only what a poll hands over
+    /// (completions, messages taken) makes room, so offering before that is a call for nothing.
+    room_may_open: bool,
     events: mpsc::UnboundedSender<ClientEvent>,
     backlog: Arc<Backlog>,
     connect_waiters: Vec<Reply<()>>,
@@ -296,6 +305,7 @@ impl Driver {
         Driver {
             device,
             waiting_room: VecDeque::new(),
+            room_may_open: true,
             events,
             backlog,
             connect_waiters: Vec::new(),
@@ -350,6 +360,9 @@ impl Driver {
                                 Err(_) => break,
                             }
                         }
+                        // The batch's publishes, handed over together before the poll
+                        // that sends them.
+                        self.offer_waiting();
                     }
                     None => {
                         let _ = self.device.disconnect();
@@ -364,6 +377,10 @@ impl Driver {
     }
 
     fn command(&mut self, cmd: Command) {
+        if !matches!(cmd, Command::Publish(..) | Command::Enqueue(..)) {
+            // The publishes asked for before this go to the client before it.
+            self.offer_waiting();
+        }
         match cmd {
             Command::Connect(reply) => match self.device.connect() {
                 Ok(()) => self.connect_waiters.push(reply),
@@ -371,8 +388,8 @@ impl Driver {
                     let _ = reply.send(Err(e.into()));
                 }
             },
-            Command::Publish(p, reply) => self.offer(p, Publisher::Awaits(reply)),
-            Command::Enqueue(p, reply) => self.offer(p, Publisher::Enqueued(reply)),
+            Command::Publish(p, reply) => self.waiting_room.push_back((p, Publisher::Awaits(reply))),
+            Command::Enqueue(p, reply) => self.waiting_room.push_back((p, Publisher::Enqueued(reply))),
             Command::Authenticate(data, reply) => {
                 let _ = reply.send(self.device.authenticate(&data).map_err(Error::from));
             }
@@ -405,54 +422,70 @@ impl Driver {
             }
             Command::Disconnect(reply) => {
                 let _ = self.device.disconnect();
+                // What still waits for room is refused from now on (closed): answered by
+                // the next offer.
+                self.room_may_open = true;
                 let _ = self.poll();
                 let _ = reply.send(());
             }
         }
     }
 
-    /// Hands a publish to the client, or queues it behind the ones already waiting for room.
-    fn offer(&mut self, p: Publish, by: Publisher) {
-        if !self.waiting_room.is_empty() {
-            self.waiting_room.push_back((p, by));
-        } else if let Some(refused) = self.try_offer(p, by) {
-            self.waiting_room.push_back(refused);
-        }
-    }
-
-    /// Offers what waits for room, in order, until the client has none; true when it
-    /// answered any.
+    /// Hands what waits to the client, in order, in calls of at most `MAX_BATCH` publishes
+    /// and about `OFFER_BYTES` of them, until it refuses one for want of room; true when
+    /// it answered any.
     fn offer_waiting(&mut self) -> bool {
-        let before = self.waiting_room.len();
-        while let Some((p, by)) = self.waiting_room.pop_front() {
-            if let Some(refused) = self.try_offer(p, by) {
-                self.waiting_room.push_front(refused);
-                break;
+        let mut answered = false;
+        while self.room_may_open && !self.waiting_room.is_empty() {
+            let mut bytes = 0;
+            let n = self
+                .waiting_room
+                .iter()
+                .take(MAX_BATCH)
+                .take_while(|(p, _)| {
+                    let first = bytes == 0;
+                    bytes += p.topic.len() + p.payload.len() + 1;
+                    first || bytes <= OFFER_BYTES
+                })
+                .count();
+            let (batch, by): (Vec<Publish>, Vec<Publisher>) = self.waiting_room.drain(..n).unzip();
+            let mut refused = Vec::new();
+            for (r, by) in self.device.try_publish_many(batch).into_iter().zip(by) {
+                match r {
+                    Ok(token) => {
+                        answered = true;
+                        match by {
+                            Publisher::Awaits(reply) => drop(self.publish_waiters.insert(token, reply)),
+                            Publisher::Enqueued(reply) => {
+                                self.enqueued.insert(token);
+                                let _ = reply.send(Ok(token));
+                            }
+                        }
+                    }
+                    Err(e) => match *e {
+                        // No later one in the call was taken either: they all wait, in order.
+                        (DeviceError::Client(ClientError::QueueFull), p) => refused.push((p, by)),
+                        (e, _) => {
+                            answered = true;
+                            by.fail(e.into());
+                        }
+                    },
+                }
+            }
+            if !refused.is_empty() {
+                self.room_may_open = false;
+                for waiting in refused.into_iter().rev() {
+                    self.waiting_room.push_front(waiting);
+                }
             }
         }
-        self.waiting_room.len() != before
-    }
-
-    /// The publish back when the client has no room for it now.
-    fn try_offer(&mut self, p: Publish, by: Publisher) -> Option<(Publish, Publisher)> {
-        match self.device.try_publish(p) {
-            Ok(token) => match by {
-                Publisher::Awaits(reply) => drop(self.publish_waiters.insert(token, reply)),
-                Publisher::Enqueued(reply) => {
-                    self.enqueued.insert(token);
-                    let _ = reply.send(Ok(token));
-                }
-            },
-            Err(refused) => match *refused {
-                (DeviceError::Client(ClientError::QueueFull), p) => return Some((p, by)),
-                (e, _) => by.fail(e.into()),
-            },
-        }
-        None
+        answered
     }
 
     fn poll(&mut self) -> Result<(), DeviceError> {
-        for e in self.device.poll_taking(self.backlog.room() as u32)? {
+        let events = self.device.poll_taking(self.backlog.room() as u32)?;
+        self.room_may_open |= !events.is_empty();
+        for e in events {
             match e {
                 Event::Up(session_present) => {
                     for w in self.connect_waiters.drain(..) {

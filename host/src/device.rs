@@ -10,14 +10,11 @@
 //! plays when it reboots its ESP8266.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use wasmtime::component::ResourceAny;
 use wasmtime::Store;
 
-use crate::bindings::exports::mqtt_as::client::client::{
-    ClientError, Config, Event, GuestClient, PublishProperties, Qos, Stats, SubscribeProperties, Subscription,
-};
+use crate::bindings::exports::mqtt_as::client::client::{ClientError, Config, Event, GuestClient, Qos, Stats, SubscribeProperties, Subscription};
 use crate::bindings::mqtt_as::client::{clock, log, socket, storage, wifi};
 use crate::bindings::MqttClient;
 use crate::component::ComponentFile;
@@ -162,16 +159,9 @@ impl log::Host for HostState {
     }
 }
 
-/// A publish as handed to [`Device::publish`]; kept until it completes, for replay.
-#[derive(Debug, Clone)]
-pub struct Publish {
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub qos: Qos,
-    pub retain: bool,
-    pub properties: Option<PublishProperties>,
-    pub deadline_ms: Option<u64>,
-}
+/// A publish as handed to [`Device::publish`]; kept until it completes, for replay. The
+/// contract's own record, so that a batch of them is handed to the component as it is.
+pub use crate::bindings::exports::mqtt_as::client::client::Publish;
 
 impl Publish {
     /// A publish with no retain, no MQTT 5 properties and no deadline.
@@ -208,6 +198,17 @@ pub enum DeviceError {
     /// only repeat that, so the device gives up and says so.
     #[error("the component failed again while being restarted: {0:#}")]
     RestartFailed(anyhow::Error),
+}
+
+impl DeviceError {
+    /// The same error again, for each publish of a call that failed as a whole.
+    fn duplicate(&self) -> DeviceError {
+        match self {
+            DeviceError::Client(e) => DeviceError::Client(e.clone()),
+            DeviceError::Instantiate(e) => DeviceError::Instantiate(anyhow::anyhow!("{e:#}")),
+            DeviceError::RestartFailed(e) => DeviceError::RestartFailed(anyhow::anyhow!("{e:#}")),
+        }
+    }
 }
 
 fn client_error_text(e: &ClientError) -> String {
@@ -263,8 +264,9 @@ pub struct Device {
     deadline_before_call: Option<Option<u64>>,
     next_token: Token,
     guest_to_host: BTreeMap<u64, Token>,
-    /// Shared with the call that hands it over, so keeping it costs no copy of the payload.
-    unacked: BTreeMap<Token, Arc<Publish>>,
+    /// Moved here from the call that handed it over, once the component took it (a
+    /// restart inside that call is handled by the call: see [`Device::try_publish_many`]).
+    unacked: BTreeMap<Token, Publish>,
     /// What is subscribed, request by request with its properties and host token, to
     /// replay after a restart (a filter subscribed again or unsubscribed leaves its older
     /// request).
@@ -450,7 +452,7 @@ impl Device {
             if from_store.contains(&token) {
                 continue;
             }
-            if let Err(e) = self.hand_over(token, &p)? {
+            if let Some(Err(e)) = self.hand_over(token, std::slice::from_ref(&p))?.and_then(|mut r| r.pop()) {
                 // The fresh instance refused what the old one accepted (same config, so
                 // this means it is already failing again): report it, never drop it silently.
                 self.unacked.remove(&token);
@@ -474,19 +476,37 @@ impl Device {
         self.call_connect()
     }
 
-    /// Give a publish to the current instance under the host token `token`.
-    fn hand_over(&mut self, token: Token, p: &Publish) -> Result<Result<(), ClientError>, DeviceError> {
+    /// Gives publishes to the current instance under the host tokens `first`, `first + 1`
+    /// and so on: one result per publish (a component that answers fewer refuses the rest).
+    /// `None`: the instance died in the call and was restarted.
+    fn hand_over(&mut self, first: Token, ps: &[Publish]) -> Result<Option<Vec<Result<(), ClientError>>>, DeviceError> {
         let r = self.guarded("publish", |api, store, c| {
             let now = store.data_mut().p().now_ms();
-            api.call_publish(store, c, now, &p.topic, &p.payload, p.qos, p.retain, p.properties.as_ref(), p.deadline_ms)
+            api.call_publish(store, c, now, ps)
         })?;
-        Ok(self.adopt(token, r))
+        let Some(mut results) = r else { return Ok(None) };
+        results.resize(ps.len(), Err(ClientError::Invalid("the component gave no answer for this publish".into())));
+        if results.iter().all(|r| r.is_err()) {
+            // Nothing was taken: nothing waits to go out, and the deadline stands.
+            self.deadline_after_poll = self.deadline_before_call;
+        }
+        Ok(Some(
+            results
+                .into_iter()
+                .zip(first..)
+                .map(|(r, token)| {
+                    r.map(|guest| {
+                        self.guest_to_host.insert(guest, token);
+                    })
+                })
+                .collect(),
+        ))
     }
 
     /// What a guest call that took a request returned, seen under the host token `token`:
     /// its guest token is mapped to `token`. `None` means the instance died in the call and
-    /// the restart already handed the request over again (it was recorded, in `unacked` or
-    /// `requests`, before the call).
+    /// the restart already handed the request over again (it was recorded in `requests`
+    /// before the call).
     fn adopt(&mut self, token: Token, r: Option<Result<u64, ClientError>>) -> Result<(), ClientError> {
         if matches!(r, Some(Err(_))) {
             self.deadline_after_poll = self.deadline_before_call;
@@ -505,20 +525,63 @@ impl Device {
     /// [`Device::publish`] that hands the publish back when the client refuses it, so that
     /// it can be offered again (the async [`crate::Client`] waits for room on `QueueFull`).
     pub fn try_publish(&mut self, p: Publish) -> Result<Token, Box<(DeviceError, Publish)>> {
-        let token = self.next_token;
-        self.next_token += 1;
-        let p = Arc::new(p);
-        self.unacked.insert(token, p.clone());
-        let e = match self.hand_over(token, &p) {
-            Ok(Ok(())) => return Ok(token),
-            Ok(Err(e)) => {
-                self.unacked.remove(&token);
-                DeviceError::Client(e)
+        let mut results = self.try_publish_many(vec![p]);
+        results.pop().expect("one result per publish")
+    }
+
+    /// [`Device::try_publish`] for several publishes, in order, in one call into the
+    /// component (each call across the boundary costs about as much as a publish inside
+    /// it): one result per publish, in order. After a `QueueFull` no later publish is taken.
+    pub fn try_publish_many(&mut self, ps: Vec<Publish>) -> Vec<Result<Token, Box<(DeviceError, Publish)>>> {
+        let first = self.next_token;
+        self.next_token += ps.len() as Token;
+        let results = match self.hand_over(first, &ps) {
+            Ok(Some(results)) => results,
+            // The instance died in the call, and the restart could not give these to the
+            // fresh one: they were not recorded yet. Each is now, then handed over alone, as
+            // a restart hands over what is recorded.
+            Ok(None) => return ps.into_iter().zip(first..).map(|(p, token)| self.record_and_hand_over(token, p)).collect(),
+            // The instance is gone for good: recorded as they were, for a later restart.
+            Err(e) => {
+                return ps
+                    .into_iter()
+                    .zip(first..)
+                    .map(|(p, token)| {
+                        self.unacked.insert(token, p.clone());
+                        Err(Box::new((e.duplicate(), p)))
+                    })
+                    .collect()
             }
-            // The instance is gone for good; the publish stays recorded as it was.
-            Err(e) => e,
         };
-        Err(Box::new((e, Arc::try_unwrap(p).unwrap_or_else(|p| (*p).clone()))))
+        results
+            .into_iter()
+            .zip(ps)
+            .zip(first..)
+            .map(|((r, p), token)| match r {
+                Ok(()) => {
+                    self.unacked.insert(token, p);
+                    Ok(token)
+                }
+                Err(e) => Err(Box::new((DeviceError::Client(e), p))),
+            })
+            .collect()
+    }
+
+    /// Records `p` under `token`, then hands it to the instance: a restart inside this call
+    /// gives it to the fresh instance from the record.
+    fn record_and_hand_over(&mut self, token: Token, p: Publish) -> Result<Token, Box<(DeviceError, Publish)>> {
+        self.unacked.insert(token, p.clone());
+        match self.hand_over(token, std::slice::from_ref(&p)) {
+            Ok(r) => match r.and_then(|mut r| r.pop()) {
+                Some(Err(e)) => {
+                    self.unacked.remove(&token);
+                    Err(Box::new((DeviceError::Client(e), p)))
+                }
+                _ => Ok(token),
+            },
+            // The instance is gone for good; the publish stays recorded as it was.
+            Err(e) => Err(Box::new((e, p))),
+        }
     }
 
     pub fn subscribe(&mut self, subs: Vec<Subscription>) -> Result<Token, DeviceError> {

@@ -1,7 +1,6 @@
 //! The session: requests queued and in flight, packet ids, the window, the packets that
 //! (re)start each exchange.
 
-use alloc::string::String;
 use alloc::vec;
 
 use super::*;
