@@ -96,16 +96,23 @@ fn qos1_republishes_with_dup_after_response_time() {
     assert_eq!(h.client.stats().republishes, 1);
 }
 
-/// A PUBLISH borrows its topic and payload from the entry in flight; the entry must have them
-/// back for every resend, whether the topic went out in full or as an alias (MQTT 5).
-#[test]
-fn resends_carry_the_topic_and_payload_whether_or_not_an_alias_stood_for_the_topic() {
+/// Connected under MQTT 5 to a broker that allows 4 topic aliases; its CONNACK properties
+/// come back for a reconnect.
+fn up_with_topic_aliases() -> (Harness, Properties) {
     let mut h = Harness::new(config(true));
     h.client.connect(h.now).unwrap();
     h.pump();
     let alias_max: Properties = PropertyValues { topic_alias_maximum: Some(4), ..Default::default() }.into();
     h.connack_with(false, 0, alias_max.clone());
     h.take_sent();
+    (h, alias_max)
+}
+
+/// A PUBLISH borrows its topic and payload from the entry in flight; the entry must have them
+/// back for every resend, whether the topic went out in full or as an alias (MQTT 5).
+#[test]
+fn resends_carry_the_topic_and_payload_whether_or_not_an_alias_stood_for_the_topic() {
+    let (mut h, _) = up_with_topic_aliases();
     h.client.publish(h.now, qos1("long/topic", b"first"), None).unwrap();
     h.client.publish(h.now, qos1("long/topic", b"second"), None).unwrap();
     h.pump();
@@ -669,12 +676,7 @@ fn inflight_window_honours_the_brokers_receive_maximum() {
 
 #[test]
 fn topic_aliases_are_used_and_reestablished_after_reconnect() {
-    let mut h = Harness::new(config(true));
-    h.client.connect(h.now).unwrap();
-    h.pump();
-    let alias_max: Properties = PropertyValues { topic_alias_maximum: Some(4), ..Default::default() }.into();
-    h.connack_with(false, 0, alias_max.clone());
-    h.take_sent();
+    let (mut h, alias_max) = up_with_topic_aliases();
     let mut p = qos1("long/topic", b"1");
     p.qos = QoS::AtMostOnce;
     h.client.publish(h.now, p.clone(), None).unwrap();
