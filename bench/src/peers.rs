@@ -154,7 +154,7 @@ pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool) ->
         }
         let payload = stamp(epoch);
         let (p, t) = (&publisher, &topic);
-        pending.push(async move { p.publish(t, &payload, level, false).await });
+        pending.push(async move { p.publish(t, payload, level, false).await });
     }
     while let Some(r) = pending.next().await {
         r?;

@@ -5,7 +5,7 @@
 //! The device runs in its own tokio task, which polls it when a command arrives, the
 //! platform's wakeup fires, or the client's deadline passes.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::device::{Device, DeviceError, Publish, Token};
+use crate::token_map::TokenMap;
 use crate::ClientError;
 use crate::{DownReason, Event, LinkState, Message, Qos, Stats, SubscribeProperties, Subscription};
 
@@ -158,7 +159,10 @@ impl Client {
 
     /// QoS 1/2: returns when the broker acknowledged (across any outages in between); QoS 0
     /// when it went to the socket. Waits for room as [`Client::enqueue`] does.
-    pub async fn publish(&self, topic: &str, payload: &[u8], qos: Qos, retain: bool) -> Result<(), Error> {
+    ///
+    /// The topic and payload are taken as rumqttc takes them: an owned `String` or `Vec<u8>`
+    /// moves in, a borrowed `&str` or `&[u8]` is copied once.
+    pub async fn publish(&self, topic: impl Into<String>, payload: impl Into<Vec<u8>>, qos: Qos, retain: bool) -> Result<(), Error> {
         // The publish is built and sent in one synchronous step, so that the future keeps
         // only its borrowed arguments and then the receiver (72 bytes in all): built across
         // an await, the `Publish` and the command made it 504 bytes, moved by every
@@ -293,9 +297,9 @@ struct Driver {
     events: mpsc::UnboundedSender<ClientEvent>,
     backlog: Arc<Backlog>,
     connect_waiters: Vec<Reply<()>>,
-    publish_waiters: BTreeMap<Token, Reply<()>>,
+    publish_waiters: TokenMap<Reply<()>>,
     /// Publishes made with `enqueue`: their completion goes to the event stream.
-    enqueued: BTreeSet<Token>,
+    enqueued: TokenMap<()>,
     sub_waiters: BTreeMap<Token, Reply<Vec<u8>>>,
     ping_waiters: Vec<oneshot::Sender<bool>>,
 }
@@ -309,8 +313,8 @@ impl Driver {
             events,
             backlog,
             connect_waiters: Vec::new(),
-            publish_waiters: BTreeMap::new(),
-            enqueued: BTreeSet::new(),
+            publish_waiters: TokenMap::new(),
+            enqueued: TokenMap::new(),
             sub_waiters: BTreeMap::new(),
             ping_waiters: Vec::new(),
         }
@@ -457,7 +461,7 @@ impl Driver {
                         match by {
                             Publisher::Awaits(reply) => drop(self.publish_waiters.insert(token, reply)),
                             Publisher::Enqueued(reply) => {
-                                self.enqueued.insert(token);
+                                self.enqueued.insert(token, ());
                                 let _ = reply.send(Ok(token));
                             }
                         }
@@ -503,16 +507,16 @@ impl Driver {
                     }
                 }
                 Event::Published(t) => {
-                    if let Some(w) = self.publish_waiters.remove(&t) {
+                    if let Some(w) = self.publish_waiters.remove(t) {
                         let _ = w.send(Ok(()));
-                    } else if self.enqueued.remove(&t) {
+                    } else if self.enqueued.remove(t).is_some() {
                         let _ = self.events.send(ClientEvent::Published(t));
                     }
                 }
                 Event::PublishFailed((t, reason)) => {
-                    if let Some(w) = self.publish_waiters.remove(&t) {
+                    if let Some(w) = self.publish_waiters.remove(t) {
                         let _ = w.send(Err(Error::PublishFailed(reason)));
-                    } else if self.enqueued.remove(&t) {
+                    } else if self.enqueued.remove(t).is_some() {
                         let _ = self.events.send(ClientEvent::PublishFailed { token: t, reason });
                     }
                 }

@@ -21,6 +21,7 @@ use crate::component::ComponentFile;
 use crate::engine_config::Watchdog;
 use crate::epoch_ticker::CALL_TICKS;
 use crate::platform::Platform;
+use crate::token_map::TokenMap;
 use crate::{LinkState, SocketError, SocketState, TlsParams};
 
 /// Identifies a request. The device hands out its own tokens (the core's type), which
@@ -263,10 +264,10 @@ pub struct Device {
     /// otherwise be told to poll at once, over and over).
     deadline_before_call: Option<Option<u64>>,
     next_token: Token,
-    guest_to_host: BTreeMap<u64, Token>,
+    guest_to_host: TokenMap<Token>,
     /// Moved here from the call that handed it over, once the component took it (a
     /// restart inside that call is handled by the call: see [`Device::try_publish_many`]).
-    unacked: BTreeMap<Token, Publish>,
+    unacked: TokenMap<Publish>,
     /// What is subscribed, request by request with its properties and host token, to
     /// replay after a restart (a filter subscribed again or unsubscribed leaves its older
     /// request).
@@ -330,8 +331,8 @@ impl Device {
             deadline_after_poll: None,
             deadline_before_call: None,
             next_token: 1,
-            guest_to_host: BTreeMap::new(),
-            unacked: BTreeMap::new(),
+            guest_to_host: TokenMap::new(),
+            unacked: TokenMap::new(),
             subscriptions: Vec::new(),
             requests: BTreeMap::new(),
             restarts: 0,
@@ -455,7 +456,7 @@ impl Device {
             if let Some(Err(e)) = self.hand_over(token, std::slice::from_ref(&p))?.and_then(|mut r| r.pop()) {
                 // The fresh instance refused what the old one accepted (same config, so
                 // this means it is already failing again): report it, never drop it silently.
-                self.unacked.remove(&token);
+                self.unacked.remove(token);
                 self.backlog.push(Event::Error(format!("replay after restart refused: {}", client_error_text(&e))));
                 self.backlog.push(Event::PublishFailed((token, 0)));
             }
@@ -574,7 +575,7 @@ impl Device {
         match self.hand_over(token, std::slice::from_ref(&p)) {
             Ok(r) => match r.and_then(|mut r| r.pop()) {
                 Some(Err(e)) => {
-                    self.unacked.remove(&token);
+                    self.unacked.remove(token);
                     Err(Box::new((DeviceError::Client(e), p)))
                 }
                 _ => Ok(token),
@@ -638,13 +639,13 @@ impl Device {
 
     /// Stop waiting for a publish (see the WIT `cancel`).
     pub fn cancel(&mut self, token: Token) -> Result<bool, DeviceError> {
-        let Some(publish) = self.unacked.remove(&token) else { return Ok(false) };
-        let guest = self.guest_to_host.iter().find(|(_, h)| **h == token).map(|(g, _)| *g);
+        let Some(publish) = self.unacked.remove(token) else { return Ok(false) };
+        let guest = self.guest_to_host.iter().find(|(_, h)| **h == token).map(|(g, _)| g);
         let Some(guest) = guest else { return Ok(true) };
         // A trap restarts the instance without this publish (it left `unacked` above): cancelled.
         let cancelled = self.guarded("cancel", |api, store, c| api.call_cancel(store, c, guest))?.unwrap_or(true);
         if cancelled {
-            self.guest_to_host.remove(&guest);
+            self.guest_to_host.remove(guest);
         } else {
             // The guest had settled it already: its event still names this token.
             self.unacked.insert(token, publish);
@@ -748,16 +749,16 @@ impl Device {
 
     /// Guest tokens → host tokens; completes `unacked`; hides what a restart caused.
     fn translate(&mut self, e: Event) -> Option<Event> {
-        let host = |g: &mut BTreeMap<u64, Token>, t: u64| g.remove(&t);
+        let host = |g: &mut TokenMap<Token>, t: u64| g.remove(t);
         Some(match e {
             Event::Published(t) => {
                 let h = host(&mut self.guest_to_host, t)?;
-                self.unacked.remove(&h);
+                self.unacked.remove(h);
                 Event::Published(h)
             }
             Event::PublishFailed((t, reason)) => {
                 let h = host(&mut self.guest_to_host, t)?;
-                self.unacked.remove(&h);
+                self.unacked.remove(h);
                 Event::PublishFailed((h, reason))
             }
             Event::Subscribed((t, codes)) => {

@@ -26,6 +26,7 @@ mod platform;
 pub mod settings;
 pub mod source_position;
 pub mod stream_sockets;
+mod token_map;
 
 pub use bindings::exports::mqtt_as::client::client::{
     ClientError, Config, DownReason, Event, Message, PublishProperties, Qos, Stats, SubscribeProperties, Subscription, Will,

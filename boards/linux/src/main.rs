@@ -473,7 +473,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 };
                 let publishing = async {
                     if let Some(payload) = single {
-                        client.publish(&topic, &payload, q, retain).await?;
+                        client.publish(&topic, payload, q, retain).await?;
                     } else if let Some(iv) = &interval {
                         let every = duration("--interval", iv)?;
                         for i in 0..count.unwrap_or(u64::MAX) {
