@@ -76,28 +76,32 @@ impl OomHandler for InitialTailThenGrow {
 /// over talc's own `GlobalAlloc`, with no heap of its own, in a component 124 bytes under
 /// its size tripwire.
 ///
-/// Each list keeps at most `KEEP` blocks (68 KiB over the 16 classes at the very worst, and
-/// only blocks that were in use at once before); past that, blocks go back to talc, which
-/// coalesces them, so a burst of small allocations does not pin memory that larger ones could use
-/// later (the reason for talc in the first place).
+/// The lists keep at most `KEEP_BYTES` between them (only blocks that were in use at once
+/// before); past that, blocks go back to talc, which coalesces them, so a burst of small
+/// allocations does not pin memory that larger ones could use later (the reason for talc in
+/// the first place). One budget for all the classes rather than a count per class: a burst of
+/// PUBACKs frees a window's topics and payloads together (two classes, a hundred blocks each
+/// in the benchmark), and a count of 32 per class sent two of every seven allocations to
+/// talc, about 550 instructions a pair (callgrind, guest with names).
 ///
 /// `realloc` is the trait's own (allocate, copy, free): routing it to talc's in-place growth
 /// for large blocks cost about 600 bytes of component, for no difference the `boundary`
 /// benchmark could see.
 pub struct Recycling<A> {
     inner: A,
-    lists: core::cell::UnsafeCell<[FreeList; CLASSES]>,
+    lists: core::cell::UnsafeCell<FreeLists>,
 }
 
 const GRAIN: usize = 16;
 const CLASSES: usize = 16;
-const KEEP: u32 = 32;
+/// A wasm page: about what the lists could pin before, with 32 blocks in each class (68 KiB).
+const KEEP_BYTES: usize = 64 * 1024;
 
-#[derive(Clone, Copy)]
-struct FreeList {
-    /// The first free block; each free block's first word points to the next.
-    head: *mut u8,
-    len: u32,
+struct FreeLists {
+    /// Per class, the first free block; each free block's first word points to the next.
+    heads: [*mut u8; CLASSES],
+    /// The bytes of all the listed blocks.
+    kept: usize,
 }
 
 // SAFETY: a component instance is single-threaded wasm; nothing can contend.
@@ -105,7 +109,7 @@ unsafe impl<A> Sync for Recycling<A> {}
 
 impl<A> Recycling<A> {
     pub const fn new(inner: A) -> Self {
-        Recycling { inner, lists: core::cell::UnsafeCell::new([FreeList { head: core::ptr::null_mut(), len: 0 }; CLASSES]) }
+        Recycling { inner, lists: core::cell::UnsafeCell::new(FreeLists { heads: [core::ptr::null_mut(); CLASSES], kept: 0 }) }
     }
 }
 
@@ -125,28 +129,28 @@ unsafe impl<A: core::alloc::GlobalAlloc> core::alloc::GlobalAlloc for Recycling<
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let Some((c, block)) = class(layout) else { return unsafe { self.inner.alloc(layout) } };
         // SAFETY: single-threaded, and no reference into the lists outlives this call.
-        let list = unsafe { &mut (*self.lists.get())[c] };
-        if list.head.is_null() {
+        let lists = unsafe { &mut *self.lists.get() };
+        let p = lists.heads[c];
+        if p.is_null() {
             return unsafe { self.inner.alloc(block) };
         }
-        let p = list.head;
         // SAFETY: a listed block is free, at least a word long and 8-aligned; its first
         // word is the next one.
-        list.head = unsafe { *(p as *mut *mut u8) };
-        list.len -= 1;
+        lists.heads[c] = unsafe { *(p as *mut *mut u8) };
+        lists.kept -= block.size();
         p
     }
 
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
         let Some((c, block)) = class(layout) else { return unsafe { self.inner.dealloc(p, layout) } };
         // SAFETY: as in `alloc`.
-        let list = unsafe { &mut (*self.lists.get())[c] };
-        if list.len >= KEEP {
+        let lists = unsafe { &mut *self.lists.get() };
+        if lists.kept + block.size() > KEEP_BYTES {
             return unsafe { self.inner.dealloc(p, block) };
         }
         // SAFETY: the block is the caller's to give up, `block`-sized and 8-aligned.
-        unsafe { *(p as *mut *mut u8) = list.head };
-        list.head = p;
-        list.len += 1;
+        unsafe { *(p as *mut *mut u8) = lists.heads[c] };
+        lists.heads[c] = p;
+        lists.kept += block.size();
     }
 }
