@@ -67,7 +67,12 @@ impl<V> TokenMap<V> {
 
     pub fn remove(&mut self, key: u64) -> Option<V> {
         let i = self.position(key).ok()?;
-        let value = self.slots[i].1.take()?;
+        let value = if i == 0 {
+            // The common case, and the slot goes with it (the ends are always live).
+            self.slots.pop_front()?.1?
+        } else {
+            self.slots[i].1.take()?
+        };
         self.live -= 1;
         self.trim();
         Some(value)
