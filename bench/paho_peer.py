@@ -46,7 +46,9 @@ def main():
 
     completed = [0]
     all_completed = threading.Event()
-    window_free = threading.Semaphore(window)
+    # `window` in flight and as many waiting in the client, as rumqttc's in-flight window and
+    # request channel hold them (bench/src/peers.rs, `outstanding`).
+    window_free = threading.Semaphore(2 * window)
 
     def on_publish(_c, _u, _mid, _rc, _props):
         window_free.release()

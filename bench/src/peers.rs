@@ -3,8 +3,11 @@
 //!
 //! Every payload is 100 bytes and starts with the send time (ns on the process's monotonic
 //! clock, little-endian); the subscriber in the same process subtracts it from the arrival
-//! time. The publisher keeps at most `window` publishes outstanding: for QoS 1 that is the
-//! in-flight window (PUBACKs pending), for QoS 0 the publish calls not yet returned.
+//! time. Every publisher has `window` publishes in flight (QoS 1: PUBACKs pending; QoS 0:
+//! not yet written) and as many more waiting in the client: rumqttc's publisher, as its users
+//! run it, holds a request channel (its capacity, `window` here) besides its in-flight window,
+//! so the other publishers keep at most 2 × `window` publishes outstanding to match (before,
+//! they kept `window`, half of rumqttc's pipeline).
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +38,12 @@ pub struct PeerRun {
     /// per message sent, in µs.
     #[serde(default)]
     pub cpu_us_per_msg: f64,
+}
+
+/// Publishes a publisher keeps outstanding: `window` in flight and `window` waiting, as
+/// rumqttc's in-flight window and request channel hold them (see the module's comment).
+fn outstanding(window: u16) -> usize {
+    2 * usize::from(window)
 }
 
 fn stamp(epoch: Instant) -> Vec<u8> {
@@ -149,7 +158,7 @@ pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool) ->
     let start = Instant::now();
     let mut pending = FuturesUnordered::new();
     for _ in 0..count {
-        if pending.len() >= usize::from(window) {
+        if pending.len() >= outstanding(window) {
             pending.next().await.transpose()?;
         }
         let payload = stamp(epoch);
