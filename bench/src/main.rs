@@ -122,8 +122,9 @@ fn peer(client: &str, port: u16, qos: u8, count: u64, window: u16) -> anyhow::Re
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let run = rt.block_on(async {
         match client {
-            "ours" => peers::ours(port, qos, count, window, true).await,
-            "ours-nagle" => peers::ours(port, qos, count, window, false).await,
+            "ours" => peers::ours(port, qos, count, window, true, peers::Api::Futures).await,
+            "ours-post" => peers::ours(port, qos, count, window, true, peers::Api::Post).await,
+            "ours-nagle" => peers::ours(port, qos, count, window, false, peers::Api::Futures).await,
             "rumqttc" => peers::rumqttc(port, qos, count, window, true).await,
             "rumqttc-nagle" => peers::rumqttc(port, qos, count, window, false).await,
             other => anyhow::bail!("unknown peer {other:?}"),
@@ -239,7 +240,7 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("paho_peer.py");
     let mut results: Vec<Vec<PeerRun>> = Vec::new();
     let mut notes = Vec::new();
-    let mut clients: Vec<&str> = vec!["ours", "rumqttc", "ours-nagle", "rumqttc-nagle"];
+    let mut clients: Vec<&str> = vec!["ours", "ours-post", "rumqttc", "ours-nagle", "rumqttc-nagle"];
     if matches!(paho, Some(Ok(_))) {
         clients.push("paho");
     }
@@ -285,7 +286,7 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     }
     let table: Vec<PeerRun> = results.iter().map(|r| medians(r)).collect();
     let _ = writeln!(md, "## Throughput and latency against a local Mosquitto\n");
-    let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW} and as many publishes waiting in each client (rumqttc's request channel holds that many; every publisher keeps at most twice the window outstanding), {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc with TCP_NODELAY (this client sets it by default; paho-mqtt leaves Nagle on, its only setting) in the same table; rumqttc's own default, Nagle on, is a row of its own, beside this client with Nagle on (`TokioPlatform::with_nagle`). CPU per message: user + system time of the whole peer process (publisher and subscriber) per message sent.\n", count, peers::PAYLOAD, mosquitto_version);
+    let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW} and as many publishes waiting in each client (rumqttc's request channel holds that many; every publisher keeps at most twice the window outstanding), {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc with TCP_NODELAY (this client sets it by default; paho-mqtt leaves Nagle on, its only setting) in the same table; rumqttc's own default, Nagle on, is a row of its own, beside this client with Nagle on (`TokioPlatform::with_nagle`). CPU per message: user + system time of the whole peer process (publisher and subscriber) per message sent. `this client` holds a `publish(..).await` future per publish (in a `FuturesUnordered`); `this client (post)` hands each to `post` and counts completions off the event stream in another task, as the rumqttc publisher counts PUBACKs off its event loop.\n", count, peers::PAYLOAD, mosquitto_version);
     let _ = writeln!(md, "| client | QoS | publisher msg/s | subscriber msg/s | received | p50 latency | p99 latency | peak RSS | CPU per message | publisher vs rumqttc | subscriber vs rumqttc | CPU vs rumqttc |");
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &table {

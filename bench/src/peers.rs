@@ -118,10 +118,20 @@ pub fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// How this client's publisher keeps its publishes outstanding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// A `publish(..).await` future each, held in a `FuturesUnordered`.
+    Futures,
+    /// `post`, with completions counted off the event stream by another task: the shape
+    /// of rumqttc's request channel and event loop below.
+    Post,
+}
+
 /// This client: the embedded component on the board's platform (real tokio sockets).
 /// `nodelay`: as the platform sets it by default; off (Nagle on) is a row of its own, to
 /// compare with rumqttc's default.
-pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool) -> anyhow::Result<PeerRun> {
+pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool, api: Api) -> anyhow::Result<PeerRun> {
     use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Device, Subscription};
     use mqtt_platform_tokio::TokioPlatform;
     let component = ComponentFile::embedded()?;
@@ -153,26 +163,58 @@ pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool) ->
         }
         a
     });
-    let publisher = connect("bench-ours-pub")?;
+    let mut publisher = connect("bench-ours-pub")?;
     publisher.connect().await?;
     let start = Instant::now();
-    let mut pending = FuturesUnordered::new();
-    for _ in 0..count {
-        if pending.len() >= outstanding(window) {
-            pending.next().await.transpose()?;
+    match api {
+        Api::Futures => {
+            let mut pending = FuturesUnordered::new();
+            for _ in 0..count {
+                if pending.len() >= outstanding(window) {
+                    pending.next().await.transpose()?;
+                }
+                let payload = stamp(epoch);
+                let (p, t) = (&publisher, &topic);
+                pending.push(async move { p.publish(t, payload, level, false).await });
+            }
+            while let Some(r) = pending.next().await {
+                r?;
+            }
         }
-        let payload = stamp(epoch);
-        let (p, t) = (&publisher, &topic);
-        pending.push(async move { p.publish(t, payload, level, false).await });
-    }
-    while let Some(r) = pending.next().await {
-        r?;
+        Api::Post => {
+            // `post` waits while `max_queued` (twice the window, as above) of its
+            // publishes are outstanding.
+            let mut completions = publisher.take_events();
+            let done = tokio::spawn(async move {
+                let mut completed = 0u64;
+                while completed < count {
+                    match completions.next().await {
+                        Some(ClientEvent::Published(_)) => completed += 1,
+                        Some(ClientEvent::PublishFailed { reason, .. }) => anyhow::bail!("a publish failed: reason {reason:#04x}"),
+                        Some(ClientEvent::Refused { why, .. }) => anyhow::bail!("a publish was refused: {why}"),
+                        Some(_) => {}
+                        None => anyhow::bail!("the publisher stopped"),
+                    }
+                }
+                Ok(())
+            });
+            for _ in 0..count {
+                publisher.post(mqtt_host::Publish::new(topic.as_str(), stamp(epoch), level)).await?;
+            }
+            done.await??;
+        }
     }
     let pub_elapsed = start.elapsed();
     let arrivals = receiver.await?;
     publisher.disconnect().await;
     sub.disconnect().await;
-    Ok(arrivals.finish(if nodelay { "this client" } else { "this client (Nagle on)" }, qos, count, pub_elapsed))
+    let label = match (api, nodelay) {
+        (Api::Futures, true) => "this client",
+        (Api::Futures, false) => "this client (Nagle on)",
+        (Api::Post, true) => "this client (post)",
+        (Api::Post, false) => "this client (post, Nagle on)",
+    };
+    Ok(arrivals.finish(label, qos, count, pub_elapsed))
 }
 
 /// rumqttc, the most used native Rust client: its event loops polled by tokio tasks.

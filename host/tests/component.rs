@@ -337,6 +337,8 @@ fn a_publish_future_is_small() {
             "an enqueue future is {} bytes, its publish {publish_size}",
             std::mem::size_of_val(&enqueue)
         );
+        let post = client.post(qos1(&payload));
+        assert!(std::mem::size_of_val(&post) <= publish_size + 96, "a post future is {} bytes, its publish {publish_size}", std::mem::size_of_val(&post));
     });
 }
 
@@ -514,6 +516,73 @@ fn enqueued_publishes_complete_as_events_and_clones_share_the_connection() {
         tokens.sort();
         assert_eq!(done, tokens, "each token completes exactly once");
         assert_eq!(lo.with(|s| s.received.len()), 50, "all 50 reached the broker");
+        client.disconnect().await;
+        ticker.abort();
+    });
+}
+
+/// `post` returns at once while fewer than `max_queued` of its publishes are outstanding,
+/// then waits for one to complete; a publish the client will not take comes back as
+/// `Refused` with why, under its own token, and takes no room for good. Tokens of `post`
+/// and `enqueue` never clash on the one event stream.
+#[test]
+fn post_waits_at_max_queued_and_reports_a_refused_publish_as_an_event() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let lo = Loopback::new();
+        let component = ComponentFile::embedded().unwrap();
+        let mut cfg = default_config("broker", "dev-1");
+        (cfg.max_inflight, cfg.max_queued) = (2, 3);
+        let d = Device::new(&component, Box::new(lo.clone()), cfg, "dev-1").unwrap();
+        let ticker = follow_tokio_time(&lo);
+        let mut client = mqtt_host::Client::spawn(d);
+        client.connect().await.unwrap();
+        lo.hold_acks(true);
+        // An enqueue first: its token comes from the count `post`'s do (the device's
+        // would be 1, as the first post's).
+        let first = client.enqueue(qos1(b"enqueued")).await.unwrap();
+        let bad = client.post(Publish::new("no/#/wildcards", "x", Qos::AtLeastOnce)).await.unwrap();
+        let wait = std::time::Duration::from_secs(5);
+        let why = loop {
+            match tokio::time::timeout(wait, client.next_event()).await.expect("the refusal arrives") {
+                Some(mqtt_host::ClientEvent::Refused { token, why }) if token == bad => break why,
+                Some(mqtt_host::ClientEvent::Refused { token, why }) => panic!("refused {token}: {why}"),
+                Some(_) => {}
+                None => panic!("client stopped"),
+            }
+        };
+        assert!(why.contains("wildcard"), "{why}");
+        // The refused one gave its room back: three more go at once, the fourth waits.
+        let mut tokens = Vec::new();
+        for i in 0..3u8 {
+            let t = tokio::time::timeout(wait, client.post(qos1(&[i]))).await.expect("room for max_queued");
+            tokens.push(t.unwrap());
+        }
+        let other = client.clone();
+        let fourth = tokio::spawn(async move { other.post(qos1(&[3])).await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!fourth.is_finished(), "a fourth post returned while max_queued (3) were outstanding");
+        lo.hold_acks(false);
+        lo.release_acks();
+        tokens.push(tokio::time::timeout(wait, fourth).await.expect("room once a PUBACK came").unwrap().unwrap());
+        tokens.push(first);
+        tokens.sort();
+        let mut done = Vec::new();
+        while done.len() < 5 {
+            match tokio::time::timeout(wait, client.next_event()).await.expect("completions arrive") {
+                Some(mqtt_host::ClientEvent::Published(t)) => done.push(t),
+                Some(mqtt_host::ClientEvent::Up { .. } | mqtt_host::ClientEvent::Link(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        done.sort();
+        let mut distinct = tokens.clone();
+        distinct.push(bad);
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 6, "no token given twice: {tokens:?}, refused {bad}");
+        assert_eq!(done, tokens, "each completes once, under the token post or enqueue returned");
+        assert!(!tokens.contains(&bad));
         client.disconnect().await;
         ticker.abort();
     });

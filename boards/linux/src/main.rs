@@ -345,6 +345,7 @@ fn report(debug: bool, e: &ClientEvent) {
         ClientEvent::Error(e) => format!("error: {e}"),
         ClientEvent::PublishFailed { token, reason } => format!("publish {token} failed: reason {reason:#04x}"),
         ClientEvent::Published(token) => format!("publish {token} done"),
+        ClientEvent::Refused { token, why } => format!("publish {token} refused: {why}"),
         ClientEvent::Message(m) => format!("message on {} ({} bytes, QoS {})", m.topic, m.payload.len(), m.qos as u8),
     };
     eprintln!("{} {line}", now());
