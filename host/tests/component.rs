@@ -430,6 +430,19 @@ fn linear_memory_stays_under_256_kib_through_10k_qos1_publishes_with_100_in_flig
     assert!(peak < 256 * 1024, "linear memory reached {peak} bytes (started at {start})");
 }
 
+/// An async client on `lo`, connected, with the window and queue given, and the task that
+/// moves `lo`'s clock with tokio's.
+async fn connected_client(lo: &Loopback, max_inflight: u16, max_queued: u32) -> (mqtt_host::Client, tokio::task::JoinHandle<()>) {
+    let component = ComponentFile::embedded().unwrap();
+    let mut cfg = default_config("broker", "dev-1");
+    (cfg.max_inflight, cfg.max_queued) = (max_inflight, max_queued);
+    let d = Device::new(&component, Box::new(lo.clone()), cfg, "dev-1").unwrap();
+    let ticker = follow_tokio_time(lo);
+    let client = mqtt_host::Client::spawn(d);
+    client.connect().await.unwrap();
+    (client, ticker)
+}
+
 /// A full queue (`max_queued` requests the broker has not acknowledged) makes the async
 /// client's publishers wait, in order, and not fail: the device refuses with `QueueFull`,
 /// and the driver offers the publish again as acknowledgements make room.
@@ -438,13 +451,7 @@ fn a_full_queue_makes_publishers_wait_instead_of_failing() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let lo = Loopback::new();
-        let component = ComponentFile::embedded().unwrap();
-        let mut cfg = default_config("broker", "dev-1");
-        (cfg.max_inflight, cfg.max_queued) = (2, 3);
-        let d = Device::new(&component, Box::new(lo.clone()), cfg, "dev-1").unwrap();
-        let ticker = follow_tokio_time(&lo);
-        let mut client = mqtt_host::Client::spawn(d);
-        client.connect().await.unwrap();
+        let (mut client, ticker) = connected_client(&lo, 2, 3).await;
         let subs = vec![mqtt_host::Subscription { filter: "t".into(), qos: Qos::AtMostOnce, no_local: false, retain_as_published: false, retain_handling: 0 }];
         client.subscribe(subs).await.unwrap();
         lo.hold_acks(true);
@@ -530,13 +537,7 @@ fn post_waits_at_max_queued_and_reports_a_refused_publish_as_an_event() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let lo = Loopback::new();
-        let component = ComponentFile::embedded().unwrap();
-        let mut cfg = default_config("broker", "dev-1");
-        (cfg.max_inflight, cfg.max_queued) = (2, 3);
-        let d = Device::new(&component, Box::new(lo.clone()), cfg, "dev-1").unwrap();
-        let ticker = follow_tokio_time(&lo);
-        let mut client = mqtt_host::Client::spawn(d);
-        client.connect().await.unwrap();
+        let (mut client, ticker) = connected_client(&lo, 2, 3).await;
         lo.hold_acks(true);
         // An enqueue first: its token comes from the count `post`'s do (the device's
         // would be 1, as the first post's).
