@@ -227,7 +227,7 @@ impl Client {
     /// nothing about the client having taken the publish: with a store, one that a power
     /// cut interrupts before the client took it is lost. From one task, a sequence of
     /// `enqueue` calls waits for the task once per call (30–35k QoS 1 messages a second in
-    /// `mqtt-bench` against 40–45k for `post`); `post`s go to the client in batches.
+    /// `mqtt-bench` peer runs against 37–44k for `post`); `post`s go to the client in batches.
     #[allow(clippy::manual_async_fn)] // on purpose: see the first comment inside
     pub fn post(&self, p: Publish) -> impl std::future::Future<Output = Result<Token, Error>> + Send + '_ {
         // An `async` block rather than an `async fn`: the fn would copy `p` from its
