@@ -576,6 +576,27 @@ impl Driver {
         answered
     }
 
+    /// Reports the outcome of the publish the device knows as `t` (`Err`: the reason code)
+    /// where its completion goes.
+    fn complete(&mut self, t: Token, outcome: Result<(), u8>) {
+        let token = match self.in_flight.remove(t) {
+            Some(Completion::Answer(w)) => {
+                let _ = w.send(outcome.map_err(Error::PublishFailed));
+                return;
+            }
+            Some(Completion::Enqueued(token)) => token,
+            Some(Completion::Posted(token)) => {
+                self.settled += 1;
+                token
+            }
+            None => return,
+        };
+        let _ = self.events.send(match outcome {
+            Ok(()) => ClientEvent::Published(token),
+            Err(reason) => ClientEvent::PublishFailed { token, reason },
+        });
+    }
+
     fn poll(&mut self) -> Result<(), DeviceError> {
         let events = self.device.poll_taking(self.backlog.room() as u32)?;
         self.room_may_open |= !events.is_empty();
@@ -596,24 +617,8 @@ impl Driver {
                         let _ = w.send(Err(Error::ConnectFailed(why.clone())));
                     }
                 }
-                Event::Published(t) => match self.in_flight.remove(t) {
-                    Some(Completion::Answer(w)) => drop(w.send(Ok(()))),
-                    Some(Completion::Enqueued(token)) => drop(self.events.send(ClientEvent::Published(token))),
-                    Some(Completion::Posted(token)) => {
-                        self.settled += 1;
-                        let _ = self.events.send(ClientEvent::Published(token));
-                    }
-                    None => {}
-                },
-                Event::PublishFailed((t, reason)) => match self.in_flight.remove(t) {
-                    Some(Completion::Answer(w)) => drop(w.send(Err(Error::PublishFailed(reason)))),
-                    Some(Completion::Enqueued(token)) => drop(self.events.send(ClientEvent::PublishFailed { token, reason })),
-                    Some(Completion::Posted(token)) => {
-                        self.settled += 1;
-                        let _ = self.events.send(ClientEvent::PublishFailed { token, reason });
-                    }
-                    None => {}
-                },
+                Event::Published(t) => self.complete(t, Ok(())),
+                Event::PublishFailed((t, reason)) => self.complete(t, Err(reason)),
                 Event::Subscribed((t, codes)) | Event::Unsubscribed((t, codes)) => {
                     if let Some(w) = self.sub_waiters.remove(&t) {
                         let _ = w.send(Ok(codes));
