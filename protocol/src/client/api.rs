@@ -189,6 +189,7 @@ impl Client {
                 Request::Unsubscribe(filters) => Event::Unsubscribed { token, codes: alloc::vec![FAILED; filters.len()] },
             });
         }
+        self.sub_waits = 0;
         for f in core::mem::take(&mut self.inflight) {
             self.forget(f.key);
             let Some(token) = f.token else { continue };

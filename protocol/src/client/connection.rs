@@ -321,6 +321,7 @@ impl Client {
             self.record(crate::store::Store::clear_received);
         }
         let mut inflight = core::mem::take(&mut self.inflight);
+        self.sub_waits = 0;
         if self.faulty(TestFault::ResendReversed) {
             inflight.make_contiguous().reverse();
         }

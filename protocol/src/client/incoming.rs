@@ -5,7 +5,9 @@ use super::*;
 impl Client {
     pub(super) fn take_inflight(&mut self, pid: PacketId, want: fn(&Waiting) -> bool) -> Option<InFlight> {
         let i = self.inflight.iter().position(|f| f.pid == pid && want(&f.waiting))?;
-        take_at(&mut self.inflight, i)
+        let f = take_at(&mut self.inflight, i)?;
+        self.sub_waits -= usize::from(f.waiting.is_sub_wait());
+        Some(f)
     }
 
     pub(super) fn handle_packet(&mut self, now: Instant, packet: Packet) {

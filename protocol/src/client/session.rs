@@ -14,7 +14,7 @@ impl Client {
     }
 
     pub(super) fn inflight_publishes(&self) -> usize {
-        self.inflight.iter().filter(|f| matches!(f.waiting, Waiting::Publish(_) | Waiting::Release)).count()
+        self.inflight.len().saturating_sub(self.sub_waits)
     }
 
     /// The next free packet id after the last one given. Ids go round 1..=65535 in order, so
@@ -49,17 +49,9 @@ impl Client {
         if !matches!(self.state, State::Connected) {
             return;
         }
-        // Every entry in flight, an upper bound on the publishes among them: exact unless a
-        // subscribe or unsubscribe is in flight. Counting (a walk over the window, on every
-        // request queued) waits until the bound says the window is full.
-        let mut in_window = self.inflight.len();
-        let mut counted = false;
+        let mut in_window = self.inflight_publishes();
         while let Some(front) = self.pending.front() {
             let needs_slot = matches!(&front.request, Request::Publish(p) if p.qos != QoS::AtMostOnce);
-            if needs_slot && in_window >= self.window() && !counted {
-                in_window = self.inflight_publishes();
-                counted = true;
-            }
             if needs_slot && in_window >= self.window() {
                 break;
             }
@@ -135,6 +127,7 @@ impl Client {
             self.pids_free_ahead = 0;
         }
         lower(&mut self.ack_floor, f.sent_at);
+        self.sub_waits += usize::from(f.waiting.is_sub_wait());
         self.inflight.push_back(f);
     }
 
