@@ -634,8 +634,10 @@ fn cancelled_inflight_publish_keeps_its_packet_id_until_acknowledged() {
     assert_ne!(next, id);
 }
 
-/// The window counts publishes only: a subscribe waiting for its SUBACK takes no slot, and
-/// the window, once full, opens again with an acknowledgement.
+/// The window counts publishes only: a subscribe waiting for its SUBACK takes no slot, in
+/// this connection or a resumed one, its SUBACK frees none, and the window, once full, opens
+/// again with an acknowledgement. (The client counts the subscribes in flight rather than
+/// walking the window: a count that missed one of those steps fails here.)
 #[test]
 fn a_subscribe_in_flight_takes_no_publish_slot() {
     let mut cfg = config(false);
