@@ -6,8 +6,10 @@
 //! ```
 //!
 //! Peers run one after another against the same Mosquitto, interleaved run by run, so a
-//! noisy neighbour hits them alike; the table shows medians over `--runs` and ratios
-//! against rumqttc computed from those medians.
+//! noisy neighbour hits them alike; the table shows medians over `--runs`, and each ratio
+//! against rumqttc is the median of the ratios round by round (a run beside rumqttc's run in
+//! the same round), which the machine's load drifting between rounds moves less than a ratio
+//! of the two medians.
 
 mod broker;
 mod codec_size;
@@ -166,6 +168,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// The median over the rounds of `f(run) / f(base's run in the same round)`; `None` when
+/// no round has a figure to divide by.
+fn paired_ratio(runs: &[PeerRun], base: &[PeerRun], f: fn(&PeerRun) -> f64) -> Option<f64> {
+    let ratios: Vec<f64> = runs.iter().zip(base).filter(|(_, b)| f(b) > 0.0).map(|(r, b)| f(r) / f(b)).collect();
+    (!ratios.is_empty()).then(|| median(ratios))
+}
+
 /// The median of each figure over a peer's runs.
 fn medians(runs: &[PeerRun]) -> PeerRun {
     let m = |f: fn(&PeerRun) -> f64| median(runs.iter().map(f).collect());
@@ -285,13 +294,14 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     let table: Vec<PeerRun> = results.iter().map(|r| medians(r)).collect();
+    let rumqttc_runs = |qos: u8| results.iter().find(|runs| runs.first().is_some_and(|r| r.qos == qos && r.client == peers::RUMQTTC));
     let _ = writeln!(md, "## Throughput and latency against a local Mosquitto\n");
-    let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW} and as many publishes waiting in each client (rumqttc's request channel holds that many; every publisher keeps at most twice the window outstanding), {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc with TCP_NODELAY (this client sets it by default; paho-mqtt leaves Nagle on, its only setting) in the same table; rumqttc's own default, Nagle on, is a row of its own, beside this client with Nagle on (`TokioPlatform::with_nagle`). CPU per message: user + system time of the whole peer process (publisher and subscriber) per message sent. `this client` holds a `publish(..).await` future per publish (in a `FuturesUnordered`); `this client (post)` hands each to `post` and counts completions off the event stream in another task, as the rumqttc publisher counts PUBACKs off its event loop.\n", count, peers::PAYLOAD, mosquitto_version);
+    let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW} and as many publishes waiting in each client (rumqttc's request channel holds that many; every publisher keeps at most twice the window outstanding), {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc with TCP_NODELAY (this client sets it by default; paho-mqtt leaves Nagle on, its only setting): the median of the ratios round by round, each run against rumqttc's in the same round; rumqttc's own default, Nagle on, is a row of its own, beside this client with Nagle on (`TokioPlatform::with_nagle`). CPU per message: user + system time of the whole peer process (publisher and subscriber) per message sent. `this client` holds a `publish(..).await` future per publish (in a `FuturesUnordered`); `this client (post)` hands each to `post` and counts completions off the event stream in another task, as the rumqttc publisher counts PUBACKs off its event loop.\n", count, peers::PAYLOAD, mosquitto_version);
     let _ = writeln!(md, "| client | QoS | publisher msg/s | subscriber msg/s | received | p50 latency | p99 latency | peak RSS | CPU per message | publisher vs rumqttc | subscriber vs rumqttc | CPU vs rumqttc |");
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in &table {
-        let base = table.iter().find(|b| b.qos == r.qos && b.client == peers::RUMQTTC);
-        let ratio = |a: f64, b: Option<f64>| b.filter(|b| *b > 0.0).map_or("–".into(), |b| format!("{:.2}", a / b));
+    for (r, runs) in table.iter().zip(&results) {
+        let base = rumqttc_runs(r.qos);
+        let ratio = |f: fn(&PeerRun) -> f64| base.and_then(|b| paired_ratio(runs, b, f)).map_or("–".into(), |x| format!("{x:.2}"));
         let _ = writeln!(
             md,
             "| {} | {} | {:.0} | {:.0} | {} / {} | {:.0} µs | {:.0} µs | {:.1} MiB | {:.1} µs | {} | {} | {} |",
@@ -305,9 +315,9 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
             r.p99_us,
             r.peak_rss_kib as f64 / 1024.0,
             r.cpu_us_per_msg,
-            ratio(r.pub_rate, base.map(|b| b.pub_rate)),
-            ratio(r.sub_rate, base.map(|b| b.sub_rate)),
-            ratio(r.cpu_us_per_msg, base.map(|b| b.cpu_us_per_msg))
+            ratio(|r| r.pub_rate),
+            ratio(|r| r.sub_rate),
+            ratio(|r| r.cpu_us_per_msg)
         );
     }
     for n in &notes {
