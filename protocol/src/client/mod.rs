@@ -257,7 +257,7 @@ pub struct Client {
     /// which the window counts on every pump. Counting them by a walk over the window, once
     /// per PUBACK while requests wait, was a tenth of the guest's time in the QoS 1 peer
     /// benchmark (issue 14). Kept by `push_inflight`, `take_inflight` and the two places
-    /// that empty `inflight` (`resume`, `close`).
+    /// that empty `inflight` (`resume`, `disconnect`).
     sub_waits: usize,
     /// No later than the earliest `sent_at` in `inflight`: a lower bound that the ack
     /// timer uses instead of a walk over up to `max_inflight` entries on every poll (see
