@@ -126,6 +126,7 @@ fn peer(client: &str, port: u16, qos: u8, count: u64, window: u16) -> anyhow::Re
         match client {
             "ours" => peers::ours(port, qos, count, window, true, peers::Api::Futures).await,
             "ours-post" => peers::ours(port, qos, count, window, true, peers::Api::Post).await,
+            "ours-loop" => peers::ours(port, qos, count, window, true, peers::Api::EventLoop).await,
             "ours-nagle" => peers::ours(port, qos, count, window, false, peers::Api::Futures).await,
             "rumqttc" => peers::rumqttc(port, qos, count, window, true).await,
             "rumqttc-nagle" => peers::rumqttc(port, qos, count, window, false).await,
@@ -249,7 +250,7 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("paho_peer.py");
     let mut results: Vec<Vec<PeerRun>> = Vec::new();
     let mut notes = Vec::new();
-    let mut clients: Vec<&str> = vec!["ours", "ours-post", "rumqttc", "ours-nagle", "rumqttc-nagle"];
+    let mut clients: Vec<&str> = vec!["ours", "ours-post", "ours-loop", "rumqttc", "ours-nagle", "rumqttc-nagle"];
     if matches!(paho, Some(Ok(_))) {
         clients.push("paho");
     }
@@ -296,7 +297,7 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     let table: Vec<PeerRun> = results.iter().map(|r| medians(r)).collect();
     let rumqttc_runs = |qos: u8| results.iter().find(|runs| runs.first().is_some_and(|r| r.qos == qos && r.client == peers::RUMQTTC));
     let _ = writeln!(md, "## Throughput and latency against a local Mosquitto\n");
-    let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW} and as many publishes waiting in each client (rumqttc's request channel holds that many; every publisher keeps at most twice the window outstanding), {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc with TCP_NODELAY (this client sets it by default; paho-mqtt leaves Nagle on, its only setting): the median of the ratios round by round, each run against rumqttc's in the same round; rumqttc's own default, Nagle on, is a row of its own, beside this client with Nagle on (`TokioPlatform::with_nagle`). CPU per message: user + system time of the whole peer process (publisher and subscriber) per message sent. `this client` holds a `publish(..).await` future per publish (in a `FuturesUnordered`); `this client (post)` hands each to `post` and counts completions off the event stream in another task, as the rumqttc publisher counts PUBACKs off its event loop.\n", count, peers::PAYLOAD, mosquitto_version);
+    let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW} and as many publishes waiting in each client (rumqttc's request channel holds that many; every publisher keeps at most twice the window outstanding), {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc with TCP_NODELAY (this client sets it by default; paho-mqtt leaves Nagle on, its only setting): the median of the ratios round by round, each run against rumqttc's in the same round; rumqttc's own default, Nagle on, is a row of its own, beside this client with Nagle on (`TokioPlatform::with_nagle`). CPU per message: user + system time of the whole peer process (publisher and subscriber) per message sent. `this client` holds a `publish(..).await` future per publish (in a `FuturesUnordered`); `this client (post)` hands each to `post` and counts completions off the event stream in another task, as the rumqttc publisher counts PUBACKs off its event loop; `this client (event loop)` posts too, but makes each client with `Client::new` and runs it in the task that takes its events (the subscriber's receiver, the publisher's completion counter): rumqttc's `AsyncClient` and `EventLoop`, task for task. The first two run each client in a task of its own (`Client::spawn`).\n", count, peers::PAYLOAD, mosquitto_version);
     let _ = writeln!(md, "| client | QoS | publisher msg/s | subscriber msg/s | received | p50 latency | p99 latency | peak RSS | CPU per message | publisher vs rumqttc | subscriber vs rumqttc | CPU vs rumqttc |");
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (r, runs) in table.iter().zip(&results) {

@@ -123,9 +123,12 @@ pub fn peak_rss_kib() -> u64 {
 pub enum Api {
     /// A `publish(..).await` future each, held in a `FuturesUnordered`.
     Futures,
-    /// `post`, with completions counted off the event stream by another task: the shape
-    /// of rumqttc's request channel and event loop below.
+    /// `post`, with completions counted off the event stream by another task.
     Post,
+    /// `post` too, but each client made with `Client::new` and run by the task that takes
+    /// its events (the subscriber's receiver; the publisher's completion counter): the
+    /// shape of rumqttc's `AsyncClient` and `EventLoop` below, task for task.
+    EventLoop,
 }
 
 /// This client: the embedded component on the board's platform (real tokio sockets).
@@ -136,7 +139,7 @@ pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool, ap
     use mqtt_platform_tokio::TokioPlatform;
     let component = ComponentFile::embedded()?;
     let level = mqtt_host::qos_from_level(qos).ok_or_else(|| anyhow::anyhow!("qos {qos}"))?;
-    let connect = |id: &str| -> anyhow::Result<Client> {
+    let connect = |id: &str| -> anyhow::Result<(Client, Events)> {
         let mut cfg = default_config("127.0.0.1", id);
         cfg.port = Some(port);
         // The same window as the other clients get; everything else as a user gets it (the
@@ -144,14 +147,23 @@ pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool, ap
         cfg.max_inflight = window;
         cfg.max_queued = u32::from(window) * 2;
         let platform = if nodelay { TokioPlatform::for_config(&cfg) } else { TokioPlatform::for_config(&cfg).with_nagle() };
-        Ok(Client::spawn(Device::new(&component, Box::new(platform), cfg, id)?))
+        let device = Device::new(&component, Box::new(platform), cfg, id)?;
+        Ok(if api == Api::EventLoop {
+            let (client, event_loop) = Client::new(device);
+            (client, Events::Loop(event_loop))
+        } else {
+            let mut client = Client::spawn(device);
+            let events = client.take_events();
+            (client, Events::Spawned(events))
+        })
     };
     let epoch = Instant::now();
     let topic = format!("bench/ours/{}", std::process::id());
-    let mut sub = connect("bench-ours-sub")?;
-    sub.connect().await?;
-    sub.subscribe(vec![Subscription { filter: topic.clone(), qos: level, no_local: false, retain_as_published: false, retain_handling: 0 }]).await?;
-    let mut events = sub.take_events();
+    let (sub, mut events) = connect("bench-ours-sub")?;
+    events.run_until(sub.connect()).await?;
+    events
+        .run_until(sub.subscribe(vec![Subscription { filter: topic.clone(), qos: level, no_local: false, retain_as_published: false, retain_handling: 0 }]))
+        .await?;
     let receiver = tokio::spawn(async move {
         let mut a = Arrivals::default();
         while (a.latencies.len() as u64) < count {
@@ -161,13 +173,15 @@ pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool, ap
                 Ok(None) | Err(_) => break,
             }
         }
-        a
+        (a, events)
     });
-    let mut publisher = connect("bench-ours-pub")?;
-    publisher.connect().await?;
+    let (publisher, mut completions) = connect("bench-ours-pub")?;
+    completions.run_until(publisher.connect()).await?;
     let start = Instant::now();
-    match api {
+    let completions = match api {
         Api::Futures => {
+            // The events (none but `Up` here) are not this publisher's concern; the handle
+            // keeps the client running.
             let mut pending = FuturesUnordered::new();
             for _ in 0..count {
                 if pending.len() >= outstanding(window) {
@@ -180,11 +194,11 @@ pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool, ap
             while let Some(r) = pending.next().await {
                 r?;
             }
+            completions
         }
-        Api::Post => {
+        Api::Post | Api::EventLoop => {
             // `post` waits while `max_queued` (twice the window, as above) of its
             // publishes are outstanding.
-            let mut completions = publisher.take_events();
             let done = tokio::spawn(async move {
                 let mut completed = 0u64;
                 while completed < count {
@@ -196,25 +210,59 @@ pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool, ap
                         None => anyhow::bail!("the publisher stopped"),
                     }
                 }
-                Ok(())
+                Ok(completions)
             });
             for _ in 0..count {
                 publisher.post(mqtt_host::Publish::new(topic.as_str(), stamp(epoch), level)).await?;
             }
-            done.await??;
+            done.await??
         }
-    }
+    };
     let pub_elapsed = start.elapsed();
-    let arrivals = receiver.await?;
-    publisher.disconnect().await;
-    sub.disconnect().await;
+    let (arrivals, events) = receiver.await?;
+    let (mut completions, mut events) = (completions, events);
+    completions.run_until(publisher.disconnect()).await;
+    events.run_until(sub.disconnect()).await;
     let label = match (api, nodelay) {
         (Api::Futures, true) => "this client",
         (Api::Futures, false) => "this client (Nagle on)",
         (Api::Post, true) => "this client (post)",
         (Api::Post, false) => "this client (post, Nagle on)",
+        (Api::EventLoop, true) => "this client (event loop)",
+        (Api::EventLoop, false) => "this client (event loop, Nagle on)",
     };
     Ok(arrivals.finish(label, qos, count, pub_elapsed))
+}
+
+/// A client's events: its stream from `Client::spawn`'s task, or its `EventLoop`, which
+/// runs the client only while polled.
+enum Events {
+    Spawned(mqtt_host::Events),
+    Loop(mqtt_host::EventLoop),
+}
+
+impl Events {
+    async fn next(&mut self) -> Option<mqtt_host::ClientEvent> {
+        match self {
+            Events::Spawned(e) => e.next().await,
+            Events::Loop(l) => l.poll().await,
+        }
+    }
+
+    /// Awaits `f` (a `connect`, `subscribe` or `disconnect`), polling the events meanwhile
+    /// (an event loop's client only runs while polled); what they report is not needed.
+    async fn run_until<T>(&mut self, f: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(f);
+        loop {
+            tokio::select! {
+                r = &mut f => return r,
+                e = self.next() => if e.is_none() {
+                    // Stopped: the future answers (`Stopped`, or at once for `disconnect`).
+                    return f.await;
+                },
+            }
+        }
+    }
 }
 
 /// rumqttc, the most used native Rust client: its event loops polled by tokio tasks.

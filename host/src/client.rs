@@ -2,10 +2,13 @@
 //! `publish(..).await` that returns when the broker acknowledged, and an event stream for
 //! messages, up/down and link changes.
 //!
-//! The device runs in its own tokio task, which polls it when a command arrives, the
-//! platform's wakeup fires, or the client's deadline passes.
+//! A driver polls the device when a command arrives, the platform's wakeup fires, or the
+//! client's deadline passes. It runs in a tokio task of its own ([`Client::spawn`]: events
+//! come on the handle's stream), or in whichever task polls its [`EventLoop`]
+//! ([`Client::new`], rumqttc's shape: events come from the loop, with no hop between tasks).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,14 +162,31 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 const LINK_POLL: Duration = Duration::from_millis(1000);
 
 impl Client {
-    /// Move `device` into a task on the current tokio runtime.
+    /// Move `device` into a task on the current tokio runtime; its events come on
+    /// [`Client::next_event`].
     pub fn spawn(device: Device) -> Client {
-        let (commands, rx) = mpsc::unbounded_channel();
         let (tx, events) = mpsc::unbounded_channel();
+        let (client, event_loop) = Client::with_outbox(device, Outbox::Channel(tx), events);
+        tokio::spawn((*event_loop.driver).run(event_loop.commands));
+        client
+    }
+
+    /// A handle on `device` and the [`EventLoop`] that runs it, in the task that polls it
+    /// (rumqttc's `AsyncClient::new` shape): nothing happens while no one polls the loop.
+    /// Events come only from [`EventLoop::poll`] (this handle's [`Client::next_event`] is
+    /// `None`). Saves a task and a wakeup per batch of events over [`Client::spawn`]
+    /// where one task both drives the client and handles its events, a subscriber say.
+    pub fn new(device: Device) -> (Client, EventLoop) {
+        let (_, closed) = mpsc::unbounded_channel();
+        Client::with_outbox(device, Outbox::Local(VecDeque::new()), closed)
+    }
+
+    fn with_outbox(device: Device, outbox: Outbox, events: mpsc::UnboundedReceiver<ClientEvent>) -> (Client, EventLoop) {
+        let (commands, rx) = mpsc::unbounded_channel();
         let backlog = Arc::new(Backlog { limit: device.config().queue_len as usize, held: AtomicUsize::new(0), room: Notify::new() });
         let tokens = Arc::new(EventTokens { next: AtomicU64::new(1), room: Semaphore::new(device.config().max_queued as usize) });
-        tokio::spawn(Driver::new(device, tx, backlog.clone(), tokens.clone()).run(rx));
-        Client { commands, events: Events(events, backlog), tokens }
+        let driver = Box::new(Driver::new(device, outbox, backlog.clone(), tokens.clone()));
+        (Client { commands, events: Events(events, backlog), tokens }, EventLoop { driver, commands: rx, finished: false })
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
@@ -327,6 +347,66 @@ impl Events {
     }
 }
 
+/// Runs a client made with [`Client::new`] in the task that polls it.
+pub struct EventLoop {
+    /// Boxed: a driver is ~1.7 KB (the device's store), moved with the loop otherwise.
+    driver: Box<Driver>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    finished: bool,
+}
+
+impl EventLoop {
+    /// Drives the client until it has something to report, and returns that: a message,
+    /// a completion, up/down… `None` once the client is finished (every [`Client`] handle
+    /// dropped, or the component failed for good: an [`ClientEvent::Error`] says why
+    /// first). Cancel-safe: a poll dropped while it waits (in a `select!` or a timeout)
+    /// loses nothing.
+    pub async fn poll(&mut self) -> Option<ClientEvent> {
+        loop {
+            if let Outbox::Local(held) = &mut self.driver.events
+                && let Some(e) = held.pop_front()
+            {
+                let e = Some(e);
+                self.driver.backlog.taken(&e);
+                return e;
+            }
+            if self.finished {
+                return None;
+            }
+            if !self.driver.turn(&mut self.commands).await {
+                self.finished = true;
+                // What the handles ask from now on fails (`Stopped`), as it does once
+                // `Client::spawn`'s task has ended: the requests already here are dropped
+                // with their replies.
+                self.commands.close();
+                while self.commands.try_recv().is_ok() {}
+            }
+        }
+    }
+}
+
+/// Where the driver puts what the application hears about.
+enum Outbox {
+    /// [`Client::spawn`]: to the handle's event stream, from the driver's task.
+    Channel(mpsc::UnboundedSender<ClientEvent>),
+    /// [`Client::new`]: kept until [`EventLoop::poll`] returns it.
+    Local(VecDeque<ClientEvent>),
+}
+
+impl Outbox {
+    fn push(&mut self, e: ClientEvent) {
+        match self {
+            Outbox::Channel(tx) => drop(tx.send(e)),
+            Outbox::Local(held) => held.push_back(e),
+        }
+    }
+
+    /// Whether events wait for an [`EventLoop::poll`] to return them.
+    fn holds_any(&self) -> bool {
+        matches!(self, Outbox::Local(held) if !held.is_empty())
+    }
+}
+
 /// Who waits for a publish the client has not taken yet.
 enum Publisher {
     /// `publish().await`: answered at completion.
@@ -358,8 +438,15 @@ struct Driver {
     /// False from a `QueueFull` until a poll reports something: only what a poll hands over
     /// (completions, messages taken) makes room, so offering before that is a call for nothing.
     room_may_open: bool,
-    events: mpsc::UnboundedSender<ClientEvent>,
+    events: Outbox,
     backlog: Arc<Backlog>,
+    /// Wakes the driver when a socket is ready (the platform's wakeup; `None`: it has none).
+    wake: Option<Arc<Notify>>,
+    /// One timer for the driver's life, re-armed only when it must fire earlier: a new
+    /// timer per turn cost a timer-wheel insertion and removal per batch of requests or
+    /// messages. Firing early only costs a poll that finds nothing due. Made on the first
+    /// turn, so that [`Client::new`] may be called outside a tokio runtime.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     connect_waiters: Vec<Reply<()>>,
     /// Publishes the client took, each with where its completion goes: one map, so that a
     /// completion is one lookup whichever way the publish was made.
@@ -380,13 +467,16 @@ impl Drop for Driver {
 }
 
 impl Driver {
-    fn new(device: Device, events: mpsc::UnboundedSender<ClientEvent>, backlog: Arc<Backlog>, tokens: Arc<EventTokens>) -> Self {
+    fn new(mut device: Device, events: Outbox, backlog: Arc<Backlog>, tokens: Arc<EventTokens>) -> Self {
+        let wake = device.platform_mut().wakeup();
         Driver {
             device,
             waiting_room: VecDeque::new(),
             room_may_open: true,
             events,
             backlog,
+            wake,
+            sleep: None,
             connect_waiters: Vec::new(),
             in_flight: TokenMap::new(),
             sub_waiters: BTreeMap::new(),
@@ -396,67 +486,77 @@ impl Driver {
         }
     }
 
+    /// `Client::spawn`'s task: turns until the client is finished.
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
-        let wake = self.device.platform_mut().wakeup();
-        // One timer for the task's life, re-armed only when it must fire earlier: a new
-        // timer per turn cost a timer-wheel insertion and removal per batch of requests or
-        // messages. Firing early only costs a poll that finds nothing due.
-        let sleep = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(sleep);
-        loop {
-            if let Err(e) = self.poll() {
-                let _ = self.events.send(ClientEvent::Error(e.to_string()));
-                return;
-            }
-            // What the poll completed may have made room (or, after `disconnect`, the
-            // refusals answer the waiting); what that hands over is polled at once.
-            if self.offer_waiting() {
-                continue;
-            }
-            let now = self.device.platform_mut().now_ms();
-            let deadline = self.device.next_deadline().ok().flatten();
-            let mut wait = deadline.map_or(Duration::from_secs(3600), |d| Duration::from_millis(d.saturating_sub(now)));
-            wait = wait.min(if wake.is_none() { IDLE_POLL } else { LINK_POLL });
-            let due = tokio::time::Instant::now() + wait;
-            if sleep.is_elapsed() || due < sleep.deadline() {
-                sleep.as_mut().reset(due);
-            }
-            if self.settled > 0 {
-                self.tokens.room.add_permits(std::mem::take(&mut self.settled));
-            }
-            let notified = async {
-                match &wake {
-                    Some(n) => n.notified().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                cmd = commands.recv() => match cmd {
-                    Some(cmd) => {
-                        self.command(cmd);
-                        // Requests that queued up meanwhile go in before the next poll: one
-                        // poll, one deadline query and one timer per batch, not per request
-                        // (an application with many publishes in flight sends them in bursts).
-                        for _ in 1..MAX_BATCH {
-                            match commands.try_recv() {
-                                Ok(cmd) => self.command(cmd),
-                                Err(_) => break,
-                            }
-                        }
-                        // The batch's publishes, handed over together before the poll
-                        // that sends them.
-                        self.offer_waiting();
-                    }
-                    None => {
-                        let _ = self.device.disconnect();
-                        return;
-                    }
-                },
-                _ = notified => {}
-                _ = self.backlog.room.notified() => {}
-                _ = &mut sleep => {}
-            }
+        while self.turn(&mut commands).await {}
+    }
+
+    /// One turn: poll the client and hand it what waits; then, unless that reported
+    /// something an [`EventLoop`] should return first, wait for a command, the platform,
+    /// room for messages or the deadline, and take what came. False once the client is
+    /// finished (its handles dropped, or the component failed for good).
+    ///
+    /// Cancel-safe: the only await is the wait, and nothing is taken until it ends.
+    async fn turn(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> bool {
+        if let Err(e) = self.poll() {
+            self.emit(ClientEvent::Error(e.to_string()));
+            return false;
         }
+        if self.settled > 0 {
+            // One `add_permits` a turn, not one a publish: it takes the semaphore's lock.
+            self.tokens.room.add_permits(std::mem::take(&mut self.settled));
+        }
+        // What the poll completed may have made room (or, after `disconnect`, the
+        // refusals answer the waiting); what that hands over is polled at once.
+        if self.offer_waiting() || self.events.holds_any() {
+            return true;
+        }
+        let now = self.device.platform_mut().now_ms();
+        let deadline = self.device.next_deadline().ok().flatten();
+        let mut wait = deadline.map_or(Duration::from_secs(3600), |d| Duration::from_millis(d.saturating_sub(now)));
+        wait = wait.min(if self.wake.is_none() { IDLE_POLL } else { LINK_POLL });
+        let due = tokio::time::Instant::now() + wait;
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if sleep.is_elapsed() || due < sleep.deadline() {
+            sleep.as_mut().reset(due);
+        }
+        let notified = async {
+            match &self.wake {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                Some(cmd) => {
+                    self.command(cmd);
+                    // Requests that queued up meanwhile go in before the next poll: one
+                    // poll, one deadline query and one timer per batch, not per request
+                    // (an application with many publishes in flight sends them in bursts).
+                    for _ in 1..MAX_BATCH {
+                        match commands.try_recv() {
+                            Ok(cmd) => self.command(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                    // The batch's publishes, handed over together before the poll
+                    // that sends them.
+                    self.offer_waiting();
+                }
+                None => {
+                    let _ = self.device.disconnect();
+                    return false;
+                }
+            },
+            _ = notified => {}
+            _ = self.backlog.room.notified() => {}
+            _ = sleep.as_mut() => {}
+        }
+        true
+    }
+
+    fn emit(&mut self, e: ClientEvent) {
+        self.events.push(e);
     }
 
     fn command(&mut self, cmd: Command) {
@@ -559,7 +659,7 @@ impl Driver {
                                 Publisher::Enqueued(reply) => drop(reply.send(Err(e.into()))),
                                 Publisher::Posted(token) => {
                                     self.settled += 1;
-                                    let _ = self.events.send(ClientEvent::Refused { token, why: e.to_string() });
+                                    self.emit(ClientEvent::Refused { token, why: e.to_string() });
                                 }
                             }
                         }
@@ -591,7 +691,7 @@ impl Driver {
             }
             None => return,
         };
-        let _ = self.events.send(match outcome {
+        self.emit(match outcome {
             Ok(()) => ClientEvent::Published(token),
             Err(reason) => ClientEvent::PublishFailed { token, reason },
         });
@@ -606,7 +706,7 @@ impl Driver {
                     for w in self.connect_waiters.drain(..) {
                         let _ = w.send(Ok(()));
                     }
-                    let _ = self.events.send(ClientEvent::Up { session_present });
+                    self.emit(ClientEvent::Up { session_present });
                 }
                 Event::ConnectFailed(why) => {
                     let why = match self.device.platform_mut().take_failure() {
@@ -630,23 +730,23 @@ impl Driver {
                     }
                 }
                 Event::Down(d) => {
-                    let _ = self.events.send(ClientEvent::Down(d));
+                    self.emit(ClientEvent::Down(d));
                 }
                 Event::Message(m) => {
                     self.backlog.held.fetch_add(1, Ordering::AcqRel);
-                    let _ = self.events.send(ClientEvent::Message(m));
+                    self.emit(ClientEvent::Message(m));
                 }
                 Event::Link(l) => {
-                    let _ = self.events.send(ClientEvent::Link(l));
+                    self.emit(ClientEvent::Link(l));
                 }
                 Event::Discarded(n) => {
-                    let _ = self.events.send(ClientEvent::Discarded(n));
+                    self.emit(ClientEvent::Discarded(n));
                 }
                 Event::Auth((reason, data)) => {
-                    let _ = self.events.send(ClientEvent::Auth { reason, data });
+                    self.emit(ClientEvent::Auth { reason, data });
                 }
                 Event::Error(e) => {
-                    let _ = self.events.send(ClientEvent::Error(e));
+                    self.emit(ClientEvent::Error(e));
                 }
             }
         }

@@ -34,7 +34,7 @@ pub use bindings::exports::mqtt_as::client::client::{
 pub use bindings::mqtt_as::client::log::Level as LogLevel;
 pub use bindings::mqtt_as::client::socket::{SocketError, SocketState, TlsParams};
 pub use bindings::mqtt_as::client::wifi::LinkState;
-pub use client::{Client, ClientEvent, Error as ClientCallError, Events};
+pub use client::{Client, ClientEvent, Error as ClientCallError, EventLoop, Events};
 pub use component::{with_test_fault, ComponentFile, CORE_MODULE_PATH, EMBEDDED_COMPONENT, FAULTY_COMPONENT, RUSTC_CORE_MODULE_PATH};
 pub use config_builder::{ConfigBuilder, ConfigValue};
 pub use device::{brokers, Device, DeviceError, Publish, Token, MAX_GUEST_MEMORY};

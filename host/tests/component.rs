@@ -317,6 +317,73 @@ fn follow_tokio_time(lo: &Loopback) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// `Client::new`'s event loop runs the client only while polled, in the polling task: it
+/// may be made outside a runtime; a poll dropped while it waits (here every one that would
+/// wait) loses nothing; `post` completions and messages come from `poll`; and once every
+/// handle is gone, the client disconnects and `poll` says `None` for good.
+#[test]
+fn an_event_loop_runs_the_client_while_polled_and_ends_with_its_handles() {
+    let lo = Loopback::new();
+    let (client, mut event_loop) = mqtt_host::Client::new(device(&lo));
+    // Paused: tokio's clock moves only when every task waits, so the virtual time the exchange
+    // takes says whether the loop ever waited with events in hand.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    rt.block_on(async {
+        let ticker = follow_tokio_time(&lo);
+        let handle = client.clone();
+        let start = tokio::time::Instant::now();
+        let app = tokio::spawn(async move {
+            handle.connect().await.unwrap();
+            let subs = vec![mqtt_host::Subscription::new("echo/#", Qos::AtLeastOnce)];
+            assert_eq!(handle.subscribe(subs).await.unwrap(), vec![1]);
+            let mut tokens = Vec::new();
+            for i in 0..20u8 {
+                tokens.push(handle.post(Publish::new("echo/1", vec![i], Qos::AtLeastOnce)).await.unwrap());
+            }
+            tokens
+        });
+        let (mut messages, mut published, mut dropped, mut turns) = (Vec::new(), Vec::new(), 0, 0);
+        while messages.len() < 20 || published.len() < 20 {
+            // Every other poll is awaited (and must not wait while it holds events), the
+            // rest dropped if they would wait.
+            turns += 1;
+            let polled = if turns % 2 == 0 { Some(event_loop.poll().await) } else { polled_once(event_loop.poll()).await };
+            match polled {
+                Some(Some(mqtt_host::ClientEvent::Message(m))) => messages.push(m.payload[0]),
+                Some(Some(mqtt_host::ClientEvent::Published(t))) => published.push(t),
+                Some(Some(_)) => {}
+                Some(None) => panic!("the client stopped"),
+                None => {
+                    dropped += 1;
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        assert!(dropped > 0, "polls were dropped while they waited");
+        assert_eq!(start.elapsed(), std::time::Duration::ZERO, "no poll waited while it held events");
+        assert_eq!(messages, (0..20).collect::<Vec<u8>>(), "every message, in order");
+        assert_eq!(published, app.await.unwrap(), "every post completed, in order");
+        drop(client);
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async { while event_loop.poll().await.is_some() {} }).await;
+        assert!(ended.is_ok(), "with every handle gone the loop ends");
+        assert!(event_loop.poll().await.is_none(), "and stays ended");
+        assert!(!lo.with(|s| s.broker.is_connected("dev-1")), "the client left the broker");
+        ticker.abort();
+    });
+}
+
+/// Polls `f` once, and drops it if it would wait (`None`).
+async fn polled_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match f.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
 /// An application keeps many publishes in flight as futures (`FuturesUnordered`, `join_all`),
 /// which move them when they are pushed and completed: the future must hold little more
 /// than its borrowed arguments and the answer's receiver. Building the publish across an

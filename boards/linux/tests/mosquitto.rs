@@ -356,7 +356,6 @@ fn backpressure_delivers_everything_to_a_slow_application_where_discard_oldest_d
 /// same run discarded thousands: one poll read ~256 KiB, far more than `queue_len`.)
 #[test]
 fn defaults_lose_nothing_at_full_broker_speed_qos_0_1_2() {
-    use std::io::Write;
     const N: u32 = 10_000;
     let broker = start_broker();
     let rt = rt();
@@ -368,19 +367,7 @@ fn defaults_lose_nothing_at_full_broker_speed_qos_0_1_2() {
             c.port = Some(broker.port);
             let mut subscriber = client(c).await;
             subscriber.subscribe(sub(&topic, qos)).await.unwrap();
-            let (port, t) = (broker.port, topic.clone());
-            let publisher = tokio::task::spawn_blocking(move || {
-                let mut child = Command::new("mosquitto_pub")
-                    .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", &q.to_string(), "-t", &t, "-l"])
-                    .stdin(Stdio::piped())
-                    .spawn()
-                    .expect("mosquitto_pub (mosquitto-clients) must be installed; .ci/run installs it");
-                let mut stdin = child.stdin.take().unwrap();
-                let lines: String = (0..N).map(|i| format!("{i}\n")).collect();
-                stdin.write_all(lines.as_bytes()).unwrap();
-                drop(stdin);
-                assert!(child.wait().unwrap().success());
-            });
+            let publisher = flood(broker.port, &topic, q, N);
             let mut received: Vec<u32> = Vec::new();
             let mut discarded = 0;
             while received.len() < N as usize {
@@ -400,5 +387,80 @@ fn defaults_lose_nothing_at_full_broker_speed_qos_0_1_2() {
         assert_eq!((discarded, stats_discards), (0, 0), "QoS {q}: nothing discarded with the defaults");
         assert_eq!(received.len(), N as usize, "QoS {q}: every message");
         assert!(received.iter().copied().eq(0..N), "QoS {q}: in order");
+    }
+}
+
+/// The same promise from `Client::new`'s event loop, which the application polls itself
+/// (rumqttc's shape) instead of reading a spawned task's stream: with the defaults, an
+/// application slow at first (2 ms a message for the first 300, so the queue fills and the
+/// client stops reading) and then quick, while `mosquitto_pub -l` sends 5,000 QoS 1
+/// messages: every one arrives, in order, none discarded. Once the loop is dropped, a
+/// handle's calls fail (`Stopped`) instead of waiting for a loop no one polls.
+#[test]
+fn an_event_loop_polled_by_the_application_loses_nothing_with_the_defaults() {
+    const N: u32 = 5_000;
+    let broker = start_broker();
+    rt().block_on(async {
+        let mut c = default_config("127.0.0.1", "event-loop");
+        c.port = Some(broker.port);
+        let component = ComponentFile::embedded().unwrap();
+        let device = Device::new(&component, Box::new(TokioPlatform::for_config(&c)), c, "test").unwrap();
+        let (client, mut event_loop) = Client::new(device);
+        driving(&mut event_loop, client.connect()).await.expect("connects to mosquitto");
+        driving(&mut event_loop, client.subscribe(sub("loop/flood", Qos::AtLeastOnce))).await.unwrap();
+        let publisher = flood(broker.port, "loop/flood", 1, N);
+        let mut received: Vec<u32> = Vec::new();
+        let mut discarded = 0;
+        while received.len() < N as usize {
+            match tokio::time::timeout(Duration::from_secs(5), event_loop.poll()).await {
+                Ok(Some(ClientEvent::Message(m))) => {
+                    received.push(std::str::from_utf8(&m.payload).unwrap().parse().unwrap());
+                    if received.len() <= 300 {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+                Ok(Some(ClientEvent::Discarded(n))) => discarded = n,
+                Ok(Some(ClientEvent::Down(d))) => panic!("connection dropped: {d:?}"),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        publisher.await.unwrap();
+        let stats = driving(&mut event_loop, client.stats()).await.expect("stats");
+        assert_eq!((discarded, stats.discards), (0, 0), "nothing discarded with the defaults");
+        assert_eq!(received.len(), N as usize, "every message");
+        assert!(received.iter().copied().eq(0..N), "in order");
+        drop(event_loop);
+        let after = client.publish("loop/after", "x", Qos::AtLeastOnce, false).await;
+        assert!(matches!(after, Err(mqtt_host::ClientCallError::Stopped)), "{after:?}");
+    });
+}
+
+/// `mosquitto_pub -l` sending the numbers 0..n to `topic` as fast as Mosquitto takes them.
+fn flood(port: u16, topic: &str, qos: u8, n: u32) -> tokio::task::JoinHandle<()> {
+    use std::io::Write;
+    let (port, topic) = (port.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-q", &qos.to_string(), "-t", &topic, "-l"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_pub (mosquitto-clients) must be installed; .ci/run installs it");
+        let mut stdin = child.stdin.take().unwrap();
+        let lines: String = (0..n).map(|i| format!("{i}\n")).collect();
+        stdin.write_all(lines.as_bytes()).unwrap();
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
+    })
+}
+
+/// Awaits `f` while polling `event_loop` (its client runs only while polled).
+async fn driving<T>(event_loop: &mut mqtt_host::EventLoop, f: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(f);
+    loop {
+        tokio::select! {
+            r = &mut f => return r,
+            e = event_loop.poll() => assert!(e.is_some(), "the client stopped"),
+        }
     }
 }

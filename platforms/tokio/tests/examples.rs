@@ -28,6 +28,15 @@ fn publish_subscribe() {
     assert!(stdout.contains("11 messages received, 10 enqueued publishes acknowledged"), "{stdout}");
 }
 
+/// rumqttc's shape: the application polls the event loop that runs the client.
+#[test]
+fn event_loop() {
+    let broker = Mosquitto::start("").unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(example("event_loop")).args(["127.0.0.1", &broker.port.to_string(), "2000"]).output().unwrap();
+    let stdout = succeeded(&out);
+    assert!(stdout.contains("2000 posted: 2000 acknowledged, 2000 received"), "{stdout}");
+}
+
 /// Mosquitto is killed and started again while the example publishes: every reading is
 /// acknowledged, and the example saw the broker go and come back.
 #[test]
