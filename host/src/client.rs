@@ -454,6 +454,9 @@ struct Driver {
     sub_waiters: BTreeMap<Token, Reply<Vec<u8>>>,
     ping_waiters: Vec<oneshot::Sender<bool>>,
     tokens: Arc<EventTokens>,
+    /// The last turn polled and returned with events for an [`EventLoop`] to hand out; the
+    /// next one starts at the wait.
+    polled: bool,
     /// `post` permits to give back at the end of this turn (one `add_permits` a turn,
     /// not one a publish: it takes the semaphore's lock).
     settled: usize,
@@ -482,6 +485,7 @@ impl Driver {
             sub_waiters: BTreeMap::new(),
             ping_waiters: Vec::new(),
             tokens,
+            polled: false,
             settled: 0,
         }
     }
@@ -498,18 +502,27 @@ impl Driver {
     ///
     /// Cancel-safe: the only await is the wait, and nothing is taken until it ends.
     async fn turn(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> bool {
-        if let Err(e) = self.poll() {
-            self.emit(ClientEvent::Error(e.to_string()));
-            return false;
-        }
-        if self.settled > 0 {
-            // One `add_permits` a turn, not one a publish: it takes the semaphore's lock.
-            self.tokens.room.add_permits(std::mem::take(&mut self.settled));
-        }
-        // What the poll completed may have made room (or, after `disconnect`, the
-        // refusals answer the waiting); what that hands over is polled at once.
-        if self.offer_waiting() || self.events.holds_any() {
-            return true;
+        // After a turn that returned with events, the poll that found them saw everything
+        // there was: polling again before something new comes (a command, the socket, room,
+        // the deadline; the wait below sees each at once) would be two crossings for nothing.
+        if !std::mem::take(&mut self.polled) {
+            if let Err(e) = self.poll() {
+                self.emit(ClientEvent::Error(e.to_string()));
+                return false;
+            }
+            if self.settled > 0 {
+                // One `add_permits` a turn, not one a publish: it takes the semaphore's lock.
+                self.tokens.room.add_permits(std::mem::take(&mut self.settled));
+            }
+            // What the poll completed may have made room (or, after `disconnect`, the
+            // refusals answer the waiting); what that hands over is polled at once.
+            if self.offer_waiting() {
+                return true;
+            }
+            if self.events.holds_any() {
+                self.polled = true;
+                return true;
+            }
         }
         let now = self.device.platform_mut().now_ms();
         let deadline = self.device.next_deadline().ok().flatten();
