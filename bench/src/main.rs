@@ -169,11 +169,18 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// The median over the rounds of `f(run) / f(base's run in the same round)`; `None` when
-/// no round has a figure to divide by.
-fn paired_ratio(runs: &[PeerRun], base: &[PeerRun], f: fn(&PeerRun) -> f64) -> Option<f64> {
+/// The median over the rounds of `f(run) / f(base's run in the same round)`, and the
+/// lowest and highest of them, for the table; `None` when no round has a figure to divide by.
+fn paired_ratio(runs: &[PeerRun], base: &[PeerRun], f: fn(&PeerRun) -> f64) -> Option<String> {
     let ratios: Vec<f64> = runs.iter().zip(base).filter(|(_, b)| f(b) > 0.0).map(|(r, b)| f(r) / f(b)).collect();
-    (!ratios.is_empty()).then(|| median(ratios))
+    let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    match ratios.len() {
+        0 => None,
+        1 => Some(format!("{lo:.2}")),
+        // The rounds' spread beside their median: on a shared machine it is often wider
+        // than the difference between the clients.
+        _ => Some(format!("{:.2} ({lo:.2}–{hi:.2})", median(ratios))),
+    }
 }
 
 /// The median of each figure over a peer's runs.
@@ -286,6 +293,7 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
                     }
                 };
                 let run = peers::run_child(cmd)?;
+                eprintln!("  {:.0} msg/s, {:.1} µs CPU a message, p99 {:.1} ms", run.pub_rate, run.cpu_us_per_msg, run.p99_us / 1000.0);
                 let slot = usize::from(qos) * clients.len() + i;
                 if results.len() <= slot {
                     results.resize(slot + 1, Vec::new());
@@ -297,12 +305,12 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     let table: Vec<PeerRun> = results.iter().map(|r| medians(r)).collect();
     let rumqttc_runs = |qos: u8| results.iter().find(|runs| runs.first().is_some_and(|r| r.qos == qos && r.client == peers::RUMQTTC));
     let _ = writeln!(md, "## Throughput and latency against a local Mosquitto\n");
-    let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW} and as many publishes waiting in each client (rumqttc's request channel holds that many; every publisher keeps at most twice the window outstanding), {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc with TCP_NODELAY (this client sets it by default; paho-mqtt leaves Nagle on, its only setting): the median of the ratios round by round, each run against rumqttc's in the same round; rumqttc's own default, Nagle on, is a row of its own, beside this client with Nagle on (`TokioPlatform::with_nagle`). CPU per message: user + system time of the whole peer process (publisher and subscriber) per message sent. `this client` holds a `publish(..).await` future per publish (in a `FuturesUnordered`); `this client (post)` hands each to `post` and counts completions off the event stream in another task, as the rumqttc publisher counts PUBACKs off its event loop; `this client (event loop)` posts too, but makes each client with `Client::new` and runs it in the task that takes its events (the subscriber's receiver, the publisher's completion counter): rumqttc's `AsyncClient` and `EventLoop`, task for task. The first two run each client in a task of its own (`Client::spawn`).\n", count, peers::PAYLOAD, mosquitto_version);
+    let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW} and as many publishes waiting in each client (rumqttc's request channel holds that many; every publisher keeps at most twice the window outstanding), {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc with TCP_NODELAY (this client sets it by default; paho-mqtt leaves Nagle on, its only setting): the median of the ratios round by round, each run against rumqttc's in the same round, and in brackets the lowest and highest of them; rumqttc's own default, Nagle on, is a row of its own, beside this client with Nagle on (`TokioPlatform::with_nagle`). CPU per message: user + system time of the whole peer process (publisher and subscriber) per message sent. `this client` holds a `publish(..).await` future per publish (in a `FuturesUnordered`); `this client (post)` hands each to `post` and counts completions off the event stream in another task, as the rumqttc publisher counts PUBACKs off its event loop; `this client (event loop)` posts too, but makes each client with `Client::new` and runs it in the task that takes its events (the subscriber's receiver, the publisher's completion counter): rumqttc's `AsyncClient` and `EventLoop`, task for task. The first two run each client in a task of its own (`Client::spawn`).\n", count, peers::PAYLOAD, mosquitto_version);
     let _ = writeln!(md, "| client | QoS | publisher msg/s | subscriber msg/s | received | p50 latency | p99 latency | peak RSS | CPU per message | publisher vs rumqttc | subscriber vs rumqttc | CPU vs rumqttc |");
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (r, runs) in table.iter().zip(&results) {
         let base = rumqttc_runs(r.qos);
-        let ratio = |f: fn(&PeerRun) -> f64| base.and_then(|b| paired_ratio(runs, b, f)).map_or("–".into(), |x| format!("{x:.2}"));
+        let ratio = |f: fn(&PeerRun) -> f64| base.and_then(|b| paired_ratio(runs, b, f)).unwrap_or_else(|| "–".into());
         let _ = writeln!(
             md,
             "| {} | {} | {:.0} | {:.0} | {} / {} | {:.0} µs | {:.0} µs | {:.1} MiB | {:.1} µs | {} | {} | {} |",
