@@ -10,7 +10,9 @@
 //!   instance and hands it the publishes the old one had accepted but not completed (the
 //!   watchdog role of the NO_NET bridge's host).
 //! - [`Client`]: an async (tokio) handle shaped like mqtt_as: `connect().await`,
-//!   `publish(..).await` returning when the broker acknowledged, an event stream.
+//!   `publish(..).await` returning when the broker acknowledged, an event stream. Run by a
+//!   task of its own ([`Client::spawn`]), or by whichever task polls its [`EventLoop`]
+//!   ([`Client::new`], rumqttc's shape).
 
 mod bindings;
 mod client;
