@@ -178,7 +178,7 @@ pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool, ap
     let (publisher, mut completions) = connect("bench-ours-pub")?;
     completions.run_until(publisher.connect()).await?;
     let start = Instant::now();
-    let completions = match api {
+    let mut completions = match api {
         Api::Futures => {
             // The events (none but `Up` here) are not this publisher's concern; the handle
             // keeps the client running.
@@ -219,8 +219,7 @@ pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool, ap
         }
     };
     let pub_elapsed = start.elapsed();
-    let (arrivals, events) = receiver.await?;
-    let (mut completions, mut events) = (completions, events);
+    let (arrivals, mut events) = receiver.await?;
     completions.run_until(publisher.disconnect()).await;
     events.run_until(sub.disconnect()).await;
     let label = match (api, nodelay) {

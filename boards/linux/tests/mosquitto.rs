@@ -43,11 +43,15 @@ fn cfg(port: u16, id: &str, v5: bool) -> Config {
     c
 }
 
-async fn client(config: Config) -> Client {
+/// The embedded component on the board's platform, with `config`.
+fn device(config: Config) -> Device {
     let component = ComponentFile::embedded().unwrap();
     let platform = TokioPlatform::for_config(&config);
-    let device = Device::new(&component, Box::new(platform), config, "test").unwrap();
-    let c = Client::spawn(device);
+    Device::new(&component, Box::new(platform), config, "test").unwrap()
+}
+
+async fn client(config: Config) -> Client {
+    let c = Client::spawn(device(config));
     c.connect().await.expect("connects to mosquitto");
     c
 }
@@ -403,9 +407,7 @@ fn an_event_loop_polled_by_the_application_loses_nothing_with_the_defaults() {
     rt().block_on(async {
         let mut c = default_config("127.0.0.1", "event-loop");
         c.port = Some(broker.port);
-        let component = ComponentFile::embedded().unwrap();
-        let device = Device::new(&component, Box::new(TokioPlatform::for_config(&c)), c, "test").unwrap();
-        let (client, mut event_loop) = Client::new(device);
+        let (client, mut event_loop) = Client::new(device(c));
         driving(&mut event_loop, client.connect()).await.expect("connects to mosquitto");
         driving(&mut event_loop, client.subscribe(sub("loop/flood", Qos::AtLeastOnce))).await.unwrap();
         let publisher = flood(broker.port, "loop/flood", 1, N);
