@@ -28,7 +28,7 @@ use crate::{broker, WINDOW};
 /// Prints, per client, the instructions one message costs.
 pub fn measure(qos: u8, count: u64) -> anyhow::Result<()> {
     anyhow::ensure!(count > 0, "--count must be at least 1");
-    let broker = broker::start()?;
+    let broker = broker::start(mosquitto_launcher::Session::Own)?;
     let exe = std::env::current_exe()?;
     println!("QoS {qos}, instructions per message (callgrind, marginal over {count} messages)");
     for client in ["ours", "rumqttc"] {

@@ -1,7 +1,7 @@
 //! `mqtt-bench`: every benchmark of the project in one run, written to `BENCHMARKS.md`.
 //!
 //! ```sh
-//! cargo run --release -p mqtt-bench                  # the full run (about 15 minutes on 2 cores)
+//! cargo run --release -p mqtt-bench                  # the full run (about 10 minutes on 2 cores)
 //! cargo run --release -p mqtt-bench -- --quick --out /tmp/b.md   # seconds; checks it still runs
 //! ```
 //!
@@ -20,10 +20,11 @@ mod simulated;
 mod startup;
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
+use mosquitto_launcher::Session;
 use peers::PeerRun;
 
 #[derive(Parser)]
@@ -219,6 +220,81 @@ fn machine() -> String {
     )
 }
 
+/// Why the main table's Mosquitto runs in a session of its own.
+const BROKER_SESSION: &str = "Mosquitto runs in a session of its own (`setsid`), so Linux's autogroup (`sched_autogroup_enabled`, on in this kernel) schedules it beside the peer process, not among its threads, as a system service (a cgroup of its own) or a broker on another machine is scheduled. Where the broker is scheduled moves the QoS 1 comparison on this 2-core machine more than the rounds' spread: started as the harness's child, in the peers' session, it competes thread for thread with the client under test, which favours rumqttc; the section after this table repeats QoS 1 that way. Both clients meet the same broker either way.";
+
+/// Runs of the peer processes against one broker.
+struct Peers<'a> {
+    exe: &'a Path,
+    /// The Python with paho-mqtt installed, when paho is measured.
+    paho: Option<&'a Path>,
+    count: u64,
+    runs: usize,
+}
+
+impl Peers<'_> {
+    /// Every client `runs` times at each of `qoses`, interleaved run by run so that a noisy
+    /// neighbour hits them alike; one list of runs per (QoS, client), in that order.
+    fn measure(&self, port: u16, clients: &[&str], qoses: &[u8]) -> anyhow::Result<Vec<Vec<PeerRun>>> {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("paho_peer.py");
+        let mut results = vec![Vec::new(); qoses.len() * clients.len()];
+        for (q, &qos) in qoses.iter().enumerate() {
+            for _ in 0..self.runs {
+                for (i, &client) in clients.iter().enumerate() {
+                    eprintln!("peer {client}, QoS {qos}, {} messages …", self.count);
+                    let (port, qos, count, window) = (port.to_string(), qos.to_string(), self.count.to_string(), WINDOW.to_string());
+                    let cmd = match (client, self.paho) {
+                        ("paho", Some(python)) => {
+                            let mut c = Command::new(python);
+                            c.arg(&script).args([port, qos, count, window]);
+                            c
+                        }
+                        ("paho", None) => anyhow::bail!("paho-mqtt asked for but not installed"),
+                        (name, _) => {
+                            let mut c = Command::new(self.exe);
+                            c.args(["peer", "--client", name, "--port", &port, "--qos", &qos, "--count", &count, "--window", &window]);
+                            c
+                        }
+                    };
+                    let run = peers::run_child(cmd)?;
+                    eprintln!("  {:.0} msg/s, {:.1} µs CPU a message, p99 {:.1} ms", run.pub_rate, run.cpu_us_per_msg, run.p99_us / 1000.0);
+                    results[q * clients.len() + i].push(run);
+                }
+            }
+        }
+        Ok(results)
+    }
+}
+
+/// The peers' table: medians, and each client's ratios against rumqttc's runs at its QoS.
+fn peer_table(md: &mut String, results: &[Vec<PeerRun>]) {
+    let rumqttc_runs = |qos: u8| results.iter().find(|runs| runs.first().is_some_and(|r| r.qos == qos && r.client == peers::RUMQTTC));
+    let _ = writeln!(md, "| client | QoS | publisher msg/s | subscriber msg/s | received | p50 latency | p99 latency | peak RSS | CPU per message | publisher vs rumqttc | subscriber vs rumqttc | CPU vs rumqttc |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for runs in results.iter().filter(|runs| !runs.is_empty()) {
+        let r = medians(runs);
+        let base = rumqttc_runs(r.qos);
+        let ratio = |f: fn(&PeerRun) -> f64| base.and_then(|b| paired_ratio(runs, b, f)).unwrap_or_else(|| "–".into());
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.0} | {:.0} | {} / {} | {:.0} µs | {:.0} µs | {:.1} MiB | {:.1} µs | {} | {} | {} |",
+            r.client,
+            r.qos,
+            r.pub_rate,
+            r.sub_rate,
+            r.received,
+            r.sent,
+            r.p50_us,
+            r.p99_us,
+            r.peak_rss_kib as f64 / 1024.0,
+            r.cpu_us_per_msg,
+            ratio(|r| r.pub_rate),
+            ratio(|r| r.sub_rate),
+            ratio(|r| r.cpu_us_per_msg)
+        );
+    }
+}
+
 fn harness(cli: &Cli) -> anyhow::Result<()> {
     let quick = cli.quick;
     let runs = cli.runs.unwrap_or(if quick { 1 } else { 3 }).max(1);
@@ -248,14 +324,12 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
         "The machine is shared and noisy: compare figures within one table (measured side by side in one run), not across runs. Medians of {runs} run(s).\n"
     );
 
-    // 1. Peers against one Mosquitto.
-    let broker = broker::start()?;
+    // 1. Peers against one Mosquitto, in a session of its own.
+    let broker = broker::start(Session::Own)?;
     let mosquitto_version = mosquitto_launcher::Mosquitto::version();
     let exe = std::env::current_exe()?;
     let target = exe.parent().and_then(|p| p.parent()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
     let paho = if with_paho { Some(peers::paho_python(&target)) } else { None };
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("paho_peer.py");
-    let mut results: Vec<Vec<PeerRun>> = Vec::new();
     let mut notes = Vec::new();
     let mut clients: Vec<&str> = vec!["ours", "ours-post", "ours-loop", "rumqttc", "ours-nagle", "rumqttc-nagle"];
     if matches!(paho, Some(Ok(_))) {
@@ -264,71 +338,12 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     if let Some(Err(e)) = &paho {
         notes.push(format!("paho-mqtt not measured: {e}"));
     }
-    for qos in [0u8, 1] {
-        for _ in 0..runs {
-            for (i, client) in clients.iter().enumerate() {
-                eprintln!("peer {client}, QoS {qos}, {count} messages …");
-                let cmd = match *client {
-                    "paho" => {
-                        let mut c = Command::new(paho.as_ref().and_then(|p| p.as_ref().ok()).expect("paho python"));
-                        c.arg(&script).args([broker.port.to_string(), qos.to_string(), count.to_string(), WINDOW.to_string()]);
-                        c
-                    }
-                    name => {
-                        let mut c = Command::new(&exe);
-                        c.args([
-                            "peer",
-                            "--client",
-                            name,
-                            "--port",
-                            &broker.port.to_string(),
-                            "--qos",
-                            &qos.to_string(),
-                            "--count",
-                            &count.to_string(),
-                            "--window",
-                            &WINDOW.to_string(),
-                        ]);
-                        c
-                    }
-                };
-                let run = peers::run_child(cmd)?;
-                eprintln!("  {:.0} msg/s, {:.1} µs CPU a message, p99 {:.1} ms", run.pub_rate, run.cpu_us_per_msg, run.p99_us / 1000.0);
-                let slot = usize::from(qos) * clients.len() + i;
-                if results.len() <= slot {
-                    results.resize(slot + 1, Vec::new());
-                }
-                results[slot].push(run);
-            }
-        }
-    }
-    let table: Vec<PeerRun> = results.iter().map(|r| medians(r)).collect();
-    let rumqttc_runs = |qos: u8| results.iter().find(|runs| runs.first().is_some_and(|r| r.qos == qos && r.client == peers::RUMQTTC));
+    let peers = Peers { exe: &exe, paho: paho.as_ref().and_then(|p| p.as_ref().ok()).map(PathBuf::as_path), count, runs };
+    let results = peers.measure(broker.port, &clients, &[0, 1])?;
     let _ = writeln!(md, "## Throughput and latency against a local Mosquitto\n");
     let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW} and as many publishes waiting in each client (rumqttc's request channel holds that many; every publisher keeps at most twice the window outstanding), {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc with TCP_NODELAY (this client sets it by default; paho-mqtt leaves Nagle on, its only setting): the median of the ratios round by round, each run against rumqttc's in the same round, and in brackets the lowest and highest of them; rumqttc's own default, Nagle on, is a row of its own, beside this client with Nagle on (`TokioPlatform::with_nagle`). CPU per message: user + system time of the whole peer process (publisher and subscriber) per message sent. `this client` holds a `publish(..).await` future per publish (in a `FuturesUnordered`); `this client (post)` hands each to `post` and counts completions off the event stream in another task, as the rumqttc publisher counts PUBACKs off its event loop; `this client (event loop)` posts too, but makes each client with `Client::new` and runs it in the task that takes its events (the subscriber's receiver, the publisher's completion counter): rumqttc's `AsyncClient` and `EventLoop`, task for task. The first two run each client in a task of its own (`Client::spawn`).\n", count, peers::PAYLOAD, mosquitto_version);
-    let _ = writeln!(md, "| client | QoS | publisher msg/s | subscriber msg/s | received | p50 latency | p99 latency | peak RSS | CPU per message | publisher vs rumqttc | subscriber vs rumqttc | CPU vs rumqttc |");
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (r, runs) in table.iter().zip(&results) {
-        let base = rumqttc_runs(r.qos);
-        let ratio = |f: fn(&PeerRun) -> f64| base.and_then(|b| paired_ratio(runs, b, f)).unwrap_or_else(|| "–".into());
-        let _ = writeln!(
-            md,
-            "| {} | {} | {:.0} | {:.0} | {} / {} | {:.0} µs | {:.0} µs | {:.1} MiB | {:.1} µs | {} | {} | {} |",
-            r.client,
-            r.qos,
-            r.pub_rate,
-            r.sub_rate,
-            r.received,
-            r.sent,
-            r.p50_us,
-            r.p99_us,
-            r.peak_rss_kib as f64 / 1024.0,
-            r.cpu_us_per_msg,
-            ratio(|r| r.pub_rate),
-            ratio(|r| r.sub_rate),
-            ratio(|r| r.cpu_us_per_msg)
-        );
-    }
+    let _ = writeln!(md, "{BROKER_SESSION}\n");
+    peer_table(&mut md, &results);
     for n in &notes {
         let _ = writeln!(md, "\n{n}");
     }
@@ -342,6 +357,13 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
         let _ = writeln!(md, "| {} | {:.1} ms | {:.1} ms | {:.1} MiB |", r.client, r.wall_ms, r.to_puback_ms, r.peak_rss_kib as f64 / 1024.0);
     }
     drop(broker);
+
+    // 1b. QoS 1 again, with the broker among the peers (see BROKER_SESSION).
+    let broker = broker::start(Session::Parent)?;
+    let shared = peers.measure(broker.port, &["ours", "ours-post", "ours-loop", "rumqttc"], &[1])?;
+    drop(broker);
+    let _ = writeln!(md, "\n### QoS 1 with Mosquitto in the harness's session\n\nThe same runs as above, QoS 1 only, with Mosquitto started as the harness's own child: in the peers' session and scheduling group, where it competes thread for thread with the client being measured (see above). Kept beside the main table so that neither placement's figures are hidden; measured after it, in the same run.\n");
+    peer_table(&mut md, &shared);
 
     // 2. The boundary.
     eprintln!("boundary …");

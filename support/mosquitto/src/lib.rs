@@ -4,6 +4,7 @@
 //! how Mosquitto is started reaches both.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -18,7 +19,27 @@ pub struct Mosquitto {
     pub port: u16,
     /// Settings it was started with (below the `listener` line), kept for `restart`.
     settings: String,
+    session: Session,
     dir: tempfile::TempDir,
+}
+
+/// Which session (and so which scheduling group) Mosquitto runs in.
+///
+/// Linux's autogroup (`/proc/sys/kernel/sched_autogroup_enabled`, on in most distributions'
+/// kernels) shares the CPU fairly between sessions first and between the threads of each
+/// session second. A broker started as a child runs in its parent's session and competes
+/// thread for thread with the clients a benchmark measures; on a loaded 2-core machine that
+/// decides which client is ahead. A broker in a session of its own is scheduled the way a
+/// system service (a cgroup of its own) or a broker on another machine is: beside the clients,
+/// not among them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Session {
+    /// The starting process's session (what tests use: Ctrl-C reaches it too).
+    Parent,
+    /// A new session (`setsid`). It is also killed when the thread that started it ends
+    /// (`PR_SET_PDEATHSIG`), so an interrupted benchmark leaves no broker behind (Ctrl-C
+    /// reaches only the terminal's session).
+    Own,
 }
 
 /// PEM files for a TLS listener, made by [`tls_certs`].
@@ -69,11 +90,16 @@ impl Mosquitto {
     /// Starts one on a free port with `settings` (mosquitto.conf lines) below
     /// `listener PORT 127.0.0.1` and `allow_anonymous true`.
     pub fn start(settings: &str) -> std::io::Result<Mosquitto> {
+        Mosquitto::start_in(Session::Parent, settings)
+    }
+
+    /// [`Mosquitto::start`] in the given session (see [`Session`]).
+    pub fn start_in(session: Session, settings: &str) -> std::io::Result<Mosquitto> {
         // The port is free when the OS names it and may be taken (by some client's ephemeral
         // port) before Mosquitto binds it: then try another.
         let mut tries = 3;
         loop {
-            match Mosquitto::start_on(free_port()?, settings) {
+            match Mosquitto::launch_on(free_port()?, settings, session) {
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries > 1 => tries -= 1,
                 result => return result,
             }
@@ -82,24 +108,38 @@ impl Mosquitto {
 
     /// Starts one on `port` (see [`Mosquitto::start`]).
     pub fn start_on(port: u16, settings: &str) -> std::io::Result<Mosquitto> {
+        Mosquitto::launch_on(port, settings, Session::Parent)
+    }
+
+    fn launch_on(port: u16, settings: &str, session: Session) -> std::io::Result<Mosquitto> {
         let dir = tempfile::Builder::new().prefix("mosquitto-").tempdir()?;
-        let conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\n{settings}");
-        Mosquitto::launch(port, &conf, settings.to_string(), dir)
+        // Started as root, Mosquitto drops privileges to its own user, and a change of
+        // credentials clears the parent-death signal `Session::Own` relies on; `user root`
+        // keeps it as it was started (no effect for anyone else).
+        // SAFETY: geteuid only reads this process's credentials.
+        let keep_user = if session == Session::Own && unsafe { libc::geteuid() } == 0 { "user root\n" } else { "" };
+        let conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\n{keep_user}{settings}");
+        Mosquitto::launch(port, &conf, settings.to_string(), session, dir)
     }
 
     /// Starts one with a whole config of the caller's (a TLS listener, say) in `dir`, which
     /// it then owns; `port` is where the config listens. The config must leave logging to
     /// stderr (Mosquitto's default): readiness is read from that log.
     pub fn start_with_config(port: u16, config: &str, dir: tempfile::TempDir) -> std::io::Result<Mosquitto> {
-        Mosquitto::launch(port, config, String::new(), dir)
+        Mosquitto::launch(port, config, String::new(), Session::Parent, dir)
     }
 
     /// Kills it (its in-memory sessions go) and starts a fresh one on the same port with the
     /// same settings, as a broker restart without persistence.
     pub fn restart(self) -> std::io::Result<Mosquitto> {
-        let (port, settings) = (self.port, self.settings.clone());
+        let (port, settings, session) = (self.port, self.settings.clone(), self.session);
         drop(self);
-        Mosquitto::start_on(port, &settings)
+        Mosquitto::launch_on(port, &settings, session)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The directory its config lives in (for files a test wants beside it).
@@ -112,18 +152,26 @@ impl Mosquitto {
     /// port is in the ephemeral range, so a connect may meet itself, TCP's simultaneous open,
     /// or a listener of someone else's that took the port first), and a test then met
     /// "connection refused" from a broker said to be up.
-    fn launch(port: u16, config: &str, settings: String, dir: tempfile::TempDir) -> std::io::Result<Mosquitto> {
+    fn launch(port: u16, config: &str, settings: String, session: Session, dir: tempfile::TempDir) -> std::io::Result<Mosquitto> {
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(&conf, config)?;
         let log_path = dir.path().join("mosquitto.log");
         let log = std::fs::File::create(&log_path)?;
-        let mut child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| std::io::Error::new(e.kind(), format!("starting mosquitto: {e}; {INSTALL}")))?;
+        let mut command = Command::new("mosquitto");
+        command.arg("-c").arg(&conf).stdout(Stdio::null()).stderr(log);
+        if session == Session::Own {
+            // SAFETY: between fork and exec only async-signal-safe calls are allowed; setsid
+            // and prctl are plain system calls that allocate nothing and take no locks.
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::setsid() == -1 || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().map_err(|e| std::io::Error::new(e.kind(), format!("starting mosquitto: {e}; {INSTALL}")))?;
         let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
         for _ in 0..200 {
             if let Ok(Some(status)) = child.try_wait() {
@@ -132,7 +180,7 @@ impl Mosquitto {
                 return Err(std::io::Error::new(kind, format!("mosquitto exited at start ({status}) on port {port}; its log:\n{log}config:\n{config}")));
             }
             if read_log().lines().any(|l| l.ends_with(" running")) {
-                return Ok(Mosquitto { child, port, settings, dir });
+                return Ok(Mosquitto { child, port, settings, session, dir });
             }
             std::thread::sleep(Duration::from_millis(25));
         }
