@@ -211,7 +211,8 @@ impl Client {
     ///
     /// Each poll that completes publishes wakes the task awaiting them; awaited from outside
     /// tokio's workers (`block_on`, `#[tokio::main]`'s own task), that is a wake-up across
-    /// threads per batch. For many publishes in flight, [`Client::post`] costs less CPU.
+    /// threads per batch. For many publishes in flight, [`Client::post`] with its events read
+    /// by a spawned task costs less CPU.
     ///
     /// The topic and payload are taken as rumqttc takes them: an owned `String` or `Vec<u8>`
     /// moves in, a borrowed `&str` or `&[u8]` is copied once.

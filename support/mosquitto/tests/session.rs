@@ -2,8 +2,9 @@
 
 use mosquitto_launcher::{Mosquitto, Session};
 
-/// The session id of process `pid` (0: this process). It is 0 when the session's leader lives
-/// outside this PID namespace: a test run inside a container (as CI's) sees its own session so.
+/// The session id of process `pid` (`pid` 0: this process). The id itself is 0 when the
+/// session's leader lives outside this PID namespace: a test run inside a container (as CI's)
+/// sees its own session so.
 fn session_of(pid: u32) -> i32 {
     // SAFETY: getsid only reads the kernel's process table.
     let sid = unsafe { libc::getsid(pid as libc::pid_t) };
