@@ -1,5 +1,5 @@
 //! Pointing at the place in a text file where something is wrong, for every file format the
-//! hosts read (scenario files, board configs): "line 12, column 9: <why>" and the line itself.
+//! hosts read (scenario files, board configs): `line 12, column 9: <why>` and the line itself.
 
 /// `message` located at byte offset `at` of `text`, with the offending line quoted.
 pub fn describe(text: &str, at: usize, message: &str) -> String {
