@@ -1,15 +1,15 @@
 //! `mqtt-bench`: every benchmark of the project in one run, written to `BENCHMARKS.md`.
 //!
 //! ```sh
-//! cargo run --release -p mqtt-bench                  # the full run (about 10 minutes on 2 cores)
+//! cargo run --release -p mqtt-bench                  # the full run (about 12 minutes on 2 cores)
 //! cargo run --release -p mqtt-bench -- --quick --out /tmp/b.md   # seconds; checks it still runs
 //! ```
 //!
 //! Peers run one after another against the same Mosquitto, interleaved run by run, so a
-//! noisy neighbour hits them alike; the table shows medians over `--runs`, and each ratio
-//! against rumqttc is the median of the ratios round by round (a run beside rumqttc's run in
-//! the same round), which the machine's load drifting between rounds moves less than a ratio
-//! of the two medians.
+//! noisy neighbour hits them alike; the table shows medians over `--runs` (15 by default),
+//! and each ratio against rumqttc is the median of the ratios round by round (a run beside
+//! rumqttc's run in the same round), which the machine's load drifting between rounds moves
+//! less than a ratio of the two medians, with a 95 % confidence interval for it (`stats`).
 
 mod broker;
 mod codec_size;
@@ -18,6 +18,7 @@ mod local;
 mod peers;
 mod simulated;
 mod startup;
+mod stats;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use std::process::{Command, ExitCode};
 use clap::{Parser, Subcommand};
 use mosquitto_launcher::Session;
 use peers::PeerRun;
+use stats::median;
 
 #[derive(Parser)]
 #[command(name = "mqtt-bench", about = "Benchmarks of the MQTT client component, written to BENCHMARKS.md")]
@@ -37,7 +39,8 @@ struct Cli {
     quick: bool,
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
-    /// Runs per peer measurement (medians are reported).
+    /// Rounds of peer runs (medians and confidence intervals are reported); paho-mqtt, ten
+    /// times slower than the others, runs in the first `PAHO_ROUNDS` of them only.
     #[arg(long)]
     runs: Option<usize>,
     /// Messages per peer run.
@@ -96,6 +99,14 @@ enum PeerCommand {
 }
 
 const WINDOW: u16 = 100;
+
+/// Rounds of peer runs by default: with fewer than 6 a median has no 95 % interval, and 15
+/// narrow it to about ±5 % on this machine (where one round's ratio moves by ±30 %).
+const ROUNDS: usize = 15;
+
+/// Rounds paho-mqtt takes part in: it is an order of magnitude slower than the Rust clients
+/// (about 8 s a run), which more rounds would not change, and they would double the run.
+const PAHO_ROUNDS: usize = 3;
 
 /// Why fleets share simulated hosts.
 const FLEET_SCALING: &str = "\nturmoil (0.7) links every pair of hosts and, at every step, walks all links for every host (`Topology::deliver_messages`): a step costs about hosts³. Fleets therefore put several devices on one simulated host (`devices_per_host`, a fleet behind one access point: every fault already hits the whole fleet, so no verdict changes meaning). The first two rows are the same fleet both ways, measured side by side.\n";
@@ -164,22 +175,17 @@ fn store_section(quick: bool) -> anyhow::Result<String> {
     Ok(md)
 }
 
-/// The middle value (the upper one of an even count); 0 for none.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
-/// The median over the rounds of `f(run) / f(base's run in the same round)`, and the
-/// lowest and highest of them, for the table; `None` when no round has a figure to divide by.
+/// The median over the rounds of `f(run) / f(base's run in the same round)` and, in
+/// brackets, a 95 % confidence interval for it (from 6 rounds; below that the lowest and
+/// highest ratio), for the table; `None` when no round has a figure to divide by.
 fn paired_ratio(runs: &[PeerRun], base: &[PeerRun], f: fn(&PeerRun) -> f64) -> Option<String> {
     let ratios: Vec<f64> = runs.iter().zip(base).filter(|(_, b)| f(b) > 0.0).map(|(r, b)| f(r) / f(b)).collect();
-    let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    let (lo, hi) = stats::median_interval(&ratios).unwrap_or_else(|| ratios.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x))));
     match ratios.len() {
         0 => None,
         1 => Some(format!("{lo:.2}")),
-        // The rounds' spread beside their median: on a shared machine it is often wider
-        // than the difference between the clients.
+        // On a shared machine the rounds' ratios spread wider than the clients differ: the
+        // interval says whether the median is on its side of 1.0 by more than chance.
         _ => Some(format!("{:.2} ({lo:.2}–{hi:.2})", median(ratios))),
     }
 }
@@ -233,14 +239,18 @@ struct Peers<'a> {
 }
 
 impl Peers<'_> {
-    /// Every client `runs` times at each of `qoses`, interleaved run by run so that a noisy
-    /// neighbour hits them alike; one list of runs per (QoS, client), in that order.
+    /// Every client `runs` times (paho-mqtt at most `PAHO_ROUNDS`) at each of `qoses`,
+    /// interleaved run by run so that a noisy neighbour hits them alike; one list of runs per
+    /// (QoS, client), in that order.
     fn measure(&self, port: u16, clients: &[&str], qoses: &[u8]) -> anyhow::Result<Vec<Vec<PeerRun>>> {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("paho_peer.py");
         let mut results = vec![Vec::new(); qoses.len() * clients.len()];
         for (q, &qos) in qoses.iter().enumerate() {
-            for _ in 0..self.runs {
+            for round in 0..self.runs {
                 for (i, &client) in clients.iter().enumerate() {
+                    if client == "paho" && round >= PAHO_ROUNDS {
+                        continue;
+                    }
                     eprintln!("peer {client}, QoS {qos}, {} messages …", self.count);
                     let (port, qos, count, window) = (port.to_string(), qos.to_string(), self.count.to_string(), WINDOW.to_string());
                     let cmd = match (client, self.paho) {
@@ -297,7 +307,7 @@ fn peer_table(md: &mut String, results: &[Vec<PeerRun>]) {
 
 fn harness(cli: &Cli) -> anyhow::Result<()> {
     let quick = cli.quick;
-    let runs = cli.runs.unwrap_or(if quick { 1 } else { 3 }).max(1);
+    let runs = cli.runs.unwrap_or(if quick { 1 } else { ROUNDS }).max(1);
     let count = cli.count.unwrap_or(if quick { 2_000 } else { 100_000 });
     let with_paho = (cli.paho || !quick) && !cli.no_paho;
     let fleets: Vec<simulated::Fleet> = match &cli.fleets {
@@ -321,7 +331,8 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     let _ = writeln!(md, "# Benchmarks\n\nWritten by `cargo run --release -p mqtt-bench{}` on: {}.\n", if quick { " -- --quick" } else { "" }, machine());
     let _ = writeln!(
         md,
-        "The machine is shared and noisy: compare figures within one table (measured side by side in one run), not across runs. Medians of {runs} run(s).\n"
+        "The machine is shared and noisy: compare figures within one table (measured side by side in one run), not across runs. Medians of {runs} round(s) (paho-mqtt: of the first {}).\n",
+        runs.min(PAHO_ROUNDS)
     );
 
     // 1. Peers against one Mosquitto, in a session of its own.
@@ -341,7 +352,7 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     let peers = Peers { exe: &exe, paho: paho.as_ref().and_then(|p| p.as_ref().ok()).map(PathBuf::as_path), count, runs };
     let results = peers.measure(broker.port, &clients, &[0, 1])?;
     let _ = writeln!(md, "## Throughput and latency against a local Mosquitto\n");
-    let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW} and as many publishes waiting in each client (rumqttc's request channel holds that many; every publisher keeps at most twice the window outstanding), {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc with TCP_NODELAY (this client sets it by default; paho-mqtt leaves Nagle on, its only setting): the median of the ratios round by round, each run against rumqttc's in the same round, and in brackets the lowest and highest of them; rumqttc's own default, Nagle on, is a row of its own, beside this client with Nagle on (`TokioPlatform::with_nagle`). CPU per message: user + system time of the whole peer process (publisher and subscriber) per message sent. `this client` holds a `publish(..).await` future per publish (in a `FuturesUnordered`); `this client (post)` hands each to `post` and counts completions off the event stream in another task, as the rumqttc publisher counts PUBACKs off its event loop; `this client (event loop)` posts too, but makes each client with `Client::new` and runs it in the task that takes its events (the subscriber's receiver, the publisher's completion counter): rumqttc's `AsyncClient` and `EventLoop`, task for task. The first two run each client in a task of its own (`Client::spawn`).\n", count, peers::PAYLOAD, mosquitto_version);
+    let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW} and as many publishes waiting in each client (rumqttc's request channel holds that many; every publisher keeps at most twice the window outstanding), {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc with TCP_NODELAY (this client sets it by default; paho-mqtt leaves Nagle on, its only setting): the median of the ratios round by round, each run against rumqttc's in the same round, and in brackets a 95 % confidence interval for that median (the order statistics the sign test gives, which assume nothing about how the ratios spread; with fewer than 6 rounds, the lowest and highest ratio instead); rumqttc's own default, Nagle on, is a row of its own, beside this client with Nagle on (`TokioPlatform::with_nagle`). CPU per message: user + system time of the whole peer process (publisher and subscriber) per message sent. `this client` holds a `publish(..).await` future per publish (in a `FuturesUnordered`); `this client (post)` hands each to `post` and counts completions off the event stream in another task, as the rumqttc publisher counts PUBACKs off its event loop; `this client (event loop)` posts too, but makes each client with `Client::new` and runs it in the task that takes its events (the subscriber's receiver, the publisher's completion counter): rumqttc's `AsyncClient` and `EventLoop`, task for task. The first two run each client in a task of its own (`Client::spawn`).\n", count, peers::PAYLOAD, mosquitto_version);
     let _ = writeln!(md, "{BROKER_SESSION}\n");
     peer_table(&mut md, &results);
     for n in &notes {
