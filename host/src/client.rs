@@ -2,7 +2,9 @@
 //! `publish(..).await` that returns when the broker acknowledged, and an event stream for
 //! messages, up/down and link changes.
 //!
-//! A driver polls the device when a command arrives, the platform's wakeup fires, or the
+//! A driver polls the device when a command arrives (a publish only while the in-flight
+//! window has room or the client is disconnected: with the window full, the acknowledgement
+//! that opens it brings the driver round anyway), the platform's wakeup fires, or the
 //! client's deadline passes. It runs in a tokio task of its own ([`Client::spawn`]: events
 //! come on the handle's stream), or in whichever task polls its [`EventLoop`]
 //! ([`Client::new`], rumqttc's shape: events come from the loop, with no hop between tasks).
@@ -86,6 +88,20 @@ enum Command {
     Disconnect(oneshot::Sender<()>),
 }
 
+impl Command {
+    fn is_publish(&self) -> bool {
+        matches!(self, Command::Publish(..) | Command::Enqueue(..) | Command::Post(..))
+    }
+
+    /// Whether the driver should take this at once even with the in-flight window full.
+    /// `publish().await` answers at completion and `post` at once, so neither is waiting
+    /// to be taken; `enqueue` answers when the client took it, and the rest are not
+    /// publishes.
+    fn wants_a_turn(&self) -> bool {
+        !matches!(self, Command::Publish(..) | Command::Post(..))
+    }
+}
+
 /// An async handle on a running client. Clones share the connection (as rumqttc's
 /// `AsyncClient` is shared across tasks); the event stream stays with the handle
 /// [`Client::spawn`] returned (hand it to a task with [`Client::take_events`]).
@@ -112,6 +128,11 @@ struct EventTokens {
     /// One permit per publish `post` may still make (`max_queued` outstanding); the task
     /// gives a permit back when one completes, fails or is refused.
     room: Semaphore,
+    /// Wakes the driver for a command that wants a turn (`Command::wants_a_turn`: all but
+    /// `publish` and `post`) and when a handle is dropped. Those two wake it through the
+    /// channel only while it listens there: with the in-flight window full it does not, and
+    /// takes them at its next turn (see `Driver::wants_publishes`).
+    nudge: Notify,
 }
 
 impl EventTokens {
@@ -184,7 +205,7 @@ impl Client {
     fn with_outbox(device: Device, outbox: Outbox, events: mpsc::UnboundedReceiver<ClientEvent>) -> (Client, EventLoop) {
         let (commands, rx) = mpsc::unbounded_channel();
         let backlog = Arc::new(Backlog { limit: device.config().queue_len as usize, held: AtomicUsize::new(0), room: Notify::new() });
-        let tokens = Arc::new(EventTokens { next: AtomicU64::new(1), room: Semaphore::new(device.config().max_queued as usize) });
+        let tokens = Arc::new(EventTokens { next: AtomicU64::new(1), room: Semaphore::new(device.config().max_queued as usize), nudge: Notify::new() });
         let driver = Box::new(Driver::new(device, outbox, backlog.clone(), tokens.clone()));
         (Client { commands, events: Events(events, backlog), tokens }, EventLoop { driver, commands: rx, finished: false })
     }
@@ -197,8 +218,20 @@ impl Client {
     /// what a future builds and sends here is not part of the future (see [`Client::publish`]).
     fn send<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<oneshot::Receiver<Result<T, Error>>, Error> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(make(tx)).map_err(|_| Error::Stopped)?;
+        self.command(make(tx))?;
         Ok(rx)
+    }
+
+    /// Puts `cmd` in the channel, after the publishes sent before it, and wakes the driver
+    /// for it unless it is a publish that waits for the window anyway (see
+    /// [`EventTokens::nudge`]).
+    fn command(&self, cmd: Command) -> Result<(), Error> {
+        let nudge = cmd.wants_a_turn();
+        self.commands.send(cmd).map_err(|_| Error::Stopped)?;
+        if nudge {
+            self.tokens.nudge.notify_one();
+        }
+        Ok(())
     }
 
     /// Returns when the broker accepted the connection; fails if this first attempt fails.
@@ -250,7 +283,9 @@ impl Client {
     /// closed). Waits while `max_queued` publishes made this way have not completed; fails
     /// only if the client task has stopped. Unlike [`Client::enqueue`], its return says
     /// nothing about the client having taken the publish: with a store, one that a power
-    /// cut interrupts before the client took it is lost. From one task, a sequence of
+    /// cut interrupts before the client took it is lost (while connected with the in-flight
+    /// window full, the client takes it at the next acknowledgement, not at once; while
+    /// disconnected, at once). From one task, a sequence of
     /// `enqueue` calls waits for the task once per call (30–35k QoS 1 messages a second in
     /// `mqtt-bench` peer runs against 37–44k for `post`); `post`s go to the client in batches.
     #[allow(clippy::manual_async_fn)] // on purpose: see the first comment inside
@@ -268,7 +303,7 @@ impl Client {
             // The task gives the permit back (`Driver::settled`).
             permit.forget();
             let token = self.tokens.take();
-            self.commands.send(Command::Post(p, token)).map_err(|_| Error::Stopped)?;
+            self.command(Command::Post(p, token))?;
             Ok(token)
         }
     }
@@ -296,7 +331,7 @@ impl Client {
     /// Ping the broker; true when it answered within `response_time`.
     pub async fn broker_up(&self) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::BrokerUp(tx)).is_err() {
+        if self.command(Command::BrokerUp(tx)).is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
@@ -304,13 +339,13 @@ impl Client {
 
     pub async fn stats(&self) -> Option<Stats> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Stats(tx)).ok()?;
+        self.command(Command::Stats(tx)).ok()?;
         rx.await.ok().flatten()
     }
 
     pub async fn disconnect(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Disconnect(tx)).is_ok() {
+        if self.command(Command::Disconnect(tx)).is_ok() {
             let _ = rx.await;
         }
     }
@@ -325,6 +360,16 @@ impl Client {
     pub fn take_events(&mut self) -> Events {
         let closed = self.events.closed();
         std::mem::replace(&mut self.events, closed)
+    }
+}
+
+impl Drop for Client {
+    /// The driver may not be listening on the channel (its window full): told, it finds
+    /// the channel closed once the last handle is gone, and finishes.
+    fn drop(&mut self) {
+        // The sender goes first, so that the nudged driver sees it gone.
+        drop(std::mem::replace(&mut self.commands, mpsc::unbounded_channel().0));
+        self.tokens.nudge.notify_one();
     }
 }
 
@@ -465,6 +510,10 @@ struct Driver {
     /// `post` permits to give back at the end of this turn (one `add_permits` a turn,
     /// not one a publish: it takes the semaphore's lock).
     settled: usize,
+    /// The client's in-flight window (`max_inflight`).
+    window: usize,
+    /// Connected: between `Up` and `Down`.
+    up: bool,
 }
 
 impl Drop for Driver {
@@ -477,6 +526,7 @@ impl Drop for Driver {
 impl Driver {
     fn new(mut device: Device, events: Outbox, backlog: Arc<Backlog>, tokens: Arc<EventTokens>) -> Self {
         let wake = device.platform_mut().wakeup();
+        let window = usize::from(device.config().max_inflight);
         Driver {
             device,
             waiting_room: VecDeque::new(),
@@ -492,6 +542,8 @@ impl Driver {
             tokens,
             polled: false,
             settled: 0,
+            window,
+            up: false,
         }
     }
 
@@ -507,10 +559,16 @@ impl Driver {
     ///
     /// Cancel-safe: the only await is the wait, and nothing is taken until it ends.
     async fn turn(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> bool {
+        // The requests that came meanwhile (left in the channel while the window was full,
+        // or sent while this task was busy) go in before the poll.
+        let took = match self.take_commands(commands, MAX_BATCH) {
+            Ok(took) => took,
+            Err(()) => return false,
+        };
         // After a turn that returned with events, the poll that found them saw everything
         // there was: polling again before something new comes (a command, the socket, room,
         // the deadline; the wait below sees each at once) would be two crossings for nothing.
-        if !std::mem::take(&mut self.polled) {
+        if !std::mem::take(&mut self.polled) || took {
             if let Err(e) = self.poll() {
                 self.emit(ClientEvent::Error(e.to_string()));
                 return false;
@@ -529,6 +587,7 @@ impl Driver {
                 return true;
             }
         }
+        let listen = self.wants_publishes();
         let now = self.device.platform_mut().now_ms();
         let deadline = self.device.next_deadline().ok().flatten();
         let mut wait = deadline.map_or(Duration::from_secs(3600), |d| Duration::from_millis(d.saturating_sub(now)));
@@ -545,27 +604,22 @@ impl Driver {
             }
         };
         tokio::select! {
-            cmd = commands.recv() => match cmd {
+            cmd = commands.recv(), if listen => match cmd {
                 Some(cmd) => {
                     self.command(cmd);
                     // Requests that queued up meanwhile go in before the next poll: one
                     // poll, one deadline query and one timer per batch, not per request
                     // (an application with many publishes in flight sends them in bursts).
-                    for _ in 1..MAX_BATCH {
-                        match commands.try_recv() {
-                            Ok(cmd) => self.command(cmd),
-                            Err(_) => break,
-                        }
-                    }
-                    // The batch's publishes, handed over together before the poll
-                    // that sends them.
-                    self.offer_waiting();
+                    // The next turn takes more before it polls.
+                    return self.take_commands(commands, MAX_BATCH - 1).is_ok();
                 }
                 None => {
                     let _ = self.device.disconnect();
                     return false;
                 }
             },
+            // A request other than a publish, or a handle dropped: taken at the next turn.
+            _ = self.tokens.nudge.notified() => {}
             _ = notified => {}
             _ = self.backlog.room.notified() => {}
             _ = sleep.as_mut() => {}
@@ -577,8 +631,47 @@ impl Driver {
         self.events.push(e);
     }
 
+    /// Whether a publish sent now should wake this task. Not while connected with the
+    /// in-flight window full: the client would only queue it, and the acknowledgement that
+    /// opens the window wakes the task anyway, which takes what waits in the channel before
+    /// it polls. So a publisher that keeps the window full (and `max_queued` behind it)
+    /// costs no wake-up across threads per batch of publishes, as rumqttc's event loop
+    /// stops reading its request channel while its window is full. Disconnected, every
+    /// publish goes to the client at once: with a store, that is what records it.
+    fn wants_publishes(&self) -> bool {
+        !self.up || self.in_flight.len() < self.window
+    }
+
+    /// Takes up to `most` requests already in the channel and hands their publishes over
+    /// together; true if it took any. `Err` once every handle is gone (the client is then
+    /// closed): the driver is finished.
+    fn take_commands(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>, most: usize) -> Result<bool, ()> {
+        let mut took = false;
+        for _ in 0..most {
+            match commands.try_recv() {
+                Ok(cmd) => {
+                    self.command(cmd);
+                    took = true;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                // What the last handle sent before it went is polled first; the next
+                // turn finds the channel closed.
+                Err(mpsc::error::TryRecvError::Disconnected) if took => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    let _ = self.device.disconnect();
+                    return Err(());
+                }
+            }
+        }
+        if took {
+            // The batch's publishes, handed over together before the poll that sends them.
+            self.offer_waiting();
+        }
+        Ok(took)
+    }
+
     fn command(&mut self, cmd: Command) {
-        if !matches!(cmd, Command::Publish(..) | Command::Enqueue(..) | Command::Post(..)) {
+        if !cmd.is_publish() {
             // The publishes asked for before this go to the client before it.
             self.offer_waiting();
         }
@@ -721,6 +814,7 @@ impl Driver {
         for e in events {
             match e {
                 Event::Up(session_present) => {
+                    self.up = true;
                     for w in self.connect_waiters.drain(..) {
                         let _ = w.send(Ok(()));
                     }
@@ -748,6 +842,7 @@ impl Driver {
                     }
                 }
                 Event::Down(d) => {
+                    self.up = false;
                     self.emit(ClientEvent::Down(d));
                 }
                 Event::Message(m) => {

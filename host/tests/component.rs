@@ -552,6 +552,36 @@ fn a_full_queue_makes_publishers_wait_instead_of_failing() {
     });
 }
 
+/// With the in-flight window full the driver stops listening for `post`s and publishes
+/// (the acknowledgement that opens the window wakes it, and it takes them then), so what it
+/// must hear at once wakes it by itself: a question is answered, an `enqueue` gets its
+/// token and dropping the last handle ends the client, all without tokio's (paused) clock
+/// moving, where a driver that missed them would sleep until its next timer.
+#[test]
+fn with_the_window_full_requests_still_get_a_turn_at_once() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    rt.block_on(async {
+        let lo = Loopback::new();
+        let (mut client, ticker) = connected_client(&lo, 2, 8).await;
+        lo.hold_acks(true);
+        for i in 0..4u8 {
+            client.post(qos1(&[i])).await.unwrap();
+        }
+        // Let the driver take them and send two: the window is full.
+        while client.stats().await.unwrap().inflight < 2 {}
+        let start = tokio::time::Instant::now();
+        let stats = client.stats().await.unwrap();
+        assert_eq!((stats.inflight, stats.queued), (2, 2));
+        client.enqueue(qos1(b"enqueued")).await.unwrap();
+        assert_eq!(start.elapsed(), std::time::Duration::ZERO, "answered without waiting for a timer");
+        let mut events = client.take_events();
+        drop(client);
+        while events.next().await.is_some() {}
+        assert_eq!(start.elapsed(), std::time::Duration::ZERO, "the last handle dropped ended the client at once");
+        ticker.abort();
+    });
+}
+
 /// `enqueue` keeps many publishes in flight without a future each: tokens come back at once
 /// and each completes once on the event stream, also when a clone of the client (another
 /// task's handle) made it.
