@@ -514,6 +514,9 @@ struct Driver {
     window: usize,
     /// Connected: between `Up` and `Down`.
     up: bool,
+    /// A request that wants a turn came ([`EventTokens::nudge`]): the next turn takes
+    /// what is in the channel even with the window full.
+    nudged: bool,
 }
 
 impl Drop for Driver {
@@ -544,6 +547,7 @@ impl Driver {
             settled: 0,
             window,
             up: false,
+            nudged: false,
         }
     }
 
@@ -559,16 +563,24 @@ impl Driver {
     ///
     /// Cancel-safe: the only await is the wait, and nothing is taken until it ends.
     async fn turn(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> bool {
-        // The requests that came meanwhile (left in the channel while the window was full,
-        // or sent while this task was busy) go in before the poll.
-        let took = match self.take_commands(commands, MAX_BATCH) {
-            Ok(took) => took,
-            Err(()) => return false,
-        };
         // After a turn that returned with events, the poll that found them saw everything
         // there was: polling again before something new comes (a command, the socket, room,
         // the deadline; the wait below sees each at once) would be two crossings for nothing.
-        if !std::mem::take(&mut self.polled) || took {
+        let polled = std::mem::take(&mut self.polled);
+        // The requests that came meanwhile (left in the channel while the window was full,
+        // or sent while this task was busy) go in before the poll. Without a poll due, only
+        // if the client can send a publish now or a request that wants a turn nudged:
+        // otherwise taking them costs a poll that sends nothing (an event loop's task comes
+        // here after every event it returned), and the next poll takes them anyway.
+        let took = if !polled || std::mem::take(&mut self.nudged) || self.wants_publishes() {
+            match self.take_commands(commands, MAX_BATCH) {
+                Ok(took) => took,
+                Err(()) => return false,
+            }
+        } else {
+            false
+        };
+        if !polled || took {
             if let Err(e) = self.poll() {
                 self.emit(ClientEvent::Error(e.to_string()));
                 return false;
@@ -586,6 +598,10 @@ impl Driver {
                 self.polled = true;
                 return true;
             }
+        }
+        if self.nudged {
+            // More in the channel than one turn takes, a request that wants a turn among it.
+            return true;
         }
         let listen = self.wants_publishes();
         let now = self.device.platform_mut().now_ms();
@@ -618,8 +634,8 @@ impl Driver {
                     return false;
                 }
             },
-            // A request other than a publish, or a handle dropped: taken at the next turn.
-            _ = self.tokens.nudge.notified() => {}
+            // A request that wants a turn, or a handle dropped: taken at the next turn.
+            _ = self.tokens.nudge.notified() => self.nudged = true,
             _ = notified => {}
             _ = self.backlog.room.notified() => {}
             _ = sleep.as_mut() => {}
@@ -647,13 +663,20 @@ impl Driver {
     /// closed): the driver is finished.
     fn take_commands(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>, most: usize) -> Result<bool, ()> {
         let mut took = false;
+        // Stopped with more to take: the next turn takes again, window full or not, so that
+        // a request that wants a turn behind `most` publishes (or the channel's end) is not
+        // left for the next acknowledgement.
+        self.nudged = true;
         for _ in 0..most {
             match commands.try_recv() {
                 Ok(cmd) => {
                     self.command(cmd);
                     took = true;
                 }
-                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    self.nudged = false;
+                    break;
+                }
                 // What the last handle sent before it went is polled first; the next
                 // turn finds the channel closed.
                 Err(mpsc::error::TryRecvError::Disconnected) if took => break,

@@ -570,9 +570,17 @@ fn with_the_window_full_requests_still_get_a_turn_at_once() {
         // Let the driver take them and send two: the window is full.
         while client.stats().await.unwrap().inflight < 2 {}
         let start = tokio::time::Instant::now();
-        let stats = client.stats().await.unwrap();
-        assert_eq!((stats.inflight, stats.queued), (2, 2));
         client.enqueue(qos1(b"enqueued")).await.unwrap();
+        let stats = client.stats().await.unwrap();
+        assert_eq!((stats.inflight, stats.queued), (2, 3));
+        // More publishes than the driver takes in a turn wait in the channel, ahead of
+        // the next question (each sent by its future's first poll; the futures are dropped,
+        // the publishes stay).
+        for i in 0..100u8 {
+            assert!(polled_once(client.publish("t", [i], Qos::AtLeastOnce, false)).await.is_none());
+        }
+        let stats = client.stats().await.unwrap();
+        assert_eq!((stats.inflight, stats.queued), (2, 6), "the window full, max_queued held, the rest waiting");
         assert_eq!(start.elapsed(), std::time::Duration::ZERO, "answered without waiting for a timer");
         let mut events = client.take_events();
         drop(client);
