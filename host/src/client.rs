@@ -218,14 +218,14 @@ impl Client {
     /// what a future builds and sends here is not part of the future (see [`Client::publish`]).
     fn send<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<oneshot::Receiver<Result<T, Error>>, Error> {
         let (tx, rx) = oneshot::channel();
-        self.command(make(tx))?;
+        self.send_command(make(tx))?;
         Ok(rx)
     }
 
     /// Puts `cmd` in the channel, after the publishes sent before it, and wakes the driver
     /// for it unless it is a publish that waits for the window anyway (see
     /// [`EventTokens::nudge`]).
-    fn command(&self, cmd: Command) -> Result<(), Error> {
+    fn send_command(&self, cmd: Command) -> Result<(), Error> {
         let nudge = cmd.wants_a_turn();
         self.commands.send(cmd).map_err(|_| Error::Stopped)?;
         if nudge {
@@ -303,7 +303,7 @@ impl Client {
             // The task gives the permit back (`Driver::settled`).
             permit.forget();
             let token = self.tokens.take();
-            self.command(Command::Post(p, token))?;
+            self.send_command(Command::Post(p, token))?;
             Ok(token)
         }
     }
@@ -331,7 +331,7 @@ impl Client {
     /// Ping the broker; true when it answered within `response_time`.
     pub async fn broker_up(&self) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self.command(Command::BrokerUp(tx)).is_err() {
+        if self.send_command(Command::BrokerUp(tx)).is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
@@ -339,13 +339,13 @@ impl Client {
 
     pub async fn stats(&self) -> Option<Stats> {
         let (tx, rx) = oneshot::channel();
-        self.command(Command::Stats(tx)).ok()?;
+        self.send_command(Command::Stats(tx)).ok()?;
         rx.await.ok().flatten()
     }
 
     pub async fn disconnect(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.command(Command::Disconnect(tx)).is_ok() {
+        if self.send_command(Command::Disconnect(tx)).is_ok() {
             let _ = rx.await;
         }
     }
@@ -512,7 +512,8 @@ struct Driver {
     settled: usize,
     /// The client's in-flight window (`max_inflight`).
     window: usize,
-    /// Connected: between `Up` and `Down`.
+    /// Connected: between `Up` and `Down`. Kept from the events the polls hand over rather
+    /// than asked (`Device::is_connected` is a call into the component, once a turn).
     up: bool,
     /// A request that wants a turn came ([`EventTokens::nudge`]): the next turn takes
     /// what is in the channel even with the window full.
@@ -662,11 +663,7 @@ impl Driver {
     /// together; true if it took any. `Err` once every handle is gone (the client is then
     /// closed): the driver is finished.
     fn take_commands(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>, most: usize) -> Result<bool, ()> {
-        let mut took = false;
-        // Stopped with more to take: the next turn takes again, window full or not, so that
-        // a request that wants a turn behind `most` publishes (or the channel's end) is not
-        // left for the next acknowledgement.
-        self.nudged = true;
+        let (mut took, mut emptied) = (false, false);
         for _ in 0..most {
             match commands.try_recv() {
                 Ok(cmd) => {
@@ -674,7 +671,7 @@ impl Driver {
                     took = true;
                 }
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    self.nudged = false;
+                    emptied = true;
                     break;
                 }
                 // What the last handle sent before it went is polled first; the next
@@ -686,6 +683,10 @@ impl Driver {
                 }
             }
         }
+        // Stopped with more to take: the next turn takes again, window full or not, so that
+        // a request that wants a turn behind `most` publishes (or the channel's end) is not
+        // left for the next acknowledgement.
+        self.nudged = !emptied;
         if took {
             // The batch's publishes, handed over together before the poll that sends them.
             self.offer_waiting();
