@@ -22,7 +22,7 @@ use crate::engine_config::Watchdog;
 use crate::epoch_ticker::CALL_TICKS;
 use crate::platform::Platform;
 use crate::token_map::TokenMap;
-use crate::{LinkState, SocketError, SocketState, TlsParams};
+use crate::{DownReason, LinkState, SocketError, SocketState, TlsParams};
 
 /// Identifies a request. The device hands out its own tokens (the core's type), which
 /// survive restarts of the instance; the guest's do not, and never reach the application.
@@ -255,6 +255,9 @@ pub struct Device {
     restarted: bool,
     /// A restart is replaying state into a fresh instance: a failure now is not retried.
     restarting: bool,
+    /// The application was told `Up` and no `Down` since: a restart, which closes the
+    /// connection, says `Down` first (see [`Device::restart`]).
+    reported_up: bool,
     retry_connect_at: Option<u64>,
     /// The guest's deadline as the last `poll` returned it; `None` once another guest call
     /// may have moved it (a request waits to go out until the next poll).
@@ -327,6 +330,7 @@ impl Device {
             connect_requested: false,
             restarted: false,
             restarting: false,
+            reported_up: false,
             retry_connect_at: None,
             deadline_after_poll: None,
             deadline_before_call: None,
@@ -412,6 +416,13 @@ impl Device {
         // them back under the same tokens.
         let mut stored = std::mem::take(&mut self.guest_to_host);
         stored.retain(|guest, _| guest & mqtt_protocol::STORED_TOKEN != 0);
+        // The old instance's connection was closed above, and it can no longer say so: an
+        // application (or a driver deciding whether a publish can wait for the window)
+        // would otherwise take the fresh instance's `Up` as a second one on a link that
+        // never went.
+        if std::mem::take(&mut self.reported_up) {
+            self.backlog.push(Event::Down(DownReason::Socket(SocketError::Closed)));
+        }
         self.backlog.push(Event::Error(format!("component restarted after a failure in `{what}`: {why:#}")));
         if self.connect_requested {
             self.call_connect()?;
@@ -771,7 +782,11 @@ impl Device {
                 }
                 None => return false,
             },
-            Event::Up(_) => self.restarted = false,
+            Event::Up(_) => {
+                self.restarted = false;
+                self.reported_up = true;
+            }
+            Event::Down(_) => self.reported_up = false,
             Event::ConnectFailed(why) if self.restarted => {
                 // The application's connect succeeded long ago; a restarted instance's
                 // first attempt failing is an outage like any other: retry.

@@ -1,7 +1,7 @@
 //! The real component, driven through the host with the in-memory platform.
 
 use mqtt_host::loopback::Loopback;
-use mqtt_host::{default_config, ClientError, ComponentFile, Device, DeviceError, Event, Publish, Qos};
+use mqtt_host::{default_config, ClientError, ComponentFile, Device, DeviceError, DownReason, Event, Publish, Qos, SocketError};
 
 fn device(lo: &Loopback) -> Device {
     let component = ComponentFile::embedded().expect("embedded component loads");
@@ -70,6 +70,11 @@ fn exhausted_fuel_restarts_the_instance_and_replays_what_was_accepted() {
     let events = d.poll().expect("the watchdog recovers instead of failing");
     assert_eq!(d.restarts(), 1);
     assert!(events.iter().any(|e| matches!(e, Event::Error(m) if m.contains("restarted"))), "{events:?}");
+    // The connection the application was told of went with the old instance: it hears so
+    // before the fresh instance's `Up` (which this poll may already bring).
+    let down = events.iter().position(|e| matches!(e, Event::Down(DownReason::Socket(SocketError::Closed))));
+    let up = events.iter().position(|e| matches!(e, Event::Up(_)));
+    assert!(down.is_some_and(|d| up.is_none_or(|u| d < u)), "a Down, before any Up: {events:?}");
     // The recovering poll polls the fresh instance too, which may complete it at once.
     if !events.iter().any(|e| matches!(e, Event::Published(x) if *x == t)) {
         poll_until(&mut d, &lo, |e| matches!(e, Event::Published(x) if *x == t));
@@ -78,6 +83,38 @@ fn exhausted_fuel_restarts_the_instance_and_replays_what_was_accepted() {
     let copies = lo.with(|s| s.received.iter().filter(|r| r.1 == b"precious").count());
     assert!(copies >= 2, "the accepted publish was handed to the fresh instance");
     assert_eq!(lo.with(|s| s.violations.clone()), Vec::<String>::new(), "the broker model found no breach of the spec");
+}
+
+/// `Up` and `Down` alternate across restarts: an instance that never reported a connection
+/// is replaced without a `Down`, one that did says `Down` once, and the fresh one's `Up`
+/// follows.
+#[test]
+fn a_restart_says_down_only_for_a_connection_the_application_was_told_of() {
+    let lo = Loopback::new();
+    let mut d = device(&lo);
+    d.connect().unwrap();
+    let mut events = Vec::new();
+    for _ in 0..2 {
+        // The first time before the CONNACK, with nothing reported up.
+        d.starve_next_call(1_000);
+        let recovering = d.poll().expect("the watchdog recovers");
+        let up_already = recovering.iter().any(|e| matches!(e, Event::Up(_)));
+        events.extend(recovering);
+        if !up_already {
+            events.extend(poll_until(&mut d, &lo, |e| matches!(e, Event::Up(_))));
+        }
+    }
+    assert_eq!(d.restarts(), 2);
+    let changes: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Up(_) => Some("up"),
+            Event::Down(DownReason::Socket(SocketError::Closed)) => Some("down"),
+            Event::Down(other) => panic!("unexpected down reason {other:?}"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changes, ["up", "down", "up"], "{events:?}");
 }
 
 #[test]
