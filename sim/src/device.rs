@@ -61,6 +61,8 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
                 w.workload_next[d][i] += 1;
             }
         }
+        // A new boot's application has been told nothing yet.
+        w.told_up[d] = false;
         w.log(now, &ctx.name, "boot", json!({ "boot": b }));
         b
     };
@@ -302,11 +304,17 @@ fn record(ctx: &DeviceCtx, boot: u32, now: u64, events: Vec<Event>, challenges: 
     for e in events {
         match e {
             Event::Up(session_present) => {
+                if std::mem::replace(&mut w.told_up[ctx.index as usize], true) {
+                    w.rec.up_down_out_of_turn.push(format!("{} told Up at {now} ms while up", ctx.name));
+                }
                 w.rec.ups.push((ctx.index, now));
                 w.log(now, &ctx.name, "up", json!({ "session_present": session_present }));
             }
             Event::Down(d) => {
                 let why = down_text(&d);
+                if !std::mem::replace(&mut w.told_up[ctx.index as usize], false) {
+                    w.rec.up_down_out_of_turn.push(format!("{} told Down ({why}) at {now} ms while not up", ctx.name));
+                }
                 w.log(now, &ctx.name, "down", json!({ "reason": why }));
                 w.rec.downs.push((ctx.index, now, why));
             }

@@ -566,6 +566,11 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
     if !rec.protocol_violations.is_empty() {
         check(&mut checks, "no_protocol_violations", false, rec.protocol_violations[..rec.protocol_violations.len().min(5)].join("; "));
     }
+    // Always checked too: an application tracking the connection from the events must be
+    // able to trust them (a watchdog restart once reported a second `Up` with no `Down`).
+    if !rec.up_down_out_of_turn.is_empty() {
+        check(&mut checks, "up_down_alternate", false, rec.up_down_out_of_turn[..rec.up_down_out_of_turn.len().min(5)].join("; "));
+    }
     let e = &sc.expect;
     if e.no_qos1_loss == Some(true) {
         let never_reached_broker = lost.iter().filter(|s| !at_broker.contains(s)).count();

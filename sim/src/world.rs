@@ -100,6 +100,9 @@ pub struct Record {
     pub connect_attempts: u64,
     /// What the broker saw a client do against the spec (always a failed check).
     pub protocol_violations: Vec<String>,
+    /// A device's application told `Up` while up, or `Down` while not (always a failed
+    /// check): in one boot the two alternate, starting with `Up`.
+    pub up_down_out_of_turn: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -121,6 +124,8 @@ pub struct World {
     pub app_cancels: Vec<Vec<String>>,
     /// Per device, per workload: the next index (survives power cycles).
     pub workload_next: Vec<Vec<u64>>,
+    /// Per device: its application was told `Up` and no `Down` since, in this boot.
+    pub told_up: Vec<bool>,
     pub rec: Record,
     /// How many brokers the scenario runs.
     pub brokers: usize,
@@ -142,6 +147,7 @@ impl World {
             app_requests: vec![Vec::new(); devices],
             app_cancels: vec![Vec::new(); devices],
             workload_next: vec![vec![0; workloads]; devices],
+            told_up: vec![false; devices],
             rec,
             brokers: 1,
             flash: (0..devices).map(|_| None).collect(),
