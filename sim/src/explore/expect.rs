@@ -148,7 +148,7 @@ pub fn derive(sc: &Scenario) -> Expect {
     // client resumes a session whose QoS 2 packet ids it has forgotten, and a broker still
     // waiting for the PUBREL of one takes a new message under that id for a resend of the
     // old one (protocol/README.md, "Resuming a session without a store").
-    let stateless_resume = sc.workload.iter().any(|w| w.qos == 2) && power_faults(sc) && sc.device.store.is_none() && !t.cfg.clean_init;
+    let stateless_resume = sc.workload.iter().any(|w| w.qos == 2) && client_starts_over(sc) && sc.device.store.is_none() && !t.cfg.clean_init;
     // A broker still out of reach when the run ends (and none to fail over to) keeps what
     // it never got.
     let total_s = sc.duration_s + sc.drain_s;
@@ -222,8 +222,15 @@ fn aside(f: &Fault) -> bool {
     matches!(f, Fault::Subscribe { .. } | Fault::Unsubscribe { .. } | Fault::Cancel { .. } | Fault::ObserverAway { .. })
 }
 
-fn power_faults(sc: &Scenario) -> bool {
-    sc.fault.iter().any(|f| matches!(f, Fault::PowerCycle { .. } | Fault::PowerCut { .. })) || sc.chaos.as_ref().is_some_and(|c| c.power_cuts > 0)
+/// A fault after which the client starts over from nothing but its store: a power cycle or
+/// cut, or a watchdog restart of the component (`guest_trap`). The host keeps what a
+/// restart's application would have lost (the publishes not yet acknowledged, the
+/// subscriptions), but the fresh instance has forgotten its packet ids and its session,
+/// and connects as a first connection does (`clean_init`); reading a restart as a reboot
+/// leaves out only expectations, never adds one.
+fn client_starts_over(sc: &Scenario) -> bool {
+    sc.fault.iter().any(|f| matches!(f, Fault::PowerCycle { .. } | Fault::PowerCut { .. } | Fault::GuestTrap { .. }))
+        || sc.chaos.as_ref().is_some_and(|c| c.power_cuts > 0)
 }
 
 /// The broker keeps the device's session through everything the scenario does.
@@ -234,7 +241,7 @@ fn session_kept(sc: &Scenario, t: &Timing) -> bool {
         && sc.brokers == 1
         && !sc.fault.iter().any(|f| matches!(f, Fault::BrokerRestart { persist: false, .. }))
         && (!c.mqttv5 || c.session_expiry_secs >= 3600)
-        && (!power_faults(sc) || !c.clean_init)
+        && (!client_starts_over(sc) || !c.clean_init)
 }
 
 /// Outgoing QoS 2 reaches the other side once: every QoS 1/2 workload is QoS 2 and the
@@ -311,7 +318,7 @@ fn attempt_bound(sc: &Scenario, t: &Timing) -> u64 {
             Fault::Latency { for_s, .. } => failing(for_s, probe),
             Fault::StopPings { for_s, .. } => 3.0 + for_s / t.ping.max(0.5),
             Fault::LinkFlap { count, .. } | Fault::DropAcks { count, .. } | Fault::DelayAcks { count, .. } => 3.0 * f64::from(count),
-            Fault::PowerCycle { .. } | Fault::PowerCut { .. } => 5.0,
+            Fault::PowerCycle { .. } | Fault::PowerCut { .. } | Fault::GuestTrap { .. } => 5.0,
             _ if aside(f) || matches!(f, Fault::Disconnect { .. }) => 1.0,
             _ => 3.0,
         };
@@ -412,8 +419,9 @@ fn reconnect_limit(sc: &Scenario, t: &Timing) -> Option<u64> {
     }
     // A device that boots while the link is down fails its first connect; the application
     // tries again on its own schedule (as an mqtt_as application must), not at the return.
+    // So does a component restarted then, its host standing in for the application.
     for f in &sc.fault {
-        if let Fault::PowerCycle { .. } | Fault::PowerCut { .. } = f {
+        if let Fault::PowerCycle { .. } | Fault::PowerCut { .. } | Fault::GuestTrap { .. } = f {
             let (at, span) = f.window();
             let boot = at + span;
             if link_downs(sc).iter().any(|(d, r)| *d <= boot + t.recover && *r >= at) {
@@ -589,18 +597,18 @@ fn must_arrive(sc: &Scenario, t: &Timing, stream: &Inject, disconnect_at: Option
     }
     let t_end = last_disturbance(sc, t);
     let late_sub = subscribed_at > 0.0;
-    let power = power_faults(sc);
+    let starts_over = client_starts_over(sc);
     // After everything: the client is back and subscribed (again) by then.
     let late = stream.start_s >= t_end + t.recover
         && stream.start_s >= subscribed_at + t.recover
         && (t.cfg.resubscribe || session_kept(sc, t))
-        && !(late_sub && power);
+        && !(late_sub && starts_over);
     // Through everything: the broker keeps the session and queues for the device.
     // A broker queue that overflows drops messages (online sessions too, as Mosquitto's).
     if (sc.broker.max_queued_messages as u64) < injected {
         return false;
     }
-    let through = session_kept(sc, t) && !power && !late_sub && stream.start_s >= 2.0;
+    let through = session_kept(sc, t) && !starts_over && !late_sub && stream.start_s >= 2.0;
     late || through
 }
 
@@ -637,7 +645,7 @@ fn incoming(sc: &Scenario, t: &Timing, e: &mut Expect, disconnect_at: Option<f64
     // forgot which ids it had.
     // (A retained message comes again with every new subscription: a copy, not a duplicate.)
     let delivered: Vec<u8> = sc.inject.iter().map(|s| if s.retain { 1 } else { s.qos.min(delivery(sc, &s.topic).0) }).filter(|q| *q > 0).collect();
-    let store_or_no_power = sc.device.store.is_some() || !power_faults(sc);
+    let store_or_no_power = sc.device.store.is_some() || !client_starts_over(sc);
     // (The check counts copies over the whole fleet: one device only.)
     if !delivered.is_empty() && delivered.iter().all(|q| *q == 2) && store_or_no_power && sc.brokers == 1 && sc.devices == 1 {
         e.device_max_duplicates = Some(0);
@@ -728,7 +736,7 @@ fn server_disconnect(sc: &Scenario, t: &Timing) -> Option<u8> {
 /// in its SUBACK (both versions). Left out where the device may die with the request or the
 /// application may disconnect before the answer.
 fn access_control(sc: &Scenario, t: &Timing, e: &mut Expect, disconnect_at: Option<f64>) {
-    if sc.broker.deny.is_empty() || sc.chaos.is_some() || power_faults(sc) || disconnect_at.is_some() {
+    if sc.broker.deny.is_empty() || sc.chaos.is_some() || client_starts_over(sc) || disconnect_at.is_some() {
         return;
     }
     let denied = |topic: &str| sc.broker.deny.iter().any(|d| d == topic || mqtt_protocol::codec::topic::topic_matches(d, topic));
@@ -769,7 +777,7 @@ fn outgoing_expiry_must_drop(sc: &Scenario, t: &Timing) -> bool {
 
 /// A publish made while the link is down must fail once its deadline passes.
 fn deadline_must_fail(sc: &Scenario) -> bool {
-    if sc.device.store.is_some() || sc.chaos.is_some() || power_faults(sc) {
+    if sc.device.store.is_some() || sc.chaos.is_some() || client_starts_over(sc) {
         return false;
     }
     let max_queued = u64::from(device_config(sc, 1, 0).max_queued);
