@@ -641,13 +641,13 @@ fn incoming(sc: &Scenario, t: &Timing, e: &mut Expect, disconnect_at: Option<f64
     if !t.cfg.backpressure && topics.len() == 1 && sc.inject.iter().all(|s| must_arrive(sc, t, s, disconnect_at, false)) {
         e.device_receives_last_injected = Some(true);
     }
-    // QoS 2 end to end reaches the application once, unless a reboot without a store
-    // forgot which ids it had.
+    // QoS 2 end to end reaches the application once, unless a reboot or a restart without
+    // a store forgot which ids it had.
     // (A retained message comes again with every new subscription: a copy, not a duplicate.)
     let delivered: Vec<u8> = sc.inject.iter().map(|s| if s.retain { 1 } else { s.qos.min(delivery(sc, &s.topic).0) }).filter(|q| *q > 0).collect();
-    let store_or_no_power = sc.device.store.is_some() || !client_starts_over(sc);
+    let ids_remembered = sc.device.store.is_some() || !client_starts_over(sc);
     // (The check counts copies over the whole fleet: one device only.)
-    if !delivered.is_empty() && delivered.iter().all(|q| *q == 2) && store_or_no_power && sc.brokers == 1 && sc.devices == 1 {
+    if !delivered.is_empty() && delivered.iter().all(|q| *q == 2) && ids_remembered && sc.brokers == 1 && sc.devices == 1 {
         e.device_max_duplicates = Some(0);
     }
     never_receives(sc, t, e);
