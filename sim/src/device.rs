@@ -118,10 +118,14 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
             // The power failed inside this call: nothing it returned reached the
             // application, and nothing runs until the timeline boots the host again.
             let seqs: Vec<u64> = events.iter().filter_map(|e| if let Event::Message(m) = e { seq_of(&m.payload) } else { None }).collect();
+            // A publish this call failed (its deadline passed) was failed for good, in the
+            // store too: the report died with the call, not the publish with the power.
+            let failed: Vec<u64> = events.iter().filter_map(|e| if let Event::PublishFailed((t, _)) = e { Some(*t) } else { None }).collect();
             {
                 let mut w = ctx.world.lock();
-                w.log(now_ms(), &ctx.name, "handed_over_at_cut", json!({ "seqs": seqs }));
+                w.log(now_ms(), &ctx.name, "handed_over_at_cut", json!({ "seqs": seqs, "failed_tokens": failed }));
                 w.rec.handed_over_at_cut.extend(seqs);
+                w.rec.failed.extend(failed.into_iter().map(|t| (ctx.index, boot, t)));
             }
             return std::future::pending().await;
         }
