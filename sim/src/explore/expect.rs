@@ -534,8 +534,18 @@ fn will(sc: &Scenario, t: &Timing, e: &mut Expect) {
         .iter()
         .enumerate()
         .any(|(j, f)| j != i && matches!(f, Fault::BrokerRestart { .. } | Fault::BrokerDown { .. } | Fault::HalfOpen { .. }) && f.window().0 <= due);
-    // An observer away when the will is due sees it only when back.
-    let unseen = sc.fault.iter().any(|f| matches!(f, Fault::ObserverAway { at_s, .. } if *at_s <= due));
+    // An observer away when the will is due sees it only when back. Faults at the broker act
+    // on the observer's connection as on the device's: it may lose it (answers dropped or
+    // late, pings unanswered, a DISCONNECT) and not get it back (refused) before the will.
+    let unseen = sc.fault.iter().enumerate().any(|(j, f)| {
+        matches!(f, Fault::ObserverAway { at_s, .. } if *at_s <= due)
+            || (j != i
+                && matches!(
+                    f,
+                    Fault::DropAcks { .. } | Fault::DelayAcks { .. } | Fault::StopPings { .. } | Fault::ServerDisconnect { .. } | Fault::Refuse { .. }
+                )
+                && f.window().0 <= due)
+    });
     if !broker_dies && !unseen {
         e.will_delivered = Some(true);
         e.will_by_s = Some(due.ceil());
@@ -827,6 +837,21 @@ mod tests {
         let e = derive(&sc);
         assert_eq!(e.will_delivered, Some(true));
         assert!(e.will_by_s.unwrap() <= 27.0, "{:?}", e.will_by_s);
+    }
+
+    /// Found by `explore --seed 31`: the broker dropped the observer's PINGRESPs, then refused
+    /// it, so it was away when the will went out.
+    #[test]
+    fn no_will_is_expected_where_the_observer_may_lose_its_connection_first() {
+        let power_cut = "duration_s = 60\n[device]\nkeepalive_s = 20\nwill = { topic = \"w\", payload = \"x\" }\n[[fault]]\nkind = \"power_cycle\"\nat_s = 3.6\noff_s = 40\n";
+        assert_eq!(derive(&parse(power_cut)).will_delivered, Some(true));
+        for fault in [
+            "kind = \"drop_acks\"\nat_s = 11.6\npacket = \"pingresp\"\ncount = 3",
+            "kind = \"refuse\"\nat_s = 21.2\nfor_s = 40\ncode = 5",
+            "kind = \"stop_pings\"\nat_s = 11.6\nfor_s = 20",
+        ] {
+            assert_eq!(derive(&parse(&format!("{power_cut}[[fault]]\n{fault}\n"))).will_delivered, None, "{fault}");
+        }
     }
 
     #[test]
