@@ -135,17 +135,14 @@ pub enum Api {
 /// `nodelay`: as the platform sets it by default; off (Nagle on) is a row of its own, to
 /// compare with rumqttc's default.
 pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool, api: Api) -> anyhow::Result<PeerRun> {
-    use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Device, Subscription};
+    use mqtt_host::{Client, ClientEvent, ComponentFile, ConfigBuilder, Device, Subscription};
     use mqtt_platform_tokio::TokioPlatform;
     let component = ComponentFile::embedded()?;
     let level = mqtt_host::qos_from_level(qos).ok_or_else(|| anyhow::anyhow!("qos {qos}"))?;
     let connect = |id: &str| -> anyhow::Result<(Client, Events)> {
-        let mut cfg = default_config("127.0.0.1", id);
-        cfg.port = Some(port);
         // The same window as the other clients get; everything else as a user gets it (the
         // incoming queue and backpressure at their defaults: no tuned `queue_len`).
-        cfg.max_inflight = window;
-        cfg.max_queued = u32::from(window) * 2;
+        let cfg = ConfigBuilder::new("127.0.0.1", id).port(port).max_inflight(window).max_queued(u32::from(window) * 2).build()?;
         let platform = if nodelay { TokioPlatform::for_config(&cfg) } else { TokioPlatform::for_config(&cfg).with_nagle() };
         let device = Device::new(&component, Box::new(platform), cfg, id)?;
         Ok(if api == Api::EventLoop {
@@ -161,9 +158,7 @@ pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool, ap
     let topic = format!("bench/ours/{}", std::process::id());
     let (sub, mut events) = connect("bench-ours-sub")?;
     events.run_until(sub.connect()).await?;
-    events
-        .run_until(sub.subscribe(vec![Subscription { filter: topic.clone(), qos: level, no_local: false, retain_as_published: false, retain_handling: 0 }]))
-        .await?;
+    events.run_until(sub.subscribe(vec![Subscription::new(topic.as_str(), level)])).await?;
     let receiver = tokio::spawn(async move {
         let mut a = Arrivals::default();
         while (a.latencies.len() as u64) < count {
