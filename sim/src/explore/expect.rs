@@ -529,24 +529,28 @@ fn will(sc: &Scenario, t: &Timing, e: &mut Expect) {
     if !alone(sc, first) || first.window().0 < 2.0 || off < 1.5 * ka + delay + 3.0 || due + 1.0 > sc.duration_s + sc.drain_s {
         return;
     }
-    let broker_dies = sc
-        .fault
-        .iter()
-        .enumerate()
-        .any(|(j, f)| j != i && matches!(f, Fault::BrokerRestart { .. } | Fault::BrokerDown { .. } | Fault::HalfOpen { .. }) && f.window().0 <= due);
-    // An observer away when the will is due sees it only when back. Faults at the broker act
-    // on the observer's connection as on the device's: it may lose it (answers dropped or
-    // late, pings unanswered, a DISCONNECT) and not get it back (refused) before the will.
+    // Who may miss the will when one of these comes before it is due: the broker dies or
+    // half-opens (it may forget the session, will and all), or the observer is away (it sees
+    // the will only when back). Faults at the broker act on the observer's connection as on
+    // the device's: it may lose it (answers dropped or late, pings unanswered, a DISCONNECT)
+    // and not get it back (refused) before the will.
     let unseen = sc.fault.iter().enumerate().any(|(j, f)| {
-        matches!(f, Fault::ObserverAway { at_s, .. } if *at_s <= due)
-            || (j != i
-                && matches!(
-                    f,
-                    Fault::DropAcks { .. } | Fault::DelayAcks { .. } | Fault::StopPings { .. } | Fault::ServerDisconnect { .. } | Fault::Refuse { .. }
-                )
-                && f.window().0 <= due)
+        j != i
+            && f.window().0 <= due
+            && matches!(
+                f,
+                Fault::BrokerRestart { .. }
+                    | Fault::BrokerDown { .. }
+                    | Fault::HalfOpen { .. }
+                    | Fault::ObserverAway { .. }
+                    | Fault::DropAcks { .. }
+                    | Fault::DelayAcks { .. }
+                    | Fault::StopPings { .. }
+                    | Fault::ServerDisconnect { .. }
+                    | Fault::Refuse { .. }
+            )
     });
-    if !broker_dies && !unseen {
+    if !unseen {
         e.will_delivered = Some(true);
         e.will_by_s = Some(due.ceil());
     }
