@@ -631,7 +631,7 @@ impl Driver {
                     return self.take_commands(commands, MAX_BATCH - 1).is_ok();
                 }
                 None => {
-                    let _ = self.device.disconnect();
+                    self.last_handle_gone();
                     return false;
                 }
             },
@@ -678,7 +678,7 @@ impl Driver {
                 // turn finds the channel closed.
                 Err(mpsc::error::TryRecvError::Disconnected) if took => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
-                    let _ = self.device.disconnect();
+                    self.last_handle_gone();
                     return Err(());
                 }
             }
@@ -692,6 +692,12 @@ impl Driver {
             self.offer_waiting();
         }
         Ok(took)
+    }
+
+    /// Every handle is gone (the channel closed): the client says goodbye to the broker (a
+    /// DISCONNECT, so no will), and the task ends.
+    fn last_handle_gone(&mut self) {
+        let _ = self.device.disconnect();
     }
 
     fn command(&mut self, cmd: Command) {

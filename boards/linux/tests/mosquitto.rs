@@ -141,6 +141,40 @@ fn will_is_published_when_the_client_is_killed() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "gone");
 }
 
+/// The other side of the will: an application that drops every handle to its client (the
+/// `Client` and its clones) ends the client task with a DISCONNECT, so the broker discards
+/// the will. Without it, the socket closing as the task ends makes Mosquitto publish the will
+/// at once, and the observer's first message would be it rather than the marker.
+#[test]
+fn dropping_every_handle_disconnects_so_no_will_is_published() {
+    let broker = start_broker();
+    let observer = observer(broker.port, "handles/status", 1, 20);
+    rt().block_on(async {
+        let mut config = cfg(broker.port, "handles-gone", false);
+        config.will = Some(mqtt_host::Will {
+            topic: "handles/status".into(),
+            payload: b"gone".to_vec(),
+            qos: Qos::AtLeastOnce,
+            retain: false,
+            delay_secs: None,
+            properties: None,
+        });
+        let c = client(config).await;
+        let other = c.clone();
+        drop(c);
+        drop(other);
+        // The task disconnects and ends on its next turn; a will would be out by then.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    });
+    let marker = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "handles/status", "-q", "1", "-m", "still-quiet"])
+        .status()
+        .unwrap();
+    assert!(marker.success());
+    let out = observer.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "still-quiet", "the will was published: no DISCONNECT when the handles went");
+}
+
 #[test]
 fn stdin_lines_are_all_acknowledged_before_exit() {
     let broker = start_broker();
