@@ -3,7 +3,8 @@
 use alloc::string::String;
 
 use mqtt_protocol::{
-    Config, DownReason, Event, LinkState, Properties, PropertyValues, QoS, SocketError, Stats, SubscribeFilter, SubscribeProperties, TlsParams, Will,
+    Config, DownReason, Event, LinkState, OutgoingPublish, Properties, PropertyValues, QoS, SocketError, Stats, SubscribeFilter, SubscribeProperties,
+    TlsParams, Will,
 };
 
 use crate::api;
@@ -105,6 +106,16 @@ fn properties_to_wit(p: Properties) -> api::PublishProperties {
         correlation_data: p.correlation_data,
         subscription_ids: p.subscription_identifiers,
         user_properties: p.user_properties,
+    }
+}
+
+pub fn publish_from_wit(p: api::Publish) -> OutgoingPublish {
+    OutgoingPublish {
+        topic: p.topic,
+        payload: p.payload,
+        qos: qos_from_wit(p.qos),
+        retain: p.retain,
+        properties: p.properties.map(properties_from_wit).unwrap_or_default(),
     }
 }
 

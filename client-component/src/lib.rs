@@ -32,7 +32,7 @@ wit_bindgen::generate!({
 });
 
 use exports::mqtt_as::client::client as api;
-use mqtt_as::client::{clock, log, socket, storage, wifi};
+use mqtt_as::client::{clock, log, packet_ids, socket, storage, wifi};
 
 /// Bytes read per `recv` call, and the most read in one `poll` so a flooding broker cannot
 /// make one call unbounded (the rest is read on the next poll).
@@ -52,6 +52,8 @@ struct Glue {
     /// Bytes the host has not accepted yet, for the current socket.
     outbuf: Vec<u8>,
     link: Option<LinkState>,
+    /// What `resume` said of the next `publish` call's first publishes, the first last.
+    resuming: Vec<mqtt_protocol::SentId>,
 }
 
 fn now() -> Instant {
@@ -144,6 +146,13 @@ impl Glue {
         let mut progress = false;
         // Bytes first: they belong to the socket that is current before any action.
         progress |= self.client.transmit_into(&mut self.outbuf);
+        // The host learns the packet ids before the bytes that carry them leave.
+        let ids = self.client.take_sent_ids();
+        if !ids.is_empty() {
+            let ids: Vec<packet_ids::InFlight> =
+                ids.into_iter().map(|s| packet_ids::InFlight { token: s.token, packet_id: s.packet_id, released: s.released }).collect();
+            packet_ids::sent(&ids);
+        }
         self.flush(now);
         // What the socket left behind bounds how much more QoS 0 the client lets out.
         progress |= self.socket.is_some() && self.client.handle_unsent(now, self.outbuf.len());
@@ -334,7 +343,8 @@ impl api::GuestClient for ClientResource {
         let config = convert::config_from_wit(config).map_err(api::ClientError::Invalid)?;
         let mut client = Client::new(config).map_err(|e| api::ClientError::Invalid(e.message()))?;
         attach_storage(&mut client);
-        let glue = Glue { client, socket: None, opening: false, outbuf: Vec::new(), link: None };
+        client.report_sent_ids();
+        let glue = Glue { client, socket: None, opening: false, outbuf: Vec::new(), link: None, resuming: Vec::new() };
         Ok(api::Client::new(ClientResource(RefCell::new(glue))))
     }
 
@@ -345,20 +355,27 @@ impl api::GuestClient for ClientResource {
     fn publish(&self, now_ms: u64, publishes: Vec<api::Publish>) -> Vec<Result<u64, api::ClientError>> {
         // The time is the host's, passed in (see the WIT `publish`).
         let now = Instant::from_millis(now_ms);
-        let client = &mut self.0.borrow_mut().client;
-        publishes
+        let glue = &mut *self.0.borrow_mut();
+        let results = publishes
             .into_iter()
             .map(|p| {
-                let publish = mqtt_protocol::OutgoingPublish {
-                    topic: p.topic,
-                    payload: p.payload,
-                    qos: convert::qos_from_wit(p.qos),
-                    retain: p.retain,
-                    properties: p.properties.map(convert::properties_from_wit).unwrap_or_default(),
-                };
-                client.publish(now, publish, p.deadline_ms.map(Instant::from_millis)).map_err(api_error)
+                let deadline = p.deadline_ms.map(Instant::from_millis);
+                match glue.resuming.pop() {
+                    Some(sent) => glue.client.resume_publish(now, convert::publish_from_wit(p), sent),
+                    None => glue.client.publish(now, convert::publish_from_wit(p), deadline),
+                }
+                .map_err(api_error)
             })
-            .collect()
+            .collect();
+        // What `resume` said is for this call only.
+        glue.resuming.clear();
+        results
+    }
+
+    fn resume(&self, publishes: Vec<packet_ids::InFlight>) {
+        // Last first, so that `publish` pops them in order.
+        self.0.borrow_mut().resuming =
+            publishes.into_iter().rev().map(|s| mqtt_protocol::SentId { token: s.token, packet_id: s.packet_id, released: s.released }).collect();
     }
 
     fn cancel(&self, token: u64) -> bool {

@@ -15,7 +15,7 @@ use wasmtime::component::ResourceAny;
 use wasmtime::Store;
 
 use crate::bindings::exports::mqtt_as::client::client::{ClientError, Config, Event, GuestClient, Qos, Stats, SubscribeProperties, Subscription};
-use crate::bindings::mqtt_as::client::{clock, log, socket, storage, wifi};
+use crate::bindings::mqtt_as::client::{clock, log, packet_ids, socket, storage, wifi};
 use crate::bindings::MqttClient;
 use crate::component::ComponentFile;
 use crate::engine_config::Watchdog;
@@ -40,6 +40,14 @@ pub struct HostState {
     open_handles: Vec<u32>,
     name: String,
     memory: MemoryWatch,
+    /// What `packet-ids.sent` said since the device last took it (under guest tokens).
+    sent_ids: Vec<packet_ids::InFlight>,
+}
+
+impl HostState {
+    fn new(platform: Box<dyn Platform>, name: String) -> HostState {
+        HostState { platform: Some(platform), open_handles: Vec::new(), name, memory: MemoryWatch::default(), sent_ids: Vec::new() }
+    }
 }
 
 /// Most linear memory one instance may have. The client bounds its own buffers (queue,
@@ -144,6 +152,17 @@ impl storage::Host for HostState {
     }
     fn sync(&mut self) -> Result<(), storage::StorageError> {
         self.p().storage().ok_or(storage::StorageError::OutOfRange)?.sync().map_err(storage_error)
+    }
+}
+
+/// A guest has at most 65,535 packet ids in flight, so more reports than that between two
+/// polls are repeats; beyond it they are dropped rather than kept without bound.
+const MAX_SENT_IDS: usize = 1 << 16;
+
+impl packet_ids::Host for HostState {
+    fn sent(&mut self, publishes: Vec<packet_ids::InFlight>) {
+        let room = MAX_SENT_IDS.saturating_sub(self.sent_ids.len());
+        self.sent_ids.extend(publishes.into_iter().take(room));
     }
 }
 
@@ -271,6 +290,10 @@ pub struct Device {
     /// Moved here from the call that handed it over, once the component took it (a
     /// restart inside that call is handled by the call: see [`Device::try_publish_many`]).
     unacked: TokenMap<Publish>,
+    /// For the publishes in `unacked` that are in flight: the packet id each went out under
+    /// and whether (QoS 2) PUBREC came, as the guest last said (`packet-ids.sent`), so that
+    /// a restart hands each to the fresh instance under its id (see the WIT `packet-ids`).
+    packet_ids: TokenMap<(u16, bool)>,
     /// What is subscribed, request by request with its properties and host token, to
     /// replay after a restart (a filter subscribed again or unsubscribed leaves its older
     /// request).
@@ -316,7 +339,7 @@ impl Device {
     /// Instantiate the component on `platform` and create the client. A bad config is
     /// reported as [`DeviceError::Client`] with the key and the reason.
     pub fn new(component: &ComponentFile, platform: Box<dyn Platform>, config: Config, name: &str) -> Result<Self, DeviceError> {
-        let state = HostState { platform: Some(platform), open_handles: Vec::new(), name: name.into(), memory: MemoryWatch::default() };
+        let state = HostState::new(platform, name.into());
         let live = instantiate(component, state, &config, DEFAULT_FUEL_PER_CALL).map_err(|e| match e.downcast::<DeviceError>() {
             Ok(d) => d,
             Err(e) => DeviceError::Instantiate(e),
@@ -337,6 +360,7 @@ impl Device {
             next_token: 1,
             guest_to_host: TokenMap::new(),
             unacked: TokenMap::new(),
+            packet_ids: TokenMap::new(),
             subscriptions: Vec::new(),
             requests: BTreeMap::new(),
             restarts: 0,
@@ -401,6 +425,9 @@ impl Device {
 
     fn restart(&mut self, what: &str, why: anyhow::Error) -> Result<(), DeviceError> {
         self.restarts += 1;
+        // What the failed instance said of its packet ids, up to the moment it failed (it
+        // says it before the bytes leave, so no id is on the wire unreported).
+        self.take_sent_ids();
         let state = self.live.store.data_mut();
         let name = state.name.clone();
         tracing::warn!(device = %name, "component failed in `{what}` ({why:#}); restarting it");
@@ -408,7 +435,7 @@ impl Device {
         for h in std::mem::take(&mut state.open_handles) {
             platform.close(h);
         }
-        let fresh = HostState { platform: Some(platform), open_handles: Vec::new(), name, memory: MemoryWatch::default() };
+        let fresh = HostState::new(platform, name);
         let live = instantiate(&self.component, fresh, &self.config, self.fuel_per_call).map_err(DeviceError::Instantiate)?;
         self.live = live;
         self.restarted = true;
@@ -424,6 +451,9 @@ impl Device {
             self.backlog.push(Event::Down(DownReason::Socket(SocketError::Closed)));
         }
         self.backlog.push(Event::Error(format!("component restarted after a failure in `{what}`: {why:#}")));
+        // In flight first, under their packet ids, and before the connection that may resume
+        // the session they belong to.
+        let resumed = self.resume_in_flight()?;
         if self.connect_requested {
             self.call_connect()?;
         }
@@ -461,7 +491,7 @@ impl Device {
             }
         }
         for (token, p) in self.unacked.clone() {
-            if from_store.contains(&token) {
+            if from_store.contains(&token) || resumed.contains(&token) {
                 continue;
             }
             if let Some(Err(e)) = self.hand_over(token, std::slice::from_ref(&p))?.and_then(|mut r| r.pop()) {
@@ -473,6 +503,69 @@ impl Device {
             }
         }
         Ok(())
+    }
+
+    /// Hands the fresh instance every unacknowledged publish whose packet id the failed one
+    /// reported, in the order they were handed over, under that id; returns their tokens.
+    /// One it refuses fails (reported, never dropped silently), as in [`Device::restart`].
+    fn resume_in_flight(&mut self) -> Result<std::collections::BTreeSet<Token>, DeviceError> {
+        let mut tokens = Vec::new();
+        let mut publishes = Vec::new();
+        let mut ids = Vec::new();
+        for (token, p) in self.unacked.iter() {
+            if let Some(&(packet_id, released)) = self.packet_ids.get(token) {
+                tokens.push(token);
+                publishes.push(p.clone());
+                // The guest's token here is ignored (see the WIT `resume`).
+                ids.push(packet_ids::InFlight { token: 0, packet_id, released });
+            }
+        }
+        if publishes.is_empty() {
+            return Ok(Default::default());
+        }
+        let results = match self.guarded("resume", |api, store, c| api.call_resume(store, c, &ids))? {
+            Some(()) => self.guarded("resume", |api, store, c| {
+                let now = store.data_mut().p().now_ms();
+                api.call_publish(store, c, now, &publishes)
+            })?,
+            None => None,
+        }
+        .unwrap_or_default();
+        let mut resumed = std::collections::BTreeSet::new();
+        for (i, token) in tokens.into_iter().enumerate() {
+            match results.get(i) {
+                Some(Ok(guest)) => {
+                    self.guest_to_host.insert(*guest, token);
+                    resumed.insert(token);
+                }
+                refused => {
+                    let why = match refused {
+                        Some(Err(e)) => client_error_text(e),
+                        _ => "the component gave no answer for this publish".to_string(),
+                    };
+                    self.unacked.remove(token);
+                    self.packet_ids.remove(token);
+                    self.backlog.push(Event::Error(format!("replay after restart refused: {why}")));
+                    self.backlog.push(Event::PublishFailed((token, 0)));
+                    resumed.insert(token);
+                }
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// Moves what the guest reported of its packet ids (under its tokens) into
+    /// `packet_ids` (under the host's), for the publishes still unacknowledged.
+    fn take_sent_ids(&mut self) {
+        let mut ids = std::mem::take(&mut self.live.store.data_mut().sent_ids);
+        for s in ids.drain(..) {
+            if let Some(&host) = self.guest_to_host.get(s.token)
+                && self.unacked.get(host).is_some()
+            {
+                self.packet_ids.insert(host, (s.packet_id, s.released));
+            }
+        }
+        self.live.store.data_mut().sent_ids = ids;
     }
 
     fn call_connect(&mut self) -> Result<(), DeviceError> {
@@ -651,6 +744,7 @@ impl Device {
     /// Stop waiting for a publish (see the WIT `cancel`).
     pub fn cancel(&mut self, token: Token) -> Result<bool, DeviceError> {
         let Some(publish) = self.unacked.remove(token) else { return Ok(false) };
+        self.packet_ids.remove(token);
         let guest = self.guest_to_host.iter().find(|(_, h)| **h == token).map(|(g, _)| g);
         let Some(guest) = guest else { return Ok(true) };
         // A trap restarts the instance without this publish (it left `unacked` above): cancelled.
@@ -753,6 +847,8 @@ impl Device {
         // properties), and moving each into a new list was a copy per event (callgrind).
         let mut events = polled.map(|p| p.events).unwrap_or_default();
         events.retain_mut(|e| self.translate(e));
+        // After the completions: a publish that completed in this poll needs no id kept.
+        self.take_sent_ids();
         let mut out = if before.is_empty() {
             events
         } else {
@@ -771,6 +867,7 @@ impl Device {
             Event::Published(t) | Event::PublishFailed((t, _)) => match self.guest_to_host.remove(*t) {
                 Some(h) => {
                     self.unacked.remove(h);
+                    self.packet_ids.remove(h);
                     *t = h;
                 }
                 None => return false,

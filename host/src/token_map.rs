@@ -78,8 +78,7 @@ impl<V> TokenMap<V> {
         Some(value)
     }
 
-    #[cfg(test)]
-    fn get(&self, key: u64) -> Option<&V> {
+    pub fn get(&self, key: u64) -> Option<&V> {
         self.slots.get(self.position(key).ok()?)?.1.as_ref()
     }
 

@@ -250,6 +250,19 @@ pub enum Event {
     Error(String),
 }
 
+/// A publish's place in the window, as [`crate::Client::take_sent_ids`] reports it and
+/// [`crate::Client::resume_publish`] takes it back: the packet id it went out under, and
+/// (QoS 2) whether the broker answered PUBREC, so that PUBREL is what goes out again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SentId {
+    /// The publish's token (from `publish`, or `resume_publish` in a later life).
+    pub token: Token,
+    /// The packet id it went out under.
+    pub packet_id: u16,
+    /// QoS 2: PUBREC came; PUBREL is what goes out next.
+    pub released: bool,
+}
+
 /// A publish as the application asked for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingPublish {

@@ -49,8 +49,9 @@ impl Client {
                     }
                     return;
                 }
-                if let Some(key) = self.inflight[i].key {
-                    self.record(|s| s.released(key));
+                match self.inflight[i].key {
+                    Some(key) => self.record(|s| s.released(key)),
+                    None => self.note_sent_id(self.inflight[i].token, a.packet_id, true),
                 }
                 let f = &mut self.inflight[i];
                 f.waiting = Waiting::Release;

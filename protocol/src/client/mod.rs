@@ -31,6 +31,7 @@ mod api;
 mod connection;
 mod driving;
 mod incoming;
+mod restart;
 mod session;
 mod storage;
 mod timers;
@@ -294,6 +295,9 @@ pub struct Client {
     stats: Stats,
     /// What survives a power cut (see [`Client::attach_store`]).
     store: Option<crate::store::Store>,
+    /// Packet ids given (or QoS 2 releases) since the host last took them, kept only when
+    /// it asked for them (see [`Client::report_sent_ids`]).
+    sent_ids: Option<Vec<SentId>>,
 }
 
 impl Client {
@@ -353,6 +357,7 @@ impl Client {
             now: Instant::default(),
             stats: Stats::default(),
             store: None,
+            sent_ids: None,
             cfg,
         })
     }

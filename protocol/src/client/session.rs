@@ -115,6 +115,9 @@ impl Client {
                 // Durable before the PUBLISH leaves (`poll_transmit` syncs the store before
                 // it hands out the bytes): a resumed session must resend this id.
                 self.record(|s| s.sent(key, pid.get()));
+            } else if matches!(f.waiting, Waiting::Publish(_)) {
+                // The same for a host that keeps it across a restart (see `restart`).
+                self.note_sent_id(f.token, pid, false);
             }
             self.push_inflight(f);
         }
