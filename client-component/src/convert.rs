@@ -3,12 +3,12 @@
 use alloc::string::String;
 
 use mqtt_protocol::{
-    Config, DownReason, Event, LinkState, OutgoingPublish, Properties, PropertyValues, QoS, SocketError, Stats, SubscribeFilter, SubscribeProperties,
+    Config, DownReason, Event, LinkState, OutgoingPublish, Properties, PropertyValues, QoS, SentId, SocketError, Stats, SubscribeFilter, SubscribeProperties,
     TlsParams, Will,
 };
 
 use crate::api;
-use crate::mqtt_as::client::{socket, wifi};
+use crate::mqtt_as::client::{packet_ids, socket, wifi};
 
 pub fn link_from_wit(s: wifi::LinkState) -> LinkState {
     match s {
@@ -117,6 +117,14 @@ pub fn publish_from_wit(p: api::Publish) -> OutgoingPublish {
         retain: p.retain,
         properties: p.properties.map(properties_from_wit).unwrap_or_default(),
     }
+}
+
+pub fn sent_id_to_wit(s: SentId) -> packet_ids::InFlight {
+    packet_ids::InFlight { token: s.token, packet_id: s.packet_id, released: s.released }
+}
+
+pub fn sent_id_from_wit(s: packet_ids::InFlight) -> SentId {
+    SentId { token: s.token, packet_id: s.packet_id, released: s.released }
 }
 
 pub fn subscription_from_wit(s: api::Subscription) -> SubscribeFilter {

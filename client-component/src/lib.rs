@@ -149,8 +149,7 @@ impl Glue {
         // The host learns the packet ids before the bytes that carry them leave.
         let ids = self.client.take_sent_ids();
         if !ids.is_empty() {
-            let ids: Vec<packet_ids::InFlight> =
-                ids.into_iter().map(|s| packet_ids::InFlight { token: s.token, packet_id: s.packet_id, released: s.released }).collect();
+            let ids: Vec<packet_ids::InFlight> = ids.into_iter().map(convert::sent_id_to_wit).collect();
             packet_ids::sent(&ids);
         }
         self.flush(now);
@@ -374,8 +373,7 @@ impl api::GuestClient for ClientResource {
 
     fn resume(&self, publishes: Vec<packet_ids::InFlight>) {
         // Last first, so that `publish` pops them in order.
-        self.0.borrow_mut().resuming =
-            publishes.into_iter().rev().map(|s| mqtt_protocol::SentId { token: s.token, packet_id: s.packet_id, released: s.released }).collect();
+        self.0.borrow_mut().resuming = publishes.into_iter().rev().map(convert::sent_id_from_wit).collect();
     }
 
     fn cancel(&self, token: u64) -> bool {

@@ -495,11 +495,7 @@ impl Device {
                 continue;
             }
             if let Some(Err(e)) = self.hand_over(token, std::slice::from_ref(&p))?.and_then(|mut r| r.pop()) {
-                // The fresh instance refused what the old one accepted (same config, so
-                // this means it is already failing again): report it, never drop it silently.
-                self.unacked.remove(token);
-                self.backlog.push(Event::Error(format!("replay after restart refused: {}", client_error_text(&e))));
-                self.backlog.push(Event::PublishFailed((token, 0)));
+                self.fail_replay(token, &client_error_text(&e));
             }
         }
         Ok(())
@@ -507,7 +503,7 @@ impl Device {
 
     /// Hands the fresh instance every unacknowledged publish whose packet id the failed one
     /// reported, in the order they were handed over, under that id; returns their tokens.
-    /// One it refuses fails (reported, never dropped silently), as in [`Device::restart`].
+    /// One it refuses fails ([`Device::fail_replay`]), as in [`Device::restart`].
     fn resume_in_flight(&mut self) -> Result<std::collections::BTreeSet<Token>, DeviceError> {
         let mut tokens = Vec::new();
         let mut publishes = Vec::new();
@@ -543,15 +539,21 @@ impl Device {
                         Some(Err(e)) => client_error_text(e),
                         _ => "the component gave no answer for this publish".to_string(),
                     };
-                    self.unacked.remove(token);
-                    self.packet_ids.remove(token);
-                    self.backlog.push(Event::Error(format!("replay after restart refused: {why}")));
-                    self.backlog.push(Event::PublishFailed((token, 0)));
+                    self.fail_replay(token, &why);
                     resumed.insert(token);
                 }
             }
         }
         Ok(resumed)
+    }
+
+    /// A publish the fresh instance refused though the old one accepted it (same config, so
+    /// it is already failing again): reported and completed, never dropped silently.
+    fn fail_replay(&mut self, token: Token, why: &str) {
+        self.unacked.remove(token);
+        self.packet_ids.remove(token);
+        self.backlog.push(Event::Error(format!("replay after restart refused: {why}")));
+        self.backlog.push(Event::PublishFailed((token, 0)));
     }
 
     /// Moves what the guest reported of its packet ids (under its tokens) into
