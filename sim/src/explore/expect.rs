@@ -143,6 +143,8 @@ pub fn derive(sc: &Scenario) -> Expect {
     let disconnect_at = sc.fault.iter().find_map(|f| if let Fault::Disconnect { at_s } = f { Some(*at_s) } else { None });
     let deadline = drain_deadline(sc);
     let settled = disconnect_at.is_none_or(|d| d >= deadline);
+    // Only a run that outlasts the drain deadline can show what every publish came to.
+    let drains = deadline + 1.0 <= total;
 
     // The documented cost of `clean_init = false` without a store: after a reboot the
     // client resumes a session whose QoS 2 packet ids it has forgotten, and a broker still
@@ -166,7 +168,7 @@ pub fn derive(sc: &Scenario) -> Expect {
         stranded = true;
     }
     // (And only a run long enough to drain can show that nothing was lost.)
-    if sc.workload.iter().any(|w| w.qos >= 1) && settled && !stateless_resume && !stranded && deadline + 1.0 <= total {
+    if sc.workload.iter().any(|w| w.qos >= 1) && settled && !stateless_resume && !stranded && drains {
         e.no_qos1_loss = Some(true);
         // A broker that drops a message from a full queue delivers the client's resend of it
         // later, out of order: nothing the client did.
@@ -192,7 +194,7 @@ pub fn derive(sc: &Scenario) -> Expect {
     e.recover_within_ms = recover_limit(sc, &t);
     will(sc, &t, &mut e);
     incoming(sc, &t, &mut e, disconnect_at);
-    access_control(sc, &t, &mut e, disconnect_at);
+    access_control(sc, &t, &mut e, disconnect_at, drains);
     if outgoing_expiry_must_drop(sc, &t) {
         e.min_expired = Some(1);
     }
@@ -763,15 +765,14 @@ fn server_disconnect(sc: &Scenario, t: &Timing) -> Option<u8> {
 /// in its SUBACK (both versions). Left out where the device may die with the request or the
 /// application may disconnect before the answer, and (for publishes) where the run may end
 /// before every publish is answered: an outage that outlasts it keeps the refusal away.
-fn access_control(sc: &Scenario, t: &Timing, e: &mut Expect, disconnect_at: Option<f64>) {
+fn access_control(sc: &Scenario, t: &Timing, e: &mut Expect, disconnect_at: Option<f64>, drains: bool) {
     if sc.broker.deny.is_empty() || sc.chaos.is_some() || client_starts_over(sc) || disconnect_at.is_some() {
         return;
     }
     let denied = |topic: &str| sc.broker.deny.iter().any(|d| d == topic || mqtt_protocol::codec::topic::topic_matches(d, topic));
     let refused_publish =
         |w: &crate::scenario::Workload| w.qos > 0 && w.deadline_ms.is_none() && !cancel_targets(sc, w) && denied(&w.topic.replace("{device}", "0"));
-    let answered = drain_deadline(sc) + 1.0 <= sc.duration_s + sc.drain_s;
-    if t.v5() && answered && sc.workload.iter().any(refused_publish) {
+    if t.v5() && drains && sc.workload.iter().any(refused_publish) {
         e.min_publish_failures = Some(1);
     }
     if sc.device.subscribe.iter().any(|s| denied(&s.filter)) {
