@@ -146,7 +146,11 @@ impl Glue {
         let mut progress = false;
         // Bytes first: they belong to the socket that is current before any action.
         progress |= self.client.transmit_into(&mut self.outbuf);
-        // The host learns the packet ids before the bytes that carry them leave.
+        // The host learns where the session lives, and the packet ids, before the bytes
+        // that carry them leave.
+        if let Some(broker) = self.client.take_session_broker() {
+            packet_ids::session(broker as u32);
+        }
         let ids = self.client.take_sent_ids();
         if !ids.is_empty() {
             let ids: Vec<packet_ids::InFlight> = ids.into_iter().map(convert::sent_id_to_wit).collect();
@@ -371,9 +375,13 @@ impl api::GuestClient for ClientResource {
         results
     }
 
-    fn resume(&self, publishes: Vec<packet_ids::InFlight>) {
+    fn resume(&self, broker: u32, publishes: Vec<packet_ids::InFlight>) {
+        let mut g = self.0.borrow_mut();
+        if let Err(mqtt_protocol::ApiError::Invalid(why)) = g.client.resume_session(broker as usize) {
+            warn(&why);
+        }
         // Last first, so that `publish` pops them in order.
-        self.0.borrow_mut().resuming = publishes.into_iter().rev().map(convert::sent_id_from_wit).collect();
+        g.resuming = publishes.into_iter().rev().map(convert::sent_id_from_wit).collect();
     }
 
     fn cancel(&self, token: u64) -> bool {

@@ -42,11 +42,13 @@ pub struct HostState {
     memory: MemoryWatch,
     /// What `packet-ids.sent` said since the device last took it (under guest tokens).
     sent_ids: Vec<packet_ids::InFlight>,
+    /// What `packet-ids.session` last said, if it spoke since the device last took it.
+    session_broker: Option<u32>,
 }
 
 impl HostState {
     fn new(platform: Box<dyn Platform>, name: String) -> HostState {
-        HostState { platform: Some(platform), open_handles: Vec::new(), name, memory: MemoryWatch::default(), sent_ids: Vec::new() }
+        HostState { platform: Some(platform), open_handles: Vec::new(), name, memory: MemoryWatch::default(), sent_ids: Vec::new(), session_broker: None }
     }
 }
 
@@ -163,6 +165,10 @@ impl packet_ids::Host for HostState {
     fn sent(&mut self, publishes: Vec<packet_ids::InFlight>) {
         let room = MAX_SENT_IDS.saturating_sub(self.sent_ids.len());
         self.sent_ids.extend(publishes.into_iter().take(room));
+    }
+
+    fn session(&mut self, broker: u32) {
+        self.session_broker = Some(broker);
     }
 }
 
@@ -294,6 +300,9 @@ pub struct Device {
     /// and whether (QoS 2) PUBREC came, as the guest last said (`packet-ids.sent`), so that
     /// a restart hands each to the fresh instance under its id (see the WIT `packet-ids`).
     packet_ids: TokenMap<(u16, bool)>,
+    /// The broker the session (and those packet ids) lives on, as the guest last said
+    /// (`packet-ids.session`; 0, the first, until it speaks): a restart resumes it there.
+    session_broker: u32,
     /// What is subscribed, request by request with its properties and host token, to
     /// replay after a restart (a filter subscribed again or unsubscribed leaves its older
     /// request).
@@ -361,6 +370,7 @@ impl Device {
             guest_to_host: TokenMap::new(),
             unacked: TokenMap::new(),
             packet_ids: TokenMap::new(),
+            session_broker: 0,
             subscriptions: Vec::new(),
             requests: BTreeMap::new(),
             restarts: 0,
@@ -501,8 +511,9 @@ impl Device {
         Ok(())
     }
 
-    /// Hands the fresh instance every unacknowledged publish whose packet id the failed one
-    /// reported, in the order they were handed over, under that id; returns their tokens.
+    /// Tells the fresh instance the broker the failed one's session lives on, and hands it
+    /// every unacknowledged publish whose packet id the failed one reported, in the order
+    /// they were handed over, under that id; returns their tokens.
     /// One it refuses fails ([`Device::fail_replay`]), as in [`Device::restart`].
     fn resume_in_flight(&mut self) -> Result<std::collections::BTreeSet<Token>, DeviceError> {
         let mut tokens = Vec::new();
@@ -516,10 +527,13 @@ impl Device {
                 ids.push(packet_ids::InFlight { token: 0, packet_id, released });
             }
         }
-        if publishes.is_empty() {
+        // Nothing to say: a fresh instance's session is on the first broker anyway.
+        if publishes.is_empty() && self.session_broker == 0 {
             return Ok(Default::default());
         }
-        let results = match self.guarded("resume", |api, store, c| api.call_resume(store, c, &ids))? {
+        let broker = self.session_broker;
+        let results = match self.guarded("resume", |api, store, c| api.call_resume(store, c, broker, &ids))? {
+            Some(()) if publishes.is_empty() => None,
             Some(()) => self.guarded("resume", |api, store, c| {
                 let now = store.data_mut().p().now_ms();
                 api.call_publish(store, c, now, &publishes)
@@ -557,8 +571,12 @@ impl Device {
     }
 
     /// Moves what the guest reported of its packet ids (under its tokens) into
-    /// `packet_ids` (under the host's), for the publishes still unacknowledged.
+    /// `packet_ids` (under the host's), for the publishes still unacknowledged, and where
+    /// their session lives.
     fn take_sent_ids(&mut self) {
+        if let Some(broker) = self.live.store.data_mut().session_broker.take() {
+            self.session_broker = broker;
+        }
         let mut ids = std::mem::take(&mut self.live.store.data_mut().sent_ids);
         for s in ids.drain(..) {
             if let Some(&host) = self.guest_to_host.get(s.token)

@@ -108,3 +108,78 @@ fn nothing_is_reported_where_a_fresh_client_would_not_resume_the_session() {
     h.pump();
     assert!(h.client.take_sent_ids().is_empty());
 }
+
+fn opened(h: &Harness) -> Vec<String> {
+    h.actions.iter().filter_map(|a| if let mqtt_protocol::Action::OpenSocket { host, .. } = a { Some(host.clone()) } else { None }).collect()
+}
+
+/// [`fresh`] with a second broker to fail over to.
+fn fresh_with_backup() -> Harness {
+    let mut cfg = config(false);
+    cfg.clean_init = false;
+    cfg.clean = false;
+    cfg.servers = vec!["backup".into()];
+    let mut client = Client::new(cfg).unwrap();
+    client.report_sent_ids();
+    Harness::with_client(client)
+}
+
+/// Found by `mqtt-sim explore --seed 73`: a client failed over to its second broker, its
+/// first came back, and the watchdog replaced the client. The fresh instance resumed the
+/// first broker's stale session, where the ids it then used still meant the messages from
+/// before the failover (at QoS 2, a new message under such an id is taken for a resend and
+/// never delivered). Told where the session lives, it resumes that one.
+#[test]
+fn a_fresh_client_resumes_the_session_where_the_failed_one_had_moved_it() {
+    let mut h = fresh_with_backup();
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    h.take_sent();
+    h.connack(false);
+    assert_eq!(h.client.take_session_broker(), None, "on the first broker: nothing new for the host");
+    // The first broker goes away for good: retried, then the backup.
+    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Reset);
+    h.pump();
+    h.advance(1_000);
+    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Refused);
+    h.pump();
+    h.advance(2_000);
+    h.take_sent();
+    h.connack(false);
+    assert_eq!(h.client.take_session_broker(), Some(1), "the session moved to the backup");
+    assert_eq!(h.client.take_session_broker(), None, "said once");
+
+    let mut h = fresh_with_backup();
+    h.client.resume_session(1).unwrap();
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    assert_eq!(opened(&h), ["backup"]);
+    let sent = h.take_sent();
+    assert!(matches!(&sent[..], [Packet::Connect(c)] if !c.clean_start), "the session is resumed there: {sent:?}");
+    h.connack(true);
+    assert_eq!(h.client.take_session_broker(), None, "where the host said it is");
+}
+
+#[test]
+fn a_session_is_resumed_only_before_connect_and_on_a_broker_in_the_config() {
+    let mut h = fresh_with_backup();
+    assert!(matches!(h.client.resume_session(2), Err(ApiError::Invalid(_))), "two brokers: 0 and 1");
+    h.client.connect(h.now).unwrap();
+    assert!(matches!(h.client.resume_session(1), Err(ApiError::Invalid(_))), "only before connect");
+}
+
+#[test]
+fn a_fresh_client_whose_session_moved_fails_back_with_a_clean_start() {
+    let mut h = fresh_with_backup();
+    h.client.resume_session(1).unwrap();
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    h.take_sent();
+    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Refused);
+    h.pump();
+    assert_eq!(opened(&h), ["backup", "broker"]);
+    let sent = h.take_sent();
+    assert!(matches!(&sent[..], [Packet::Connect(c)] if c.clean_start), "not where the session lives: {sent:?}");
+    h.connack(false);
+    assert_eq!(h.client.take_session_broker(), Some(0), "and the host hears it moved back");
+}

@@ -298,6 +298,9 @@ pub struct Client {
     /// Packet ids given (or QoS 2 releases) since the host last took them, kept only when
     /// it asked for them (see [`Client::report_sent_ids`]).
     sent_ids: Option<Vec<SentId>>,
+    /// The broker the host last heard the session lives on, kept only for a host that asked
+    /// (see [`Client::take_session_broker`]).
+    session_told: Option<usize>,
 }
 
 impl Client {
@@ -358,6 +361,7 @@ impl Client {
             stats: Stats::default(),
             store: None,
             sent_ids: None,
+            session_told: None,
             cfg,
         })
     }

@@ -16,10 +16,46 @@ impl Client {
     /// with `clean_init` false (otherwise the fresh instance's first connection is clean, and
     /// the broker forgets them). Call after [`Client::attach_store`]; returns whether it keeps
     /// them.
+    ///
+    /// With `clean_init` false it also keeps the broker the session lives on, for
+    /// [`Client::take_session_broker`] (with or without a store: the store keeps ids, not
+    /// where they belong).
     pub fn report_sent_ids(&mut self) -> bool {
         let wanted = self.store.is_none() && !self.cfg.clean_init;
         self.sent_ids = wanted.then(Vec::new);
+        // A fresh instance's session is taken to be on the first broker.
+        self.session_told = (!self.cfg.clean_init).then_some(0);
         wanted
+    }
+
+    /// The broker (0: `server`, then `servers` in order) a connection came up on, when it
+    /// is not the one the host last heard of (the first, for a fresh instance). Hand it to
+    /// the host with the packet ids, before the bytes leave: once a failover took the session
+    /// elsewhere, the ids in flight belong to that broker's session, and a fresh instance
+    /// that resumed the first broker's (stale) session instead would resend them, and reuse
+    /// ids, where they mean other messages.
+    pub fn take_session_broker(&mut self) -> Option<usize> {
+        let (Some(told), Some(up)) = (self.session_told, self.up_broker) else { return None };
+        (told != up).then(|| {
+            self.session_told = Some(up);
+            up
+        })
+    }
+
+    /// For a fresh instance, before [`Client::connect`] (and before `resume_publish`'s
+    /// publishes go out): the failed instance's session lives on `broker` (what
+    /// [`Client::take_session_broker`] last said), so connect there first and resume it as
+    /// the failed instance would have (a connection that fails over from it starts clean).
+    pub fn resume_session(&mut self, broker: usize) -> Result<(), ApiError> {
+        if broker >= self.cfg.brokers() || !matches!(self.state, State::Idle) {
+            return Err(ApiError::Invalid("a session is resumed before connect, on a configured broker".into()));
+        }
+        self.broker = broker;
+        self.up_broker = Some(broker);
+        if let Some(told) = &mut self.session_told {
+            *told = broker;
+        }
+        Ok(())
     }
 
     /// Packet ids given and QoS 2 releases since the last call. Hand them to the host before
