@@ -149,3 +149,81 @@ fn a_full_store_refuses_the_publish_and_counts_it() {
     let (_, report) = boot(&flash, false);
     assert_eq!(report.messages, accepted);
 }
+
+fn opened(h: &Harness) -> Vec<String> {
+    h.actions.iter().filter_map(|a| if let mqtt_protocol::Action::OpenSocket { host, .. } = a { Some(host.clone()) } else { None }).collect()
+}
+
+/// A client on `flash` with a second broker to fail over to, `connect` called.
+fn boot_with_backup(flash: &Shared) -> Harness {
+    let mut cfg = config(false);
+    cfg.clean_init = false;
+    cfg.clean = false;
+    cfg.servers = vec!["backup".into()];
+    let mut client = Client::new(cfg).unwrap();
+    client.attach_store(Box::new(flash.clone())).unwrap();
+    let mut h = Harness::with_client(client);
+    h.client.connect(h.now).unwrap();
+    h.pump();
+    h
+}
+
+/// (Found with `mqtt-sim`, after the watchdog's case `explore --seed 73` found.) A client
+/// failed over to its second broker, the first came back, and the power went. Booting on
+/// the first broker, it resumed that broker's stale session and resent what the store gave
+/// back under ids that session still held for older messages: a QoS 2 one was taken for a
+/// resend and never delivered. The store keeps where the session lives.
+#[test]
+fn a_power_up_resumes_the_session_on_the_broker_a_failover_moved_it_to() {
+    let flash = flash();
+    let mut h = boot_with_backup(&flash);
+    h.take_sent();
+    h.connack(false);
+    // The first broker goes away: retried, refused, then the backup takes over.
+    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Reset);
+    h.pump();
+    h.advance(1_000);
+    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Refused);
+    h.pump();
+    h.advance(2_000);
+    assert_eq!(opened(&h).last().map(String::as_str), Some("backup"));
+    h.take_sent();
+    h.connack(false);
+    h.client.publish(h.now, qos1("t", b"x"), None).unwrap();
+    h.pump();
+    let id = Harness::publishes(&h.take_sent())[0].packet_id.unwrap();
+    drop(h);
+
+    let mut h = boot_with_backup(&flash);
+    assert_eq!(opened(&h), ["backup"], "the power-up goes where the session lives");
+    let sent = h.take_sent();
+    assert!(matches!(&sent[..], [Packet::Connect(c)] if !c.clean_start), "and resumes it: {sent:?}");
+    h.connack(true);
+    let resent = h.take_sent();
+    let p = &Harness::publishes(&resent)[0];
+    assert_eq!((p.packet_id, p.dup), (Some(id), true), "under its id, with DUP: {resent:?}");
+}
+
+#[test]
+fn a_session_back_on_the_first_broker_starts_there_after_a_power_up() {
+    let flash = flash();
+    let mut h = boot_with_backup(&flash);
+    // The first broker refuses at power-up: the backup is where the session starts.
+    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Refused);
+    h.pump();
+    h.take_sent();
+    h.connack(false);
+    // Lost, then back on the first broker (the backup refuses).
+    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Reset);
+    h.pump();
+    h.advance(1_000);
+    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Refused);
+    h.pump();
+    h.advance(2_000);
+    assert_eq!(opened(&h), ["broker", "backup", "backup", "broker"]);
+    h.take_sent();
+    h.connack(false);
+    drop(h);
+    let h = boot_with_backup(&flash);
+    assert_eq!(opened(&h), ["broker"]);
+}

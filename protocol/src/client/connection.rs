@@ -300,6 +300,12 @@ impl Client {
         }
         self.state = State::Connected;
         self.up_broker = Some(self.broker);
+        // Where a power-up resumes the session (only a client that resumes one at power-up
+        // needs it); synced before anything goes out on it.
+        if !self.cfg.clean_init {
+            let broker = self.broker as u32;
+            self.record(|s| s.session(broker));
+        }
         self.stats.connects += 1;
         if self.ever_up {
             self.stats.reconnects += 1;

@@ -35,6 +35,14 @@ impl Client {
             }
         }
         self.incoming_qos2 = recovered.received;
+        // Where the session lives (a failover may have moved it): the power-up connection
+        // resumes it there, with the ids above. A config that lost that broker since starts
+        // on the first one.
+        let session = recovered.session as usize;
+        if !self.cfg.clean_init && session != 0 && session < self.cfg.brokers() {
+            self.broker = session;
+            self.up_broker = Some(session);
+        }
         self.store = Some(store);
         Ok(report)
     }
@@ -67,7 +75,15 @@ impl Client {
     /// exchange goes on in RAM: at worst a message comes back after a power cut).
     pub(super) fn record(&mut self, change: impl FnOnce(&mut Store) -> Result<(), StoreError>) {
         let Some(store) = self.store.as_mut() else { return };
-        if let Err(e) = change(store) {
+        let result = change(store);
+        self.report_store_error(result);
+    }
+
+    /// Out of line: inlined into each of `record`'s instances, the report cost the
+    /// component its code once per kind of record.
+    #[inline(never)]
+    fn report_store_error(&mut self, result: Result<(), StoreError>) {
+        if let Err(e) = result {
             self.events.push_back(Event::Error(text!("store: ", error_text(&e))));
         }
     }

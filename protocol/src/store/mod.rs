@@ -1,6 +1,7 @@
 //! What survives a power cut: a log on NOR flash of the QoS 1/2 publishes the application
-//! handed over and the broker has not acknowledged, their packet ids, and the incoming
-//! QoS 2 ids between PUBREC and PUBREL.
+//! handed over and the broker has not acknowledged, their packet ids, the incoming QoS 2
+//! ids between PUBREC and PUBREL, and the broker the session lives on once a failover moved
+//! it (those ids mean something only in that broker's session).
 //!
 //! Why by hand and not `sequential-storage` (which was tried first): its flash traits fix
 //! the sector and write sizes at compile time, and one component runs on every host, each
@@ -88,6 +89,8 @@ pub struct Recovered {
     pub outgoing: Vec<RecoveredPublish>,
     /// Incoming QoS 2 packet ids between PUBREC and PUBREL.
     pub received: Vec<u16>,
+    /// The broker the session lives on (0: `server`, then `servers`).
+    pub session: u32,
     /// Damage found (torn or corrupt records, unreadable sectors), one sentence each.
     pub problems: Vec<String>,
 }
@@ -132,6 +135,8 @@ pub struct Store {
     dirty: bool,
     outgoing: Vec<Live>,
     received: Vec<u16>,
+    /// The broker the session lives on, as the last `Session` record says (0 without one).
+    session: u32,
     live_bytes: u64,
     budget: u64,
 }
@@ -174,6 +179,7 @@ impl Store {
             dirty: false,
             outgoing: Vec::new(),
             received: Vec::new(),
+            session: 0,
             live_bytes: 0,
             budget: u64::from(n - 2) * u64::from(g.sector_size - header - reserve),
         };
@@ -246,6 +252,7 @@ impl Store {
                     k if k == Kind::Received as u8 && !self.received.contains(&h.pid) => self.received.push(h.pid),
                     k if k == Kind::ReceivedDone as u8 => self.received.retain(|p| *p != h.pid),
                     k if k == Kind::ClearReceived as u8 => self.received.clear(),
+                    k if k == Kind::Session as u8 => self.session = h.n,
                     _ => {}
                 }
             }
@@ -261,8 +268,9 @@ impl Store {
             self.outgoing.push(Live { key, pid: pid.unwrap_or(0), released, cost });
             out.outgoing.push(RecoveredPublish { key, publish, pid: pid.and_then(PacketId::new), released });
         }
-        self.live_bytes += u64::from(self.small()) * self.received.len() as u64;
+        self.live_bytes += u64::from(self.small()) * (self.received.len() as u64 + u64::from(self.session != 0));
         out.received = self.received.clone();
+        out.session = self.session;
         // A cut between opening a sector and collecting the oldest: finish the collection.
         if self.head.is_some() && self.used.iter().all(Option::is_some) {
             let victim = self.after(self.head);
@@ -405,6 +413,18 @@ impl Store {
         self.append(&Record::ClearReceived.encode())
     }
 
+    /// The session lives on `broker` now. Only a session away from the first broker keeps
+    /// a live record (the first is where a log without one starts).
+    pub fn session(&mut self, broker: u32) -> Result<(), StoreError> {
+        if broker == self.session {
+            return Ok(());
+        }
+        let small = u64::from(self.small());
+        self.live_bytes = self.live_bytes + small * u64::from(broker != 0) - small * u64::from(self.session != 0);
+        self.session = broker;
+        self.append(&Record::Session { broker }.encode())
+    }
+
     /// Make every record appended so far durable (one sync for however many there are).
     /// A failed sync is reported once, not retried: what it covered may or may not have
     /// survived (as with `fsync`, a retry would not say), and the next records get a sync
@@ -491,6 +511,9 @@ impl Store {
             k if k == Kind::Sent as u8 => live.is_some_and(|l| l.pid == h.pid),
             k if k == Kind::Released as u8 => live.is_some_and(|l| l.released),
             k if k == Kind::Received as u8 => self.received.contains(&h.pid),
+            // Collection goes oldest first, so a record it drops has none older left behind
+            // it: a log whose last word is dropped starts out on the first broker, as it should.
+            k if k == Kind::Session as u8 => h.n == self.session && self.session != 0,
             _ => false,
         }
     }

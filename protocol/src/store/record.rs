@@ -32,6 +32,9 @@ pub(crate) enum Record<'a> {
     /// Sector with this sequence number is being erased: whatever it still holds is dead
     /// (a half-erased sector must not bring back records whose `Done` it lost).
     Erasing { seq: u32 },
+    /// The session (and the packet ids in flight) lives on this broker now (0: `server`,
+    /// then `servers`): where a power-up resumes it.
+    Session { broker: u32 },
 }
 
 const PUBLISH: u8 = 1;
@@ -42,6 +45,7 @@ const RECEIVED: u8 = 5;
 const RECEIVED_DONE: u8 = 6;
 const CLEAR_RECEIVED: u8 = 7;
 const ERASING: u8 = 8;
+const SESSION: u8 = 9;
 
 /// Framing around a body: the length before, the CRC after.
 pub(crate) const FRAMING: u32 = 2 + 4;
@@ -59,6 +63,7 @@ impl Record<'_> {
             Record::ReceivedDone { pid } => (RECEIVED_DONE, u32::from(*pid)),
             Record::ClearReceived => (CLEAR_RECEIVED, 0),
             Record::Erasing { seq } => (ERASING, *seq),
+            Record::Session { broker } => (SESSION, *broker),
         };
         out.push(kind);
         out.extend_from_slice(&n.to_le_bytes());
@@ -103,7 +108,7 @@ impl Head {
         let pid = match kind {
             SENT => u16::from_le_bytes(rest.get(4..6)?.try_into().ok()?),
             RECEIVED | RECEIVED_DONE => u16::try_from(n).ok()?,
-            PUBLISH..=ERASING => 0,
+            PUBLISH..=SESSION => 0,
             _ => return None,
         };
         Some(Head { kind, n, pid })
@@ -125,6 +130,7 @@ pub(crate) enum Kind {
     ReceivedDone = RECEIVED_DONE as isize,
     ClearReceived = CLEAR_RECEIVED as isize,
     Erasing = ERASING as isize,
+    Session = SESSION as isize,
 }
 
 /// The publish in a `Publish` record's body.
@@ -221,6 +227,7 @@ mod tests {
             (Record::ReceivedDone { pid: 9 }, (RECEIVED_DONE, 9, 9)),
             (Record::ClearReceived, (CLEAR_RECEIVED, 0, 0)),
             (Record::Erasing { seq: 3 }, (ERASING, 3, 0)),
+            (Record::Session { broker: 2 }, (SESSION, 2, 0)),
         ] {
             assert_eq!(Head::read(&r.encode()), Some(Head { kind: head.0, n: head.1, pid: head.2 }));
         }

@@ -179,6 +179,41 @@ fn what_was_accepted_and_not_done_comes_back_in_order_with_its_ids() {
 }
 
 #[test]
+fn the_broker_the_session_moved_to_comes_back_and_survives_collection() {
+    let flash = CutFlash::new(geometry(), 1);
+    let (mut s, _) = open(&flash);
+    s.session(1).unwrap();
+    s.flush().unwrap();
+    drop(s);
+    let (mut s, r) = open(&flash);
+    assert_eq!(r.session, 1);
+    // Far more records than the log holds: the ring goes round, collecting the sector with
+    // the `Session` record many times over.
+    for n in 0..500u32 {
+        let key = s.accept(&message(n)).unwrap();
+        s.done(key).unwrap();
+        s.flush().unwrap();
+    }
+    drop(s);
+    let (mut s, r) = open(&flash);
+    assert_eq!(r.session, 1, "kept live through collection");
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    // Back on the first broker: the record says so, and later collections may drop it.
+    s.session(0).unwrap();
+    s.flush().unwrap();
+    drop(s);
+    let (mut s, r) = open(&flash);
+    assert_eq!(r.session, 0);
+    for n in 0..500u32 {
+        let key = s.accept(&message(n)).unwrap();
+        s.done(key).unwrap();
+        s.flush().unwrap();
+    }
+    drop(s);
+    assert_eq!(open(&flash).1.session, 0);
+}
+
+#[test]
 fn a_long_run_wraps_the_ring_collects_and_wears_evenly() {
     let flash = CutFlash::new(geometry(), 1);
     let (mut s, _) = open(&flash);
