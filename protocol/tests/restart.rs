@@ -109,10 +109,6 @@ fn nothing_is_reported_where_a_fresh_client_would_not_resume_the_session() {
     assert!(h.client.take_sent_ids().is_empty());
 }
 
-fn opened(h: &Harness) -> Vec<String> {
-    h.actions.iter().filter_map(|a| if let mqtt_protocol::Action::OpenSocket { host, .. } = a { Some(host.clone()) } else { None }).collect()
-}
-
 /// [`fresh`] with a second broker to fail over to.
 fn fresh_with_backup() -> Harness {
     let mut cfg = config(false);
@@ -138,12 +134,7 @@ fn a_fresh_client_resumes_the_session_where_the_failed_one_had_moved_it() {
     h.connack(false);
     assert_eq!(h.client.take_session_broker(), None, "on the first broker: nothing new for the host");
     // The first broker goes away for good: retried, then the backup.
-    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Reset);
-    h.pump();
-    h.advance(1_000);
-    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Refused);
-    h.pump();
-    h.advance(2_000);
+    h.lose_and_fail_over();
     h.take_sent();
     h.connack(false);
     assert_eq!(h.client.take_session_broker(), Some(1), "the session moved to the backup");
@@ -153,7 +144,7 @@ fn a_fresh_client_resumes_the_session_where_the_failed_one_had_moved_it() {
     h.client.resume_session(1).unwrap();
     h.client.connect(h.now).unwrap();
     h.pump();
-    assert_eq!(opened(&h), ["backup"]);
+    assert_eq!(h.opened_hosts(), ["backup"]);
     let sent = h.take_sent();
     assert!(matches!(&sent[..], [Packet::Connect(c)] if !c.clean_start), "the session is resumed there: {sent:?}");
     h.connack(true);
@@ -177,7 +168,7 @@ fn a_fresh_client_whose_session_moved_fails_back_with_a_clean_start() {
     h.take_sent();
     h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Refused);
     h.pump();
-    assert_eq!(opened(&h), ["backup", "broker"]);
+    assert_eq!(h.opened_hosts(), ["backup", "broker"]);
     let sent = h.take_sent();
     assert!(matches!(&sent[..], [Packet::Connect(c)] if c.clean_start), "not where the session lives: {sent:?}");
     h.connack(false);

@@ -150,10 +150,6 @@ fn a_full_store_refuses_the_publish_and_counts_it() {
     assert_eq!(report.messages, accepted);
 }
 
-fn opened(h: &Harness) -> Vec<String> {
-    h.actions.iter().filter_map(|a| if let mqtt_protocol::Action::OpenSocket { host, .. } = a { Some(host.clone()) } else { None }).collect()
-}
-
 /// A client on `flash` with a second broker to fail over to, `connect` called.
 fn boot_with_backup(flash: &Shared) -> Harness {
     let mut cfg = config(false);
@@ -180,13 +176,8 @@ fn a_power_up_resumes_the_session_on_the_broker_a_failover_moved_it_to() {
     h.take_sent();
     h.connack(false);
     // The first broker goes away: retried, refused, then the backup takes over.
-    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Reset);
-    h.pump();
-    h.advance(1_000);
-    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Refused);
-    h.pump();
-    h.advance(2_000);
-    assert_eq!(opened(&h).last().map(String::as_str), Some("backup"));
+    h.lose_and_fail_over();
+    assert_eq!(h.opened_hosts().last().map(String::as_str), Some("backup"));
     h.take_sent();
     h.connack(false);
     h.client.publish(h.now, qos1("t", b"x"), None).unwrap();
@@ -195,7 +186,7 @@ fn a_power_up_resumes_the_session_on_the_broker_a_failover_moved_it_to() {
     drop(h);
 
     let mut h = boot_with_backup(&flash);
-    assert_eq!(opened(&h), ["backup"], "the power-up goes where the session lives");
+    assert_eq!(h.opened_hosts(), ["backup"], "the power-up goes where the session lives");
     let sent = h.take_sent();
     assert!(matches!(&sent[..], [Packet::Connect(c)] if !c.clean_start), "and resumes it: {sent:?}");
     h.connack(true);
@@ -214,16 +205,11 @@ fn a_session_back_on_the_first_broker_starts_there_after_a_power_up() {
     h.take_sent();
     h.connack(false);
     // Lost, then back on the first broker (the backup refuses).
-    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Reset);
-    h.pump();
-    h.advance(1_000);
-    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Refused);
-    h.pump();
-    h.advance(2_000);
-    assert_eq!(opened(&h), ["broker", "backup", "backup", "broker"]);
+    h.lose_and_fail_over();
+    assert_eq!(h.opened_hosts(), ["broker", "backup", "backup", "broker"]);
     h.take_sent();
     h.connack(false);
     drop(h);
     let h = boot_with_backup(&flash);
-    assert_eq!(opened(&h), ["broker"]);
+    assert_eq!(h.opened_hosts(), ["broker"]);
 }

@@ -178,6 +178,15 @@ fn what_was_accepted_and_not_done_comes_back_in_order_with_its_ids() {
     assert_eq!(s.outgoing_len(), 5);
 }
 
+/// `n` messages accepted and done, each synced: the ring goes round many times.
+fn churn(s: &mut Store, n: u32) {
+    for i in 0..n {
+        let key = s.accept(&message(i)).unwrap();
+        s.done(key).unwrap();
+        s.flush().unwrap();
+    }
+}
+
 #[test]
 fn the_broker_the_session_moved_to_comes_back_and_survives_collection() {
     let flash = CutFlash::new(geometry(), 1);
@@ -189,11 +198,7 @@ fn the_broker_the_session_moved_to_comes_back_and_survives_collection() {
     assert_eq!(r.session, 1);
     // Far more records than the log holds: the ring goes round, collecting the sector with
     // the `Session` record many times over.
-    for n in 0..500u32 {
-        let key = s.accept(&message(n)).unwrap();
-        s.done(key).unwrap();
-        s.flush().unwrap();
-    }
+    churn(&mut s, 500);
     drop(s);
     let (mut s, r) = open(&flash);
     assert_eq!(r.session, 1, "kept live through collection");
@@ -204,11 +209,7 @@ fn the_broker_the_session_moved_to_comes_back_and_survives_collection() {
     drop(s);
     let (mut s, r) = open(&flash);
     assert_eq!(r.session, 0);
-    for n in 0..500u32 {
-        let key = s.accept(&message(n)).unwrap();
-        s.done(key).unwrap();
-        s.flush().unwrap();
-    }
+    churn(&mut s, 500);
     drop(s);
     assert_eq!(open(&flash).1.session, 0);
 }

@@ -123,6 +123,22 @@ impl Harness {
         }
     }
 
+    /// The hosts of the sockets the client asked to open, in order.
+    pub fn opened_hosts(&self) -> Vec<String> {
+        self.actions.iter().filter_map(|a| if let Action::OpenSocket { host, .. } = a { Some(host.clone()) } else { None }).collect()
+    }
+
+    /// The connection to the broker in use is lost and the retry to it refused, so the
+    /// attempt after goes to the next broker (`config`'s backoff times).
+    pub fn lose_and_fail_over(&mut self) {
+        self.client.handle_socket_error(self.now, mqtt_protocol::SocketError::Reset);
+        self.pump();
+        self.advance(1_000);
+        self.client.handle_socket_error(self.now, mqtt_protocol::SocketError::Refused);
+        self.pump();
+        self.advance(2_000);
+    }
+
     pub fn broker_sends(&mut self, p: Packet) {
         let bytes = p.encode(self.version);
         self.client.handle_input(self.now, &bytes);
