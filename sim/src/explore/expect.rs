@@ -153,10 +153,9 @@ pub fn derive(sc: &Scenario) -> Expect {
     let stateless_resume = sc.workload.iter().any(|w| w.qos == 2) && client_starts_over(sc) && sc.device.store.is_none() && !t.cfg.clean_init;
     // A broker still out of reach when the run ends (and none to fail over to) keeps what
     // it never got.
-    let total_s = sc.duration_s + sc.drain_s;
     let mut stranded = sc.fault.iter().any(|f| {
         let (at, span) = f.window();
-        !for_good(sc, f) && !matches!(f, Fault::DropAcks { .. } | Fault::DelayAcks { .. }) && at + span + t.recover > total_s
+        !for_good(sc, f) && !matches!(f, Fault::DropAcks { .. } | Fault::DelayAcks { .. }) && at + span + t.recover > total
     });
     // A broker that dies for good takes along what it acknowledged but had not passed on
     // yet: only a broker that keeps up with the traffic has nothing left then.
