@@ -1,7 +1,8 @@
 //! A connected client fed arbitrary broker bytes, time jumps and API calls: never a panic;
 //! malformed input ends in a clean disconnect with a reason. The control byte also picks
-//! backpressure, enhanced authentication (MQTT 5) and an application that leaves its
-//! messages queued.
+//! backpressure, enhanced authentication (MQTT 5), an application that leaves its
+//! messages queued, and a second broker to fail over to with the session kept across
+//! restarts (`clean_init = false`), resumed on it as a host does after a watchdog restart.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -22,15 +23,26 @@ fuzz_target!(|data: &[u8]| {
         queue_len: 4,
         backpressure: ctl & 8 != 0,
         auth_method: (v5 && ctl & 16 != 0).then(|| "M".into()),
+        servers: if ctl & 64 != 0 { vec!["b2".into()] } else { Vec::new() },
+        clean_init: ctl & 64 == 0,
         ..Config::default()
     };
     // A slow application: messages stay queued (only other events are taken).
     let slow = ctl & 32 != 0;
     let Ok(mut c) = Client::new(cfg) else { return };
+    // As the component does: what a fresh instance would need, reported before bytes leave.
+    c.report_sent_ids();
+    if ctl & 128 != 0 {
+        // Where a failed instance had moved the session (out of range without a second
+        // broker: refused).
+        c.resume_session(1).ok();
+    }
     let mut now = Instant::from_millis(1);
     c.handle_link(now, LinkState::Up);
     c.connect(now).ok();
     let drain = |c: &mut Client, now: Instant| {
+        c.take_session_broker();
+        c.take_sent_ids();
         while c.poll_transmit().is_some() {}
         while let Some(a) = c.poll_action() {
             if let Action::OpenSocket { .. } = a {
