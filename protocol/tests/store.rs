@@ -3,38 +3,13 @@
 
 mod harness;
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
 use harness::*;
 use mqtt_protocol::codec::{PubResponse, Publish};
-use mqtt_protocol::store::{Flash, FlashError, Geometry, MemFlash, StoreReport};
+use mqtt_protocol::store::{Geometry, StoreReport};
 use mqtt_protocol::{ApiError, Client, Event, Packet, Properties, QoS};
 
-/// The flash outlives the client, as a chip outlives a power cut.
-#[derive(Clone)]
-struct Shared(Rc<RefCell<MemFlash>>);
-
-impl Flash for Shared {
-    fn geometry(&self) -> Geometry {
-        self.0.borrow().geometry()
-    }
-    fn read(&mut self, offset: u32, len: u32) -> Result<Vec<u8>, FlashError> {
-        self.0.borrow_mut().read(offset, len)
-    }
-    fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), FlashError> {
-        self.0.borrow_mut().write(offset, data)
-    }
-    fn erase(&mut self, sector: u32) -> Result<(), FlashError> {
-        self.0.borrow_mut().erase(sector)
-    }
-    fn sync(&mut self) -> Result<(), FlashError> {
-        Ok(())
-    }
-}
-
 fn flash() -> Shared {
-    Shared(Rc::new(RefCell::new(MemFlash::new(Geometry { capacity: 16 * 1024, sector_size: 4096, write_size: 4 }))))
+    Shared::new(Geometry { capacity: 16 * 1024, sector_size: 4096, write_size: 4 })
 }
 
 /// A client booting on `flash`, connected with the broker saying `session_present`.

@@ -7,41 +7,20 @@
 //! this is damage a power cut cannot explain, which a CRC catches but a careless recovery
 //! could still trip over (a scan that trusts a length, a header that names a sector twice).
 
-use std::cell::RefCell;
-use std::collections::BTreeSet;
-use std::rc::Rc;
+mod harness;
 
-use mqtt_protocol::store::{Flash, FlashError, Geometry, MemFlash, Recovered, RecoveredPublish, Store, StoreError};
+use std::collections::BTreeSet;
+
+use harness::Shared;
+use mqtt_protocol::store::{Geometry, Recovered, RecoveredPublish, Store, StoreError};
 use mqtt_protocol::{OutgoingPublish, Properties, QoS};
 use proptest::prelude::*;
-
-/// The flash outlives each store opened on it, as a chip outlives a power cut.
-#[derive(Clone)]
-struct Shared(Rc<RefCell<MemFlash>>);
-
-impl Flash for Shared {
-    fn geometry(&self) -> Geometry {
-        self.0.borrow().geometry()
-    }
-    fn read(&mut self, offset: u32, len: u32) -> Result<Vec<u8>, FlashError> {
-        self.0.borrow_mut().read(offset, len)
-    }
-    fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), FlashError> {
-        self.0.borrow_mut().write(offset, data)
-    }
-    fn erase(&mut self, sector: u32) -> Result<(), FlashError> {
-        self.0.borrow_mut().erase(sector)
-    }
-    fn sync(&mut self) -> Result<(), FlashError> {
-        Ok(())
-    }
-}
 
 const SECTOR: u32 = 1024;
 const SECTORS: u32 = 4;
 
 fn new_flash(write_size: u32) -> Shared {
-    Shared(Rc::new(RefCell::new(MemFlash::new(Geometry { capacity: SECTORS * SECTOR, sector_size: SECTOR, write_size }))))
+    Shared::new(Geometry { capacity: SECTORS * SECTOR, sector_size: SECTOR, write_size })
 }
 
 /// Message `n`: its number is its payload, so what comes back says which it was.

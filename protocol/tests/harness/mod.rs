@@ -27,6 +27,34 @@ pub fn pid(n: u16) -> PacketId {
     PacketId::new(n).unwrap()
 }
 
+/// Flash that outlives each client or store opened on it, as a chip outlives a power cut.
+#[derive(Clone)]
+pub struct Shared(pub std::rc::Rc<std::cell::RefCell<mqtt_protocol::store::MemFlash>>);
+
+impl Shared {
+    pub fn new(geometry: mqtt_protocol::store::Geometry) -> Shared {
+        Shared(std::rc::Rc::new(std::cell::RefCell::new(mqtt_protocol::store::MemFlash::new(geometry))))
+    }
+}
+
+impl mqtt_protocol::store::Flash for Shared {
+    fn geometry(&self) -> mqtt_protocol::store::Geometry {
+        self.0.borrow().geometry()
+    }
+    fn read(&mut self, offset: u32, len: u32) -> Result<Vec<u8>, mqtt_protocol::store::FlashError> {
+        self.0.borrow_mut().read(offset, len)
+    }
+    fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), mqtt_protocol::store::FlashError> {
+        self.0.borrow_mut().write(offset, data)
+    }
+    fn erase(&mut self, sector: u32) -> Result<(), mqtt_protocol::store::FlashError> {
+        self.0.borrow_mut().erase(sector)
+    }
+    fn sync(&mut self) -> Result<(), mqtt_protocol::store::FlashError> {
+        Ok(())
+    }
+}
+
 /// What the in-memory network does with a socket the client opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Network {
