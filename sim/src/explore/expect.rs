@@ -780,13 +780,12 @@ fn access_control(sc: &Scenario, t: &Timing, e: &mut Expect, disconnect_at: Opti
     if sc.broker.deny.is_empty() || sc.chaos.is_some() || client_starts_over(sc) || disconnect_at.is_some() {
         return;
     }
-    let denied = |topic: &str| denied(sc, topic);
     let refused_publish =
-        |w: &crate::scenario::Workload| w.qos > 0 && w.deadline_ms.is_none() && !cancel_targets(sc, w) && denied(&w.topic.replace("{device}", "0"));
+        |w: &crate::scenario::Workload| w.qos > 0 && w.deadline_ms.is_none() && !cancel_targets(sc, w) && denied(sc, &w.topic.replace("{device}", "0"));
     if t.v5() && drains && sc.workload.iter().any(refused_publish) {
         e.min_publish_failures = Some(1);
     }
-    if sc.device.subscribe.iter().any(|s| denied(&s.filter)) {
+    if sc.device.subscribe.iter().any(|s| denied(sc, &s.filter)) {
         e.min_subscribe_refusals = Some(1);
     }
 }
