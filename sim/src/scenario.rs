@@ -312,6 +312,13 @@ pub struct Workload {
     pub deadline_ms: Option<u64>,
 }
 
+impl Workload {
+    /// When its stream has run its course (`count` periods after `start_s`).
+    pub fn end_s(&self) -> f64 {
+        self.start_s + (self.count * self.every_ms) as f64 / 1000.0
+    }
+}
+
 fn default_payload() -> usize {
     32
 }
@@ -329,6 +336,13 @@ pub struct Inject {
     #[serde(default)]
     pub retain: bool,
     pub message_expiry_s: Option<u32>,
+}
+
+impl Inject {
+    /// When its stream has run its course (`count` periods after `start_s`).
+    pub fn end_s(&self) -> f64 {
+        self.start_s + (self.count * self.every_ms) as f64 / 1000.0
+    }
 }
 
 /// One fault on the timeline. `at_s` is simulated seconds from the start.

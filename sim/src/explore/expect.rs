@@ -11,7 +11,7 @@
 use mqtt_host::Config;
 
 use crate::runner::device_config;
-use crate::scenario::{AckKind, Expect, Fault, Inject, Scenario};
+use crate::scenario::{AckKind, Expect, Fault, Inject, Scenario, Workload};
 
 use super::generate::{RETAINED_TOPIC, STALE_TOPIC};
 
@@ -96,9 +96,7 @@ fn last_disturbance(sc: &Scenario, t: &Timing) -> f64 {
 
 /// When the last workload publish and the last injected message are due.
 fn traffic_end(sc: &Scenario) -> f64 {
-    let w = sc.workload.iter().map(|w| w.start_s + (w.count * w.every_ms) as f64 / 1000.0);
-    let i = sc.inject.iter().map(|i| i.start_s + (i.count * i.every_ms) as f64 / 1000.0);
-    w.chain(i).fold(0.0, f64::max)
+    sc.workload.iter().map(Workload::end_s).chain(sc.inject.iter().map(Inject::end_s)).fold(0.0, f64::max)
 }
 
 /// By when every accepted QoS 1/2 publish must be acknowledged: the last disturbance or
@@ -588,7 +586,7 @@ fn delivery(sc: &Scenario, topic: &str) -> (u8, f64) {
 /// Whether every message of `stream` must reach the device's application.
 fn must_arrive(sc: &Scenario, t: &Timing, stream: &Inject, disconnect_at: Option<f64>, backpressure_needed: bool) -> bool {
     let (qos, subscribed_at) = delivery(sc, &stream.topic);
-    let end = stream.start_s + (stream.count * stream.every_ms) as f64 / 1000.0;
+    let end = stream.end_s();
     // Delivery keeps up with the stream only as far as the window to the device and the
     // application allow: all streams share them.
     let injected: u64 = sc.inject.iter().map(|i| i.count).sum();
@@ -719,7 +717,7 @@ fn never_receives(sc: &Scenario, t: &Timing, e: &mut Expect) {
     let stale: Vec<&Inject> = sc.inject.iter().filter(|i| i.topic == STALE_TOPIC).collect();
     if t.cfg.clean_init && !stale.is_empty() && sc.chaos.is_none() && sc.brokers == 1 && !fault_subscribes(STALE_TOPIC) {
         let inside = |i: &Inject| {
-            let end = i.start_s + (i.count * i.every_ms) as f64 / 1000.0;
+            let end = i.end_s();
             sc.fault.iter().any(|f| matches!(*f, Fault::PowerCycle { at_s, off_s } if i.start_s >= at_s + 0.5 && end <= at_s + off_s - 0.5 && alone(sc, f)))
         };
         if stale.iter().all(|i| inside(i) && i.start_s + 1.0 < sc.duration_s + sc.drain_s) {
@@ -763,10 +761,9 @@ fn server_disconnect(sc: &Scenario, t: &Timing) -> Option<u8> {
     // with unread data resets the connection (RFC 9293 section 3.10.4): with jitter the
     // reset can overtake the DISCONNECT, which is then lost with the connection. (Found by
     // `explore --seed 89`: a QoS 0 stream every 10 ms.)
-    let near = |start_s: f64, every_ms: u64, count: u64| start_s <= at + t.rtt && start_s + (count * every_ms) as f64 / 1000.0 >= at - t.rtt;
+    let near = |start_s: f64, end_s: f64| start_s <= at + t.rtt && end_s >= at - t.rtt;
     let jitter = sc.network.jitter_ms > 0 || sc.fault.iter().any(|f| matches!(f, Fault::Latency { jitter_ms, .. } if *jitter_ms > 0));
-    let sending =
-        sc.workload.iter().any(|w| near(w.start_s, w.every_ms, w.count)) || sc.inject.iter().any(|i| i.qos > 0 && near(i.start_s, i.every_ms, i.count));
+    let sending = sc.workload.iter().any(|w| near(w.start_s, w.end_s())) || sc.inject.iter().any(|i| i.qos > 0 && near(i.start_s, i.end_s()));
     (clear && !held && !unnoticed && in_run && at >= 2.0 && !(jitter && sending)).then_some(reason)
 }
 
@@ -780,8 +777,7 @@ fn access_control(sc: &Scenario, t: &Timing, e: &mut Expect, disconnect_at: Opti
     if sc.broker.deny.is_empty() || sc.chaos.is_some() || client_starts_over(sc) || disconnect_at.is_some() {
         return;
     }
-    let refused_publish =
-        |w: &crate::scenario::Workload| w.qos > 0 && w.deadline_ms.is_none() && !cancel_targets(sc, w) && denied(sc, &w.topic.replace("{device}", "0"));
+    let refused_publish = |w: &Workload| w.qos > 0 && w.deadline_ms.is_none() && !cancel_targets(sc, w) && denied(sc, &w.topic.replace("{device}", "0"));
     if t.v5() && drains && sc.workload.iter().any(refused_publish) {
         e.min_publish_failures = Some(1);
     }
@@ -844,7 +840,7 @@ fn deadline_must_fail(sc: &Scenario) -> bool {
 
 /// Whether a `cancel` names `w`'s topic: it takes the publishes it finds, so none of them
 /// fails then (not for its deadline, nor for the broker's refusal).
-fn cancel_targets(sc: &Scenario, w: &crate::scenario::Workload) -> bool {
+fn cancel_targets(sc: &Scenario, w: &Workload) -> bool {
     sc.fault.iter().any(|f| matches!(f, Fault::Cancel { topic, .. } if *topic == w.topic))
 }
 
