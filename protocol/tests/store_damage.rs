@@ -18,6 +18,8 @@ use proptest::prelude::*;
 
 const SECTOR: u32 = 1024;
 const SECTORS: u32 = 4;
+/// Messages accepted after the damage are numbered from here (those before, from 0).
+const AFTER_DAMAGE: u32 = 1_000_000;
 
 fn new_flash(write_size: u32) -> Shared {
     Shared::new(Geometry { capacity: SECTORS * SECTOR, sector_size: SECTOR, write_size })
@@ -161,7 +163,7 @@ proptest! {
         let mut kept = BTreeSet::new();
         let mut live = Vec::new();
         for n in 0..after {
-            let number = 1_000_000 + n;
+            let number = AFTER_DAMAGE + n;
             match store.accept(&message(number)) {
                 Ok(key) => {
                     store.sent(key, (n % 100 + 1) as u16).expect("room for a packet id");
@@ -182,11 +184,11 @@ proptest! {
 
         // And what it took after the damage survives the next power-up.
         let (_, again) = open(&flash);
-        let back: BTreeSet<u32> = again.outgoing.iter().map(number).filter(|n| *n >= 1_000_000).collect();
+        let back: BTreeSet<u32> = again.outgoing.iter().map(number).filter(|n| *n >= AFTER_DAMAGE).collect();
         prop_assert_eq!(&back, &kept, "messages accepted after the damage, lost or resurrected ({:?})", damage);
         for p in &again.outgoing {
             let n = number(p);
-            prop_assert!(n >= 1_000_000 || old.contains(&n), "message {} came back from before the first recovery", n);
+            prop_assert!(n >= AFTER_DAMAGE || old.contains(&n), "message {} came back from before the first recovery", n);
         }
     }
 }

@@ -3,7 +3,11 @@
 
 #![allow(dead_code)]
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use mqtt_protocol::codec::{ConnAck, Decoder, PubResponse, Publish, SubAck};
+use mqtt_protocol::store::{Flash, FlashError, Geometry, MemFlash};
 use mqtt_protocol::{Action, Client, Config, Event, Instant, LinkState, OutgoingPublish, Packet, PacketId, Properties, ProtocolVersion, QoS};
 
 pub fn config(v5: bool) -> Config {
@@ -29,28 +33,28 @@ pub fn pid(n: u16) -> PacketId {
 
 /// Flash that outlives each client or store opened on it, as a chip outlives a power cut.
 #[derive(Clone)]
-pub struct Shared(pub std::rc::Rc<std::cell::RefCell<mqtt_protocol::store::MemFlash>>);
+pub struct Shared(pub Rc<RefCell<MemFlash>>);
 
 impl Shared {
-    pub fn new(geometry: mqtt_protocol::store::Geometry) -> Shared {
-        Shared(std::rc::Rc::new(std::cell::RefCell::new(mqtt_protocol::store::MemFlash::new(geometry))))
+    pub fn new(geometry: Geometry) -> Shared {
+        Shared(Rc::new(RefCell::new(MemFlash::new(geometry))))
     }
 }
 
-impl mqtt_protocol::store::Flash for Shared {
-    fn geometry(&self) -> mqtt_protocol::store::Geometry {
+impl Flash for Shared {
+    fn geometry(&self) -> Geometry {
         self.0.borrow().geometry()
     }
-    fn read(&mut self, offset: u32, len: u32) -> Result<Vec<u8>, mqtt_protocol::store::FlashError> {
+    fn read(&mut self, offset: u32, len: u32) -> Result<Vec<u8>, FlashError> {
         self.0.borrow_mut().read(offset, len)
     }
-    fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), mqtt_protocol::store::FlashError> {
+    fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), FlashError> {
         self.0.borrow_mut().write(offset, data)
     }
-    fn erase(&mut self, sector: u32) -> Result<(), mqtt_protocol::store::FlashError> {
+    fn erase(&mut self, sector: u32) -> Result<(), FlashError> {
         self.0.borrow_mut().erase(sector)
     }
-    fn sync(&mut self) -> Result<(), mqtt_protocol::store::FlashError> {
+    fn sync(&mut self) -> Result<(), FlashError> {
         Ok(())
     }
 }
