@@ -194,6 +194,16 @@ pub fn differing_keys(a: &Config, b: &Config) -> Vec<&'static str> {
     mqtt_protocol::with_config_keys!(compare;)
 }
 
+/// Whether applying some settings (`apply`: a settings struct's `apply_to`) sets the config
+/// key `key`, as `Config` names it: applied over two configs that differ in every key, the
+/// results agree on that key only if the settings wrote it. Finds a key whatever name, alias
+/// or rename a file gives it, from the schema itself.
+pub fn sets_key(apply: impl Fn(&mut Config) -> Result<(), String>, key: &str) -> bool {
+    let mut a = default_config("localhost", "device");
+    let (mut b, _) = every_key_changed(&a);
+    apply(&mut a).is_ok() && apply(&mut b).is_ok() && !differing_keys(&a, &b).contains(&key)
+}
+
 /// A config whose every key differs from `base`'s, and the settings that say so; tests use
 /// it to prove that every key is reachable from a file.
 pub fn every_key_changed(base: &Config) -> (Config, Settings) {

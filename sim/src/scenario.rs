@@ -19,6 +19,17 @@ impl std::fmt::Display for ScenarioError {
 
 impl std::error::Error for ScenarioError {}
 
+/// A check serde cannot express failed: the key path at fault (`fault[2].at_s`, for
+/// [`mqtt_host::source_position::locate`] to find its line) and why, naming it.
+struct Invalid {
+    at: String,
+    why: String,
+}
+
+fn invalid(at: impl Into<String>, why: String) -> Result<(), Invalid> {
+    Err(Invalid { at: at.into(), why })
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
@@ -160,22 +171,25 @@ impl StoreSpec {
         mqtt_host::Geometry { capacity: self.capacity_kib * 1024, sector_size: self.sector_kib * 1024, write_size: self.write_bytes }
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Invalid> {
         let sectors = self.capacity_kib.checked_div(self.sector_kib).unwrap_or(0);
         if self.sector_kib == 0
             || !self.capacity_kib.is_multiple_of(self.sector_kib)
             || sectors < mqtt_protocol::store::MIN_SECTORS
             || self.capacity_kib > 16 * 1024
         {
-            return Err(format!(
-                "device.store: capacity_kib = {} must be at least {} whole sectors of sector_kib = {} (and at most 16384)",
-                self.capacity_kib,
-                mqtt_protocol::store::MIN_SECTORS,
-                self.sector_kib
-            ));
+            return invalid(
+                "device.store.capacity_kib",
+                format!(
+                    "device.store: capacity_kib = {} must be at least {} whole sectors of sector_kib = {} (and at most 16384)",
+                    self.capacity_kib,
+                    mqtt_protocol::store::MIN_SECTORS,
+                    self.sector_kib
+                ),
+            );
         }
         if !self.write_bytes.is_power_of_two() || self.write_bytes > 256 {
-            return Err(format!("device.store: write_bytes = {} must be a power of two up to 256", self.write_bytes));
+            return invalid("device.store.write_bytes", format!("device.store: write_bytes = {} must be a power of two up to 256", self.write_bytes));
         }
         Ok(())
     }
@@ -550,97 +564,105 @@ impl Scenario {
 
     pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError(describe_toml_error(text, &e)))?;
-        s.validate().map_err(ScenarioError)?;
+        s.validate().map_err(|Invalid { at, why }| ScenarioError(mqtt_host::source_position::describe_key(text, &at, &why)))?;
         Ok(s)
     }
 
     /// Checks serde cannot express: ranges and relations between keys.
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Invalid> {
         // Written so that NaN (which TOML can spell) is refused too.
         if !self.duration_s.is_finite() || self.duration_s <= 0.0 {
-            return Err(format!("duration_s = {}: must be positive", self.duration_s));
+            return invalid("duration_s", format!("duration_s = {}: must be positive", self.duration_s));
         }
         if self.tick_ms == 0 || self.tick_ms > 1000 {
-            return Err(format!("tick_ms = {}: must be in 1..=1000", self.tick_ms));
+            return invalid("tick_ms", format!("tick_ms = {}: must be in 1..=1000", self.tick_ms));
         }
         if self.devices == 0 || self.devices > 10_000 {
-            return Err(format!("devices = {}: must be in 1..=10000", self.devices));
+            return invalid("devices", format!("devices = {}: must be in 1..=10000", self.devices));
         }
         if self.brokers == 0 || self.brokers > 4 {
-            return Err(format!("brokers = {}: must be in 1..=4", self.brokers));
+            return invalid("brokers", format!("brokers = {}: must be in 1..=4", self.brokers));
         }
         if self.devices_per_host == 0 || self.devices_per_host > self.devices {
-            return Err(format!("devices_per_host = {}: must be in 1..=devices ({})", self.devices_per_host, self.devices));
+            return invalid("devices_per_host", format!("devices_per_host = {}: must be in 1..=devices ({})", self.devices_per_host, self.devices));
         }
         if self.seeds.is_empty() {
-            return Err("seeds: needs at least one seed".into());
+            return invalid("seeds", "seeds: needs at least one seed".into());
         }
         for (i, w) in self.workload.iter().enumerate() {
             if w.qos > 2 {
-                return Err(format!("workload[{i}].qos = {}: must be 0, 1 or 2", w.qos));
+                return invalid(format!("workload[{i}].qos"), format!("workload[{i}].qos = {}: must be 0, 1 or 2", w.qos));
             }
             if w.every_ms == 0 {
-                return Err(format!("workload[{i}].every_ms: must be at least 1"));
+                return invalid(format!("workload[{i}].every_ms"), format!("workload[{i}].every_ms: must be at least 1"));
             }
             if w.payload_bytes < 16 {
-                return Err(format!("workload[{i}].payload_bytes = {}: at least 16 (the payload carries a sequence number)", w.payload_bytes));
+                return invalid(
+                    format!("workload[{i}].payload_bytes"),
+                    format!("workload[{i}].payload_bytes = {}: at least 16 (the payload carries a sequence number)", w.payload_bytes),
+                );
             }
         }
         for (i, w) in self.inject.iter().enumerate() {
-            if w.qos > 2 || w.every_ms == 0 {
-                return Err(format!("inject[{i}]: qos must be 0..=2 and every_ms at least 1"));
+            if w.qos > 2 {
+                return invalid(format!("inject[{i}].qos"), format!("inject[{i}].qos = {}: must be 0, 1 or 2", w.qos));
+            }
+            if w.every_ms == 0 {
+                return invalid(format!("inject[{i}].every_ms"), format!("inject[{i}].every_ms: must be at least 1"));
             }
         }
         let end = self.duration_s + self.drain_s;
         let starts = self.workload.iter().enumerate().map(|(i, w)| ("workload", i, w.start_s));
         for (what, i, start) in starts.chain(self.inject.iter().enumerate().map(|(i, w)| ("inject", i, w.start_s))) {
             if !(0.0..end).contains(&start) {
-                return Err(format!("{what}[{i}].start_s = {start}: outside the run (0 to duration_s + drain_s = {end})"));
+                return invalid(format!("{what}[{i}].start_s"), format!("{what}[{i}].start_s = {start}: outside the run (0 to duration_s + drain_s = {end})"));
             }
         }
         for (i, sub) in self.device.subscribe.iter().enumerate() {
             if sub.qos > 2 {
-                return Err(format!("device.subscribe[{i}].qos = {}: must be 0, 1 or 2", sub.qos));
+                return invalid(format!("device.subscribe[{i}].qos"), format!("device.subscribe[{i}].qos = {}: must be 0, 1 or 2", sub.qos));
             }
             if sub.retain_handling > 2 {
-                return Err(format!("device.subscribe[{i}].retain_handling = {}: must be 0, 1 or 2", sub.retain_handling));
+                return invalid(
+                    format!("device.subscribe[{i}].retain_handling"),
+                    format!("device.subscribe[{i}].retain_handling = {}: must be 0, 1 or 2", sub.retain_handling),
+                );
             }
         }
         if self.broker.auth_method.is_some() != self.broker.auth_secret.is_some() {
-            return Err("broker.auth_method and broker.auth_secret go together".into());
+            return invalid("broker.auth_method", "broker.auth_method and broker.auth_secret go together".into());
         }
         if self.device.auth_secret.is_some() && self.device.auth_method.is_none() {
-            return Err("device.auth_secret is set without device.auth_method".into());
+            return invalid("device.auth_secret", "device.auth_secret is set without device.auth_method".into());
         }
         if let Some(w) = &self.device.will
             && w.qos > 2
         {
-            return Err(format!("device.will.qos = {}: must be 0, 1 or 2", w.qos));
+            return invalid("device.will.qos", format!("device.will.qos = {}: must be 0, 1 or 2", w.qos));
         }
         for (i, f) in self.fault.iter().enumerate() {
             if let Fault::Subscribe { qos, .. } = f
                 && *qos > 2
             {
-                return Err(format!("fault[{i}] (subscribe): qos = {qos}: must be 0, 1 or 2"));
+                return invalid(format!("fault[{i}].qos"), format!("fault[{i}] (subscribe): qos = {qos}: must be 0, 1 or 2"));
             }
             let (at, span) = f.window();
             if at < 0.0 || span < 0.0 {
-                return Err(format!("fault[{i}] ({}): times must not be negative", f.name()));
+                return invalid(format!("fault[{i}]"), format!("fault[{i}] ({}): times must not be negative", f.name()));
             }
             if at >= self.duration_s + self.drain_s {
-                return Err(format!(
-                    "fault[{i}] ({}): at_s = {at} is past the end of the run (duration_s + drain_s = {})",
-                    f.name(),
-                    self.duration_s + self.drain_s
-                ));
+                return invalid(
+                    format!("fault[{i}].at_s"),
+                    format!("fault[{i}] ({}): at_s = {at} is past the end of the run (duration_s + drain_s = {})", f.name(), self.duration_s + self.drain_s),
+                );
             }
             if let Fault::BrokerDown { broker, .. } | Fault::BrokerRestart { broker, .. } = f
                 && (*broker == 0 || *broker > self.brokers)
             {
-                return Err(format!("fault[{i}] ({}): broker = {broker}, but brokers = {}", f.name(), self.brokers));
+                return invalid(format!("fault[{i}].broker"), format!("fault[{i}] ({}): broker = {broker}, but brokers = {}", f.name(), self.brokers));
             }
             if matches!(f, Fault::PowerCut { .. }) && self.device.store.is_none() {
-                return Err(format!("fault[{i}] (power_cut) falls inside flash operations: it needs device.store"));
+                return invalid(format!("fault[{i}]"), format!("fault[{i}] (power_cut) falls inside flash operations: it needs device.store"));
             }
         }
         if let Some(store) = &self.device.store {
@@ -648,10 +670,11 @@ impl Scenario {
         }
         // The client would refuse the config at `create`: say so now, naming the key.
         let mut config = mqtt_host::default_config(crate::runner::BROKER, "device-1");
-        self.device.apply_to(&mut config).map_err(|e| format!("device.{e}"))?;
-        mqtt_host::settings::check(&config).map_err(|e| format!("[device]: {e}"))?;
+        // (`apply_to` refuses only a will's QoS.)
+        self.device.apply_to(&mut config).map_err(|e| Invalid { at: "device.will.qos".into(), why: format!("device.{e}") })?;
+        mqtt_host::settings::check(&config).map_err(|e| Invalid { at: format!("device.{}", e.key), why: format!("[device]: {e}") })?;
         if self.chaos.as_ref().is_some_and(|c| c.power_cuts > 0) && self.device.store.is_none() {
-            return Err("chaos.power_cuts falls inside flash operations: it needs device.store".into());
+            return invalid("chaos.power_cuts", "chaos.power_cuts falls inside flash operations: it needs device.store".into());
         }
         Ok(())
     }
@@ -789,7 +812,7 @@ mod tests {
     #[test]
     fn out_of_range_qos_anywhere_is_an_error_naming_the_key() {
         let e = Scenario::parse("duration_s = 10\n[device]\nsubscribe = [{ filter = \"a\", qos = 3 }]\n").unwrap_err().0;
-        assert!(e.contains("device.subscribe[0].qos"), "{e}");
+        assert!(e.starts_with("line 3, column 30: device.subscribe[0].qos"), "{e}");
     }
 
     #[test]
@@ -799,8 +822,39 @@ mod tests {
     }
 
     #[test]
-    fn range_errors_name_the_key() {
+    fn range_errors_name_the_key_and_its_line() {
         let e = Scenario::parse("duration_s = 10\ntick_ms = 0\n").unwrap_err().0;
-        assert!(e.contains("tick_ms"), "{e}");
+        assert!(e.starts_with("line 2, column 1: tick_ms = 0") && e.ends_with("2 | tick_ms = 0"), "{e}");
+    }
+
+    /// What only the checks after parsing refuse is placed as toml's own errors are: the
+    /// line of the key at fault, wherever it is written (an array of tables, an inline
+    /// table, an alias of a config key).
+    #[test]
+    fn checks_after_parsing_name_the_line() {
+        let lines = |text: &str| {
+            let e = Scenario::parse(text).map(|_| text.to_string()).expect_err("refused").0;
+            (e.split(',').next().unwrap_or_default().to_string(), e)
+        };
+        let faults = "duration_s = 10\n[[fault]]\nkind = \"link_down\"\nat_s = 1\nfor_s = 1\n[[fault]]\nkind = \"link_down\"\nat_s = 400\nfor_s = 1\n";
+        let (line, e) = lines(faults);
+        assert_eq!(line, "line 8", "{e}");
+        assert!(e.contains("fault[1] (link_down): at_s = 400"), "{e}");
+        let (line, e) = lines("duration_s = 10\n[device]\nsubscribe = [\n  { filter = \"a\", qos = 1 },\n  { filter = \"b\", qos = 3 },\n]\n");
+        assert_eq!(line, "line 5", "{e}");
+        let (line, e) = lines("duration_s = 10\n\n[[workload]]\ntopic = \"t\"\nqos = 3\nevery_ms = 100\ncount = 1\n");
+        assert_eq!(line, "line 5", "{e}");
+        // The client's own check names `keepalive_secs`; the file says `keepalive`.
+        let (line, e) = lines("duration_s = 10\n[device]\nclient_id = \"a\"\nkeepalive = 1\n");
+        assert_eq!(line, "line 4", "{e}");
+        assert!(e.contains("keepalive_secs"), "{e}");
+        let (line, e) = lines("duration_s = 10\n[device.store]\ncapacity_kib = 8\nsector_kib = 4\n");
+        assert_eq!(line, "line 3", "{e}");
+        // A key left to its default is placed at its table; one outside any table, not at all.
+        let (line, e) = lines("duration_s = 10\n[device]\nclient_id = \"a\"\nbackoff_max_ms = 1\n");
+        assert_eq!(line, "line 2", "{e}");
+        assert!(e.contains("config key `backoff_min_ms`"), "{e}");
+        let e = Scenario::parse("duration_s = 10\nseeds = []\n").unwrap_err().0;
+        assert!(e.starts_with("line 2, column 1: seeds"), "{e}");
     }
 }

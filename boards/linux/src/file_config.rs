@@ -42,29 +42,80 @@ mqtt_host::with_config_keys!(settings_struct;
     }
 );
 
-impl BoardConfig {
-    pub fn load(path: &std::path::Path) -> Result<BoardConfig, String> {
+/// A setting the board cannot use: the key at fault (`keepalive_secs`, `will.qos`, `cert`),
+/// to find where it was given, and why (naming it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub key: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// A `--config` file as read: its settings, and its text to place a refused key in.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigFile {
+    pub path: std::path::PathBuf,
+    pub text: String,
+    pub settings: BoardConfig,
+}
+
+impl ConfigFile {
+    pub fn load(path: &std::path::Path) -> Result<ConfigFile, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let settings = BoardConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(ConfigFile { path: path.to_path_buf(), text, settings })
     }
 
+    /// `refused`, placed at the line that gives the key at fault, if this file gave it and
+    /// the command line (`cli`, which wins) did not.
+    pub fn place(&self, cli: &BoardConfig, refused: &Refused) -> String {
+        if self.settings.sets(&refused.key) && !cli.sets(&refused.key) {
+            let at = mqtt_host::source_position::describe_key(&self.text, &refused.key, &refused.why);
+            format!("--config {}: {at}", self.path.display())
+        } else {
+            refused.why.clone()
+        }
+    }
+}
+
+impl BoardConfig {
     pub fn parse(text: &str) -> Result<BoardConfig, String> {
         let c: BoardConfig = toml::from_str(text).map_err(|e| match e.span() {
             Some(span) => mqtt_host::source_position::describe(text, span.start, e.message()),
             None => e.message().to_string(),
         })?;
         if let Some(w) = &c.will {
-            w.to_will()?;
+            w.to_will().map_err(|why| mqtt_host::source_position::describe_key(text, "will.qos", &why))?;
         }
         Ok(c)
     }
 
+    /// Whether these settings give `key` (a config key as `Config` names it, or `will.qos`,
+    /// `cert`, `key`), whatever name they give it under.
+    pub fn sets(&self, key: &str) -> bool {
+        match key {
+            "cert" => self.cert.is_some(),
+            "key" => self.key.is_some(),
+            k if k.starts_with("will") => self.will.is_some(),
+            k => mqtt_host::settings::sets_key(|c| self.apply_to(c), k),
+        }
+    }
+
     /// The component config: the client's defaults (server `localhost`, id
-    /// `mqtt-board-<pid>`), these keys over them, and TLS when any TLS setting asks for it.
-    pub fn client_config(&self) -> Result<Config, String> {
+    /// `mqtt-board-<pid>`), these keys over them, and TLS when any TLS setting asks for it;
+    /// refused, naming the key, if the client would refuse it.
+    pub fn client_config(&self) -> Result<Config, Refused> {
         let mut cfg = default_config("localhost", &format!("mqtt-board-{}", std::process::id()));
         cfg.seed = u64::from(std::process::id());
-        self.apply_to(&mut cfg)?;
+        // (`apply_to` refuses only a will's QoS.)
+        self.apply_to(&mut cfg).map_err(|why| Refused { key: "will.qos".into(), why })?;
         // The board's `clean` is the session for the whole run: the first connection too,
         // unless `clean_init` says otherwise.
         if self.clean_init.is_none() {
@@ -72,7 +123,8 @@ impl BoardConfig {
         }
         if cfg.ssl || self.insecure == Some(true) || self.cafile.is_some() || self.cert.is_some() || self.alpn.is_some() {
             if self.cert.is_some() != self.key.is_some() {
-                return Err("a client certificate needs both --cert and --key".into());
+                let given = if self.cert.is_some() { "cert" } else { "key" };
+                return Err(Refused { key: given.into(), why: "a client certificate needs both --cert and --key".into() });
             }
             cfg.ssl = true;
             cfg.ssl_params = Some(TlsParams {
@@ -83,6 +135,7 @@ impl BoardConfig {
                 alpn: self.alpn.clone().unwrap_or_default(),
             });
         }
+        mqtt_host::settings::check(&cfg).map_err(|e| Refused { key: e.key.into(), why: e.message() })?;
         Ok(cfg)
     }
 
@@ -145,9 +198,42 @@ mod tests {
 
     #[test]
     fn the_board_s_habitual_names_are_aliases() {
-        let c = BoardConfig::parse("host = \"h\"\nid = \"i\"\nkeepalive = 9\ntls = true\nv5 = true\n").unwrap();
+        let c = BoardConfig::parse("host = \"h\"\nid = \"i\"\nkeepalive = 90\ntls = true\nv5 = true\n").unwrap();
         let cfg = c.client_config().unwrap();
-        assert_eq!((cfg.server.as_str(), cfg.client_id.as_str(), cfg.keepalive_secs, cfg.ssl, cfg.mqttv5), ("h", "i", 9, true, true));
+        assert_eq!((cfg.server.as_str(), cfg.client_id.as_str(), cfg.keepalive_secs, cfg.ssl, cfg.mqttv5), ("h", "i", 90, true, true));
+    }
+
+    fn file(text: &str) -> ConfigFile {
+        ConfigFile { path: "board.toml".into(), text: text.into(), settings: BoardConfig::parse(text).unwrap() }
+    }
+
+    /// A value the client refuses is reported at the line of the file that gave it, under
+    /// whatever name the file used, unless the command line gave it instead.
+    #[test]
+    fn a_refused_value_is_placed_at_its_line_in_the_file() {
+        let f = file("host = \"b\"\nkeepalive = 1\n");
+        let refused = f.settings.client_config().unwrap_err();
+        assert_eq!(refused.key, "keepalive_secs");
+        let e = f.place(&BoardConfig::default(), &refused);
+        assert!(e.starts_with("--config board.toml: line 2, column 1: config key `keepalive_secs`"), "{e}");
+        assert!(e.ends_with("2 | keepalive = 1"), "{e}");
+        // Given on the command line, it is not the file's.
+        let cli = BoardConfig { keepalive_secs: Some(1), ..Default::default() };
+        let refused = cli.clone().over(f.settings.clone()).client_config().unwrap_err();
+        assert_eq!(f.place(&cli, &refused), refused.why);
+
+        let f = file("id = \"\"\nclean = false\n");
+        let e = f.place(&BoardConfig::default(), &f.settings.client_config().unwrap_err());
+        assert!(e.starts_with("--config board.toml: line 1, column 1: config key `client_id`"), "{e}");
+        let f = file("host = \"b\"\ncert = \"c.pem\"\n");
+        let e = f.place(&BoardConfig::default(), &f.settings.client_config().unwrap_err());
+        assert!(e.starts_with("--config board.toml: line 2, column 1: a client certificate"), "{e}");
+    }
+
+    #[test]
+    fn a_will_qos_out_of_range_names_its_line() {
+        let e = BoardConfig::parse("host = \"b\"\nwill = { topic = \"t\", payload = \"p\", qos = 5 }\n").unwrap_err();
+        assert!(e.starts_with("line 2, column 38: will.qos = 5"), "{e}");
     }
 
     #[test]

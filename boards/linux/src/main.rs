@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use mqtt_board::file_config::BoardConfig;
+use mqtt_board::file_config::{BoardConfig, ConfigFile};
 use mqtt_board::{mosquitto_style, record, TokioPlatform, Verification};
 use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Device, Qos, Subscription, WillSetting};
 
@@ -121,8 +121,8 @@ impl Conn {
     /// The command line over the `--config` file.
     fn settings(&self) -> anyhow::Result<BoardConfig> {
         let file = match &self.config {
-            Some(path) => BoardConfig::load(path).map_err(|e| anyhow::anyhow!("--config {e}"))?,
-            None => BoardConfig::default(),
+            Some(path) => Some(ConfigFile::load(path).map_err(|e| anyhow::anyhow!("--config {e}"))?),
+            None => None,
         };
         let url = self.url.as_deref().map(mosquitto_style::parse_url).transpose().map_err(anyhow::Error::msg)?;
         let flag = |b: bool| b.then_some(true);
@@ -170,7 +170,13 @@ impl Conn {
             will,
             ..BoardConfig::default()
         };
-        Ok(cli.over(file))
+        let settings = cli.clone().over(file.as_ref().map(|f| f.settings.clone()).unwrap_or_default());
+        // Refused here rather than when the client is made, so that a key the file gave is
+        // reported at its line.
+        if let Err(refused) = settings.client_config() {
+            anyhow::bail!(file.map_or_else(|| refused.why.clone(), |f| f.place(&cli, &refused)));
+        }
+        Ok(settings)
     }
 
     /// The topic of `-L`, if given.
