@@ -282,6 +282,11 @@ fn cancel_due(ctx: &DeviceCtx, dev: &mut Device, boot: u32, now: u64) {
         };
         for (token, seq) in open {
             let result = dev.cancel(token);
+            if power_cut(ctx) {
+                // The power failed inside this call: the application never saw it return,
+                // and cancels nothing more.
+                return;
+            }
             let mut w = ctx.world.lock();
             match result {
                 Ok(true) => {

@@ -103,9 +103,11 @@ impl Client {
         Ok(token)
     }
 
-    /// Stop waiting for a publish. Unsent: removed. In flight: the packet id stays reserved
-    /// and the exchange completes on the wire (so the protocol is never broken), but no
-    /// event will name the token. Returns whether the token was found.
+    /// Stop waiting for a publish. Unsent: removed, and with a store the removal is durable
+    /// before this returns (a power cut must not bring back what the application was told
+    /// will never be sent). In flight: the packet id stays reserved and the exchange
+    /// completes on the wire (so the protocol is never broken), but no event will name the
+    /// token. Returns whether the token was found.
     pub fn cancel(&mut self, token: Token) -> bool {
         if self.faulty(TestFault::IgnoreCancel) {
             return self.pending.iter().any(|q| q.token == Some(token)) || self.inflight.iter().any(|f| f.token == Some(token));
@@ -113,6 +115,7 @@ impl Client {
         if let Some(i) = self.pending.iter().position(|q| q.token == Some(token)) {
             let key = take_at(&mut self.pending, i).and_then(|q| q.key);
             self.forget(key);
+            self.sync_store();
             return true;
         }
         if let Some(f) = self.inflight.iter_mut().find(|f| f.token == Some(token)) {

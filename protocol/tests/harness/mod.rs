@@ -59,6 +59,45 @@ impl Flash for Shared {
     }
 }
 
+/// Flash that keeps only what was synced when the power goes, as the flash contract allows:
+/// the chip as [`Volatile::power_cut`] leaves it is the one the last `sync` made durable.
+#[derive(Clone)]
+pub struct Volatile {
+    live: Shared,
+    durable: Rc<RefCell<MemFlash>>,
+}
+
+impl Volatile {
+    pub fn new(geometry: Geometry) -> Volatile {
+        Volatile { live: Shared::new(geometry), durable: Rc::new(RefCell::new(MemFlash::new(geometry))) }
+    }
+
+    /// The power fails: everything written since the last sync is gone.
+    pub fn power_cut(&self) -> Volatile {
+        let chip = self.durable.borrow().clone();
+        Volatile { live: Shared(Rc::new(RefCell::new(chip.clone()))), durable: Rc::new(RefCell::new(chip)) }
+    }
+}
+
+impl Flash for Volatile {
+    fn geometry(&self) -> Geometry {
+        self.live.geometry()
+    }
+    fn read(&mut self, offset: u32, len: u32) -> Result<Vec<u8>, FlashError> {
+        self.live.read(offset, len)
+    }
+    fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), FlashError> {
+        self.live.write(offset, data)
+    }
+    fn erase(&mut self, sector: u32) -> Result<(), FlashError> {
+        self.live.erase(sector)
+    }
+    fn sync(&mut self) -> Result<(), FlashError> {
+        *self.durable.borrow_mut() = self.live.0.borrow().clone();
+        Ok(())
+    }
+}
+
 /// What the in-memory network does with a socket the client opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Network {
