@@ -113,22 +113,10 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
             // the instance inside it.
             dev.starve_next_call(100);
         }
-        let events = dev.poll_taking(take).map_err(|e| format!("poll: {e}"))?;
-        if power_cut(&ctx) {
-            // The power failed inside this call: nothing it returned reached the
-            // application, and nothing runs until the timeline boots the host again.
-            let seqs: Vec<u64> = events.iter().filter_map(|e| if let Event::Message(m) = e { seq_of(&m.payload) } else { None }).collect();
-            // A publish this call failed (its deadline passed) was failed for good, in the
-            // store too: the report died with the call, not the publish with the power.
-            let failed: Vec<u64> = events.iter().filter_map(|e| if let Event::PublishFailed((t, _)) = e { Some(*t) } else { None }).collect();
-            {
-                let mut w = ctx.world.lock();
-                w.log(now_ms(), &ctx.name, "handed_over_at_cut", json!({ "seqs": seqs, "failed_tokens": failed }));
-                w.rec.handed_over_at_cut.extend(seqs);
-                w.rec.failed.extend(failed.into_iter().map(|t| (ctx.index, boot, t)));
-            }
+        let Some(events) = poll_unless_cut(&ctx, &mut dev, boot, take)? else {
+            // Nothing runs until the timeline boots the host again.
             return std::future::pending().await;
-        }
+        };
         let mut challenges = Vec::new();
         if record(&ctx, boot, now, events, &mut challenges) && !closed {
             retry_connect_at = Some(now + APP_RETRY_MS);
@@ -142,12 +130,19 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
         }
         if !closed && std::mem::take(&mut ctx.world.lock().disconnect_now[d]) {
             dev.disconnect().map_err(|e| format!("disconnect: {e}"))?;
+            if power_cut(&ctx) {
+                // The power failed inside `disconnect` (forgetting what it refused): the
+                // application never saw it return, and the broker sees the link die.
+                return std::future::pending().await;
+            }
             closed = true;
             let mut w = ctx.world.lock();
             w.rec.disconnect_called_at = Some(now);
             w.log(now, &ctx.name, "disconnect_called", json!({}));
             drop(w);
-            let events = dev.poll().map_err(|e| format!("poll: {e}"))?;
+            let Some(events) = poll_unless_cut(&ctx, &mut dev, boot, u32::MAX)? else {
+                return std::future::pending().await;
+            };
             record(&ctx, boot, now, events, &mut Vec::new());
         }
         subscribe_startup(&mut dev)?;
@@ -298,6 +293,25 @@ fn cancel_due(ctx: &DeviceCtx, dev: &mut Device, boot: u32, now: u64) {
             }
         }
     }
+}
+
+/// Polls the device, taking up to `take` messages; `None` when the power failed inside the
+/// call: nothing it returned reached the application (what it was handing over is
+/// recorded as such).
+fn poll_unless_cut(ctx: &DeviceCtx, dev: &mut Device, boot: u32, take: u32) -> Result<Option<Vec<Event>>, String> {
+    let events = dev.poll_taking(take).map_err(|e| format!("poll: {e}"))?;
+    if !power_cut(ctx) {
+        return Ok(Some(events));
+    }
+    let seqs: Vec<u64> = events.iter().filter_map(|e| if let Event::Message(m) = e { seq_of(&m.payload) } else { None }).collect();
+    // A publish this call failed (its deadline passed) was failed for good, in the store
+    // too: the report died with the call, not the publish with the power.
+    let failed: Vec<u64> = events.iter().filter_map(|e| if let Event::PublishFailed((t, _)) = e { Some(*t) } else { None }).collect();
+    let mut w = ctx.world.lock();
+    w.log(now_ms(), &ctx.name, "handed_over_at_cut", json!({ "seqs": seqs, "failed_tokens": failed }));
+    w.rec.handed_over_at_cut.extend(seqs);
+    w.rec.failed.extend(failed.into_iter().map(|t| (ctx.index, boot, t)));
+    Ok(None)
 }
 
 /// A power cut fell inside a flash operation of this device (see `flash.rs`).
