@@ -28,7 +28,8 @@
 //!   finishes the collection, skipping records the new sector already holds.
 //!
 //! The client syncs before anything depends on a record: before `publish` returns its
-//! token, before a PUBLISH or PUBREC goes out, before a message is handed over.
+//! token and `cancel` its answer, before a PUBLISH or PUBREC goes out, before a message is
+//! handed over.
 
 mod flash;
 mod record;
