@@ -136,10 +136,11 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
                 return std::future::pending().await;
             }
             closed = true;
-            let mut w = ctx.world.lock();
-            w.rec.disconnect_called_at = Some(now);
-            w.log(now, &ctx.name, "disconnect_called", json!({}));
-            drop(w);
+            {
+                let mut w = ctx.world.lock();
+                w.rec.disconnect_called_at = Some(now);
+                w.log(now, &ctx.name, "disconnect_called", json!({}));
+            }
             let Some(events) = poll_unless_cut(&ctx, &mut dev, boot, u32::MAX)? else {
                 return std::future::pending().await;
             };
