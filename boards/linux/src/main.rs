@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use mqtt_board::file_config::{BoardConfig, ConfigFile};
 use mqtt_board::{mosquitto_style, record, TokioPlatform, Verification};
-use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Device, Qos, Subscription, WillSetting};
+use mqtt_host::{default_config, Client, ClientEvent, ComponentFile, Config, Device, Qos, Subscription, WillSetting};
 
 #[derive(Parser)]
 #[command(name = "mqtt-board", version, about = "Resilient MQTT client (the WebAssembly component) on a Linux board")]
@@ -118,8 +118,8 @@ struct Conn {
 }
 
 impl Conn {
-    /// The command line over the `--config` file.
-    fn settings(&self) -> anyhow::Result<BoardConfig> {
+    /// The command line over the `--config` file, and the client config they make.
+    fn settings(&self) -> anyhow::Result<(BoardConfig, Config)> {
         let file = match &self.config {
             Some(path) => Some(ConfigFile::load(path).map_err(|e| anyhow::anyhow!("--config {e}"))?),
             None => None,
@@ -173,10 +173,10 @@ impl Conn {
         let settings = cli.clone().over(file.as_ref().map(|f| f.settings.clone()).unwrap_or_default());
         // Refused here rather than when the client is made, so that a key the file gave is
         // reported at its line.
-        if let Err(refused) = settings.client_config() {
-            anyhow::bail!(file.map_or_else(|| refused.why.clone(), |f| f.place(&cli, &refused)));
+        match settings.client_config() {
+            Ok(cfg) => Ok((settings, cfg)),
+            Err(refused) => anyhow::bail!(file.map_or_else(|| refused.why.clone(), |f| f.place(&cli, &refused))),
         }
-        Ok(settings)
     }
 
     /// The topic of `-L`, if given.
@@ -303,9 +303,8 @@ fn duration(flag: &str, s: &str) -> anyhow::Result<Duration> {
 }
 
 async fn start(c: &Conn) -> anyhow::Result<Client> {
-    let settings = c.settings()?;
+    let (settings, cfg) = c.settings()?;
     let component = ComponentFile::embedded()?;
-    let cfg = settings.client_config().map_err(anyhow::Error::msg)?;
     let verification = if settings.insecure == Some(true) { Verification::Off } else { Verification::On };
     let server = cfg.server.clone();
     // The component may open these brokers and no other address.
@@ -446,7 +445,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pub { conn, topic, message, null_message, file, stdin_file, stdin_lines, qos: q, retain, interval, count } => {
             let q = qos(q)?;
             let topic = topic_of(&conn, topic)?;
-            let window = usize::from(conn.settings()?.client_config().map_err(anyhow::Error::msg)?.max_inflight).max(1);
+            let window = usize::from(conn.settings()?.1.max_inflight).max(1);
             let single = if let Some(m) = message {
                 Some(m.into_bytes())
             } else if null_message {
