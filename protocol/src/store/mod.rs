@@ -146,6 +146,25 @@ fn align(n: u32, w: u32) -> u32 {
     n.div_ceil(w) * w
 }
 
+/// Whether serial number `a` comes before `b`. Keys and sector sequence numbers count up
+/// for the life of the flash and wrap at `u32::MAX` (a device storing 1,000 publishes a
+/// second gets there in 50 days), so they are compared as serial numbers (RFC 1982): `b`
+/// is later when it is less than half the range ahead. That order is total over what
+/// recovery reads: collection keeps only live records and recent headers, all written
+/// within far fewer than 2^31 publishes (and sectors opened) of each other.
+fn before(a: u32, b: u32) -> bool {
+    (b.wrapping_sub(a) as i32) > 0
+}
+
+/// The later of two serial numbers.
+fn later(a: u32, b: u32) -> u32 {
+    if before(a, b) {
+        b
+    } else {
+        a
+    }
+}
+
 impl Store {
     /// Opens the log on `flash`, recovering what it holds. `Err` when the geometry cannot
     /// hold a log (the text says why); a damaged log is not an error: what is intact is
@@ -193,12 +212,16 @@ impl Store {
         // (sequence number, sector), oldest first: kept in order as found, by insertion
         // (a handful of sectors; `sort` would cost the component kilobytes of code).
         let mut sectors: Vec<(u32, u32)> = Vec::new();
+        // The latest key named anywhere, plus one: with serial numbers there is no lowest
+        // value to start from, so the first one found is where it starts.
+        let mut next_key: Option<u32> = None;
+        let mut raise = |key: u32| next_key = Some(next_key.map_or(key, |n| later(n, key)));
         for i in 0..self.used.len() as u32 {
             let h = self.flash.read(i * self.sector, HEADER)?;
             if h[..4] == MAGIC && crc32(&[&h[..12]]).to_le_bytes() == h[12..16] {
-                self.next_key = self.next_key.max(u32::from_le_bytes([h[8], h[9], h[10], h[11]]));
+                raise(u32::from_le_bytes([h[8], h[9], h[10], h[11]]));
                 let seq = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-                sectors.insert(sectors.partition_point(|(s, _)| *s < seq), (seq, i));
+                sectors.insert(sectors.partition_point(|(s, _)| before(*s, seq)), (seq, i));
             } else if h.iter().any(|b| *b != 0xFF) {
                 out.problems.push(text!("storage sector ", i, " has no valid header (torn or half-erased): treated as free"));
             }
@@ -212,7 +235,7 @@ impl Store {
             }
             erasing.extend(scan.heads().filter(|(h, _)| h.is(Kind::Erasing)).map(|(h, _)| h.n));
             scans.push((seq, i, scan));
-            self.next_seq = seq + 1;
+            self.next_seq = seq.wrapping_add(1);
         }
         // Replay, oldest first. Outgoing keys are never reused, so their records commute;
         // incoming ids are, so their records apply in log order.
@@ -231,8 +254,8 @@ impl Store {
                 let key = h.n;
                 match h.kind {
                     k if k == Kind::Publish as u8 => {
-                        self.next_key = self.next_key.max(key + 1);
-                        let at = publishes.partition_point(|(k, ..)| *k < key);
+                        raise(key.wrapping_add(1));
+                        let at = publishes.partition_point(|(k, ..)| before(*k, key));
                         if publishes.get(at).is_some_and(|(k, ..)| *k == key) {
                             continue;
                         }
@@ -247,7 +270,7 @@ impl Store {
                     },
                     k if k == Kind::Released as u8 => released.push(key),
                     k if k == Kind::Done as u8 => {
-                        self.next_key = self.next_key.max(key + 1);
+                        raise(key.wrapping_add(1));
                         done.push(key);
                     }
                     k if k == Kind::Received as u8 && !self.received.contains(&h.pid) => self.received.push(h.pid),
@@ -257,6 +280,9 @@ impl Store {
                     _ => {}
                 }
             }
+        }
+        if let Some(key) = next_key {
+            self.next_key = key;
         }
         for (key, publish, body) in publishes {
             if done.contains(&key) {
@@ -344,7 +370,7 @@ impl Store {
             return Err(StoreError::Full);
         }
         self.append(&body)?;
-        self.next_key += 1;
+        self.next_key = self.next_key.wrapping_add(1);
         self.live_bytes += u64::from(cost);
         self.outgoing.push(Live { key, pid: 0, released: false, cost });
         Ok(key)
@@ -485,7 +511,7 @@ impl Store {
             self.flash.erase(next)?;
         }
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq = seq.wrapping_add(1);
         let mut header = Vec::with_capacity(self.header as usize);
         header.extend_from_slice(&MAGIC);
         header.extend_from_slice(&seq.to_le_bytes());
