@@ -574,6 +574,10 @@ impl Scenario {
         if !self.duration_s.is_finite() || self.duration_s <= 0.0 {
             return invalid("duration_s", format!("duration_s = {}: must be positive", self.duration_s));
         }
+        // A NaN or negative drain ran no time, or less than `duration_s`, and passed.
+        if !(self.drain_s.is_finite() && self.drain_s >= 0.0) {
+            return invalid("drain_s", format!("drain_s = {}: must be 0 or more", self.drain_s));
+        }
         if self.tick_ms == 0 || self.tick_ms > 1000 {
             return invalid("tick_ms", format!("tick_ms = {}: must be in 1..=1000", self.tick_ms));
         }
@@ -647,8 +651,16 @@ impl Scenario {
                 return invalid(format!("fault[{i}].qos"), format!("fault[{i}] (subscribe): qos = {qos}: must be 0, 1 or 2"));
             }
             let (at, span) = f.window();
-            if at < 0.0 || span < 0.0 {
-                return invalid(format!("fault[{i}]"), format!("fault[{i}] ({}): times must not be negative", f.name()));
+            // Written so that NaN and infinity are refused too: a NaN time never came round,
+            // so the fault silently did not happen.
+            if !(at.is_finite() && at >= 0.0) {
+                return invalid(format!("fault[{i}].at_s"), format!("fault[{i}] ({}): at_s = {at}: must be finite and not negative", f.name()));
+            }
+            if !(span.is_finite() && span >= 0.0) {
+                return invalid(format!("fault[{i}]"), format!("fault[{i}] ({}): times must be finite and not negative", f.name()));
+            }
+            if span == 0.0 && f.has_duration() {
+                return invalid(format!("fault[{i}].for_s"), format!("fault[{i}] ({}): for_s = 0: a fault that lasts no time does nothing", f.name()));
             }
             if at >= self.duration_s + self.drain_s {
                 return invalid(
@@ -673,6 +685,19 @@ impl Scenario {
         // (`apply_to` refuses only a will's QoS.)
         self.device.apply_to(&mut config).map_err(|e| Invalid { at: "device.will.qos".into(), why: format!("device.{e}") })?;
         mqtt_host::settings::check(&config).map_err(|e| Invalid { at: format!("device.{}", e.key), why: format!("[device]: {e}") })?;
+        if let Some(c) = &self.chaos
+            && !(c.max_down_s.is_finite() && c.max_down_s > 0.0)
+        {
+            return invalid("chaos.max_down_s", format!("chaos.max_down_s = {}: must be positive", c.max_down_s));
+        }
+        // A NaN bound passed whatever happened.
+        for (key, v) in [("will_by_s", self.expect.will_by_s), ("drain_within_s", self.expect.drain_within_s)] {
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return invalid(format!("expect.{key}"), format!("expect.{key} = {v}: must be 0 or more"));
+            }
+        }
         if self.chaos.as_ref().is_some_and(|c| c.power_cuts > 0) && self.device.store.is_none() {
             return invalid("chaos.power_cuts", "chaos.power_cuts falls inside flash operations: it needs device.store".into());
         }
@@ -710,6 +735,22 @@ impl Fault {
             Fault::ObserverAway { .. } => "observer_away",
             Fault::GuestTrap { .. } => "guest_trap",
         }
+    }
+
+    /// Whether the fault lasts `for_s` (and so does nothing when that is 0).
+    fn has_duration(&self) -> bool {
+        matches!(
+            self,
+            Fault::LinkDown { .. }
+                | Fault::SilentLink { .. }
+                | Fault::Latency { .. }
+                | Fault::BrokerDown { .. }
+                | Fault::Refuse { .. }
+                | Fault::StopPings { .. }
+                | Fault::HalfOpen { .. }
+                | Fault::DnsFailure { .. }
+                | Fault::ObserverAway { .. }
+        )
     }
 
     /// (start, duration) in seconds.
@@ -856,5 +897,29 @@ mod tests {
         assert!(e.contains("config key `backoff_min_ms`"), "{e}");
         let e = Scenario::parse("duration_s = 10\nseeds = []\n").unwrap_err().0;
         assert!(e.starts_with("line 2, column 1: seeds"), "{e}");
+    }
+
+    /// Times TOML can spell but that mean nothing: each ran a scenario that passed without
+    /// testing what it said (a NaN drain ran 0 s, a NaN fault never struck, a NaN bound held
+    /// whatever happened, a fault of no length did nothing).
+    #[test]
+    fn times_that_mean_nothing_are_refused_naming_their_line() {
+        let fault = |at: &str, for_s: &str| format!("duration_s = 30\n[[fault]]\nkind = \"link_down\"\nat_s = {at}\nfor_s = {for_s}\n");
+        for (text, starts) in [
+            ("duration_s = 30\ndrain_s = nan\n".to_string(), "line 2, column 1: drain_s = NaN: must be 0 or more"),
+            ("duration_s = 30\ndrain_s = -20\n".to_string(), "line 2, column 1: drain_s = -20"),
+            (fault("nan", "5"), "line 4, column 1: fault[0] (link_down): at_s = NaN: must be finite"),
+            (fault("5", "inf"), "line 2, column 1: fault[0] (link_down): times must be finite"),
+            (fault("5", "0"), "line 5, column 1: fault[0] (link_down): for_s = 0: a fault that lasts no time"),
+            ("duration_s = 30\n[chaos]\nlink_drops = 3\nmax_down_s = nan\n".to_string(), "line 4, column 1: chaos.max_down_s = NaN"),
+            ("duration_s = 30\n[chaos]\nlink_drops = 3\nmax_down_s = 0\n".to_string(), "line 4, column 1: chaos.max_down_s = 0"),
+            ("duration_s = 30\n[expect]\ndrain_within_s = nan\n".to_string(), "line 3, column 1: expect.drain_within_s = NaN"),
+            ("duration_s = 30\n[expect]\nwill_by_s = -1\n".to_string(), "line 3, column 1: expect.will_by_s = -1"),
+        ] {
+            let e = Scenario::parse(&text).expect_err(&text).0;
+            assert!(e.starts_with(starts), "{text}: {e}");
+        }
+        // Faults that happen at an instant keep a window of no length.
+        Scenario::parse("duration_s = 30\n[[fault]]\nkind = \"disconnect\"\nat_s = 5\n").expect("an instant fault");
     }
 }
