@@ -153,7 +153,14 @@ pub fn scenario_toml(rec: &Recording, s: &ReplaySettings) -> String {
         drain_s: 120.0,
         device,
         workload: vec![RecordedWorkload { topic: "recorded/seq".into(), qos: 1, every_ms: every, count: (duration_ms / every).max(1) }],
-        fault: rec.outages().into_iter().map(|(at, len)| RecordedOutage { kind: "link_down", at_s: secs(at), for_s: secs(len) }).collect(),
+        // A link that went down in the recording's last millisecond has no outage to replay
+        // (and the simulator refuses a fault that lasts no time).
+        fault: rec
+            .outages()
+            .into_iter()
+            .filter(|(_, len)| *len > 0)
+            .map(|(at, len)| RecordedOutage { kind: "link_down", at_s: secs(at), for_s: secs(len) })
+            .collect(),
         expect: RecordedExpect { no_qos1_loss: true, in_order: true },
     };
     let header = format!(
@@ -191,5 +198,10 @@ mod tests {
         assert_eq!(sc.expect.no_qos1_loss, Some(true));
         assert_eq!((sc.device.keepalive_secs, sc.device.clean), (Some(10), Some(false)));
         assert!(text.starts_with("# Recorded by `mqtt-board record --iface wlan0`"), "{text}");
+        // Down as the recording ended: nothing to replay, and still a file the simulator takes.
+        let r = rec(true, &[(5020, false), (10_040, true), (30_000, false)], 30_000);
+        let text = scenario_toml(&r, &ReplaySettings { publish_every_ms: 100, keepalive_s: 10, response_time_ms: 2000, clean: false });
+        let sc = mqtt_sim::scenario::Scenario::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(sc.fault.len(), 1, "{text}");
     }
 }
