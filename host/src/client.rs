@@ -82,6 +82,7 @@ enum Command {
     Post(Publish, Token),
     Subscribe(Vec<Subscription>, Option<SubscribeProperties>, Reply<Vec<u8>>),
     Authenticate(Vec<u8>, Reply<()>),
+    Cancel(Token, Reply<bool>),
     Unsubscribe(Vec<String>, Reply<Vec<u8>>),
     BrokerUp(oneshot::Sender<bool>),
     Stats(oneshot::Sender<Option<Stats>>),
@@ -306,6 +307,19 @@ impl Client {
             self.send_command(Command::Post(p, token))?;
             Ok(token)
         }
+    }
+
+    /// Stops waiting for a publish made with [`Client::enqueue`] or [`Client::post`], by the
+    /// token either returned. One not sent yet is dropped (from the store too, before this
+    /// returns); one in flight still completes on the wire (its packet id stays taken until
+    /// the broker answers). Either way its token reports
+    /// [`ClientEvent::PublishFailed`] with reason 0 now, and no other event after it. False
+    /// when there was nothing to cancel: the publish had completed, failed or been refused
+    /// (its event is on the stream or on its way), or the token is not one of this client's.
+    /// A `publish(..).await` has no token: dropping its future stops the waiting, not the
+    /// publish.
+    pub async fn cancel(&self, token: Token) -> Result<bool, Error> {
+        self.ask(|r| Command::Cancel(token, r)).await
     }
 
     /// Returns the granted QoS / reason code per filter.
@@ -718,6 +732,9 @@ impl Driver {
             Command::Authenticate(data, reply) => {
                 let _ = reply.send(self.device.authenticate(&data).map_err(Error::from));
             }
+            Command::Cancel(token, reply) => {
+                let _ = reply.send(self.cancel(token).map_err(Error::from));
+            }
             Command::Subscribe(subs, props, reply) => match self.device.subscribe_with(subs, props) {
                 Ok(token) => {
                     self.sub_waiters.insert(token, reply);
@@ -815,6 +832,29 @@ impl Driver {
             }
         }
         answered
+    }
+
+    /// [`Client::cancel`]: `token` is the application's (`enqueue`'s or `post`'s), so it is
+    /// looked for among the publishes not handed over yet and then among the client's.
+    /// Linear searches: a cancel is rare, and a second map kept for it would cost every
+    /// publish an insert and a removal.
+    fn cancel(&mut self, token: Token) -> Result<bool, DeviceError> {
+        let waiting = self.waiting_room.iter().position(|(_, by)| matches!(by, Publisher::Posted(t) if *t == token));
+        if let Some(i) = waiting {
+            // Never handed over: it only leaves the line (and gives its `post` permit back).
+            self.waiting_room.remove(i);
+            self.settled += 1;
+            self.emit(ClientEvent::PublishFailed { token, reason: 0 });
+            return Ok(true);
+        }
+        let mine = |c: &Completion| matches!(c, Completion::Enqueued(t) | Completion::Posted(t) if *t == token);
+        let Some(device_token) = self.in_flight.iter().find(|(_, c)| mine(c)).map(|(t, _)| t) else { return Ok(false) };
+        if !self.device.cancel(device_token)? {
+            // The client had settled it already: the poll that reports that completes it.
+            return Ok(false);
+        }
+        self.complete(device_token, Err(0));
+        Ok(true)
     }
 
     /// Reports the outcome of the publish the device knows as `t` (`Err`: the reason code)

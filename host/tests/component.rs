@@ -780,3 +780,76 @@ fn a_refused_request_leaves_the_deadline_where_the_last_poll_put_it() {
     d.publish(qos1(b"room")).unwrap();
     assert_eq!(d.next_deadline().unwrap(), Some(lo.with(|s| s.now_ms)), "accepted: it goes out on the next poll");
 }
+
+/// `cancel` takes back a publish made with `post` or `enqueue` wherever it is: one still in
+/// the driver's line (the client's room full), one the client holds unsent, one in flight. Each
+/// reports `PublishFailed` with reason 0 at once and nothing after; only the one in flight
+/// reached the broker, and a `post` permit comes back for each. A completed or unknown
+/// token is not cancelled.
+#[test]
+fn cancel_takes_back_a_publish_wherever_it_waits_and_reports_it_once() {
+    use mqtt_host::ClientEvent;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let lo = Loopback::new();
+        let (mut client, ticker) = connected_client(&lo, 2, 3).await;
+        let wait = std::time::Duration::from_secs(5);
+        let done = client.enqueue(qos1(b"done")).await.unwrap();
+        loop {
+            match tokio::time::timeout(wait, client.next_event()).await.expect("the first completes") {
+                Some(ClientEvent::Published(t)) if t == done => break,
+                Some(ClientEvent::Up { .. } | ClientEvent::Link(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        lo.hold_acks(true);
+        // Two in flight (window 2) and one the client holds unsent fill its room
+        // (`max_queued` 3); a post then still has a permit (`enqueue` took none), so it
+        // returns its token, but waits in the driver's line.
+        let in_flight = client.post(qos1(b"in flight")).await.unwrap();
+        let kept = client.post(qos1(b"kept")).await.unwrap();
+        let unsent = client.enqueue(qos1(b"unsent")).await.unwrap();
+        let in_line = client.post(qos1(b"in line")).await.unwrap();
+        let stats = client.stats().await.unwrap();
+        assert_eq!((stats.inflight, stats.queued), (2, 1), "the post waits outside the client");
+
+        assert!(client.cancel(in_line).await.unwrap(), "in the driver's line: taken back");
+        assert!(client.cancel(unsent).await.unwrap(), "held by the client: taken back");
+        assert!(client.cancel(in_flight).await.unwrap(), "in flight: no longer waited for");
+        assert!(!client.cancel(in_flight).await.unwrap(), "cancelled once only");
+        assert!(!client.cancel(done).await.unwrap(), "completed: nothing to cancel");
+        assert!(!client.cancel(9_999).await.unwrap(), "not a token of this client");
+        let stats = client.stats().await.unwrap();
+        assert_eq!((stats.inflight, stats.queued), (2, 0), "in flight on the wire still: the cancelled one and the kept one");
+
+        lo.hold_acks(false);
+        lo.release_acks();
+        // The kept one completes; the cancelled ones were reported once each, before it.
+        let mut failed = Vec::new();
+        loop {
+            match tokio::time::timeout(wait, client.next_event()).await.expect("events arrive") {
+                Some(ClientEvent::PublishFailed { token, reason: 0 }) => failed.push(token),
+                Some(ClientEvent::Published(t)) if t == kept => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        failed.sort();
+        let mut expected = vec![unsent, in_line, in_flight];
+        expected.sort();
+        assert_eq!(failed, expected);
+        // Nothing more for any of them: a question answered means the driver is past the
+        // poll that handled the held acknowledgements.
+        client.stats().await.unwrap();
+        while let Ok(Some(e)) = tokio::time::timeout(std::time::Duration::from_millis(200), client.next_event()).await {
+            assert!(!matches!(e, ClientEvent::Published(_) | ClientEvent::PublishFailed { .. }), "{e:?}");
+        }
+        let sent: Vec<Vec<u8>> = lo.with(|s| s.received.iter().map(|(_, p, _)| p.clone()).collect());
+        assert_eq!(sent, [b"done".to_vec(), b"in flight".to_vec(), b"kept".to_vec()], "the cancelled unsent ones never left");
+        // Every permit is back: three posts go at once.
+        for i in 0..3u8 {
+            tokio::time::timeout(wait, client.post(qos1(&[i]))).await.expect("room for max_queued").unwrap();
+        }
+        client.disconnect().await;
+        ticker.abort();
+    });
+}
