@@ -240,7 +240,7 @@ macro_rules! with_config_keys {
             /// Speak MQTT 5.
             #[serde(alias = "v5")]
             mqttv5: bool,
-            /// MQTT 5 Session Expiry Interval, seconds.
+            /// MQTT 5 Session Expiry Interval, seconds (needs `mqttv5`).
             #[serde(rename = "session_expiry_s", alias = "session_expiry_secs")]
             session_expiry_secs: u32,
             /// Most QoS 1/2 messages accepted in flight from the broker.
@@ -452,6 +452,11 @@ impl Config {
         if self.backoff_min_ms == 0 || self.backoff_min_ms > self.backoff_max_ms {
             return err("backoff_min_ms", text!(self.backoff_min_ms, " must be at least 1 and at most backoff_max_ms (", self.backoff_max_ms, ")"));
         }
+        // MQTT 3.1.1 has no expiry (a persistent session lasts until the broker drops it), so
+        // an expiry set there would be silently ignored.
+        if self.session_expiry_secs > 0 && !self.mqttv5 {
+            return err("session_expiry_secs", "needs mqttv5");
+        }
         if self.wifi_pw.is_some() && self.ssid.is_none() {
             return err("wifi_pw", "is set without `ssid`");
         }
@@ -537,6 +542,24 @@ mod tests {
         assert!(e.to_string().contains("out of range"), "{e}");
         assert_eq!(Config { keepalive_secs: 1, ..good() }.validate().unwrap_err().key, "keepalive_secs");
         assert_eq!(Config { keepalive_secs: 0, ..good() }.validate(), Ok(()));
+    }
+
+    /// MQTT 5-only settings under 3.1.1 would be ignored without a word: refused instead.
+    #[test]
+    fn settings_only_mqtt5_has_are_refused_under_3_1_1_naming_the_key() {
+        let expiry = Config { session_expiry_secs: 3600, ..good() };
+        assert_eq!(expiry.validate().unwrap_err().message(), "config key `session_expiry_secs`: needs mqttv5");
+        assert_eq!(Config { mqttv5: true, ..expiry }.validate(), Ok(()));
+        let will = Will {
+            topic: "w".into(),
+            payload: alloc::vec![],
+            qos: crate::QoS::AtLeastOnce,
+            retain: false,
+            delay_secs: Some(5),
+            properties: Default::default(),
+        };
+        assert_eq!(Config { will: Some(will), ..good() }.validate().unwrap_err().key, "will.delay_secs");
+        assert_eq!(Config { auth_method: Some("SCRAM".into()), ..good() }.validate().unwrap_err().key, "auth_method");
     }
 
     #[test]

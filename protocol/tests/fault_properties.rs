@@ -132,7 +132,9 @@ fn run_client(ops: Vec<Op>, v5: bool, fault: Option<mqtt_protocol::TestFault>) -
     cfg.clean_init = false;
     cfg.max_inflight = 4;
     // An MQTT 5 session must outlive the connection for the resume paths to run.
-    cfg.session_expiry_secs = 3_600;
+    if v5 {
+        cfg.session_expiry_secs = 3_600;
+    }
     let mut h = Harness::new(cfg);
     let mut broker = Model::new();
     h.client.connect(h.now).unwrap();

@@ -92,7 +92,7 @@ impl Client {
     pub(super) fn forget(&mut self, key: Option<u32>) {
         if let Some(mut key) = key {
             if self.faulty(TestFault::ForgetWrongRecord) {
-                key += 1;
+                key = key.wrapping_add(1);
             }
             self.record(|s| s.done(key));
         }
