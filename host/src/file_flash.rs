@@ -14,6 +14,20 @@ const MAGIC: &[u8; 8] = b"MQFLASH1";
 /// Where the image starts; the header is magic, capacity, sector size, write size.
 const DATA: u64 = 64;
 
+/// Most bytes a store file holds: far more than a device's store partition, and a bound on
+/// what a header with flipped bits can make the file grow to (or ask to read) when opened.
+pub const MAX_CAPACITY: u32 = 16 * 1024 * 1024;
+
+/// Whether a file's first bytes (up to the magic's length) may be this store's header,
+/// damaged: cut short while the file was made (a prefix of the magic, or zeros a file
+/// system left), or the whole magic with a few bits flipped. Any other file is not ours to
+/// overwrite; random bytes come within 4 bits of the 64-bit magic about once in 2^40 (a
+/// shorter start must match exactly: one byte is within 4 bits of a third of all bytes).
+fn could_be_our_header(start: &[u8]) -> bool {
+    let flipped: u32 = start.iter().zip(MAGIC).map(|(a, b)| (a ^ b).count_ones()).sum();
+    MAGIC.starts_with(start) || (start.len() == MAGIC.len() && flipped <= 4) || start.iter().all(|b| *b == 0)
+}
+
 /// The geometry a new store file gets: 64 KiB in 4 KiB sectors, as a small partition on an
 /// ESP32's flash.
 pub const DEFAULT_GEOMETRY: Geometry = Geometry { capacity: 64 * 1024, sector_size: 4096, write_size: 4 };
@@ -37,22 +51,39 @@ pub struct FileRepairs {
 
 impl FileFlash {
     /// Open `path`, or create it erased with `geometry`. An existing file keeps its own
-    /// geometry. A file cut short is extended with erased bytes and a damaged header is
-    /// rewritten with `geometry`: both are reported in the repairs, and the client recovers
-    /// whatever records are intact.
+    /// geometry. A file cut short is extended with erased bytes, and a damaged header (its
+    /// magic a few bits off or cut short, or a geometry no store can have) is rewritten
+    /// with `geometry`: both are reported in the repairs, and the client recovers whatever
+    /// records are intact. A file that is not a store at all is refused and left as it is
+    /// (`InvalidData`): a mistyped path must not cost someone their file.
     pub fn open(path: &Path, geometry: Geometry) -> std::io::Result<(FileFlash, FileRepairs)> {
+        let invalid = |kind, why: String| std::io::Error::new(kind, why);
+        geometry.check().map_err(|why| invalid(std::io::ErrorKind::InvalidInput, why))?;
+        if geometry.capacity > MAX_CAPACITY {
+            return Err(invalid(std::io::ErrorKind::InvalidInput, format!("{} bytes is more than a store file holds ({MAX_CAPACITY})", geometry.capacity)));
+        }
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let len = file.metadata()?.len();
         let mut repairs = FileRepairs::default();
         let mut header = [0u8; 20];
-        let geometry = if len >= 20 && {
-            file.read_exact(&mut header)?;
-            &header[..8] == MAGIC
-        } {
-            let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
-            Geometry { capacity: word(8), sector_size: word(12), write_size: word(16) }
+        let have = (len as usize).min(header.len());
+        file.read_exact(&mut header[..have])?;
+        let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
+        let found = Geometry { capacity: word(8), sector_size: word(12), write_size: word(16) };
+        let geometry = if have == header.len() && &header[..8] == MAGIC && found.check().is_ok() && found.capacity <= MAX_CAPACITY {
+            found
         } else {
             if len > 0 {
+                if !could_be_our_header(&header[..have.min(MAGIC.len())]) {
+                    return Err(invalid(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: not a store file (it does not begin with {}); left as it is: remove it or give another path",
+                            path.display(),
+                            String::from_utf8_lossy(MAGIC)
+                        ),
+                    ));
+                }
                 repairs.notes.push(format!(
                     "{}: the header is damaged; rewritten for {} bytes in {}-byte sectors",
                     path.display(),
@@ -189,5 +220,54 @@ mod tests {
         assert!(repairs.notes[0].contains("100 of 65536 bytes"), "{repairs:?}");
         assert_eq!(f.read(DEFAULT_GEOMETRY.capacity - 4, 4).unwrap(), vec![0xFF; 4]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn header(magic: &[u8; 8], g: Geometry) -> Vec<u8> {
+        let mut h = magic.to_vec();
+        for v in [g.capacity, g.sector_size, g.write_size] {
+            h.extend(v.to_le_bytes());
+        }
+        h
+    }
+
+    /// What a power cut while the file was made, a flipped bit or a geometry no store can
+    /// have leaves is repaired; anything else is someone else's file, refused untouched.
+    #[test]
+    fn a_damaged_header_is_rewritten_and_a_file_that_is_no_store_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let mut flipped = *MAGIC;
+        flipped[5] ^= 0x81;
+        let huge = Geometry { capacity: 1 << 30, ..DEFAULT_GEOMETRY };
+        let damaged: [(&str, Vec<u8>); 6] = [
+            ("cut short in the magic", MAGIC[..5].to_vec()),
+            ("cut short in the geometry", MAGIC[..].iter().copied().chain([0, 0, 1]).collect()),
+            ("zeros", vec![0; 40]),
+            ("two bits flipped", header(&flipped, DEFAULT_GEOMETRY)),
+            ("capacity 0", header(MAGIC, Geometry { capacity: 0, ..DEFAULT_GEOMETRY })),
+            ("a gigabyte", header(MAGIC, huge)),
+        ];
+        for (what, bytes) in damaged {
+            std::fs::write(&path, &bytes).unwrap();
+            let (f, repairs) = FileFlash::open(&path, DEFAULT_GEOMETRY).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(f.geometry(), DEFAULT_GEOMETRY, "{what}");
+            assert!(repairs.notes[0].contains("the header is damaged"), "{what}: {repairs:?}");
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), DATA + u64::from(DEFAULT_GEOMETRY.capacity), "{what}");
+        }
+        for foreign in [&b"#!/bin/sh\necho hello\n"[..], b"x", b"MQTT is a protocol"] {
+            std::fs::write(&path, foreign).unwrap();
+            let e = FileFlash::open(&path, DEFAULT_GEOMETRY).err().expect("refused");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+            assert!(e.to_string().contains("not a store file"), "{e}");
+            assert_eq!(std::fs::read(&path).unwrap(), foreign, "left as it was");
+        }
+        // A geometry no store can have is the caller's mistake: refused before the file is
+        // touched.
+        std::fs::remove_file(&path).unwrap();
+        for bad in [Geometry { sector_size: 100, ..DEFAULT_GEOMETRY }, huge] {
+            let e = FileFlash::open(&path, bad).err().expect("refused");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+            assert!(!path.exists());
+        }
     }
 }

@@ -185,10 +185,30 @@ fn a_damaged_store_file_is_reported_and_the_board_goes_on() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("of 65536 bytes; the rest reads as erased"), "the truncation is reported: {err}");
-    // And a file that is not a store at all is rewritten, not trusted.
-    std::fs::write(&store, b"not a store").unwrap();
-    let out = publish("fourth");
+    // A header whose magic lost a bit, or whose geometry no store can have (a capacity of
+    // 0 read as "no storage" and the board ran without its store, saying nothing): rewritten
+    // and said so, and the board goes on with its store.
+    for (at, value) in [(3, b'F' ^ 0x10), (8, 0)] {
+        let mut bytes = std::fs::read(&store).unwrap();
+        if at == 8 {
+            bytes[8..12].copy_from_slice(&[0; 4]);
+        } else {
+            bytes[at] = value;
+        }
+        std::fs::write(&store, &bytes).unwrap();
+        let out = publish("fourth");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("the header is damaged; rewritten for 65536 bytes"), "{err}");
+        assert!(!err.contains("running without"), "{err}");
+        assert_eq!(std::fs::read(&store).unwrap()[..8], *b"MQFLASH1");
+    }
+    // And a file that is not a store at all (a mistyped path, say) is refused and left as
+    // it is: overwriting it would cost someone their file.
+    std::fs::write(&store, b"not a store, but somebody's notes").unwrap();
+    let out = publish("fifth");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(err.contains("the header is damaged"), "{err}");
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("not a store file (it does not begin with MQFLASH1); left as it is"), "{err}");
+    assert_eq!(std::fs::read(&store).unwrap(), b"not a store, but somebody's notes");
 }

@@ -172,16 +172,8 @@ impl Store {
     /// recovered and the damage listed in [`Recovered::problems`].
     pub fn open(flash: Box<dyn Flash>) -> Result<(Store, Recovered), String> {
         let g = flash.geometry();
+        g.check()?;
         let w = g.write_size.max(1);
-        if !w.is_power_of_two() || w > 256 {
-            return Err(text!("storage write size ", g.write_size, " is not a power of two up to 256"));
-        }
-        if g.sector_size < 256 || !g.sector_size.is_multiple_of(w) {
-            return Err(text!("storage sector size ", g.sector_size, " is under 256 bytes or not a multiple of the write size"));
-        }
-        if !g.capacity.is_multiple_of(g.sector_size) || g.sectors() < MIN_SECTORS {
-            return Err(text!("storage of ", g.capacity, " bytes is not at least ", MIN_SECTORS, " whole sectors of ", g.sector_size));
-        }
         let n = g.sectors();
         let header = align(HEADER, w);
         let reserve = align(Record::Erasing { seq: 0 }.encode().len() as u32 + FRAMING, w);
