@@ -546,7 +546,8 @@ fn will(sc: &Scenario, t: &Timing, e: &mut Expect) {
         Fault::PowerCut { at_s, off_s, within_s, .. } => (at_s + within_s, off_s),
         _ => return,
     };
-    let due = silent_from + 1.5 * ka + delay + 2.0 * t.rtt + 1.0;
+    let sent = silent_from + 1.5 * ka + delay;
+    let due = sent + observer_backlog_s(sc, sent, silent_from) + 2.0 * t.rtt + 1.0;
     if !alone(sc, first) || first.window().0 < 2.0 || off < 1.5 * ka + delay + 3.0 || due + 1.0 > sc.duration_s + sc.drain_s {
         return;
     }
@@ -575,6 +576,32 @@ fn will(sc: &Scenario, t: &Timing, e: &mut Expect) {
         e.will_delivered = Some(true);
         e.will_by_s = Some(due.ceil());
     }
+}
+
+/// The longest the observer may take to receive what the broker queued for it ahead of a
+/// message it sends at `at`: every message published by then (injected ones, and the
+/// device's up to `device_until`), one after another through the broker's in-flight window
+/// to it, each exchange a packet a tick (the observer is on the broker's host): four for
+/// QoS 2, two for QoS 1. Found by `explore --seed 139`: a will sent 4.5 s late, behind a
+/// QoS 2 stream injected at 50 a second that a window of 2 delivered at 25.
+fn observer_backlog_s(sc: &Scenario, at: f64, device_until: f64) -> f64 {
+    let published = |start_s: f64, every_ms: u64, count: u64, until: f64| -> u64 {
+        if until < start_s {
+            return 0;
+        }
+        count.min(((until - start_s) * 1000.0 / every_ms as f64) as u64 + 1)
+    };
+    let exchange = |qos: u8| {
+        f64::from(match qos {
+            2 => 4u32,
+            1 => 2,
+            _ => 0,
+        })
+    };
+    let injected = sc.inject.iter().map(|i| published(i.start_s, i.every_ms, i.count, at) as f64 * exchange(i.qos));
+    let device = sc.workload.iter().map(|w| published(w.start_s, w.every_ms, w.count, device_until) as f64 * exchange(w.qos));
+    let packets: f64 = injected.chain(device).sum();
+    packets * sc.tick_ms as f64 / 1000.0 / f64::from(sc.broker.receive_maximum.max(1))
 }
 
 fn link_outage(f: &Fault) -> f64 {
@@ -890,6 +917,24 @@ mod tests {
     fn a_broker_outage_at_the_link_return_drops_the_reconnect_deadline() {
         let sc = parse("duration_s = 60\n[[fault]]\nkind = \"link_down\"\nat_s = 10\nfor_s = 5\n[[fault]]\nkind = \"broker_down\"\nat_s = 12\nfor_s = 10\n");
         assert_eq!(derive(&sc).reconnect_within_ms, None);
+    }
+
+    /// Found by `explore --seed 139`: the will waited at the broker behind a QoS 2 stream
+    /// for the observer that a window of 2 delivered at half the rate it came in, and
+    /// arrived 4.5 s after it was sent. The run ran the expected time out: the scenario
+    /// with more room expects the will, later than without the stream.
+    #[test]
+    fn a_will_queued_behind_a_stream_for_the_observer_is_expected_later() {
+        let base = "duration_s = 0.1\ntick_ms = 20\n[network]\nlatency_ms = 50\n[device]\nkeepalive_s = 10\nresponse_time_ms = 2000\nwill = { topic = \"w\", payload = \"x\" }\n[broker]\nreceive_maximum = 2\n[[fault]]\nkind = \"power_cycle\"\nat_s = 5.2\noff_s = 40\n";
+        let stream = "[[inject]]\ntopic = \"c\"\nqos = 2\nstart_s = 15.6\nevery_ms = 20\ncount = 296\n";
+        let found = derive(&parse(&format!("drain_s = 22.5\n{base}{stream}")));
+        assert_eq!(found.will_delivered, None, "not due before the run ends: {:?}", found.will_by_s);
+        let quiet = derive(&parse(&format!("drain_s = 60\n{base}")));
+        let behind = derive(&parse(&format!("drain_s = 60\n{base}{stream}")));
+        assert_eq!((quiet.will_delivered, behind.will_delivered), (Some(true), Some(true)));
+        let (quiet, behind) = (quiet.will_by_s.unwrap(), behind.will_by_s.unwrap());
+        // Sent at 20.12 s, seen by the observer at 24.66 s in the run.
+        assert!(quiet < 24.66 && behind > 24.66 && behind < 40.0, "{quiet} {behind}");
     }
 
     #[test]
