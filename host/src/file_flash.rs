@@ -55,7 +55,8 @@ impl FileFlash {
     /// magic a few bits off or cut short, or a geometry no store can have) is rewritten
     /// with `geometry`: both are reported in the repairs, and the client recovers whatever
     /// records are intact. A file that is not a store at all is refused and left as it is
-    /// (`InvalidData`): a mistyped path must not cost someone their file.
+    /// (`InvalidData`): a mistyped path must not cost someone their file. The file is locked
+    /// while open: a second `open` of it, in this process or another, fails (`ResourceBusy`).
     pub fn open(path: &Path, geometry: Geometry) -> std::io::Result<(FileFlash, FileRepairs)> {
         let invalid = |kind, why: String| std::io::Error::new(kind, why);
         geometry.check().map_err(|why| invalid(std::io::ErrorKind::InvalidInput, why))?;
@@ -63,6 +64,18 @@ impl FileFlash {
             return Err(invalid(std::io::ErrorKind::InvalidInput, format!("{} bytes is more than a store file holds ({MAX_CAPACITY})", geometry.capacity)));
         }
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        // Two clients on one store would each take the other's records for their own, and
+        // erase them: a second opener (a run started again while the first still runs,
+        // say) is refused. The lock goes with the file when it is closed, or the process
+        // dies, so a crash leaves nothing to clean up.
+        if let Err(e) = file.try_lock() {
+            return Err(match e {
+                std::fs::TryLockError::WouldBlock => {
+                    invalid(std::io::ErrorKind::ResourceBusy, "in use by another client (it is locked); one store serves one client".to_string())
+                }
+                std::fs::TryLockError::Error(e) => e,
+            });
+        }
         let len = file.metadata()?.len();
         let mut repairs = FileRepairs::default();
         let mut header = [0u8; 20];
@@ -77,11 +90,7 @@ impl FileFlash {
                 if !could_be_our_header(&header[..have.min(MAGIC.len())]) {
                     return Err(invalid(
                         std::io::ErrorKind::InvalidData,
-                        format!(
-                            "{}: not a store file (it does not begin with {}); left as it is: remove it or give another path",
-                            path.display(),
-                            String::from_utf8_lossy(MAGIC)
-                        ),
+                        format!("not a store file (it does not begin with {}); left as it is: remove it or give another path", String::from_utf8_lossy(MAGIC)),
                     ));
                 }
                 repairs.notes.push(format!(
@@ -213,6 +222,7 @@ mod tests {
         let other = Geometry { capacity: 8192, sector_size: 1024, write_size: 1 };
         let (f, _) = FileFlash::open(&path, other).unwrap();
         assert_eq!(f.geometry(), DEFAULT_GEOMETRY);
+        drop(f);
         // Cut short: extended with erased bytes, and said so.
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(DATA + 100).unwrap();
@@ -261,6 +271,14 @@ mod tests {
             assert!(e.to_string().contains("not a store file"), "{e}");
             assert_eq!(std::fs::read(&path).unwrap(), foreign, "left as it was");
         }
+        // One client at a time: a second opener is refused until the first closes it.
+        std::fs::remove_file(&path).unwrap();
+        let (first, _) = FileFlash::open(&path, DEFAULT_GEOMETRY).unwrap();
+        let e = FileFlash::open(&path, DEFAULT_GEOMETRY).err().expect("locked");
+        assert_eq!(e.kind(), std::io::ErrorKind::ResourceBusy, "{e}");
+        assert!(e.to_string().contains("in use by another client"), "{e}");
+        drop(first);
+        FileFlash::open(&path, DEFAULT_GEOMETRY).expect("free again once closed");
         // A geometry no store can have is the caller's mistake: refused before the file is
         // touched.
         std::fs::remove_file(&path).unwrap();

@@ -106,7 +106,8 @@ struct Conn {
     /// 64 KiB of simulated flash, fsync'd before a publish counts as accepted), so that a
     /// kill, a crash or a power cut loses none of them: the next run with the same file
     /// sends them first. A damaged file is reported and what is intact is kept; a file that
-    /// is not a store is refused and left as it is.
+    /// is not a store is refused and left as it is, and so is one another run holds (it
+    /// is locked while in use).
     #[arg(long, value_name = "FILE")]
     store: Option<std::path::PathBuf>,
     /// Print every packet sent and received, and the connection events, with the time, to

@@ -212,3 +212,34 @@ fn a_damaged_store_file_is_reported_and_the_board_goes_on() {
     assert!(err.contains("not a store file (it does not begin with MQFLASH1); left as it is"), "{err}");
     assert_eq!(std::fs::read(&store).unwrap(), b"not a store, but somebody's notes");
 }
+
+/// A second run on a store a first one still uses (a job started again while the last
+/// still runs) is refused at start, and the first goes on: two clients on one store would
+/// each take the other's records for their own and erase them.
+#[test]
+fn a_store_in_use_by_another_run_is_refused() {
+    let broker = Mosquitto::start("").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("board.store");
+    let mut first = board(broker.port, &store);
+    let events = stream(first.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !events.recv_timeout(Duration::from_secs(10)).expect("the first run reports").contains("up (session present") {
+        assert!(Instant::now() < deadline, "the first run never came up");
+    }
+    let second = Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
+        .args(["pub", "-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", TOPIC, "-q", "1", "-m", "second", "-i", "store-second"])
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(err.contains("in use by another client (it is locked)"), "{err}");
+    // The first still takes lines, and ends well once its input does.
+    let mut stdin = first.stdin.take().unwrap();
+    writeln!(stdin, "{}", line(0)).unwrap();
+    drop(stdin);
+    let status = first.wait().unwrap();
+    assert!(status.success(), "the first run failed: {status}");
+}
