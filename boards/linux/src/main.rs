@@ -313,6 +313,9 @@ async fn start(c: &Conn) -> anyhow::Result<Client> {
     let mut platform = TokioPlatform::for_config(&cfg).with_verification(verification);
     if let Some(iface) = &settings.iface {
         platform = platform.with_interface(iface.clone());
+        if let Some(why) = platform.interface_missing() {
+            eprintln!("warning: --iface {iface}: {why}");
+        }
     }
     if let Some(path) = &c.store {
         let (flash, repairs) =

@@ -58,6 +58,9 @@ impl Recording {
 /// Samples the link until `stop` resolves or `limit` passes, printing each transition.
 pub async fn record(iface: &str, limit: Option<Duration>, stop: impl std::future::Future<Output = ()>) -> Recording {
     let monitor = LinkMonitor::new(Some(iface.to_string()));
+    if let Some(why) = monitor.missing() {
+        eprintln!("warning: --iface {iface}: {why}");
+    }
     let up = |m: &LinkMonitor| m.state() == LinkState::Up;
     let start = tokio::time::Instant::now();
     let mut rec = Recording { iface: iface.to_string(), initially_up: up(&monitor), transitions: Vec::new(), length_ms: 0 };

@@ -249,3 +249,23 @@ fn dash_u_takes_a_filter_out_of_a_persistent_session() {
     let delivered = output(board(&[&base2[..], &["-t", "other/topic", "-C", "1", "-W", "5"]].concat()));
     assert_eq!(text(&delivered.stdout).trim(), "after");
 }
+
+/// A mistyped `--iface` is said at start, naming the interfaces there are: its link reads
+/// as down until it appears (a device may come up after the board starts), so otherwise
+/// the board would wait for it without a word.
+#[test]
+fn a_missing_interface_is_said_at_start() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("recorded.toml");
+    let recorded = output(board(&["record", "--iface", "nosuch0", "--duration", "100ms", "--out", out.to_str().unwrap()]));
+    let err = text(&recorded.stderr);
+    assert!(err.contains("warning: --iface nosuch0: no network interface nosuch0 (there are: "), "{err}");
+    assert!(err.contains(" lo"), "names the interfaces there are: {err}");
+    let mut publisher = board(&["pub", "--iface", "nosuch0", "-p", "1", "-t", "t", "-m", "x"]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(publisher.stderr.take().unwrap()).read_line(&mut first).unwrap();
+    publisher.kill().unwrap();
+    publisher.wait().unwrap();
+    assert!(first.starts_with("warning: --iface nosuch0: no network interface nosuch0"), "{first}");
+}

@@ -84,9 +84,16 @@ impl TokioPlatform {
 
     /// Report the link state of network interface `iface` (e.g. `wlan0`) instead of an
     /// always-up link, so that the client hears of a WiFi drop at once.
+    /// ([`TokioPlatform::interface_missing`] says whether it exists.)
     pub fn with_interface(mut self, iface: impl Into<String>) -> Self {
         self.link = LinkMonitor::new(Some(iface.into()));
         self
+    }
+
+    /// Why the interface given to [`TokioPlatform::with_interface`] cannot be read (it does
+    /// not exist), naming those that do; the client sees its link down until it appears.
+    pub fn interface_missing(&self) -> Option<String> {
+        self.link.missing()
     }
 
     /// Whether TLS checks the broker's certificate (on unless told otherwise).

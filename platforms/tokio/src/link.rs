@@ -66,6 +66,22 @@ impl LinkMonitor {
         }
     }
 
+    /// Why the watched interface cannot be read now: it does not exist (a typo, or a
+    /// device not plugged in or brought up yet), naming those that do. The link reads as
+    /// down until it appears, so a host says this at start rather than wait in silence.
+    /// `None` when it exists or none is watched.
+    pub fn missing(&self) -> Option<String> {
+        let iface = self.iface.as_ref()?;
+        if self.sys.join(iface).exists() {
+            return None;
+        }
+        // Sorted: the message is the same whatever order the directory lists them in.
+        let mut known: Vec<String> =
+            std::fs::read_dir(&self.sys).into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        known.sort();
+        Some(format!("no network interface {iface} (there are: {}); its link counts as down until it appears", known.join(", ")))
+    }
+
     /// Signal level in dBm from `/proc/net/wireless`, for wireless interfaces.
     pub fn rssi(&self) -> Option<i32> {
         let iface = self.iface.as_ref()?;
@@ -162,6 +178,16 @@ mod tests {
         assert_eq!(monitor.state(), LinkState::Up, "no read until the watch's next one");
         drop(watch);
         assert_eq!(monitor.state(), LinkState::Down, "read from sysfs once nothing watches");
+    }
+
+    #[test]
+    fn a_missing_interface_is_named_with_those_there_are() {
+        let (_sys, monitor) = fake_wlan9("up", "1");
+        assert_eq!(monitor.missing(), None);
+        let typo = LinkMonitor { iface: Some("wlan0".into()), ..monitor };
+        assert_eq!(typo.missing().as_deref(), Some("no network interface wlan0 (there are: wlan9); its link counts as down until it appears"));
+        assert_eq!(typo.state(), LinkState::Down);
+        assert_eq!(LinkMonitor::new(None).missing(), None);
     }
 
     #[test]
