@@ -221,7 +221,7 @@ enum Command {
         /// With --count: publish a counter every interval (mqtt_as's range.py demo), e.g. 5s, 500ms.
         #[arg(long, group = "source")]
         interval: Option<String>,
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
     },
     /// Subscribe and print messages.
@@ -254,13 +254,13 @@ enum Command {
         #[arg(short = 'R', long = "no-retained")]
         no_retained: bool,
         /// Exit after this many messages.
-        #[arg(short = 'C', long)]
+        #[arg(short = 'C', long, value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
         /// Exit once the subscriptions (and unsubscriptions) are acknowledged.
         #[arg(short = 'E')]
         exit_when_subscribed: bool,
         /// Give up after this many seconds (exit status 27, as mosquitto_sub's -W).
-        #[arg(short = 'W', value_name = "SECS")]
+        #[arg(short = 'W', value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
         timeout: Option<u64>,
     },
     /// Watch an interface's link and write its outages as a scenario for `mqtt-sim run`.
@@ -510,6 +510,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Sub { conn, topic, unsubscribe, qos: q, verbose, format, no_newline, json, no_retained, count, exit_when_subscribed, timeout } => {
             let q = qos(q)?;
+            let format = format.unwrap_or_else(|| if verbose { "%t %p".into() } else { "%p".into() });
+            mosquitto_style::check_format(&format).map_err(anyhow::Error::msg)?;
             let mut filters = topic;
             if filters.is_empty() && unsubscribe.is_empty() {
                 filters.push(topic_of(&conn, None)?);
@@ -535,7 +537,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 client.disconnect().await;
                 return Ok(ExitCode::SUCCESS);
             }
-            let format = format.unwrap_or_else(|| if verbose { "%t %p".into() } else { "%p".into() });
             let mut seen = 0u64;
             let receiving = async {
                 while let Some(e) = client.next_event().await {

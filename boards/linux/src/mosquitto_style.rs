@@ -76,6 +76,23 @@ pub struct Received<'a> {
 /// Renders mosquitto_sub's `-F` format: `%t` topic, `%p` payload, `%l` payload length,
 /// `%q` QoS, `%r` retained (0/1), `%U` Unix time with fraction, `%I` ISO 8601 time (UTC),
 /// `%%` a percent sign; `\n`, `\t` and `\\` escapes.
+/// Refuses a `-F` format with a `%` that [`format`] does not know (its letters are these),
+/// as mosquitto_sub does at start, rather than print it as it is in every message.
+pub fn check_format(fmt: &str) -> Result<(), String> {
+    const KNOWN: &str = "tplqrUI%";
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some(k) if KNOWN.contains(k) => {}
+                Some(other) => return Err(format!("-F {fmt:?}: no format specifier %{other} (there are %t %p %l %q %r %U %I and %%)")),
+                None => return Err(format!("-F {fmt:?}: ends in a lone % (write %% for a percent sign)")),
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn format(fmt: &str, m: &Received<'_>) -> String {
     let mut out = String::new();
     let mut chars = fmt.chars();
@@ -122,6 +139,13 @@ pub fn iso8601(unix_ms: u128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_format_with_an_unknown_specifier_is_refused() {
+        assert_eq!(check_format("%t %p %l %q %r %U %I 100%% \\n"), Ok(()));
+        assert_eq!(check_format("%z").unwrap_err(), "-F \"%z\": no format specifier %z (there are %t %p %l %q %r %U %I and %%)");
+        assert!(check_format("50%").unwrap_err().contains("lone %"));
+    }
 
     #[test]
     fn urls_as_mosquitto_takes_them() {

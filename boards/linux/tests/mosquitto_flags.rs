@@ -269,3 +269,28 @@ fn a_missing_interface_is_said_at_start() {
     publisher.wait().unwrap();
     assert!(first.starts_with("warning: --iface nosuch0: no network interface nosuch0"), "{first}");
 }
+
+/// What mosquitto_sub refuses at start (a count or a timeout of 0, an unknown `-F`
+/// specifier), the board refuses too, before it connects (no broker runs here): it used to
+/// wait for ever, give up at once, or print `%z` in every message.
+#[test]
+fn values_mosquitto_sub_refuses_are_refused_at_start() {
+    for (args, says) in [
+        (&["-C", "0"][..], "invalid value '0' for '--count <COUNT>'"),
+        (&["-W", "0"], "invalid value '0' for '-W <SECS>'"),
+        (&["-F", "%z"], "no format specifier %z"),
+        (&["-F", "50%"], "ends in a lone %"),
+    ] {
+        let theirs = output({
+            let mut c = Command::new("mosquitto_sub");
+            c.args(["-p", "1", "-t", "t"]).args(args);
+            c
+        });
+        assert!(!theirs.status.success(), "mosquitto_sub took {args:?}");
+        let ours = output(board(&[&["sub", "-p", "1", "-t", "t"][..], args].concat()));
+        let err = text(&ours.stderr);
+        assert!(!ours.status.success() && err.contains(says), "{args:?}: {err}");
+    }
+    let ours = output(board(&["pub", "-p", "1", "-t", "t", "--count", "0", "--interval", "1s"]));
+    assert!(text(&ours.stderr).contains("invalid value '0' for '--count <COUNT>'"), "{}", text(&ours.stderr));
+}
