@@ -73,10 +73,7 @@ pub struct Received<'a> {
     pub at_ms: u128,
 }
 
-/// Renders mosquitto_sub's `-F` format: `%t` topic, `%p` payload, `%l` payload length,
-/// `%q` QoS, `%r` retained (0/1), `%U` Unix time with fraction, `%I` ISO 8601 time (UTC),
-/// `%%` a percent sign; `\n`, `\t` and `\\` escapes.
-/// Refuses a `-F` format with a `%` that [`format`] does not know (its letters are these),
+/// Refuses a `-F` format with a `%` specifier that [`format()`] does not render (`KNOWN`),
 /// as mosquitto_sub does at start, rather than print it as it is in every message.
 pub fn check_format(fmt: &str) -> Result<(), String> {
     const KNOWN: &str = "tplqrUI%";
@@ -93,6 +90,9 @@ pub fn check_format(fmt: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Renders mosquitto_sub's `-F` format: `%t` topic, `%p` payload, `%l` payload length,
+/// `%q` QoS, `%r` retained (0/1), `%U` Unix time with fraction, `%I` ISO 8601 time (UTC),
+/// `%%` a percent sign; `\n`, `\t` and `\\` escapes.
 pub fn format(fmt: &str, m: &Received<'_>) -> String {
     let mut out = String::new();
     let mut chars = fmt.chars();
