@@ -23,6 +23,17 @@ pub const MAX_CAPACITY: u32 = 16 * 1024 * 1024;
 /// system left), or the whole magic with a few bits flipped. Any other file is not ours to
 /// overwrite; random bytes come within 4 bits of the 64-bit magic about once in 2^40 (a
 /// shorter start must match exactly: one byte is within 4 bits of a third of all bytes).
+/// `Err` (why) for a geometry a store file cannot have: one no store can (the store's own
+/// rules), or more than [`MAX_CAPACITY`]. Applied to what a caller asks for and to what a
+/// header says.
+fn usable(g: Geometry) -> Result<(), String> {
+    g.check()?;
+    if g.capacity > MAX_CAPACITY {
+        return Err(format!("{} bytes is more than a store file holds ({MAX_CAPACITY})", g.capacity));
+    }
+    Ok(())
+}
+
 fn could_be_our_header(start: &[u8]) -> bool {
     let flipped: u32 = start.iter().zip(MAGIC).map(|(a, b)| (a ^ b).count_ones()).sum();
     MAGIC.starts_with(start) || (start.len() == MAGIC.len() && flipped <= 4) || start.iter().all(|b| *b == 0)
@@ -59,10 +70,7 @@ impl FileFlash {
     /// while open: a second `open` of it, in this process or another, fails (`ResourceBusy`).
     pub fn open(path: &Path, geometry: Geometry) -> std::io::Result<(FileFlash, FileRepairs)> {
         let invalid = |kind, why: String| std::io::Error::new(kind, why);
-        geometry.check().map_err(|why| invalid(std::io::ErrorKind::InvalidInput, why))?;
-        if geometry.capacity > MAX_CAPACITY {
-            return Err(invalid(std::io::ErrorKind::InvalidInput, format!("{} bytes is more than a store file holds ({MAX_CAPACITY})", geometry.capacity)));
-        }
+        usable(geometry).map_err(|why| invalid(std::io::ErrorKind::InvalidInput, why))?;
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         // Two clients on one store would each take the other's records for their own, and
         // erase them: a second opener (a run started again while the first still runs,
@@ -83,7 +91,7 @@ impl FileFlash {
         file.read_exact(&mut header[..have])?;
         let word = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().expect("4 bytes"));
         let found = Geometry { capacity: word(8), sector_size: word(12), write_size: word(16) };
-        let geometry = if have == header.len() && &header[..8] == MAGIC && found.check().is_ok() && found.capacity <= MAX_CAPACITY {
+        let geometry = if have == header.len() && &header[..8] == MAGIC && usable(found).is_ok() {
             found
         } else {
             if len > 0 {

@@ -84,13 +84,10 @@ fn last_disturbance(sc: &Scenario, t: &Timing) -> f64 {
         let (at, span) = f.window();
         end = end.max(match f {
             _ if for_good(sc, f) => at + t.recover,
-            Fault::DropAcks { count, .. } => {
-                acks += f64::from(*count) * t.recover;
-                acks_from = acks_from.max(at);
-                0.0
-            }
-            Fault::DelayAcks { count, ms, .. } => {
-                acks += f64::from(*count) * (t.recover + *ms as f64 / 1000.0);
+            Fault::DropAcks { count, .. } | Fault::DelayAcks { count, .. } => {
+                // Each costs a recovery, and a delayed one its delay too.
+                let late = if let Fault::DelayAcks { ms, .. } = f { *ms as f64 / 1000.0 } else { 0.0 };
+                acks += f64::from(*count) * (t.recover + late);
                 acks_from = acks_from.max(at);
                 0.0
             }
