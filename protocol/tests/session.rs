@@ -347,6 +347,48 @@ fn reconnect_backoff_grows_and_stays_within_bounds() {
     }
 }
 
+/// A 3.1.1 broker drops the connection at once on a publish over its size limit (it cannot
+/// announce the limit). Each reconnect resends the publish, so the connections come up and
+/// die before the broker acknowledges anything: they cost a backoff step each, as a refused
+/// attempt does, rather than a reconnect every `backoff_min_ms` for as long as it waits. The
+/// first acknowledgement starts the backoff over.
+#[test]
+fn connections_the_broker_ends_before_acknowledging_anything_back_off() {
+    let mut cfg = config(false);
+    cfg.backoff_max_ms = 5_000;
+    let mut h = Harness::up(cfg);
+    let poison = h.client.publish(h.now, qos1("t", b"too big for this broker"), None).unwrap();
+    h.pump();
+    let mut waits = Vec::new();
+    for _ in 0..10 {
+        assert_eq!(Harness::publishes(&h.take_sent()).len(), 1, "the publish went out on this connection");
+        h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Reset);
+        h.pump();
+        let lost = h.now;
+        h.opened_at.clear();
+        // The next attempt (the socket opens at once, then CONNECT).
+        while h.opened_at.is_empty() {
+            let t = h.client.poll_timeout().unwrap();
+            h.advance(t.saturating_since(h.now));
+        }
+        waits.push(h.opened_at[0].saturating_since(lost));
+        h.connack(true);
+    }
+    // d = 100·2^i up to 5 s, each wait in [d/2, d]: the same steps as refused attempts.
+    for (i, w) in waits.iter().enumerate() {
+        let d = (100u64 << i).min(5_000);
+        assert!(*w >= d / 2 && *w <= d, "connection {i}: waited {w} ms, bound {d}: {waits:?}");
+    }
+    // The broker takes a publish on this connection: the next loss is a first one again.
+    let id = Harness::publishes(&h.take_sent())[0].packet_id.unwrap();
+    h.puback(id);
+    assert!(h.take_events().contains(&Event::Published(poison)));
+    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Reset);
+    h.pump();
+    let wait = h.client.poll_timeout().unwrap().saturating_since(h.now);
+    assert!((50..=100).contains(&wait), "waited {wait} ms after a connection the broker acknowledged on");
+}
+
 /// The gaps between the client's connection attempts over `ms`.
 fn attempt_gaps(h: &mut Harness, ms: u64) -> Vec<u64> {
     h.opened_at.clear();

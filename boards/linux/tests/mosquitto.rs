@@ -196,6 +196,28 @@ fn stdin_lines_are_all_acknowledged_before_exit() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 50);
 }
 
+/// A 3.1.1 broker cannot announce its packet size limit; Mosquitto drops a client that goes
+/// over it. The publish is resent on each reconnect, so every connection dies at once: the
+/// client backs off as from refused attempts (about 0.2, 0.4, 0.8, 1.6, 3.2 s, at most 6
+/// connections in 5 s) where it reconnected every 125–250 ms, 20 or more.
+#[test]
+fn a_publish_a_3_1_1_broker_drops_us_for_is_retried_with_a_growing_backoff() {
+    let broker = Mosquitto::start("max_packet_size 200\n").unwrap_or_else(|e| panic!("{e}"));
+    let payload = "x".repeat(500);
+    let mut board = Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
+        .args(["pub", "-H", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "big", "-q", "1", "-c", "-i", "too-big", "-m", &payload])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    board.kill().unwrap();
+    board.wait().unwrap();
+    let log = std::fs::read_to_string(broker.dir().join("mosquitto.log")).unwrap();
+    let connects = log.lines().filter(|l| l.contains("New client connected") && l.contains("as too-big")).count();
+    let dropped = log.lines().filter(|l| l.contains("too-big disconnected due to oversize packet")).count();
+    assert!(dropped >= 3, "Mosquitto dropped the client {dropped} times for the oversize publish:\n{log}");
+    assert!(connects <= 7, "{connects} connections in 5 s:\n{log}");
+}
+
 #[test]
 fn connections_to_other_addresses_are_refused() {
     let broker = start_broker();

@@ -312,7 +312,10 @@ impl Client {
         }
         self.ever_up = true;
         self.initial_done = true;
-        self.backoff_attempt = 0;
+        // The backoff starts over once the broker acknowledges something on this connection
+        // (see `unacknowledged_ups`).
+        self.backoff_attempt = u32::from(self.unacknowledged_ups);
+        self.unacknowledged_ups = self.unacknowledged_ups.saturating_add(1);
         self.probes = 0;
         self.events.push_back(Event::Up { session_present: ack.session_present });
         self.resume(now, ack.session_present);
