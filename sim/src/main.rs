@@ -59,7 +59,7 @@ enum Command {
         #[arg(long, default_value = "1..50")]
         seeds: String,
         /// Parallel workers (default: the machine's cores).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one())]
         jobs: Option<usize>,
         /// Run only shard I of N (1-based), for splitting a sweep across machines. Unset: taken
         /// from the environment when an engine names it (MQTT_SIM_SHARD=I/N; Slurm arrays'
@@ -99,7 +99,7 @@ enum Command {
         paths: Vec<PathBuf>,
         #[arg(long, default_value = "1..2")]
         seeds: String,
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one())]
         jobs: Option<usize>,
         /// Also write the table as Markdown.
         #[arg(long, value_name = "FILE.md")]
@@ -111,15 +111,15 @@ enum Command {
     /// scenario file. Exit status: 0 nothing found, 1 found (files in --out), 2 bad input.
     Explore {
         /// How many scenarios to run (default 1000 unless --time is given).
-        #[arg(long, conflicts_with = "time")]
+        #[arg(long, conflicts_with = "time", value_parser = clap::value_parser!(u64).range(1..))]
         runs: Option<u64>,
         /// How long to search, e.g. `10m` or `1h 30m`.
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = search_time)]
         time: Option<std::time::Duration>,
         /// Exploration seed: the same seed draws the same scenarios and shrinks to the same files.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one())]
         jobs: Option<usize>,
         /// Run only every N-th scenario, starting at the I-th (1-based), to split a search
         /// across machines.
@@ -198,7 +198,7 @@ impl Target {
 /// and the results come back in the order of `work`.
 fn parallel<W: Sync, R: Send>(work: &[W], jobs: Option<usize>, run: impl Fn(&W) -> R + Sync + Send, each: impl Fn(&R) + Sync + Send) -> Vec<R> {
     use rayon::prelude::*;
-    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build().expect("starting the worker threads");
     pool.install(|| {
         work.par_iter()
@@ -275,11 +275,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(s) => Shard::parse(&s).map_err(anyhow::Error::msg)?,
                 None => Shard::WHOLE,
             };
-            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let opts = mqtt_sim::explore::Options { seed, budget, jobs, shard, shrink_runs, first_only: first };
             let target = Target::new(&cli.component, cli.client_fault.clone())?;
             explore(&target, &cli.component, &opts, &out)
         }
+    }
+}
+
+/// A count of workers, 1 or more (0 would run nothing, for ever).
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
+/// `explore --time`: a duration in humantime's words, longer than 0 (a search of no time
+/// runs nothing and would report that nothing failed).
+fn search_time(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("a search needs some time: give more than 0 (e.g. 10m)".into()),
+        r => r.map_err(|e| e.to_string()),
     }
 }
 
@@ -290,6 +304,26 @@ fn parse_range(s: &str) -> anyhow::Result<(u64, u64)> {
         (a.parse().with_context(|| format!("--seeds: {a:?} is not a number"))?, b.parse().with_context(|| format!("--seeds: {b:?} is not a number"))?);
     anyhow::ensure!(a <= b, "--seeds {s}: the range is empty");
     Ok((a, b))
+}
+
+/// Most runs one sweep (or one shard of one) holds. Each run's outcome is kept for the table
+/// and the reports, so a mistyped range is refused up front rather than aborting on an
+/// allocation; at the simulator's pace a million runs are days of CPU.
+const MAX_RUNS: usize = 1_000_000;
+
+/// How many runs `per_seed` runs for each seed of `a..=b` make, split over `shards`: each
+/// shard's share within [`MAX_RUNS`].
+fn sweep_size(seeds: &str, (a, b): (u64, u64), per_seed: usize, shards: usize) -> anyhow::Result<usize> {
+    let total = usize::try_from(b - a).ok().and_then(|n| n.checked_add(1)).and_then(|n| n.checked_mul(per_seed));
+    match total {
+        Some(total) if total.div_ceil(shards.max(1)) <= MAX_RUNS => Ok(total),
+        _ => anyhow::bail!(
+            "--seeds {seeds} makes {} runs ({per_seed} per seed), more than one sweep holds ({MAX_RUNS}{}); narrow the range{}",
+            (u128::from(b - a) + 1) * per_seed as u128,
+            if shards > 1 { " per shard" } else { "" },
+            if shards > 1 { " or use more shards" } else { "" }
+        ),
+    }
 }
 
 fn scenario_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
@@ -320,10 +354,11 @@ fn sweep(target: &Target, paths: Vec<PathBuf>, seeds: &str, jobs: Option<usize>,
     for f in &files {
         scenarios.push((f.clone(), Scenario::load(f)?));
     }
-    // Every (scenario, seed) pair in a fixed order; a shard takes every N-th.
-    let all: Vec<(usize, u64)> = (0..scenarios.len()).flat_map(|i| (a..=b).map(move |s| (i, s))).collect();
-    let sweep_runs = all.len();
-    let work: Vec<(usize, u64)> = all.into_iter().enumerate().filter(|(k, _)| shard.takes(*k)).map(|(_, w)| w).collect();
+    // Every (scenario, seed) pair in a fixed order, scenario by scenario; a shard takes
+    // every N-th, counted without listing the others.
+    let sweep_runs = sweep_size(seeds, (a, b), scenarios.len(), shard.count)?;
+    let per_scenario = (b - a) as usize + 1;
+    let work: Vec<(usize, u64)> = shard.picks(sweep_runs).map(|k| (k / per_scenario, a + (k % per_scenario) as u64)).collect();
     let bar = indicatif::ProgressBar::new(work.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} runs, {elapsed} elapsed, eta {eta} {msg}")
@@ -515,6 +550,7 @@ fn faults(path: &Option<PathBuf>, paths: Vec<PathBuf>, seeds: &str, jobs: Option
     let scenarios: Vec<(String, Scenario)> = files.iter().map(|f| Ok((name_of(f), Scenario::load(f)?))).collect::<anyhow::Result<_>>()?;
     let targets: Vec<Target> =
         mqtt_protocol::TestFault::ALL.iter().map(|(name, _)| Target::new(path, Some((*name).to_string()))).collect::<anyhow::Result<_>>()?;
+    sweep_size(seeds, (a, b), targets.len() * scenarios.len(), 1)?;
     let work: Vec<(usize, usize, u64)> =
         (0..targets.len()).flat_map(|t| (0..scenarios.len()).flat_map(move |s| (a..=b).map(move |seed| (t, s, seed)))).collect();
     let bar = indicatif::ProgressBar::new(work.len() as u64);

@@ -739,22 +739,18 @@ impl Fault {
 
     /// Whether the fault lasts `for_s` (and so does nothing when that is 0).
     fn has_duration(&self) -> bool {
-        matches!(
-            self,
-            Fault::LinkDown { .. }
-                | Fault::SilentLink { .. }
-                | Fault::Latency { .. }
-                | Fault::BrokerDown { .. }
-                | Fault::Refuse { .. }
-                | Fault::StopPings { .. }
-                | Fault::HalfOpen { .. }
-                | Fault::DnsFailure { .. }
-                | Fault::ObserverAway { .. }
-        )
+        self.timing().2
     }
 
     /// (start, duration) in seconds.
     pub fn window(&self) -> (f64, f64) {
+        let (at, span, _) = self.timing();
+        (at, span)
+    }
+
+    /// [`Fault::window`], and whether its duration is the fault's own `for_s`: one match
+    /// names every kind, so a new one must say both.
+    fn timing(&self) -> (f64, f64, bool) {
         match *self {
             Fault::LinkDown { at_s, for_s }
             | Fault::SilentLink { at_s, for_s }
@@ -764,12 +760,12 @@ impl Fault {
             | Fault::StopPings { at_s, for_s }
             | Fault::HalfOpen { at_s, for_s }
             | Fault::DnsFailure { at_s, for_s }
-            | Fault::ObserverAway { at_s, for_s } => (at_s, for_s),
-            Fault::LinkFlap { at_s, count, down_s, up_s } => (at_s, f64::from(count) * (down_s + up_s)),
-            Fault::BrokerRestart { at_s, down_s, .. } => (at_s, down_s),
-            Fault::PowerCycle { at_s, off_s } => (at_s, off_s),
-            Fault::PowerCut { at_s, off_s, within_s, .. } => (at_s, within_s + off_s),
-            Fault::Roam { at_s, gap_ms } => (at_s, gap_ms as f64 / 1000.0),
+            | Fault::ObserverAway { at_s, for_s } => (at_s, for_s, true),
+            Fault::LinkFlap { at_s, count, down_s, up_s } => (at_s, f64::from(count) * (down_s + up_s), false),
+            Fault::BrokerRestart { at_s, down_s, .. } => (at_s, down_s, false),
+            Fault::PowerCycle { at_s, off_s } => (at_s, off_s, false),
+            Fault::PowerCut { at_s, off_s, within_s, .. } => (at_s, within_s + off_s, false),
+            Fault::Roam { at_s, gap_ms } => (at_s, gap_ms as f64 / 1000.0, false),
             Fault::DropAcks { at_s, .. }
             | Fault::DelayAcks { at_s, .. }
             | Fault::ServerDisconnect { at_s, .. }
@@ -777,7 +773,7 @@ impl Fault {
             | Fault::Subscribe { at_s, .. }
             | Fault::Unsubscribe { at_s, .. }
             | Fault::Cancel { at_s, .. }
-            | Fault::GuestTrap { at_s } => (at_s, 0.0),
+            | Fault::GuestTrap { at_s } => (at_s, 0.0, false),
         }
     }
 }

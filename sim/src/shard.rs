@@ -63,6 +63,12 @@ impl Shard {
     pub fn takes(self, k: usize) -> bool {
         k % self.count == self.index - 1
     }
+
+    /// This shard's pairs among the first `total`, in order: those [`Shard::takes`], found
+    /// without visiting the others.
+    pub fn picks(self, total: usize) -> impl Iterator<Item = usize> {
+        (self.index - 1..total).step_by(self.count)
+    }
 }
 
 /// One line of `sweep --json`: a run, the shard that ran it and the size of the whole sweep,
@@ -129,4 +135,22 @@ pub fn merge(files: &[(String, String)]) -> Merged {
     }
     m.runs.sort_by(|a, b| (a.outcome.scenario.as_str(), a.outcome.seed).cmp(&(b.outcome.scenario.as_str(), b.outcome.seed)));
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_picks_exactly_the_pairs_it_takes() {
+        for count in 1..=5 {
+            for index in 1..=count {
+                let shard = Shard { index, count };
+                for total in [0, 1, 4, 5, 17] {
+                    let taken: Vec<usize> = (0..total).filter(|k| shard.takes(*k)).collect();
+                    assert_eq!(shard.picks(total).collect::<Vec<_>>(), taken, "{index}/{count} of {total}");
+                }
+            }
+        }
+    }
 }

@@ -121,6 +121,41 @@ fn an_unknown_client_fault_is_bad_input_listing_the_known_ones() {
     assert!(err.contains("gremlins") && err.contains("drop-republish"), "{err}");
 }
 
+#[test]
+fn a_seed_range_too_large_to_hold_is_bad_input_not_an_abort() {
+    // 1e11 seeds: the sweep used to list every run first and abort on a 1.6 TB allocation.
+    for args in [
+        &["sweep", "scenarios/wifi-drop-short-3s.toml", "--seeds", "1..99999999999"][..],
+        &["sweep", "scenarios/wifi-drop-short-3s.toml", "--seeds", "0..18446744073709551615"],
+        &["faults", "scenarios/wifi-drop-short-3s.toml", "--seeds", "1..1000000"],
+    ] {
+        let out = sim(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("more than one sweep holds (1000000") && !err.contains("panicked"), "{args:?}: {err}");
+    }
+    // Split over enough shards, each share fits: shard 1 of 200,000 runs its 5 of the million.
+    let out = sim(&["sweep", "scenarios/wifi-drop-short-3s.toml", "--seeds", "1..1000000", "--shard", "1/200000"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("5 runs, 0 failed"), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn a_search_of_no_runs_or_no_time_or_no_workers_is_refused() {
+    // `explore --time 0s` reported "0 runs (0 failed)" and exited 0, as if it had searched.
+    for (args, says) in [
+        (&["explore", "--time", "0s"][..], "more than 0"),
+        (&["explore", "--runs", "0"], "--runs"),
+        (&["explore", "--runs", "5", "--jobs", "0"], "--jobs"),
+        (&["sweep", "scenarios/wifi-drop-short-3s.toml", "--jobs", "0"], "--jobs"),
+    ] {
+        let out = sim(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
 /// The elements and attributes the JUnit schema that GitLab, Jenkins and GitHub's test
 /// reporters read (Ant's JUnit XSD) requires, checked on a parsed report: `testsuites` >
 /// `testsuite` (name, tests, failures, errors, time) > `testcase` (name, classname, time) >
