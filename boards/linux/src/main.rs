@@ -511,7 +511,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sub { conn, topic, unsubscribe, qos: q, verbose, format, no_newline, json, no_retained, count, exit_when_subscribed, timeout } => {
             let q = qos(q)?;
             let format = format.unwrap_or_else(|| if verbose { "%t %p".into() } else { "%p".into() });
-            mosquitto_style::check_format(&format).map_err(anyhow::Error::msg)?;
+            let format = mosquitto_style::Format::parse(&format).map_err(anyhow::Error::msg)?;
             let mut filters = topic;
             if filters.is_empty() && unsubscribe.is_empty() {
                 filters.push(topic_of(&conn, None)?);
@@ -551,7 +551,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     } else {
                         let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
                         let r = mosquitto_style::Received { topic: &m.topic, payload: &m.payload, qos: m.qos as u8, retained: m.retained, at_ms };
-                        let line = mosquitto_style::format(&format, &r);
+                        let line = format.render(&r);
                         if no_newline {
                             print!("{line}");
                         } else {

@@ -73,60 +73,102 @@ pub struct Received<'a> {
     pub at_ms: u128,
 }
 
-/// Refuses a `-F` format with a `%` specifier that [`format()`] does not render (`KNOWN`),
-/// as mosquitto_sub does at start, rather than print it as it is in every message.
-pub fn check_format(fmt: &str) -> Result<(), String> {
-    const KNOWN: &str = "tplqrUI%";
-    let mut chars = fmt.chars();
-    while let Some(c) = chars.next() {
-        if c == '%' {
-            match chars.next() {
-                Some(k) if KNOWN.contains(k) => {}
-                Some(other) => return Err(format!("-F {fmt:?}: no format specifier %{other} (there are %t %p %l %q %r %U %I and %%)")),
-                None => return Err(format!("-F {fmt:?}: ends in a lone % (write %% for a percent sign)")),
-            }
-        }
-    }
-    Ok(())
+/// What a `-F` specifier puts in the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Topic,
+    Payload,
+    Length,
+    Qos,
+    Retained,
+    UnixTime,
+    IsoTime,
 }
 
-/// Renders mosquitto_sub's `-F` format: `%t` topic, `%p` payload, `%l` payload length,
-/// `%q` QoS, `%r` retained (0/1), `%U` Unix time with fraction, `%I` ISO 8601 time (UTC),
-/// `%%` a percent sign; `\n`, `\t` and `\\` escapes.
-pub fn format(fmt: &str, m: &Received<'_>) -> String {
-    let mut out = String::new();
-    let mut chars = fmt.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '%' => match chars.next() {
-                Some('t') => out.push_str(m.topic),
-                Some('p') => out.push_str(&String::from_utf8_lossy(m.payload)),
-                Some('l') => out.push_str(&m.payload.len().to_string()),
-                Some('q') => out.push_str(&m.qos.to_string()),
-                Some('r') => out.push(if m.retained { '1' } else { '0' }),
-                Some('U') => out.push_str(&format!("{}.{:03}", m.at_ms / 1000, m.at_ms % 1000)),
-                Some('I') => out.push_str(&iso8601(m.at_ms)),
-                Some('%') => out.push('%'),
-                Some(other) => {
-                    out.push('%');
-                    out.push(other);
-                }
-                None => out.push('%'),
-            },
-            '\\' => match chars.next() {
-                Some('n') => out.push('\n'),
-                Some('t') => out.push('\t'),
-                Some('\\') => out.push('\\'),
-                Some(other) => {
-                    out.push('\\');
-                    out.push(other);
-                }
-                None => out.push('\\'),
-            },
-            c => out.push(c),
+/// mosquitto_sub's specifiers (besides `%%`): the parser and its error's list both read this.
+const FIELDS: [(char, Field); 7] = [
+    ('t', Field::Topic),
+    ('p', Field::Payload),
+    ('l', Field::Length),
+    ('q', Field::Qos),
+    ('r', Field::Retained),
+    ('U', Field::UnixTime),
+    ('I', Field::IsoTime),
+];
+
+#[derive(Debug, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Field(Field),
+}
+
+/// mosquitto_sub's `-F` format, parsed once at start: `%t` topic, `%p` payload, `%l` payload
+/// length, `%q` QoS, `%r` retained (0/1), `%U` Unix time with fraction, `%I` ISO 8601 time
+/// (UTC), `%%` a percent sign; `\n`, `\t` and `\\` escapes (another backslash stays as it is).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Format(Vec<Piece>);
+
+impl Format {
+    /// Refuses a `%` specifier it does not know, or a lone `%` at the end, as mosquitto_sub
+    /// does at start, rather than print it as it is in every message.
+    pub fn parse(fmt: &str) -> Result<Format, String> {
+        let mut pieces = Vec::new();
+        let mut text = String::new();
+        let mut chars = fmt.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '%' => match chars.next() {
+                    Some('%') => text.push('%'),
+                    Some(k) => match FIELDS.iter().find(|(c, _)| *c == k) {
+                        Some(&(_, field)) => {
+                            if !text.is_empty() {
+                                pieces.push(Piece::Text(std::mem::take(&mut text)));
+                            }
+                            pieces.push(Piece::Field(field));
+                        }
+                        None => {
+                            let known: Vec<String> = FIELDS.iter().map(|(c, _)| format!("%{c}")).collect();
+                            return Err(format!("-F {fmt:?}: no format specifier %{k} (there are {} and %%)", known.join(" ")));
+                        }
+                    },
+                    None => return Err(format!("-F {fmt:?}: ends in a lone % (write %% for a percent sign)")),
+                },
+                '\\' => match chars.next() {
+                    Some('n') => text.push('\n'),
+                    Some('t') => text.push('\t'),
+                    Some('\\') => text.push('\\'),
+                    Some(other) => {
+                        text.push('\\');
+                        text.push(other);
+                    }
+                    None => text.push('\\'),
+                },
+                c => text.push(c),
+            }
         }
+        if !text.is_empty() {
+            pieces.push(Piece::Text(text));
+        }
+        Ok(Format(pieces))
     }
-    out
+
+    /// The line for one message.
+    pub fn render(&self, m: &Received<'_>) -> String {
+        let mut out = String::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Field(Field::Topic) => out.push_str(m.topic),
+                Piece::Field(Field::Payload) => out.push_str(&String::from_utf8_lossy(m.payload)),
+                Piece::Field(Field::Length) => out.push_str(&m.payload.len().to_string()),
+                Piece::Field(Field::Qos) => out.push_str(&m.qos.to_string()),
+                Piece::Field(Field::Retained) => out.push(if m.retained { '1' } else { '0' }),
+                Piece::Field(Field::UnixTime) => out.push_str(&format!("{}.{:03}", m.at_ms / 1000, m.at_ms % 1000)),
+                Piece::Field(Field::IsoTime) => out.push_str(&iso8601(m.at_ms)),
+            }
+        }
+        out
+    }
 }
 
 /// `2026-11-29T23:30:31.123Z` for Unix milliseconds: humantime formats exactly this (RFC 3339
@@ -142,9 +184,9 @@ mod tests {
 
     #[test]
     fn a_format_with_an_unknown_specifier_is_refused() {
-        assert_eq!(check_format("%t %p %l %q %r %U %I 100%% \\n"), Ok(()));
-        assert_eq!(check_format("%z").unwrap_err(), "-F \"%z\": no format specifier %z (there are %t %p %l %q %r %U %I and %%)");
-        assert!(check_format("50%").unwrap_err().contains("lone %"));
+        assert!(Format::parse("%t %p %l %q %r %U %I 100%% \\n").is_ok());
+        assert_eq!(Format::parse("%z").unwrap_err(), "-F \"%z\": no format specifier %z (there are %t %p %l %q %r %U %I and %%)");
+        assert!(Format::parse("50%").unwrap_err().contains("lone %"));
     }
 
     #[test]
@@ -173,9 +215,11 @@ mod tests {
     #[test]
     fn formats_as_mosquitto_sub_f() {
         let m = Received { topic: "a/b", payload: b"hi", qos: 1, retained: true, at_ms: 1_700_000_000_123 };
-        assert_eq!(format("%t %p (%l) q%q r%r %%\\n", &m), "a/b hi (2) q1 r1 %\n");
-        assert_eq!(format("%U", &m), "1700000000.123");
-        assert_eq!(format("%I", &m), "2023-11-14T22:13:20.123Z");
+        let format = |f: &str| Format::parse(f).unwrap().render(&m);
+        assert_eq!(format("%t %p (%l) q%q r%r %%\\n"), "a/b hi (2) q1 r1 %\n");
+        assert_eq!(format("%U"), "1700000000.123");
+        assert_eq!(format("%I"), "2023-11-14T22:13:20.123Z");
+        assert_eq!(format("\\a\\\\b\\tc\\"), "\\a\\b\tc\\");
     }
 
     #[test]
