@@ -340,6 +340,15 @@ fn err(key: &'static str, why: impl Into<String>) -> Result<(), ConfigError> {
     Err(ConfigError { key, why: why.into() })
 }
 
+/// Whether a publish of this topic and payload fits a client's `max_packet_size`, with 16
+/// bytes for the header, packet id and lengths: the client refuses one that does not
+/// ([`crate::ApiError::Invalid`]), since it holds every publish until it completes. A host
+/// can check up front with this.
+#[inline]
+pub fn publish_fits(max_packet_size: u32, topic: &str, payload_len: usize) -> bool {
+    payload_len as u64 + topic.len() as u64 + 16 <= u64::from(max_packet_size)
+}
+
 impl Config {
     /// The broker port: `port`, or the standard one for the transport.
     pub fn port(&self) -> u16 {

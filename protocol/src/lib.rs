@@ -24,7 +24,7 @@ mod types;
 
 pub use client::{Client, FAST_PROBES, MAX_UNSENT, PROBE_MS};
 pub use codec::{Packet, PacketId, Properties, PropertyValues, ProtocolVersion, QoS, SubscribeFilter};
-pub use config::{Config, ConfigError, TlsParams, Will};
+pub use config::{publish_fits, Config, ConfigError, TlsParams, Will};
 pub use reason::ReasonCode;
 pub use rng::SplitMix64;
 pub use test_fault::TestFault;

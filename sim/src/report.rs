@@ -19,7 +19,20 @@ fn t(v: &Value) -> u64 {
 /// The lines worth reading: faults, link changes, up/down, wills, failures.
 pub fn summary(o: &Outcome) -> String {
     let mut s = String::new();
-    let interesting = ["fault", "up", "down", "will", "connect_failed", "disconnect_called", "boot", "refused", "keepalive_expired", "error"];
+    let interesting = [
+        "fault",
+        "up",
+        "down",
+        "will",
+        "connect_failed",
+        "disconnect_called",
+        "boot",
+        "refused",
+        "publish_refused",
+        "request_refused",
+        "keepalive_expired",
+        "error",
+    ];
     let mut shown = 0;
     for e in events(&o.trace) {
         let what = e["what"].as_str().unwrap_or("");
@@ -30,7 +43,7 @@ pub fn summary(o: &Outcome) -> String {
         if shown > 60 {
             continue;
         }
-        let detail = e["step"].as_str().or(e["reason"].as_str()).or(e["topic"].as_str()).unwrap_or("");
+        let detail = e["step"].as_str().or(e["reason"].as_str()).or(e["topic"].as_str()).or(e["error"].as_str()).unwrap_or("");
         let _ = writeln!(s, "  {:>10.3} s  {:<8} {:<18} {}", t(&e) as f64 / 1000.0, e["who"].as_str().unwrap_or(""), what, detail);
     }
     if shown > 60 {

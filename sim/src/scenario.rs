@@ -685,6 +685,35 @@ impl Scenario {
         // (`apply_to` refuses only a will's QoS.)
         self.device.apply_to(&mut config).map_err(|e| Invalid { at: "device.will.qos".into(), why: format!("device.{e}") })?;
         mqtt_host::settings::check(&config).map_err(|e| Invalid { at: format!("device.{}", e.key), why: format!("[device]: {e}") })?;
+        // What the client would refuse at every call, so the run would count nothing
+        // published and still pass.
+        use mqtt_protocol::codec::topic::{validate_topic_filter, validate_topic_name};
+        for (i, w) in self.workload.iter().enumerate() {
+            if let Err(e) = validate_topic_name(&w.topic) {
+                return invalid(format!("workload[{i}].topic"), format!("workload[{i}].topic = {:?}: not a topic to publish to ({})", w.topic, e.message()));
+            }
+            if !mqtt_protocol::publish_fits(config.max_packet_size, &w.topic, w.payload_bytes) {
+                return invalid(
+                    format!("workload[{i}].payload_bytes"),
+                    format!(
+                        "workload[{i}].payload_bytes = {}: with its topic, more than the device's max_packet_size ({}) holds; the client would refuse every publish",
+                        w.payload_bytes, config.max_packet_size
+                    ),
+                );
+            }
+        }
+        for (i, w) in self.inject.iter().enumerate() {
+            if let Err(e) = validate_topic_name(&w.topic) {
+                return invalid(format!("inject[{i}].topic"), format!("inject[{i}].topic = {:?}: not a topic to publish to ({})", w.topic, e.message()));
+            }
+        }
+        for (i, f) in self.fault.iter().enumerate() {
+            if let Fault::Subscribe { filter, .. } | Fault::Unsubscribe { filter, .. } = f
+                && let Err(e) = validate_topic_filter(filter)
+            {
+                return invalid(format!("fault[{i}].filter"), format!("fault[{i}] ({}): filter = {filter:?}: not a topic filter ({})", f.name(), e.message()));
+            }
+        }
         if let Some(c) = &self.chaos
             && !(c.max_down_s.is_finite() && c.max_down_s > 0.0)
         {
@@ -893,6 +922,33 @@ mod tests {
         assert!(e.contains("config key `backoff_min_ms`"), "{e}");
         let e = Scenario::parse("duration_s = 10\nseeds = []\n").unwrap_err().0;
         assert!(e.starts_with("line 2, column 1: seeds"), "{e}");
+    }
+
+    /// Requests the client refuses at every call: the run counted nothing published (or
+    /// subscribed) and passed.
+    #[test]
+    fn requests_the_client_would_refuse_are_refused_naming_their_line() {
+        let workload = |topic: &str, bytes: u32| {
+            format!("duration_s = 30\n[device]\nclient_id = \"a\"\nmax_packet_size = 200\n[[workload]]\ntopic = \"{topic}\"\nqos = 1\nevery_ms = 100\ncount = 5\npayload_bytes = {bytes}\n")
+        };
+        for (text, starts) in [
+            (workload("a/+", 16), "line 6, column 1: workload[0].topic = \"a/+\": not a topic to publish to (wildcard"),
+            (workload("", 16), "line 6, column 1: workload[0].topic = \"\": not a topic to publish to"),
+            // 200 - 16 - 1 bytes of topic: 183 fits, 184 does not.
+            (workload("t", 184), "line 10, column 1: workload[0].payload_bytes = 184: with its topic, more than the device's max_packet_size (200)"),
+            (
+                "duration_s = 30\n[[inject]]\ntopic = \"in/#\"\nevery_ms = 100\ncount = 5\n".to_string(),
+                "line 3, column 1: inject[0].topic = \"in/#\": not a topic to publish to",
+            ),
+            (
+                "duration_s = 30\n[[fault]]\nkind = \"subscribe\"\nat_s = 5\nfilter = \"a/#/b\"\n".to_string(),
+                "line 5, column 1: fault[0] (subscribe): filter = \"a/#/b\": not a topic filter",
+            ),
+        ] {
+            let e = Scenario::parse(&text).expect_err(&text).0;
+            assert!(e.starts_with(starts), "{text}: {e}");
+        }
+        Scenario::parse(&workload("t", 183)).expect("a payload that just fits");
     }
 
     /// Times TOML can spell but that mean nothing: each ran a scenario that passed without

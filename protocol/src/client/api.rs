@@ -31,7 +31,7 @@ impl Client {
             return Err(ApiError::Closed);
         }
         topic::validate_topic_name(&publish.topic).map_err(|e| ApiError::Invalid(text!("topic `", publish.topic, "`: ", e.message())))?;
-        if publish.payload.len() as u64 + publish.topic.len() as u64 + 16 > u64::from(self.cfg.max_packet_size) {
+        if !crate::publish_fits(self.cfg.max_packet_size, &publish.topic, publish.payload.len()) {
             return Err(ApiError::Invalid(text!("payload of ", publish.payload.len(), " bytes does not fit max_packet_size ", self.cfg.max_packet_size)));
         }
         self.enqueue(now, Request::Publish(publish), deadline)
