@@ -111,10 +111,10 @@ pub struct Config {
     pub seed: u64,
     /// Shortest reconnect backoff (jittered, doubling up to `backoff_max_ms`). Also the
     /// least time between probes for a broker that does not answer, when longer than
-    /// [`crate::PROBE_MS`]. The backoff starts over once the broker acknowledges something
-    /// on a connection; a connection it ends before that (a 3.1.1 broker dropping the
-    /// client for a publish over its size limit, on every reconnect) counts as a failed
-    /// attempt.
+    /// [`crate::PROBE_MS`]. The backoff starts over once a connection proves itself: the
+    /// broker acknowledges something on it, or it lasts `response_time_ms`. One the broker
+    /// ends sooner (a 3.1.1 broker dropping the client for a publish over its size limit, on
+    /// every reconnect) counts as a failed attempt.
     pub backoff_min_ms: u32,
     /// Longest reconnect backoff after a broker answered and refused. A broker that does not
     /// answer (silence, nothing listening) is probed every [`crate::PROBE_MS`] instead, for

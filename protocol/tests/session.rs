@@ -351,7 +351,7 @@ fn reconnect_backoff_grows_and_stays_within_bounds() {
 /// announce the limit). Each reconnect resends the publish, so the connections come up and
 /// die before the broker acknowledges anything: they cost a backoff step each, as a refused
 /// attempt does, rather than a reconnect every `backoff_min_ms` for as long as it waits. The
-/// first acknowledgement starts the backoff over.
+/// first acknowledgement, or a connection that lasts the response time, starts it over.
 #[test]
 fn connections_the_broker_ends_before_acknowledging_anything_back_off() {
     let mut cfg = config(false);
@@ -379,6 +379,30 @@ fn connections_the_broker_ends_before_acknowledging_anything_back_off() {
         let d = (100u64 << i).min(5_000);
         assert!(*w >= d / 2 && *w <= d, "connection {i}: waited {w} ms, bound {d}: {waits:?}");
     }
+    // A connection that lasts the response time (2 s here) proved itself, acknowledged or
+    // not: the loss after it is a first one again.
+    let after_a_while = |h: &mut Harness| {
+        h.advance(2_000);
+        h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Reset);
+        h.pump();
+        h.client.poll_timeout().unwrap().saturating_since(h.now)
+    };
+    let mut wait = after_a_while(&mut h);
+    assert!((50..=100).contains(&wait), "waited {wait} ms after a connection that lasted");
+    // ... and ones that lasted less did not: the second in a row waits a step longer.
+    for bound in [100, 200] {
+        h.opened_at.clear();
+        h.advance(wait);
+        assert_eq!(h.opened_at.len(), 1, "reconnected when the backoff ended");
+        h.connack(true);
+        h.advance(1_000);
+        h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Reset);
+        h.pump();
+        wait = h.client.poll_timeout().unwrap().saturating_since(h.now);
+        assert!((bound / 2..=bound).contains(&wait), "waited {wait} ms after a connection that lasted 1 s, bound {bound}");
+    }
+    h.advance(wait);
+    h.connack(true);
     // The broker takes a publish on this connection: the next loss is a first one again.
     let id = Harness::publishes(&h.take_sent())[0].packet_id.unwrap();
     h.puback(id);

@@ -154,6 +154,11 @@ impl Client {
         // Up was reported exactly when the state became Connected: a Down is owed.
         if matches!(self.state, State::Connected) {
             self.events.push_back(Event::Down(reason.clone()));
+            if now.saturating_since(self.up_at) >= u64::from(self.cfg.response_time_ms) {
+                // It lasted: the backoff starts over (see `unacknowledged_ups`).
+                self.unacknowledged_ups = 0;
+                self.backoff_attempt = 0;
+            }
         }
         // An attempt nothing answered: probe again soon (see `PROBE_MS`).
         let probe =
@@ -316,6 +321,7 @@ impl Client {
         // (see `unacknowledged_ups`).
         self.backoff_attempt = u32::from(self.unacknowledged_ups);
         self.unacknowledged_ups = self.unacknowledged_ups.saturating_add(1);
+        self.up_at = now;
         self.probes = 0;
         self.events.push_back(Event::Up { session_present: ack.session_present });
         self.resume(now, ack.session_present);

@@ -230,12 +230,16 @@ pub struct Client {
     /// The power-up connection (clean_init) is behind us; later ones use `clean`.
     initial_done: bool,
     backoff_attempt: u32,
-    /// Connections in a row the broker ended before it acknowledged anything on them. Each
-    /// counts as a failed attempt instead of starting the backoff over: a 3.1.1 broker cannot
-    /// announce its packet size limit, so a publish over it is resent on every reconnect and
-    /// the broker drops each connection at once; without this the client reconnects every
-    /// `backoff_min_ms` for as long as the publish waits.
+    /// Connections in a row the broker ended before it acknowledged anything on them, within
+    /// the response time of CONNACK (`up_at`). Each counts as a failed attempt instead of
+    /// starting the backoff over: a 3.1.1 broker cannot announce its packet size limit, so a
+    /// publish over it is resent on every reconnect and the broker drops each connection at
+    /// once; without this the client reconnects every `backoff_min_ms` for as long as the
+    /// publish waits. A connection that lasted longer proved itself even with nothing to
+    /// acknowledge (a subscriber whose stream keeps pings from being due, say).
     unacknowledged_ups: u8,
+    /// When the last connection came up (CONNACK).
+    up_at: Instant,
     /// Attempts in a row that nothing answered (see `connection::PROBE_MS`).
     probes: u8,
     /// How long the last socket that opened took (TCP and TLS), in ms.
@@ -338,6 +342,7 @@ impl Client {
             initial_done: false,
             backoff_attempt: 0,
             unacknowledged_ups: 0,
+            up_at: Instant::default(),
             probes: 0,
             open_ms: 0,
             broker: 0,
