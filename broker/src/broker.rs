@@ -186,14 +186,18 @@ impl Broker {
                     _ => self.packet(now, conn, p),
                 },
                 Err(e) => {
+                    let v311 = c.version == ProtocolVersion::V311;
                     let client = self.client_of(conn);
-                    let what = match e {
-                        mqtt_protocol::codec::DecodeError::PacketTooLarge { size, max } => {
-                            format!("sent a packet of {size} bytes, larger than the Maximum Packet Size {max} the broker announced (MQTT-3.1.2-24)")
-                        }
-                        e => format!("sent a malformed packet: {e}"),
-                    };
-                    self.violation(&client, what);
+                    match e {
+                        // MQTT 3.1.1 cannot announce the limit, so the client broke no rule it
+                        // could know; the broker drops the connection, as Mosquitto does.
+                        mqtt_protocol::codec::DecodeError::PacketTooLarge { size, max } if v311 => self.event(Event::Oversize { client, size, max }),
+                        mqtt_protocol::codec::DecodeError::PacketTooLarge { size, max } => self.violation(
+                            &client,
+                            format!("sent a packet of {size} bytes, larger than the Maximum Packet Size {max} the broker announced (MQTT-3.1.2-24)"),
+                        ),
+                        e => self.violation(&client, format!("sent a malformed packet: {e}")),
+                    }
                     self.end(now, conn, Ending::Closed);
                     return;
                 }

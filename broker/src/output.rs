@@ -87,6 +87,13 @@ pub enum Event {
         client: String,
         topic: String,
     },
+    /// A 3.1.1 client sent a packet over `maximum_packet_size`, which 3.1.1 cannot announce:
+    /// the connection is dropped, and no rule was broken.
+    Oversize {
+        client: String,
+        size: u64,
+        max: u32,
+    },
     /// The client broke a rule the spec lets a server check. Always a failed run.
     Violation {
         client: String,

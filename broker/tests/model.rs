@@ -147,6 +147,19 @@ fn a_packet_larger_than_the_announced_maximum_is_a_violation() {
     assert!(heard.violations().iter().any(|v| v.contains("Maximum Packet Size 256")), "{heard:?}");
 }
 
+/// MQTT 3.1.1 has no Maximum Packet Size to announce: a client over the broker's limit
+/// broke no rule it could know. The broker drops it, as Mosquitto does, and says why.
+#[test]
+fn a_3_1_1_packet_over_the_limit_ends_the_connection_without_a_violation() {
+    let mut b = Broker::new(v5_config());
+    let (mut c, heard) = open(&mut b, 0, connect_packet("dev", ProtocolVersion::V311, false));
+    assert!(matches!(heard.to(&c).first(), Some(Packet::ConnAck(_))), "{heard:?}");
+    let heard = send(&mut b, 1, &mut c, publish(1, &[b'x'; 300], QoS::AtLeastOnce, false));
+    assert!(heard.violations().is_empty(), "{heard:?}");
+    assert!(heard.events.iter().any(|e| matches!(e, Event::Oversize { client, max: 256, .. } if client == "dev")), "{heard:?}");
+    assert_eq!(heard.closed, vec![c.conn]);
+}
+
 #[test]
 fn a_packet_id_reused_while_its_message_is_unacknowledged_is_a_violation() {
     let mut b = Broker::new(v5_config());

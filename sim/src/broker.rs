@@ -361,6 +361,7 @@ impl Inner {
             Event::AckDelayed { packet, ms } => w.log(now, "broker", "delayed", json!({ "packet": packet, "ms": ms })),
             Event::KeepaliveExpired { client } => w.log(now, "broker", "keepalive_expired", json!({ "client": client })),
             Event::WillPublished { client, topic } => w.log(now, "broker", "will", json!({ "topic": topic, "client": client })),
+            Event::Oversize { client, size, max } => w.log(now, "broker", "oversize", json!({ "client": client, "size": size, "max": max })),
             Event::Violation { client, what } => {
                 w.log(now, "broker", "violation", json!({ "client": client, "what": what }));
                 w.rec.protocol_violations.push(format!("{client} {what}"));
