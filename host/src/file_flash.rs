@@ -18,11 +18,6 @@ const DATA: u64 = 64;
 /// what a header with flipped bits can make the file grow to (or ask to read) when opened.
 pub const MAX_CAPACITY: u32 = 16 * 1024 * 1024;
 
-/// Whether a file's first bytes (up to the magic's length) may be this store's header,
-/// damaged: cut short while the file was made (a prefix of the magic, or zeros a file
-/// system left), or the whole magic with a few bits flipped. Any other file is not ours to
-/// overwrite; random bytes come within 4 bits of the 64-bit magic about once in 2^40 (a
-/// shorter start must match exactly: one byte is within 4 bits of a third of all bytes).
 /// `Err` (why) for a geometry a store file cannot have: one no store can (the store's own
 /// rules), or more than [`MAX_CAPACITY`]. Applied to what a caller asks for and to what a
 /// header says.
@@ -34,6 +29,11 @@ fn usable(g: Geometry) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a file's first bytes (up to the magic's length) may be this store's header,
+/// damaged: cut short while the file was made (a prefix of the magic, or zeros a file
+/// system left), or the whole magic with a few bits flipped. Any other file is not ours to
+/// overwrite; random bytes come within 4 bits of the 64-bit magic about once in 2^40 (a
+/// shorter start must match exactly: one byte is within 4 bits of a third of all bytes).
 fn could_be_our_header(start: &[u8]) -> bool {
     let flipped: u32 = start.iter().zip(MAGIC).map(|(a, b)| (a ^ b).count_ones()).sum();
     MAGIC.starts_with(start) || (start.len() == MAGIC.len() && flipped <= 4) || start.iter().all(|b| *b == 0)
