@@ -593,10 +593,19 @@ impl Scenario {
         if self.seeds.is_empty() {
             return invalid("seeds", "seeds: needs at least one seed".into());
         }
+        // A topic the client (or the broker, for an inject) would refuse at every publish: the
+        // run would count nothing published and still pass.
+        let not_a_topic = |what: &str, i: usize, topic: &str| {
+            mqtt_protocol::codec::topic::validate_topic_name(topic).map_err(|e| Invalid {
+                at: format!("{what}[{i}].topic"),
+                why: format!("{what}[{i}].topic = {topic:?}: not a topic to publish to ({})", e.message()),
+            })
+        };
         for (i, w) in self.workload.iter().enumerate() {
             if w.qos > 2 {
                 return invalid(format!("workload[{i}].qos"), format!("workload[{i}].qos = {}: must be 0, 1 or 2", w.qos));
             }
+            not_a_topic("workload", i, &w.topic)?;
             if w.every_ms == 0 {
                 return invalid(format!("workload[{i}].every_ms"), format!("workload[{i}].every_ms: must be at least 1"));
             }
@@ -611,6 +620,7 @@ impl Scenario {
             if w.qos > 2 {
                 return invalid(format!("inject[{i}].qos"), format!("inject[{i}].qos = {}: must be 0, 1 or 2", w.qos));
             }
+            not_a_topic("inject", i, &w.topic)?;
             if w.every_ms == 0 {
                 return invalid(format!("inject[{i}].every_ms"), format!("inject[{i}].every_ms: must be at least 1"));
             }
@@ -650,6 +660,11 @@ impl Scenario {
             {
                 return invalid(format!("fault[{i}].qos"), format!("fault[{i}] (subscribe): qos = {qos}: must be 0, 1 or 2"));
             }
+            if let Fault::Subscribe { filter, .. } | Fault::Unsubscribe { filter, .. } = f
+                && let Err(e) = mqtt_protocol::codec::topic::validate_topic_filter(filter)
+            {
+                return invalid(format!("fault[{i}].filter"), format!("fault[{i}] ({}): filter = {filter:?}: not a topic filter ({})", f.name(), e.message()));
+            }
             let (at, span) = f.window();
             // Written so that NaN and infinity are refused too: a NaN time never came round,
             // so the fault silently did not happen.
@@ -685,13 +700,9 @@ impl Scenario {
         // (`apply_to` refuses only a will's QoS.)
         self.device.apply_to(&mut config).map_err(|e| Invalid { at: "device.will.qos".into(), why: format!("device.{e}") })?;
         mqtt_host::settings::check(&config).map_err(|e| Invalid { at: format!("device.{}", e.key), why: format!("[device]: {e}") })?;
-        // What the client would refuse at every call, so the run would count nothing
-        // published and still pass.
-        use mqtt_protocol::codec::topic::{validate_topic_filter, validate_topic_name};
+        // A payload the client would refuse at every call: the run would count nothing
+        // published and still pass (the topics are checked with the workloads above).
         for (i, w) in self.workload.iter().enumerate() {
-            if let Err(e) = validate_topic_name(&w.topic) {
-                return invalid(format!("workload[{i}].topic"), format!("workload[{i}].topic = {:?}: not a topic to publish to ({})", w.topic, e.message()));
-            }
             if !mqtt_protocol::publish_fits(config.max_packet_size, &w.topic, w.payload_bytes) {
                 return invalid(
                     format!("workload[{i}].payload_bytes"),
@@ -700,18 +711,6 @@ impl Scenario {
                         w.payload_bytes, config.max_packet_size
                     ),
                 );
-            }
-        }
-        for (i, w) in self.inject.iter().enumerate() {
-            if let Err(e) = validate_topic_name(&w.topic) {
-                return invalid(format!("inject[{i}].topic"), format!("inject[{i}].topic = {:?}: not a topic to publish to ({})", w.topic, e.message()));
-            }
-        }
-        for (i, f) in self.fault.iter().enumerate() {
-            if let Fault::Subscribe { filter, .. } | Fault::Unsubscribe { filter, .. } = f
-                && let Err(e) = validate_topic_filter(filter)
-            {
-                return invalid(format!("fault[{i}].filter"), format!("fault[{i}] ({}): filter = {filter:?}: not a topic filter ({})", f.name(), e.message()));
             }
         }
         if let Some(c) = &self.chaos
