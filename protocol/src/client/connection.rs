@@ -103,6 +103,14 @@ impl Client {
         }
     }
 
+    /// The connection lasted its response time, or the broker acknowledged something on it:
+    /// a later loss starts the backoff over (see `unacknowledged_ups`).
+    #[inline]
+    pub(super) fn connection_proven(&mut self) {
+        self.unacknowledged_ups = 0;
+        self.backoff_attempt = 0;
+    }
+
     fn backoff_max(&self) -> u64 {
         u64::from(self.cfg.backoff_max_ms)
     }
@@ -155,9 +163,7 @@ impl Client {
         if matches!(self.state, State::Connected) {
             self.events.push_back(Event::Down(reason.clone()));
             if now.saturating_since(self.up_at) >= u64::from(self.cfg.response_time_ms) {
-                // It lasted: the backoff starts over (see `unacknowledged_ups`).
-                self.unacknowledged_ups = 0;
-                self.backoff_attempt = 0;
+                self.connection_proven();
             }
         }
         // An attempt nothing answered: probe again soon (see `PROBE_MS`).
@@ -317,8 +323,7 @@ impl Client {
         }
         self.ever_up = true;
         self.initial_done = true;
-        // The backoff starts over once the broker acknowledges something on this connection
-        // (see `unacknowledged_ups`).
+        // Until this connection proves itself, it counts as one more failed attempt.
         self.backoff_attempt = u32::from(self.unacknowledged_ups);
         self.unacknowledged_ups = self.unacknowledged_ups.saturating_add(1);
         self.up_at = now;

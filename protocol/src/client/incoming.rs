@@ -29,9 +29,8 @@ impl Client {
             return;
         }
         if matches!(packet, Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp) {
-            // The broker takes what this connection sends: a later loss starts the backoff over.
-            self.unacknowledged_ups = 0;
-            self.backoff_attempt = 0;
+            // The broker takes what this connection sends.
+            self.connection_proven();
         }
         match packet {
             Packet::Publish(p) => self.handle_publish(now, p),
