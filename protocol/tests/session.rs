@@ -379,15 +379,16 @@ fn connections_the_broker_ends_before_acknowledging_anything_back_off() {
         let d = (100u64 << i).min(5_000);
         assert!(*w >= d / 2 && *w <= d, "connection {i}: waited {w} ms, bound {d}: {waits:?}");
     }
-    // A connection that lasts the response time (2 s here) proved itself, acknowledged or
-    // not: the loss after it is a first one again.
-    let after_a_while = |h: &mut Harness| {
-        h.advance(2_000);
+    // The broker resets the connection; how long the client backs off before the next.
+    let reset = |h: &mut Harness| {
         h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Reset);
         h.pump();
         h.client.poll_timeout().unwrap().saturating_since(h.now)
     };
-    let mut wait = after_a_while(&mut h);
+    // A connection that lasts the response time (2 s here) proved itself, acknowledged or
+    // not: the loss after it is a first one again.
+    h.advance(2_000);
+    let mut wait = reset(&mut h);
     assert!((50..=100).contains(&wait), "waited {wait} ms after a connection that lasted");
     // ... and ones that lasted less did not: the second in a row waits a step longer.
     for bound in [100, 200] {
@@ -396,9 +397,7 @@ fn connections_the_broker_ends_before_acknowledging_anything_back_off() {
         assert_eq!(h.opened_at.len(), 1, "reconnected when the backoff ended");
         h.connack(true);
         h.advance(1_000);
-        h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Reset);
-        h.pump();
-        wait = h.client.poll_timeout().unwrap().saturating_since(h.now);
+        wait = reset(&mut h);
         assert!((bound / 2..=bound).contains(&wait), "waited {wait} ms after a connection that lasted 1 s, bound {bound}");
     }
     h.advance(wait);
@@ -407,9 +406,7 @@ fn connections_the_broker_ends_before_acknowledging_anything_back_off() {
     let id = Harness::publishes(&h.take_sent())[0].packet_id.unwrap();
     h.puback(id);
     assert!(h.take_events().contains(&Event::Published(poison)));
-    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Reset);
-    h.pump();
-    let wait = h.client.poll_timeout().unwrap().saturating_since(h.now);
+    let wait = reset(&mut h);
     assert!((50..=100).contains(&wait), "waited {wait} ms after a connection the broker acknowledged on");
 }
 
