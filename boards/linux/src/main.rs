@@ -271,7 +271,7 @@ enum Command {
         /// The scenario file to write.
         #[arg(long, value_name = "FILE.toml")]
         out: std::path::PathBuf,
-        /// Stop after this long (e.g. 90s); otherwise at Ctrl-C.
+        /// Stop after this long (e.g. 90s); otherwise at Ctrl-C or SIGTERM.
         #[arg(long)]
         duration: Option<String>,
         /// Publish interval of the QoS 1 stream in the replay.
@@ -362,19 +362,25 @@ fn report(debug: bool, e: &ClientEvent) {
 }
 
 /// Resolves at Ctrl-C or SIGTERM: the commands then disconnect cleanly (DISCONNECT sent, so
-/// the broker does not publish the will), as mosquitto_pub/sub do.
-async fn stop_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// the broker does not publish the will), as mosquitto_pub/sub do. The handlers are installed
+/// when this is called, not at the future's first poll, so a signal that comes between the two
+/// (a recording's start line printed, say) is not the default one that kills the process.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (int, term) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            _ = wait(int) => {}
+            _ = wait(term) => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
     }
 }
 
@@ -435,12 +441,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Record { iface, out, duration: limit, every, keepalive, response_time_ms, clean } => {
             let limit = limit.map(|d| duration("--duration", &d)).transpose()?;
             let every = duration("--every", &every)?;
-            let stop = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            let rec = record::record(&iface, limit, stop).await;
+            // Opened before recording, not after: a recording can run for hours, and an
+            // `--out` that cannot be written (no such directory, a directory, read-only) would
+            // lose all of it at the end. Not truncated until the recording is written.
+            let mut file =
+                std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&out).map_err(|e| anyhow::anyhow!("--out {}: {e}", out.display()))?;
+            let rec = record::record(&iface, limit, stop_signal()).await;
             let settings = record::ReplaySettings { publish_every_ms: every.as_millis() as u64, keepalive_s: keepalive, response_time_ms, clean };
-            std::fs::write(&out, record::scenario_toml(&rec, &settings))?;
+            let toml = record::scenario_toml(&rec, &settings);
+            file.set_len(0)
+                .and_then(|()| std::io::Write::write_all(&mut file, toml.as_bytes()))
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}; the recording was:\n{toml}", out.display()))?;
             eprintln!("wrote {} ({} outages in {:.1} s)", out.display(), rec.outages().len(), rec.length_ms as f64 / 1000.0);
         }
         Command::Component { out } => {
