@@ -466,6 +466,9 @@ fn merge(files: &[PathBuf], junit: Option<&Path>) -> anyhow::Result<ExitCode> {
 /// `mqtt-sim explore`: the search, its progress bar, the files and the summary table.
 fn explore(target: &Target, component: &Option<PathBuf>, opts: &mqtt_sim::explore::Options, out: &Path) -> anyhow::Result<ExitCode> {
     use mqtt_sim::explore::{self, Budget};
+    // Made before the search, not at its first finding: a search can run for hours, and an
+    // `--out` that cannot be a directory would lose what it found.
+    std::fs::create_dir_all(out).with_context(|| format!("--out {}", out.display()))?;
     let bar = match opts.budget {
         Budget::Runs(n) => indicatif::ProgressBar::new(n),
         Budget::Time(t) => indicatif::ProgressBar::new(t.as_secs()),
@@ -485,7 +488,7 @@ fn explore(target: &Target, component: &Option<PathBuf>, opts: &mqtt_sim::explor
     };
     // Each finding is written as soon as it is shrunk; what went wrong writing is kept for
     // the exit status.
-    let written = std::sync::Mutex::new(Vec::<(String, anyhow::Result<String>)>::new());
+    let written = std::sync::Mutex::new(Vec::<(String, anyhow::Result<String>, String)>::new());
     let progress = |p: &explore::Progress| {
         let rate = p.runs as f64 / p.elapsed.as_secs_f64().max(1e-3);
         let doing = p.shrinking.as_ref().map(|f| format!(", shrinking a failure of {f}")).unwrap_or_default();
@@ -514,13 +517,23 @@ fn explore(target: &Target, component: &Option<PathBuf>, opts: &mqtt_sim::explor
         if let Ok(line) = &result {
             bar.println(format!("found: {line}"));
         }
-        written.lock().unwrap_or_else(|e| e.into_inner()).push((path.display().to_string(), result));
+        written.lock().unwrap_or_else(|e| e.into_inner()).push((path.display().to_string(), result, text));
     };
     let summary = explore::explore(opts, &run, &explore::Watch { progress: &progress, found: &found });
     bar.finish_and_clear();
     println!("{:<44} {:>7} {:>11} {:>7} {:>6} {:>7}  file", "fails", "run", "seed", "faults", "lines", "shrink");
-    for (path, result) in written.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        println!("{}", result?);
+    let mut unwritten = 0;
+    for (path, result, text) in written.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        let line = match result {
+            Ok(line) => line,
+            // Still a finding (the disk filled, say): its file goes to stdout instead.
+            Err(e) => {
+                unwritten += 1;
+                println!("{e:#}; the file would have been:\n{text}");
+                continue;
+            }
+        };
+        println!("{line}");
         if let Some(shipped) = &shipped {
             let sc = Scenario::load(Path::new(&path))?;
             let seed = sc.seeds[0];
@@ -540,6 +553,7 @@ fn explore(target: &Target, component: &Option<PathBuf>, opts: &mqtt_sim::explor
     for (kind, (n, failed)) in &summary.by_kind {
         println!("{kind:<20} {n:>8} {failed:>8}");
     }
+    anyhow::ensure!(unwritten == 0, "{unwritten} finding(s) could not be written to {} (their files are printed above)", out.display());
     Ok(if summary.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 

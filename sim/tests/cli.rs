@@ -357,3 +357,35 @@ fn the_ci_examples_parse_and_shard_the_way_mqtt_sim_reads_it() {
     let docker = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
     assert!(docker.contains("cargo build --release -p mqtt-sim") && docker.contains("/scenarios"));
 }
+
+/// What a search finds is never lost to where it is written: an `--out` that cannot be a
+/// directory is refused before the search (it used to be found out at the first finding,
+/// which was dropped), and a finding whose file cannot be written is printed instead.
+#[test]
+fn a_search_never_loses_a_finding_to_its_out_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let under_a_file = file.join("found");
+    let out = sim(&["explore", "--runs", "8", "--out", under_a_file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("--out {}", under_a_file.display())), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("runs ("), "it searched first");
+
+    // A deliberately broken client gives a finding within 8 runs; the second search finds
+    // the same file name taken by a directory.
+    let search = |out_dir: &Path| sim(&["--client-fault", "no-backoff", "explore", "--runs", "8", "--jobs", "1", "--out", out_dir.to_str().unwrap()]);
+    let first = dir.path().join("first");
+    assert_eq!(search(&first).status.code(), Some(1));
+    let found: Vec<_> = std::fs::read_dir(&first).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let text = std::fs::read_to_string(first.join(&found[0])).unwrap();
+    let second = dir.path().join("second");
+    std::fs::create_dir_all(second.join(&found[0])).unwrap();
+    let out = search(&second);
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&text), "the finding is not printed: {stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 finding(s) could not be written"));
+}
