@@ -549,33 +549,38 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let mut seen = 0u64;
+            // Written, not `println!`ed: `println!` panics when stdout is gone (`| head -1`
+            // closes it), where a reader going away is an ordinary end, and a full disk under
+            // `> file` is an error to report, both after a clean disconnect.
             let receiving = async {
+                use std::io::Write as _;
                 while let Some(e) = client.next_event().await {
                     report(conn.debug, &e);
                     let ClientEvent::Message(m) = e else { continue };
                     if no_retained && m.retained {
                         continue;
                     }
+                    let mut out = std::io::stdout().lock();
                     if json {
                         let v = serde_json::json!({ "topic": m.topic, "payload": String::from_utf8_lossy(&m.payload), "retained": m.retained, "dup": m.dup, "qos": m.qos as u8 });
-                        println!("{v}");
+                        writeln!(out, "{v}")?;
                     } else {
                         let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
                         let r = mosquitto_style::Received { topic: &m.topic, payload: &m.payload, qos: m.qos as u8, retained: m.retained, at_ms };
                         let line = format.render(&r);
                         if no_newline {
-                            print!("{line}");
+                            write!(out, "{line}")?;
                         } else {
-                            println!("{line}");
+                            writeln!(out, "{line}")?;
                         }
-                        use std::io::Write as _;
-                        let _ = std::io::stdout().flush();
                     }
+                    out.flush()?;
                     seen += 1;
                     if count.is_some_and(|c| seen >= c) {
                         break;
                     }
                 }
+                std::io::Result::Ok(())
             };
             let deadline = async {
                 match timeout {
@@ -583,12 +588,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     None => std::future::pending().await,
                 }
             };
-            let timed_out = tokio::select! {
-                _ = receiving => false,
-                _ = stop_signal() => false,
-                _ = deadline => true,
+            let (timed_out, written) = tokio::select! {
+                r = receiving => (false, r),
+                _ = stop_signal() => (false, Ok(())),
+                _ = deadline => (true, Ok(())),
             };
             client.disconnect().await;
+            match written {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => anyhow::bail!("writing to stdout: {e}"),
+                _ => {}
+            }
             if timed_out {
                 eprintln!("Timed out");
                 return Ok(ExitCode::from(27));

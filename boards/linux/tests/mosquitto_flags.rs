@@ -157,6 +157,42 @@ fn sub_prints_what_mosquitto_sub_prints() {
     assert_eq!(quiet.status.code(), Some(27));
 }
 
+/// A reader that goes away (`| head -1`) ends `sub` quietly, as it ends mosquitto_sub (it
+/// panicked with a backtrace); a stdout that cannot be written (a full disk) is an error
+/// saying so.
+#[test]
+fn sub_stops_quietly_when_its_reader_goes_and_says_why_when_stdout_fails() {
+    use std::io::BufRead as _;
+    let broker = Mosquitto::start("").unwrap();
+    let port = broker.port.to_string();
+    let publish =
+        |m: &str| assert!(Command::new("mosquitto_pub").args(["-h", "127.0.0.1", "-p", &port, "-t", "p/a", "-q", "1", "-m", m]).status().unwrap().success());
+    let id = format!("pipe-{}", std::process::id());
+    // -W: a backstop, an exit status (27) the assertions refuse.
+    let sub = || board(&["sub", "-h", "127.0.0.1", "-p", &port, "-t", "p/a", "-q", "1", "-c", "-i", &id, "-W", "20"]);
+    assert!(sub().arg("-E").status().unwrap().success());
+    publish("first");
+    let mut child = sub().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "first\n");
+    // The reader is gone; the next message's write finds the pipe closed.
+    publish("second");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}: {}", out.status, text(&out.stderr));
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+
+    publish("third");
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let out = output({
+        let mut c = sub();
+        c.stdout(full);
+        c
+    });
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("writing to stdout: No space left on device"), "{}", text(&out.stderr));
+}
+
 #[test]
 fn sigterm_disconnects_cleanly_so_the_will_stays_unpublished() {
     let broker = Mosquitto::start("").unwrap();
