@@ -14,6 +14,27 @@ use mqtt_sim::runner::{self, Outcome};
 use mqtt_sim::scenario::Scenario;
 use mqtt_sim::shard::{RunLine, Shard};
 
+// Everything the commands print goes through these, not `println!`, which panics when stdout
+// is gone (`mqtt-sim run … | head -1` closes it). A reader that stopped reading ends the
+// output, not the run: its reports (`--junit`, `--json`, explore's files) are still written.
+// Any other failure to write (a full disk) is an error, exit status 2.
+macro_rules! out {
+    ($($arg:tt)*) => { write_out(format_args!($($arg)*)) };
+}
+macro_rules! outln {
+    ($($arg:tt)*) => { write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args)
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(2);
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "mqtt-sim",
@@ -229,11 +250,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 std::fs::write(&path, report::html(&o)).with_context(|| format!("writing {}", path.display()))?;
             }
             if json {
-                println!("{}", serde_json::to_string(&o)?);
+                outln!("{}", serde_json::to_string(&o)?);
             } else {
-                println!("{} (seed {seed}){}", name_of(&file), if sc.description.is_empty() { String::new() } else { format!(": {}", sc.description.trim()) });
-                print!("{}", report::summary(&o));
-                println!("{}", if o.passed { "PASSED" } else { "FAILED" });
+                outln!("{} (seed {seed}){}", name_of(&file), if sc.description.is_empty() { String::new() } else { format!(": {}", sc.description.trim()) });
+                out!("{}", report::summary(&o));
+                outln!("{}", if o.passed { "PASSED" } else { "FAILED" });
             }
             if !o.passed {
                 eprintln!("replay: mqtt-sim{} run {} --seed {seed}", target.flag(), file.display());
@@ -245,7 +266,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut bad = false;
             for f in files {
                 match Scenario::load(&f) {
-                    Ok(_) => println!("ok: {}", f.display()),
+                    Ok(_) => outln!("ok: {}", f.display()),
                     Err(e) => {
                         eprintln!("error: {e}");
                         bad = true;
@@ -257,7 +278,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Component { out } => {
             let comp = Target::new(&cli.component, cli.client_fault.clone())?.component;
             std::fs::write(&out, comp.bytes()).with_context(|| format!("writing {}", out.display()))?;
-            println!("wrote {} ({} bytes)", out.display(), comp.bytes().len());
+            outln!("wrote {} ({} bytes)", out.display(), comp.bytes().len());
             Ok(ExitCode::SUCCESS)
         }
         Command::Sweep { paths, seeds, jobs, shard, junit, json } => {
@@ -385,14 +406,14 @@ fn sweep(target: &Target, paths: Vec<PathBuf>, seeds: &str, jobs: Option<usize>,
     bar.finish_and_clear();
     results.sort_by(|x, y| (x.scenario.as_str(), x.seed).cmp(&(y.scenario.as_str(), y.seed)));
     let failed_total = print_table(&results);
-    println!("{} runs, {} failed, {:.1} s wall", results.len(), failed_total, started.elapsed().as_secs_f64());
+    outln!("{} runs, {} failed, {:.1} s wall", results.len(), failed_total, started.elapsed().as_secs_f64());
     let replay = |o: &Outcome| {
         let path = scenarios.iter().find(|(p, _)| name_of(p) == o.scenario).map(|(p, _)| p.display().to_string()).unwrap_or_default();
         format!("mqtt-sim{flag} run {path} --seed {}", o.seed)
     };
     for o in results.iter().filter(|o| !o.passed) {
         let failed: Vec<&str> = o.expectations.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
-        println!("  replay: {}   # {}", replay(o), failed.join(", "));
+        outln!("  replay: {}   # {}", replay(o), failed.join(", "));
     }
     if let Some(path) = &reports.junit {
         let runs: Vec<mqtt_sim::junit::Run<'_>> = results.iter().map(|o| mqtt_sim::junit::Run { outcome: o, replay: replay(o) }).collect();
@@ -412,14 +433,14 @@ fn sweep(target: &Target, paths: Vec<PathBuf>, seeds: &str, jobs: Option<usize>,
 
 /// The sweep table, a row per scenario (by name); returns how many runs failed.
 fn print_table(results: &[Outcome]) -> usize {
-    println!("{:<44} {:>6} {:>6} {:>9} {:>6} {:>6} {:>10}", "scenario", "runs", "failed", "published", "lost", "dups", "sim s");
+    outln!("{:<44} {:>6} {:>6} {:>9} {:>6} {:>6} {:>10}", "scenario", "runs", "failed", "published", "lost", "dups", "sim s");
     let names: std::collections::BTreeSet<&str> = results.iter().map(|o| o.scenario.as_str()).collect();
     let mut failed_total = 0;
     for name in names {
         let rs: Vec<&Outcome> = results.iter().filter(|o| o.scenario == name).collect();
         let failed = rs.iter().filter(|o| !o.passed).count();
         failed_total += failed;
-        println!(
+        outln!(
             "{:<44} {:>6} {:>6} {:>9} {:>6} {:>6} {:>10.0}",
             name,
             rs.len(),
@@ -442,10 +463,10 @@ fn merge(files: &[PathBuf], junit: Option<&Path>) -> anyhow::Result<ExitCode> {
     let merged = mqtt_sim::shard::merge(&texts);
     let results: Vec<Outcome> = merged.runs.iter().map(|r| r.outcome.clone()).collect();
     let failed = print_table(&results);
-    println!("{} runs, {} failed, from {} files", results.len(), failed, files.len());
+    outln!("{} runs, {} failed, from {} files", results.len(), failed, files.len());
     for r in merged.runs.iter().filter(|r| !r.outcome.passed) {
         let names: Vec<&str> = r.outcome.expectations.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
-        println!("  replay: {}   # {}", r.replay, names.join(", "));
+        outln!("  replay: {}   # {}", r.replay, names.join(", "));
     }
     if let Some(path) = junit {
         let runs: Vec<mqtt_sim::junit::Run<'_>> = merged.runs.iter().map(|r| mqtt_sim::junit::Run { outcome: &r.outcome, replay: r.replay.clone() }).collect();
@@ -521,7 +542,7 @@ fn explore(target: &Target, component: &Option<PathBuf>, opts: &mqtt_sim::explor
     };
     let summary = explore::explore(opts, &run, &explore::Watch { progress: &progress, found: &found });
     bar.finish_and_clear();
-    println!("{:<44} {:>7} {:>11} {:>7} {:>6} {:>7}  file", "fails", "run", "seed", "faults", "lines", "shrink");
+    outln!("{:<44} {:>7} {:>11} {:>7} {:>6} {:>7}  file", "fails", "run", "seed", "faults", "lines", "shrink");
     let mut unwritten = 0;
     for (path, result, text) in written.into_inner().unwrap_or_else(|e| e.into_inner()) {
         let line = match result {
@@ -529,29 +550,29 @@ fn explore(target: &Target, component: &Option<PathBuf>, opts: &mqtt_sim::explor
             // Still a finding (the disk filled, say): its file goes to stdout instead.
             Err(e) => {
                 unwritten += 1;
-                println!("{e:#}; the file would have been:\n{text}");
+                outln!("{e:#}; the file would have been:\n{text}");
                 continue;
             }
         };
-        println!("{line}");
+        outln!("{line}");
         if let Some(shipped) = &shipped {
             let sc = Scenario::load(Path::new(&path))?;
             let seed = sc.seeds[0];
             let o = shipped.run(&sc, "explore", seed);
-            println!("    with the shipped client: {}", if o.passed { "passes" } else { "FAILS too (a finding for the shipped client)" });
+            outln!("    with the shipped client: {}", if o.passed { "passes" } else { "FAILS too (a finding for the shipped client)" });
         }
     }
     let secs = summary.wall.as_secs_f64();
-    println!(
+    outln!(
         "{} runs ({} failed) in {secs:.0} s, {:.1} runs/s; {} kinds of failure found",
         summary.runs,
         summary.failed_runs,
         summary.runs as f64 / secs.max(1e-3),
         summary.findings.len()
     );
-    println!("{:<20} {:>8} {:>8}", "fault kind", "runs", "failed");
+    outln!("{:<20} {:>8} {:>8}", "fault kind", "runs", "failed");
     for (kind, (n, failed)) in &summary.by_kind {
-        println!("{kind:<20} {n:>8} {failed:>8}");
+        outln!("{kind:<20} {n:>8} {failed:>8}");
     }
     anyhow::ensure!(unwritten == 0, "{unwritten} finding(s) could not be written to {} (their files are printed above)", out.display());
     Ok(if summary.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
@@ -595,8 +616,8 @@ fn faults(path: &Option<PathBuf>, paths: Vec<PathBuf>, seeds: &str, jobs: Option
         };
         md.push_str(&format!("| `{fault}` | {cell} |\n"));
     }
-    print!("{md}");
-    println!(
+    out!("{md}");
+    outln!(
         "{} faults, {} caught, uncaught: {}",
         targets.len(),
         targets.len() - uncaught.len(),

@@ -389,3 +389,24 @@ fn a_search_never_loses_a_finding_to_its_out_directory() {
     assert!(stdout.contains(&text), "the finding is not printed: {stdout}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 finding(s) could not be written"));
 }
+
+/// A reader that goes away (`| head -1`) ends the output, not the run: no panic (there was
+/// one, exit 101), the verdict's exit status, and the reports still written.
+#[test]
+fn output_into_a_closed_pipe_still_runs_and_writes_its_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("r.xml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mqtt-sim"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .args(["sweep", "scenarios/wifi-drop-short-3s.toml", "--seeds", "1..2", "--junit", junit.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(check_junit(&std::fs::read_to_string(&junit).unwrap()).len(), 2);
+}
