@@ -393,10 +393,15 @@ fn topic_of(conn: &Conn, topic: Option<String>) -> anyhow::Result<String> {
 }
 
 /// Publishes each line of stdin as it arrives, keeping up to `window` outstanding; returns how
-/// many failed. Reading and publishing overlap, so a live pipe streams.
+/// many failed. Reading and publishing overlap, so a live pipe streams. A line is bytes, as
+/// mosquitto_pub's are (a payload need not be UTF-8, a `\r` stays), less its `\n`. A read error
+/// ends the reading, not what was accepted before it: those are still seen through.
 async fn publish_lines(client: &Client, events: &mut mqtt_host::Events, topic: &str, q: Qos, retain: bool, window: usize, debug: bool) -> anyhow::Result<u64> {
     use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut line = Vec::new();
+    let mut read_error = None;
+    let mut accepted = 0u64;
     let mut outstanding = std::collections::BTreeSet::new();
     let mut failed = 0u64;
     let mut settle = |e: ClientEvent, outstanding: &mut std::collections::BTreeSet<u64>| {
@@ -415,23 +420,38 @@ async fn publish_lines(client: &Client, events: &mut mqtt_host::Events, topic: &
     let mut open = true;
     while open || !outstanding.is_empty() {
         tokio::select! {
-            line = lines.next_line(), if open && outstanding.len() < window => match line? {
-                Some(l) => {
-                    let p = mqtt_host::Publish { topic: topic.to_string(), payload: l.clone().into_bytes(), qos: q, retain, properties: None, deadline_ms: None };
+            read = stdin.read_until(b'\n', &mut line), if open && outstanding.len() < window => match read {
+                // `line`, not the count: a read the other branch cancelled keeps what it had
+                // read in `line`, and the call that goes on from there counts only its own.
+                Ok(_) if line.is_empty() => open = false,
+                Ok(_) => {
+                    let mut payload = std::mem::take(&mut line);
+                    if payload.last() == Some(&b'\n') {
+                        payload.pop();
+                    }
+                    let shown = debug.then(|| String::from_utf8_lossy(&payload).into_owned());
+                    let p = mqtt_host::Publish { topic: topic.to_string(), payload, qos: q, retain, properties: None, deadline_ms: None };
                     let token = client.enqueue(p).await?;
-                    if debug {
+                    if let Some(l) = shown {
                         // Accepted: with --store, durable from here on.
                         eprintln!("{} accepted {l:?} (token {token})", now());
                     }
                     outstanding.insert(token);
+                    accepted += 1;
                 }
-                None => open = false,
+                Err(e) => {
+                    read_error = Some(e);
+                    open = false;
+                }
             },
             e = events.next() => match e {
                 Some(e) => settle(e, &mut outstanding),
                 None => anyhow::bail!("the client stopped"),
             },
         }
+    }
+    if let Some(e) = read_error {
+        anyhow::bail!("reading stdin: {e}; the {accepted} lines before it were sent ({failed} of them failed)");
     }
     Ok(failed)
 }

@@ -129,6 +129,34 @@ fn dash_l_streams_each_line_as_it_arrives() {
     let _ = obs.wait();
 }
 
+/// -l reads lines as bytes, as mosquitto_pub does: a payload need not be UTF-8 (a line that
+/// was not ended the run: "invalid utf-8", and the lines after it unsent), `\r` stays, and
+/// a last line without `\n` is sent.
+#[test]
+fn dash_l_sends_the_bytes_mosquitto_pub_sends() {
+    let broker = Mosquitto::start("").unwrap();
+    let port = broker.port.to_string();
+    let input: &[u8] = b"first\n\xff\xfe binary\ncarriage\r\n\nlast, unended";
+    let obs = watch(broker.port, "flags/lines", 10, 20, &["-N", "-F", "%p~~"]);
+    for program in ["mosquitto_pub", "board"] {
+        let mut c = if program == "board" { board(&["pub"]) } else { Command::new("mosquitto_pub") };
+        c.args(["-h", "127.0.0.1", "-p", &port, "-t", "flags/lines", "-q", "1", "-l"]).stdin(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{program}: {}", text(&out.stderr));
+    }
+    let all = obs.wait_with_output().unwrap().stdout;
+    let got: Vec<&[u8]> = all.split(|&b| b == b'~').filter(|m| !m.is_empty()).collect();
+    let lines: [&[u8]; 5] = [b"first", b"\xff\xfe binary", b"carriage\r", b"", b"last, unended"];
+    // The empty line is a message with an empty payload, which -F prints as nothing between
+    // two ~~: splitting on '~' cannot tell it apart, so it is counted, not compared.
+    let expected: Vec<&[u8]> = lines.iter().copied().filter(|l| !l.is_empty()).collect();
+    assert_eq!(got.len(), 8, "{got:?}");
+    assert_eq!(got[..4], expected[..], "mosquitto_pub");
+    assert_eq!(got[4..], expected[..], "mqtt-board");
+}
+
 #[test]
 fn sub_prints_what_mosquitto_sub_prints() {
     let broker = Mosquitto::start("").unwrap();
