@@ -396,7 +396,15 @@ fn topic_of(conn: &Conn, topic: Option<String>) -> anyhow::Result<String> {
 /// many failed. Reading and publishing overlap, so a live pipe streams. A line is bytes, as
 /// mosquitto_pub's are (a payload need not be UTF-8, a `\r` stays), less its `\n`. A read error
 /// ends the reading, not what was accepted before it: those are still seen through.
-async fn publish_lines(client: &Client, events: &mut mqtt_host::Events, topic: &str, q: Qos, retain: bool, window: usize, debug: bool) -> anyhow::Result<u64> {
+/// `pending` says, whenever this is stopped, how many accepted lines are not yet done.
+async fn publish_lines(
+    client: &Client,
+    events: &mut mqtt_host::Events,
+    (topic, q, retain): (&str, Qos, bool),
+    window: usize,
+    debug: bool,
+    pending: &std::cell::Cell<usize>,
+) -> anyhow::Result<u64> {
     use tokio::io::AsyncBufReadExt;
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let mut line = Vec::new();
@@ -419,6 +427,7 @@ async fn publish_lines(client: &Client, events: &mut mqtt_host::Events, topic: &
     };
     let mut open = true;
     while open || !outstanding.is_empty() {
+        pending.set(outstanding.len());
         tokio::select! {
             read = stdin.read_until(b'\n', &mut line), if open && outstanding.len() < window => match read {
                 // `line`, not the count: a read the other branch cancelled keeps what it had
@@ -431,6 +440,8 @@ async fn publish_lines(client: &Client, events: &mut mqtt_host::Events, topic: &
                     }
                     let shown = debug.then(|| String::from_utf8_lossy(&payload).into_owned());
                     let p = mqtt_host::Publish { topic: topic.to_string(), payload, qos: q, retain, properties: None, deadline_ms: None };
+                    // Counted from here: stopped during `enqueue`, it may have been accepted.
+                    pending.set(outstanding.len() + 1);
                     let token = client.enqueue(p).await?;
                     if let Some(l) = shown {
                         // Accepted: with --store, durable from here on.
@@ -450,6 +461,7 @@ async fn publish_lines(client: &Client, events: &mut mqtt_host::Events, topic: &
             },
         }
     }
+    pending.set(0);
     if let Some(e) = read_error {
         anyhow::bail!("reading stdin: {e}; the {accepted} lines before it were sent ({failed} of them failed)");
     }
@@ -504,9 +516,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut client = start(&conn).await?;
             let mut events = client.take_events();
             let debug = conn.debug;
+            // Publishes accepted and not yet done (acknowledged, at QoS 1 and 2) when a
+            // signal stops the work: said, and the exit status is not 0.
+            let pending = std::cell::Cell::new(0usize);
             let work = async {
                 if stdin_lines {
-                    return publish_lines(&client, &mut events, &topic, q, retain, window, debug).await;
+                    return publish_lines(&client, &mut events, (&topic, q, retain), window, debug, &pending).await;
                 }
                 let reporter = async {
                     while let Some(e) = events.next().await {
@@ -514,12 +529,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 };
                 let publishing = async {
-                    if let Some(payload) = single {
+                    let one = |payload: Vec<u8>| async {
+                        pending.set(1);
                         client.publish(&topic, payload, q, retain).await?;
+                        pending.set(0);
+                        anyhow::Ok(())
+                    };
+                    if let Some(payload) = single {
+                        one(payload).await?;
                     } else if let Some(iv) = &interval {
                         let every = duration("--interval", iv)?;
                         for i in 0..count.unwrap_or(u64::MAX) {
-                            client.publish(&topic, i.to_string().as_bytes(), q, retain).await?;
+                            one(i.to_string().into_bytes()).await?;
                             tokio::time::sleep(every).await;
                         }
                     }
@@ -537,6 +558,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client.disconnect().await;
             if failed > 0 {
                 anyhow::bail!("{failed} messages were not acknowledged");
+            }
+            let stopped = pending.get();
+            if stopped > 0 {
+                let fate = if conn.store.is_some() { "kept in --store: the next run with this store sends them" } else { "without --store they are lost" };
+                let done = if q == Qos::AtMostOnce { "sent" } else { "acknowledged" };
+                anyhow::bail!("stopped with {stopped} accepted message(s) not yet {done} ({fate})");
             }
         }
         Command::Sub { conn, topic, unsubscribe, qos: q, verbose, format, no_newline, json, no_retained, count, exit_when_subscribed, timeout } => {
@@ -640,7 +667,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(run(cli)) {
+    let result = rt.block_on(run(cli));
+    // Not dropped: dropping a runtime waits for its blocking threads, and the one reading
+    // stdin for `pub -l` (tokio reads stdin on a thread, with a read nothing can cancel)
+    // waits for a line that may never come, so a stopped `pub -l` hung until Enter or EOF.
+    // Everything `run` started has ended by now (the client has disconnected).
+    rt.shutdown_background();
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -240,6 +240,50 @@ fn sigterm_disconnects_cleanly_so_the_will_stays_unpublished() {
     assert_eq!(lines(will), Vec::<String>::new(), "a clean stop sends DISCONNECT: no will");
 }
 
+/// A stop (SIGTERM) while a publish waits for its acknowledgement, the broker gone, is said,
+/// and the exit status is not 0: it was 0, as if everything had been delivered. Both ways
+/// `pub` publishes: one message after another (`--interval`), and lines as they come (`-l`).
+#[test]
+fn a_stop_before_the_broker_acknowledged_says_so_and_is_not_success() {
+    for lines_mode in [false, true] {
+        let broker = Mosquitto::start("").unwrap();
+        let port = broker.port.to_string();
+        let data = watch(broker.port, "stop/data", 1, 20, &[]);
+        let mode: &[&str] = if lines_mode { &["-l"] } else { &["--interval", "200ms"] };
+        let mut child = board(&["pub", "-h", "127.0.0.1", "-p", &port, "-t", "stop/data", "-q", "1"])
+            .args(mode)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        if lines_mode {
+            writeln!(stdin, "first").unwrap();
+        }
+        assert_eq!(lines(data).len(), 1, "publishing");
+        drop(broker);
+        if lines_mode {
+            writeln!(stdin, "second").unwrap();
+        }
+        // The next publish (within 200 ms) waits for a broker that is gone.
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+        // Bounded: with stdin still open, `pub -l` used to hang at exit (see main).
+        let stopped = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            child.try_wait().unwrap().is_some()
+        });
+        if !stopped {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = text(&out.stderr);
+        assert!(stopped, "{mode:?}: still running 20 s after SIGTERM; {err}");
+        assert_eq!(out.status.code(), Some(1), "{mode:?}: {err}");
+        assert!(err.contains("stopped with 1 accepted message(s) not yet acknowledged (without --store they are lost)"), "{mode:?}: {err}");
+    }
+}
+
 #[test]
 fn a_password_from_the_environment_or_a_file_not_only_argv() {
     let port = mosquitto_launcher::free_port().unwrap();
