@@ -555,15 +555,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 r = work => r?,
                 _ = stop_signal() => 0,
             };
+            let stopped = pending.get();
+            let done = if q == Qos::AtMostOnce { "sent" } else { "acknowledged" };
+            if stopped > 0 && conn.store.is_some() {
+                // No DISCONNECT: it would end the publishes still waiting, their records in
+                // the store closed, where the store is there to keep them for the next run.
+                // They are left as a kill leaves them (each was on disk before it was
+                // accepted); the broker, told nothing, publishes the will if there is one.
+                eprintln!(
+                    "error: stopped with {stopped} accepted message(s) not yet {done}: kept in --store, the next run with this store sends them (no DISCONNECT sent, so the broker publishes the will, if any)"
+                );
+                std::process::exit(1);
+            }
             client.disconnect().await;
             if failed > 0 {
                 anyhow::bail!("{failed} messages were not acknowledged");
             }
-            let stopped = pending.get();
             if stopped > 0 {
-                let fate = if conn.store.is_some() { "kept in --store: the next run with this store sends them" } else { "without --store they are lost" };
-                let done = if q == Qos::AtMostOnce { "sent" } else { "acknowledged" };
-                anyhow::bail!("stopped with {stopped} accepted message(s) not yet {done} ({fate})");
+                anyhow::bail!("stopped with {stopped} accepted message(s) not yet {done} (without --store they are lost)");
             }
         }
         Command::Sub { conn, topic, unsubscribe, qos: q, verbose, format, no_newline, json, no_retained, count, exit_when_subscribed, timeout } => {

@@ -243,3 +243,57 @@ fn a_store_in_use_by_another_run_is_refused() {
     let status = first.wait().unwrap();
     assert!(status.success(), "the first run failed: {status}");
 }
+
+/// A stop (SIGTERM, as systemd stops a service) while accepted lines wait for a broker that
+/// is down keeps them in the store, and the next run sends them. It used to disconnect,
+/// which closed their records, and exit 0: the lines were gone.
+#[test]
+fn sigterm_keeps_the_lines_the_broker_has_not_acknowledged() {
+    let broker = Mosquitto::start("").unwrap();
+    let port = broker.port;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("board.store");
+    let (obs, got) = observer(port, TOPIC, "sigterm-observer");
+    let mut child = board(port, &store);
+    let events = stream(child.stderr.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    let mut log = Vec::new();
+    let wait_accepted = |i: usize, log: &mut Vec<String>| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(l) = events.recv_timeout(Duration::from_millis(50)) {
+                let hit = accepted(&l) == Some(i);
+                log.push(l);
+                if hit {
+                    return;
+                }
+            }
+        }
+        panic!("line {i} not accepted:\n{}", log.join("\n"));
+    };
+    writeln!(stdin, "{}", line(0)).unwrap();
+    wait_accepted(0, &mut log);
+    assert_eq!(got.recv_timeout(Duration::from_secs(10)).unwrap(), line(0));
+    drop(obs);
+    drop(broker);
+    writeln!(stdin, "{}", line(1)).unwrap();
+    wait_accepted(1, &mut log);
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    drop(stdin);
+    let rest: Vec<String> = events.iter().collect();
+    let err = rest.join("\n");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("stopped with 1 accepted message(s) not yet acknowledged: kept in --store"), "{err}");
+
+    // The broker is back (without its sessions); the next run, with nothing new to send,
+    // sends the kept line and ends once it is acknowledged.
+    let _broker = Mosquitto::start_on(port, "").unwrap();
+    let (_obs, got) = observer(port, TOPIC, "sigterm-observer");
+    let mut next = board(port, &store);
+    drop(next.stdin.take());
+    let events = stream(next.stderr.take().unwrap());
+    let status = next.wait().unwrap();
+    assert!(status.success(), "{status}: {}", events.iter().collect::<Vec<_>>().join("\n"));
+    assert_eq!(got.recv_timeout(Duration::from_secs(10)).unwrap(), line(1));
+}
