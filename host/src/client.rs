@@ -357,6 +357,13 @@ impl Client {
         rx.await.ok().flatten()
     }
 
+    /// Sends DISCONNECT (the broker then discards the will) and closes the client for good.
+    /// What has not completed fails: a publish with reason 0 ([`ClientEvent::PublishFailed`],
+    /// or [`Error::PublishFailed`] from its `publish(..).await`), a subscribe or unsubscribe
+    /// with 0x80 for each filter. With a store, their records are closed too, so a later
+    /// start does not send them: a program that wants them kept for its next run ends its
+    /// process without disconnecting (they are kept as a power cut keeps them), as
+    /// `mqtt-board pub --store` does when stopped. Dropping the last handle disconnects too.
     pub async fn disconnect(&self) {
         let (tx, rx) = oneshot::channel();
         if self.send_command(Command::Disconnect(tx)).is_ok() {

@@ -3,7 +3,7 @@
 //!
 //! toml and serde place what they refuse themselves (a wrong type, an unknown key). What only
 //! a later check can refuse (a value out of range, two keys that contradict each other, a
-//! config the client would not take) is named by its key path, and [`locate`] finds where
+//! config the client would not take) is named by its key path, and `locate` finds where
 //! that path is written.
 
 #[cfg(feature = "toml")]
@@ -22,7 +22,7 @@ pub fn describe(text: &str, at: usize, message: &str) -> String {
 }
 
 #[cfg(feature = "toml")]
-/// `message` about the key at `path`, located where `text` writes it (see [`locate`]), or as
+/// `message` about the key at `path`, located where `text` writes it (see `locate`), or as
 /// it is if the text does not write any of it.
 pub fn describe_key(text: &str, path: &str, message: &str) -> String {
     match locate(text, path) {

@@ -2,13 +2,13 @@
 //!
 //! Why by hand: `core::fmt` (its `Formatter`, padding, integer `Display` and the vtables
 //! `write!` builds) was about 7 KiB of the component's code, more than a tenth, for texts
-//! that only ever join strings, decimal numbers and `0x..` reason codes. [`text!`] joins
+//! that only ever join strings, decimal numbers and `0x..` reason codes. `text!` joins
 //! [`Piece`]s into a `String`; the `Display` impls of the public error types write the same
 //! text, so native users keep `{}` and `to_string()`.
 
 pub use alloc::string::String;
 
-/// Something [`text!`] can append.
+/// Something `text!` can append.
 pub trait Piece {
     /// Appends itself.
     fn push_onto(&self, out: &mut String);

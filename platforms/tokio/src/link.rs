@@ -48,7 +48,7 @@ impl LinkMonitor {
         self.iface.is_some()
     }
 
-    /// The link state: while a [`LinkWatch`] runs, what it read last (at most `LINK_WATCH`
+    /// The link state: while a `LinkWatch` runs, what it read last (at most `LINK_WATCH`
     /// old; a change also wakes the client), otherwise read now.
     pub fn state(&self) -> LinkState {
         decode(self.seen.load(Ordering::Relaxed)).unwrap_or_else(|| self.read())

@@ -13,7 +13,7 @@
 //! The sectors form a ring. Each sector in use starts with a header (`MQS1`, a sequence
 //! number that grows with every sector opened, the next key, a CRC; both wrap at `u32::MAX`:
 //! they are compared as serial numbers) and holds records appended in order
-//! (see [`record`]); records never span sectors. Nothing is ever overwritten: forgetting a
+//! (see `record`); records never span sectors. Nothing is ever overwritten: forgetting a
 //! message appends a `Done` record. When the ring has no free sector left after opening
 //! one, the oldest sector is collected: its live records are copied into the new one, an
 //! `Erasing` record naming it is written and synced, and it is erased.
