@@ -247,7 +247,8 @@ enum Command {
         /// No newline after each message.
         #[arg(short = 'N')]
         no_newline: bool,
-        /// Print one JSON object per message.
+        /// Print one JSON object per message: topic, qos, retained, dup, and the payload as
+        /// text (`payload`) or, if it is not UTF-8, as base64 (`payload_base64`).
         #[arg(long)]
         json: bool,
         /// Skip messages the broker sends as retained (stale).
@@ -362,7 +363,8 @@ fn report(debug: bool, e: &ClientEvent) {
 }
 
 /// Resolves at Ctrl-C or SIGTERM: the commands then disconnect cleanly (DISCONNECT sent, so
-/// the broker does not publish the will), as mosquitto_pub/sub do. The handlers are installed
+/// the broker does not publish the will), as mosquitto_pub/sub do; `pub --store` with
+/// messages still unacknowledged does not (see there). The handlers are installed
 /// when this is called, not at the future's first poll, so a signal that comes between the two
 /// (a recording's start line printed, say) is not the default one that kills the process.
 fn stop_signal() -> impl std::future::Future<Output = ()> {
@@ -618,7 +620,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     let mut out = std::io::stdout().lock();
                     if json {
-                        let v = serde_json::json!({ "topic": m.topic, "payload": String::from_utf8_lossy(&m.payload), "retained": m.retained, "dup": m.dup, "qos": m.qos as u8 });
+                        let mut v = serde_json::json!({ "topic": m.topic, "retained": m.retained, "dup": m.dup, "qos": m.qos as u8 });
+                        // MQTT payloads are bytes: one that is not UTF-8 goes as base64 under a
+                        // key of its own. As text, each bad byte became U+FFFD, silently.
+                        match std::str::from_utf8(&m.payload) {
+                            Ok(text) => v["payload"] = text.into(),
+                            Err(_) => {
+                                use base64::Engine as _;
+                                v["payload_base64"] = base64::engine::general_purpose::STANDARD.encode(&m.payload).into();
+                            }
+                        }
                         writeln!(out, "{v}")?;
                     } else {
                         let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());

@@ -185,6 +185,40 @@ fn sub_prints_what_mosquitto_sub_prints() {
     assert_eq!(quiet.status.code(), Some(27));
 }
 
+/// `sub --json` keeps every payload's bytes: text as `payload`, anything else as
+/// `payload_base64` (a binary payload used to come out as text with each bad byte made
+/// U+FFFD).
+#[test]
+fn sub_json_keeps_a_binary_payload_s_bytes() {
+    use base64::Engine as _;
+    let broker = Mosquitto::start("").unwrap();
+    let port = broker.port.to_string();
+    let id = format!("json-{}", std::process::id());
+    let sub = || board(&["sub", "-h", "127.0.0.1", "-p", &port, "-t", "j/#", "-q", "1", "-c", "-i", &id, "--json"]);
+    assert!(sub().arg("-E").status().unwrap().success());
+    let binary: &[u8] = b"\xff\xfe\x00 not text";
+    for (topic, payload) in [("j/text", &b"caf\xc3\xa9 \"quoted\""[..]), ("j/bin", binary)] {
+        let mut c = Command::new("mosquitto_pub").args(["-h", "127.0.0.1", "-p", &port, "-t", topic, "-q", "1", "-s"]).stdin(Stdio::piped()).spawn().unwrap();
+        c.stdin.take().unwrap().write_all(payload).unwrap();
+        assert!(c.wait().unwrap().success());
+    }
+    let out = output({
+        let mut c = sub();
+        c.args(["-C", "2", "-W", "20"]);
+        c
+    });
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let objects: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    assert_eq!(objects[0]["topic"], "j/text");
+    assert_eq!(objects[0]["payload"], "café \"quoted\"");
+    assert_eq!(objects[0]["qos"], 1);
+    assert_eq!(objects[1]["topic"], "j/bin");
+    assert!(objects[1].get("payload").is_none(), "{}", objects[1]);
+    let b64 = objects[1]["payload_base64"].as_str().unwrap();
+    assert_eq!(base64::engine::general_purpose::STANDARD.decode(b64).unwrap(), binary);
+}
+
 /// A reader that goes away (`| head -1`) ends `sub` quietly, as it ends mosquitto_sub (it
 /// panicked with a backtrace); a stdout that cannot be written (a full disk) is an error
 /// saying so.
