@@ -33,6 +33,9 @@ pub fn client_config(p: &TlsParams, verification: Verification) -> Result<rustls
         (Some(cert), Some(key)) => {
             let chain =
                 CertificateDer::pem_file_iter(cert).map_err(|e| format!("{cert}: {e}"))?.collect::<Result<Vec<_>, _>>().map_err(|e| format!("{cert}: {e}"))?;
+            if chain.is_empty() {
+                return Err(format!("{cert}: no PEM certificate in it (-----BEGIN CERTIFICATE-----)"));
+            }
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
             builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())?
         }
@@ -50,6 +53,11 @@ fn roots(p: &TlsParams) -> Result<rustls::RootCertStore, String> {
         Some(path) => {
             for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("CA file {path}: {e}"))? {
                 roots.add(cert.map_err(|e| format!("CA file {path}: {e}"))?).map_err(|e| format!("CA file {path}: {e}"))?;
+            }
+            // Without this, a file with no certificate in it (a key, DER, the wrong file)
+            // trusted nothing, and every handshake failed with "unknown issuer".
+            if roots.is_empty() {
+                return Err(format!("CA file {path}: no PEM certificate in it (-----BEGIN CERTIFICATE-----)"));
             }
         }
         None => {
@@ -106,6 +114,22 @@ mod tests {
             client_key_file: None,
             alpn: alpn.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    /// A file that holds no certificate is refused, naming it, for the CA and for the
+    /// client's chain; before, an empty CA list failed every handshake as "unknown issuer".
+    #[test]
+    fn a_certificate_file_without_a_certificate_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("not-a-cert.pem");
+        std::fs::write(&empty, "garbage, not PEM\n").unwrap();
+        let empty = empty.to_str().unwrap().to_string();
+        let ca = TlsParams { ca_file: Some(empty.clone()), ..params(&[]) };
+        let e = client_config(&ca, Verification::On).unwrap_err();
+        assert_eq!(e, format!("CA file {empty}: no PEM certificate in it (-----BEGIN CERTIFICATE-----)"));
+        let client = TlsParams { client_cert_file: Some(empty.clone()), client_key_file: Some(empty.clone()), ..params(&[]) };
+        let e = client_config(&client, Verification::Off).unwrap_err();
+        assert_eq!(e, format!("{empty}: no PEM certificate in it (-----BEGIN CERTIFICATE-----)"));
     }
 
     #[test]
