@@ -78,9 +78,13 @@ struct Conn {
     v5: bool,
     #[arg(short = 'u', long = "username", alias = "user")]
     user: Option<String>,
-    /// Password. Visible to every user of the machine in the process list: prefer
-    /// MQTT_BOARD_PASSWORD or --pw-file.
-    #[arg(short = 'P', long = "pw", alias = "password", env = "MQTT_BOARD_PASSWORD", hide_env_values = true)]
+    /// Password. Visible to every user of the machine in the process list: prefer the
+    /// environment variable MQTT_BOARD_PASSWORD or --pw-file (either flag wins over the
+    /// variable).
+    // Not clap's `env`: clap counts a value from the environment as `-P` given, so an
+    // exported MQTT_BOARD_PASSWORD made every `--pw-file` a conflict with a `--pw` the
+    // user never typed.
+    #[arg(short = 'P', long = "pw", alias = "password")]
     password: Option<String>,
     /// Read the password from the first line of this file.
     #[arg(long = "pw-file", value_name = "FILE", conflicts_with = "password")]
@@ -133,7 +137,12 @@ impl Conn {
                 let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("--pw-file {}: {e}", f.display()))?;
                 Some(text.lines().next().unwrap_or_default().to_string())
             }
-            None => self.password.clone().or_else(|| url.as_ref().and_then(|u| u.password.clone())),
+            None => match (&self.password, std::env::var("MQTT_BOARD_PASSWORD")) {
+                (Some(p), _) => Some(p.clone()),
+                (None, Ok(p)) => Some(p),
+                (None, Err(std::env::VarError::NotUnicode(_))) => anyhow::bail!("MQTT_BOARD_PASSWORD is not valid UTF-8"),
+                (None, Err(std::env::VarError::NotPresent)) => url.as_ref().and_then(|u| u.password.clone()),
+            },
         };
         let v5 = match &self.protocol_version {
             Some(v) => Some(mosquitto_style::is_v5(v).map_err(anyhow::Error::msg)?),

@@ -338,6 +338,16 @@ fn a_password_from_the_environment_or_a_file_not_only_argv() {
     std::fs::write(file.path(), "s3cret\n").unwrap();
     let from_file = output(board(&[&base[..], &["--pw-file", file.path().to_str().unwrap()]].concat()));
     assert!(from_file.status.success(), "{}", text(&from_file.stderr));
+    // The file wins over an exported variable (which used to make `--pw-file` a conflict
+    // with a `--pw` nobody typed), and so does -P.
+    for flags in [["--pw-file", file.path().to_str().unwrap()], ["-P", "s3cret"]] {
+        let over_env = output({
+            let mut c = board(&[&base[..], &flags[..]].concat());
+            c.env("MQTT_BOARD_PASSWORD", "wrong");
+            c
+        });
+        assert!(over_env.status.success(), "{flags:?}: {}", text(&over_env.stderr));
+    }
     let wrong = output({
         let mut c = board(&base);
         c.env("MQTT_BOARD_PASSWORD", "wrong");
