@@ -393,8 +393,8 @@ fn sweep(target: &Target, paths: Vec<PathBuf>, seeds: &str, jobs: Option<usize>,
             let (path, sc) = &scenarios[i];
             let mut o = target.run(sc, &name_of(path), seed);
             // Every outcome is kept to the end, and nothing here reads a trace (its hash is
-            // in the outcome): kept, the traces grew a sweep by ~40 KB a run of a
-            // 60 s scenario (a million-run sweep: tens of GB).
+            // in the outcome). Kept too, each held ~40 KB for a 60 s scenario until the end:
+            // tens of GB for a million-run sweep.
             o.trace = Vec::new();
             (path.clone(), o)
         },
