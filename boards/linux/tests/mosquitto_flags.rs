@@ -314,7 +314,9 @@ fn a_stop_before_the_broker_acknowledged_says_so_and_is_not_success() {
         let err = text(&out.stderr);
         assert!(stopped, "{mode:?}: still running 20 s after SIGTERM; {err}");
         assert_eq!(out.status.code(), Some(1), "{mode:?}: {err}");
-        assert!(err.contains("stopped with 1 accepted message(s) not yet acknowledged (without --store they are lost)"), "{mode:?}: {err}");
+        // One waits; with `-l` the first may too, if its PUBACK was still on the way when the
+        // broker went.
+        assert!(err.contains("accepted message(s) not yet acknowledged (without --store they are lost)"), "{mode:?}: {err}");
     }
 }
 

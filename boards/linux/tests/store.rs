@@ -284,7 +284,8 @@ fn sigterm_keeps_the_lines_the_broker_has_not_acknowledged() {
     let rest: Vec<String> = events.iter().collect();
     let err = rest.join("\n");
     assert_eq!(status.code(), Some(1), "{err}");
-    assert!(err.contains("stopped with 1 accepted message(s) not yet acknowledged: kept in --store"), "{err}");
+    // The second line waits (and the first too, if its PUBACK was still on the way).
+    assert!(err.contains("accepted message(s) not yet acknowledged: kept in --store"), "{err}");
 
     // The broker is back (without its sessions); the next run, with nothing new to send,
     // sends the kept line and ends once it is acknowledged.
@@ -295,5 +296,10 @@ fn sigterm_keeps_the_lines_the_broker_has_not_acknowledged() {
     let events = stream(next.stderr.take().unwrap());
     let status = next.wait().unwrap();
     assert!(status.success(), "{status}: {}", events.iter().collect::<Vec<_>>().join("\n"));
-    assert_eq!(got.recv_timeout(Duration::from_secs(10)).unwrap(), line(1));
+    // A copy of the first line may come before it (its PUBACK lost with the broker).
+    let mut delivered = Vec::new();
+    while !delivered.contains(&line(1)) {
+        delivered.push(got.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("line 1 never came: {delivered:?}")));
+    }
+    assert!(delivered.iter().all(|l| *l == line(0) || *l == line(1)), "{delivered:?}");
 }
