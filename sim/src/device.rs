@@ -280,7 +280,10 @@ fn cancel_due(ctx: &DeviceCtx, dev: &mut Device, boot: u32, now: u64) {
             let result = dev.cancel(token);
             if power_cut(ctx) {
                 // The power failed inside this call: the application never saw it return,
-                // and cancels nothing more.
+                // and cancels nothing more. The cancel may have taken (explore, seed 179).
+                let mut w = ctx.world.lock();
+                w.rec.cancel_cut.insert((ctx.index, boot, token));
+                w.log(now, &ctx.name, "cancel_cut", json!({ "token": token, "seq": seq }));
                 return;
             }
             let mut w = ctx.world.lock();

@@ -538,7 +538,11 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
     let acked = |a: &&crate::world::Accepted| rec.acked.contains_key(&(a.device, a.boot, a.token));
     // Missing: accepted by a client that lived on (or acknowledged) and never observed.
     // A publish that failed (its deadline passed unsent) was reported to the application: not lost.
-    let failed = |a: &&&crate::world::Accepted| rec.failed.contains(&(a.device, a.boot, a.token)) || rec.cancelled.contains(&(a.device, a.boot, a.token));
+    // Nor is one cancelled, or whose cancel a power cut fell inside (it may have taken).
+    let failed = |a: &&&crate::world::Accepted| {
+        let key = (a.device, a.boot, a.token);
+        rec.failed.contains(&key) || rec.cancelled.contains(&key) || rec.cancel_cut.contains(&key)
+    };
     // With a store nothing is exempt: a publish that returned a token survives power cuts.
     let stored = sc.device.store.is_some();
     let missing: Vec<&&crate::world::Accepted> =

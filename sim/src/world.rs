@@ -61,6 +61,10 @@ pub struct Record {
     pub failed: std::collections::BTreeSet<(u32, u32, u64)>,
     /// Publishes the application cancelled, by (device, boot, token).
     pub cancelled: std::collections::BTreeSet<(u32, u32, u64)>,
+    /// Publishes whose cancel a power cut fell inside: the application never saw the call
+    /// return, so either outcome is right (the cancel's record made it to flash or not), and
+    /// one never delivered is not lost.
+    pub cancel_cut: std::collections::BTreeSet<(u32, u32, u64)>,
     /// Tokens that completed (`Published` or `PublishFailed`) after a cancel that succeeded.
     pub completed_after_cancel: Vec<u64>,
     /// What the observer client received.
