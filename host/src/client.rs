@@ -21,6 +21,7 @@ use crate::device::{Device, DeviceError, Publish, Token};
 use crate::token_map::TokenMap;
 use crate::ClientError;
 use crate::{DownReason, Event, LinkState, Message, Qos, Stats, SubscribeProperties, Subscription};
+use mqtt_protocol::KEPT_IN_STORE;
 
 /// What the application hears about without asking.
 #[derive(Debug, Clone)]
@@ -48,6 +49,10 @@ pub enum ClientEvent {
         token: Token,
         reason: u8,
     },
+    /// A publish made with [`Client::enqueue`] or [`Client::post`] not acknowledged when the
+    /// client closed ([`Client::disconnect`], or the last handle dropped), which its store
+    /// keeps: not failed, the next client started on that store sends it.
+    PublishKept(Token),
     /// A publish made with [`Client::post`] that the client refused to take (a bad topic,
     /// too big for the broker, the client closed): it never left, and why. (`enqueue`
     /// returns the refusal instead.)
@@ -69,6 +74,10 @@ pub enum Error {
     /// MQTT 5 reason code, or 0 for expired/cancelled/closed.
     #[error("publish failed (reason code {0:#04x})")]
     PublishFailed(u8),
+    /// Not acknowledged when the client closed, but its store keeps it: the next client
+    /// started on that store sends it.
+    #[error("not acknowledged before the client closed; kept in the store, the next client on it sends it")]
+    KeptInStore,
     #[error("the client task has stopped")]
     Stopped,
 }
@@ -360,10 +369,10 @@ impl Client {
     /// Sends DISCONNECT (the broker then discards the will) and closes the client for good.
     /// What has not completed fails: a publish with reason 0 ([`ClientEvent::PublishFailed`],
     /// or [`Error::PublishFailed`] from its `publish(..).await`), a subscribe or unsubscribe
-    /// with 0x80 for each filter. With a store, their records are closed too, so a later
-    /// start does not send them: a program that wants them kept for its next run ends its
-    /// process without disconnecting (they are kept as a power cut keeps them), as
-    /// `mqtt-board pub --store` does when stopped. Dropping the last handle disconnects too.
+    /// with 0x80 for each filter. A QoS 1/2 publish with a store does not fail: the store
+    /// keeps it ([`ClientEvent::PublishKept`], [`Error::KeptInStore`]) and the next client
+    /// started on that store sends it; [`Client::cancel`] it first to drop it for good.
+    /// Dropping the last handle disconnects too.
     pub async fn disconnect(&self) {
         let (tx, rx) = oneshot::channel();
         if self.send_command(Command::Disconnect(tx)).is_ok() {
@@ -869,7 +878,7 @@ impl Driver {
     fn complete(&mut self, t: Token, outcome: Result<(), u8>) {
         let token = match self.in_flight.remove(t) {
             Some(Completion::Answer(w)) => {
-                let _ = w.send(outcome.map_err(Error::PublishFailed));
+                let _ = w.send(outcome.map_err(|reason| if reason == KEPT_IN_STORE { Error::KeptInStore } else { Error::PublishFailed(reason) }));
                 return;
             }
             Some(Completion::Enqueued(token)) => token,
@@ -881,6 +890,7 @@ impl Driver {
         };
         self.emit(match outcome {
             Ok(()) => ClientEvent::Published(token),
+            Err(KEPT_IN_STORE) => ClientEvent::PublishKept(token),
             Err(reason) => ClientEvent::PublishFailed { token, reason },
         });
     }

@@ -44,6 +44,9 @@ pub use engine_config::Watchdog;
 pub use file_flash::FileFlash;
 pub use mqtt_protocol::store::{Flash, Geometry, MemFlash};
 pub use mqtt_protocol::with_config_keys;
+/// The reason `Event::PublishFailed` carries (from [`Device`]) for a publish the store keeps
+/// when the client is closed before it completed: the next client on that store sends it.
+pub use mqtt_protocol::KEPT_IN_STORE;
 pub use packet_log::PacketLog;
 pub use platform::{Clock, Platform, Socket, Wifi};
 pub use settings::{default_config, Settings, WillSetting};

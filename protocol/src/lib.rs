@@ -29,5 +29,6 @@ pub use reason::ReasonCode;
 pub use rng::SplitMix64;
 pub use test_fault::TestFault;
 pub use types::{
-    Action, ApiError, DownReason, Event, Instant, LinkState, Message, OutgoingPublish, SentId, SocketError, Stats, SubscribeProperties, Token, STORED_TOKEN,
+    Action, ApiError, DownReason, Event, Instant, LinkState, Message, OutgoingPublish, SentId, SocketError, Stats, SubscribeProperties, Token, KEPT_IN_STORE,
+    STORED_TOKEN,
 };

@@ -47,6 +47,14 @@ pub type Token = u64;
 /// again. Other tokens count up from 1 and never reach this bit.
 pub const STORED_TOKEN: Token = 1 << 63;
 
+/// [`Event::PublishFailed`]'s reason for a QoS 1/2 publish still unacknowledged when the
+/// application called `disconnect`, whose store record stays open: not failed for good, the
+/// next client started on that store sends it, under the same token. 0x01 is no MQTT reason
+/// code a publish can fail with (failures are 0x80 and above), so no broker's answer reads
+/// as this; a code rather than an event of its own because it costs the component a few
+/// bytes instead of a WIT variant's lifting and lowering.
+pub const KEPT_IN_STORE: u8 = 1;
+
 /// The network link (WiFi, or an interface) as the driver sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
@@ -204,7 +212,8 @@ pub enum Event {
     /// A publish completed: QoS 0 handed to the socket, QoS 1 PUBACK, QoS 2 PUBCOMP.
     Published(Token),
     /// `reason` is the MQTT 5 reason code, or 0 when the publish expired, was cancelled, or
-    /// the client was closed before it completed.
+    /// the client was closed before it completed ([`KEPT_IN_STORE`] when its store keeps it
+    /// for the next client).
     PublishFailed {
         /// The token `publish` returned.
         token: Token,

@@ -6,7 +6,7 @@ mod harness;
 use harness::*;
 use mqtt_protocol::codec::{PubResponse, Publish};
 use mqtt_protocol::store::{Geometry, StoreReport};
-use mqtt_protocol::{ApiError, Client, Event, Packet, Properties, QoS};
+use mqtt_protocol::{ApiError, Client, Event, LinkState, OutgoingPublish, Packet, Properties, QoS, KEPT_IN_STORE};
 
 fn flash() -> Shared {
     Shared::new(Geometry { capacity: 16 * 1024, sector_size: 4096, write_size: 4 })
@@ -149,6 +149,37 @@ fn a_cancel_that_returned_is_not_undone_by_a_power_cut() {
     let (mut h, report) = open(&flash.power_cut());
     assert_eq!(report.messages, 1, "only the publish that was not cancelled comes back");
     assert!(h.client.stored(kept) && !h.client.stored(cancelled));
+}
+
+#[test]
+fn disconnect_keeps_what_the_store_holds_for_the_next_client() {
+    let flash = flash();
+    let (mut h, _) = boot(&flash, false);
+    let sent = h.client.publish(h.now, qos1("t/sent", b"s"), None).unwrap();
+    h.pump();
+    let id = Harness::publishes(&h.take_sent())[0].packet_id;
+    h.link(LinkState::Down);
+    let queued = h.client.publish(h.now, qos1("t/queued", b"q"), None).unwrap();
+    let at_most_once = h.client.publish(h.now, OutgoingPublish { qos: QoS::AtMostOnce, ..qos1("t/zero", b"z") }, None).unwrap();
+    let cancelled = h.client.publish(h.now, qos1("t/cancelled", b"c"), None).unwrap();
+    assert!(h.client.cancel(cancelled));
+    h.take_events();
+    h.client.disconnect(h.now);
+    h.pump();
+    let events = h.take_events();
+    for kept in [sent, queued] {
+        assert!(events.contains(&Event::PublishFailed { token: kept, reason: KEPT_IN_STORE }), "{events:?}");
+    }
+    assert!(events.contains(&Event::PublishFailed { token: at_most_once, reason: 0 }), "not stored, so failed: {events:?}");
+    drop(h);
+
+    let (mut h, report) = boot(&flash, true);
+    assert_eq!(report.messages, 2, "the cancelled one stays cancelled");
+    assert!(h.client.stored(sent) && h.client.stored(queued), "under the tokens the first client returned");
+    let resent = h.take_sent();
+    let resent: Vec<_> = Harness::publishes(&resent).iter().map(|p| (p.topic.clone(), p.packet_id, p.dup)).collect();
+    assert_eq!(resent[0], ("t/sent".to_string(), id, true), "the same id, as DUP, to the resumed session: {resent:?}");
+    assert_eq!(resent.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["t/sent", "t/queued"]);
 }
 
 /// A client on `flash` with a second broker to fail over to, `connect` called.

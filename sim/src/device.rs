@@ -131,8 +131,8 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
         if !closed && std::mem::take(&mut ctx.world.lock().disconnect_now[d]) {
             dev.disconnect().map_err(|e| format!("disconnect: {e}"))?;
             if power_cut(&ctx) {
-                // The power failed inside `disconnect` (forgetting what it refused): the
-                // application never saw it return, and the broker sees the link die.
+                // The power failed inside `disconnect`: the application never saw it
+                // return, and the broker sees the link die.
                 return std::future::pending().await;
             }
             closed = true;
@@ -144,7 +144,21 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
             let Some(events) = poll_unless_cut(&ctx, &mut dev, boot, u32::MAX)? else {
                 return std::future::pending().await;
             };
+            // With a store every QoS 1/2 publish has a record, and `disconnect` keeps it
+            // for the next boot: one it failed instead (reason 0) is not exempt from
+            // `no_qos1_loss` as a failure the application was told of, but lost.
+            let dropped: Vec<u64> = match ctx.world.lock().flash[d].is_some() {
+                true => events.iter().filter_map(|e| if let Event::PublishFailed((t, 0)) = e { Some(*t) } else { None }).collect(),
+                false => Vec::new(),
+            };
             record(&ctx, boot, now, events, &mut Vec::new());
+            if !dropped.is_empty() {
+                let mut w = ctx.world.lock();
+                for t in &dropped {
+                    w.rec.failed.remove(&(ctx.index, boot, *t));
+                }
+                w.log(now, &ctx.name, "disconnect_dropped_stored", json!({ "tokens": dropped }));
+            }
         }
         subscribe_startup(&mut dev)?;
         let requests = std::mem::take(&mut ctx.world.lock().app_requests[d]);
@@ -309,12 +323,18 @@ fn poll_unless_cut(ctx: &DeviceCtx, dev: &mut Device, boot: u32, take: u32) -> R
     }
     let seqs: Vec<u64> = events.iter().filter_map(|e| if let Event::Message(m) = e { seq_of(&m.payload) } else { None }).collect();
     // A publish this call failed (its deadline passed) was failed for good, in the store
-    // too: the report died with the call, not the publish with the power.
-    let failed: Vec<u64> = events.iter().filter_map(|e| if let Event::PublishFailed((t, _)) = e { Some(*t) } else { None }).collect();
+    // too: the report died with the call, not the publish with the power. One a disconnect
+    // left in the store was kept, and is the next boot's to send.
+    let ended = |kept: bool| -> Vec<u64> {
+        let ended = events.iter().filter_map(|e| if let Event::PublishFailed((t, r)) = e { Some((*t, *r)) } else { None });
+        ended.filter(|(_, r)| (*r == mqtt_host::KEPT_IN_STORE) == kept).map(|(t, _)| t).collect()
+    };
+    let (failed, kept) = (ended(false), ended(true));
     let mut w = ctx.world.lock();
-    w.log(now_ms(), &ctx.name, "handed_over_at_cut", json!({ "seqs": seqs, "failed_tokens": failed }));
+    w.log(now_ms(), &ctx.name, "handed_over_at_cut", json!({ "seqs": seqs, "failed_tokens": failed, "kept_tokens": kept }));
     w.rec.handed_over_at_cut.extend(seqs);
     w.rec.failed.extend(failed.into_iter().map(|t| (ctx.index, boot, t)));
+    w.rec.kept.extend(kept.into_iter().map(|t| (ctx.index, boot, t)));
     Ok(None)
 }
 
@@ -360,6 +380,11 @@ fn record(ctx: &DeviceCtx, boot: u32, now: u64, events: Vec<Event>, challenges: 
             Event::PublishFailed((token, reason)) => {
                 if w.rec.cancelled.contains(&(ctx.index, boot, token)) {
                     w.rec.completed_after_cancel.push(token);
+                }
+                if reason == mqtt_host::KEPT_IN_STORE {
+                    w.rec.kept.insert((ctx.index, boot, token));
+                    w.log(now, &ctx.name, "publish_kept", json!({ "token": token }));
+                    continue;
                 }
                 w.rec.publish_failures += 1;
                 w.rec.failed.insert((ctx.index, boot, token));

@@ -538,10 +538,12 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
     let acked = |a: &&crate::world::Accepted| rec.acked.contains_key(&(a.device, a.boot, a.token));
     // Missing: accepted by a client that lived on (or acknowledged) and never observed.
     // A publish that failed (its deadline passed unsent) was reported to the application: not lost.
-    // Nor is one cancelled, or whose cancel a power cut fell inside (it may have taken).
+    // Nor is one cancelled, or whose cancel a power cut fell inside (it may have taken), or
+    // one a disconnect left in the store with no later boot to send it.
     let failed = |a: &&&crate::world::Accepted| {
         let key = (a.device, a.boot, a.token);
-        rec.failed.contains(&key) || rec.cancelled.contains(&key) || rec.cancel_cut.contains(&key)
+        let kept_for_no_one = rec.kept.contains(&key) && a.boot == final_boot(a.device);
+        rec.failed.contains(&key) || rec.cancelled.contains(&key) || rec.cancel_cut.contains(&key) || kept_for_no_one
     };
     // With a store nothing is exempt: a publish that returned a token survives power cuts.
     let stored = sc.device.store.is_some();

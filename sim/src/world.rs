@@ -65,6 +65,10 @@ pub struct Record {
     /// return, so either outcome is right (the cancel's record made it to flash or not), and
     /// one never delivered is not lost.
     pub cancel_cut: std::collections::BTreeSet<(u32, u32, u64)>,
+    /// Publishes `disconnect` ended unacknowledged whose store keeps them (`PublishFailed`
+    /// with `KEPT_IN_STORE`): not failed, the device's next boot sends them; without one,
+    /// never delivered is not lost.
+    pub kept: std::collections::BTreeSet<(u32, u32, u64)>,
     /// Tokens that completed (`Published` or `PublishFailed`) after a cancel that succeeded.
     pub completed_after_cancel: Vec<u64>,
     /// What the observer client received.

@@ -365,6 +365,7 @@ fn report(debug: bool, e: &ClientEvent) {
         ClientEvent::Error(e) => format!("error: {e}"),
         ClientEvent::PublishFailed { token, reason } => format!("publish {token} failed: reason {reason:#04x}"),
         ClientEvent::Published(token) => format!("publish {token} done"),
+        ClientEvent::PublishKept(token) => format!("publish {token} kept in the store for the next run"),
         ClientEvent::Refused { token, why } => format!("publish {token} refused: {why}"),
         ClientEvent::Message(m) => format!("message on {} ({} bytes, QoS {})", m.topic, m.payload.len(), m.qos as u8),
     };
@@ -567,23 +568,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ = stop_signal() => 0,
             };
             let stopped = pending.get();
-            let done = if q == Qos::AtMostOnce { "sent" } else { "acknowledged" };
-            if stopped > 0 && conn.store.is_some() {
-                // No DISCONNECT: it would end the publishes still waiting, their records in
-                // the store closed, where the store is there to keep them for the next run.
-                // They are left as a kill leaves them (each was on disk before it was
-                // accepted); the broker, told nothing, publishes the will if there is one.
-                eprintln!(
-                    "error: stopped with {stopped} accepted message(s) not yet {done}: kept in --store, the next run with this store sends them (no DISCONNECT sent, so the broker publishes the will, if any)"
-                );
-                std::process::exit(1);
-            }
+            // The disconnect leaves the store's records open: what is still waiting goes out
+            // with the next run on this store.
             client.disconnect().await;
             if failed > 0 {
                 anyhow::bail!("{failed} messages were not acknowledged");
             }
             if stopped > 0 {
-                anyhow::bail!("stopped with {stopped} accepted message(s) not yet {done} (without --store they are lost)");
+                let (done, fate) = match (q, &conn.store) {
+                    (Qos::AtMostOnce, _) => ("sent", "QoS 0 is not stored: they are lost"),
+                    (_, Some(_)) => ("acknowledged", "kept in --store, the next run with this store sends them"),
+                    (_, None) => ("acknowledged", "without --store they are lost"),
+                };
+                anyhow::bail!("stopped with {stopped} accepted message(s) not yet {done}: {fate}");
             }
         }
         Command::Sub { conn, topic, unsubscribe, qos: q, verbose, format, no_newline, json, no_retained, count, exit_when_subscribed, timeout } => {

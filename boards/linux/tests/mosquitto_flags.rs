@@ -316,7 +316,7 @@ fn a_stop_before_the_broker_acknowledged_says_so_and_is_not_success() {
         assert_eq!(out.status.code(), Some(1), "{mode:?}: {err}");
         // One waits; with `-l` the first may too, if its PUBACK was still on the way when the
         // broker went.
-        assert!(err.contains("accepted message(s) not yet acknowledged (without --store they are lost)"), "{mode:?}: {err}");
+        assert!(err.contains("accepted message(s) not yet acknowledged: without --store they are lost"), "{mode:?}: {err}");
     }
 }
 

@@ -170,6 +170,10 @@ impl Client {
     /// Send DISCONNECT (the broker then discards the will) and close for good. Requests
     /// not yet completed fail: a publish with reason 0, a subscribe or unsubscribe with
     /// 0x80 (the spec's failure code) for each of its filters, so every token completes.
+    /// A QoS 1/2 publish the store holds is not failed for good: its record stays open, as a
+    /// power cut leaves it, so the next client started on that store sends it; its reason
+    /// is [`KEPT_IN_STORE`]. (Closing the record lost what the application was told was
+    /// durable; `cancel` first drops one for good.)
     pub fn disconnect(&mut self, now: Instant) {
         self.now = now;
         if matches!(self.state, State::Closed) {
@@ -183,21 +187,21 @@ impl Client {
         }
         self.close_socket();
         const FAILED: u8 = ReasonCode::UNSPECIFIED_ERROR.0;
+        // Only publishes have store records, and those stay open (see above).
+        let reason = |key: Option<u32>| if key.is_some() { KEPT_IN_STORE } else { 0 };
         for q in core::mem::take(&mut self.pending) {
-            self.forget(q.key);
             let Some(token) = q.token else { continue };
             self.events.push_back(match q.request {
-                Request::Publish(_) => Event::PublishFailed { token, reason: 0 },
+                Request::Publish(_) => Event::PublishFailed { token, reason: reason(q.key) },
                 Request::Subscribe(filters, _) => Event::Subscribed { token, codes: alloc::vec![FAILED; filters.len()] },
                 Request::Unsubscribe(filters) => Event::Unsubscribed { token, codes: alloc::vec![FAILED; filters.len()] },
             });
         }
         self.sub_waits = 0;
         for f in core::mem::take(&mut self.inflight) {
-            self.forget(f.key);
             let Some(token) = f.token else { continue };
             self.events.push_back(match f.waiting {
-                Waiting::Publish(_) | Waiting::Release => Event::PublishFailed { token, reason: 0 },
+                Waiting::Publish(_) | Waiting::Release => Event::PublishFailed { token, reason: reason(f.key) },
                 Waiting::SubAck(filters, _) => Event::Subscribed { token, codes: alloc::vec![FAILED; filters.len()] },
                 Waiting::UnsubAck(filters) => Event::Unsubscribed { token, codes: alloc::vec![FAILED; filters.len()] },
             });
