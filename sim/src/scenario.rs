@@ -172,26 +172,25 @@ impl StoreSpec {
     }
 
     fn validate(&self) -> Result<(), Invalid> {
-        let sectors = self.capacity_kib.checked_div(self.sector_kib).unwrap_or(0);
-        if self.sector_kib == 0
-            || !self.capacity_kib.is_multiple_of(self.sector_kib)
-            || sectors < mqtt_protocol::store::MIN_SECTORS
-            || self.capacity_kib > 16 * 1024
-        {
-            return invalid(
-                "device.store.capacity_kib",
-                format!(
-                    "device.store: capacity_kib = {} must be at least {} whole sectors of sector_kib = {} (and at most 16384)",
-                    self.capacity_kib,
-                    mqtt_protocol::store::MIN_SECTORS,
-                    self.sector_kib
-                ),
-            );
+        // The simulator's own bound (the flash lives in memory), which also keeps the sizes
+        // in bytes inside a u32.
+        if self.capacity_kib > 16 * 1024 || self.sector_kib > self.capacity_kib {
+            let why = format!("device.store: capacity_kib = {} must be at most 16384, and sector_kib = {} at most that", self.capacity_kib, self.sector_kib);
+            return invalid("device.store.capacity_kib", why);
         }
-        if !self.write_bytes.is_power_of_two() || self.write_bytes > 256 {
-            return invalid("device.store.write_bytes", format!("device.store: write_bytes = {} must be a power of two up to 256", self.write_bytes));
-        }
-        Ok(())
+        // The rules the store applies to any flash, from the function `Store::open` runs,
+        // so a scenario cannot get past what a board could not.
+        self.geometry().check().or_else(|e| {
+            // The line to point at: the key the store's text is about (its text names sizes
+            // in bytes, the file has KiB; both are shown).
+            let key = match () {
+                _ if e.contains("sector size") => "sector_kib",
+                _ if e.contains("write size") => "write_bytes",
+                _ => "capacity_kib",
+            };
+            let given = format!("capacity_kib = {}, sector_kib = {}, write_bytes = {}", self.capacity_kib, self.sector_kib, self.write_bytes);
+            invalid(format!("device.store.{key}"), format!("device.store: {e} ({given})"))
+        })
     }
 }
 
@@ -915,6 +914,11 @@ mod tests {
         assert!(e.contains("keepalive_secs"), "{e}");
         let (line, e) = lines("duration_s = 10\n[device.store]\ncapacity_kib = 8\nsector_kib = 4\n");
         assert_eq!(line, "line 3", "{e}");
+        assert!(e.contains("not at least 3 whole sectors"), "the store's own rule: {e}");
+        let (line, e) = lines("duration_s = 10\n[device.store]\ncapacity_kib = 64\nsector_kib = 4\nwrite_bytes = 3\n");
+        assert_eq!(line, "line 5", "{e}");
+        let (line, e) = lines("duration_s = 10\n[device.store]\ncapacity_kib = 64\nsector_kib = 0\n");
+        assert_eq!(line, "line 4", "{e}");
         // A key left to its default is placed at its table; one outside any table, not at all.
         let (line, e) = lines("duration_s = 10\n[device]\nclient_id = \"a\"\nbackoff_max_ms = 1\n");
         assert_eq!(line, "line 2", "{e}");
