@@ -209,6 +209,28 @@ impl Target {
         runner::run_with_fault(sc, name, seed, &self.component, self.fault.as_deref())
     }
 
+    /// [`Target::run`] with a progress bar on a terminal, shown once the run has taken a
+    /// second (a short run does not flash one): simulated seconds out of the scenario's.
+    fn run_showing_progress(&self, sc: &Scenario, name: &str, seed: u64) -> Outcome {
+        let bar = indicatif::ProgressBar::hidden();
+        bar.set_length(sc.total_ms() / 1000);
+        let style = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} s simulated, {elapsed} elapsed, eta {eta}");
+        bar.set_style(style.unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+        // Wall-clock time only decides when the bar appears; the run never sees it.
+        let show_at = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let mut shown = false;
+        let mut watch = |elapsed_ms: u64| {
+            if !shown && std::time::Instant::now() >= show_at {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                shown = true;
+            }
+            bar.set_position(elapsed_ms / 1000);
+        };
+        let o = runner::run_watched(sc, name, seed, &self.component, self.fault.as_deref(), &mut watch);
+        bar.finish_and_clear();
+        o
+    }
+
     /// The flag a replay command needs.
     fn flag(&self) -> String {
         self.fault.as_ref().map(|f| format!(" --client-fault {f}")).unwrap_or_default()
@@ -242,7 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let sc = Scenario::load(&file)?;
             let target = Target::new(&cli.component, cli.client_fault.clone())?;
             let seed = seed.unwrap_or(sc.seeds[0]);
-            let o = target.run(&sc, &name_of(&file), seed);
+            let o = target.run_showing_progress(&sc, &name_of(&file), seed);
             if let Some(path) = trace {
                 std::fs::write(&path, o.trace.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))?;
             }

@@ -296,6 +296,14 @@ pub fn run(sc: &Scenario, name: &str, seed: u64, component: &ComponentFile) -> O
 /// [`run`], with the devices' clients told to show a deliberate fault (`component` must be
 /// the test-faults build, `mqtt_host::FAULTY_COMPONENT`).
 pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &ComponentFile, fault: Option<&str>) -> Outcome {
+    run_watched(sc, name, seed, component, fault, &mut |_| {})
+}
+
+/// [`run_with_fault`], telling `watch` how far the run is (simulated milliseconds) every
+/// thousand or so steps, for a progress display: a run is as long as its scenario says,
+/// and a long one would otherwise be silent for as long as it takes. `watch` sees the
+/// run; nothing it does reaches it.
+pub fn run_watched(sc: &Scenario, name: &str, seed: u64, component: &ComponentFile, fault: Option<&str>, watch: &mut dyn FnMut(u64)) -> Outcome {
     let started = std::time::Instant::now();
     let total = sc.total_ms();
     let world = Shared::new(World::new(sc.devices as usize, sc.workload.len()));
@@ -405,7 +413,12 @@ pub fn run_with_fault(sc: &Scenario, name: &str, seed: u64, component: &Componen
     let steps = timeline(sc, seed);
     let mut next = 0;
     let mut elapsed = 0u64;
+    let mut stepped = 0u64;
     while elapsed < total {
+        stepped += 1;
+        if stepped.is_multiple_of(1024) {
+            watch(elapsed);
+        }
         while next < steps.len() && steps[next].0 <= elapsed {
             apply(&mut sim, &steps[next].1, &hosts, &world, &brokers, &wakes, elapsed);
             next += 1;
