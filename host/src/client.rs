@@ -387,6 +387,10 @@ impl Client {
 
     /// Hands the event stream to another task (one that reports up/down while this one
     /// publishes, say); [`Client::next_event`] on this client returns `None` from then on.
+    /// An application that does not want the events drops the stream: what would have come
+    /// on it is dropped too. Held and not read, it keeps them: messages up to `queue_len`
+    /// (then the client waits), but every completion of an `enqueue` or `post` (about 200
+    /// bytes each) until it is read.
     pub fn take_events(&mut self) -> Events {
         let closed = self.events.closed();
         std::mem::replace(&mut self.events, closed)
@@ -474,10 +478,14 @@ enum Outbox {
 }
 
 impl Outbox {
-    fn push(&mut self, e: ClientEvent) {
+    /// False when no one can take `e` any more (the event stream was dropped).
+    fn push(&mut self, e: ClientEvent) -> bool {
         match self {
-            Outbox::Channel(tx) => drop(tx.send(e)),
-            Outbox::Local(held) => held.push_back(e),
+            Outbox::Channel(tx) => tx.send(e).is_ok(),
+            Outbox::Local(held) => {
+                held.push_back(e);
+                true
+            }
         }
     }
 
@@ -676,6 +684,18 @@ impl Driver {
 
     fn emit(&mut self, e: ClientEvent) {
         self.events.push(e);
+    }
+
+    /// A message for the application, counted as held until it is taken. One that no one
+    /// can take (the event stream was dropped) is not: counted, it would never be taken, and
+    /// after `queue_len` of them the client would stop reading the socket for good (with
+    /// `backpressure`), acknowledgements of its own publishes and all.
+    fn emit_message(&mut self, m: Message) {
+        // Counted before it is sent: a take that came first would count below zero.
+        self.backlog.held.fetch_add(1, Ordering::AcqRel);
+        if !self.events.push(ClientEvent::Message(m)) {
+            self.backlog.held.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// Whether a publish sent now should wake this task. Not while connected with the
@@ -932,10 +952,7 @@ impl Driver {
                     self.up = false;
                     self.emit(ClientEvent::Down(d));
                 }
-                Event::Message(m) => {
-                    self.backlog.held.fetch_add(1, Ordering::AcqRel);
-                    self.emit(ClientEvent::Message(m));
-                }
+                Event::Message(m) => self.emit_message(m),
                 Event::Link(l) => {
                     self.emit(ClientEvent::Link(l));
                 }

@@ -750,6 +750,32 @@ fn disconnect_keeps_the_unacknowledged_publishes_a_store_holds_for_the_next_clie
     assert_eq!(sent, [b"awaited".to_vec(), b"enqueued".to_vec()]);
 }
 
+/// An application subscribed to its own topic that dropped its event stream: the messages
+/// no one can take are not counted as waiting for the application, so the client keeps
+/// reading the socket (with `backpressure`, the default) and its own publishes complete.
+/// Before, once `queue_len` (64) such messages waited (and the client's own queue behind
+/// them had filled) it stopped reading for good: publish 127 here never got its PUBACK.
+#[test]
+fn a_dropped_event_stream_does_not_stop_the_client_reading() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let lo = Loopback::new();
+        let ticker = follow_tokio_time(&lo);
+        let mut client = mqtt_host::Client::spawn(device(&lo));
+        client.connect().await.unwrap();
+        let subs =
+            vec![mqtt_host::Subscription { filter: "echo/#".into(), qos: Qos::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 }];
+        assert_eq!(client.subscribe(subs).await.unwrap(), vec![1]);
+        drop(client.take_events());
+        for i in 0..200u32 {
+            let sent = client.publish("echo/1", i.to_be_bytes().to_vec(), Qos::AtLeastOnce, false);
+            tokio::time::timeout(std::time::Duration::from_secs(30), sent).await.unwrap_or_else(|_| panic!("publish {i} never completed")).unwrap();
+        }
+        client.disconnect().await;
+        ticker.abort();
+    });
+}
+
 /// `post` returns at once while fewer than `max_queued` of its publishes are outstanding,
 /// then waits for one to complete; a publish the client will not take comes back as
 /// `Refused` with why, under its own token, and takes no room for good. Tokens of `post`
