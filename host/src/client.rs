@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +63,14 @@ pub enum ClientEvent {
     /// Something the application should know (a restart of the component, a refused
     /// reconnect); nothing is lost.
     Error(String),
+}
+
+impl ClientEvent {
+    /// Whether this reports what became of a publish made with `post` or `enqueue` (see
+    /// `EventTokens::unread`).
+    fn is_completion(&self) -> bool {
+        matches!(self, ClientEvent::Published(_) | ClientEvent::PublishFailed { .. } | ClientEvent::PublishKept(_) | ClientEvent::Refused { .. })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,11 +151,82 @@ struct EventTokens {
     /// channel only while it listens there: with the in-flight window full it does not, and
     /// takes them at its next turn (see `Driver::wants_publishes`).
     nudge: Notify,
+    /// Completions of `post` and `enqueue` waiting unread on a stream taken with
+    /// [`Client::take_events`]. Both wait while `max_queued` do, so a reader that lags holds
+    /// the publishers back (as rumqttc's `publish` waits for its event loop) instead of
+    /// letting completions, about 200 bytes each, pile up without bound. A bound of its
+    /// own, not part of `room`'s: there, a reader's lag would take places from the
+    /// publishes in flight, and it cost a QoS 1 `post` run 14 % of its rate. Not counted on
+    /// the stream a handle keeps (the handle cannot read it while its `post` waits) nor an
+    /// [`EventLoop`]'s (it hands out what a turn found before it turns again).
+    unread: AtomicUsize,
+    /// `max_queued`.
+    unread_limit: usize,
+    /// Wakes the publishers waiting for the reader once it is down to half the limit:
+    /// woken at every completion taken, each would publish one and wait again.
+    caught_up: Notify,
+    /// Set when the event stream leaves its handle ([`Client::take_events`]).
+    stream_taken: AtomicBool,
+    /// Completions sent before the stream was taken, so not counted in `unread`, that the
+    /// reader has not taken. The driver sends them all before any counted one (it reads
+    /// `stream_taken` before each), so the reader takes them first.
+    uncounted: AtomicUsize,
 }
 
 impl EventTokens {
+    fn new(max_queued: u32) -> EventTokens {
+        EventTokens {
+            next: AtomicU64::new(1),
+            room: Semaphore::new(max_queued as usize),
+            nudge: Notify::new(),
+            unread: AtomicUsize::new(0),
+            unread_limit: max_queued as usize,
+            caught_up: Notify::new(),
+            stream_taken: AtomicBool::new(false),
+            uncounted: AtomicUsize::new(0),
+        }
+    }
+
     fn take(&self) -> Token {
         self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn reader_lags(&self) -> bool {
+        self.unread.load(Ordering::Acquire) >= self.unread_limit
+    }
+
+    /// Waits while the reader of a taken stream lags (see `unread`); `Stopped` if the client
+    /// task ends meanwhile.
+    async fn keep_up(&self) -> Result<(), Error> {
+        while self.reader_lags() {
+            let caught_up = self.caught_up.notified();
+            tokio::pin!(caught_up);
+            // Listening before the second look: a wake between the two is not missed.
+            caught_up.as_mut().enable();
+            if !self.reader_lags() {
+                break;
+            }
+            if self.room.is_closed() {
+                return Err(Error::Stopped);
+            }
+            caught_up.await;
+        }
+        Ok(())
+    }
+
+    /// The reader took a completion.
+    fn completion_taken(&self) {
+        if self.uncounted.load(Ordering::Acquire) > 0 {
+            self.uncounted.fetch_sub(1, Ordering::AcqRel);
+        } else {
+            self.unread_down();
+        }
+    }
+
+    fn unread_down(&self) {
+        if self.unread.fetch_sub(1, Ordering::AcqRel) == self.unread_limit / 2 + 1 {
+            self.caught_up.notify_waiters();
+        }
     }
 }
 
@@ -168,8 +247,8 @@ impl Backlog {
         self.limit.saturating_sub(self.held.load(Ordering::Acquire))
     }
 
-    fn taken(&self, e: &Option<ClientEvent>) {
-        if let Some(ClientEvent::Message(_)) = e {
+    fn taken(&self, e: &ClientEvent) {
+        if let ClientEvent::Message(_) = e {
             // Only a take that makes room where there was none needs the driver: otherwise
             // its last poll was not limited and nothing waits in the client for this.
             if self.held.fetch_sub(1, Ordering::AcqRel) >= self.limit {
@@ -215,9 +294,10 @@ impl Client {
     fn with_outbox(device: Device, outbox: Outbox, events: mpsc::UnboundedReceiver<ClientEvent>) -> (Client, EventLoop) {
         let (commands, rx) = mpsc::unbounded_channel();
         let backlog = Arc::new(Backlog { limit: device.config().queue_len as usize, held: AtomicUsize::new(0), room: Notify::new() });
-        let tokens = Arc::new(EventTokens { next: AtomicU64::new(1), room: Semaphore::new(device.config().max_queued as usize), nudge: Notify::new() });
+        let tokens = Arc::new(EventTokens::new(device.config().max_queued));
         let driver = Box::new(Driver::new(device, outbox, backlog.clone(), tokens.clone()));
-        (Client { commands, events: Events(events, backlog), tokens }, EventLoop { driver, commands: rx, finished: false })
+        let events = Events { rx: events, backlog, tokens: tokens.clone() };
+        (Client { commands, events, tokens }, EventLoop { driver, commands: rx, finished: false })
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
@@ -279,19 +359,31 @@ impl Client {
     /// comes later on the event stream as [`ClientEvent::Published`] or
     /// [`ClientEvent::PublishFailed`]. While the client has no room (`max_queued` requests
     /// wait, or QoS 0 waits for a socket that is behind) it waits, in order with the other
-    /// publishes; it fails only if the client refuses the publish itself (a bad topic, too
-    /// big, closed). One turn of the client task per call: to keep many publishes in flight
-    /// from one task, [`Client::post`] is faster.
-    pub async fn enqueue(&self, p: Publish) -> Result<Token, Error> {
-        answer(self.send(|r| Command::Enqueue(p, r))?).await
+    /// publishes, and while the task that took the event stream lags as [`Client::post`]
+    /// says; it fails only if the client refuses the publish itself (a bad topic, too big,
+    /// closed). One turn of the client task per call: to keep many publishes in flight from
+    /// one task, [`Client::post`] is faster.
+    #[allow(clippy::manual_async_fn)] // as `post`, and for its reason
+    pub fn enqueue(&self, p: Publish) -> impl std::future::Future<Output = Result<Token, Error>> + Send + '_ {
+        async move {
+            if self.tokens.reader_lags() {
+                // Boxed as `post`'s wait for room is.
+                Box::pin(self.tokens.keep_up()).await?;
+            }
+            answer(self.send(|r| Command::Enqueue(p, r))?).await
+        }
     }
 
     /// Hands a publish to the client task and returns its token at once, as rumqttc's
     /// `publish` returns once its request is in the channel; what becomes of it comes on the
     /// event stream: [`ClientEvent::Published`], [`ClientEvent::PublishFailed`], or
     /// [`ClientEvent::Refused`] if the client would not take it (a bad topic, too big,
-    /// closed). Waits while `max_queued` publishes made this way have not completed; fails
-    /// only if the client task has stopped. Unlike [`Client::enqueue`], its return says
+    /// closed). Waits while `max_queued` publishes made this way have not completed, and
+    /// while `max_queued` completions wait unread on an event stream taken with
+    /// [`Client::take_events`] (as rumqttc's `publish` waits for its event loop: a reader
+    /// that lags holds the publishers back, and completions do not pile up without bound);
+    /// so a task that posts on and on before it reads the stream it took waits for ever.
+    /// Fails only if the client task has stopped. Unlike [`Client::enqueue`], its return says
     /// nothing about the client having taken the publish: with a store, one that a power
     /// cut interrupts before the client took it is lost (while connected with the in-flight
     /// window full, the client takes it at the next acknowledgement, not at once; while
@@ -304,6 +396,9 @@ impl Client {
         // argument slot into a local, and both slots would be in the future (464 bytes
         // against 248 this way, with a 208-byte `Publish`; issue 14).
         async move {
+            if self.tokens.reader_lags() {
+                Box::pin(self.tokens.keep_up()).await?;
+            }
             let permit = match self.tokens.room.try_acquire() {
                 Ok(permit) => permit,
                 // Boxed: held inline, the semaphore's wait made every future bigger by its
@@ -388,11 +483,16 @@ impl Client {
     /// Hands the event stream to another task (one that reports up/down while this one
     /// publishes, say); [`Client::next_event`] on this client returns `None` from then on.
     /// An application that does not want the events drops the stream: what would have come
-    /// on it is dropped too. Held and not read, it keeps them: messages up to `queue_len`
-    /// (then the client waits), but every completion of an `enqueue` or `post` (about 200
-    /// bytes each) until it is read.
+    /// on it is dropped too, and what it held stops holding the client back. Held and not
+    /// read, it holds the client back: at `queue_len` messages the client stops reading the
+    /// socket, at `max_queued` completions `post` and `enqueue` wait. (Left on its handle,
+    /// the stream keeps every completion until it is read, about 200 bytes each: a handle
+    /// cannot read its own stream while its `post` waits.)
     pub fn take_events(&mut self) -> Events {
         let closed = self.events.closed();
+        if !self.events.rx.is_closed() {
+            self.tokens.stream_taken.store(true, Ordering::Release);
+        }
         std::mem::replace(&mut self.events, closed)
     }
 }
@@ -413,21 +513,44 @@ async fn answer<T>(rx: oneshot::Receiver<Result<T, Error>>) -> Result<T, Error> 
 }
 
 /// A client's event stream, taken with [`Client::take_events`].
-pub struct Events(mpsc::UnboundedReceiver<ClientEvent>, Arc<Backlog>);
+pub struct Events {
+    rx: mpsc::UnboundedReceiver<ClientEvent>,
+    backlog: Arc<Backlog>,
+    tokens: Arc<EventTokens>,
+}
 
 impl Events {
-    /// A stream that has ended (`next` is `None`), sharing this one's backlog: what a handle
+    /// A stream that has ended (`next` is `None`), sharing this one's counts: what a handle
     /// without the event stream holds.
     fn closed(&self) -> Events {
-        let (_, closed) = mpsc::unbounded_channel();
-        Events(closed, self.1.clone())
+        let (_, rx) = mpsc::unbounded_channel();
+        Events { rx, backlog: self.backlog.clone(), tokens: self.tokens.clone() }
     }
 
     /// The next event; `None` once the client task stopped.
     pub async fn next(&mut self) -> Option<ClientEvent> {
-        let e = self.0.recv().await;
-        self.1.taken(&e);
-        e
+        let e = self.rx.recv().await?;
+        self.taken(&e);
+        Some(e)
+    }
+
+    fn taken(&self, e: &ClientEvent) {
+        self.backlog.taken(e);
+        if e.is_completion() {
+            self.tokens.completion_taken();
+        }
+    }
+}
+
+impl Drop for Events {
+    /// What the stream held, and no one will take, stops holding the client back: counted
+    /// as waiting, messages would keep it from reading the socket and completions would
+    /// keep `post` and `enqueue` waiting, for good. Closed first, so nothing comes after.
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(e) = self.rx.try_recv() {
+            self.taken(&e);
+        }
     }
 }
 
@@ -450,9 +573,8 @@ impl EventLoop {
             if let Outbox::Local(held) = &mut self.driver.events
                 && let Some(e) = held.pop_front()
             {
-                let e = Some(e);
                 self.driver.backlog.taken(&e);
-                return e;
+                return Some(e);
             }
             if self.finished {
                 return None;
@@ -559,9 +681,11 @@ struct Driver {
 }
 
 impl Drop for Driver {
-    /// A `post` waiting for room fails (`Stopped`) instead of waiting forever.
+    /// A `post` waiting for room, or a `post` or `enqueue` waiting for the reader, fails
+    /// (`Stopped`) instead of waiting forever.
     fn drop(&mut self) {
         self.tokens.room.close();
+        self.tokens.caught_up.notify_waiters();
     }
 }
 
@@ -684,6 +808,24 @@ impl Driver {
 
     fn emit(&mut self, e: ClientEvent) {
         self.events.push(e);
+    }
+
+    /// The completion of a `post` or `enqueue`, counted as unread if it goes to a taken
+    /// stream (see [`EventTokens::unread`]).
+    fn emit_completion(&mut self, e: ClientEvent) {
+        let Outbox::Channel(_) = self.events else { return self.emit(e) };
+        // Counted before it is sent: the reader that takes it counts it down.
+        let counted = self.tokens.stream_taken.load(Ordering::Acquire);
+        let count = if counted { &self.tokens.unread } else { &self.tokens.uncounted };
+        count.fetch_add(1, Ordering::AcqRel);
+        if !self.events.push(e) {
+            // No one will take it (the stream was dropped).
+            if counted {
+                self.tokens.unread_down();
+            } else {
+                self.tokens.uncounted.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
     }
 
     /// A message for the application, counted as held until it is taken. One that no one
@@ -853,7 +995,7 @@ impl Driver {
                                 Publisher::Enqueued(reply) => drop(reply.send(Err(e.into()))),
                                 Publisher::Posted(token) => {
                                     self.settled += 1;
-                                    self.emit(ClientEvent::Refused { token, why: e.to_string() });
+                                    self.emit_completion(ClientEvent::Refused { token, why: e.to_string() });
                                 }
                             }
                         }
@@ -880,7 +1022,7 @@ impl Driver {
             // Never handed over: it only leaves the line (and gives its `post` permit back).
             self.waiting_room.remove(i);
             self.settled += 1;
-            self.emit(ClientEvent::PublishFailed { token, reason: 0 });
+            self.emit_completion(ClientEvent::PublishFailed { token, reason: 0 });
             return Ok(true);
         }
         let mine = |c: &Completion| matches!(c, Completion::Enqueued(t) | Completion::Posted(t) if *t == token);
@@ -908,7 +1050,7 @@ impl Driver {
             }
             None => return,
         };
-        self.emit(match outcome {
+        self.emit_completion(match outcome {
             Ok(()) => ClientEvent::Published(token),
             Err(KEPT_IN_STORE) => ClientEvent::PublishKept(token),
             Err(reason) => ClientEvent::PublishFailed { token, reason },

@@ -776,6 +776,108 @@ fn a_dropped_event_stream_does_not_stop_the_client_reading() {
     });
 }
 
+/// Completions of `post` and `enqueue` waiting unread are bounded. A stream taken with
+/// `take_events` holds the publishers back while `max_queued` completions wait on it, until
+/// it is down to half of them, and one dropped stops holding them back. On the handle that
+/// keeps the stream they are not counted (the handle cannot read while its `post` waits),
+/// nor when read later from the taken stream. Before, a reader that lagged held any number
+/// of completions, ~200 bytes each.
+#[test]
+fn a_taken_event_stream_that_lags_holds_post_and_enqueue_back() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let lo = Loopback::new();
+        let (mut client, ticker) = connected_client(&lo, 2, 3).await;
+        let wait = std::time::Duration::from_secs(5);
+        let settled = async |client: &mqtt_host::Client| loop {
+            let s = client.stats().await.unwrap();
+            if (s.inflight, s.queued) == (0, 0) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        };
+        // The stream on its handle: twice max_queued go, none read.
+        for i in 0..6u8 {
+            tokio::time::timeout(wait, client.post(qos1(&[i]))).await.expect("a place at completion").unwrap();
+        }
+        settled(&client).await;
+        let mut events = client.take_events();
+        let mut early = 0;
+        while early < 6 {
+            match tokio::time::timeout(wait, events.next()).await.expect("the six completions") {
+                Some(mqtt_host::ClientEvent::Published(_)) => early += 1,
+                Some(_) => {}
+                None => panic!("client stopped"),
+            }
+        }
+        // Taken: three go, their completions stay unread, a fourth waits.
+        for i in 0..3u8 {
+            tokio::time::timeout(wait, client.post(qos1(&[i]))).await.expect("max_queued places").unwrap();
+        }
+        settled(&client).await;
+        let fourth = tokio::spawn({
+            let c = client.clone();
+            async move { c.post(qos1(&[3])).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!fourth.is_finished(), "a post returned while max_queued completions waited unread");
+        // Woken once the reader is down to half of them.
+        for _ in 0..2 {
+            assert!(matches!(events.next().await, Some(mqtt_host::ClientEvent::Published(_))));
+        }
+        tokio::time::timeout(wait, fourth).await.expect("the reader caught up").unwrap().unwrap();
+        tokio::time::timeout(wait, client.post(qos1(&[4]))).await.expect("two unread: room for one more").unwrap();
+        settled(&client).await;
+        let enqueued = tokio::spawn({
+            let c = client.clone();
+            async move { c.enqueue(qos1(b"enqueued")).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!enqueued.is_finished(), "an enqueue returned while max_queued completions waited unread");
+        // Dropped: what it held no longer holds the publishers back, nor what completes after.
+        drop(events);
+        tokio::time::timeout(wait, enqueued).await.expect("a dropped stream holds nothing back").unwrap().unwrap();
+        for i in 0..10u8 {
+            tokio::time::timeout(wait, client.post(qos1(&[i]))).await.expect("no stream, nothing held").unwrap();
+        }
+        client.disconnect().await;
+        ticker.abort();
+    });
+}
+
+/// The same, for a stream dropped while it held `queue_len` messages unread: with
+/// `backpressure` (the default) the client had stopped reading the socket for them, and
+/// dropping the stream lets it read again. Before, they stayed counted as waiting for the
+/// application, and the client never read its socket again.
+#[test]
+fn dropping_a_stream_that_held_messages_lets_the_client_read_again() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let lo = Loopback::new();
+        let ticker = follow_tokio_time(&lo);
+        let mut client = mqtt_host::Client::spawn(device(&lo));
+        client.connect().await.unwrap();
+        let subs =
+            vec![mqtt_host::Subscription { filter: "echo/#".into(), qos: Qos::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 }];
+        assert_eq!(client.subscribe(subs).await.unwrap(), vec![1]);
+        let events = client.take_events();
+        let publishing = tokio::spawn({
+            let c = client.clone();
+            async move {
+                for i in 0..200u32 {
+                    c.publish("echo/1", i.to_be_bytes().to_vec(), Qos::AtLeastOnce, false).await.unwrap();
+                }
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!publishing.is_finished(), "the client kept reading with queue_len messages unread");
+        drop(events);
+        tokio::time::timeout(std::time::Duration::from_secs(30), publishing).await.expect("the client reads again").unwrap();
+        client.disconnect().await;
+        ticker.abort();
+    });
+}
+
 /// `post` returns at once while fewer than `max_queued` of its publishes are outstanding,
 /// then waits for one to complete; a publish the client will not take comes back as
 /// `Refused` with why, under its own token, and takes no room for good. Tokens of `post`
