@@ -121,7 +121,7 @@ pub fn drain_deadline(sc: &Scenario) -> f64 {
     let c = &t.cfg;
     let published: u64 = sc.workload.iter().map(|w| w.count).sum();
     let backlog = published.min(u64::from(c.max_queued)) as f64;
-    let window = if c.mqttv5 { c.max_inflight.min(sc.broker.receive_maximum) } else { c.max_inflight }.max(1);
+    let window = send_window(sc, &t);
     let qos2 = if sc.workload.iter().any(|w| w.qos == 2) { 2.0 } else { 1.0 };
     let mut held = 0.0;
     if let Some(every) = sc.device.app_take_every_ms {
@@ -864,14 +864,20 @@ fn outgoing_expiry_must_drop(sc: &Scenario, t: &Timing) -> bool {
     })
 }
 
+/// The client's in-flight window to the broker: `max_inflight`, capped under MQTT 5 by the
+/// broker's Receive Maximum; at least one.
+fn send_window(sc: &Scenario, t: &Timing) -> u16 {
+    let c = &t.cfg;
+    if c.mqttv5 { c.max_inflight.min(sc.broker.receive_maximum) } else { c.max_inflight }.max(1)
+}
+
 /// When each QoS 1/2 publish of the workloads leaves, at the earliest: in publish order, no
 /// sooner than it was made, and behind those made before it, the in-flight window passing
 /// `window` of them a round trip (two round trips at QoS 2). By workload index. Found by
 /// `explore --seed 193`: a QoS 2 stream through a window of 2 held readings with a 2 s
 /// expiry in the client until the observer was back, so the broker had none to expire.
 fn send_times(sc: &Scenario, t: &Timing) -> Vec<(usize, f64)> {
-    let c = &t.cfg;
-    let window = f64::from(if c.mqttv5 { c.max_inflight.min(sc.broker.receive_maximum) } else { c.max_inflight }.max(1));
+    let window = f64::from(send_window(sc, t));
     let mut made: Vec<(f64, usize)> = Vec::new();
     for (i, w) in sc.workload.iter().enumerate().filter(|(_, w)| w.qos > 0) {
         made.extend((0..w.count).map(|k| (w.start_s + (k * w.every_ms) as f64 / 1000.0, i)));
