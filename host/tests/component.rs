@@ -451,13 +451,7 @@ fn async_client_publish_returns_when_acknowledged() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let lo = Loopback::new();
-        let d = device(&lo);
-        let ticker = follow_tokio_time(&lo);
-        let mut client = mqtt_host::Client::spawn(d);
-        client.connect().await.unwrap();
-        let subs =
-            vec![mqtt_host::Subscription { filter: "echo/#".into(), qos: Qos::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 }];
-        assert_eq!(client.subscribe(subs).await.unwrap(), vec![1]);
+        let (mut client, ticker) = echoing_client(&lo).await;
         client.publish("echo/1", b"ping", Qos::AtLeastOnce, false).await.unwrap();
         loop {
             match client.next_event().await.unwrap() {
@@ -569,6 +563,18 @@ fn linear_memory_stays_under_256_kib_through_10k_qos1_publishes_with_100_in_flig
 
 /// An async client on `lo`, connected, with the window and queue given, and the task that
 /// moves `lo`'s clock with tokio's.
+/// A client spawned on `lo`, connected and subscribed at QoS 1 to `echo/#` (the loopback
+/// sends back what is published there), with the task that moves the loopback's clock.
+async fn echoing_client(lo: &Loopback) -> (mqtt_host::Client, tokio::task::JoinHandle<()>) {
+    let ticker = follow_tokio_time(lo);
+    let client = mqtt_host::Client::spawn(device(lo));
+    client.connect().await.unwrap();
+    let subs =
+        vec![mqtt_host::Subscription { filter: "echo/#".into(), qos: Qos::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 }];
+    assert_eq!(client.subscribe(subs).await.unwrap(), vec![1]);
+    (client, ticker)
+}
+
 async fn connected_client(lo: &Loopback, max_inflight: u16, max_queued: u32) -> (mqtt_host::Client, tokio::task::JoinHandle<()>) {
     let component = ComponentFile::embedded().unwrap();
     let mut cfg = default_config("broker", "dev-1");
@@ -760,12 +766,7 @@ fn a_dropped_event_stream_does_not_stop_the_client_reading() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let lo = Loopback::new();
-        let ticker = follow_tokio_time(&lo);
-        let mut client = mqtt_host::Client::spawn(device(&lo));
-        client.connect().await.unwrap();
-        let subs =
-            vec![mqtt_host::Subscription { filter: "echo/#".into(), qos: Qos::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 }];
-        assert_eq!(client.subscribe(subs).await.unwrap(), vec![1]);
+        let (mut client, ticker) = echoing_client(&lo).await;
         drop(client.take_events());
         for i in 0..200u32 {
             let sent = client.publish("echo/1", i.to_be_bytes().to_vec(), Qos::AtLeastOnce, false);
@@ -854,12 +855,7 @@ fn dropping_a_stream_that_held_messages_lets_the_client_read_again() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let lo = Loopback::new();
-        let ticker = follow_tokio_time(&lo);
-        let mut client = mqtt_host::Client::spawn(device(&lo));
-        client.connect().await.unwrap();
-        let subs =
-            vec![mqtt_host::Subscription { filter: "echo/#".into(), qos: Qos::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 }];
-        assert_eq!(client.subscribe(subs).await.unwrap(), vec![1]);
+        let (mut client, ticker) = echoing_client(&lo).await;
         let events = client.take_events();
         let publishing = tokio::spawn({
             let c = client.clone();
