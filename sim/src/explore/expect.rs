@@ -21,6 +21,9 @@ struct Timing {
     /// Worst round trip, seconds (the slowest latency the scenario sets, plus jitter and a
     /// tick each way).
     rtt: f64,
+    /// Best round trip, seconds: the lowest latency the scenario sets, less its jitter,
+    /// each way, and no tick.
+    rtt_min: f64,
     /// Response time, seconds.
     rt: f64,
     /// Seconds between pings when idle (infinite without keepalive: then nothing notices a
@@ -34,12 +37,15 @@ impl Timing {
     fn of(sc: &Scenario) -> Timing {
         let cfg = device_config(sc, 1, 0);
         let mut latency = sc.network.latency_ms + sc.network.jitter_ms;
+        let mut fastest = sc.network.latency_ms.saturating_sub(sc.network.jitter_ms);
         for f in &sc.fault {
             if let Fault::Latency { latency_ms, jitter_ms, .. } = f {
                 latency = latency.max(latency_ms + jitter_ms);
+                fastest = fastest.min(latency_ms.saturating_sub(*jitter_ms));
             }
         }
         let rtt = 2.0 * (latency + sc.tick_ms) as f64 / 1000.0;
+        let rtt_min = 2.0 * fastest as f64 / 1000.0;
         let rt = f64::from(cfg.response_time_ms) / 1000.0;
         // An MQTT 5 broker's Server Keep Alive replaces the client's.
         let keepalive = match (cfg.mqttv5, sc.broker.server_keep_alive) {
@@ -59,7 +65,7 @@ impl Timing {
         // out what would need a ping to notice).
         let noticed = if ping.is_finite() { ping } else { 0.0 };
         let recover = backoff + rt * (repubs + 3.0) + noticed + 10.0 * rtt + 3.0;
-        Timing { cfg, rtt, rt, ping, recover }
+        Timing { cfg, rtt, rtt_min, rt, ping, recover }
     }
 
     fn v5(&self) -> bool {
@@ -853,14 +859,15 @@ fn outgoing_expiry_must_drop(sc: &Scenario, t: &Timing) -> bool {
     }
     // Sent once what was published before it has gone through the window (see `send_times`);
     // expired at the broker if it waits there past its expiry before the observer is back
-    // (with a second to spare each way). (A topic the broker refuses is never queued for
-    // anyone.)
-    send_times(sc, t).into_iter().any(|(w, sent)| {
+    // (with a second to spare each way): sent after the observer left even at the best
+    // round trip, and expired before it is back even at the worst. (A topic the broker
+    // refuses is never queued for anyone.)
+    send_times(sc, t).into_iter().any(|(w, earliest, latest)| {
         let w = &sc.workload[w];
         let Some(expiry) = w.message_expiry_s.filter(|_| w.deadline_ms.is_none() && !denied(sc, &w.topic.replace("{device}", "0"))) else {
             return false;
         };
-        sent >= away + 1.0 && sent + f64::from(expiry) + 1.0 + 4.0 * t.rtt < back
+        earliest >= away + 1.0 && latest + f64::from(expiry) + 1.0 + 4.0 * t.rtt < back
     })
 }
 
@@ -871,24 +878,29 @@ fn send_window(sc: &Scenario, t: &Timing) -> u16 {
     if c.mqttv5 { c.max_inflight.min(sc.broker.receive_maximum) } else { c.max_inflight }.max(1)
 }
 
-/// When each QoS 1/2 publish of the workloads leaves, at the earliest: in publish order, no
-/// sooner than it was made, and behind those made before it, the in-flight window passing
-/// `window` of them a round trip (two round trips at QoS 2). By workload index. Found by
-/// `explore --seed 193`: a QoS 2 stream through a window of 2 held readings with a 2 s
-/// expiry in the client until the observer was back, so the broker had none to expire.
-fn send_times(sc: &Scenario, t: &Timing) -> Vec<(usize, f64)> {
+/// When each QoS 1/2 publish of the workloads leaves, at the earliest and at the latest: in
+/// publish order, no sooner than it was made, and behind those made before it, the
+/// in-flight window passing `window` of them a round trip (two round trips at QoS 2), at
+/// the best round trip and at the worst. By workload index. Found by `explore`:
+/// - `--seed 193`: a QoS 2 stream through a window of 2 held readings with a 2 s expiry in
+///   the client until the observer was back, so the broker had none to expire;
+/// - `--seed 197`: at the worst round trip a backlog through a window of 1 would have lasted
+///   until the observer left; at the real one the readings had all gone before.
+fn send_times(sc: &Scenario, t: &Timing) -> Vec<(usize, f64, f64)> {
     let window = f64::from(send_window(sc, t));
     let mut made: Vec<(f64, usize)> = Vec::new();
     for (i, w) in sc.workload.iter().enumerate().filter(|(_, w)| w.qos > 0) {
         made.extend((0..w.count).map(|k| (w.start_s + (k * w.every_ms) as f64 / 1000.0, i)));
     }
     made.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let mut free = 0.0f64;
+    let (mut free_early, mut free_late) = (0.0f64, 0.0f64);
     made.into_iter()
         .map(|(at, i)| {
-            let sent = at.max(free);
-            free = sent + t.rtt * f64::from(sc.workload[i].qos) / window;
-            (i, sent)
+            let exchanges = f64::from(sc.workload[i].qos) / window;
+            let (earliest, latest) = (at.max(free_early), at.max(free_late));
+            free_early = earliest + t.rtt_min * exchanges;
+            free_late = latest + t.rtt * exchanges;
+            (i, earliest, latest)
         })
         .collect()
 }
@@ -1125,5 +1137,12 @@ mod tests {
         // Without that backlog, the same readings must expire.
         let alone = backlog.replace("count = 388", "count = 3");
         assert_eq!(derive(&parse(&alone)).min_expired, Some(1));
+        // Found by `explore --seed 197`: through a window of 1, the readings had all left
+        // before the observer did; only at the worst round trip would they have been later.
+        let gone = include_str!("../../tests/found/expiry-sent-before-the-observer-left.toml");
+        assert_eq!(derive(&parse(gone)).min_expired, None);
+        // Made while the observer is away, they must expire.
+        let later = gone.replace("start_s = 7.8", "start_s = 25.5").replace("count = 256", "count = 3");
+        assert_eq!(derive(&parse(&later)).min_expired, Some(1));
     }
 }
