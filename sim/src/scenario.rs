@@ -330,6 +330,11 @@ impl Workload {
     pub fn end_s(&self) -> f64 {
         self.start_s + (self.count * self.every_ms) as f64 / 1000.0
     }
+
+    /// When each of its publishes is made, in seconds, in order.
+    pub fn times(&self) -> impl Iterator<Item = f64> + '_ {
+        (0..self.count).map(|k| self.start_s + (k * self.every_ms) as f64 / 1000.0)
+    }
 }
 
 fn default_payload() -> usize {

@@ -740,8 +740,7 @@ fn never_receives(sc: &Scenario, t: &Timing, e: &mut Expect) {
             // (A retained one comes back on a new subscription: No Local is about forwarding.)
             // One is surely accepted: published before any fault, with room in the queue.
             let first_fault = sc.fault.iter().map(|f| f.window().0).fold(f64::INFINITY, f64::min);
-            let before =
-                |p: f64| sc.workload.iter().map(|w| (0..w.count).filter(|k| w.start_s + (k * w.every_ms) as f64 / 1000.0 <= p).count() as u64).sum::<u64>();
+            let before = |p: f64| sc.workload.iter().map(|w| w.times().filter(|t| *t <= p).count() as u64).sum::<u64>();
             let own = sc.chaos.is_none()
                 && sc.workload.iter().any(|w| {
                     w.topic.replace("{device}", "0") == s.filter
@@ -890,7 +889,7 @@ fn send_times(sc: &Scenario, t: &Timing) -> Vec<(usize, f64, f64)> {
     let window = f64::from(send_window(sc, t));
     let mut made: Vec<(f64, usize)> = Vec::new();
     for (i, w) in sc.workload.iter().enumerate().filter(|(_, w)| w.qos > 0) {
-        made.extend((0..w.count).map(|k| (w.start_s + (k * w.every_ms) as f64 / 1000.0, i)));
+        made.extend(w.times().map(|at| (at, i)));
     }
     made.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let (mut free_early, mut free_late) = (0.0f64, 0.0f64);
@@ -917,7 +916,7 @@ fn deadline_must_fail(sc: &Scenario) -> bool {
         if cancel_targets(sc, w) {
             return false;
         }
-        let times = |from: f64, to: f64| (0..w.count).map(|k| w.start_s + (k * w.every_ms) as f64 / 1000.0).filter(move |p| *p >= from && *p <= to);
+        let times = |from: f64, to: f64| w.times().filter(move |p| *p >= from && *p <= to);
         link_downs(sc).into_iter().filter(|(_, up)| *up <= sc.duration_s + sc.drain_s).any(|(at_s, up)| {
             let last = up - dl as f64 / 1000.0 - 1.0;
             times(at_s + 0.2, last).next().is_some() && (times(0.0, last).count() as u64) < max_queued / 2
