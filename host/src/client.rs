@@ -151,26 +151,24 @@ struct EventTokens {
     /// channel only while it listens there: with the in-flight window full it does not, and
     /// takes them at its next turn (see `Driver::wants_publishes`).
     nudge: Notify,
-    /// Completions of `post` and `enqueue` waiting unread on a stream taken with
-    /// [`Client::take_events`]. Both wait while `max_queued` do, so a reader that lags holds
-    /// the publishers back (as rumqttc's `publish` waits for its event loop) instead of
-    /// letting completions, about 200 bytes each, pile up without bound. A bound of its
-    /// own, not part of `room`'s: there, a reader's lag would take places from the
-    /// publishes in flight, and it cost a QoS 1 `post` run 14 % of its rate. Not counted on
-    /// the stream a handle keeps (the handle cannot read it while its `post` waits) nor an
-    /// [`EventLoop`]'s (it hands out what a turn found before it turns again).
+    /// Completions of `post` and `enqueue` waiting unread on the event stream. Once the
+    /// stream is taken with [`Client::take_events`], both wait while `max_queued` do, so a
+    /// reader that lags holds the publishers back (as rumqttc's `publish` waits for its
+    /// event loop) instead of letting completions, about 200 bytes each, pile up without
+    /// bound; those left unread from before the take count too. A bound of its own, not
+    /// part of `room`'s: there, a reader's lag would take places from the publishes in
+    /// flight, and it cost a QoS 1 `post` run 14 % of its rate. No wait while the stream is
+    /// on its handle (the handle cannot read it while its `post` waits), and no count for
+    /// an [`EventLoop`] (it hands out what a turn found before it turns again).
     unread: AtomicUsize,
     /// `max_queued`.
     unread_limit: usize,
     /// Wakes the publishers waiting for the reader once it is down to half the limit:
     /// woken at every completion taken, each would publish one and wait again.
     caught_up: Notify,
-    /// Set when the event stream leaves its handle ([`Client::take_events`]).
+    /// Set when the event stream leaves its handle ([`Client::take_events`]): from then
+    /// on, `unread` holds the publishers back.
     stream_taken: AtomicBool,
-    /// Completions sent before the stream was taken, so not counted in `unread`, that the
-    /// reader has not taken. The driver sends them all before any counted one (it reads
-    /// `stream_taken` before each), so the reader takes them first.
-    uncounted: AtomicUsize,
 }
 
 impl EventTokens {
@@ -183,7 +181,6 @@ impl EventTokens {
             unread_limit: max_queued as usize,
             caught_up: Notify::new(),
             stream_taken: AtomicBool::new(false),
-            uncounted: AtomicUsize::new(0),
         }
     }
 
@@ -192,7 +189,7 @@ impl EventTokens {
     }
 
     fn reader_lags(&self) -> bool {
-        self.unread.load(Ordering::Acquire) >= self.unread_limit
+        self.unread.load(Ordering::Acquire) >= self.unread_limit && self.stream_taken.load(Ordering::Acquire)
     }
 
     /// Waits while the reader of a taken stream lags (see `unread`); `Stopped` if the client
@@ -214,16 +211,8 @@ impl EventTokens {
         Ok(())
     }
 
-    /// The reader took a completion.
+    /// The reader took a completion (or the stream that held it is gone).
     fn completion_taken(&self) {
-        if self.uncounted.load(Ordering::Acquire) > 0 {
-            self.uncounted.fetch_sub(1, Ordering::AcqRel);
-        } else {
-            self.unread_down();
-        }
-    }
-
-    fn unread_down(&self) {
         if self.unread.fetch_sub(1, Ordering::AcqRel) == self.unread_limit / 2 + 1 {
             self.caught_up.notify_waiters();
         }
@@ -485,9 +474,10 @@ impl Client {
     /// An application that does not want the events drops the stream: what would have come
     /// on it is dropped too, and what it held stops holding the client back. Held and not
     /// read, it holds the client back: at `queue_len` messages the client stops reading the
-    /// socket, at `max_queued` completions `post` and `enqueue` wait. (Left on its handle,
-    /// the stream keeps every completion until it is read, about 200 bytes each: a handle
-    /// cannot read its own stream while its `post` waits.)
+    /// socket, at `max_queued` completions `post` and `enqueue` wait, those it held when it
+    /// was taken included. (Left on its handle, the stream keeps every completion until it
+    /// is read, about 200 bytes each: a handle cannot read its own stream while its `post`
+    /// waits.)
     pub fn take_events(&mut self) -> Events {
         let closed = self.events.closed();
         if !self.events.rx.is_closed() {
@@ -810,21 +800,15 @@ impl Driver {
         self.events.push(e);
     }
 
-    /// The completion of a `post` or `enqueue`, counted as unread if it goes to a taken
+    /// The completion of a `post` or `enqueue`, counted as unread if it goes to the
     /// stream (see [`EventTokens::unread`]).
     fn emit_completion(&mut self, e: ClientEvent) {
         let Outbox::Channel(_) = self.events else { return self.emit(e) };
         // Counted before it is sent: the reader that takes it counts it down.
-        let counted = self.tokens.stream_taken.load(Ordering::Acquire);
-        let count = if counted { &self.tokens.unread } else { &self.tokens.uncounted };
-        count.fetch_add(1, Ordering::AcqRel);
+        self.tokens.unread.fetch_add(1, Ordering::AcqRel);
         if !self.events.push(e) {
             // No one will take it (the stream was dropped).
-            if counted {
-                self.tokens.unread_down();
-            } else {
-                self.tokens.uncounted.fetch_sub(1, Ordering::AcqRel);
-            }
+            self.tokens.completion_taken();
         }
     }
 

@@ -779,10 +779,10 @@ fn a_dropped_event_stream_does_not_stop_the_client_reading() {
 
 /// Completions of `post` and `enqueue` waiting unread are bounded. A stream taken with
 /// `take_events` holds the publishers back while `max_queued` completions wait on it, until
-/// it is down to half of them, and one dropped stops holding them back. On the handle that
-/// keeps the stream they are not counted (the handle cannot read while its `post` waits),
-/// nor when read later from the taken stream. Before, a reader that lagged held any number
-/// of completions, ~200 bytes each.
+/// it is down to half of them, and one dropped stops holding them back. While the handle
+/// keeps the stream nothing waits (the handle cannot read while its `post` waits); what it
+/// left unread counts once the stream is taken. Before, a reader that lagged held any
+/// number of completions, ~200 bytes each.
 #[test]
 fn a_taken_event_stream_that_lags_holds_post_and_enqueue_back() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -802,15 +802,24 @@ fn a_taken_event_stream_that_lags_holds_post_and_enqueue_back() {
             tokio::time::timeout(wait, client.post(qos1(&[i]))).await.expect("a place at completion").unwrap();
         }
         settled(&client).await;
+        // Taken with the six unread: they count, so a post waits until the reader is down
+        // to half of max_queued.
         let mut events = client.take_events();
+        let behind_the_six = tokio::spawn({
+            let c = client.clone();
+            async move { c.post(qos1(b"behind")).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!behind_the_six.is_finished(), "a post returned while six completions from before the take waited unread");
         let mut early = 0;
-        while early < 6 {
-            match tokio::time::timeout(wait, events.next()).await.expect("the six completions") {
+        while early < 7 {
+            match tokio::time::timeout(wait, events.next()).await.expect("the six completions, then the seventh's") {
                 Some(mqtt_host::ClientEvent::Published(_)) => early += 1,
                 Some(_) => {}
                 None => panic!("client stopped"),
             }
         }
+        tokio::time::timeout(wait, behind_the_six).await.expect("the reader caught up").unwrap().unwrap();
         // Taken: three go, their completions stay unread, a fourth waits.
         for i in 0..3u8 {
             tokio::time::timeout(wait, client.post(qos1(&[i]))).await.expect("max_queued places").unwrap();
