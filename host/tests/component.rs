@@ -777,6 +777,19 @@ fn a_dropped_event_stream_does_not_stop_the_client_reading() {
     });
 }
 
+/// Spawns `call` on a clone of `client`, gives it 300 ms and asserts that it still waits
+/// (`why` says what it would mean if it did not); the handle answers once it is let go.
+async fn still_waiting<F>(client: &mqtt_host::Client, call: impl FnOnce(mqtt_host::Client) -> F, why: &str) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handle = tokio::spawn(call(client.clone()));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!handle.is_finished(), "{why}");
+    handle
+}
+
 /// Completions of `post` and `enqueue` waiting unread are bounded. A stream taken with
 /// `take_events` holds the publishers back while `max_queued` completions wait on it, until
 /// it is down to half of them, and one dropped stops holding them back. While the handle
@@ -805,12 +818,12 @@ fn a_taken_event_stream_that_lags_holds_post_and_enqueue_back() {
         // Taken with the six unread: they count, so a post waits until the reader is down
         // to half of max_queued.
         let mut events = client.take_events();
-        let behind_the_six = tokio::spawn({
-            let c = client.clone();
-            async move { c.post(qos1(b"behind")).await }
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        assert!(!behind_the_six.is_finished(), "a post returned while six completions from before the take waited unread");
+        let behind_the_six = still_waiting(
+            &client,
+            |c| async move { c.post(qos1(b"behind")).await },
+            "a post returned while six completions from before the take waited unread",
+        )
+        .await;
         let mut early = 0;
         while early < 7 {
             match tokio::time::timeout(wait, events.next()).await.expect("the six completions, then the seventh's") {
@@ -825,12 +838,7 @@ fn a_taken_event_stream_that_lags_holds_post_and_enqueue_back() {
             tokio::time::timeout(wait, client.post(qos1(&[i]))).await.expect("max_queued places").unwrap();
         }
         settled(&client).await;
-        let fourth = tokio::spawn({
-            let c = client.clone();
-            async move { c.post(qos1(&[3])).await }
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        assert!(!fourth.is_finished(), "a post returned while max_queued completions waited unread");
+        let fourth = still_waiting(&client, |c| async move { c.post(qos1(&[3])).await }, "a post returned while max_queued completions waited unread").await;
         // Woken once the reader is down to half of them.
         for _ in 0..2 {
             assert!(matches!(events.next().await, Some(mqtt_host::ClientEvent::Published(_))));
@@ -838,12 +846,9 @@ fn a_taken_event_stream_that_lags_holds_post_and_enqueue_back() {
         tokio::time::timeout(wait, fourth).await.expect("the reader caught up").unwrap().unwrap();
         tokio::time::timeout(wait, client.post(qos1(&[4]))).await.expect("two unread: room for one more").unwrap();
         settled(&client).await;
-        let enqueued = tokio::spawn({
-            let c = client.clone();
-            async move { c.enqueue(qos1(b"enqueued")).await }
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        assert!(!enqueued.is_finished(), "an enqueue returned while max_queued completions waited unread");
+        let enqueued =
+            still_waiting(&client, |c| async move { c.enqueue(qos1(b"enqueued")).await }, "an enqueue returned while max_queued completions waited unread")
+                .await;
         // Dropped: what it held no longer holds the publishers back, nor what completes after.
         drop(events);
         tokio::time::timeout(wait, enqueued).await.expect("a dropped stream holds nothing back").unwrap().unwrap();
