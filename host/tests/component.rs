@@ -919,10 +919,7 @@ fn post_waits_at_max_queued_and_reports_a_refused_publish_as_an_event() {
             let t = tokio::time::timeout(wait, client.post(qos1(&[i]))).await.expect("room for max_queued");
             tokens.push(t.unwrap());
         }
-        let other = client.clone();
-        let fourth = tokio::spawn(async move { other.post(qos1(&[3])).await });
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        assert!(!fourth.is_finished(), "a fourth post returned while max_queued (3) were outstanding");
+        let fourth = still_waiting(&client, |c| async move { c.post(qos1(&[3])).await }, "a fourth post returned while max_queued (3) were outstanding").await;
         lo.hold_acks(false);
         lo.release_acks();
         tokens.push(tokio::time::timeout(wait, fourth).await.expect("room once a PUBACK came").unwrap().unwrap());
