@@ -283,6 +283,7 @@ pub struct Device {
     /// The application was told `Up` and no `Down` since: a restart, which closes the
     /// connection, says `Down` first (see [`Device::restart`]).
     reported_up: bool,
+    /// When to try again to connect a restarted instance whose first attempt failed.
     retry_connect_at: Option<u64>,
     /// The guest's deadline as the last `poll` returned it; `None` once another guest call
     /// may have moved it (a request waits to go out until the next poll).
@@ -780,6 +781,10 @@ impl Device {
 
     pub fn disconnect(&mut self) -> Result<(), DeviceError> {
         self.connect_requested = false;
+        // A retry of a restart's failed reconnect is the host standing in for an application
+        // that wanted the connection; it no longer does (before, the retry's `connect` met
+        // the closed client and failed the next `poll`: found by explore, seed 301).
+        self.retry_connect_at = None;
         let call = |api: &GuestClient, store: &mut Store<HostState>, c| api.call_disconnect(store, c);
         if self.guarded("disconnect", call)?.is_none() {
             // The instance died inside the call; the fresh one was given back what was
