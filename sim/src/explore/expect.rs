@@ -161,7 +161,9 @@ pub fn derive(sc: &Scenario) -> Expect {
     let total = sc.duration_s + sc.drain_s;
     let disconnect_at = sc.fault.iter().find_map(|f| if let Fault::Disconnect { at_s } = f { Some(*at_s) } else { None });
     let deadline = drain_deadline(sc);
-    let settled = disconnect_at.is_none_or(|d| d >= deadline);
+    // The application's `disconnect` ends what the run can show, unless a later boot picks
+    // up what it kept on flash.
+    let settled = disconnect_at.is_none_or(|d| d >= deadline || boots_after(sc, d));
     // Only a run that outlasts the drain deadline can show what every publish came to.
     let drains = deadline + 1.0 <= total;
 
@@ -233,6 +235,21 @@ pub fn derive(sc: &Scenario) -> Expect {
         e.min_publish_failures = Some(1);
     }
     e
+}
+
+/// Whether the device boots again after the application's `disconnect` at `at`, with a store
+/// to keep what was unacknowledged for that boot (`disconnect` hands it over as kept and the
+/// next boot sends it: scenarios/disconnect-keeps-stored-publishes.toml). Without a store
+/// `disconnect` fails those publishes, and nothing is owed after it.
+fn boots_after(sc: &Scenario, at: f64) -> bool {
+    sc.device.store.is_some() && sc.fault.iter().any(|f| matches!(*f, Fault::PowerCycle { at_s, .. } if at_s > at))
+}
+
+/// The application's `disconnect` before something else happens: the device is then off
+/// the broker however the rules that follow read the rest of the scenario (a link or a
+/// broker that heals finds it not trying, a power cycle finds no connection to cut).
+fn disconnects_midway(sc: &Scenario) -> bool {
+    sc.fault.iter().any(|f| matches!(*f, Fault::Disconnect { at_s } if sc.fault.iter().any(|g| !aside(g) && g.window().0 > at_s)))
 }
 
 /// A fault only a ping (or an unanswered publish) reveals to the client.
@@ -368,7 +385,7 @@ fn probe_s(t: &Timing) -> f64 {
 /// that the client may have used its fast probes up (`mqtt_protocol::FAST_PROBES` in a row,
 /// at least 0.4 s apart: 10 s stays well inside).
 fn recover_limit(sc: &Scenario, t: &Timing) -> Option<u64> {
-    if sc.brokers > 1 || sc.chaos.is_some() {
+    if sc.brokers > 1 || sc.chaos.is_some() || disconnects_midway(sc) {
         return None;
     }
     let c = &t.cfg;
@@ -518,6 +535,10 @@ fn link_down_starts(f: &Fault) -> Vec<f64> {
 fn will(sc: &Scenario, t: &Timing, e: &mut Expect) {
     let Some(will) = &sc.device.will else { return };
     if sc.chaos.is_some() || sc.brokers > 1 {
+        return;
+    }
+    // A power cut after a clean DISCONNECT has no connection to break, and no will to send.
+    if disconnects_midway(sc) {
         return;
     }
     let delay = if t.v5() { f64::from(will.delay_s.unwrap_or(0)) } else { 0.0 };
@@ -946,6 +967,32 @@ mod tests {
         assert_eq!(e.will_delivered, Some(false));
         assert_eq!(e.max_reconnects, Some(1));
         assert_eq!(e.reconnect_within_ms, None);
+    }
+
+    /// A `disconnect` midway owes nothing after it, unless a boot follows with a store to
+    /// pick up what it kept: then everything accepted must arrive, and the power cycle after
+    /// the clean DISCONNECT cuts no connection (no will), nor is the device up again right
+    /// after a broker outage that heals while it is off the broker.
+    #[test]
+    fn a_disconnect_midway_owes_delivery_only_to_a_boot_with_a_store() {
+        let base = "duration_s = 90\ndrain_s = 60\n[device]\nwill = { topic = \"w\", payload = \"x\" }\nkeepalive_s = 10\nresponse_time_ms = 2000\n[[workload]]\ntopic = \"t\"\nevery_ms = 500\ncount = 100\n[[fault]]\nkind = \"disconnect\"\nat_s = 20\n";
+        let boot = "[[fault]]\nkind = \"power_cycle\"\nat_s = 30\noff_s = 20\n";
+        let with_store = |text: &str| text.replacen("[device]\n", "[device]\nstore = { capacity_kib = 64, sector_kib = 4 }\n", 1);
+        let no_boot = derive(&parse(&with_store(base)));
+        assert_eq!(no_boot.no_qos1_loss, None, "nothing boots after the disconnect");
+        let no_store = derive(&parse(&format!("{base}{boot}")));
+        assert_eq!(no_store.no_qos1_loss, None, "without a store the disconnect fails what waited");
+        let e = derive(&parse(&with_store(&format!("{base}{boot}"))));
+        assert_eq!(e.no_qos1_loss, Some(true));
+        assert_eq!(e.will_delivered, None, "a power cut long past the keepalive, but after a clean DISCONNECT");
+        // Without the disconnect, that power cycle sends the will.
+        let connected = base.replace("kind = \"disconnect\"\nat_s = 20\n", "kind = \"subscribe\"\nat_s = 20\nfilter = \"x\"\n");
+        assert_eq!(derive(&parse(&with_store(&format!("{connected}{boot}")))).will_delivered, Some(true));
+        // A broker outage that heals while the device is off the broker: it is not up again
+        // within the recovery limit (it is not trying).
+        let outage = "[[fault]]\nkind = \"broker_down\"\nat_s = 22\nfor_s = 5\n[[fault]]\nkind = \"power_cycle\"\nat_s = 60\noff_s = 1\n";
+        assert_eq!(derive(&parse(&with_store(&format!("{base}{outage}")))).recover_within_ms, None);
+        assert!(derive(&parse(&with_store(&format!("{connected}{outage}")))).recover_within_ms.is_some());
     }
 
     #[test]

@@ -88,6 +88,10 @@ fn draw(d: &mut Dice, run_seed: u64) -> Scenario {
         // resume the session (with `clean`, an empty id changes nothing a run can see).
         sc.device.client_id = Some(String::new());
     }
+    // Drawn last as well (a `disconnect` once everything is over, drawn above, stays alone).
+    if sc.device.store.is_some() && !sc.fault.iter().any(|f| matches!(f, Fault::Disconnect { .. })) && d.chance(20) {
+        disconnect_midway(d, &mut sc);
+    }
     // Room to drain: enough for the slowest recovery the expectations allow for.
     let needed = super::expect::drain_deadline(&sc) - sc.duration_s;
     sc.drain_s = (needed + 10.0).ceil().max(10.0);
@@ -418,6 +422,17 @@ fn faults(d: &mut Dice, sc: &mut Scenario, v5: bool) {
     for i in &mut sc.inject {
         i.start_s = i.start_s.min(sc.duration_s - 1.0);
     }
+}
+
+/// The application disconnects midway (and publishes nothing more), and the device is
+/// power-cycled later: with a store, `disconnect` keeps what is unacknowledged for the next
+/// boot, which sends it.
+fn disconnect_midway(d: &mut Dice, sc: &mut Scenario) {
+    let at_s = d.secs(1.0, sc.duration_s * 0.6);
+    let boot_at = at_s + d.pick(&[1.0, 5.0, 20.0]);
+    sc.fault.push(Fault::Disconnect { at_s });
+    sc.fault.push(Fault::PowerCycle { at_s: boot_at, off_s: d.pick(&[1.0, 5.0]) });
+    sc.duration_s = sc.duration_s.max(boot_at + 15.0);
 }
 
 fn ack(d: &mut Dice) -> AckKind {
