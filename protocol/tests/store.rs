@@ -104,6 +104,60 @@ fn an_incoming_qos2_message_is_handed_over_once_across_a_power_cut() {
     assert_eq!(report.received, 0, "released: forgotten");
 }
 
+/// A power cut inside the write that recorded a lost session (CONNACK without one) leaves
+/// the old session's QoS 2 ids on flash; the broker then resumes the session it started
+/// since, which holds none of them, and sends a new message under another id. With our
+/// Receive Maximum (1) taken by the stale id, the client called that a broker exceeding it
+/// and dropped the connection, on every reconnect (found by `explore --seed 307`). The
+/// oldest id kept from before the connection now gives way; within one connection the
+/// limit holds as before.
+#[test]
+fn a_stale_incoming_qos2_id_gives_way_to_a_resumed_sessions_new_message() {
+    let flash = flash();
+    let boot_v5 = |session_present: bool| {
+        let mut cfg = config(true);
+        cfg.clean_init = false;
+        cfg.clean = false;
+        cfg.receive_maximum = 1;
+        let mut client = Client::new(cfg).unwrap();
+        let report = client.attach_store(Box::new(flash.clone())).unwrap();
+        let mut h = Harness::with_client(client);
+        h.client.connect(h.now).unwrap();
+        h.pump();
+        h.take_sent();
+        h.connack(session_present);
+        h.events.clear();
+        (h, report)
+    };
+    let incoming = |id: u16| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            topic: "in".into(),
+            packet_id: Some(pid(id)),
+            payload: vec![id as u8],
+            properties: Properties::default(),
+        })
+    };
+    let (mut h, _) = boot_v5(false);
+    h.broker_sends(incoming(9));
+    h.take_sent();
+    drop(h); // power cut before PUBREL; the broker loses the session, then resumes a new one
+
+    let (mut h, report) = boot_v5(true);
+    assert_eq!(report.received, 1, "the stale id is back from flash");
+    h.broker_sends(incoming(1));
+    assert_eq!(h.take_events().iter().filter(|e| matches!(e, Event::Message(_))).count(), 1, "the new message is delivered");
+    assert!(matches!(h.take_sent()[..], [Packet::PubRec(_)]), "acknowledged, the connection kept");
+    // Past the limit within this connection: still the broker's fault.
+    h.broker_sends(incoming(2));
+    assert!(matches!(h.take_sent()[..], [Packet::Disconnect(ref d)] if d.reason == 0x93), "a second unreleased message on one connection");
+    drop(h);
+    let (_, report) = boot_v5(true);
+    assert_eq!(report.received, 1, "the stale id is forgotten on flash too; the new one is kept");
+}
+
 #[test]
 fn a_full_store_refuses_the_publish_and_counts_it() {
     let flash = flash();

@@ -340,6 +340,7 @@ impl Client {
             self.incoming_qos2.clear();
             self.record(crate::store::Store::clear_received);
         }
+        self.incoming_qos2_carried = self.incoming_qos2.len();
         let mut inflight = core::mem::take(&mut self.inflight);
         self.sub_waits = 0;
         if self.faulty(TestFault::ResendReversed) {

@@ -66,9 +66,13 @@ impl Client {
             }
             Packet::PubRel(a) => {
                 let id = a.packet_id.get();
-                let known = self.incoming_qos2.contains(&id);
-                self.incoming_qos2.retain(|x| *x != id);
-                if known {
+                let at = self.incoming_qos2.iter().position(|x| *x == id);
+                let known = at.is_some();
+                if let Some(i) = at {
+                    self.incoming_qos2.remove(i);
+                    if i < self.incoming_qos2_carried {
+                        self.incoming_qos2_carried -= 1;
+                    }
                     // Durable before PUBCOMP: the broker may reuse the id at once.
                     self.record(|s| s.received_done(id));
                 }
@@ -205,8 +209,19 @@ impl Client {
             (QoS::ExactlyOnce, Some(pid)) => {
                 let fresh = !self.incoming_qos2.contains(&pid.get());
                 if fresh && self.incoming_qos2.len() >= usize::from(self.cfg.receive_maximum) && self.version == ProtocolVersion::V5 {
-                    self.protocol_error(now, "broker exceeded our Receive Maximum".into(), ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
-                    return;
+                    if self.incoming_qos2_carried == 0 {
+                        self.protocol_error(now, "broker exceeded our Receive Maximum".into(), ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+                        return;
+                    }
+                    // A broker within our Receive Maximum sends a new message only once it
+                    // holds none of the ids we do, so the oldest one kept from before this
+                    // connection is stale (the broker lost its session, and a power cut kept
+                    // us from recording that): forgotten, not a reason to drop every
+                    // connection the broker resumes (a reconnect loop, found by `explore
+                    // --seed 307`).
+                    let stale = self.incoming_qos2.remove(0);
+                    self.incoming_qos2_carried -= 1;
+                    self.record(|s| s.received_done(stale));
                 }
                 if fresh {
                     self.incoming_qos2.push(pid.get());

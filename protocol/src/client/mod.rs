@@ -279,6 +279,9 @@ pub struct Client {
     // each B-tree instantiation costs ~5 KiB of component code (measured with twiggy).
     /// QoS 2 packet ids received and not yet released (exactly-once delivery).
     incoming_qos2: Vec<u16>,
+    /// How many of `incoming_qos2`, from the front, were received before this connection:
+    /// ids the resumed session may still release, or stale ones (see `handle_publish`).
+    incoming_qos2_carried: usize,
     /// Filters the broker granted, with their request's properties, for re-subscription
     /// after a clean reconnect (one SUBSCRIBE per run of equal properties).
     subscriptions: Vec<(SubscribeFilter, SubscribeProperties)>,
@@ -359,6 +362,7 @@ impl Client {
             sub_waits: 0,
             ack_floor: None,
             incoming_qos2: Vec::new(),
+            incoming_qos2_carried: 0,
             subscriptions: Vec::new(),
             auth_challenged: false,
             input_held: false,
