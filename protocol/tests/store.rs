@@ -14,7 +14,11 @@ fn flash() -> Shared {
 
 /// A client booting on `flash`, connected with the broker saying `session_present`.
 fn boot(flash: &Shared, session_present: bool) -> (Harness, StoreReport) {
-    let mut cfg = config(false);
+    boot_with(flash, config(false), session_present)
+}
+
+/// [`boot`] with `cfg` (its sessions made unclean).
+fn boot_with(flash: &Shared, mut cfg: mqtt_protocol::Config, session_present: bool) -> (Harness, StoreReport) {
     cfg.clean_init = false;
     cfg.clean = false;
     let mut client = Client::new(cfg).unwrap();
@@ -114,21 +118,7 @@ fn an_incoming_qos2_message_is_handed_over_once_across_a_power_cut() {
 #[test]
 fn a_stale_incoming_qos2_id_gives_way_to_a_resumed_sessions_new_message() {
     let flash = flash();
-    let boot_v5 = |session_present: bool| {
-        let mut cfg = config(true);
-        cfg.clean_init = false;
-        cfg.clean = false;
-        cfg.receive_maximum = 1;
-        let mut client = Client::new(cfg).unwrap();
-        let report = client.attach_store(Box::new(flash.clone())).unwrap();
-        let mut h = Harness::with_client(client);
-        h.client.connect(h.now).unwrap();
-        h.pump();
-        h.take_sent();
-        h.connack(session_present);
-        h.events.clear();
-        (h, report)
-    };
+    let boot_v5 = |session_present: bool| boot_with(&flash, mqtt_protocol::Config { receive_maximum: 1, ..config(true) }, session_present);
     let incoming = |id: u16| {
         Packet::Publish(Publish {
             dup: false,
