@@ -247,11 +247,10 @@ pub fn derive(sc: &Scenario) -> Expect {
 /// (found by `explore --seed 307`: a disconnect due while a power cut had the device off,
 /// carried out at the boot after the power cycle that followed).
 fn boots_after(sc: &Scenario, at: f64) -> bool {
-    let power = |f: &Fault| matches!(f, Fault::PowerCycle { .. } | Fault::PowerCut { .. } | Fault::GuestTrap { .. });
     // Up again a few seconds after a power fault's window: booted and connected.
     let off_at = |f: &Fault| {
         let (from, span) = f.window();
-        power(f) && from <= at && at <= from + span + 5.0
+        restarts_client(f) && from <= at && at <= from + span + 5.0
     };
     let cuts = sc.chaos.as_ref().is_some_and(|c| c.power_cuts > 0);
     sc.device.store.is_some() && !cuts && !sc.fault.iter().any(off_at) && sc.fault.iter().any(|f| matches!(*f, Fault::PowerCycle { at_s, .. } if at_s > at))
@@ -281,9 +280,13 @@ fn aside(f: &Fault) -> bool {
 /// subscriptions), but the fresh instance has forgotten its packet ids and its session,
 /// and connects as a first connection does (`clean_init`); reading a restart as a reboot
 /// leaves out only expectations, never adds one.
+fn restarts_client(f: &Fault) -> bool {
+    matches!(f, Fault::PowerCycle { .. } | Fault::PowerCut { .. } | Fault::GuestTrap { .. })
+}
+
+/// Whether the client starts over at some point (see [`restarts_client`]), chaos included.
 fn client_starts_over(sc: &Scenario) -> bool {
-    sc.fault.iter().any(|f| matches!(f, Fault::PowerCycle { .. } | Fault::PowerCut { .. } | Fault::GuestTrap { .. }))
-        || sc.chaos.as_ref().is_some_and(|c| c.power_cuts > 0)
+    sc.fault.iter().any(restarts_client) || sc.chaos.as_ref().is_some_and(|c| c.power_cuts > 0)
 }
 
 /// The broker keeps the device's session through everything the scenario does.
@@ -473,30 +476,28 @@ fn reconnect_limit(sc: &Scenario, t: &Timing) -> Option<u64> {
     // A device that boots while the link is down fails its first connect; the application
     // tries again on its own schedule (as an mqtt_as application must), not at the return.
     // So does a component restarted then, its host standing in for the application.
-    for f in &sc.fault {
-        if let Fault::PowerCycle { .. } | Fault::PowerCut { .. } | Fault::GuestTrap { .. } = f {
-            let (at, span) = f.window();
-            let boot = at + span;
-            if link_downs(sc).iter().any(|(d, r)| *d <= boot + t.recover && *r >= at) {
-                return None;
-            }
-            // Likewise a boot into a broker that refuses, is down or cannot be resolved.
-            let fails_first_connect = |g: &Fault| {
-                let (from, len) = g.window();
-                matches!(
-                    g,
-                    Fault::Refuse { .. }
-                        | Fault::BrokerDown { .. }
-                        | Fault::BrokerRestart { .. }
-                        | Fault::DnsFailure { .. }
-                        | Fault::SilentLink { .. }
-                        | Fault::HalfOpen { .. }
-                ) && from <= boot + t.recover
-                    && from + len >= boot
-            };
-            if sc.fault.iter().any(fails_first_connect) {
-                return None;
-            }
+    for f in sc.fault.iter().filter(|f| restarts_client(f)) {
+        let (at, span) = f.window();
+        let boot = at + span;
+        if link_downs(sc).iter().any(|(d, r)| *d <= boot + t.recover && *r >= at) {
+            return None;
+        }
+        // Likewise a boot into a broker that refuses, is down or cannot be resolved.
+        let fails_first_connect = |g: &Fault| {
+            let (from, len) = g.window();
+            matches!(
+                g,
+                Fault::Refuse { .. }
+                    | Fault::BrokerDown { .. }
+                    | Fault::BrokerRestart { .. }
+                    | Fault::DnsFailure { .. }
+                    | Fault::SilentLink { .. }
+                    | Fault::HalfOpen { .. }
+            ) && from <= boot + t.recover
+                && from + len >= boot
+        };
+        if sc.fault.iter().any(fails_first_connect) {
+            return None;
         }
     }
     // A drop starting again before the limit would hide the reconnect.
