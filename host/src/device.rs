@@ -462,6 +462,18 @@ impl Device {
             self.backlog.push(Event::Down(DownReason::Socket(SocketError::Closed)));
         }
         self.backlog.push(Event::Error(format!("component restarted after a failure in `{what}`: {why:#}")));
+        // What the store gave back keeps its token and is not handed over again: that would
+        // send it twice, the second time under a new packet id (a duplicate even at QoS 2).
+        // Asked before anything else: from `connect` on, any call may complete some of them
+        // (a platform whose connection comes up at once, a broker that answers inside the
+        // call), and a record closed then is one the broker has, not one to send again.
+        let mut from_store = std::collections::BTreeSet::new();
+        for (guest, token) in stored {
+            if self.guarded("stored", |api, store, c| api.call_stored(store, c, guest))? == Some(true) {
+                self.guest_to_host.insert(guest, token);
+                from_store.insert(token);
+            }
+        }
         // In flight first, under their packet ids, and before the connection that may resume
         // the session they belong to.
         let resumed = self.resume_in_flight()?;
@@ -488,19 +500,10 @@ impl Device {
                 });
             }
         }
-        // What the store gave back keeps its token and is not handed over again: that would
-        // send it twice, the second time under a new packet id (a duplicate even at QoS 2).
-        // What the store no longer keeps is handed over like a publish without storage: its
-        // record was closed by an answer that died with the instance before a poll reported
-        // it (a duplicate then, as without storage), or the fresh instance could not open
-        // the store (then nothing is lost).
-        let mut from_store = std::collections::BTreeSet::new();
-        for (guest, token) in stored {
-            if self.guarded("stored", |api, store, c| api.call_stored(store, c, guest))? == Some(true) {
-                self.guest_to_host.insert(guest, token);
-                from_store.insert(token);
-            }
-        }
+        // What the store no longer kept (above) is handed over like a publish without
+        // storage: its record was closed by an answer that died with the instance before a
+        // poll reported it (a duplicate then, as without storage), or the fresh instance could
+        // not open the store (then nothing is lost).
         for (token, p) in self.unacked.clone() {
             if from_store.contains(&token) || resumed.contains(&token) {
                 continue;

@@ -270,6 +270,28 @@ fn a_trap_inside_any_export_call_completes_every_token_exactly_once() {
 /// id, which at QoS 2 the broker would deliver twice. Every token completes once.
 #[test]
 fn a_restart_on_a_store_resends_what_it_kept_under_the_same_packet_ids_only() {
+    restart_on_a_store(AcksAfterRestart::Later);
+}
+
+/// The same, with a broker that answers within the fresh instance's `connect`: on a fast
+/// platform the connection comes up, the resumed session resends, and the acknowledgements
+/// close the store's records, all inside that one call. What the store gave back must be
+/// told apart before that (the Python host, whose loopback socket connects at once, sent
+/// such publishes a second time under new packet ids when the host asked after `connect`).
+#[test]
+fn a_restart_on_a_store_whose_records_close_inside_connect_sends_them_once() {
+    restart_on_a_store(AcksAfterRestart::Immediately);
+}
+
+#[derive(PartialEq)]
+enum AcksAfterRestart {
+    /// Held until the fresh instance has been polled.
+    Later,
+    /// Answered as soon as the fresh instance resends (inside its `connect`).
+    Immediately,
+}
+
+fn restart_on_a_store(acks: AcksAfterRestart) {
     use std::sync::{Arc, Mutex};
     let flash = Arc::new(Mutex::new(mqtt_host::MemFlash::new(mqtt_host::file_flash::DEFAULT_GEOMETRY)));
     let lo = Loopback::new().with_flash(flash);
@@ -288,6 +310,10 @@ fn a_restart_on_a_store_resends_what_it_kept_under_the_same_packet_ids_only() {
     let mut done: Vec<u64> = d.poll().unwrap().iter().filter_map(completes).collect();
     assert_eq!(lo.with(|s| s.received.len()), 4, "all four went out before the trap");
 
+    if acks == AcksAfterRestart::Immediately {
+        // What the failed instance sent stays unanswered; its resends get answers at once.
+        lo.hold_acks(false);
+    }
     d.starve_next_call(100);
     done.extend(d.poll().expect("the watchdog recovers").iter().filter_map(completes));
     assert_eq!(d.restarts(), 1);
