@@ -1,0 +1,135 @@
+"""Flash in a file, for `Client(..., store="path")`: what the client accepted and the broker
+has not acknowledged survives the process (a crash, a kill, a power cut), and the next
+client on the file sends it.
+
+The file is the one the Rust hosts keep (`mqtt-board --store`, `mqtt_host::FileFlash`): a
+64-byte header (the magic `MQFLASH1`, then capacity, sector size and write size, little
+endian) and the flash image, with NOR rules (a write keeps `old & new`, an erase sets a
+sector to 0xff). The component itself lays its records out in the image and recovers them,
+so the same file serves either host.
+"""
+
+import fcntl
+import logging
+import os
+from typing import Optional
+
+log = logging.getLogger("mqtt_component")
+
+MAGIC = b"MQFLASH1"
+DATA = 64
+MAX_CAPACITY = 16 * 1024 * 1024
+# The geometry a new file gets: 64 KiB in 4 KiB sectors, a small partition on an ESP32.
+DEFAULT_CAPACITY, DEFAULT_SECTOR, DEFAULT_WRITE = 64 * 1024, 4096, 4
+MIN_SECTORS = 3
+
+
+class StoreError(OSError):
+    """The store file cannot be used: not a store, in use, or a geometry no store can have."""
+
+
+def _usable(capacity: int, sector: int, write: int) -> Optional[str]:
+    """Why no store can have this geometry, or None (the core's rules, `Geometry::check`)."""
+    if write < 1 or write & (write - 1) or write > 256:
+        return f"storage write size {write} is not a power of two up to 256"
+    if sector < 256 or sector % write:
+        return f"storage sector size {sector} is under 256 bytes or not a multiple of the write size"
+    if capacity % sector or capacity // sector < MIN_SECTORS:
+        return f"storage of {capacity} bytes is not at least {MIN_SECTORS} whole sectors of {sector}"
+    if capacity > MAX_CAPACITY:
+        return f"{capacity} bytes is more than a store file holds ({MAX_CAPACITY})"
+    return None
+
+
+def _could_be_our_header(start: bytes) -> bool:
+    """A header cut short while the file was made, zeros a file system left, or the magic
+    with a few bits flipped: repaired. Anything else is someone's file, left alone."""
+    flipped = sum(bin(a ^ b).count("1") for a, b in zip(start, MAGIC))
+    return MAGIC.startswith(start) or (len(start) == len(MAGIC) and flipped <= 4) or all(b == 0 for b in start)
+
+
+class FileFlash:
+    def __init__(self, path: str, capacity: int = DEFAULT_CAPACITY, sector_size: int = DEFAULT_SECTOR, write_size: int = DEFAULT_WRITE):
+        why = _usable(capacity, sector_size, write_size)
+        if why:
+            raise StoreError(why)
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            # One store serves one client: a second opener would take the first's records
+            # for its own and erase them. The lock goes with the process.
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreError(f"{path}: in use by another client (it is locked); one store serves one client") from None
+            size = os.fstat(fd).st_size
+            header = os.pread(fd, 20, 0)
+            found = [int.from_bytes(header[i : i + 4], "little") for i in (8, 12, 16)] if len(header) == 20 else None
+            if found and header[:8] == MAGIC and _usable(*found) is None:
+                capacity, sector_size, write_size = found
+            else:
+                if size > 0:
+                    if not _could_be_our_header(header[: len(MAGIC)]):
+                        raise StoreError(f"{path}: not a store file (it does not begin with MQFLASH1); left as it is: remove it or give another path")
+                    log.warning("%s: the header is damaged; rewritten for %d bytes in %d-byte sectors", path, capacity, sector_size)
+                os.pwrite(fd, MAGIC + b"".join(v.to_bytes(4, "little") for v in (capacity, sector_size, write_size)), 0)
+            want = DATA + capacity
+            size = os.fstat(fd).st_size
+            if size < want:
+                if size > DATA:
+                    log.warning("%s: %d of %d bytes; the rest reads as erased", path, size - DATA, capacity)
+                start = max(size, DATA)
+                os.pwrite(fd, b"\xff" * (want - start), start)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self.capacity, self.sector_size, self.write_size = capacity, sector_size, write_size
+
+    def _at(self, offset: int, length: int) -> Optional[int]:
+        return DATA + offset if offset + length <= self.capacity else None
+
+    def _io(self, what: str, run):
+        try:
+            return run()
+        except OSError as e:
+            log.error("store file %s: %s failed: %s", self.path, what, e)
+            return "io"
+
+    # The contract's `storage` interface: each returns the value, or the error's name.
+
+    def read(self, offset: int, length: int):
+        at = self._at(offset, length)
+        if at is None:
+            return "out-of-range"
+        return self._io("read", lambda: os.pread(self.fd, length, at))
+
+    def write(self, offset: int, data: bytes):
+        if offset % self.write_size or len(data) % self.write_size:
+            return "out-of-range"
+        at = self._at(offset, len(data))
+        if at is None:
+            return "out-of-range"
+
+        def program():
+            # NOR: the cells keep `old & new`.
+            old = os.pread(self.fd, len(data), at)
+            cells = (int.from_bytes(old, "little") & int.from_bytes(data, "little")).to_bytes(len(data), "little")
+            os.pwrite(self.fd, cells, at)
+
+        return self._io("write", program)
+
+    def erase(self, sector: int):
+        at = self._at(sector * self.sector_size, self.sector_size)
+        if at is None:
+            return "out-of-range"
+        return self._io("erase", lambda: os.pwrite(self.fd, b"\xff" * self.sector_size, at) and None)
+
+    def sync(self):
+        return self._io("fsync", lambda: os.fsync(self.fd))
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # the lock goes with it
+            self.fd = None

@@ -1,0 +1,334 @@
+"""The Python host against a real Mosquitto: the guarantees hold with the defaults, through
+an outage, over TLS; bad input is refused with the key named."""
+
+import signal
+import threading
+import time
+
+import pytest
+
+from mqtt_component import Client, ClientError, ConfigError, Tls, Will
+
+
+def run_until(clients, done, timeout=20.0, events=None):
+    """Polls every client in turn, collecting its events, until `done(events)` (the events
+    of each client, a dict by client) or `timeout` seconds; returns the events (`events`,
+    when given, is added to)."""
+    events = {c: [] for c in clients} if events is None else events
+    end = time.monotonic() + timeout
+    while not done(events):
+        if time.monotonic() > end:
+            summary = {id(c): [e.kind for e in evs][-10:] for c, evs in events.items()}
+            raise AssertionError(f"not done within {timeout} s; last events: {summary}")
+        for c in clients:
+            events[c] += c.poll(0.005)
+    return events
+
+
+def kinds(events, kind):
+    return [e.value for e in events if e.kind == kind]
+
+
+def persistent_subscriber(mosquitto, tmp_path, client_id, topic):
+    """A Mosquitto that keeps its sessions across a restart (SIGTERM saves them), and a
+    subscriber to `topic` at QoS 1 whose session outlives its connections."""
+    persist = tmp_path / "persist"
+    persist.mkdir()
+    broker = mosquitto(f"persistence true\npersistence_location {persist}/\n")
+    sub = Client("127.0.0.1", client_id, port=broker.port, clean_init=False, clean=False)
+    connected(sub)
+    sub.subscribe(topic, 1)
+    run_until([sub], lambda ev: kinds(ev[sub], "subscribed"))
+    return broker, sub
+
+
+def connected(client):
+    client.connect()
+    got = run_until([client], lambda ev: kinds(ev[client], "up") or kinds(ev[client], "connect-failed"), 10)[client]
+    assert kinds(got, "up"), f"no connection: {got}"
+    return got
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_a_subscriber_with_the_defaults_loses_nothing_at_full_speed(mosquitto, qos):
+    """The publisher runs flat out on a thread of its own; the subscriber, every setting at
+    its default, takes every message, in order, with none discarded."""
+    broker = mosquitto()
+    count = 3000
+    sub = Client("127.0.0.1", f"py-sub-{qos}", port=broker.port)
+    connected(sub)
+    token = sub.subscribe("py/flood", qos)
+    got = run_until([sub], lambda ev: kinds(ev[sub], "subscribed"))[sub]
+    assert kinds(got, "subscribed") == [(token, [qos])], "granted as asked, under the token subscribe returned"
+
+    pub = Client("127.0.0.1", f"py-pub-{qos}", port=broker.port)
+    connected(pub)
+    failures = []
+
+    def publish_all():
+        try:
+            sent = done = 0
+            while done < count:
+                # As many as the client takes (`max_queued` outstanding), then poll.
+                while sent < count and sent - done < 512:
+                    try:
+                        pub.publish("py/flood", sent.to_bytes(4, "big"), qos)
+                    except ClientError as e:
+                        assert e.kind == "queue-full", e
+                        break
+                    sent += 1
+                done += len(kinds(pub.poll(0.01), "published"))
+        except Exception as e:  # noqa: BLE001 - reported by the test below
+            failures.append(e)
+
+    t = threading.Thread(target=publish_all)
+    t.start()
+    got = []
+    end = time.monotonic() + 60
+    while len(got) < count and time.monotonic() < end:
+        got += [int.from_bytes(m.payload, "big") for m in kinds(sub.poll(0.5), "message")]
+    t.join(60)
+    assert not failures, failures
+    assert got == list(range(count)), f"received {len(got)} of {count}"
+    assert sub.stats()["discards"] == 0
+    pub.close()
+    sub.close()
+
+
+def test_a_broker_outage_loses_no_qos1_message(mosquitto, tmp_path):
+    """Mosquitto goes down (saving its sessions) with publishes in flight and more published
+    while it is down; once it is back, both clients reconnect by themselves and the
+    subscriber, on its resumed session, gets every message."""
+    broker, sub = persistent_subscriber(mosquitto, tmp_path, "py-outage-sub", "py/outage")
+    pub = Client("127.0.0.1", "py-outage-pub", port=broker.port)
+    connected(pub)
+
+    everything = {pub: [], sub: []}
+    for i in range(50):
+        pub.publish("py/outage", b"%d" % i, 1)
+    everything[pub] += pub.poll(0)  # the first ones leave
+    broker.stop(signal.SIGTERM)
+    run_until([pub, sub], lambda ev: kinds(ev[pub], "down") and kinds(ev[sub], "down"), 10, everything)
+    for i in range(50, 100):
+        pub.publish("py/outage", b"%d" % i, 1)
+    time.sleep(0.5)
+    broker.start()
+
+    all_sent = {b"%d" % i for i in range(100)}
+    got = run_until(
+        [pub, sub],
+        lambda ev: len(set(kinds(ev[pub], "published"))) == 100 and {m.payload for m in kinds(ev[sub], "message")} >= all_sent,
+        30,
+        everything,
+    )
+    received = [m.payload for m in kinds(got[sub], "message")]
+    assert all_sent <= set(received)
+    assert not kinds(got[pub], "publish-failed")
+    assert pub.stats()["reconnects"] >= 1 and sub.stats()["reconnects"] >= 1
+    pub.close()
+    sub.close()
+
+
+def test_the_will_is_sent_when_the_connection_breaks(mosquitto):
+    broker = mosquitto()
+    watcher = Client("127.0.0.1", "py-will-watcher", port=broker.port)
+    connected(watcher)
+    watcher.subscribe("py/will", 1)
+    run_until([watcher], lambda ev: kinds(ev[watcher], "subscribed"))
+    dying = Client("127.0.0.1", "py-will-dying", port=broker.port, will=Will("py/will", b"gone", qos=1))
+    connected(dying)
+    dying.close()  # the socket closes with no DISCONNECT: the broker must send the will
+    got = run_until([watcher], lambda ev: kinds(ev[watcher], "message"), 10)[watcher]
+    assert [(m.topic, m.payload) for m in kinds(got, "message")] == [("py/will", b"gone")]
+    watcher.close()
+
+
+def test_tls_with_a_ca_of_our_own(mosquitto, tmp_path):
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    broker = mosquitto(f"cafile {tmp_path}/ca.pem\ncertfile {tmp_path}/cert.pem\nkeyfile {tmp_path}/key.pem\n")
+    tls = Tls(server_name="localhost", ca_file=str(tmp_path / "ca.pem"))
+    client = Client("127.0.0.1", "py-tls", port=broker.port, ssl=True, ssl_params=tls)
+    connected(client)
+    client.subscribe("py/tls", 1)
+    client.publish("py/tls", b"over tls", 1)
+    got = run_until([client], lambda ev: kinds(ev[client], "message"))[client]
+    assert [m.payload for m in kinds(got, "message")] == [b"over tls"]
+    client.close()
+
+    # A certificate no CA of ours signed: the handshake fails, and the client says so.
+    other = trustme.CA()
+    other.cert_pem.write_to_path(str(tmp_path / "other.pem"))
+    stranger = Client("127.0.0.1", "py-tls-stranger", port=broker.port, ssl=True, ssl_params=Tls("localhost", ca_file=str(tmp_path / "other.pem")))
+    stranger.connect()
+    got = run_until([stranger], lambda ev: kinds(ev[stranger], "connect-failed"), 10)[stranger]
+    assert "tls" in kinds(got, "connect-failed")[0].lower()
+    stranger.close()
+
+
+def test_nothing_listening_is_a_connect_failure_not_a_hang(mosquitto):
+    broker = mosquitto()
+    port = broker.port
+    broker.stop()
+    client = Client("127.0.0.1", "py-refused", port=port)
+    client.connect()
+    got = run_until([client], lambda ev: kinds(ev[client], "connect-failed"), 10)[client]
+    assert "refused" in kinds(got, "connect-failed")[0]
+    client.close()
+
+
+def test_a_wrong_config_value_is_refused_naming_the_key():
+    # Of the right type but unworkable: the component's own check names the key.
+    with pytest.raises(ClientError) as e:
+        Client("127.0.0.1", "py-bad", port=0)
+    assert e.value.kind == "invalid" and "port" in str(e.value)
+    with pytest.raises(ClientError) as e:
+        Client("127.0.0.1", "py-bad", keepalive_s=30, mqttv5=True, receive_maximum=0)
+    assert "receive_maximum" in str(e.value)
+    # Of the wrong type, or no key at all: refused here, before anything runs.
+    with pytest.raises(ConfigError, match="keepalive_s"):
+        Client("127.0.0.1", "py-bad", keepalive_s="thirty")
+    with pytest.raises(ConfigError, match="max_inflight.*out of range"):
+        Client("127.0.0.1", "py-bad", max_inflight=70000)
+    with pytest.raises(ConfigError, match="no such key"):
+        Client("127.0.0.1", "py-bad", keep_alive=30)
+    with pytest.raises(ConfigError, match="will"):
+        Client("127.0.0.1", "py-bad", will=Will("t", b"x", qos=3))
+
+
+def test_settings_take_the_names_a_settings_file_gives_them(mosquitto):
+    """`keepalive_s` (the file's name) and `keepalive_secs` (the field's) are one key, as in a
+    scenario's `[device]` table or the board's `--config` file."""
+    from mqtt_component._config import config_value
+
+    a = Client("127.0.0.1", "py-names", keepalive_s=17, session_expiry_s=5, v5=True)
+    b = Client("127.0.0.1", "py-names", keepalive_secs=17, session_expiry_secs=5, mqttv5=True)
+    for c in (a, b):
+        assert config_value(c.config, "keepalive_secs") == 17
+        assert config_value(c.config, "session_expiry_secs") == 5
+        # The rest are the core's defaults: nothing acknowledged is ever dropped.
+        assert config_value(c.config, "backpressure") is True
+        c.close()
+
+
+PUBLISH_THEN_WAIT = """
+import sys, time
+sys.path.insert(0, {root!r})
+from mqtt_component import Client
+client = Client("127.0.0.1", "py-stored", port={port}, store={store!r})
+client.connect()
+tokens = [client.publish("py/stored", b"%d" % i, 1) for i in range(20)]
+client.poll(0)
+print("accepted", len(tokens), flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_store_keeps_what_a_killed_process_accepted(mosquitto, tmp_path):
+    """A process accepts 20 QoS 1 publishes while the broker is down and is killed
+    (SIGKILL: no chance to save anything then); the next client on its store file sends
+    them all once the broker is back."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    broker, sub = persistent_subscriber(mosquitto, tmp_path, "py-stored-sub", "py/stored")
+    broker.stop(signal.SIGTERM)
+
+    store = tmp_path / "client.flash"
+    script = PUBLISH_THEN_WAIT.format(root=str(Path(__file__).resolve().parents[1]), port=broker.port, store=str(store))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "accepted 20"
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+    broker.start()
+    again = Client("127.0.0.1", "py-stored", port=broker.port, store=store)
+    again.connect()
+    everything = {again: [], sub: []}
+    want = {b"%d" % i for i in range(20)}
+    run_until([again, sub], lambda ev: {m.payload for m in kinds(ev[sub], "message")} >= want and len(kinds(ev[again], "published")) >= 20, 30, everything)
+    assert not kinds(everything[again], "publish-failed")
+    again.close()
+    sub.close()
+
+
+def test_a_file_that_is_not_a_store_is_refused_and_left_alone(tmp_path):
+    from mqtt_component import StoreError
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes, not a flash image\n")
+    with pytest.raises(StoreError, match="not a store file"):
+        Client("127.0.0.1", "py-wrong-file", store=notes)
+    assert notes.read_text() == "my notes, not a flash image\n"
+
+    # One store serves one client: a second one on the same file is refused.
+    store = tmp_path / "one.flash"
+    first = Client("127.0.0.1", "py-first", store=store)
+    with pytest.raises(StoreError, match="in use"):
+        Client("127.0.0.1", "py-second", store=store)
+    first.close()
+    Client("127.0.0.1", "py-second", store=store).close()
+
+
+def flood_with_a_trap(broker, qos, count, trap_in, store=None):
+    """`count` publishes at `qos` from one client to another, flat out; once a third of them
+    are acknowledged, the next call into `trap_in`'s ("pub" or "sub") component traps.
+    Returns the publisher's tokens, the tokens it saw completed, the payloads received, and
+    both clients."""
+    # Both sessions outlive their connections: a clean one drops what the broker held for
+    # the client (the subscriber's queued messages, the publisher's half of each QoS 2
+    # exchange), so only these promise delivery, and QoS 2 exactly once, across a restart.
+    sub = Client("127.0.0.1", f"py-trap-sub-{qos}", port=broker.port, clean_init=False, clean=False)
+    connected(sub)
+    sub.subscribe("py/trap", qos)
+    run_until([sub], lambda ev: kinds(ev[sub], "subscribed"))
+    pub = Client("127.0.0.1", f"py-trap-pub-{qos}", port=broker.port, clean_init=False, clean=False, store=store)
+    connected(pub)
+    tokens, completed, received = [], [], []
+    trapped = False
+    end = time.monotonic() + 60
+    while (len(received) < count or len(completed) < count) and time.monotonic() < end:
+        while len(tokens) < count and len(tokens) - len(completed) < 100:
+            tokens.append(pub.publish("py/trap", b"%d" % len(tokens), qos))
+        if not trapped and len(completed) >= count // 3:
+            trapped = True
+            (pub if trap_in == "pub" else sub)._live.starve_next = True
+        for e in pub.poll(0.002):
+            if e.kind == "published":
+                completed.append(e.value)
+            assert e.kind != "publish-failed", e
+        received += [m.payload for m in kinds(sub.poll(0.002), "message")]
+    return tokens, completed, received, pub, sub
+
+
+@pytest.mark.parametrize("with_store", [False, True])
+def test_a_trap_in_the_publisher_loses_nothing_and_qos2_stays_exactly_once(mosquitto, tmp_path, with_store):
+    """The publisher's component fails mid-flood; the fresh instance resumes the session
+    under the packet ids the failed one reported (without a store), or gets them back from
+    the store, so at QoS 2 every message arrives exactly once, and every token the
+    application holds completes exactly once."""
+    broker = mosquitto()
+    store = tmp_path / "pub.flash" if with_store else None
+    tokens, completed, received, pub, sub = flood_with_a_trap(broker, 2, 300, "pub", store)
+    assert pub.restarts == 1
+    assert sorted(completed) == sorted(tokens), "every token completes, once"
+    assert sorted(received, key=int) == [b"%d" % i for i in range(300)], "exactly once"
+    pub.close()
+    sub.close()
+
+
+def test_a_trap_in_the_subscriber_loses_no_qos1_message(mosquitto):
+    broker = mosquitto()
+    tokens, completed, received, pub, sub = flood_with_a_trap(broker, 1, 300, "sub")
+    assert sub.restarts == 1
+    assert sorted(completed) == sorted(tokens)
+    assert set(received) == {b"%d" % i for i in range(300)}, "nothing lost (a resend may come twice)"
+    pub.close()
+    sub.close()
