@@ -1,7 +1,7 @@
 """The component's `config` record, from keyword arguments.
 
-The keys, their types and their defaults are the core's (`config_keys.json`, made from the
-Rust core's one list of keys by `host/tests/python_config_keys.rs`), so this host cannot
+The keys, their types and their defaults are the core's (`hosts/config_keys.json`, made from
+the Rust core's one list of keys by `host/tests/host_config_keys.rs`), so this host cannot
 drift from the others: a key takes the name a scenario file or the board's `--config` file
 gives it (`keepalive_s`, or `keepalive`) or the field's own (`keepalive_secs`). A value of the wrong type is
 refused here, naming the key; a value of the right type that cannot work (`port = 0`) is
@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from wasmtime.component import Record
 
-_KEYS = json.loads((Path(__file__).parent / "config_keys.json").read_text())["keys"]
+_KEYS = json.loads((Path(__file__).resolve().parents[2] / "config_keys.json").read_text())["keys"]
 # Every name a key answers to: its written name, its other names in a file, its field name.
 _BY_NAME: Dict[str, dict] = {}
 for _k in _KEYS:

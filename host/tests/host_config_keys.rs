@@ -1,11 +1,11 @@
-//! The Python host (`hosts/python`) builds the component's `config` record from a list of the
-//! core's keys, each with its written name, its type and its default, kept in
-//! `hosts/python/mqtt_component/config_keys.json`. This test makes that list from the core
-//! (the same `with_config_keys` list every Rust host uses), so a key added, renamed or given
-//! another default there fails here until the file is made again:
+//! The hosts in other languages (`hosts/python`, `hosts/node`) build the component's `config`
+//! record from a list of the core's keys, each with its written name, its other names, its
+//! type and its default, kept in `hosts/config_keys.json`. This test makes that list from the
+//! core (the same `with_config_keys` list every Rust host uses), so a key added, renamed or
+//! given another default there fails here until the file is made again:
 //!
 //! ```sh
-//! MQTT_WRITE_CONFIG_KEYS=1 cargo test --release -p mqtt-host --test python_config_keys
+//! MQTT_WRITE_CONFIG_KEYS=1 cargo test --release -p mqtt-host --test host_config_keys
 //! ```
 
 use std::path::PathBuf;
@@ -33,7 +33,7 @@ fn config_keys_json() -> String {
     }
     let entries: Vec<serde_json::Value> = mqtt_host::with_config_keys!(keys;);
     let mut text = serde_json::to_string_pretty(&serde_json::json!({
-        "about": "Made by host/tests/python_config_keys.rs from the core's config keys; do not edit.",
+        "about": "Made by host/tests/host_config_keys.rs from the core's config keys; do not edit.",
         "keys": entries,
     }))
     .expect("json");
@@ -50,8 +50,8 @@ fn aliases(attributes: &str) -> Vec<String> {
 }
 
 #[test]
-fn the_python_hosts_config_keys_are_the_cores() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hosts/python/mqtt_component/config_keys.json");
+fn the_other_hosts_config_keys_are_the_cores() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hosts/config_keys.json");
     let made = config_keys_json();
     if std::env::var_os("MQTT_WRITE_CONFIG_KEYS").is_some() {
         std::fs::write(&path, &made).expect("write config_keys.json");
@@ -60,7 +60,7 @@ fn the_python_hosts_config_keys_are_the_cores() {
     let kept = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         kept == made,
-        "{} is not what the core's config keys make: write it again with\n    MQTT_WRITE_CONFIG_KEYS=1 cargo test --release -p mqtt-host --test python_config_keys",
+        "{} is not what the core's config keys make: write it again with\n    MQTT_WRITE_CONFIG_KEYS=1 cargo test --release -p mqtt-host --test host_config_keys",
         path.display()
     );
 }
