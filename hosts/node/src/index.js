@@ -1,0 +1,469 @@
+// `Client`: the component on Node's event loop.
+//
+// The component never blocks and never waits: `poll` hands it the clock, it does what is due
+// (read, acknowledge, republish, ping, reconnect) and returns its events and when it wants to
+// be polled again. This class polls it whenever a socket moves, a request is made, or that
+// deadline comes, and emits the events. Requests (`publish`, `subscribe`, ...) are queued at
+// once and go out on the next poll, within the same turn of the event loop's queue.
+//
+// If the instance fails (a trap, or an exception thrown across it), it is replaced as the
+// Rust host's `Device` and the Python host replace it: a fresh instance gets the same config,
+// resumes the session under the packet ids the failed one reported, connects if it was asked
+// to, subscribes again, and is handed every publish accepted and not yet completed, so
+// nothing accepted is lost. The application keeps its tokens: they are this class's.
+
+import { EventEmitter } from 'node:events';
+import { readFile, readdir } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+
+import { QOS_NAMES, buildConfig, ConfigError } from './config.js';
+import { Sockets, allowedBrokers, imports } from './platform.js';
+
+export { ConfigError };
+
+// A token whose publish is kept in the store: it names the store's record, so it is the same
+// in every instance (the core's `STORED_TOKEN`).
+const STORED_TOKEN = 1n << 63n;
+
+/// A request the client refused at once: `kind` is `invalid`, `queue-full`, `closed`,
+/// `store-full` or `storage`.
+export class ClientError extends Error {
+  constructor(kind, detail) {
+    super(detail ? `${kind}: ${detail}` : kind);
+    this.name = 'ClientError';
+    this.kind = kind;
+    this.detail = detail;
+  }
+}
+
+/// The component failed and could not be replaced (its replacement failed too).
+export class ClientFailed extends Error {
+  constructor(why) {
+    super(why);
+    this.name = 'ClientFailed';
+  }
+}
+
+const now = () => BigInt(Math.floor(performance.now()));
+const isRefusal = (e) => e !== null && typeof e === 'object' && !(e instanceof Error) && typeof e.tag === 'string';
+
+/// The transpiled component (`npm run build` makes it), its core modules compiled once per
+/// process, so that an instance is made synchronously (a replacement is made inside the call
+/// that found its predecessor failed).
+let transpiled;
+async function component() {
+  if (!transpiled) {
+    const gen = new URL('../gen/', import.meta.url);
+    const { instantiate } = await import(new URL('mqtt_client.js', gen)).catch((e) => {
+      throw new Error(`the transpiled component is missing: run \`npm run build\` in ${fileURLToPath(new URL('..', gen))} (${e.message})`);
+    });
+    const modules = new Map();
+    for (const name of await readdir(gen)) {
+      if (name.endsWith('.wasm')) modules.set(name, await WebAssembly.compile(await readFile(new URL(name, gen))));
+    }
+    transpiled = (table) =>
+      instantiate(
+        (path) => modules.get(path),
+        table,
+        (module, imports) => new WebAssembly.Instance(module, imports),
+      );
+  }
+  return transpiled;
+}
+
+function downReason(r) {
+  return r.val === undefined ? r.tag : `${r.tag}: ${r.val}`;
+}
+
+/// The instance's event as `{ kind, value }`.
+function event(raw) {
+  const { tag, val } = raw;
+  switch (tag) {
+    case 'message':
+      return {
+        kind: 'message',
+        value: {
+          topic: val.topic,
+          payload: Buffer.from(val.payload),
+          qos: QOS_NAMES.indexOf(val.qos),
+          retained: val.retained,
+          dup: val.dup,
+          properties: val.properties,
+        },
+      };
+    case 'down':
+      return { kind: 'down', value: downReason(val) };
+    case 'publish-failed':
+      return { kind: tag, value: { token: val[0], code: val[1] } };
+    case 'subscribed':
+    case 'unsubscribed':
+      return { kind: tag, value: { token: val[0], codes: [...val[1]] } };
+    case 'auth':
+      return { kind: tag, value: { code: val[0], data: Buffer.from(val[1]) } };
+    default:
+      return { kind: tag, value: val };
+  }
+}
+
+function qos(level) {
+  if (![0, 1, 2].includes(level)) throw new RangeError(`qos ${level}: must be 0, 1 or 2`);
+  return QOS_NAMES[level];
+}
+
+/// A resilient MQTT client: the component, with this process's sockets and clock.
+///
+/// `await Client.create('broker.local', 'sensor-1', { keepalive_s: 30, clean: false })` takes
+/// every config key the other hosts take (by the name a settings file gives it, its field
+/// name, or that in camelCase), plus `will: { topic, payload, qos, retain }` and
+/// `ssl_params: { server_name, ca_file, ... }`. Defaults are the core's: nothing the client
+/// acknowledged is ever dropped (`backpressure`), 1883 (8883 with `ssl`).
+///
+/// Events: `message` ({ topic, payload, qos, retained, dup }), `up` (session present),
+/// `down` (why), `published` (token), `publish-failed` ({ token, code }), `subscribed` and
+/// `unsubscribed` ({ token, codes }), `connect-failed`, `broker-up`, `link`, `discarded`,
+/// `auth`, `error` (text; logged as a warning when nothing listens), and `event` for every
+/// one of them as { kind, value }.
+export class Client extends EventEmitter {
+  #config;
+  #sockets;
+  #instantiate;
+  #live = null;
+  #failed = null;
+  #closed = false;
+  #scheduled = false;
+  #timer = null;
+  #maxMessages;
+  #ids = { reported: [], broker: null };
+  // The application's tokens, and what they stand for until completed.
+  #nextToken = 1n;
+  #toHost = new Map(); // guest token -> ours (null: not the application's)
+  #unacked = new Map(); // token -> the `publish` record, in order
+  #packetIds = new Map(); // token -> { packetId, released }
+  #requests = new Map(); // token -> ['subscribe' | 'unsubscribe', arg]
+  #subscribed = []; // answered subscriptions, to make again
+  #sessionBroker = 0;
+  #connectRequested = false;
+  #reportedUp = false;
+  #backlog = [];
+  #waiting = new Map(); // token -> { resolve, reject } of publishAsync
+  /// How many times the instance was replaced.
+  restarts = 0;
+  /// Test hook: the next import call throws, as a failing host function would.
+  failNextImport = false;
+
+  static async create(server, clientId, settings = {}) {
+    const client = new Client(buildConfig(server, clientId, settings));
+    client.#instantiate = await component();
+    client.#live = client.#freshInstance();
+    return client;
+  }
+
+  constructor(config) {
+    super();
+    this.#config = config;
+    this.#maxMessages = config.queueLen;
+    const allowed = allowedBrokers(config.server, config.port, config.ssl, config.servers);
+    this.#sockets = new Sockets(allowed, () => this.#schedule(), (level, message) => this.#log(level, message));
+  }
+
+  #log(level, message) {
+    if (level === 'warn' || level === 'error') console.warn(`mqtt-component [${this.#config.clientId}]: ${message}`);
+    else if (process.env.MQTT_COMPONENT_DEBUG) console.debug(`mqtt-component [${this.#config.clientId}] ${level}: ${message}`);
+  }
+
+  #freshInstance() {
+    const ids = {
+      sent: (publishes) => this.#ids.reported.push(...publishes),
+      session: (broker) => (this.#ids.broker = broker),
+    };
+    const table = imports({ sockets: this.#sockets, ids, log: (level, message) => this.#log(level, message) });
+    // The test hook: every import checks it.
+    for (const iface of Object.values(table)) {
+      for (const [name, f] of Object.entries(iface)) {
+        iface[name] = (...args) => {
+          if (this.failNextImport) {
+            this.failNextImport = false;
+            throw new Error(`injected failure in the \`${name}\` import`);
+          }
+          return f(...args);
+        };
+      }
+    }
+    const root = this.#instantiate(table);
+    try {
+      return { root, client: root.client.Client.create(this.#config) };
+    } catch (e) {
+      if (isRefusal(e)) throw new ClientError(e.tag, e.val);
+      throw e;
+    }
+  }
+
+  // -- calls into the instance, and its replacement ---------------------------------------
+
+  /// A method of the instance. If the instance fails, it is replaced (synchronously: its
+  /// modules are compiled already) and `undefined` is returned: the call is not made again.
+  #call(name, ...args) {
+    if (this.#failed) throw new ClientFailed(this.#failed);
+    try {
+      return this.#live.client[name](...args);
+    } catch (e) {
+      if (isRefusal(e)) throw new ClientError(e.tag, e.val);
+      this.#restart(e);
+      return undefined;
+    }
+  }
+
+  #restart(why) {
+    this.#takeIds();
+    this.#sockets.closeAll();
+    this.restarts += 1;
+    try {
+      this.#live = this.#freshInstance();
+      if (this.#reportedUp) {
+        this.#reportedUp = false;
+        this.#backlog.push({ kind: 'down', value: 'socket: closed' });
+      }
+      this.#backlog.push({ kind: 'error', value: `component restarted after a failure: ${why.message ?? why}` });
+      const oldToHost = this.#toHost;
+      this.#toHost = new Map();
+      const live = this.#live.client;
+      // What the store gave back keeps its token and is not handed over again (that would
+      // send it twice). Asked first: once connected, any call may complete some of them.
+      const stored = new Set();
+      for (const guest of oldToHost.keys()) {
+        if (guest & STORED_TOKEN && live.stored(guest)) {
+          this.#toHost.set(guest, guest);
+          stored.add(guest);
+        }
+      }
+      const resumed = this.#resumeInFlight(live);
+      if (this.#connectRequested) live.connect();
+      for (const subs of this.#subscribed) this.#toHost.set(live.subscribe(subs, undefined), null);
+      for (const [token, [kind, arg]] of this.#requests) {
+        this.#toHost.set(kind === 'subscribe' ? live.subscribe(arg, undefined) : live.unsubscribe(arg), token);
+      }
+      const rest = [...this.#unacked].filter(([t]) => !resumed.has(t) && !stored.has(t));
+      if (rest.length) live.publish(now(), rest.map(([, p]) => p)).forEach((r, i) => this.#replayed(rest[i][0], r));
+    } catch (e) {
+      this.#failed = `the component failed (${why.message ?? why}) and its replacement failed too: ${e.message ?? JSON.stringify(e)}`;
+      throw new ClientFailed(this.#failed);
+    }
+  }
+
+  #resumeInFlight(live) {
+    const inFlight = [...this.#unacked].filter(([t]) => this.#packetIds.has(t));
+    if (!inFlight.length && this.#sessionBroker === 0) return new Set();
+    live.resume(
+      this.#sessionBroker,
+      inFlight.map(([t]) => ({ token: 0n, packetId: this.#packetIds.get(t).packetId, released: this.#packetIds.get(t).released })),
+    );
+    if (!inFlight.length) return new Set();
+    live.publish(now(), inFlight.map(([, p]) => p)).forEach((r, i) => this.#replayed(inFlight[i][0], r));
+    return new Set(inFlight.map(([t]) => t));
+  }
+
+  #replayed(token, result) {
+    if (result.tag === 'err') {
+      // Refused by an instance with the same config: it fails now, never silently.
+      this.#unacked.delete(token);
+      this.#packetIds.delete(token);
+      this.#backlog.push({ kind: 'error', value: `replay after restart refused: ${result.val.tag}` });
+      this.#backlog.push({ kind: 'publish-failed', value: { token, code: 0 } });
+    } else {
+      this.#toHost.set(result.val, token);
+    }
+  }
+
+  #takeIds() {
+    if (this.#ids.broker !== null) {
+      this.#sessionBroker = this.#ids.broker;
+      this.#ids.broker = null;
+    }
+    for (const { token: guest, packetId, released } of this.#ids.reported) {
+      const token = this.#toHost.get(guest);
+      if (token != null && this.#unacked.has(token)) this.#packetIds.set(token, { packetId, released });
+    }
+    this.#ids.reported = [];
+  }
+
+  #newToken(guest) {
+    const token = guest & STORED_TOKEN ? guest : this.#nextToken++;
+    this.#toHost.set(guest, token);
+    return token;
+  }
+
+  /// The instance's event under the application's tokens (null: not the application's).
+  #translate(e) {
+    if (e.kind === 'up') this.#reportedUp = true;
+    if (e.kind === 'down') this.#reportedUp = false;
+    if (!['published', 'publish-failed', 'subscribed', 'unsubscribed'].includes(e.kind)) return e;
+    const guest = e.kind === 'published' ? e.value : e.value.token;
+    const token = this.#toHost.has(guest) ? this.#toHost.get(guest) : guest;
+    this.#toHost.delete(guest);
+    if (e.kind === 'published' || e.kind === 'publish-failed') {
+      const kept = e.kind === 'publish-failed' && e.value.code === 1; // kept for the next client
+      if (!kept) {
+        this.#unacked.delete(token);
+        this.#packetIds.delete(token);
+      }
+    } else {
+      const request = token === null ? undefined : this.#requests.get(token);
+      this.#requests.delete(token);
+      if (e.kind === 'subscribed' && request) this.#subscribed.push(request[1]);
+      if (e.kind === 'unsubscribed' && request) {
+        const gone = new Set(request[1]);
+        this.#subscribed = this.#subscribed.map((subs) => subs.filter((s) => !gone.has(s.filter))).filter((subs) => subs.length);
+      }
+    }
+    if (token === null) return null;
+    return { kind: e.kind, value: e.kind === 'published' ? token : { ...e.value, token } };
+  }
+
+  // -- the loop ----------------------------------------------------------------------------
+
+  #schedule() {
+    if (this.#scheduled || this.#closed) return;
+    this.#scheduled = true;
+    setImmediate(() => this.#turn());
+  }
+
+  #turn() {
+    this.#scheduled = false;
+    if (this.#closed || this.#failed) return;
+    let polled;
+    try {
+      polled = this.#call('poll', now(), 'up', this.#maxMessages);
+    } catch (e) {
+      this.emit('failed', e);
+      return;
+    }
+    this.#takeIds();
+    const raw = this.#backlog;
+    this.#backlog = [];
+    if (polled) raw.push(...polled.events.map(event));
+    else this.#schedule(); // replaced: poll the fresh instance at once
+    clearTimeout(this.#timer);
+    this.#timer = null;
+    if (polled?.nextDeadline !== undefined) {
+      const wait = Math.max(0, Number(polled.nextDeadline - now()));
+      this.#timer = setTimeout(() => this.#schedule(), wait);
+    }
+    let messages = 0;
+    for (const e of raw.map((r) => this.#translate(r)).filter(Boolean)) {
+      if (e.kind === 'message') messages += 1;
+      this.#settle(e);
+      this.emit('event', e);
+      if (e.kind === 'error' && this.listenerCount('error') === 0) this.#log('warn', e.value);
+      else this.emit(e.kind, e.value);
+    }
+    // As many messages as asked for: more may wait in the component.
+    if (messages >= this.#maxMessages) this.#schedule();
+  }
+
+  #settle(e) {
+    const token = e.kind === 'published' ? e.value : e.kind === 'publish-failed' ? e.value.token : undefined;
+    const w = token === undefined ? undefined : this.#waiting.get(token);
+    if (!w) return;
+    this.#waiting.delete(token);
+    if (e.kind === 'published') w.resolve(token);
+    else w.reject(new ClientError('publish-failed', `reason code ${e.value.code}`));
+  }
+
+  // -- the application's side ----------------------------------------------------------------
+
+  /// Start connecting (`up` or `connect-failed` tells how it went).
+  connect() {
+    this.#connectRequested = true;
+    this.#call('connect');
+    this.#schedule();
+  }
+
+  /// Queue a publish; returns its token (a bigint), reported later by `published` (QoS 1:
+  /// PUBACK; QoS 2: PUBCOMP; QoS 0: written) or `publish-failed`.
+  publish(topic, payload, { qos: level = 1, retain = false } = {}) {
+    return this.publishMany([[topic, payload, level, retain]])[0];
+  }
+
+  /// `publish`, as a promise settled when the broker has it (or it failed for good).
+  publishAsync(topic, payload, options) {
+    const token = this.publish(topic, payload, options);
+    return new Promise((resolve, reject) => this.#waiting.set(token, { resolve, reject }));
+  }
+
+  /// Several publishes in one call; their tokens, in order. Throws `ClientError` when the
+  /// first is refused; after a later refusal (`queue-full`), the tokens of those taken.
+  publishMany(publishes) {
+    const records = publishes.map(([topic, payload, level = 1, retain = false]) => ({
+      topic,
+      payload: typeof payload === 'string' ? new TextEncoder().encode(payload) : new Uint8Array(payload),
+      qos: qos(level),
+      retain: Boolean(retain),
+      properties: undefined,
+      deadlineMs: undefined,
+    }));
+    const results = this.#call('publish', now(), records) ?? this.#call('publish', now(), records);
+    if (!results) throw new ClientFailed('the component failed twice in a row taking these publishes');
+    const tokens = [];
+    for (const [i, r] of results.entries()) {
+      if (r.tag === 'err') {
+        if (tokens.length) break;
+        throw new ClientError(r.val.tag, r.val.val);
+      }
+      const token = this.#newToken(r.val);
+      this.#unacked.set(token, records[i]);
+      tokens.push(token);
+    }
+    this.#schedule();
+    return tokens;
+  }
+
+  /// Subscribe to one filter (at `qos`) or to several `[filter, qos]` pairs; returns the token
+  /// a `subscribed` event reports with the broker's answer.
+  subscribe(filters, level = 1) {
+    const pairs = typeof filters === 'string' ? [[filters, level]] : filters;
+    const subs = pairs.map(([filter, q]) => ({ filter, qos: qos(q), noLocal: false, retainAsPublished: false, retainHandling: 0 }));
+    return this.#request('subscribe', subs);
+  }
+
+  unsubscribe(filters) {
+    return this.#request('unsubscribe', typeof filters === 'string' ? [filters] : filters);
+  }
+
+  #request(kind, arg) {
+    const ask = () => this.#call(kind, ...(kind === 'subscribe' ? [arg, undefined] : [arg]));
+    const guest = ask() ?? ask();
+    if (guest === undefined) throw new ClientFailed(`the component failed twice in a row at \`${kind}\``);
+    const token = this.#newToken(guest);
+    this.#requests.set(token, [kind, arg]);
+    this.#schedule();
+    return token;
+  }
+
+  /// Send DISCONNECT (no will) on the next poll and stop; unacknowledged publishes are
+  /// reported `publish-failed`.
+  disconnect() {
+    this.#connectRequested = false;
+    this.#call('disconnect');
+    this.#schedule();
+  }
+
+  isConnected() {
+    return Boolean(this.#call('isConnected'));
+  }
+
+  stats() {
+    const s = this.#call('stats') ?? this.#call('stats') ?? {};
+    return { ...s, restarts: this.restarts };
+  }
+
+  /// Stop: no more polls, sockets closed (no DISCONNECT: call `disconnect` and wait for
+  /// `down` first for a clean end).
+  close() {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#sockets.closeAll();
+    this.#live = null;
+    for (const w of this.#waiting.values()) w.reject(new ClientError('closed'));
+    this.#waiting.clear();
+  }
+}

@@ -1,0 +1,224 @@
+// The interfaces the component imports, for a Node.js process: sockets over `net` and `tls`
+// (TCP_NODELAY, names resolved without blocking), the monotonic clock, a link that is always
+// up (the operating system manages it), no flash, and logging.
+//
+// The contract's sockets are polled, and Node's are evented: each socket here keeps what
+// arrived until the component's `recv` takes it, and tells the client (`wake`) when anything
+// moved, so that it polls the component. What waits unread is bounded: past
+// `READ_AHEAD` bytes the socket is paused, so a client that stops reading (its application
+// holding `queue_len` messages) holds the broker back through TCP, as the other hosts do.
+
+import net from 'node:net';
+import tls from 'node:tls';
+import fs from 'node:fs';
+
+// jco names an imported interface without its version.
+export const INTERFACE = (name) => `mqtt-as:client/${name}`;
+
+/// Bytes a socket keeps unread before it is paused.
+const READ_AHEAD = 256 * 1024;
+/// Bytes a socket may have waiting to be written before `send` takes no more.
+const WRITE_AHEAD = 64 * 1024;
+
+/// The (host, port) pairs the client may open: `server` and every failover broker, each port
+/// defaulting as the config's `port` says (1883, or 8883 with `ssl`). Anywhere else is refused
+/// `not-permitted`, as the other hosts refuse it.
+export function allowedBrokers(server, port, ssl, servers) {
+  const fallback = port ?? (ssl ? 8883 : 1883);
+  const out = [[server, fallback]];
+  for (const s of servers) {
+    const m = /^\[?(.*?)\]?:(\d+)$/.exec(s);
+    out.push(m && !m[1].endsWith(':') ? [m[1], Number(m[2])] : [s.replace(/^\[|\]$/g, ''), fallback]);
+  }
+  return out;
+}
+
+/// A Node error as the contract's `socket-error`.
+function errorName(e) {
+  const code = e?.code ?? '';
+  if (code === 'ECONNREFUSED') return 'refused';
+  if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'ECONNABORTED') return 'reset';
+  if (code === 'ETIMEDOUT') return 'timed-out';
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_FAIL') return 'dns-failed';
+  if (code === 'ENETUNREACH' || code === 'EHOSTUNREACH' || code === 'ENETDOWN') return 'unreachable';
+  if (/^(ERR_TLS|ERR_SSL|CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED|HOSTNAME_MISMATCH|ERR_OSSL)/.test(code)) return 'tls-failed';
+  return 'other';
+}
+
+const err = (val) => ({ tag: 'err', val });
+const ok = (val) => ({ tag: 'ok', val });
+
+export class Sockets {
+  #allowed;
+  #wake;
+  #log;
+  #socks = new Map();
+  #next = 0;
+
+  /// `wake()` is called whenever a socket moved (connected, data, drained, failed, ended).
+  constructor(allowed, wake, log) {
+    this.#allowed = allowed;
+    this.#wake = wake;
+    this.#log = log;
+  }
+
+  open(host, port, params) {
+    if (!this.#allowed.some(([h, p]) => h === host && p === port)) {
+      this.#log('warn', `refused a connection to ${host}:${port}: not a configured broker`);
+      return err('not-permitted');
+    }
+    let sock;
+    const s = { state: 'connecting', error: null, chunks: [], buffered: 0, ended: false, sock: null };
+    try {
+      if (params) {
+        sock = tls.connect({
+          host,
+          port,
+          servername: params.serverName,
+          ca: params.caFile ? fs.readFileSync(params.caFile) : undefined,
+          cert: params.clientCertFile ? fs.readFileSync(params.clientCertFile) : undefined,
+          key: params.clientKeyFile ? fs.readFileSync(params.clientKeyFile) : undefined,
+          ALPNProtocols: params.alpn.length ? params.alpn : undefined,
+          rejectUnauthorized: true,
+        });
+      } else {
+        sock = net.connect({ host, port });
+      }
+    } catch (e) {
+      this.#log('warn', `opening ${host}:${port} failed: ${e.message}`);
+      return err(params ? 'tls-failed' : errorName(e));
+    }
+    // Every MQTT packet leaves at once, as the other hosts send them.
+    sock.setNoDelay(true);
+    s.sock = sock;
+    sock.on(params ? 'secureConnect' : 'connect', () => {
+      s.state = 'open';
+      this.#wake();
+    });
+    sock.on('data', (chunk) => {
+      s.chunks.push(chunk);
+      s.buffered += chunk.length;
+      if (s.buffered > READ_AHEAD) sock.pause();
+      this.#wake();
+    });
+    sock.on('drain', () => this.#wake());
+    sock.on('end', () => {
+      s.ended = true;
+      this.#wake();
+    });
+    sock.on('error', (e) => {
+      if (s.state !== 'failed') this.#log('info', `socket to ${host}:${port}: ${e.message}`);
+      s.state = 'failed';
+      s.error = errorName(e);
+      this.#wake();
+    });
+    sock.on('close', () => {
+      s.ended = true;
+      this.#wake();
+    });
+    this.#next += 1;
+    this.#socks.set(this.#next, s);
+    return ok(this.#next);
+  }
+
+  status(handle) {
+    const s = this.#socks.get(handle);
+    if (!s) return err('bad-handle');
+    if (s.state === 'failed') return err(s.error);
+    if (s.state === 'open') return ok('open');
+    return s.ended ? err('closed') : ok('connecting');
+  }
+
+  send(handle, data) {
+    const s = this.#socks.get(handle);
+    if (!s) return err('bad-handle');
+    if (s.state === 'failed') return err(s.error);
+    if (s.state !== 'open') return ok(0);
+    if (s.ended || s.sock.destroyed) return err('closed');
+    // Node queues what the kernel does not take yet; past WRITE_AHEAD the component keeps
+    // the rest and tries again when `drain` wakes it.
+    if (s.sock.writableLength > WRITE_AHEAD) return ok(0);
+    s.sock.write(Buffer.from(data));
+    return ok(data.length);
+  }
+
+  /// Up to `max` bytes that arrived; an empty answer (or a short one) means nothing more now:
+  /// the client is woken when more comes.
+  recv(handle, max) {
+    const s = this.#socks.get(handle);
+    if (!s) return err('bad-handle');
+    if (s.state === 'failed' && s.buffered === 0) return err(s.error);
+    if (s.state !== 'open' && s.buffered === 0) return ok(new Uint8Array(0));
+    if (s.buffered === 0) return s.ended ? err('closed') : ok(new Uint8Array(0));
+    const parts = [];
+    let taken = 0;
+    while (s.chunks.length && taken < max) {
+      const c = s.chunks[0];
+      const n = Math.min(c.length, max - taken);
+      parts.push(c.subarray(0, n));
+      if (n === c.length) s.chunks.shift();
+      else s.chunks[0] = c.subarray(n);
+      taken += n;
+    }
+    s.buffered -= taken;
+    if (s.buffered <= READ_AHEAD / 2 && s.sock.isPaused()) s.sock.resume();
+    return ok(new Uint8Array(Buffer.concat(parts, taken)));
+  }
+
+  close(handle) {
+    const s = this.#socks.get(handle);
+    if (s) {
+      this.#socks.delete(handle);
+      s.sock.destroy();
+    }
+  }
+
+  closeAll() {
+    for (const h of [...this.#socks.keys()]) this.close(h);
+  }
+}
+
+const LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
+
+/// Every import the component needs, for one client.
+export function imports({ sockets, ids, log }) {
+  const origin = performance.timeOrigin;
+  return {
+    [INTERFACE('socket')]: {
+      open: (host, port, params) => sockets.open(host, port, params),
+      status: (h) => sockets.status(h),
+      send: (h, data) => sockets.send(h, data),
+      recv: (h, max) => sockets.recv(h, max),
+      close: (h) => sockets.close(h),
+    },
+    [INTERFACE('clock')]: {
+      nowMs: () => BigInt(Math.floor(performance.now())),
+      wallMs: () => BigInt(Math.floor(origin + performance.now())),
+    },
+    [INTERFACE('wifi')]: {
+      // The operating system manages the link: it is up, and joining is not ours to do.
+      state: () => 'up',
+      connect: () => ok(undefined),
+      disconnect: () => {},
+      rssi: () => undefined,
+    },
+    [INTERFACE('storage')]: {
+      // No flash: capacity 0, so nothing is kept across a restart of the process (the
+      // contract's "host without storage"); nothing else is called.
+      geometry: () => ({ capacity: 0, sectorSize: 4096, writeSize: 4 }),
+      read: () => err('out-of-range'),
+      write: () => err('out-of-range'),
+      erase: () => err('out-of-range'),
+      sync: () => ok(undefined),
+    },
+    [INTERFACE('packet-ids')]: {
+      sent: (publishes) => ids.sent(publishes),
+      session: (broker) => ids.session(broker),
+    },
+    [INTERFACE('log')]: {
+      log: (level, message) => log(level, message),
+    },
+  };
+}
+
+export { LEVELS };

@@ -1,0 +1,212 @@
+// The Node host against a real Mosquitto: the guarantees hold with the defaults, through an
+// outage, over TLS, through a failure of the component; bad input is refused with the key
+// named.
+
+import { test, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { Client, ClientError, ConfigError } from '../src/index.js';
+import { Mosquitto, freePort, sleep, tlsFiles } from './mosquitto.js';
+
+// Every client and broker a test makes is closed after it, pass or fail: an open client keeps
+// the process alive (its sockets and its deadline timer), as it should for an application.
+const made = [];
+afterEach(async () => {
+  for (const m of made.splice(0)) await (m instanceof Mosquitto ? m.remove() : m.close());
+});
+
+async function client(id, settings) {
+  const c = await Client.create('127.0.0.1', id, settings);
+  made.push(c);
+  return c;
+}
+
+async function broker(settings) {
+  const m = await Mosquitto.start(settings);
+  made.push(m);
+  return m;
+}
+
+/// Resolves with the first `kind` event's value (rejects after `ms`).
+function next(client, kind, ms = 10_000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no \`${kind}\` within ${ms} ms`)), ms);
+    client.once(kind, (v) => {
+      clearTimeout(timer);
+      resolve(v);
+    });
+  });
+}
+
+/// Resolves once `done()` holds (checked every few ms; rejects after `ms`).
+async function until(done, what, ms = 30_000) {
+  const end = Date.now() + ms;
+  while (!done()) {
+    if (Date.now() > end) throw new Error(`not done within ${ms} ms: ${what()}`);
+    await sleep(5);
+  }
+}
+
+async function connected(server, id, settings) {
+  const c = await client(id, { port: server.port, ...settings });
+  c.connect();
+  await next(c, 'up');
+  return c;
+}
+
+async function subscribed(client, filter, level) {
+  const token = client.subscribe(filter, level);
+  const answer = await next(client, 'subscribed');
+  assert.deepEqual(answer, { token, codes: [level] }, 'granted as asked, under the token subscribe returned');
+}
+
+for (const level of [0, 1, 2]) {
+  test(`a subscriber with the defaults loses nothing at full speed (QoS ${level})`, async () => {
+    const server = await broker();
+    {
+      const count = 5000;
+      const sub = await connected(server, `node-sub-${level}`);
+      await subscribed(sub, 'node/flood', level);
+      const got = [];
+      sub.on('message', (m) => got.push(m.payload.readUInt32BE()));
+      const pub = await connected(server, `node-pub-${level}`);
+      let sent = 0;
+      let done = 0;
+      pub.on('published', () => (done += 1));
+      // As many as the client takes (`max_queued` outstanding), as fast as it takes them.
+      while (done < count) {
+        while (sent < count && sent - done < 512) {
+          const payload = Buffer.alloc(4);
+          payload.writeUInt32BE(sent);
+          pub.publish('node/flood', payload, { qos: level });
+          sent += 1;
+        }
+        await sleep(1);
+      }
+      await until(() => got.length >= count, () => `received ${got.length} of ${count}`);
+      assert.deepEqual(got, [...Array(count).keys()], 'every message, in order');
+      assert.equal(sub.stats().discards, 0n);
+    }
+  });
+}
+
+/// A Mosquitto that keeps its sessions across a restart (SIGTERM saves them), and a
+/// subscriber to `topic` at `level` whose session outlives its connections.
+async function persistentSubscriber(id, topic, level = 1) {
+  const server = await broker();
+  server.settings = `persistence true\npersistence_location ${server.dir}/\n`;
+  await server.stop();
+  await server.start();
+  const sub = await connected(server, id, { clean_init: false, clean: false });
+  await subscribed(sub, topic, level);
+  return { server, sub };
+}
+
+test('a broker outage loses no QoS 1 message', async () => {
+  const { server, sub } = await persistentSubscriber('node-outage-sub', 'node/outage');
+  const received = new Set();
+  sub.on('message', (m) => received.add(m.payload.toString()));
+  const pub = await connected(server, 'node-outage-pub');
+  const completed = new Set();
+  pub.on('published', (t) => completed.add(t));
+  for (let i = 0; i < 50; i++) pub.publish('node/outage', `${i}`);
+  await sleep(1);
+  const down = Promise.all([next(pub, 'down'), next(sub, 'down')]);
+  await server.stop('SIGTERM');
+  await down;
+  for (let i = 50; i < 100; i++) pub.publish('node/outage', `${i}`);
+  await sleep(500);
+  await server.start();
+  await until(
+    () => received.size === 100 && completed.size === 100,
+    () => `received ${received.size}, completed ${completed.size}`,
+  );
+  assert.ok(pub.stats().reconnects >= 1n && sub.stats().reconnects >= 1n);
+});
+
+test('the will is sent when the connection breaks', async () => {
+  const server = await broker();
+  const watcher = await connected(server, 'node-will-watcher');
+  await subscribed(watcher, 'node/will', 1);
+  const dying = await connected(server, 'node-will-dying', { will: { topic: 'node/will', payload: 'gone', qos: 1 } });
+  dying.close(); // the socket closes with no DISCONNECT: the broker must send the will
+  const m = await next(watcher, 'message');
+  assert.equal(m.topic, 'node/will');
+  assert.equal(m.payload.toString(), 'gone');
+});
+
+test('TLS with a CA of our own, and a stranger refused', async () => {
+  const files = tlsFiles(mkdtempSync(join(tmpdir(), 'node-tls-')));
+  const server = await broker(`cafile ${files.ca}\ncertfile ${files.cert}\nkeyfile ${files.key}\n`);
+  const tls = await connected(server, 'node-tls', { ssl: true, ssl_params: { server_name: 'localhost', ca_file: files.ca } });
+  await subscribed(tls, 'node/tls', 1);
+  tls.publish('node/tls', 'over tls');
+  assert.equal((await next(tls, 'message')).payload.toString(), 'over tls');
+
+  const other = tlsFiles(mkdtempSync(join(tmpdir(), 'node-tls-other-')));
+  const stranger = await client('node-tls-stranger', { port: server.port, ssl: true, ssl_params: { server_name: 'localhost', ca_file: other.ca } });
+  stranger.connect();
+  assert.match(await next(stranger, 'connect-failed'), /tls/i);
+});
+
+test('nothing listening is a connect failure, not a hang', async () => {
+  const refused = await client('node-refused', { port: await freePort() });
+  refused.connect();
+  assert.match(await next(refused, 'connect-failed'), /refused/);
+});
+
+test('a wrong config value is refused, naming the key', async () => {
+  // Of the right type but unworkable: the component's own check names the key.
+  await assert.rejects(Client.create('127.0.0.1', 'node-bad', { port: 0 }), (e) => e instanceof ClientError && e.kind === 'invalid' && /port/.test(e.message));
+  await assert.rejects(Client.create('127.0.0.1', 'node-bad', { v5: true, receive_maximum: 0 }), /receive_maximum/);
+  // Of the wrong type, or no key at all: refused here, before anything runs.
+  await assert.rejects(Client.create('127.0.0.1', 'node-bad', { keepalive_s: 'thirty' }), (e) => e instanceof ConfigError && /keepalive_s/.test(e.message));
+  await assert.rejects(Client.create('127.0.0.1', 'node-bad', { max_inflight: 70000 }), /max_inflight.*out of range/);
+  await assert.rejects(Client.create('127.0.0.1', 'node-bad', { keep_alive: 30 }), /no such key/);
+  await assert.rejects(Client.create('127.0.0.1', 'node-bad', { will: { topic: 't', payload: 'x', qos: 3 } }), /will/);
+});
+
+/// `count` publishes at `level` from one client to another, flat out; once a third of them
+/// are acknowledged, the next import call of `trapIn`'s component throws, which ends that
+/// instance. Both sessions outlive their connections: only then is delivery (and QoS 2
+/// exactly once) promised across a new connection.
+async function floodWithATrap(level, count, trapIn) {
+  const { server, sub } = await persistentSubscriber(`node-trap-sub-${level}`, 'node/trap', level);
+  const pub = await connected(server, `node-trap-pub-${level}`, { clean_init: false, clean: false });
+  const tokens = [];
+  const completed = [];
+  const received = [];
+  pub.on('published', (t) => completed.push(t));
+  pub.on('publish-failed', (f) => assert.fail(`publish failed: ${f.code}`));
+  sub.on('message', (m) => received.push(Number(m.payload.toString())));
+  let trapped = false;
+  const end = Date.now() + 60_000;
+  while ((received.length < count || completed.length < count) && Date.now() < end) {
+    while (tokens.length < count && tokens.length - completed.length < 100) tokens.push(pub.publish('node/trap', `${tokens.length}`, { qos: level }));
+    if (!trapped && completed.length >= count / 3) {
+      trapped = true;
+      (trapIn === 'pub' ? pub : sub).failNextImport = true;
+    }
+    await sleep(1);
+  }
+  return { pub, sub, tokens, completed, received };
+}
+
+const sorted = (xs) => [...xs].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+
+test('a failure in the publisher loses nothing, and QoS 2 stays exactly once', async () => {
+  const { pub, tokens, completed, received } = await floodWithATrap(2, 300, 'pub');
+  assert.equal(pub.restarts, 1);
+  assert.deepEqual(sorted(completed), sorted(tokens), 'every token completes, once');
+  assert.deepEqual(sorted(received), [...Array(300).keys()], 'every message exactly once');
+});
+
+test('a failure in the subscriber loses no QoS 1 message', async () => {
+  const { sub, tokens, completed, received } = await floodWithATrap(1, 300, 'sub');
+  assert.equal(sub.restarts, 1);
+  assert.deepEqual(sorted(completed), sorted(tokens));
+  assert.deepEqual([...new Set(received)].sort((a, b) => a - b), [...Array(300).keys()], 'nothing lost (a resend may come twice)');
+});
