@@ -24,6 +24,8 @@ export { ConfigError };
 // A token whose publish is kept in the store: it names the store's record, so it is the same
 // in every instance (the core's `STORED_TOKEN`).
 const STORED_TOKEN = 1n << 63n;
+/// Restarts without a poll going through in between before the client gives up.
+const MAX_RESTARTS_IN_A_ROW = 3;
 
 /// A request the client refused at once: `kind` is `invalid`, `queue-full`, `closed`,
 /// `store-full` or `storage`.
@@ -144,12 +146,14 @@ export class Client extends EventEmitter {
   #sessionBroker = 0;
   #connectRequested = false;
   #reportedUp = false;
+  #failing = 0; // restarts since a poll last went through
   #backlog = [];
   #waiting = new Map(); // token -> { resolve, reject } of publishAsync
   /// How many times the instance was replaced.
   restarts = 0;
-  /// Test hook: the next import call throws, as a failing host function would.
-  failNextImport = false;
+  /// Test hook: `{ name, times }` makes the next `times` calls of the import `name` throw, as
+  /// a failing host function would (`times: Infinity`: every one).
+  failImport = null;
 
   static async create(server, clientId, settings = {}) {
     const client = new Client(buildConfig(server, clientId, settings));
@@ -181,8 +185,9 @@ export class Client extends EventEmitter {
     for (const iface of Object.values(table)) {
       for (const [name, f] of Object.entries(iface)) {
         iface[name] = (...args) => {
-          if (this.failNextImport) {
-            this.failNextImport = false;
+          const fail = this.failImport;
+          if (fail?.name === name && fail.times > 0) {
+            fail.times -= 1;
             throw new Error(`injected failure in the \`${name}\` import`);
           }
           return f(...args);
@@ -213,10 +218,18 @@ export class Client extends EventEmitter {
     }
   }
 
+  /// Replaces the failed instance; a failure while doing it ends the client, and so does a
+  /// fresh instance failing again before a poll of it went through (a failure that every
+  /// instance meets would otherwise restart them for ever).
   #restart(why) {
     this.#takeIds();
     this.#sockets.closeAll();
     this.restarts += 1;
+    this.#failing += 1;
+    if (this.#failing > MAX_RESTARTS_IN_A_ROW) {
+      this.#failed = `the component failed ${this.#failing} times in a row, the last: ${why.message ?? why}`;
+      throw new ClientFailed(this.#failed);
+    }
     try {
       this.#live = this.#freshInstance();
       if (this.#reportedUp) {
@@ -334,9 +347,13 @@ export class Client extends EventEmitter {
     try {
       polled = this.#call('poll', now(), 'up', this.#maxMessages);
     } catch (e) {
+      // Replaced too often in a row: the client is done, and says so (`failed`, or thrown
+      // into the event loop when nothing listens, as an unhandled `error` would be).
+      if (this.listenerCount('failed') === 0) throw e;
       this.emit('failed', e);
       return;
     }
+    if (polled) this.#failing = 0;
     this.#takeIds();
     const raw = this.#backlog;
     this.#backlog = [];

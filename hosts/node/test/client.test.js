@@ -8,7 +8,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { Client, ClientError, ConfigError } from '../src/index.js';
+import { Client, ClientError, ClientFailed, ConfigError } from '../src/index.js';
 import { Mosquitto, freePort, sleep, tlsFiles } from './mosquitto.js';
 
 // Every client and broker a test makes is closed after it, pass or fail: an open client keeps
@@ -188,7 +188,7 @@ async function floodWithATrap(level, count, trapIn) {
     while (tokens.length < count && tokens.length - completed.length < 100) tokens.push(pub.publish('node/trap', `${tokens.length}`, { qos: level }));
     if (!trapped && completed.length >= count / 3) {
       trapped = true;
-      (trapIn === 'pub' ? pub : sub).failNextImport = true;
+      (trapIn === 'pub' ? pub : sub).failImport = { name: 'recv', times: 1 };
     }
     await sleep(1);
   }
@@ -209,4 +209,15 @@ test('a failure in the subscriber loses no QoS 1 message', async () => {
   assert.equal(sub.restarts, 1);
   assert.deepEqual(sorted(completed), sorted(tokens));
   assert.deepEqual([...new Set(received)].sort((a, b) => a - b), [...Array(300).keys()], 'nothing lost (a resend may come twice)');
+});
+
+test('a component that fails every time ends the client instead of restarting for ever', async () => {
+  const server = await broker();
+  const failing = await connected(server, 'node-always-failing');
+  const failed = next(failing, 'failed');
+  failing.failImport = { name: 'recv', times: Infinity };
+  failing.publish('t', 'x'); // a poll follows, and fails; so does every replacement's
+  assert.match((await failed).message, /4 times in a row/);
+  assert.equal(failing.restarts, 4);
+  assert.throws(() => failing.publish('t', 'x'), ClientFailed);
 });

@@ -27,6 +27,8 @@ from ._store import FileFlash
 # A token whose publish is kept in the store: it names the store's record, so it is the
 # same in every instance (the core's `STORED_TOKEN`).
 STORED_TOKEN = 1 << 63
+# Restarts without a poll going through in between before the client gives up.
+MAX_RESTARTS_IN_A_ROW = 3
 
 
 class ClientError(Exception):
@@ -146,6 +148,7 @@ class Client:
         self._max_messages = config_value(self.config, "queue_len")
         self._failed: Optional[str] = None
         self.restarts = 0
+        self._failing = 0  # restarts since a poll last went through
         # The application's tokens, and what they stand for until completed, so that a fresh
         # instance can be handed all of it. Tokens of stored publishes are the store's own.
         self._next_token = 1
@@ -181,10 +184,15 @@ class Client:
 
     def _restart(self, why: Trap) -> None:
         """Replaces the failed instance (see the module's comment); a failure while doing it
-        ends the client."""
+        ends the client, and so does a fresh instance failing again before a poll of it went
+        through (a failure that every instance meets would otherwise restart them for ever)."""
         self._take_ids()
         self._sockets.close_handles()
         self.restarts += 1
+        self._failing += 1
+        if self._failing > MAX_RESTARTS_IN_A_ROW:
+            self._failed = f"the component failed {self._failing} times in a row, the last {why}"
+            raise ClientFailed(self._failed)
         try:
             self._live = self._fresh_instance()
             if self._reported_up:
@@ -385,6 +393,8 @@ class Client:
         end = None if timeout is None else _platform.now_ms() + int(timeout * 1000)
         while True:
             polled = self._call("poll", _platform.now_ms(), "up", self._max_messages)
+            if polled is not None:
+                self._failing = 0
             self._take_ids()
             events, self._backlog = self._backlog, []
             deadline = None

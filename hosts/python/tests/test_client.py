@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mqtt_component import Client, ClientError, ConfigError, Tls, Will
+from mqtt_component import Client, ClientError, ClientFailed, ConfigError, Tls, Will
 
 
 def run_until(clients, done, timeout=20.0, events=None):
@@ -332,3 +332,28 @@ def test_a_trap_in_the_subscriber_loses_no_qos1_message(mosquitto):
     assert set(received) == {b"%d" % i for i in range(300)}, "nothing lost (a resend may come twice)"
     pub.close()
     sub.close()
+
+
+def test_a_component_that_fails_every_time_ends_the_client_instead_of_restarting_for_ever(mosquitto, monkeypatch):
+    """Every instance's `poll` traps (as a failure each one meets would): the client replaces
+    the instance three times, then gives up and says so, rather than loop for ever."""
+    from mqtt_component._instance import Instance
+
+    broker = mosquitto()
+    client = Client("127.0.0.1", "py-always-failing", port=broker.port)
+    connected(client)
+    method = Instance.method
+
+    def starved_poll(live, name, *args):
+        if name == "poll":
+            live.starve_next = True
+        return method(live, name, *args)
+
+    monkeypatch.setattr(Instance, "method", starved_poll)
+    with pytest.raises(ClientFailed, match="4 times in a row"):
+        for _ in range(10):
+            client.poll(0.1)  # each restart is reported (`down`, `error`) before the next
+    assert client.restarts == 4
+    with pytest.raises(ClientFailed):
+        client.publish("t", b"x")
+    client.close()
