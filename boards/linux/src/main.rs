@@ -109,7 +109,8 @@ struct Conn {
     /// Keep the QoS 1/2 publishes not yet acknowledged in this file (created if missing:
     /// 64 KiB of simulated flash, fsync'd before a publish counts as accepted), so that a
     /// kill, a crash or a power cut loses none of them: the next run with the same file
-    /// sends them first. A damaged file is reported and what is intact is kept; a file that
+    /// sends them first, and before it disconnects waits for them to be acknowledged too
+    /// (up to --response-time-ms). A damaged file is reported and what is intact is kept; a file that
     /// is not a store is refused and left as it is, and so is one another run holds (it
     /// is locked while in use).
     #[arg(long, value_name = "FILE")]
@@ -480,6 +481,20 @@ async fn publish_lines(
     Ok(failed)
 }
 
+/// Waits, up to `limit`, until nothing the client holds is waiting for the broker: with a
+/// store, the publishes an earlier run left there go out first, and a run that disconnected
+/// as soon as its own message was done (at QoS 0, at once) left them unacknowledged, so the
+/// next run sent them again: a second copy for every subscriber of each one the broker had.
+async fn settle_stored(client: &Client, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Some(s) = client.stats().await {
+        if s.inflight + s.queued == 0 || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Record { iface, out, duration: limit, every, keepalive, response_time_ms, clean } => {
@@ -563,11 +578,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     _ = reporter => anyhow::bail!("the client stopped"),
                 }
             };
-            let failed = tokio::select! {
-                r = work => r?,
-                _ = stop_signal() => 0,
+            let (failed, signalled) = tokio::select! {
+                r = work => (r?, false),
+                _ = stop_signal() => (0, true),
             };
             let stopped = pending.get();
+            if conn.store.is_some() && !signalled {
+                // What an earlier run left in the store went out first on this connection;
+                // this run's own publishes are done, but those may not be yet.
+                settle_stored(&client, Duration::from_millis(conn.settings()?.1.response_time_ms.into())).await;
+            }
             // The disconnect leaves the store's records open: what is still waiting goes out
             // with the next run on this store.
             client.disconnect().await;

@@ -303,3 +303,61 @@ fn sigterm_keeps_the_lines_the_broker_has_not_acknowledged() {
     }
     assert!(delivered.iter().all(|l| *l == line(0) || *l == line(1)), "{delivered:?}");
 }
+
+/// What an earlier life left in the store goes out first, and a run whose own message is
+/// done at once (QoS 0) waits for it to be acknowledged too before it disconnects. It used
+/// to disconnect as soon as its own message was written, with those still unacknowledged,
+/// so the next run sent them again: a second copy of each for every subscriber (found
+/// running the Python and Node hosts' store files through `mqtt-board`).
+#[test]
+fn a_run_waits_for_what_the_store_gave_back_before_it_disconnects() {
+    const LEFT: usize = 100;
+    let broker = Mosquitto::start("").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("board.store");
+    {
+        // An earlier life: a hundred QoS 1 publishes accepted (durable) and never sent: more
+        // than the in-flight window, so that some are still in flight when this run's own
+        // message goes.
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let _inside = rt.enter();
+        let mut cfg = mqtt_host::default_config("127.0.0.1", "store-left");
+        cfg.port = Some(broker.port);
+        let (flash, _) = mqtt_host::FileFlash::open(&store, mqtt_host::file_flash::DEFAULT_GEOMETRY).unwrap();
+        let platform = mqtt_board::TokioPlatform::for_config(&cfg).with_store(flash);
+        let component = mqtt_host::ComponentFile::embedded().unwrap();
+        let mut earlier = mqtt_host::Device::new(&component, Box::new(platform), cfg, "earlier").unwrap();
+        for i in 0..LEFT {
+            let p = mqtt_host::Publish {
+                topic: TOPIC.into(),
+                payload: format!("left-{i}").into_bytes(),
+                qos: mqtt_host::Qos::AtLeastOnce,
+                retain: false,
+                properties: None,
+                deadline_ms: None,
+            };
+            earlier.publish(p).unwrap();
+        }
+    }
+    let (obs, got) = observer(broker.port, TOPIC, "left-observer");
+    let run = |message: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mqtt-board"))
+            .args(["pub", "-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", TOPIC, "-q", "0", "-m", message, "-i", "store-left"])
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    run("first");
+    run("second");
+    let mut seen = Vec::new();
+    while let Ok(p) = got.recv_timeout(Duration::from_millis(1000)) {
+        seen.push(p);
+    }
+    drop(obs);
+    let left = (0..LEFT).map(|i| format!("left-{i}"));
+    for want in left.chain(["first".into(), "second".into()]) {
+        assert_eq!(seen.iter().filter(|p| **p == want).count(), 1, "{want} arrives once: {seen:?}");
+    }
+}

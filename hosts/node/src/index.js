@@ -18,8 +18,9 @@ import { fileURLToPath } from 'node:url';
 
 import { QOS_NAMES, buildConfig, ConfigError } from './config.js';
 import { Sockets, allowedBrokers, imports } from './platform.js';
+import { FileFlash, StoreError } from './store.js';
 
-export { ConfigError };
+export { ConfigError, StoreError };
 
 // A token whose publish is kept in the store: it names the store's record, so it is the same
 // in every instance (the core's `STORED_TOKEN`).
@@ -118,7 +119,9 @@ function qos(level) {
 /// every config key the other hosts take (by the name a settings file gives it, its field
 /// name, or that in camelCase), plus `will: { topic, payload, qos, retain }` and
 /// `ssl_params: { server_name, ca_file, ... }`. Defaults are the core's: nothing the client
-/// acknowledged is ever dropped (`backpressure`), 1883 (8883 with `ssl`).
+/// acknowledged is ever dropped (`backpressure`), 1883 (8883 with `ssl`). `store: 'file'`
+/// keeps what was accepted and not yet acknowledged in that file (the other hosts' store
+/// format), so a process that dies loses none of it: the next client on the file sends it.
 ///
 /// Events: `message` ({ topic, payload, qos, retained, dup }), `up` (session present),
 /// `down` (why), `published` (token), `publish-failed` ({ token, code }), `subscribed` and
@@ -129,6 +132,7 @@ export class Client extends EventEmitter {
   #config;
   #sockets;
   #instantiate;
+  #flash;
   #live = null;
   #failed = null;
   #closed = false;
@@ -155,10 +159,16 @@ export class Client extends EventEmitter {
   /// a failing host function would (`times: Infinity`: every one).
   failImport = null;
 
-  static async create(server, clientId, settings = {}) {
+  static async create(server, clientId, { store, ...settings } = {}) {
     const client = new Client(buildConfig(server, clientId, settings));
     client.#instantiate = await component();
-    client.#live = client.#freshInstance();
+    if (store !== undefined) client.#flash = new FileFlash(store, (level, message) => client.#log(level, message));
+    try {
+      client.#live = client.#freshInstance();
+    } catch (e) {
+      client.close(); // the store's lock must not outlive a client that never ran
+      throw e;
+    }
     return client;
   }
 
@@ -180,7 +190,7 @@ export class Client extends EventEmitter {
       sent: (publishes) => this.#ids.reported.push(...publishes),
       session: (broker) => (this.#ids.broker = broker),
     };
-    const table = imports({ sockets: this.#sockets, ids, log: (level, message) => this.#log(level, message) });
+    const table = imports({ sockets: this.#sockets, ids, log: (level, message) => this.#log(level, message), flash: this.#flash });
     // The test hook: every import checks it.
     for (const iface of Object.values(table)) {
       for (const [name, f] of Object.entries(iface)) {
@@ -480,6 +490,8 @@ export class Client extends EventEmitter {
     clearTimeout(this.#timer);
     this.#sockets.closeAll();
     this.#live = null;
+    this.#flash?.close();
+    this.#flash = undefined;
     for (const w of this.#waiting.values()) w.reject(new ClientError('closed'));
     this.#waiting.clear();
   }

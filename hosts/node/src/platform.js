@@ -1,6 +1,6 @@
 // The interfaces the component imports, for a Node.js process: sockets over `net` and `tls`
 // (TCP_NODELAY, names resolved without blocking), the monotonic clock, a link that is always
-// up (the operating system manages it), no flash, and logging.
+// up (the operating system manages it), flash in a file or none, and logging.
 //
 // The contract's sockets are polled, and Node's are evented: each socket here keeps what
 // arrived until the component's `recv` takes it, and tells the client (`wake`) when anything
@@ -180,8 +180,8 @@ export class Sockets {
 
 const LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
 
-/// Every import the component needs, for one client.
-export function imports({ sockets, ids, log }) {
+/// Every import the component needs, for one client; `flash` is a `FileFlash` or undefined.
+export function imports({ sockets, ids, log, flash }) {
   const origin = performance.timeOrigin;
   return {
     [INTERFACE('socket')]: {
@@ -202,15 +202,23 @@ export function imports({ sockets, ids, log }) {
       disconnect: () => {},
       rssi: () => undefined,
     },
-    [INTERFACE('storage')]: {
-      // No flash: capacity 0, so nothing is kept across a restart of the process (the
-      // contract's "host without storage"); nothing else is called.
-      geometry: () => ({ capacity: 0, sectorSize: 4096, writeSize: 4 }),
-      read: () => err('out-of-range'),
-      write: () => err('out-of-range'),
-      erase: () => err('out-of-range'),
-      sync: () => ok(undefined),
-    },
+    [INTERFACE('storage')]: flash
+      ? {
+          geometry: () => ({ capacity: flash.capacity, sectorSize: flash.sectorSize, writeSize: flash.writeSize }),
+          read: (offset, len) => flash.read(offset, len),
+          write: (offset, data) => flash.write(offset, data),
+          erase: (sector) => flash.erase(sector),
+          sync: () => flash.sync(),
+        }
+      : {
+          // No flash: capacity 0, so nothing is kept across a restart of the process (the
+          // contract's "host without storage"); nothing else is called.
+          geometry: () => ({ capacity: 0, sectorSize: 4096, writeSize: 4 }),
+          read: () => err('out-of-range'),
+          write: () => err('out-of-range'),
+          erase: () => err('out-of-range'),
+          sync: () => ok(undefined),
+        },
     [INTERFACE('packet-ids')]: {
       sent: (publishes) => ids.sent(publishes),
       session: (broker) => ids.session(broker),

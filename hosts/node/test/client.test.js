@@ -4,11 +4,13 @@
 
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { Client, ClientError, ClientFailed, ConfigError } from '../src/index.js';
+import { Client, ClientError, ClientFailed, ConfigError, StoreError } from '../src/index.js';
 import { Mosquitto, freePort, sleep, tlsFiles } from './mosquitto.js';
 
 // Every client and broker a test makes is closed after it, pass or fail: an open client keeps
@@ -173,9 +175,9 @@ test('a wrong config value is refused, naming the key', async () => {
 /// are acknowledged, the next import call of `trapIn`'s component throws, which ends that
 /// instance. Both sessions outlive their connections: only then is delivery (and QoS 2
 /// exactly once) promised across a new connection.
-async function floodWithATrap(level, count, trapIn) {
+async function floodWithATrap(level, count, trapIn, store) {
   const { server, sub } = await persistentSubscriber(`node-trap-sub-${level}`, 'node/trap', level);
-  const pub = await connected(server, `node-trap-pub-${level}`, { clean_init: false, clean: false });
+  const pub = await connected(server, `node-trap-pub-${level}`, { clean_init: false, clean: false, store });
   const tokens = [];
   const completed = [];
   const received = [];
@@ -197,12 +199,15 @@ async function floodWithATrap(level, count, trapIn) {
 
 const sorted = (xs) => [...xs].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 
-test('a failure in the publisher loses nothing, and QoS 2 stays exactly once', async () => {
-  const { pub, tokens, completed, received } = await floodWithATrap(2, 300, 'pub');
-  assert.equal(pub.restarts, 1);
-  assert.deepEqual(sorted(completed), sorted(tokens), 'every token completes, once');
-  assert.deepEqual(sorted(received), [...Array(300).keys()], 'every message exactly once');
-});
+for (const withStore of [false, true]) {
+  test(`a failure in the publisher loses nothing, and QoS 2 stays exactly once (${withStore ? 'with' : 'without'} a store)`, async () => {
+    const store = withStore ? join(mkdtempSync(join(tmpdir(), 'node-trap-store-')), 'pub.flash') : undefined;
+    const { pub, tokens, completed, received } = await floodWithATrap(2, 300, 'pub', store);
+    assert.equal(pub.restarts, 1);
+    assert.deepEqual(sorted(completed), sorted(tokens), 'every token completes, once');
+    assert.deepEqual(sorted(received), [...Array(300).keys()], 'every message exactly once');
+  });
+}
 
 test('a failure in the subscriber loses no QoS 1 message', async () => {
   const { sub, tokens, completed, received } = await floodWithATrap(1, 300, 'sub');
@@ -220,4 +225,52 @@ test('a component that fails every time ends the client instead of restarting fo
   assert.match((await failed).message, /4 times in a row/);
   assert.equal(failing.restarts, 4);
   assert.throws(() => failing.publish('t', 'x'), ClientFailed);
+});
+
+test('a store keeps what a killed process accepted', async () => {
+  // A process accepts 20 QoS 1 publishes while the broker is down and is killed (SIGKILL: no
+  // chance to save anything then); the next client on its store file sends them all.
+  const { server, sub } = await persistentSubscriber('node-stored-sub', 'node/stored');
+  const received = new Set();
+  sub.on('message', (m) => received.add(m.payload.toString()));
+  await server.stop('SIGTERM');
+  const store = join(mkdtempSync(join(tmpdir(), 'node-store-')), 'client.flash');
+  const index = fileURLToPath(new URL('../src/index.js', import.meta.url));
+  const script = `
+    import { Client } from ${JSON.stringify(index)};
+    const c = await Client.create('127.0.0.1', 'node-stored', { port: ${server.port}, store: ${JSON.stringify(store)} });
+    c.on('connect-failed', () => {});
+    c.connect();
+    for (let i = 0; i < 20; i++) c.publish('node/stored', String(i));
+    console.log('accepted 20');
+    setInterval(() => {}, 1000);`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const said = await new Promise((resolve) => child.stdout.once('data', (d) => resolve(String(d).trim())));
+  child.kill('SIGKILL');
+  await new Promise((r) => child.once('exit', r));
+  assert.equal(said, 'accepted 20');
+
+  await server.start();
+  const again = await client('node-stored', { port: server.port, store });
+  const completed = new Set();
+  again.on('published', (t) => completed.add(t));
+  again.connect();
+  await until(
+    () => received.size === 20 && completed.size === 20,
+    () => `received ${received.size}, completed ${completed.size}`,
+  );
+});
+
+test('a file that is not a store is refused and left alone; one store serves one client', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'node-store-files-'));
+  const notes = join(dir, 'notes.txt');
+  writeFileSync(notes, 'my notes, not a flash image\n');
+  await assert.rejects(Client.create('127.0.0.1', 'node-wrong-file', { store: notes }), (e) => e instanceof StoreError && /not a store file/.test(e.message));
+  assert.equal(readFileSync(notes, 'utf8'), 'my notes, not a flash image\n');
+
+  const store = join(dir, 'one.flash');
+  const first = await client('node-first', { store });
+  await assert.rejects(Client.create('127.0.0.1', 'node-second', { store }), /in use/);
+  first.close();
+  (await client('node-second', { store })).close();
 });
