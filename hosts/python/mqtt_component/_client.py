@@ -412,6 +412,8 @@ class Client:
                 if now >= end:
                     return []
                 wake = end if wake is None else min(wake, end)
+            if wake is None and not self._sockets.watching():
+                return []  # nothing can happen: no socket, no deadline (closed, say)
             self._sockets.wait(None if wake is None else max(0, wake - now) / 1000)
 
     def events(self, timeout: Optional[float] = None):

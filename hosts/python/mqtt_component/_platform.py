@@ -109,6 +109,10 @@ class Sockets:
         except (KeyError, ValueError):
             pass
 
+    def watching(self) -> bool:
+        """Whether any socket is open or opening (something `wait` can wake for)."""
+        return bool(self.selector.get_map())
+
     def wait(self, timeout: Optional[float]) -> bool:
         """Waits up to `timeout` seconds for any socket to move; true when one did."""
         if not self.selector.get_map():

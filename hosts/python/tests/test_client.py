@@ -357,3 +357,18 @@ def test_a_component_that_fails_every_time_ends_the_client_instead_of_restarting
     with pytest.raises(ClientFailed):
         client.publish("t", b"x")
     client.close()
+
+
+def test_polling_a_client_that_has_nothing_left_to_do_returns(mosquitto):
+    """After `disconnect`, with no socket and no deadline, `poll()` without a timeout returns
+    at once instead of waiting (or spinning) for ever."""
+    broker = mosquitto()
+    client = Client("127.0.0.1", "py-idle", port=broker.port)
+    connected(client)
+    client.disconnect()
+    got = run_until([client], lambda ev: kinds(ev[client], "down"), 10)[client]
+    assert kinds(got, "down") == ["requested"]
+    started = time.monotonic()
+    assert client.poll() == []
+    assert time.monotonic() - started < 1
+    client.close()
