@@ -1,7 +1,7 @@
 //! The real component, driven through the host with the in-memory platform.
 
 use mqtt_host::loopback::Loopback;
-use mqtt_host::{default_config, ClientError, ComponentFile, Device, DeviceError, DownReason, Event, Publish, Qos, SocketError};
+use mqtt_host::{default_config, ClientError, ComponentFile, Device, DeviceError, DownReason, Event, Publish, Qos, SocketError, Subscription};
 
 fn device(lo: &Loopback) -> Device {
     let component = ComponentFile::embedded().expect("embedded component loads");
@@ -1078,4 +1078,48 @@ fn cancel_takes_back_a_publish_wherever_it_waits_and_reports_it_once() {
         client.disconnect().await;
         ticker.abort();
     });
+}
+
+/// A known gap, kept as a test that fails until it is closed (hence ignored): an incoming QoS
+/// 1 message is acknowledged when it arrives, and then waits in the instance until a poll
+/// hands it over. A host that takes fewer messages than are waiting (`poll_taking`, as the
+/// async `Client` does when its channel is full) leaves acknowledged messages inside the
+/// instance, and a trap then loses them: the broker was told they arrived, and the fresh
+/// instance never had them. Acknowledging a message when a poll hands it over would close it.
+#[test]
+#[ignore = "known gap: incoming QoS 1 messages are acknowledged before the host takes them (session 45's note)"]
+fn a_trap_loses_no_incoming_qos1_message_the_host_had_not_taken() {
+    let lo = Loopback::new();
+    let mut cfg = default_config("broker", "dev-1");
+    cfg.clean_init = false;
+    cfg.clean = false;
+    let component = ComponentFile::embedded().expect("embedded component loads");
+    let mut d = Device::new(&component, Box::new(lo.clone()), cfg, "dev-1").expect("device");
+    d.connect().unwrap();
+    poll_until(&mut d, &lo, |e| matches!(e, Event::Up(_)));
+    let sub = Subscription { filter: "t".into(), qos: Qos::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 };
+    d.subscribe(vec![sub]).unwrap();
+    poll_until(&mut d, &lo, |e| matches!(e, Event::Subscribed(_)));
+    // Its own publishes come back to it through the subscription; the host takes none yet.
+    for p in [b"one".as_slice(), b"two", b"three"] {
+        d.publish(qos1(p)).unwrap();
+    }
+    let mut received = Vec::new();
+    for _ in 0..10 {
+        d.poll_taking(0).unwrap();
+        lo.advance(100);
+    }
+    d.starve_next_call(100);
+    for _ in 0..100 {
+        for e in d.poll().expect("the watchdog recovers") {
+            if let Event::Message(m) = e {
+                received.push(m.payload);
+            }
+        }
+        lo.advance(100);
+    }
+    assert_eq!(d.restarts(), 1);
+    for p in [b"one".as_slice(), b"two", b"three"] {
+        assert!(received.iter().any(|r| r == p), "{:?} was acknowledged and never delivered: {received:?}", String::from_utf8_lossy(p));
+    }
 }
