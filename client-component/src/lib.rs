@@ -219,17 +219,12 @@ impl Glue {
     /// Moves events into `events`, at most `max_messages` of them incoming messages;
     /// returns how many messages it moved.
     fn take_events(&mut self, events: &mut Vec<api::Event>, max_messages: u32) -> u32 {
-        let mut messages = 0;
-        loop {
-            let e = if messages < max_messages { self.client.poll_event() } else { self.client.poll_event_except_messages() };
-            let Some(e) = e else { break };
-            messages += u32::from(matches!(e, Event::Message(_)));
+        self.client.poll_events(max_messages, |e| {
             if let Event::Error(msg) = &e {
                 warn(msg);
             }
             events.push(convert::event_to_wit(e));
-        }
-        messages
+        })
     }
 
     /// One `poll`: a full turn, then the events. With backpressure (the default) the client
@@ -250,6 +245,11 @@ impl Glue {
             if !paused || taken == 0 || left == 0 {
                 break;
             }
+        }
+        // Taking messages acknowledged them: the PUBACKs go now, not at the next poll (the
+        // broker's window may wait on them).
+        if self.client.transmit_into(&mut self.outbuf) {
+            self.flush(now);
         }
         events
     }

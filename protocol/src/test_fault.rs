@@ -88,6 +88,9 @@ pub enum TestFault {
     /// Sends publishes without the Message Expiry Interval the application set (MQTT 5), so
     /// a stale message waits for an offline subscriber for ever.
     DropMessageExpiry,
+    /// Acknowledges an incoming QoS 1/2 message when it arrives instead of when the
+    /// application takes it, so a failed instance loses what it held.
+    AckOnArrival,
 }
 
 impl TestFault {
@@ -129,6 +132,7 @@ impl TestFault {
         ("drop-message-expiry", TestFault::DropMessageExpiry),
         ("ignore-retain-as-published", TestFault::IgnoreRetainAsPublished),
         ("ignore-retain-handling", TestFault::IgnoreRetainHandling),
+        ("ack-on-arrival", TestFault::AckOnArrival),
     ];
 
     /// The fault of a kebab-case name.

@@ -191,6 +191,8 @@ pub struct Message {
     pub dup: bool,
     /// MQTT 5 only.
     pub properties: Option<Properties>,
+    /// What it owes the broker while it waits in the client's queue (nothing once taken).
+    pub(crate) owed: crate::client::Owed,
 }
 
 /// What happened, in the order it happened: drained with [`crate::Client::poll_event`].

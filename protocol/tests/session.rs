@@ -1130,7 +1130,7 @@ fn qos1_in(i: u8) -> Vec<u8> {
 }
 
 #[test]
-fn backpressure_holds_input_back_instead_of_discarding_and_acks_only_what_it_took() {
+fn backpressure_holds_input_back_instead_of_discarding_and_acks_only_what_the_application_took() {
     let mut h = Harness::up(backpressure_config(false));
     let burst: Vec<u8> = (0..5).flat_map(qos1_in).collect();
     h.client.handle_input(h.now, &burst);
@@ -1142,7 +1142,7 @@ fn backpressure_holds_input_back_instead_of_discarding_and_acks_only_what_it_too
         }
         n
     };
-    assert_eq!(acks(&mut h), 2, "only the messages taken in are acknowledged");
+    assert_eq!(acks(&mut h), 0, "nothing is acknowledged before the application takes it");
     let mut got = Vec::new();
     for _ in 0..10 {
         while let Some(e) = h.client.poll_event() {
@@ -1158,8 +1158,125 @@ fn backpressure_holds_input_back_instead_of_discarding_and_acks_only_what_it_too
         h.client.handle_timeout(h.now);
     }
     assert_eq!(got, vec![0, 1, 2, 3, 4], "everything, in order");
-    assert_eq!(acks(&mut h), 3);
+    assert_eq!(acks(&mut h), 5);
     assert_eq!(h.client.stats().discards, 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Acknowledged when the application takes a message, not when it arrives: until then it
+// lives only in this instance, and the broker must still hold it for the session.
+
+/// What the client sent since the last look, decoded, without the harness's pump (which
+/// would take the events: these tests are the application that has not).
+fn sent_now(h: &mut Harness) -> Vec<Packet> {
+    let mut d = mqtt_protocol::codec::Decoder::new(h.version, u32::MAX);
+    while let Some(bytes) = h.client.poll_transmit() {
+        d.feed(&bytes);
+    }
+    std::iter::from_fn(|| d.next_packet().unwrap()).collect()
+}
+
+fn qos2_in(id: u16, dup: bool) -> Vec<u8> {
+    let p = Publish {
+        dup,
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        topic: "in".into(),
+        packet_id: Some(pid(id)),
+        payload: b"m".to_vec(),
+        properties: Properties::default(),
+    };
+    Packet::Publish(p).encode(mqtt_protocol::ProtocolVersion::V311)
+}
+
+fn response(id: u16) -> PubResponse {
+    PubResponse { packet_id: pid(id), reason: 0, properties: Properties::default() }
+}
+
+#[test]
+fn an_incoming_qos1_message_is_acknowledged_when_the_application_takes_it() {
+    let mut h = Harness::up(config(false));
+    h.client.handle_input(h.now, &[qos1_in(0), qos1_in(1)].concat());
+    assert_eq!(sent_now(&mut h), vec![], "not acknowledged while only the client holds it");
+    assert!(matches!(h.client.poll_event(), Some(Event::Message(m)) if m.payload == [0]));
+    assert_eq!(sent_now(&mut h), vec![Packet::PubAck(response(100))]);
+    // A host that hands over events in batches: only the messages it took are acknowledged.
+    let mut out = Vec::new();
+    assert_eq!(h.client.poll_events(0, |e| out.push(e)), 0);
+    assert_eq!(sent_now(&mut h), vec![]);
+    assert_eq!(h.client.poll_events(5, |e| out.push(e)), 1);
+    assert_eq!(sent_now(&mut h), vec![Packet::PubAck(response(101))]);
+}
+
+#[test]
+fn an_incoming_qos2_message_is_answered_when_taken_and_its_resend_meanwhile_is_not_queued_again() {
+    let mut h = Harness::up(config(false));
+    h.client.handle_input(h.now, &qos2_in(9, false));
+    h.client.handle_input(h.now, &qos2_in(9, true));
+    assert_eq!(sent_now(&mut h), vec![], "neither copy answered while the message waits");
+    assert!(matches!(h.client.poll_event(), Some(Event::Message(_))));
+    assert_eq!(h.client.poll_event(), None, "the resend is the same message");
+    assert_eq!(sent_now(&mut h), vec![Packet::PubRec(response(9))]);
+    // A resend of a message the application has is answered at once, and not delivered.
+    h.client.handle_input(h.now, &qos2_in(9, true));
+    assert_eq!(sent_now(&mut h), vec![Packet::PubRec(response(9))]);
+    assert_eq!(h.client.poll_event(), None);
+}
+
+#[test]
+fn a_message_discarded_by_the_full_queue_is_acknowledged_as_the_application_chose() {
+    let mut cfg = config(false);
+    cfg.queue_len = 2;
+    cfg.backpressure = false;
+    let mut h = Harness::up(cfg);
+    h.client.handle_input(h.now, &[qos1_in(0), qos1_in(1), qos1_in(2)].concat());
+    assert_eq!(sent_now(&mut h), vec![Packet::PubAck(response(100))], "the oldest, dropped");
+    let mut out = Vec::new();
+    assert_eq!(h.client.poll_events(10, |e| out.push(e)), 2);
+    assert_eq!(sent_now(&mut h), vec![Packet::PubAck(response(101)), Packet::PubAck(response(102))], "in the order they arrived");
+}
+
+/// Up again after the connection failed with `qos1_in(0)` and `qos2_in(9)` queued and not
+/// taken, the broker answering with `session_present`; the harness's pump never runs, so the
+/// messages stay queued.
+fn reconnected_with_messages_queued(session_present: bool) -> Harness {
+    let mut cfg = config(false);
+    (cfg.clean_init, cfg.clean) = (false, false);
+    let mut h = Harness::up(cfg);
+    h.client.handle_input(h.now, &[qos1_in(0), qos2_in(9, false)].concat());
+    h.client.handle_socket_error(h.now, mqtt_protocol::SocketError::Reset);
+    let mut opened = false;
+    for _ in 0..100 {
+        while let Some(a) = h.client.poll_action() {
+            opened |= matches!(a, Action::OpenSocket { .. });
+        }
+        if opened {
+            break;
+        }
+        h.now = h.client.poll_timeout().expect("a reconnect is due");
+        h.client.handle_timeout(h.now);
+    }
+    assert!(opened);
+    h.client.handle_socket_open(h.now);
+    assert!(matches!(sent_now(&mut h)[..], [Packet::Connect(_)]));
+    let connack = mqtt_protocol::codec::ConnAck { session_present, code: 0, properties: Properties::default() };
+    h.client.handle_input(h.now, &Packet::ConnAck(connack).encode(h.version));
+    h
+}
+
+#[test]
+fn a_queued_message_is_acknowledged_only_on_the_connection_or_session_it_came_with() {
+    // The session resumed: the broker resends the QoS 1 message (a PUBACK for its id now
+    // could acknowledge a later one), and the QoS 2 exchange goes on.
+    let mut h = reconnected_with_messages_queued(true);
+    let mut out = Vec::new();
+    assert_eq!(h.client.poll_events(10, |e| out.push(e)), 2);
+    assert_eq!(sent_now(&mut h), vec![Packet::PubRec(response(9))]);
+    // A new session: neither id means anything to the broker any more.
+    let mut h = reconnected_with_messages_queued(false);
+    assert_eq!(h.client.poll_events(10, |e| out.push(e)), 2);
+    assert_eq!(sent_now(&mut h), vec![]);
+    assert_eq!(out.iter().filter(|e| matches!(e, Event::Message(_))).count(), 4, "the application has them all the same");
 }
 
 #[test]

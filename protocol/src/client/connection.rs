@@ -336,6 +336,16 @@ impl Client {
     /// After CONNACK: resend what the broker may not have (session present), or start the
     /// unfinished requests over as new ones (clean session).
     pub(super) fn resume(&mut self, now: Instant, session_present: bool) {
+        // Messages still queued from an earlier connection: a QoS 1 PUBACK belongs to the
+        // connection that carried the message (a resumed session resends it; a new one may
+        // reuse the id), a QoS 2 exchange to the session.
+        for e in self.events.iter_mut() {
+            if let Event::Message(m) = e
+                && (matches!(m.owed, Owed::PubAck(_)) || !session_present)
+            {
+                m.owed = Owed::Nothing;
+            }
+        }
         if !session_present {
             self.incoming_qos2.clear();
             self.record(crate::store::Store::clear_received);

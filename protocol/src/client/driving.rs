@@ -172,26 +172,49 @@ impl Client {
     }
 
     /// The next event that is not an incoming message: messages stay queued (in order,
-    /// bounded by `queue_len`) for an application that cannot take them now.
+    /// bounded by `queue_len`, unacknowledged) for an application that cannot take them now.
     pub fn poll_event_except_messages(&mut self) -> Option<Event> {
+        let e = self.next_event(false);
         self.sync_store();
-        let i = self.events.iter().position(|e| !matches!(e, Event::Message(_)))?;
-        take_at(&mut self.events, i)
+        e
     }
 
     /// The next thing that happened, in order; call until `None` after the actions. Taking
     /// a message makes room in the `queue_len` bound (and, with backpressure, lets input
-    /// held back be decoded at the next [`Client::handle_timeout`]).
+    /// held back be decoded at the next [`Client::handle_timeout`]), and acknowledges it to
+    /// the broker (the PUBACK or PUBREC goes out with the next [`Client::transmit_into`]).
     pub fn poll_event(&mut self) -> Option<Event> {
+        let e = self.next_event(true);
+        // After the hand-over's records: a QoS 2 message is known delivered before it leaves.
         self.sync_store();
-        let e = self.events.pop_front()?;
-        if matches!(e, Event::Message(_)) {
+        e
+    }
+
+    /// [`Client::poll_event`] until `None`, but at most `max_messages` of them incoming
+    /// messages (the rest stay queued, unacknowledged), each given to `take`; returns how
+    /// many messages it took. For a host that hands events over in batches: the store is
+    /// synced once, when this returns, not once per QoS 2 message, so act on none of them
+    /// before it has.
+    pub fn poll_events(&mut self, max_messages: u32, mut take: impl FnMut(Event)) -> u32 {
+        let mut messages = 0;
+        while let Some(e) = self.next_event(messages < max_messages) {
+            messages += u32::from(matches!(e, Event::Message(_)));
+            take(e);
+        }
+        self.sync_store();
+        messages
+    }
+
+    fn next_event(&mut self, messages: bool) -> Option<Event> {
+        let i = if messages { 0 } else { self.events.iter().position(|e| !matches!(e, Event::Message(_)))? };
+        let e = take_at(&mut self.events, i);
+        if matches!(e, Some(Event::Message(_))) {
             if self.deadlines_suspended() {
                 self.resumed_at = self.now;
             }
             self.queued_messages -= 1;
         }
-        Some(e)
+        self.settle(e)
     }
 
     /// The next instant at which [`Client::handle_timeout`] has work to do.

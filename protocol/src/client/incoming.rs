@@ -2,6 +2,24 @@
 
 use super::*;
 
+/// What an incoming message owes the broker once it leaves the queue: when `poll_event`
+/// hands it to the application, or the discard policy drops it. Not when it arrives: a
+/// message the broker was told arrived is the client's to deliver, and until the
+/// application has it, it lives only in this instance. A host that replaces a failed
+/// instance (a trap, the watchdog), or a power cut, would lose it; unacknowledged, the
+/// broker resends it to the session the fresh instance resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owed {
+    /// QoS 0, or an answer already given.
+    Nothing,
+    /// QoS 1: the PUBACK, on the connection the message arrived on (a resumed session
+    /// resends it instead; a new one may reuse the id for another message).
+    PubAck(PacketId),
+    /// QoS 2: the record that it was delivered (durable before the application sees it),
+    /// then the PUBREC, on whichever connection of the session is up.
+    PubRec(PacketId),
+}
+
 impl Client {
     pub(super) fn take_inflight(&mut self, pid: PacketId, want: fn(&Waiting) -> bool) -> Option<InFlight> {
         let i = self.inflight.iter().position(|f| f.pid == pid && want(&f.waiting))?;
@@ -199,13 +217,9 @@ impl Client {
                 self.aliases_in[i] = Some(p.topic.clone());
             }
         }
-        let deliver = match (p.qos, p.packet_id) {
-            (QoS::AtMostOnce, _) => true,
-            (QoS::AtLeastOnce, Some(pid)) => {
-                let ack = PubResponse { packet_id: pid, reason: 0, properties: Properties::default() };
-                self.send(now, &Packet::PubAck(ack));
-                true
-            }
+        let owed = match (p.qos, p.packet_id) {
+            (QoS::AtMostOnce, _) => Owed::Nothing,
+            (QoS::AtLeastOnce, Some(pid)) => Owed::PubAck(pid),
             (QoS::ExactlyOnce, Some(pid)) => {
                 let fresh = !self.incoming_qos2.contains(&pid.get());
                 if fresh && self.incoming_qos2.len() >= usize::from(self.cfg.receive_maximum) && self.version == ProtocolVersion::V5 {
@@ -224,39 +238,85 @@ impl Client {
                     self.record(|s| s.received_done(stale));
                 }
                 if fresh {
+                    // Known from here on, so that a resend is not queued twice; recorded
+                    // and answered when the application takes it (`settle`).
                     self.incoming_qos2.push(pid.get());
-                    if !self.faulty(TestFault::IncomingNotStored) {
-                        // Durable before PUBREC and the hand-over: after a power cut the
-                        // broker's resend (DUP) is recognised, not delivered again. (If the
-                        // flash fails, the message still goes to the application: once now,
-                        // at worst again after a reboot, rather than never.)
-                        self.record(|s| s.received(pid.get()));
+                    Owed::PubRec(pid)
+                } else {
+                    // A resend. Of a message the application has: answered again. Of one
+                    // still queued: answered when the application takes it.
+                    if !self.events.iter().any(|e| matches!(e, Event::Message(m) if m.owed == Owed::PubRec(pid))) {
+                        let rec = PubResponse { packet_id: pid, reason: 0, properties: Properties::default() };
+                        self.send(now, &Packet::PubRec(rec));
                     }
+                    if !self.faulty(TestFault::Qos2DeliverTwice) {
+                        return;
+                    }
+                    Owed::Nothing
                 }
-                let rec = PubResponse { packet_id: pid, reason: 0, properties: Properties::default() };
-                self.send(now, &Packet::PubRec(rec));
-                fresh || self.faulty(TestFault::Qos2DeliverTwice)
             }
-            _ => false,
+            _ => return,
         };
-        if !deliver {
-            return;
-        }
+        let owed = if self.faulty(TestFault::AckOnArrival) {
+            self.answer(owed);
+            Owed::Nothing
+        } else {
+            owed
+        };
         let properties = (self.version == ProtocolVersion::V5).then_some(p.properties);
-        let message = Message { topic: p.topic, payload: p.payload, qos: p.qos, retained: p.retain, dup: p.dup, properties };
+        let message = Message { topic: p.topic, payload: p.payload, qos: p.qos, retained: p.retain, dup: p.dup, properties, owed };
         if self.queued_messages >= self.cfg.queue_len as usize && self.faulty(TestFault::DiscardNewest) {
             self.stats.discards += 1;
+            self.answer(owed);
             return;
         }
         if self.queued_messages >= self.cfg.queue_len as usize {
-            // mqtt_as's policy: the oldest waiting message makes room.
+            // mqtt_as's policy: the oldest waiting message makes room. The application chose
+            // to lose it, so it is acknowledged as if taken.
             if let Some(i) = self.events.iter().position(|e| matches!(e, Event::Message(_))) {
-                take_at(&mut self.events, i);
+                let dropped = take_at(&mut self.events, i);
                 self.queued_messages -= 1;
                 self.stats.discards += 1;
+                self.settle(dropped);
             }
         }
         self.queued_messages += 1;
         self.events.push_back(Event::Message(message));
+    }
+
+    /// A message left the queue (taken by the application, or dropped by the discard
+    /// policy it chose): what it owed goes out.
+    pub(super) fn settle(&mut self, e: Option<Event>) -> Option<Event> {
+        let Some(Event::Message(mut m)) = e else { return e };
+        let owed = core::mem::replace(&mut m.owed, Owed::Nothing);
+        self.answer(owed);
+        Some(Event::Message(m))
+    }
+
+    fn answer(&mut self, owed: Owed) {
+        let now = self.now;
+        let connected = matches!(self.state, State::Connected);
+        match owed {
+            Owed::Nothing => {}
+            Owed::PubAck(packet_id) => {
+                if connected {
+                    self.send(now, &Packet::PubAck(PubResponse { packet_id, reason: 0, properties: Properties::default() }));
+                }
+            }
+            // Unless the broker lost the session since (`resume` forgot the id).
+            Owed::PubRec(packet_id) if self.incoming_qos2.contains(&packet_id.get()) => {
+                if !self.faulty(TestFault::IncomingNotStored) {
+                    // Durable before PUBREC and the hand-over: after a power cut the
+                    // broker's resend (DUP) is recognised, not delivered again. (If the
+                    // flash fails, the message still goes to the application: once now, at
+                    // worst again after a reboot, rather than never.)
+                    self.record(|s| s.received(packet_id.get()));
+                }
+                if connected {
+                    self.send(now, &Packet::PubRec(PubResponse { packet_id, reason: 0, properties: Properties::default() }));
+                }
+            }
+            Owed::PubRec(_) => {}
+        }
     }
 }

@@ -37,6 +37,7 @@ mod storage;
 mod timers;
 
 pub use connection::{FAST_PROBES, PROBE_MS};
+pub(crate) use incoming::Owed;
 
 /// Most bytes waiting to reach the socket before QoS 0 publishes wait in the queue instead
 /// (see [`Client::handle_unsent`]). QoS 1/2 are bounded by the in-flight window already.

@@ -675,7 +675,11 @@ fn must_arrive(sc: &Scenario, t: &Timing, stream: &Inject, disconnect_at: Option
     let window = if t.v5() { sc.broker.receive_maximum.min(t.cfg.receive_maximum) } else { sc.broker.receive_maximum }.max(1);
     let mut catch_up = injected as f64 * t.rtt * 2.0 / f64::from(window);
     if let Some(every) = sc.device.app_take_every_ms {
-        catch_up += (injected as f64 / f64::from(t.cfg.queue_len.max(1)) + 1.0) * every as f64 / 1000.0;
+        // Each take gets what waits in the client: `queue_len` at most, and no more than the
+        // broker's window, which it refills only as the application takes (a message is
+        // acknowledged when handed over).
+        let per_take = t.cfg.queue_len.min(u32::from(window)).max(1);
+        catch_up += (injected as f64 / f64::from(per_take) + 1.0) * every as f64 / 1000.0;
     }
     // Delivery stops while the device is away: a disturbance that starts before the stream
     // is caught up pushes that back by its length, and each after the first by a reconnect
@@ -720,7 +724,11 @@ fn must_arrive(sc: &Scenario, t: &Timing, stream: &Inject, disconnect_at: Option
     if (sc.broker.max_queued_messages as u64) < injected {
         return false;
     }
-    let through = session_kept(sc, t) && !starts_over && !late_sub && stream.start_s >= 2.0;
+    // A restart or a reboot included: what the failed instance held had not been
+    // acknowledged (a message is, only once the application has it), so the broker resends
+    // it to the session the fresh instance resumes (`session_kept` asks for `clean_init`
+    // false then).
+    let through = session_kept(sc, t) && !late_sub && stream.start_s >= 2.0;
     late || through
 }
 
