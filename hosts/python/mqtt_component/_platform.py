@@ -6,7 +6,9 @@ Each function is what the WIT contract (`wit/mqtt.wit`) asks of a host; the comp
 them from inside `client.poll`, so none of them may block.
 """
 
+import concurrent.futures
 import errno
+import ipaddress
 import logging
 import os
 import selectors
@@ -65,14 +67,17 @@ def _errno_name(code: int) -> str:
 
 
 class _Sock:
-    """One connection: `connecting` until the TCP connect (and the TLS handshake) is done."""
+    """One connection: `resolving` while its name is looked up on the resolver thread, then
+    `connecting` until the TCP connect (and the TLS handshake) is done."""
 
-    def __init__(self, raw: socket.socket, tls: Optional[ssl.SSLContext], server_name: Optional[str]):
-        self.sock = raw
+    def __init__(self, tls: Optional[ssl.SSLContext], server_name: Optional[str]):
+        self.sock: Optional[socket.socket] = None
         self.tls = tls
         self.server_name = server_name
-        self.state = "connecting"  # connecting, handshake, open, failed
+        self.state = "resolving"  # resolving, connecting, handshake, open, failed
         self.error: Optional[str] = None
+        # The lookup's answer, while `resolving`.
+        self.lookup: Optional[concurrent.futures.Future] = None
         # What the selector should wait for on this socket besides readability.
         self.wants_write = True
 
@@ -80,6 +85,14 @@ class _Sock:
         self.state = "failed"
         self.error = name
         return name
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
 
 
 class Sockets:
@@ -93,6 +106,14 @@ class Sockets:
         self.socks: Dict[int, _Sock] = {}
         self.next = 0
         self.selector = selectors.DefaultSelector()
+        # A name is looked up on a thread of its own, as the Rust hosts do: `getaddrinfo`
+        # blocks for as long as DNS takes, and `open` is called from inside `poll`. The
+        # thread writes a byte to `_wake` when an answer is in, so a `wait` ends at once.
+        self._resolver: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._wake, self._woken = socket.socketpair()
+        self._wake.setblocking(False)
+        self._woken.setblocking(False)
+        self.selector.register(self._woken, selectors.EVENT_READ)
 
     # -- what the client's wait loop uses -------------------------------------------------
 
@@ -104,22 +125,36 @@ class Sockets:
             self.selector.register(s.sock, events)
 
     def _forget(self, s: _Sock) -> None:
+        if s.sock is None:
+            return
         try:
             self.selector.unregister(s.sock)
         except (KeyError, ValueError):
             pass
 
     def watching(self) -> bool:
-        """Whether any socket is open or opening (something `wait` can wake for)."""
-        return bool(self.selector.get_map())
+        """Whether any socket is open, opening or being resolved (something `wait` can wake
+        for)."""
+        # (The selector always holds the resolver's wake-up socket.)
+        return len(self.selector.get_map()) > 1 or any(s.state == "resolving" for s in self.socks.values())
 
     def wait(self, timeout: Optional[float]) -> bool:
-        """Waits up to `timeout` seconds for any socket to move; true when one did."""
-        if not self.selector.get_map():
-            if timeout:
-                time.sleep(timeout)
-            return False
-        return bool(self.selector.select(timeout))
+        """Waits up to `timeout` seconds for any socket to move, or a name's answer; true
+        when one did."""
+        moved = bool(self.selector.select(timeout))
+        try:
+            while self._woken.recv(64):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        return moved
+
+    def _resolved(self, _future: concurrent.futures.Future) -> None:
+        # On the resolver thread.
+        try:
+            self._wake.send(b"!")
+        except OSError:
+            pass  # closed meanwhile, or already a byte waiting: either way nothing to wake
 
     def close_handles(self) -> None:
         """Closes every connection (a failed instance can no longer close its own)."""
@@ -128,7 +163,11 @@ class Sockets:
 
     def close_all(self) -> None:
         self.close_handles()
+        if self._resolver is not None:
+            self._resolver.shutdown(wait=False, cancel_futures=True)
         self.selector.close()
+        self._wake.close()
+        self._woken.close()
 
     # -- the contract ---------------------------------------------------------------------
 
@@ -136,36 +175,47 @@ class Sockets:
         if (host, port) not in self.allowed:
             log.warning("refused a connection to %s:%d: not a configured broker", host, port)
             return "not-permitted"
-        try:
-            # Resolving a name may wait for DNS; an address does not (see the README).
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as e:
-            log.info("resolving %s failed: %s", host, e)
-            return "dns-failed"
-        family, kind, proto, _, addr = infos[0]
-        raw = socket.socket(family, kind, proto)
-        raw.setblocking(False)
-        # Every MQTT packet leaves at once, as the Rust hosts send them (TCP_NODELAY).
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         context = None
         server_name = None
         if tls is not None:
             try:
                 context = self._tls_context(tls)
             except (OSError, ssl.SSLError) as e:
-                raw.close()
                 log.warning("TLS set-up failed: %s", e)
                 return "tls-failed"
             server_name = getattr(tls, "server-name")
-        code = raw.connect_ex(addr)
-        s = _Sock(raw, context, server_name)
-        if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
-            raw.close()
-            return _errno_name(code)
+        s = _Sock(context, server_name)
+        if _is_address(host):
+            # Nothing to look up: connect now.
+            error = self._connect(s, host, port)
+            if error is not None:
+                return error
+        else:
+            if self._resolver is None:
+                self._resolver = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="mqtt-resolver")
+            s.lookup = self._resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+            s.lookup.add_done_callback(self._resolved)
         self.next += 1
         self.socks[self.next] = s
-        self._watch(s)
         return self.next
+
+    def _connect(self, s: _Sock, host: str, port: int, infos=None) -> Optional[str]:
+        """Starts the TCP connect of `s`; the error to answer, or None."""
+        if infos is None:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, addr = infos[0]
+        raw = socket.socket(family, kind, proto)
+        raw.setblocking(False)
+        # Every MQTT packet leaves at once, as the Rust hosts send them (TCP_NODELAY).
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        code = raw.connect_ex(addr)
+        if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            raw.close()
+            return s.fail(_errno_name(code))
+        s.sock = raw
+        s.state = "connecting"
+        self._watch(s)
+        return None
 
     def _tls_context(self, tls) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
@@ -188,6 +238,17 @@ class Sockets:
         s = self.socks.get(handle)
         if s is None:
             return "bad-handle"
+        if s.state == "resolving":
+            if not s.lookup.done():
+                return "connecting"
+            try:
+                infos = s.lookup.result()
+            except OSError as e:
+                log.info("resolving a broker's name failed: %s", e)
+                return s.fail("dns-failed")
+            error = self._connect(s, "", 0, infos)
+            if error is not None:
+                return error
         if s.state == "connecting":
             code = s.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if code not in (0, errno.EINPROGRESS):
@@ -291,8 +352,12 @@ class Sockets:
 
     def close(self, handle: int) -> None:
         s = self.socks.pop(handle, None)
-        if s is not None:
-            self._forget(s)
+        if s is None:
+            return
+        if s.lookup is not None:
+            s.lookup.cancel()  # the answer, if it comes, goes nowhere
+        self._forget(s)
+        if s.sock is not None:
             try:
                 s.sock.close()
             except OSError:

@@ -372,3 +372,41 @@ def test_polling_a_client_that_has_nothing_left_to_do_returns(mosquitto):
     assert client.poll() == []
     assert time.monotonic() - started < 1
     client.close()
+
+
+def test_a_slow_name_lookup_does_not_hold_up_poll(mosquitto, monkeypatch):
+    """A broker given by name is looked up on a thread of the client's own: while DNS takes
+    its time (made slow here, 1.5 s, around the real lookup of `localhost`), `poll` keeps
+    returning on time, then the connection comes up. A name that does not resolve is a
+    connect failure that says so."""
+    import socket as socket_module
+
+    broker = mosquitto()
+    real = socket_module.getaddrinfo
+    lookups = []
+
+    def slow(host, *args, **kwargs):
+        if host == "localhost":
+            lookups.append(threading.current_thread().name)
+            time.sleep(1.5)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket_module, "getaddrinfo", slow)
+    client = Client("localhost", "py-slow-dns", port=broker.port)
+    client.connect()
+    longest, got, started = 0.0, [], time.monotonic()
+    while not kinds(got, "up") and time.monotonic() - started < 10:
+        t = time.monotonic()
+        got += client.poll(0.05)
+        longest = max(longest, time.monotonic() - t)
+    assert kinds(got, "up"), f"no connection: {got}"
+    assert time.monotonic() - started >= 1.5, "the lookup was slowed"
+    assert longest < 0.5, f"a poll took {longest:.2f} s while the name was looked up"
+    assert lookups and all(name.startswith("mqtt-resolver") for name in lookups)
+    client.close()
+
+    nowhere = Client("no-such-host.invalid", "py-no-dns", port=broker.port)
+    nowhere.connect()
+    failed = run_until([nowhere], lambda ev: kinds(ev[nowhere], "connect-failed"), 20)[nowhere]
+    assert "dns" in kinds(failed, "connect-failed")[0].lower()
+    nowhere.close()
