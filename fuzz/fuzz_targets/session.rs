@@ -86,8 +86,13 @@ fuzz_target!(|data: &[u8]| {
                 c.authenticate(now, vec![op]).ok();
             }
             7 => {
-                // The slow application takes one message.
-                c.poll_event();
+                // The slow application takes one message, alone or as a batch host does
+                // (acknowledged as it is handed over).
+                if op & 16 == 0 {
+                    c.poll_event();
+                } else {
+                    c.poll_events(1, drop);
+                }
             }
             _ => c.handle_socket_error(now, mqtt_protocol::SocketError::Reset),
         }
