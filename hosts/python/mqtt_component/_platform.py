@@ -186,8 +186,13 @@ class Sockets:
             server_name = getattr(tls, "server-name")
         s = _Sock(context, server_name)
         if _is_address(host):
-            # Nothing to look up: connect now.
-            error = self._connect(s, host, port)
+            # Nothing to look up (`getaddrinfo` answers an address at once): connect now.
+            try:
+                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as e:
+                log.info("resolving %s failed: %s", host, e)
+                return "dns-failed"
+            error = self._connect(s, infos)
             if error is not None:
                 return error
         else:
@@ -199,10 +204,9 @@ class Sockets:
         self.socks[self.next] = s
         return self.next
 
-    def _connect(self, s: _Sock, host: str, port: int, infos=None) -> Optional[str]:
-        """Starts the TCP connect of `s`; the error to answer, or None."""
-        if infos is None:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    def _connect(self, s: _Sock, infos) -> Optional[str]:
+        """Starts the TCP connect of `s` to the first of `getaddrinfo`'s answers; the error
+        to answer, or None."""
         family, kind, proto, _, addr = infos[0]
         raw = socket.socket(family, kind, proto)
         raw.setblocking(False)
@@ -246,7 +250,7 @@ class Sockets:
             except OSError as e:
                 log.info("resolving a broker's name failed: %s", e)
                 return s.fail("dns-failed")
-            error = self._connect(s, "", 0, infos)
+            error = self._connect(s, infos)
             if error is not None:
                 return error
         if s.state == "connecting":
