@@ -581,12 +581,17 @@ fn default_config_holds_input_back_instead_of_discarding() {
     assert_eq!(h.client.stats().discards, 0);
 }
 
-#[test]
-fn full_queue_discards_the_oldest_message_and_counts_it_when_backpressure_is_off() {
+/// mqtt_as's policy, opted into: past `queue_len` (2) the oldest waiting message goes.
+fn discard_oldest_config() -> mqtt_protocol::Config {
     let mut cfg = config(false);
     cfg.queue_len = 2;
     cfg.backpressure = false;
-    let mut h = Harness::up(cfg);
+    cfg
+}
+
+#[test]
+fn full_queue_discards_the_oldest_message_and_counts_it_when_backpressure_is_off() {
+    let mut h = Harness::up(discard_oldest_config());
     for i in 0..3u8 {
         h.client.handle_input(h.now, &qos0_in(i, h.version));
     }
@@ -1225,10 +1230,7 @@ fn an_incoming_qos2_message_is_answered_when_taken_and_its_resend_meanwhile_is_n
 
 #[test]
 fn a_message_discarded_by_the_full_queue_is_acknowledged_as_the_application_chose() {
-    let mut cfg = config(false);
-    cfg.queue_len = 2;
-    cfg.backpressure = false;
-    let mut h = Harness::up(cfg);
+    let mut h = Harness::up(discard_oldest_config());
     h.client.handle_input(h.now, &[qos1_in(0), qos1_in(1), qos1_in(2)].concat());
     assert_eq!(sent_now(&mut h), vec![Packet::PubAck(response(100))], "the oldest, dropped");
     let mut out = Vec::new();
