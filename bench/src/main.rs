@@ -13,6 +13,7 @@
 
 mod broker;
 mod codec_size;
+mod compare;
 mod instructions;
 mod local;
 mod peers;
@@ -90,6 +91,24 @@ enum PeerCommand {
         #[arg(long, default_value_t = 20_000)]
         count: u64,
     },
+    /// A few clients side by side, round by round, against the report's broker: the ratios
+    /// of the full report (medians and 95 % intervals) without the rest of it, e.g.
+    /// `compare ours ours-post rumqttc` or, before and after a change,
+    /// `compare ours ours@/tmp/mqtt-bench-before` (see bench/src/compare.rs).
+    Compare {
+        /// Peers of `mqtt-bench peer` (ours, ours-post, ours-loop, ours-nagle, rumqttc,
+        /// rumqttc-nagle), each `NAME` or `NAME@PATH` to run it from another build; the last
+        /// is the baseline.
+        #[arg(required = true, num_args = 2..)]
+        clients: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "0,1")]
+        qos: Vec<u8>,
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Messages per run.
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+    },
     /// Only the power-cut store's figures (a section of the full report), as Markdown on
     /// stdout.
     Store {
@@ -121,6 +140,7 @@ fn main() -> ExitCode {
         }),
         Some(PeerCommand::Store { quick }) => store_section(quick).map(|md| print!("{md}")),
         Some(PeerCommand::Instructions { qos, count }) => instructions::measure(qos, count),
+        Some(PeerCommand::Compare { clients, qos, rounds, count }) => compare::run(&clients, &qos, rounds, count),
         None => harness(&cli),
     };
     match result {
@@ -132,6 +152,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// The clients `peer` runs (its `match` below), by name.
+const PEERS: [&str; 6] = ["ours", "ours-post", "ours-loop", "ours-nagle", "rumqttc", "rumqttc-nagle"];
+
 fn peer(client: &str, port: u16, qos: u8, count: u64, window: u16) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let run = rt.block_on(async {
@@ -142,7 +165,7 @@ fn peer(client: &str, port: u16, qos: u8, count: u64, window: u16) -> anyhow::Re
             "ours-nagle" => peers::ours(port, qos, count, window, false, peers::Api::Futures).await,
             "rumqttc" => peers::rumqttc(port, qos, count, window, true).await,
             "rumqttc-nagle" => peers::rumqttc(port, qos, count, window, false).await,
-            other => anyhow::bail!("unknown peer {other:?}"),
+            other => anyhow::bail!("unknown peer {other:?} (one of {})", PEERS.join(", ")),
         }
     })?;
     println!("{}", serde_json::to_string(&run)?);

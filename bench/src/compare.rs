@@ -1,0 +1,119 @@
+//! `mqtt-bench compare`: a few clients side by side, round by round, against the benchmark's
+//! own broker, without the rest of the report. For checking a change before a full run:
+//!
+//! ```sh
+//! cp target/release/mqtt-bench /tmp/mqtt-bench-before      # the build before the change
+//! cargo build --release -p mqtt-bench
+//! target/release/mqtt-bench compare ours ours@/tmp/mqtt-bench-before --qos 0 --rounds 12
+//! target/release/mqtt-bench compare ours ours-post ours-loop rumqttc --qos 0,1
+//! ```
+//!
+//! Every round runs each client once, in the order given, so that the machine's drift hits
+//! them alike; each figure's ratio is the median of the rounds' ratios against the last client
+//! (the baseline), with its 95 % interval (`stats`), as in the full report. The broker is the
+//! report's (`broker.rs`): a Mosquitto with its defaults instead (20 in flight, Nagle on its
+//! side, 1,000 queued) moves the clients' figures and even their ratios, so a comparison
+//! against one started by hand does not carry over to BENCHMARKS.md.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::peers::{self, PeerRun};
+use crate::{broker, paired_ratio, PEERS, WINDOW};
+
+/// One client to run: a peer name of `mqtt-bench peer`, from this build or another one.
+struct Contender {
+    name: String,
+    exe: PathBuf,
+    /// How the table names it: the name, and the build when it is not this one.
+    label: String,
+}
+
+impl Contender {
+    /// `name` or `name@/path/to/mqtt-bench`.
+    fn parse(spec: &str, this_exe: &Path) -> anyhow::Result<Contender> {
+        let (name, exe) = match spec.split_once('@') {
+            Some((name, path)) => {
+                let exe = PathBuf::from(path);
+                anyhow::ensure!(exe.is_file(), "{spec}: no mqtt-bench build at {path}");
+                (name, exe)
+            }
+            None => (spec, this_exe.to_path_buf()),
+        };
+        anyhow::ensure!(PEERS.contains(&name), "{spec}: unknown client {name:?} (one of {})", PEERS.join(", "));
+        Ok(Contender { name: name.into(), exe, label: spec.into() })
+    }
+}
+
+/// Runs `rounds` rounds of every client at every QoS in `qoses` and prints a table per QoS.
+pub fn run(specs: &[String], qoses: &[u8], rounds: usize, count: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(specs.len() >= 2, "name at least two clients to compare (the last is the baseline)");
+    anyhow::ensure!(rounds > 0 && count > 0, "--rounds and --count must be at least 1");
+    let this_exe = std::env::current_exe()?;
+    let clients = specs.iter().map(|s| Contender::parse(s, &this_exe)).collect::<anyhow::Result<Vec<_>>>()?;
+    let broker = broker::start(mosquitto_launcher::Session::Own)?;
+    for &qos in qoses {
+        let mut runs: Vec<Vec<PeerRun>> = vec![Vec::new(); clients.len()];
+        for round in 1..=rounds {
+            eprint!("QoS {qos}, round {round}/{rounds}:");
+            for (c, client) in clients.iter().enumerate() {
+                let mut cmd = Command::new(&client.exe);
+                cmd.args(["peer", "--client", &client.name, "--port", &broker.port.to_string(), "--qos", &qos.to_string()]);
+                cmd.args(["--count", &count.to_string(), "--window", &WINDOW.to_string()]);
+                let run = peers::run_child(cmd)?;
+                eprint!(" {} {:.0}/s {:.1} µs", client.label, run.pub_rate, run.cpu_us_per_msg);
+                runs[c].push(run);
+            }
+            eprintln!();
+        }
+        print!("{}", table(qos, &clients, &runs));
+    }
+    Ok(())
+}
+
+/// The medians of each client's figures, and its ratios against the last client.
+fn table(qos: u8, clients: &[Contender], runs: &[Vec<PeerRun>]) -> String {
+    let base = runs.last().map(Vec::as_slice).unwrap_or_default();
+    let base_label = clients.last().map_or("", |c| c.label.as_str());
+    let mut out = format!(
+        "\nQoS {qos}, {} rounds; ratios against {base_label}: the median of the rounds' ratios (a 95 % interval for it; below 6 rounds, their range)\n",
+        base.len()
+    );
+    out += "| client | publisher msg/s | CPU µs a message | p99 ms | peak RSS MiB | rate | CPU | p99 | RSS |\n|---|---|---|---|---|---|---|---|---|\n";
+    for (client, runs) in clients.iter().zip(runs) {
+        let m = |f: fn(&PeerRun) -> f64| crate::median(runs.iter().map(f).collect());
+        let ratio = |f: fn(&PeerRun) -> f64| paired_ratio(runs, base, f).unwrap_or_else(|| "–".into());
+        out += &format!(
+            "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |\n",
+            client.label,
+            m(|r| r.pub_rate),
+            m(|r| r.cpu_us_per_msg),
+            m(|r| r.p99_us) / 1000.0,
+            m(|r| r.peak_rss_kib as f64) / 1024.0,
+            ratio(|r| r.pub_rate),
+            ratio(|r| r.cpu_us_per_msg),
+            ratio(|r| r.p99_us),
+            ratio(|r| r.peak_rss_kib as f64),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_is_a_peer_name_with_an_optional_build() {
+        let here = std::env::current_exe().unwrap();
+        let c = Contender::parse("ours-post", &here).unwrap();
+        assert_eq!((c.name.as_str(), c.exe.as_path(), c.label.as_str()), ("ours-post", here.as_path(), "ours-post"));
+        let other = format!("ours@{}", here.display());
+        let c = Contender::parse(&other, &here).unwrap();
+        assert_eq!((c.name.as_str(), c.label.as_str()), ("ours", other.as_str()));
+        let unknown = Contender::parse("mosquitto_pub", &here).err().unwrap().to_string();
+        assert!(unknown.contains("unknown client"), "{unknown}");
+        let missing = Contender::parse("ours@/nonexistent/mqtt-bench", &here).err().unwrap().to_string();
+        assert!(missing.contains("no mqtt-bench build"), "{missing}");
+    }
+}
