@@ -14,6 +14,10 @@
 //! report's (`broker.rs`): a Mosquitto with its defaults instead (20 in flight, Nagle on its
 //! side, 1,000 queued) moves the clients' figures and even their ratios, so a comparison
 //! against one started by hand does not carry over to BENCHMARKS.md.
+//!
+//! Peak RSS is mostly pages of the binary's code, and how many the kernel maps depends on how
+//! the file was written: a build copied with `cp` peaks ~9 % above the file the linker wrote
+//! (measured 2026-12-05). Compare RSS between clients run from one file, not across builds.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,6 +53,7 @@ impl Contender {
 pub fn run(specs: &[String], qoses: &[u8], rounds: usize, count: u64) -> anyhow::Result<()> {
     anyhow::ensure!(specs.len() >= 2, "name at least two clients to compare (the last is the baseline)");
     anyhow::ensure!(rounds > 0 && count > 0, "--rounds and --count must be at least 1");
+    anyhow::ensure!(qoses.iter().all(|&q| q <= 2), "--qos takes 0, 1 and 2");
     let this_exe = std::env::current_exe()?;
     let clients = specs.iter().map(|s| Contender::parse(s, &this_exe)).collect::<anyhow::Result<Vec<_>>>()?;
     let broker = broker::start(mosquitto_launcher::Session::Own)?;
