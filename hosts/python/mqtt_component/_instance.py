@@ -14,7 +14,11 @@ from typing import Any, Optional
 from wasmtime import Config as EngineConfig, Engine, Store, WasmtimeError
 from wasmtime.component import Component, Linker, ResourceAny, Variant
 
-from . import _platform
+from . import _fast_values, _platform
+
+# wasmtime-py's conversions, a byte and a type description at a time, were most of a run's
+# time (see _fast_values).
+_fast_values.apply()
 
 # The epoch advances every `TICK_S`; a call may run `CALL_TICKS` ticks (the Rust host's
 # figures): a legitimate call takes microseconds, so only a runaway reaches it.

@@ -1,0 +1,65 @@
+"""The block conversion of `list<u8>` (mqtt_component/_fast_values.py) against wasmtime-py's
+own, value by value, on the `list<u8>` of the component's `socket.send`."""
+
+import ctypes
+import random
+
+import pytest
+from wasmtime import Store, _ffi as ffi
+from wasmtime.component import Component
+
+from mqtt_component import _fast_values, _instance
+
+PAYLOADS = [b"", b"\x00", bytes(range(256)), random.Random(7).randbytes(5000)]
+
+
+@pytest.fixture(scope="module")
+def bytes_list():
+    """`send`'s `data: list<u8>`, and a store to convert in."""
+    engine = _instance.Runtime.engine()
+    component = Component.from_file(engine, str(_instance.default_component()))
+    socket = component.type.imports(engine)["mqtt-as:client/socket@0.1.0"].ty
+    send = socket.exports(engine)["send"].ty
+    (_, data) = send.params[1]
+    return data, Store(engine)
+
+
+def lowered(convert, ty, store, value):
+    c = ffi.wasmtime_component_val_t()
+    convert(ty, store, value, ctypes.pointer(c))
+    return c
+
+
+def test_it_is_applied_to_the_pinned_wasmtime_py():
+    assert _fast_values.apply()
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: f"{len(p)} bytes")
+def test_bytes_cross_either_way_as_wasmtime_py_makes_and_reads_them(bytes_list, payload):
+    ty, store = bytes_list
+    fast_to_c, fast_from_c = type(ty).convert_to_c, type(ty).convert_from_c
+    assert fast_to_c is not _fast_values.STOCK_TO_C
+    # Each direction of ours against wasmtime-py's, and ours both ways.
+    assert _fast_values.STOCK_FROM_C(ty, lowered(fast_to_c, ty, store, payload)) == payload
+    assert fast_from_c(ty, lowered(_fast_values.STOCK_TO_C, ty, store, payload)) == payload
+    assert fast_from_c(ty, lowered(fast_to_c, ty, store, payload)) == payload
+
+
+def test_a_list_u8_takes_only_bytes_as_before(bytes_list):
+    ty, store = bytes_list
+    with pytest.raises(TypeError):
+        lowered(type(ty).convert_to_c, ty, store, [1, 2, 3])
+
+
+def test_a_type_describes_itself_once(bytes_list):
+    ty, _ = bytes_list
+    assert ty.element is ty.element
+
+
+@pytest.mark.parametrize("text", [b"", b"bench/py/ours", "topic/\u00e9".encode()])
+def test_a_name_or_string_is_copied_to_c_whole(text):
+    vec = ffi.bytes_to_capi(text)
+    try:
+        assert ffi.to_bytes(vec) == text
+    finally:
+        ffi.wasm_byte_vec_delete(ctypes.byref(vec))
