@@ -16,7 +16,7 @@
 //! against one started by hand does not carry over to BENCHMARKS.md.
 //!
 //! Peak RSS is mostly pages of the binary's code, and how many the kernel maps depends on how
-//! the file was written: a build copied with `cp` peaks ~9 % above the file the linker wrote
+//! the file was written: a build copied with `cp` peaks ~10 % above the file the linker wrote
 //! (measured 2026-12-05). Compare RSS between clients run from one file, not across builds.
 
 use std::path::{Path, PathBuf};
