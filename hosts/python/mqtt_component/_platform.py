@@ -15,7 +15,7 @@ import selectors
 import socket
 import ssl
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from wasmtime.component import LinkerInstance, Record, Variant
 
@@ -187,12 +187,7 @@ class Sockets:
         s = _Sock(context, server_name)
         if _is_address(host):
             # Nothing to look up (`getaddrinfo` answers an address at once): connect now.
-            try:
-                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except OSError as e:
-                log.info("resolving %s failed: %s", host, e)
-                return "dns-failed"
-            error = self._connect(s, infos)
+            error = self._connect(s, lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
             if error is not None:
                 return error
         else:
@@ -204,9 +199,14 @@ class Sockets:
         self.socks[self.next] = s
         return self.next
 
-    def _connect(self, s: _Sock, infos) -> Optional[str]:
-        """Starts the TCP connect of `s` to the first of `getaddrinfo`'s answers; the error
-        to answer, or None."""
+    def _connect(self, s: _Sock, resolve: Callable[[], list]) -> Optional[str]:
+        """Starts the TCP connect of `s` to the first of the addresses `resolve` answers (a
+        `getaddrinfo`, or the resolver's result); the error to answer, or None."""
+        try:
+            infos = resolve()
+        except OSError as e:
+            log.info("resolving a broker's address failed: %s", e)
+            return s.fail("dns-failed")
         family, kind, proto, _, addr = infos[0]
         raw = socket.socket(family, kind, proto)
         raw.setblocking(False)
@@ -245,12 +245,7 @@ class Sockets:
         if s.state == "resolving":
             if not s.lookup.done():
                 return "connecting"
-            try:
-                infos = s.lookup.result()
-            except OSError as e:
-                log.info("resolving a broker's name failed: %s", e)
-                return s.fail("dns-failed")
-            error = self._connect(s, infos)
+            error = self._connect(s, s.lookup.result)
             if error is not None:
                 return error
         if s.state == "connecting":
