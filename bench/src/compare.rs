@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::peers::{self, PeerRun};
-use crate::{broker, paired_ratio, PEERS, WINDOW};
+use crate::{broker, medians, paired_ratio, peer_args, PEERS};
 
 /// One client to run: a peer name of `mqtt-bench peer`, from this build or another one.
 struct Contender {
@@ -63,8 +63,7 @@ pub fn run(specs: &[String], qoses: &[u8], rounds: usize, count: u64) -> anyhow:
             eprint!("QoS {qos}, round {round}/{rounds}:");
             for (c, client) in clients.iter().enumerate() {
                 let mut cmd = Command::new(&client.exe);
-                cmd.args(["peer", "--client", &client.name, "--port", &broker.port.to_string(), "--qos", &qos.to_string()]);
-                cmd.args(["--count", &count.to_string(), "--window", &WINDOW.to_string()]);
+                cmd.args(peer_args(&client.name, broker.port, qos, count));
                 let run = peers::run_child(cmd)?;
                 eprint!(" {} {:.0}/s {:.1} µs", client.label, run.pub_rate, run.cpu_us_per_msg);
                 runs[c].push(run);
@@ -86,15 +85,15 @@ fn table(qos: u8, clients: &[Contender], runs: &[Vec<PeerRun>]) -> String {
     );
     out += "| client | publisher msg/s | CPU µs a message | p99 ms | peak RSS MiB | rate | CPU | p99 | RSS |\n|---|---|---|---|---|---|---|---|---|\n";
     for (client, runs) in clients.iter().zip(runs) {
-        let m = |f: fn(&PeerRun) -> f64| crate::median(runs.iter().map(f).collect());
+        let m = medians(runs);
         let ratio = |f: fn(&PeerRun) -> f64| paired_ratio(runs, base, f).unwrap_or_else(|| "–".into());
         out += &format!(
             "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |\n",
             client.label,
-            m(|r| r.pub_rate),
-            m(|r| r.cpu_us_per_msg),
-            m(|r| r.p99_us) / 1000.0,
-            m(|r| r.peak_rss_kib as f64) / 1024.0,
+            m.pub_rate,
+            m.cpu_us_per_msg,
+            m.p99_us / 1000.0,
+            m.peak_rss_kib as f64 / 1024.0,
             ratio(|r| r.pub_rate),
             ratio(|r| r.cpu_us_per_msg),
             ratio(|r| r.p99_us),

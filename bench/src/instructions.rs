@@ -23,7 +23,7 @@ use std::process::Command;
 
 use anyhow::Context as _;
 
-use crate::{broker, WINDOW};
+use crate::{broker, peer_args};
 
 /// Prints, per client, the instructions one message costs.
 pub fn measure(qos: u8, count: u64) -> anyhow::Result<()> {
@@ -47,8 +47,7 @@ fn total(exe: &std::path::Path, client: &str, port: u16, qos: u8, count: u64) ->
         .arg(format!("--callgrind-out-file={}", dir.path().join("cg.out").display()))
         .arg("--smc-check=all-non-file")
         .arg(exe)
-        .args(["peer", "--client", client, "--port", &port.to_string(), "--qos", &qos.to_string()])
-        .args(["--count", &count.to_string(), "--window", &WINDOW.to_string()])
+        .args(peer_args(client, port, qos, count))
         .output()
         .context("running valgrind (Debian: apt-get install valgrind)")?;
     let log = String::from_utf8_lossy(&out.stderr);

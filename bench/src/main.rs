@@ -152,6 +152,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// What runs `client` as `mqtt-bench peer` against the broker on `port`, at the report's
+/// window (the harness, `compare` and `instructions` each start peers this way).
+fn peer_args(client: &str, port: u16, qos: u8, count: u64) -> Vec<String> {
+    let (port, qos, count, window) = (port.to_string(), qos.to_string(), count.to_string(), WINDOW.to_string());
+    ["peer", "--client", client, "--port", &port, "--qos", &qos, "--count", &count, "--window", &window].map(String::from).to_vec()
+}
+
 /// The clients `peer` runs (its `match` below), by name.
 const PEERS: [&str; 6] = ["ours", "ours-post", "ours-loop", "ours-nagle", "rumqttc", "rumqttc-nagle"];
 
@@ -275,17 +282,16 @@ impl Peers<'_> {
                         continue;
                     }
                     eprintln!("peer {client}, QoS {qos}, {} messages …", self.count);
-                    let (port, qos, count, window) = (port.to_string(), qos.to_string(), self.count.to_string(), WINDOW.to_string());
                     let cmd = match (client, self.paho) {
                         ("paho", Some(python)) => {
                             let mut c = Command::new(python);
-                            c.arg(&script).args([port, qos, count, window]);
+                            c.arg(&script).args([port.to_string(), qos.to_string(), self.count.to_string(), WINDOW.to_string()]);
                             c
                         }
                         ("paho", None) => anyhow::bail!("paho-mqtt asked for but not installed"),
                         (name, _) => {
                             let mut c = Command::new(self.exe);
-                            c.args(["peer", "--client", name, "--port", &port, "--qos", &qos, "--count", &count, "--window", &window]);
+                            c.args(peer_args(name, port, qos, self.count));
                             c
                         }
                     };
