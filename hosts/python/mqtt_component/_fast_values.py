@@ -103,8 +103,9 @@ def apply() -> bool:
             return False
     except metadata.PackageNotFoundError:
         return False
+    # Not `FuncType`'s: wasmtime-py makes one per call and asks it for its params and result
+    # once.
     for cls, names in [
-        (_types.FuncType, ["params", "result"]),
         (_types.ListType, ["element"]),
         (_types.RecordType, ["fields"]),
         (_types.TupleType, ["elements"]),
