@@ -3,11 +3,11 @@
 // 100-byte payloads, 100 publishes outstanding, TCP_NODELAY on both (MQTT.js sets it too).
 //
 //   npm install --no-save mqtt@5
-//   printf 'listener 1883\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 100\nset_tcp_nodelay true\n' > /tmp/bench-mosquitto.conf
+//   printf 'listener 1883\nallow_anonymous true\n' | cat - ../../bench/mosquitto.conf > /tmp/bench-mosquitto.conf
 //   mosquitto -c /tmp/bench-mosquitto.conf &
 //   node bench.mjs --port 1883 --count 20000 --rounds 5
 //
-// The broker is set as mqtt-bench's (bench/src/broker.rs): with Mosquitto's defaults it keeps
+// The broker is set as mqtt-bench's (bench/mosquitto.conf): with Mosquitto's defaults it keeps
 // 20 messages in flight to a subscriber and drops QoS 1 messages queued past 1,000.
 
 import { parseArgs } from 'node:util';

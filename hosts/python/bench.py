@@ -3,11 +3,11 @@ by side in one run, each with one publisher and one subscriber in this process, 
 100-byte payloads, 100 publishes outstanding, TCP_NODELAY on both.
 
     python3 -m venv /tmp/venv && /tmp/venv/bin/pip install -r requirements-test.txt paho-mqtt==2.1.0
-    printf 'listener 1883\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 100\nset_tcp_nodelay true\n' > /tmp/bench-mosquitto.conf
+    printf 'listener 1883\nallow_anonymous true\n' | cat - ../../bench/mosquitto.conf > /tmp/bench-mosquitto.conf
     mosquitto -c /tmp/bench-mosquitto.conf &
     /tmp/venv/bin/python bench.py --port 1883 --count 5000 --rounds 5
 
-The broker is set as `mqtt-bench`'s (bench/src/broker.rs): with Mosquitto's defaults it drops
+The broker is set as `mqtt-bench`'s (bench/mosquitto.conf): with Mosquitto's defaults it drops
 QoS 1 messages queued for a subscriber past 1,000, and paho's falls that far behind.
 """
 
