@@ -318,14 +318,19 @@ impl<'a> Reader<'a> {
         Ok(self.take(n, field)?.to_vec())
     }
     fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {
-        let n = self.u16(field)? as usize;
-        let bytes = self.take(n, field)?;
-        let s = core::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 { field })?;
+        let s = self.utf8(field)?;
         // Spec 1.5.4: U+0000 is not allowed in UTF-8 strings.
         if s.contains('\0') {
             return Err(DecodeError::InvalidUtf8 { field });
         }
         Ok(String::from(s))
+    }
+    /// A UTF-8 string whose caller checks it for U+0000 itself: a PUBLISH's topic, which
+    /// the topic-name rule scans for NUL and wildcards in one pass (a second scan here was
+    /// about 200 instructions a message in the component, callgrind).
+    fn utf8(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
+        let n = self.u16(field)? as usize;
+        core::str::from_utf8(self.take(n, field)?).map_err(|_| DecodeError::InvalidUtf8 { field })
     }
     fn packet_id(&mut self) -> Result<PacketId, DecodeError> {
         PacketId::new(self.u16("packet identifier")?).ok_or(DecodeError::PacketIdZero)
@@ -405,17 +410,18 @@ pub(crate) fn decode_publish(first: u8, r: &mut Reader<'_>, version: ProtocolVer
     if dup && qos == QoS::AtMostOnce {
         return Err(DecodeError::Protocol("DUP set on a QoS 0 PUBLISH (spec 3.3.1.1)"));
     }
-    let topic = r.string("topic name")?;
+    let topic = r.utf8("topic name")?;
     let packet_id = if qos == QoS::AtMostOnce { None } else { Some(r.packet_id()?) };
     let properties = props(r, version, PropertyContext::Publish)?;
     if topic.is_empty() && properties.topic_alias.is_none() {
         return Err(DecodeError::EmptyTopic);
     }
+    // NUL included (an empty topic, named by its alias, has none).
     if !topic.is_empty() {
-        topic::validate_topic_name(&topic)?;
+        topic::validate_topic_name(topic)?;
     }
     let payload = r.rest().to_vec();
-    Ok(Publish { dup, qos, retain, topic, packet_id, payload, properties })
+    Ok(Publish { dup, qos, retain, topic: String::from(topic), packet_id, payload, properties })
 }
 
 /// Decodes one packet body. `version` is the connection's protocol; a CONNECT carries its

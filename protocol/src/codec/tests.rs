@@ -360,3 +360,20 @@ fn properties_are_a_pointer_and_absent_ones_allocate_nothing() {
     assert_eq!(ack.properties, Properties::default());
     assert_eq!(ack.properties.reason_string, None, "reads see none");
 }
+
+/// A PUBLISH's topic is checked for U+0000 by the topic-name rule, not by the string reader
+/// (one scan, not two): a NUL anywhere in it is still refused, under either version, and
+/// a topic without one is read as sent.
+#[test]
+fn a_publish_topic_with_nul_is_refused() {
+    for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let props: &[u8] = if version == ProtocolVersion::V5 { &[0] } else { &[] };
+        let body = |topic: &[u8]| [&[0, topic.len() as u8][..], topic, props, b"x"].concat();
+        for topic in [&b"\0"[..], b"a\0", b"a/\0/b"] {
+            let r = decode_packet(0x30, &body(topic), version);
+            assert!(matches!(r, Err(DecodeError::InvalidUtf8 { .. })), "{topic:?} under {version:?}: {r:?}");
+        }
+        let Ok(Packet::Publish(p)) = decode_packet(0x30, &body(b"a/b"), version) else { panic!("a/b under {version:?}") };
+        assert_eq!((p.topic.as_str(), p.payload.as_slice()), ("a/b", &b"x"[..]));
+    }
+}
