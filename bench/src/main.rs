@@ -91,6 +91,20 @@ enum PeerCommand {
         #[arg(long, default_value_t = 20_000)]
         count: u64,
     },
+    /// Instructions a message costs inside calls into the component, counted by callgrind
+    /// in a simulated run that repeats to about 0.1 %: for comparing
+    /// builds of the guest, e.g. `guest-instructions /tmp/before.wasm
+    /// host/component/mqtt_client.wasm` (needs valgrind; see bench/src/instructions.rs).
+    GuestInstructions {
+        /// Component files (wasm) to measure, one after another; none: the embedded one.
+        components: Vec<PathBuf>,
+    },
+    /// One simulated run of `guest-instructions`' load (run by it under valgrind).
+    #[command(hide = true)]
+    GuestLoad {
+        #[arg(long)]
+        component: Option<PathBuf>,
+    },
     /// A few clients side by side, round by round, against the report's broker: the ratios
     /// of the full report (medians and 95 % intervals) without the rest of it, e.g.
     /// `compare ours ours-post rumqttc` or, before and after a change,
@@ -140,6 +154,8 @@ fn main() -> ExitCode {
         }),
         Some(PeerCommand::Store { quick }) => store_section(quick).map(|md| print!("{md}")),
         Some(PeerCommand::Instructions { qos, count }) => instructions::measure(qos, count),
+        Some(PeerCommand::GuestInstructions { components }) => instructions::guest(&components),
+        Some(PeerCommand::GuestLoad { component }) => instructions::guest_load(component.as_deref()),
         Some(PeerCommand::Compare { clients, qos, rounds, count }) => compare::run(&clients, &qos, rounds, count),
         None => harness(&cli),
     };
