@@ -60,33 +60,25 @@ pub fn measure(qos: u8, count: u64) -> anyhow::Result<()> {
 /// the simulated run is the same run every time, so two builds of the guest compare closely
 /// (three runs of one build gave 28,135 to 28,176; what varies is where the clock
 /// watchdog's epoch ticks land). `mqtt-sim component` writes a build's component out, and
-/// `host/component/` holds the committed one. What it leaves out is what differs between hosts: the sockets,
-/// tokio, the application. The component runs under the clock watchdog, compiled at load
-/// (a named file) or precompiled (the embedded one), as a host runs it in real time: the
-/// simulator's own fuel would count its instrumentation too.
+/// `host/component/` holds the committed one. What it leaves out is what differs between
+/// hosts: the sockets, tokio, the application. The component runs under the clock watchdog,
+/// compiled at load (a named file) or precompiled (the embedded one), as a host runs it in
+/// real time: the simulator's own fuel would count its instrumentation too.
 pub fn guest(components: &[std::path::PathBuf]) -> anyhow::Result<()> {
-    let sc = mqtt_sim::scenario::Scenario::parse(GUEST_LOAD).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sc = guest_scenario()?;
     let messages = sc.workload.iter().map(|w| w.count).chain(sc.inject.iter().map(|i| i.count)).sum::<u64>();
     let exe = std::env::current_exe()?;
     println!("instructions a message inside calls into the component (callgrind; {messages} simulated messages: {})", sc.description);
     let files: Vec<Option<&Path>> = if components.is_empty() { vec![None] } else { components.iter().map(|p| Some(p.as_path())).collect() };
     for file in files {
-        let dir = tempfile::tempdir()?;
-        let mut cmd = Command::new("valgrind");
-        cmd.arg("--tool=callgrind")
-            .arg(format!("--callgrind-out-file={}", dir.path().join("cg.out").display()))
-            .arg("--toggle-collect=mqtt_host::device::Device::guarded*")
-            .arg(&exe)
-            .arg("guest-load");
-        if let Some(path) = file {
-            cmd.arg("--component").arg(path);
-        }
-        let out = cmd.output().context("running valgrind (Debian: apt-get install valgrind)")?;
-        let log = String::from_utf8_lossy(&out.stderr);
-        anyhow::ensure!(out.status.success(), "the simulated run failed under valgrind:\n{log}");
-        let collected: u64 = collected(&log)?;
+        let instructions = callgrind("the simulated run", |cmd| {
+            cmd.arg("--toggle-collect=mqtt_host::device::Device::guarded*").arg(&exe).arg("guest-load");
+            if let Some(path) = file {
+                cmd.arg("--component").arg(path);
+            }
+        })?;
         let name = file.map_or_else(|| "embedded".to_string(), |p| p.display().to_string());
-        println!("{name} {}", collected / messages);
+        println!("{name} {}", instructions / messages);
     }
     Ok(())
 }
@@ -97,8 +89,7 @@ pub fn guest_load(component: Option<&Path>) -> anyhow::Result<()> {
         Some(path) => mqtt_host::ComponentFile::from_file(path)?,
         None => mqtt_host::ComponentFile::embedded()?,
     };
-    let sc = mqtt_sim::scenario::Scenario::parse(GUEST_LOAD).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let outcome = mqtt_sim::runner::run(&sc, "guest-load", 1, &component);
+    let outcome = mqtt_sim::runner::run(&guest_scenario()?, "guest-load", 1, &component);
     anyhow::ensure!(outcome.passed, "the guest load failed: {:?}", outcome.expectations);
     // Every message went all the way, or the count per message would be over fewer.
     let o = &outcome;
@@ -113,27 +104,32 @@ pub fn guest_load(component: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The instruction count valgrind's callgrind reports at exit.
-fn collected(log: &str) -> anyhow::Result<u64> {
-    log.lines()
-        .find_map(|l| l.split_once("Collected :").and_then(|(_, n)| n.trim().parse().ok()))
-        .with_context(|| format!("no instruction count in valgrind's output:\n{log}"))
+fn guest_scenario() -> anyhow::Result<mqtt_sim::scenario::Scenario> {
+    mqtt_sim::scenario::Scenario::parse(GUEST_LOAD).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Instructions of one whole peer run under callgrind.
 fn total(exe: &std::path::Path, client: &str, port: u16, qos: u8, count: u64) -> anyhow::Result<u64> {
+    callgrind(&format!("the {client} peer"), |cmd| {
+        cmd.arg(exe).args(peer_args(client, port, qos, count));
+    })
+}
+
+/// Runs what `args` adds (the options that choose what to count, then the program) under
+/// valgrind's callgrind, and returns the instructions it collected; `what` names the run
+/// in an error. Code that wasmtime writes to memory at run time is checked for changes
+/// (`--smc-check`), so no stale translation of it runs.
+fn callgrind(what: &str, args: impl FnOnce(&mut Command)) -> anyhow::Result<u64> {
     let dir = tempfile::tempdir()?;
-    let out = Command::new("valgrind")
-        .arg("--tool=callgrind")
-        .arg(format!("--callgrind-out-file={}", dir.path().join("cg.out").display()))
-        .arg("--smc-check=all-non-file")
-        .arg(exe)
-        .args(peer_args(client, port, qos, count))
-        .output()
-        .context("running valgrind (Debian: apt-get install valgrind)")?;
+    let mut cmd = Command::new("valgrind");
+    cmd.arg("--tool=callgrind").arg(format!("--callgrind-out-file={}", dir.path().join("cg.out").display())).arg("--smc-check=all-non-file");
+    args(&mut cmd);
+    let out = cmd.output().context("running valgrind (Debian: apt-get install valgrind)")?;
     let log = String::from_utf8_lossy(&out.stderr);
-    anyhow::ensure!(out.status.success(), "the {client} peer failed under valgrind:\n{log}");
-    collected(&log)
+    anyhow::ensure!(out.status.success(), "{what} failed under valgrind:\n{log}");
+    log.lines()
+        .find_map(|l| l.split_once("Collected :").and_then(|(_, n)| n.trim().parse().ok()))
+        .with_context(|| format!("no instruction count in valgrind's output:\n{log}"))
 }
 
 #[cfg(test)]
