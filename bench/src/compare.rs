@@ -8,8 +8,9 @@
 //! target/release/mqtt-bench compare ours ours-post ours-loop rumqttc --qos 0,1
 //! ```
 //!
-//! Every round runs each client once, in the order given, so that the machine's drift hits
-//! them alike; each figure's ratio is the median of the rounds' ratios against the last client
+//! Every round runs each client once, each round starting one client further on in the
+//! order given (so that the machine's drift, and whatever running straight after another
+//! client costs, hits them alike); each figure's ratio is the median of the rounds' ratios against the last client
 //! (the baseline), with its 95 % interval (`stats`), as in the full report. The broker is the
 //! report's (`broker.rs`): a Mosquitto with its defaults instead (20 in flight, Nagle on its
 //! side, 1,000 queued) moves the clients' figures and even their ratios, so a comparison
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::peers::{self, PeerRun};
-use crate::{broker, medians, paired_ratio, peer_args, PEERS};
+use crate::{broker, medians, paired_ratio, peer_args, round_order, PEERS};
 
 /// One client to run: a peer name of `mqtt-bench peer`, from this build or another one.
 struct Contender {
@@ -61,7 +62,8 @@ pub fn run(specs: &[String], qoses: &[u8], rounds: usize, count: u64) -> anyhow:
         let mut runs: Vec<Vec<PeerRun>> = vec![Vec::new(); clients.len()];
         for round in 1..=rounds {
             eprint!("QoS {qos}, round {round}/{rounds}:");
-            for (c, client) in clients.iter().enumerate() {
+            for c in round_order(round, clients.len()) {
+                let client = &clients[c];
                 let mut cmd = Command::new(&client.exe);
                 cmd.args(peer_args(&client.name, broker.port, qos, count));
                 let run = peers::run_child(cmd)?;
@@ -106,6 +108,24 @@ fn table(qos: u8, clients: &[Contender], runs: &[Vec<PeerRun>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `round_order` is `main.rs`'s, shared with the full report; tested where it matters most.
+    #[test]
+    fn every_client_runs_once_a_round_and_in_every_place_over_as_many_rounds() {
+        let n = 4;
+        let orders: Vec<Vec<usize>> = (1..=n).map(|r| round_order(r, n).collect()).collect();
+        assert_eq!(orders[0], [0, 1, 2, 3], "the first round runs them as given");
+        for order in &orders {
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, [0, 1, 2, 3], "{order:?}");
+        }
+        for place in 0..n {
+            let mut at_place: Vec<usize> = orders.iter().map(|o| o[place]).collect();
+            at_place.sort();
+            assert_eq!(at_place, [0, 1, 2, 3], "place {place}");
+        }
+    }
 
     #[test]
     fn a_client_is_a_peer_name_with_an_optional_build() {

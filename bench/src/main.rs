@@ -236,6 +236,14 @@ fn paired_ratio(runs: &[PeerRun], base: &[PeerRun], f: fn(&PeerRun) -> f64) -> O
     }
 }
 
+/// The order round `round` (from 1) runs `n` clients in: each round starts one further on,
+/// so that no client always runs in the same place. In a fixed order the baseline always
+/// ran last, straight after our own clients, and whatever that place costs (the broker's
+/// state after three runs, the machine's drift within a round) went into every ratio.
+pub(crate) fn round_order(round: usize, n: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |i| (i + round - 1) % n)
+}
+
 /// The median of each figure over a peer's runs.
 fn medians(runs: &[PeerRun]) -> PeerRun {
     let m = |f: fn(&PeerRun) -> f64| median(runs.iter().map(f).collect());
@@ -286,14 +294,16 @@ struct Peers<'a> {
 
 impl Peers<'_> {
     /// Every client `runs` times (paho-mqtt at most `PAHO_ROUNDS`) at each of `qoses`,
-    /// interleaved run by run so that a noisy neighbour hits them alike; one list of runs per
+    /// interleaved run by run, each round starting one client further on, so that a noisy
+    /// neighbour hits them alike; one list of runs per
     /// (QoS, client), in that order.
     fn measure(&self, port: u16, clients: &[&str], qoses: &[u8]) -> anyhow::Result<Vec<Vec<PeerRun>>> {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("paho_peer.py");
         let mut results = vec![Vec::new(); qoses.len() * clients.len()];
         for (q, &qos) in qoses.iter().enumerate() {
             for round in 0..self.runs {
-                for (i, &client) in clients.iter().enumerate() {
+                for i in round_order(round + 1, clients.len()) {
+                    let client = clients[i];
                     if client == "paho" && round >= PAHO_ROUNDS {
                         continue;
                     }
