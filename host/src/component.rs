@@ -62,8 +62,17 @@ pub struct ComponentFile {
     pub(crate) engine: Engine,
     pub(crate) pre: MqttClientPre<HostState>,
     pub(crate) watchdog: Watchdog,
-    bytes: std::sync::Arc<Vec<u8>>,
+    bytes: Wasm,
     precompiled: bool,
+}
+
+/// The wasm a [`ComponentFile`] was loaded from, kept only for [`ComponentFile::bytes`]:
+/// the embedded component is borrowed where the binary holds it (a copy was 107 KB of heap,
+/// and it made the kernel page in as much of the binary, for a process's whole life).
+#[derive(Clone)]
+enum Wasm {
+    Embedded(&'static [u8]),
+    Loaded(std::sync::Arc<[u8]>),
 }
 
 impl ComponentFile {
@@ -81,14 +90,14 @@ impl ComponentFile {
             Watchdog::Clock => EMBEDDED_PRECOMPILED,
             Watchdog::Fuel => EMBEDDED_PRECOMPILED_FUEL,
         };
-        Self::load(precompiled, EMBEDDED_COMPONENT, watchdog)
+        Self::load_embedded(precompiled, EMBEDDED_COMPONENT, watchdog)
     }
 
     /// [`FAULTY_COMPONENT`] under [`Watchdog::Fuel`], loaded as [`ComponentFile::embedded`]
     /// loads the shipped one.
     #[doc(hidden)]
     pub fn faulty() -> anyhow::Result<Self> {
-        Self::load(FAULTY_PRECOMPILED, FAULTY_COMPONENT, Watchdog::Fuel)
+        Self::load_embedded(FAULTY_PRECOMPILED, FAULTY_COMPONENT, Watchdog::Fuel)
     }
 
     /// A component file (wasm) under [`Watchdog::Clock`], compiled at load: needs the
@@ -113,13 +122,25 @@ impl ComponentFile {
     pub fn from_bytes_with(bytes: &[u8], watchdog: Watchdog) -> anyhow::Result<Self> {
         let engine = runtime_engine(watchdog)?;
         let component = compile(&engine, bytes)?;
-        Self::link(engine, component, bytes, watchdog, false)
+        Self::link(engine, component, Wasm::Loaded(bytes.into()), watchdog, false)
     }
 
-    fn load(precompiled: &[u8], wasm: &[u8], watchdog: Watchdog) -> anyhow::Result<Self> {
+    /// [`ComponentFile::load`] of bytes the binary holds. Wasmtime runs a copy of the
+    /// precompiled code, so the binary's pages of it, read once, go back to the kernel
+    /// afterwards: kept resident they were ~0.4 MiB of every process's peak memory.
+    fn load_embedded(precompiled: &'static [u8], wasm: &'static [u8], watchdog: Watchdog) -> anyhow::Result<Self> {
+        let file = Self::load(precompiled, wasm, watchdog)?;
+        if file.precompiled {
+            crate::resident::release(precompiled);
+        }
+        Ok(file)
+    }
+
+    fn load(precompiled: &[u8], wasm: &'static [u8], watchdog: Watchdog) -> anyhow::Result<Self> {
         let engine = runtime_engine(watchdog)?;
+        let wasm = Wasm::Embedded(wasm);
         if precompiled.is_empty() {
-            let component = compile(&engine, wasm).context("no precompiled component for this target")?;
+            let component = compile(&engine, wasm.as_slice()).context("no precompiled component for this target")?;
             return Self::link(engine, component, wasm, watchdog, false);
         }
         // SAFETY: `Component::deserialize` trusts its input to be wasmtime's own output; these
@@ -129,21 +150,21 @@ impl ComponentFile {
         match unsafe { Component::deserialize(&engine, precompiled) } {
             Ok(component) => Self::link(engine, component, wasm, watchdog, true),
             Err(why) => {
-                let component = compile(&engine, wasm).with_context(|| format!("the precompiled component does not fit this machine ({why:#})"))?;
+                let component = compile(&engine, wasm.as_slice()).with_context(|| format!("the precompiled component does not fit this machine ({why:#})"))?;
                 tracing::info!("the precompiled client component does not fit this machine ({why:#}); compiled it instead");
                 Self::link(engine, component, wasm, watchdog, false)
             }
         }
     }
 
-    fn link(engine: Engine, component: Component, wasm: &[u8], watchdog: Watchdog, precompiled: bool) -> anyhow::Result<Self> {
+    fn link(engine: Engine, component: Component, wasm: Wasm, watchdog: Watchdog, precompiled: bool) -> anyhow::Result<Self> {
         let mut linker = Linker::<HostState>::new(&engine);
         MqttClient::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
         let pre = MqttClientPre::new(linker.instantiate_pre(&component)?)?;
         if watchdog == Watchdog::Clock {
             crate::epoch_ticker::watch(&engine);
         }
-        Ok(ComponentFile { engine, pre, watchdog, bytes: std::sync::Arc::new(wasm.to_vec()), precompiled })
+        Ok(ComponentFile { engine, pre, watchdog, bytes: wasm, precompiled })
     }
 
     /// What stops a runaway call in instances of this component.
@@ -165,7 +186,16 @@ impl ComponentFile {
 
     /// The component's bytes, as loaded (for `component --out FILE`).
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+        self.bytes.as_slice()
+    }
+}
+
+impl Wasm {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Wasm::Embedded(b) => b,
+            Wasm::Loaded(b) => b,
+        }
     }
 }
 
@@ -201,6 +231,19 @@ mod tests {
             assert_eq!(file.watchdog(), watchdog);
         }
         assert!(ComponentFile::faulty().unwrap().is_precompiled());
+    }
+
+    /// A load hands the precompiled bytes' pages back to the kernel (`resident::release`):
+    /// a second load reads them again and must find them as they were, precompiled code
+    /// that deserializes, and the embedded wasm is the one built.
+    #[test]
+    fn the_embedded_component_loads_again_after_its_pages_went_back() {
+        for _ in 0..3 {
+            let file = ComponentFile::embedded().unwrap();
+            assert!(file.is_precompiled());
+            assert_eq!(file.bytes(), EMBEDDED_COMPONENT);
+            assert!(file.import_names().iter().any(|n| n.starts_with("mqtt-as:client/socket")));
+        }
     }
 
     /// Code compiled under other engine settings (here: the other watchdog) must not be

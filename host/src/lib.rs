@@ -25,6 +25,7 @@ pub mod file_flash;
 pub mod loopback;
 mod packet_log;
 mod platform;
+mod resident;
 pub mod settings;
 pub mod source_position;
 pub mod stream_sockets;
