@@ -10,11 +10,11 @@
 //!
 //! Every round runs each client once, each round starting one client further on in the
 //! order given (so that the machine's drift, and whatever running straight after another
-//! client costs, hits them alike); each figure's ratio is the median of the rounds' ratios against the last client
-//! (the baseline), with its 95 % interval (`stats`), as in the full report. The broker is the
-//! report's (`broker.rs`): a Mosquitto with its defaults instead (20 in flight, Nagle on its
-//! side, 1,000 queued) moves the clients' figures and even their ratios, so a comparison
-//! against one started by hand does not carry over to BENCHMARKS.md.
+//! client costs, hits them alike); each figure's ratio is the median of the rounds' ratios
+//! against the last client (the baseline), with its 95 % interval (`stats`), as in the full
+//! report. The broker is the report's (`broker.rs`): a Mosquitto with its defaults instead
+//! (20 in flight, Nagle on its side, 1,000 queued) moves the clients' figures and even their
+//! ratios, so a comparison against one started by hand does not carry over to BENCHMARKS.md.
 //!
 //! Peak RSS is mostly pages of the binary's code, and how many the kernel maps depends on how
 //! the file was written: a build copied with `cp` peaks ~10 % above the file the linker wrote

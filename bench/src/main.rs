@@ -295,8 +295,7 @@ struct Peers<'a> {
 impl Peers<'_> {
     /// Every client `runs` times (paho-mqtt at most `PAHO_ROUNDS`) at each of `qoses`,
     /// interleaved run by run, each round starting one client further on, so that a noisy
-    /// neighbour hits them alike; one list of runs per
-    /// (QoS, client), in that order.
+    /// neighbour hits them alike; one list of runs per (QoS, client), in that order.
     fn measure(&self, port: u16, clients: &[&str], qoses: &[u8]) -> anyhow::Result<Vec<Vec<PeerRun>>> {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("paho_peer.py");
         let mut results = vec![Vec::new(); qoses.len() * clients.len()];
