@@ -42,8 +42,9 @@ mod linux {
     /// One line of `/proc/PID/maps`: `start-end perms offset dev inode [path]`. A file's
     /// mapping has an inode; a writable one may hold pages changed from the file's.
     pub(super) fn covers(line: &str, start: usize, end: usize) -> bool {
-        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-        let [range, perms, _offset, _dev, inode, ..] = fields[..] else { return false };
+        let mut fields = line.split_ascii_whitespace();
+        // The inode is the fifth field: `nth(2)` steps over the offset and the device.
+        let (Some(range), Some(perms), Some(inode)) = (fields.next(), fields.next(), fields.nth(2)) else { return false };
         let Some((lo, hi)) = range.split_once('-') else { return false };
         let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16)) else {
             return false;
