@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use mqtt_protocol::store::{Flash, FlashError, Geometry};
 
+use crate::store_lock::StoreLock;
+
 const MAGIC: &[u8; 8] = b"MQFLASH1";
 /// Where the image starts; the header is magic, capacity, sector size, write size.
 const DATA: u64 = 64;
@@ -45,6 +47,8 @@ pub const DEFAULT_GEOMETRY: Geometry = Geometry { capacity: 64 * 1024, sector_si
 
 /// Flash in a file. Counts what a chip would wear.
 pub struct FileFlash {
+    /// Before `file`: removed while the `flock` is still held.
+    _lock: Option<StoreLock>,
     file: File,
     path: PathBuf,
     geometry: Geometry,
@@ -67,7 +71,9 @@ impl FileFlash {
     /// with `geometry`: both are reported in the repairs, and the client recovers whatever
     /// records are intact. A file that is not a store at all is refused and left as it is
     /// (`InvalidData`): a mistyped path must not cost someone their file. The file is locked
-    /// while open: a second `open` of it, in this process or another, fails (`ResourceBusy`).
+    /// while open: a second `open` of it, in this process or another, fails (`ResourceBusy`),
+    /// as it does while a Node client has it (`PATH.lock`, which this makes too: see
+    /// `store_lock.rs`).
     pub fn open(path: &Path, geometry: Geometry) -> std::io::Result<(FileFlash, FileRepairs)> {
         let invalid = |kind, why: String| std::io::Error::new(kind, why);
         usable(geometry).map_err(|why| invalid(std::io::ErrorKind::InvalidInput, why))?;
@@ -84,8 +90,9 @@ impl FileFlash {
                 std::fs::TryLockError::Error(e) => e,
             });
         }
-        let len = file.metadata()?.len();
         let mut repairs = FileRepairs::default();
+        let lock = StoreLock::take(path, &mut repairs.notes)?;
+        let len = file.metadata()?.len();
         let mut header = [0u8; 20];
         let have = (len as usize).min(header.len());
         file.read_exact(&mut header[..have])?;
@@ -125,7 +132,7 @@ impl FileFlash {
             file.write_all(&vec![0xFF; (want - len.max(DATA)) as usize])?;
         }
         file.sync_all()?;
-        Ok((FileFlash { file, path: path.to_path_buf(), geometry, bytes_written: 0, erases: 0, syncs: 0 }, repairs))
+        Ok((FileFlash { _lock: lock, file, path: path.to_path_buf(), geometry, bytes_written: 0, erases: 0, syncs: 0 }, repairs))
     }
 
     /// Where it lives.
@@ -294,6 +301,56 @@ mod tests {
             let e = FileFlash::open(&path, bad).err().expect("refused");
             assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
             assert!(!path.exists());
+        }
+    }
+
+    /// A Node client marks a store it has with `PATH.lock` (it cannot `flock`): while its
+    /// process lives, this host refuses the store, as Node refuses one this host has. A lock
+    /// file whose process is gone, or one a host that `flock`s left behind, is taken over
+    /// and reported; this host's own goes when the store closes.
+    #[test]
+    fn a_store_a_node_client_has_is_refused_and_a_stale_lock_file_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.bin");
+        let lock = crate::store_lock::lock_path(&path);
+        assert_eq!(lock, dir.path().join("store.bin.lock"));
+        let me = std::process::id();
+
+        let (flash, repairs) = FileFlash::open(&path, DEFAULT_GEOMETRY).unwrap();
+        assert_eq!(std::fs::read_to_string(&lock).unwrap(), format!("{me} rust\n"));
+        assert!(repairs.notes.is_empty(), "{:?}", repairs.notes);
+        drop(flash);
+        assert!(!lock.exists(), "removed with the store");
+
+        // A live Node client (this test's own pid stands for its process, which lives),
+        // in the format Node writes now and the one it wrote before: refused, the file and
+        // the store left as they are.
+        let before = std::fs::read(&path).unwrap();
+        for text in [format!("{me} node\n"), format!("{me}\n")] {
+            std::fs::write(&lock, &text).unwrap();
+            let e = FileFlash::open(&path, DEFAULT_GEOMETRY).err().expect("refused while the Node client lives");
+            assert_eq!(e.kind(), std::io::ErrorKind::ResourceBusy, "{e}");
+            assert!(e.to_string().contains(&format!("process {me}, the node host")), "{e}");
+            assert_eq!(std::fs::read_to_string(&lock).unwrap(), text);
+            assert_eq!(std::fs::read(&path).unwrap(), before);
+        }
+
+        // Taken over: a Node client's whose process is gone (no pid is this high on Linux),
+        // one a Rust or Python process left (that process would hold the flock if it still
+        // had the store), an empty or garbled one.
+        for (text, why) in [
+            ("999999999 node\n", "process 999999999 (node) is gone"),
+            (&format!("{me} rust\n"), &format!("process {me} (rust) no longer has the store")),
+            (&format!("{me} python\n"), &format!("process {me} (python) no longer has the store")),
+            ("", "it names no process"),
+            ("garbage", "it names no process"),
+        ] {
+            std::fs::write(&lock, text).unwrap();
+            let (flash, repairs) = FileFlash::open(&path, DEFAULT_GEOMETRY).unwrap();
+            assert_eq!(repairs.notes, vec![format!("{}: took over the lock file: {why}", lock.display())]);
+            assert_eq!(std::fs::read_to_string(&lock).unwrap(), format!("{me} rust\n"));
+            drop(flash);
+            assert!(!lock.exists());
         }
     }
 }

@@ -28,6 +28,7 @@ mod platform;
 mod resident;
 pub mod settings;
 pub mod source_position;
+mod store_lock;
 pub mod stream_sockets;
 mod token_map;
 

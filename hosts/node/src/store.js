@@ -7,9 +7,13 @@
 // rules (a write keeps `old & new`, an erase sets a sector to 0xff). The component lays its
 // records out in the image and recovers them, so the same file serves any host.
 //
-// One store serves one client. The other hosts lock the file itself (flock), which Node
-// cannot do; here a lock file beside it (`PATH.lock`, holding the process id) keeps a second
-// Node client off, and is taken over when the process that made it is gone.
+// One store serves one client: a second opener would take the first's records for its own and
+// erase them. The other hosts lock the file itself (flock), which Node cannot do; here a lock
+// file beside it, `PATH.lock`, holding `PID node`, marks the store as this process's. The Rust
+// and Python hosts make one too while they have a store (`PID rust`, `PID python`) and refuse
+// a store whose lock file a live Node process wrote, so no two hosts share a store. A lock
+// file whose process is gone is taken over. (A live process of any host is taken to have the
+// store: Node cannot tell whether it still holds the flock.)
 
 import fs from 'node:fs';
 
@@ -58,15 +62,26 @@ function lock(path, log) {
   const lockPath = `${path}.lock`;
   for (;;) {
     try {
-      fs.writeFileSync(lockPath, `${process.pid}\n`, { flag: 'wx' });
+      fs.writeFileSync(lockPath, `${process.pid} node\n`, { flag: 'wx' });
       return lockPath;
     } catch (e) {
       if (e.code !== 'EEXIST') throw e;
-      const pid = Number(fs.readFileSync(lockPath, 'utf8').trim());
-      if (Number.isInteger(pid) && pid > 0 && alive(pid)) {
-        throw new StoreError(`${path}: in use by another client (process ${pid} holds ${lockPath}); one store serves one client`);
+      let text;
+      try {
+        text = fs.readFileSync(lockPath, 'utf8');
+      } catch (e) {
+        if (e.code === 'ENOENT') continue; // gone again meanwhile: the next try makes it
+        throw e;
       }
-      log('warn', `${path}: taking over the lock of process ${pid}, which is gone`);
+      // `PID HOST`; before the hosts agreed on it, Node wrote the pid alone.
+      const [first, host = 'node'] = text.trim().split(/\s+/);
+      const pid = Number(first);
+      if (Number.isInteger(pid) && pid > 0 && alive(pid)) {
+        throw new StoreError(
+          `${path}: in use by another client (process ${pid}, the ${host} host, holds ${lockPath}); one store serves one client (if that process is not a client of this store, remove the file)`,
+        );
+      }
+      log('warn', `${lockPath}: took over the lock file: ${Number.isInteger(pid) && pid > 0 ? `process ${pid} (${host}) is gone` : 'it names no process'}`);
       fs.rmSync(lockPath, { force: true });
     }
   }

@@ -274,3 +274,58 @@ test('a file that is not a store is refused and left alone; one store serves one
   first.close();
   (await client('node-second', { store })).close();
 });
+
+// The Python host's store, run in a process of its own: opens the store at argv[2] and says
+// so, or says why not; closes it when its stdin ends.
+const PYTHON_HOLDS_A_STORE = `
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("store", sys.argv[1])
+store = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(store)
+try:
+    flash = store.FileFlash(sys.argv[2])
+except store.StoreError as e:
+    print("refused", e, flush=True)
+    sys.exit(0)
+print("open", flush=True)
+sys.stdin.read()
+flash.close()
+`;
+
+function pythonOpens(store) {
+  const storePy = fileURLToPath(new URL('../../python/mqtt_component/_store.py', import.meta.url));
+  const child = spawn('python3', ['-c', PYTHON_HOLDS_A_STORE, storePy, store], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const said = new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      if (out.includes('\n')) resolve(out.trim());
+    });
+    child.on('error', reject);
+    child.on('exit', (code) => reject(new Error(`python exited (${code}) before it said anything`)));
+  });
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  return { child, said, exited };
+}
+
+test('no two hosts share a store: a Python client and a Node client keep off each other\'s', async () => {
+  const store = join(mkdtempSync(join(tmpdir(), 'node-store-hosts-')), 'shared.flash');
+  // Python has it: refused here, the reason naming the process and its host.
+  const python = pythonOpens(store);
+  assert.equal(await python.said, 'open');
+  await assert.rejects(
+    Client.create('127.0.0.1', 'node-shared', { store }),
+    (e) => e instanceof StoreError && new RegExp(`process ${python.child.pid}, the python host`).test(e.message),
+  );
+  // Killed, it leaves its lock file behind; its process is gone, so the file is taken over.
+  python.child.kill('SIGKILL');
+  await python.exited;
+  assert.equal(readFileSync(`${store}.lock`, 'utf8'), `${python.child.pid} python\n`);
+  const node = await client('node-shared', { store });
+  assert.equal(readFileSync(`${store}.lock`, 'utf8'), `${process.pid} node\n`);
+  // Node has it: the Python host refuses it.
+  const second = pythonOpens(store);
+  assert.match(await second.said, new RegExp(`^refused .*in use by another client \\(process ${process.pid}, the node host`));
+  await second.exited;
+  node.close();
+});

@@ -7,12 +7,20 @@ The file is the one the Rust hosts keep (`mqtt-board --store`, `mqtt_host::FileF
 endian) and the flash image, with NOR rules (a write keeps `old & new`, an erase sets a
 sector to 0xff). The component itself lays its records out in the image and recovers them,
 so the same file serves either host.
+
+One store serves one client: a second opener would take the first's records for its own
+and erase them. This host locks the file itself (`flock`), as the Rust host does; Node
+cannot, so its host marks a store it has with a file beside it, `PATH.lock`, holding
+`PID HOST`. This host makes that file too (`PID python`), so that a Node client keeps off
+its store, and refuses a store whose lock file a live Node process wrote. One a Rust or
+Python process left is stale (that process would hold the `flock` if it still had the
+store) and is taken over, as is one whose process is gone (`_take_lock`).
 """
 
 import fcntl
 import logging
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 log = logging.getLogger("mqtt_component")
 
@@ -48,12 +56,88 @@ def _could_be_our_header(start: bytes) -> bool:
     return MAGIC.startswith(start) or (len(start) == len(MAGIC) and flipped <= 4) or all(b == 0 for b in start)
 
 
+# What this host writes in a lock file after its pid, and the hosts that also hold the
+# store's `flock` while they have it.
+_HOST = "python"
+_FLOCKING_HOSTS = ("rust", "python")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _take_lock(path) -> Optional[Tuple[str, bytes]]:
+    """Makes `PATH.lock` for the store at `path`, whose `flock` the caller holds: its path
+    and what it holds, or None when none can be made (a read-only directory; logged).
+    Raises `StoreError` while a live Node client has the store; takes over a stale file."""
+    lock = f"{path}.lock"
+    content = f"{os.getpid()} {_HOST}\n".encode()
+    # A few tries: another opener may take over a stale file at the same moment.
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                with open(lock, "rb") as f:
+                    words = f.read().decode(errors="replace").split()
+            except FileNotFoundError:
+                continue  # gone again meanwhile: the next try makes it
+            pid = int(words[0]) if words and words[0].isdigit() and int(words[0]) > 0 else None
+            host = words[1] if len(words) > 1 else "node"  # Node wrote the pid alone before
+            if pid is None:
+                why = "it names no process"
+            elif host in _FLOCKING_HOSTS:
+                why = f"process {pid} ({host}) no longer has the store"
+            elif _alive(pid):
+                raise StoreError(
+                    f"{path}: in use by another client (process {pid}, the {host} host, holds {lock}); "
+                    "one store serves one client (if that process is not a client of this store, remove the file)"
+                )
+            else:
+                why = f"process {pid} ({host}) is gone"
+            log.warning("%s: took over the lock file: %s", lock, why)
+            try:
+                os.remove(lock)
+            except FileNotFoundError:
+                pass
+            continue
+        except OSError as e:
+            log.warning("%s: no lock file made (%s): a Node client would not see that this one has the store", lock, e)
+            return None
+        try:
+            os.write(fd, content)
+        finally:
+            os.close(fd)
+        return lock, content
+    raise StoreError(f"{lock}: another client is taking this store at the same moment")
+
+
+def _release_lock(taken: Optional[Tuple[str, bytes]]) -> None:
+    """Removes a lock file `_take_lock` made, if it is still this process's."""
+    if taken is None:
+        return
+    lock, content = taken
+    try:
+        with open(lock, "rb") as f:
+            if f.read() == content:
+                os.remove(lock)
+    except OSError:
+        pass
+
+
 class FileFlash:
     def __init__(self, path: str, capacity: int = DEFAULT_CAPACITY, sector_size: int = DEFAULT_SECTOR, write_size: int = DEFAULT_WRITE):
         why = _usable(capacity, sector_size, write_size)
         if why:
             raise StoreError(why)
         self.path = path
+        self._lock = None
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             # One store serves one client: a second opener would take the first's records
@@ -62,6 +146,7 @@ class FileFlash:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise StoreError(f"{path}: in use by another client (it is locked); one store serves one client") from None
+            self._lock = _take_lock(path)
             size = os.fstat(fd).st_size
             header = os.pread(fd, 20, 0)
             found = [int.from_bytes(header[i : i + 4], "little") for i in (8, 12, 16)] if len(header) == 20 else None
@@ -82,6 +167,7 @@ class FileFlash:
                 os.pwrite(fd, b"\xff" * (want - start), start)
             os.fsync(fd)
         except BaseException:
+            _release_lock(self._lock)
             os.close(fd)
             raise
         self.fd = fd
@@ -130,6 +216,8 @@ class FileFlash:
         return self._io("fsync", lambda: os.fsync(self.fd))
 
     def close(self) -> None:
+        _release_lock(self._lock)
+        self._lock = None
         if self.fd is not None:
-            os.close(self.fd)  # the lock goes with it
+            os.close(self.fd)  # the flock goes with it
             self.fd = None

@@ -1,6 +1,8 @@
 """The Python host against a real Mosquitto: the guarantees hold with the defaults, through
 an outage, over TLS; bad input is refused with the key named."""
 
+import logging
+import os
 import signal
 import threading
 import time
@@ -275,6 +277,45 @@ def test_a_file_that_is_not_a_store_is_refused_and_left_alone(tmp_path):
         Client("127.0.0.1", "py-second", store=store)
     first.close()
     Client("127.0.0.1", "py-second", store=store).close()
+
+
+def test_a_store_a_node_client_has_is_refused_and_a_stale_lock_file_taken_over(tmp_path, caplog):
+    """A Node client marks a store it has with `PATH.lock` (it cannot `flock`): while its
+    process lives, this host refuses the store, as Node refuses one this host has. A lock file
+    whose process is gone, or one a host that `flock`s left, is taken over and logged; this
+    host's own goes when the store closes."""
+    from mqtt_component import StoreError
+    from mqtt_component._store import FileFlash
+
+    store, lock, me = tmp_path / "store.flash", tmp_path / "store.flash.lock", os.getpid()
+    flash = FileFlash(str(store))
+    assert lock.read_text() == f"{me} python\n"
+    flash.close()
+    assert not lock.exists()
+
+    # This test's own pid stands for a live Node process; the format Node writes now, and
+    # the one it wrote before. Refused, the lock file and the store left as they are.
+    before = store.read_bytes()
+    for text in (f"{me} node\n", f"{me}\n"):
+        lock.write_text(text)
+        with pytest.raises(StoreError, match=f"process {me}, the node host"):
+            FileFlash(str(store))
+        assert lock.read_text() == text
+        assert store.read_bytes() == before
+
+    for text, why in [
+        ("999999999 node\n", "process 999999999 (node) is gone"),
+        (f"{me} rust\n", f"process {me} (rust) no longer has the store"),
+        ("", "it names no process"),
+    ]:
+        lock.write_text(text)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mqtt_component"):
+            flash = FileFlash(str(store))
+        assert f"took over the lock file: {why}" in caplog.text
+        assert lock.read_text() == f"{me} python\n"
+        flash.close()
+        assert not lock.exists()
 
 
 def flood_with_a_trap(broker, qos, count, trap_in, store=None):
