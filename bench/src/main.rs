@@ -333,15 +333,18 @@ impl Peers<'_> {
 /// The peers' table: medians, and each client's ratios against rumqttc's runs at its QoS.
 fn peer_table(md: &mut String, results: &[Vec<PeerRun>]) {
     let rumqttc_runs = |qos: u8| results.iter().find(|runs| runs.first().is_some_and(|r| r.qos == qos && r.client == peers::RUMQTTC));
-    let _ = writeln!(md, "| client | QoS | publisher msg/s | subscriber msg/s | received | p50 latency | p99 latency | peak RSS | CPU per message | publisher vs rumqttc | subscriber vs rumqttc | CPU vs rumqttc |");
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| client | QoS | publisher msg/s | subscriber msg/s | received | p50 latency | p99 latency | peak RSS | CPU per message | publisher vs rumqttc | subscriber vs rumqttc | CPU vs rumqttc | p99 vs rumqttc | peak RSS vs rumqttc |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for runs in results.iter().filter(|runs| !runs.is_empty()) {
         let r = medians(runs);
         let base = rumqttc_runs(r.qos);
         let ratio = |f: fn(&PeerRun) -> f64| base.and_then(|b| paired_ratio(runs, b, f)).unwrap_or_else(|| "–".into());
         let _ = writeln!(
             md,
-            "| {} | {} | {:.0} | {:.0} | {} / {} | {:.0} µs | {:.0} µs | {:.1} MiB | {:.1} µs | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {} / {} | {:.0} µs | {:.0} µs | {:.1} MiB | {:.1} µs | {} | {} | {} | {} | {} |",
             r.client,
             r.qos,
             r.pub_rate,
@@ -354,7 +357,9 @@ fn peer_table(md: &mut String, results: &[Vec<PeerRun>]) {
             r.cpu_us_per_msg,
             ratio(|r| r.pub_rate),
             ratio(|r| r.sub_rate),
-            ratio(|r| r.cpu_us_per_msg)
+            ratio(|r| r.cpu_us_per_msg),
+            ratio(|r| r.p99_us),
+            ratio(|r| r.peak_rss_kib as f64)
         );
     }
 }
@@ -406,7 +411,7 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     let peers = Peers { exe: &exe, paho: paho.as_ref().and_then(|p| p.as_ref().ok()).map(PathBuf::as_path), count, runs };
     let results = peers.measure(broker.port, &clients, &[0, 1])?;
     let _ = writeln!(md, "## Throughput and latency against a local Mosquitto\n");
-    let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW} and as many publishes waiting in each client (rumqttc's request channel holds that many; every publisher keeps at most twice the window outstanding), {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc with TCP_NODELAY (this client sets it by default; paho-mqtt leaves Nagle on, its only setting): the median of the ratios round by round, each run against rumqttc's in the same round, and in brackets a 95 % confidence interval for that median (the order statistics the sign test gives, which assume nothing about how the ratios spread; with fewer than 6 rounds, the lowest and highest ratio instead); rumqttc's own default, Nagle on, is a row of its own, beside this client with Nagle on (`TokioPlatform::with_nagle`). CPU per message: user + system time of the whole peer process (publisher and subscriber) per message sent. `this client` holds a `publish(..).await` future per publish (in a `FuturesUnordered`); `this client (post)` hands each to `post` and counts completions off the event stream in another task, as the rumqttc publisher counts PUBACKs off its event loop; `this client (event loop)` posts too, but makes each client with `Client::new` and runs it in the task that takes its events (the subscriber's receiver, the publisher's completion counter): rumqttc's `AsyncClient` and `EventLoop`, task for task. The first two run each client in a task of its own (`Client::spawn`).\n", count, peers::PAYLOAD, mosquitto_version);
+    let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW} and as many publishes waiting in each client (rumqttc's request channel holds that many; every publisher keeps at most twice the window outstanding), {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc with TCP_NODELAY (this client sets it by default; paho-mqtt leaves Nagle on, its only setting): the median of the ratios round by round, each run against rumqttc's in the same round, and in brackets a 95 % confidence interval for that median (the order statistics the sign test gives, which assume nothing about how the ratios spread; with fewer than 6 rounds, the lowest and highest ratio instead); rumqttc's own default, Nagle on, is a row of its own, beside this client with Nagle on (`TokioPlatform::with_nagle`). CPU per message: user + system time of the whole peer process (publisher and subscriber) per message sent. p99 and peak RSS against rumqttc: the same paired ratios of the p99 latency and the process's peak RSS (as for CPU, below 1.00 is better). `this client` holds a `publish(..).await` future per publish (in a `FuturesUnordered`); `this client (post)` hands each to `post` and counts completions off the event stream in another task, as the rumqttc publisher counts PUBACKs off its event loop; `this client (event loop)` posts too, but makes each client with `Client::new` and runs it in the task that takes its events (the subscriber's receiver, the publisher's completion counter): rumqttc's `AsyncClient` and `EventLoop`, task for task. The first two run each client in a task of its own (`Client::spawn`).\n", count, peers::PAYLOAD, mosquitto_version);
     let _ = writeln!(md, "{BROKER_SESSION}\n");
     peer_table(&mut md, &results);
     for n in &notes {

@@ -29,7 +29,11 @@ fn quick_mode_runs_every_measurement_and_writes_the_tables() {
     assert_eq!(qos1_rows.len(), 2 * rows.len(), "{md}");
     for row in qos1_rows {
         assert!(row.contains("| 2000 / 2000 |"), "QoS 1 lost messages: {row}");
+        // Every figure issue 14 sets a goal for has its ratio against rumqttc: rates, CPU,
+        // p99 and peak RSS (14 columns).
+        assert_eq!(row.matches('|').count(), 15, "{row}");
     }
+    assert!(md.contains("| CPU vs rumqttc | p99 vs rumqttc | peak RSS vs rumqttc |"), "{md}");
     assert!(md.contains("| link restored → first PUBACK | median"), "{md}");
     // Both codec probes built and round-tripped the sample stream.
     assert!(md.contains("| this project's codec |") && md.contains("| mqtt-proto 0.4 |"), "{md}");
