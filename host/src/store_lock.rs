@@ -72,10 +72,13 @@ impl StoreLock {
         for _ in 0..TRIES {
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(mut file) => {
-                    let lock = StoreLock { path, content };
-                    // Dropped on failure, which removes what was made.
-                    file.write_all(lock.content.as_bytes())?;
-                    return Ok(Some(lock));
+                    if let Err(e) = file.write_all(content.as_bytes()) {
+                        // What was made goes with the failure: left cut short, it would name
+                        // no process until the next opener took it over.
+                        let _ = std::fs::remove_file(&path);
+                        return Err(e);
+                    }
+                    return Ok(Some(StoreLock { path, content }));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let text = match std::fs::read_to_string(&path) {

@@ -76,12 +76,13 @@ function lock(path, log) {
       // `PID HOST`; before the hosts agreed on it, Node wrote the pid alone.
       const [first, host = 'node'] = text.trim().split(/\s+/);
       const pid = Number(first);
-      if (Number.isInteger(pid) && pid > 0 && alive(pid)) {
+      const named = Number.isInteger(pid) && pid > 0;
+      if (named && alive(pid)) {
         throw new StoreError(
           `${path}: in use by another client (process ${pid}, the ${host} host, holds ${lockPath}); one store serves one client (if that process is not a client of this store, remove the file)`,
         );
       }
-      log('warn', `${lockPath}: took over the lock file: ${Number.isInteger(pid) && pid > 0 ? `process ${pid} (${host}) is gone` : 'it names no process'}`);
+      log('warn', `${lockPath}: took over the lock file: ${named ? `process ${pid} (${host}) is gone` : 'it names no process'}`);
       fs.rmSync(lockPath, { force: true });
     }
   }

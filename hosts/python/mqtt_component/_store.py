@@ -111,9 +111,18 @@ def _take_lock(path) -> Optional[Tuple[str, bytes]]:
             log.warning("%s: no lock file made (%s): a Node client would not see that this one has the store", lock, e)
             return None
         try:
-            os.write(fd, content)
-        finally:
-            os.close(fd)
+            try:
+                os.write(fd, content)
+            finally:
+                os.close(fd)
+        except OSError:
+            # What was made goes with the failure: left cut short, it would name no process
+            # until the next opener took it over.
+            try:
+                os.remove(lock)
+            except OSError:
+                pass
+            raise
         return lock, content
     raise StoreError(f"{lock}: another client is taking this store at the same moment")
 
