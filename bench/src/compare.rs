@@ -6,7 +6,11 @@
 //! cargo build --release -p mqtt-bench
 //! target/release/mqtt-bench compare ours ours@/tmp/mqtt-bench-before --qos 0 --rounds 12
 //! target/release/mqtt-bench compare ours ours-post ours-loop rumqttc --qos 0,1
+//! target/release/mqtt-bench compare ours ours-loop rumqttc --qos 1 --window 1 --count 20000
 //! ```
+//!
+//! `--window 1` is the report's lock-step table (one publish in flight): there every message
+//! pays a turn's fixed costs, which a window of 100 spreads thin.
 //!
 //! Every round runs each client once, each round starting one client further on in the
 //! order given (so that the machine's drift, and whatever running straight after another
@@ -51,9 +55,9 @@ impl Contender {
 }
 
 /// Runs `rounds` rounds of every client at every QoS in `qoses` and prints a table per QoS.
-pub fn run(specs: &[String], qoses: &[u8], rounds: usize, count: u64) -> anyhow::Result<()> {
+pub fn run(specs: &[String], qoses: &[u8], rounds: usize, count: u64, window: u16) -> anyhow::Result<()> {
     anyhow::ensure!(specs.len() >= 2, "name at least two clients to compare (the last is the baseline)");
-    anyhow::ensure!(rounds > 0 && count > 0, "--rounds and --count must be at least 1");
+    anyhow::ensure!(rounds > 0 && count > 0 && window > 0, "--rounds, --count and --window must be at least 1");
     anyhow::ensure!(qoses.iter().all(|&q| q <= 2), "--qos takes 0, 1 and 2");
     let this_exe = std::env::current_exe()?;
     let clients = specs.iter().map(|s| Contender::parse(s, &this_exe)).collect::<anyhow::Result<Vec<_>>>()?;
@@ -65,24 +69,24 @@ pub fn run(specs: &[String], qoses: &[u8], rounds: usize, count: u64) -> anyhow:
             for c in round_order(round, clients.len()) {
                 let client = &clients[c];
                 let mut cmd = Command::new(&client.exe);
-                cmd.args(peer_args(&client.name, broker.port, qos, count));
+                cmd.args(peer_args(&client.name, broker.port, qos, count, window));
                 let run = peers::run_child(cmd)?;
                 eprint!(" {} {:.0}/s {:.1} µs", client.label, run.pub_rate, run.cpu_us_per_msg);
                 runs[c].push(run);
             }
             eprintln!();
         }
-        print!("{}", table(qos, &clients, &runs));
+        print!("{}", table(qos, window, &clients, &runs));
     }
     Ok(())
 }
 
 /// The medians of each client's figures, and its ratios against the last client.
-fn table(qos: u8, clients: &[Contender], runs: &[Vec<PeerRun>]) -> String {
+fn table(qos: u8, window: u16, clients: &[Contender], runs: &[Vec<PeerRun>]) -> String {
     let base = runs.last().map(Vec::as_slice).unwrap_or_default();
     let base_label = clients.last().map_or("", |c| c.label.as_str());
     let mut out = format!(
-        "\nQoS {qos}, {} rounds; ratios against {base_label}: the median of the rounds' ratios (a 95 % interval for it; below 6 rounds, their range)\n",
+        "\nQoS {qos}, window {window}, {} rounds; ratios against {base_label}: the median of the rounds' ratios (a 95 % interval for it; below 6 rounds, their range)\n",
         base.len()
     );
     out += "| client | publisher msg/s | CPU µs a message | p99 ms | peak RSS MiB | rate | CPU | p99 | RSS |\n|---|---|---|---|---|---|---|---|---|\n";

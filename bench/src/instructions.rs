@@ -31,7 +31,7 @@ use std::process::Command;
 
 use anyhow::Context as _;
 
-use crate::{broker, peer_args};
+use crate::{broker, peer_args, WINDOW};
 
 /// The load `guest` measures under: a device publishing and receiving at QoS 0 and 1.
 const GUEST_LOAD: &str = include_str!("../guest-load.toml");
@@ -111,7 +111,7 @@ fn guest_scenario() -> anyhow::Result<mqtt_sim::scenario::Scenario> {
 /// Instructions of one whole peer run under callgrind.
 fn total(exe: &std::path::Path, client: &str, port: u16, qos: u8, count: u64) -> anyhow::Result<u64> {
     callgrind(&format!("the {client} peer"), |cmd| {
-        cmd.arg(exe).args(peer_args(client, port, qos, count));
+        cmd.arg(exe).args(peer_args(client, port, qos, count, WINDOW));
     })
 }
 

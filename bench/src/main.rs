@@ -73,6 +73,9 @@ enum PeerCommand {
         count: u64,
         #[arg(long, default_value_t = 100)]
         window: u16,
+        /// Write each message's arrival time and latency here (see `peers::Arrivals`).
+        #[arg(long)]
+        latencies: Option<PathBuf>,
     },
     /// One start-up measurement (run by the harness in a child process, one JSON line out).
     #[command(hide = true)]
@@ -122,6 +125,9 @@ enum PeerCommand {
         /// Messages per run.
         #[arg(long, default_value_t = 100_000)]
         count: u64,
+        /// Publishes in flight (the full report's main table: 100; its lock-step table: 1).
+        #[arg(long, default_value_t = WINDOW)]
+        window: u16,
     },
     /// Only the power-cut store's figures (a section of the full report), as Markdown on
     /// stdout.
@@ -147,7 +153,7 @@ const FLEET_SCALING: &str = "\nturmoil (0.7) links every pair of hosts and, at e
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.peer {
-        Some(PeerCommand::Peer { client, port, qos, count, window }) => peer(&client, port, qos, count, window),
+        Some(PeerCommand::Peer { client, port, qos, count, window, latencies }) => peer(&client, port, qos, count, window, latencies.as_deref()),
         Some(PeerCommand::Startup { client, port }) => startup::child(&client, port).and_then(|r| {
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
@@ -156,7 +162,7 @@ fn main() -> ExitCode {
         Some(PeerCommand::Instructions { qos, count }) => instructions::measure(qos, count),
         Some(PeerCommand::GuestInstructions { components }) => instructions::guest(&components),
         Some(PeerCommand::GuestLoad { component }) => instructions::guest_load(component.as_deref()),
-        Some(PeerCommand::Compare { clients, qos, rounds, count }) => compare::run(&clients, &qos, rounds, count),
+        Some(PeerCommand::Compare { clients, qos, rounds, count, window }) => compare::run(&clients, &qos, rounds, count, window),
         None => harness(&cli),
     };
     match result {
@@ -168,26 +174,26 @@ fn main() -> ExitCode {
     }
 }
 
-/// What runs `client` as `mqtt-bench peer` against the broker on `port`, at the report's
-/// window (the harness, `compare` and `instructions` each start peers this way).
-fn peer_args(client: &str, port: u16, qos: u8, count: u64) -> Vec<String> {
-    let (port, qos, count, window) = (port.to_string(), qos.to_string(), count.to_string(), WINDOW.to_string());
+/// What runs `client` as `mqtt-bench peer` against the broker on `port` with `window`
+/// publishes in flight (the harness, `compare` and `instructions` each start peers this way).
+fn peer_args(client: &str, port: u16, qos: u8, count: u64, window: u16) -> Vec<String> {
+    let (port, qos, count, window) = (port.to_string(), qos.to_string(), count.to_string(), window.to_string());
     ["peer", "--client", client, "--port", &port, "--qos", &qos, "--count", &count, "--window", &window].map(String::from).to_vec()
 }
 
 /// The clients `peer` runs (its `match` below), by name.
 const PEERS: [&str; 6] = ["ours", "ours-post", "ours-loop", "ours-nagle", "rumqttc", "rumqttc-nagle"];
 
-fn peer(client: &str, port: u16, qos: u8, count: u64, window: u16) -> anyhow::Result<()> {
+fn peer(client: &str, port: u16, qos: u8, count: u64, window: u16, latencies: Option<&Path>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let run = rt.block_on(async {
         match client {
-            "ours" => peers::ours(port, qos, count, window, true, peers::Api::Futures).await,
-            "ours-post" => peers::ours(port, qos, count, window, true, peers::Api::Post).await,
-            "ours-loop" => peers::ours(port, qos, count, window, true, peers::Api::EventLoop).await,
-            "ours-nagle" => peers::ours(port, qos, count, window, false, peers::Api::Futures).await,
-            "rumqttc" => peers::rumqttc(port, qos, count, window, true).await,
-            "rumqttc-nagle" => peers::rumqttc(port, qos, count, window, false).await,
+            "ours" => peers::ours(port, qos, count, window, true, peers::Api::Futures, latencies).await,
+            "ours-post" => peers::ours(port, qos, count, window, true, peers::Api::Post, latencies).await,
+            "ours-loop" => peers::ours(port, qos, count, window, true, peers::Api::EventLoop, latencies).await,
+            "ours-nagle" => peers::ours(port, qos, count, window, false, peers::Api::Futures, latencies).await,
+            "rumqttc" => peers::rumqttc(port, qos, count, window, true, latencies).await,
+            "rumqttc-nagle" => peers::rumqttc(port, qos, count, window, false, latencies).await,
             other => anyhow::bail!("unknown peer {other:?} (one of {})", PEERS.join(", ")),
         }
     })?;
@@ -289,6 +295,7 @@ struct Peers<'a> {
     /// The Python with paho-mqtt installed, when paho is measured.
     paho: Option<&'a Path>,
     count: u64,
+    window: u16,
     runs: usize,
 }
 
@@ -310,13 +317,13 @@ impl Peers<'_> {
                     let cmd = match (client, self.paho) {
                         ("paho", Some(python)) => {
                             let mut c = Command::new(python);
-                            c.arg(&script).args([port.to_string(), qos.to_string(), self.count.to_string(), WINDOW.to_string()]);
+                            c.arg(&script).args([port.to_string(), qos.to_string(), self.count.to_string(), self.window.to_string()]);
                             c
                         }
                         ("paho", None) => anyhow::bail!("paho-mqtt asked for but not installed"),
                         (name, _) => {
                             let mut c = Command::new(self.exe);
-                            c.args(peer_args(name, port, qos, self.count));
+                            c.args(peer_args(name, port, qos, self.count, self.window));
                             c
                         }
                     };
@@ -408,7 +415,7 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     if let Some(Err(e)) = &paho {
         notes.push(format!("paho-mqtt not measured: {e}"));
     }
-    let peers = Peers { exe: &exe, paho: paho.as_ref().and_then(|p| p.as_ref().ok()).map(PathBuf::as_path), count, runs };
+    let peers = Peers { exe: &exe, paho: paho.as_ref().and_then(|p| p.as_ref().ok()).map(PathBuf::as_path), count, window: WINDOW, runs };
     let results = peers.measure(broker.port, &clients, &[0, 1])?;
     let _ = writeln!(md, "## Throughput and latency against a local Mosquitto\n");
     let _ = writeln!(md, "{} messages of {} bytes, one publisher and one subscriber per client (each client in its own process), in-flight window {WINDOW} and as many publishes waiting in each client (rumqttc's request channel holds that many; every publisher keeps at most twice the window outstanding), {}. Rates: publisher from the first publish to the last completion (QoS 1: PUBACK), subscriber from its first message to its last. Latency: publish call to arrival. Ratios are against rumqttc with TCP_NODELAY (this client sets it by default; paho-mqtt leaves Nagle on, its only setting): the median of the ratios round by round, each run against rumqttc's in the same round, and in brackets a 95 % confidence interval for that median (the order statistics the sign test gives, which assume nothing about how the ratios spread; with fewer than 6 rounds, the lowest and highest ratio instead); rumqttc's own default, Nagle on, is a row of its own, beside this client with Nagle on (`TokioPlatform::with_nagle`). CPU per message: user + system time of the whole peer process (publisher and subscriber) per message sent. p99 and peak RSS against rumqttc: the same paired ratios of the p99 latency and the process's peak RSS (as for CPU, below 1.00 is better). `this client` holds a `publish(..).await` future per publish (in a `FuturesUnordered`); `this client (post)` hands each to `post` and counts completions off the event stream in another task, as the rumqttc publisher counts PUBACKs off its event loop; `this client (event loop)` posts too, but makes each client with `Client::new` and runs it in the task that takes its events (the subscriber's receiver, the publisher's completion counter): rumqttc's `AsyncClient` and `EventLoop`, task for task. The first two run each client in a task of its own (`Client::spawn`).\n", count, peers::PAYLOAD, mosquitto_version);
@@ -434,6 +441,14 @@ fn harness(cli: &Cli) -> anyhow::Result<()> {
     drop(broker);
     let _ = writeln!(md, "\n### QoS 1 with Mosquitto in the harness's session\n\nThe same runs as above, QoS 1 only, with Mosquitto started as the harness's own child: in the peers' session and scheduling group, where it competes thread for thread with the client being measured (see above). Kept beside the main table so that neither placement's figures are hidden; measured after it, in the same run.\n");
     peer_table(&mut md, &shared);
+
+    // 1c. One publish in flight: every turn of every client handles a packet or two.
+    let broker = broker::start(Session::Own)?;
+    let lockstep = Peers { window: 1, count: (count / 5).max(1), paho: None, ..peers };
+    let one = lockstep.measure(broker.port, &["ours", "ours-loop", "rumqttc"], &[1])?;
+    drop(broker);
+    let _ = writeln!(md, "\n### QoS 1, one publish in flight\n\n{} messages, in-flight window 1 (and one publish waiting, as rumqttc's request channel of 1 holds it), Mosquitto in a session of its own: a device that publishes a reading and waits for its PUBACK, as `mqtt_as` is used. Nothing batches here, so each message pays every fixed cost of a turn: a wake-up, a `poll` into the component and its imports (`recv`, `send`), the events' way out; the table above, at a window of 100, spreads them over many messages. It also bears on the main table's QoS 1 p99: a run's slowest 1 % falls in stretches of a few ms where the pipeline slows to under half its rate (`peer --latencies FILE` writes each message's arrival and latency), the 200 publishes outstanding then waiting 200 ÷ that rate, and in those stretches the clients and the broker hand packets on a few at a time, so these fixed costs set the pace there too.\n", lockstep.count);
+    peer_table(&mut md, &one);
 
     // 2. The boundary.
     eprintln!("boundary …");

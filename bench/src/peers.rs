@@ -9,6 +9,7 @@
 //! so the other publishers keep at most 2 × `window` publishes outstanding to match (before,
 //! they kept `window`, half of rumqttc's pipeline).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -61,21 +62,46 @@ fn latency_us(epoch: Instant, payload: &[u8]) -> Option<f64> {
 #[derive(Default)]
 struct Arrivals {
     latencies: Vec<f64>,
+    /// With `--latencies`: each arrival's time (ns since the epoch), for the file. Kept only
+    /// then: 800 KB more for 100k messages would show in peak RSS.
+    at: Option<Vec<u64>>,
     first: Option<Instant>,
     last: Option<Instant>,
 }
 
 impl Arrivals {
+    fn new(keep_times: bool) -> Arrivals {
+        Arrivals { at: keep_times.then(Vec::new), ..Arrivals::default() }
+    }
+
     fn note(&mut self, epoch: Instant, payload: &[u8]) {
         let now = Instant::now();
         self.first.get_or_insert(now);
         self.last = Some(now);
         if let Some(l) = latency_us(epoch, payload) {
             self.latencies.push(l);
+            if let Some(at) = &mut self.at {
+                at.push(now.duration_since(epoch).as_nanos() as u64);
+            }
         }
     }
 
-    fn finish(mut self, client: &str, qos: u8, sent: u64, pub_elapsed: Duration) -> PeerRun {
+    /// Writes every message's arrival (ns since the epoch) and latency (µs), one per line in
+    /// arrival order: where a tail comes from shows in when it happened (episodes of a few
+    /// ms in which the whole pipeline slows), not in the percentile alone.
+    fn write_latencies(&self, path: &Path) -> anyhow::Result<()> {
+        use std::fmt::Write;
+        let mut text = String::from("# arrival_ns latency_us\n");
+        for (at, l) in self.at.iter().flatten().zip(&self.latencies) {
+            let _ = writeln!(text, "{at} {l:.1}");
+        }
+        std::fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    fn finish(mut self, client: &str, qos: u8, sent: u64, pub_elapsed: Duration, latencies: Option<&Path>) -> anyhow::Result<PeerRun> {
+        if let Some(path) = latencies {
+            self.write_latencies(path)?;
+        }
         self.latencies.sort_by(f64::total_cmp);
         // 0 stands for "no figure" (JSON has no NaN).
         let pct = |p: f64| self.latencies.get(((self.latencies.len() as f64 * p) as usize).min(self.latencies.len().saturating_sub(1))).copied().unwrap_or(0.0);
@@ -84,7 +110,7 @@ impl Arrivals {
             (Some(a), Some(b)) if b > a => (b - a).as_secs_f64(),
             _ => 0.0,
         };
-        PeerRun {
+        Ok(PeerRun {
             client: client.into(),
             qos,
             sent,
@@ -95,7 +121,7 @@ impl Arrivals {
             p99_us: pct(0.99),
             peak_rss_kib: peak_rss_kib(),
             cpu_us_per_msg: cpu_seconds() * 1e6 / sent.max(1) as f64,
-        }
+        })
     }
 }
 
@@ -134,7 +160,7 @@ pub enum Api {
 /// This client: the embedded component on the board's platform (real tokio sockets).
 /// `nodelay`: as the platform sets it by default; off (Nagle on) is a row of its own, to
 /// compare with rumqttc's default.
-pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool, api: Api) -> anyhow::Result<PeerRun> {
+pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool, api: Api, latencies: Option<&Path>) -> anyhow::Result<PeerRun> {
     use mqtt_host::{Client, ClientEvent, ComponentFile, ConfigBuilder, Device, Subscription};
     use mqtt_platform_tokio::TokioPlatform;
     let component = ComponentFile::embedded()?;
@@ -159,8 +185,9 @@ pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool, ap
     let (sub, mut events) = connect("bench-ours-sub")?;
     events.run_until(sub.connect()).await?;
     events.run_until(sub.subscribe(vec![Subscription::new(topic.as_str(), level)])).await?;
+    let keep_times = latencies.is_some();
     let receiver = tokio::spawn(async move {
-        let mut a = Arrivals::default();
+        let mut a = Arrivals::new(keep_times);
         while (a.latencies.len() as u64) < count {
             match tokio::time::timeout(IDLE_LIMIT, events.next()).await {
                 Ok(Some(ClientEvent::Message(m))) => a.note(epoch, &m.payload),
@@ -225,7 +252,7 @@ pub async fn ours(port: u16, qos: u8, count: u64, window: u16, nodelay: bool, ap
         (Api::EventLoop, true) => "this client (event loop)",
         (Api::EventLoop, false) => "this client (event loop, Nagle on)",
     };
-    Ok(arrivals.finish(label, qos, count, pub_elapsed))
+    arrivals.finish(label, qos, count, pub_elapsed, latencies)
 }
 
 /// A client's events: its stream from `Client::spawn`'s task, or its `EventLoop`, which
@@ -262,7 +289,7 @@ impl Events {
 /// rumqttc, the most used native Rust client: its event loops polled by tokio tasks.
 /// `nodelay`: TCP_NODELAY on its sockets, as this client always sets (like for like); off is
 /// rumqttc's default (Nagle), measured as a row of its own.
-pub async fn rumqttc(port: u16, qos: u8, count: u64, window: u16, nodelay: bool) -> anyhow::Result<PeerRun> {
+pub async fn rumqttc(port: u16, qos: u8, count: u64, window: u16, nodelay: bool, latencies: Option<&Path>) -> anyhow::Result<PeerRun> {
     use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
     let level = match qos {
         0 => QoS::AtMostOnce,
@@ -285,8 +312,9 @@ pub async fn rumqttc(port: u16, qos: u8, count: u64, window: u16, nodelay: bool)
             break;
         }
     }
+    let keep_times = latencies.is_some();
     let receiver = tokio::spawn(async move {
-        let mut a = Arrivals::default();
+        let mut a = Arrivals::new(keep_times);
         while (a.latencies.len() as u64) < count {
             match tokio::time::timeout(IDLE_LIMIT, sub_loop.poll()).await {
                 Ok(Ok(Event::Incoming(Packet::Publish(p)))) => a.note(epoch, &p.payload),
@@ -321,7 +349,7 @@ pub async fn rumqttc(port: u16, qos: u8, count: u64, window: u16, nodelay: bool)
     let _ = publisher.disconnect().await;
     let _ = sub.disconnect().await;
     let label = if nodelay { RUMQTTC } else { "rumqttc 0.25 (its default: Nagle on)" };
-    Ok(arrivals.finish(label, qos, count, finished - start))
+    arrivals.finish(label, qos, count, finished - start, latencies)
 }
 
 /// Runs one peer in a child process (`mqtt-bench peer …`, or the paho script) and reads the
