@@ -352,5 +352,12 @@ mod tests {
             drop(flash);
             assert!(!lock.exists());
         }
+
+        // A lock file that is a link to nowhere can be neither made nor read: refused after a
+        // few tries, not tried for ever.
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &lock).unwrap();
+        let e = FileFlash::open(&path, DEFAULT_GEOMETRY).err().expect("refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::ResourceBusy, "{e}");
+        assert!(e.to_string().contains("another client is taking this store at the same moment"), "{e}");
     }
 }

@@ -58,9 +58,13 @@ function alive(pid) {
   }
 }
 
+// Tries at making the lock file: another opener may take over a stale one at the same
+// moment (as the Rust and Python hosts, which stop after as many).
+const LOCK_TRIES = 3;
+
 function lock(path, log) {
   const lockPath = `${path}.lock`;
-  for (;;) {
+  for (let tries = 0; tries < LOCK_TRIES; tries++) {
     try {
       fs.writeFileSync(lockPath, `${process.pid} node\n`, { flag: 'wx' });
       return lockPath;
@@ -86,6 +90,7 @@ function lock(path, log) {
       fs.rmSync(lockPath, { force: true });
     }
   }
+  throw new StoreError(`${lockPath}: another client is taking this store at the same moment`);
 }
 
 export class FileFlash {

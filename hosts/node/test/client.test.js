@@ -4,7 +4,7 @@
 
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
@@ -328,4 +328,14 @@ test('no two hosts share a store: a Python client and a Node client keep off eac
   assert.match(await second.said, new RegExp(`^refused .*in use by another client \\(process ${process.pid}, the node host`));
   await second.exited;
   node.close();
+});
+
+test('a store whose lock file is a link to nowhere is refused, not tried for ever', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'node-store-link-'));
+  const store = join(dir, 'linked.flash');
+  symlinkSync(join(dir, 'nowhere'), `${store}.lock`);
+  await assert.rejects(
+    Client.create('127.0.0.1', 'node-linked', { store }),
+    (e) => e instanceof StoreError && /another client is taking this store at the same moment/.test(e.message),
+  );
 });

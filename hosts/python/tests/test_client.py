@@ -317,6 +317,12 @@ def test_a_store_a_node_client_has_is_refused_and_a_stale_lock_file_taken_over(t
         flash.close()
         assert not lock.exists()
 
+    # A lock file that is a link to nowhere can be neither made nor read: refused after a
+    # few tries, not tried for ever.
+    lock.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(StoreError, match="another client is taking this store at the same moment"):
+        FileFlash(str(store))
+
 
 def flood_with_a_trap(broker, qos, count, trap_in, store=None):
     """`count` publishes at `qos` from one client to another, flat out; once a third of them
