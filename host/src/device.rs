@@ -447,7 +447,7 @@ impl Device {
             platform.close(h);
         }
         let fresh = HostState::new(platform, name);
-        let live = instantiate(&self.component, fresh, &self.config, self.fuel_per_call).map_err(DeviceError::Instantiate)?;
+        let live = instantiate(&self.component, fresh, &self.replay_config(), self.fuel_per_call).map_err(DeviceError::Instantiate)?;
         self.live = live;
         self.restarted = true;
         // Publishes the store keeps name their record, not the instance: the fresh one has
@@ -477,14 +477,16 @@ impl Device {
         // In flight first, under their packet ids, and before the connection that may resume
         // the session they belong to.
         let resumed = self.resume_in_flight()?;
-        if self.connect_requested {
-            self.call_connect()?;
-        }
         // What the broker already answered first (no token waits for these answers), then
         // the requests still waiting, in the order they were made, each under its token.
         for (token, subs, props) in self.subscriptions.clone() {
-            if !self.requests.contains_key(&token) {
-                self.call_subscribe(&subs, props.as_ref())?;
+            if !self.requests.contains_key(&token)
+                && let Some(Err(e)) = self.call_subscribe(&subs, props.as_ref())?
+            {
+                // Nothing waits for its answer any more: said, so that the application
+                // knows the subscription is gone and can make it again.
+                let filters: Vec<&str> = subs.iter().map(|s| s.filter.as_str()).collect();
+                self.backlog.push(Event::Error(format!("replay after restart refused: the subscription to {filters:?}: {}", client_error_text(&e))));
             }
         }
         for (token, request) in self.requests.clone() {
@@ -512,7 +514,26 @@ impl Device {
                 self.fail_replay(token, &client_error_text(&e));
             }
         }
+        // Last: with no connection, nothing the replay handed over is answered, nor is there
+        // an `Up` or a `Link` yet, and those count against `max_queued` until a poll hands
+        // them over (with a platform that connects at once, a `connect` before the replay
+        // filled the fresh instance's queue and the last publishes were refused).
+        if self.connect_requested {
+            self.call_connect()?;
+        }
         Ok(())
+    }
+
+    /// The config a fresh instance gets after a restart: the application's, with room for
+    /// the answered subscriptions it is given again besides what the failed instance held.
+    /// Those count against `max_queued` in the fresh instance until answered (they did not
+    /// in the failed one), so without the room, a full queue lost its last publishes to
+    /// `QueueFull` across a restart.
+    fn replay_config(&self) -> Config {
+        let answered = self.subscriptions.iter().filter(|(t, ..)| !self.requests.contains_key(t)).count();
+        let mut config = self.config.clone();
+        config.max_queued = config.max_queued.saturating_add(u32::try_from(answered).unwrap_or(u32::MAX));
+        config
     }
 
     /// Tells the fresh instance the broker the failed one's session lives on, and hands it

@@ -8,9 +8,10 @@
 //
 // If the instance fails (a trap, or an exception thrown across it), it is replaced as the
 // Rust host's `Device` and the Python host replace it: a fresh instance gets the same config,
-// resumes the session under the packet ids the failed one reported, connects if it was asked
-// to, subscribes again, and is handed every publish accepted and not yet completed, so
-// nothing accepted is lost. The application keeps its tokens: they are this class's.
+// resumes the session under the packet ids the failed one reported, subscribes again, is
+// handed every publish accepted and not yet completed (with room in its queue for the
+// subscriptions besides), and then connects if it was asked to (trying again while that
+// fails), so nothing accepted is lost. The application keeps its tokens: they are this class's.
 
 import { EventEmitter } from 'node:events';
 import { readFile, readdir } from 'node:fs/promises';
@@ -149,6 +150,10 @@ export class Client extends EventEmitter {
   #subscribed = []; // answered subscriptions, to make again
   #sessionBroker = 0;
   #connectRequested = false;
+  // After a restart, a failed first attempt of the fresh instance is an outage like any
+  // other (the application's connect succeeded before): the timer that tries again.
+  #restarted = false;
+  #retryTimer = null;
   #reportedUp = false;
   #failing = 0; // restarts since a poll last went through
   #backlog = [];
@@ -185,7 +190,9 @@ export class Client extends EventEmitter {
     else if (process.env.MQTT_COMPONENT_DEBUG) console.debug(`mqtt-component [${this.#config.clientId}] ${level}: ${message}`);
   }
 
-  #freshInstance() {
+  /// `room`: places in its queue beyond the config's `maxQueued` (see `#restart`).
+  #freshInstance(room = 0) {
+    const config = room ? { ...this.#config, maxQueued: this.#config.maxQueued + room } : this.#config;
     const ids = {
       sent: (publishes) => this.#ids.reported.push(...publishes),
       session: (broker) => (this.#ids.broker = broker),
@@ -206,7 +213,7 @@ export class Client extends EventEmitter {
     }
     const root = this.#instantiate(table);
     try {
-      return { root, client: root.client.Client.create(this.#config) };
+      return { root, client: root.client.Client.create(config) };
     } catch (e) {
       if (isRefusal(e)) throw new ClientError(e.tag, e.val);
       throw e;
@@ -241,7 +248,11 @@ export class Client extends EventEmitter {
       throw new ClientFailed(this.#failed);
     }
     try {
-      this.#live = this.#freshInstance();
+      // The answered subscriptions it is given again count against `maxQueued` in the fresh
+      // instance until answered (they did not in the failed one): without room for them, a
+      // full queue lost its last publishes to `queue-full` here.
+      this.#live = this.#freshInstance(this.#subscribed.length);
+      this.#restarted = true;
       if (this.#reportedUp) {
         this.#reportedUp = false;
         this.#backlog.push({ kind: 'down', value: 'socket: closed' });
@@ -260,13 +271,15 @@ export class Client extends EventEmitter {
         }
       }
       const resumed = this.#resumeInFlight(live);
-      if (this.#connectRequested) live.connect();
       for (const subs of this.#subscribed) this.#toHost.set(live.subscribe(subs, undefined), null);
       for (const [token, [kind, arg]] of this.#requests) {
         this.#toHost.set(kind === 'subscribe' ? live.subscribe(arg, undefined) : live.unsubscribe(arg), token);
       }
       const rest = [...this.#unacked].filter(([t]) => !resumed.has(t) && !stored.has(t));
       if (rest.length) live.publish(now(), rest.map(([, p]) => p)).forEach((r, i) => this.#replayed(rest[i][0], r));
+      // Last: before it connects nothing handed over is answered, and there is no `up` yet,
+      // which would count against `maxQueued` until a poll handed it over.
+      if (this.#connectRequested) live.connect();
     } catch (e) {
       this.#failed = `the component failed (${why.message ?? why}) and its replacement failed too: ${e.message ?? JSON.stringify(e)}`;
       throw new ClientFailed(this.#failed);
@@ -319,6 +332,22 @@ export class Client extends EventEmitter {
   #translate(e) {
     if (e.kind === 'up') this.#reportedUp = true;
     if (e.kind === 'down') this.#reportedUp = false;
+    if (e.kind === 'connect-failed' && this.#restarted && this.#connectRequested) {
+      // As the Rust host does: the host stands in for the application that wanted the
+      // connection, and tries again (the instance never retries a first attempt itself).
+      clearTimeout(this.#retryTimer);
+      this.#retryTimer = setTimeout(() => {
+        this.#retryTimer = null;
+        if (!this.#connectRequested || this.#closed || this.#failed) return;
+        try {
+          this.#call('connect');
+        } catch (e) {
+          this.#backlog.push({ kind: 'error', value: `reconnect after restart refused: ${e.message}` });
+        }
+        this.#schedule();
+      }, Math.min(this.#config.backoffMaxMs, 5_000));
+      return { kind: 'error', value: `reconnect after restart failed: ${e.value}` };
+    }
     if (!['published', 'publish-failed', 'subscribed', 'unsubscribed'].includes(e.kind)) return e;
     const guest = e.kind === 'published' ? e.value : e.value.token;
     const token = this.#toHost.has(guest) ? this.#toHost.get(guest) : guest;
@@ -470,6 +499,8 @@ export class Client extends EventEmitter {
   /// reported `publish-failed`.
   disconnect() {
     this.#connectRequested = false;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
     this.#call('disconnect');
     this.#schedule();
   }
@@ -488,6 +519,7 @@ export class Client extends EventEmitter {
   close() {
     this.#closed = true;
     clearTimeout(this.#timer);
+    clearTimeout(this.#retryTimer);
     this.#sockets.closeAll();
     this.#live = null;
     this.#flash?.close();

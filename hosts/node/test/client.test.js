@@ -216,6 +216,32 @@ test('a failure in the subscriber loses no QoS 1 message', async () => {
   assert.deepEqual([...new Set(received)].sort((a, b) => a - b), [...Array(300).keys()], 'nothing lost (a resend may come twice)');
 });
 
+test('a failure with the broker down and the queue full loses nothing', async () => {
+  // The fresh instance takes back every publish, with room for the answered subscription it
+  // is given again besides (that counts against max_queued there until answered); its first
+  // connection attempt meets the outage, and the host tries again. Before, the replay's last
+  // publishes met queue-full and failed, and the client never connected again.
+  const server = await broker();
+  const pub = await connected(server, 'node-full-trap', { max_inflight: 2, max_queued: 3 });
+  await subscribed(pub, 'node/full/echo', 1);
+  const events = [];
+  pub.on('event', (e) => events.push(e));
+  const down = next(pub, 'down');
+  await server.stop();
+  await down;
+  const tokens = [0, 1, 2].map((i) => pub.publish('node/full', `${i}`));
+  assert.throws(() => pub.publish('node/full', 'x'), (e) => e instanceof ClientError && e.kind === 'queue-full');
+  // Down, the client makes no read; its next attempt to connect opens a socket.
+  pub.failImport = { name: 'open', times: 1 };
+  await until(() => pub.restarts === 1, () => JSON.stringify(events));
+  await server.start();
+  const published = () => events.filter((e) => e.kind === 'published').map((e) => e.value);
+  await until(() => tokens.every((t) => published().includes(t)), () => JSON.stringify(events.map((e) => e.kind)));
+  assert.deepEqual(events.filter((e) => e.kind === 'publish-failed'), []);
+  assert.deepEqual(events.filter((e) => e.kind === 'error' && /replay after restart refused/.test(e.value)), []);
+  assert.ok(events.some((e) => e.kind === 'error' && /reconnect after restart failed/.test(e.value)), 'the host tried again');
+});
+
 test('a component that fails every time ends the client instead of restarting for ever', async () => {
   const server = await broker();
   const failing = await connected(server, 'node-always-failing');

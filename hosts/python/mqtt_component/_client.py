@@ -8,11 +8,12 @@ calls waits on the sockets and that deadline, as paho's `loop()` does. Requests
 
 If the instance fails (a trap, or a call the watchdog stopped), it is replaced, as the Rust
 host's `Device` replaces it: a fresh instance gets the same config, resumes the session
-under the packet ids the failed one reported, connects if it was asked to, subscribes
-again, and is handed every publish accepted and not yet completed, so nothing accepted is
-lost. The application keeps its tokens: they are this class's, not the instance's.
+under the packet ids the failed one reported, subscribes again, is handed every publish
+accepted and not yet completed (with room in its queue for the subscriptions besides), and
+then connects if it was asked to, so nothing accepted is lost. The application keeps its tokens: they are this class's, not the instance's.
 """
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -161,11 +162,20 @@ class Client:
         self._connect_requested = False
         self._reported_up = False
         self._backlog: List[Event] = []
+        # After a restart, a failed first attempt of the fresh instance is an outage like
+        # any other (the application's connect succeeded before): when to try again.
+        self._restarted = False
+        self._retry_connect_at: Optional[int] = None
 
     # -- the instance and its replacement ------------------------------------------------
 
-    def _fresh_instance(self) -> Instance:
-        live = Instance(self._linker, self._component, self.config)
+    def _fresh_instance(self, room: int = 0) -> Instance:
+        """`room`: places in its queue beyond the config's `max_queued` (see `_restart`)."""
+        config = self.config
+        if room:
+            config = copy.copy(config)
+            setattr(config, "max-queued", config_value(config, "max_queued") + room)
+        live = Instance(self._linker, self._component, config)
         if live.refused is not None:
             raise ClientError(live.refused.tag, live.refused.payload)
         return live
@@ -194,7 +204,11 @@ class Client:
             self._failed = f"the component failed {self._failing} times in a row, the last {why}"
             raise ClientFailed(self._failed)
         try:
-            self._live = self._fresh_instance()
+            # The answered subscriptions it is given again count against `max_queued` in the
+            # fresh instance until answered (they did not in the failed one): without room
+            # for them, a full queue lost its last publishes to `queue-full` here.
+            self._live = self._fresh_instance(room=len(self._subscribed))
+            self._restarted = True
             if self._reported_up:
                 # The old connection went with the old instance, which can no longer say so.
                 self._reported_up = False
@@ -211,8 +225,6 @@ class Client:
                     self._to_host[guest] = guest
                     stored.add(guest)
             resumed = self._resume_in_flight()
-            if self._connect_requested:
-                self._refused(self._live.method("connect"))
             for subs in self._subscribed:
                 self._map(self._refused(self._live.method("subscribe", subs, None)), None)
             for token, (kind, arg) in self._requests.items():
@@ -223,6 +235,10 @@ class Client:
                 results = self._live.method("publish", _platform.now_ms(), [p for _, p in rest])
                 for (token, _), result in zip(rest, results):
                     self._replayed(token, result)
+            # Last: before it connects nothing handed over is answered, and there is no `up`
+            # yet, which would count against `max_queued` until a poll handed it over.
+            if self._connect_requested:
+                self._refused(self._live.method("connect"))
         except (Trap, ClientError) as e:
             self._failed = f"the component failed ({why}) and its replacement failed too: {e}"
             raise ClientFailed(self._failed) from e
@@ -289,6 +305,12 @@ class Client:
             self._reported_up = True
         elif e.kind == "down":
             self._reported_up = False
+        elif e.kind == "connect-failed" and self._restarted and self._connect_requested:
+            # As the Rust host does: the host stands in for the application that wanted the
+            # connection, and tries again (the instance itself never retries a first attempt).
+            backoff = min(config_value(self.config, "backoff_max_ms"), 5_000)
+            self._retry_connect_at = _platform.now_ms() + backoff
+            return Event("error", f"reconnect after restart failed: {e.value}")
         if e.kind not in ("published", "publish-failed", "subscribed", "unsubscribed"):
             return e
         guest = e.value if e.kind == "published" else e.value[0]
@@ -376,6 +398,7 @@ class Client:
         """Send DISCONNECT (no will) on the next poll and stop; unacknowledged publishes are
         reported `publish-failed` (code 1 with a store: kept for the next client)."""
         self._connect_requested = False
+        self._retry_connect_at = None
         self._call("disconnect")
 
     def is_connected(self) -> bool:
@@ -392,6 +415,9 @@ class Client:
         until it reports something). Returns the events, possibly none."""
         end = None if timeout is None else _platform.now_ms() + int(timeout * 1000)
         while True:
+            if self._retry_connect_at is not None and _platform.now_ms() >= self._retry_connect_at:
+                self._retry_connect_at = None
+                self._refused(self._call("connect"))
             polled = self._call("poll", _platform.now_ms(), "up", self._max_messages)
             if polled is not None:
                 self._failing = 0
@@ -408,6 +434,8 @@ class Client:
                 continue  # replaced: poll the fresh instance at once
             now = _platform.now_ms()
             wake = deadline
+            if self._retry_connect_at is not None:
+                wake = self._retry_connect_at if wake is None else min(wake, self._retry_connect_at)
             if end is not None:
                 if now >= end:
                     return []

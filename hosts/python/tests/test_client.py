@@ -381,6 +381,33 @@ def test_a_trap_in_the_subscriber_loses_no_qos1_message(mosquitto):
     sub.close()
 
 
+def test_a_trap_with_a_full_queue_and_a_subscription_loses_nothing(mosquitto):
+    """The broker is down and the queue full when the instance traps: the fresh instance
+    takes back every publish, with room for the answered subscription it is given again
+    besides (that counts against `max_queued` there until answered), and once the broker
+    is back each is delivered. Before, the replay's last publishes met `queue-full` and
+    were reported failed."""
+    broker = mosquitto()
+    pub = Client("127.0.0.1", "py-full-trap", port=broker.port, max_inflight=2, max_queued=3)
+    connected(pub)
+    pub.subscribe("py/full/echo", 1)
+    everything = run_until([pub], lambda ev: kinds(ev[pub], "subscribed"))
+    broker.stop()
+    run_until([pub], lambda ev: kinds(ev[pub], "down"), 10, everything)
+    tokens = [pub.publish("py/full", b"%d" % i, 1) for i in range(3)]
+    with pytest.raises(ClientError, match="queue-full"):
+        pub.publish("py/full", b"x", 1)
+    pub._live.starve_next = True
+    run_until([pub], lambda ev: pub.restarts == 1, 10, everything)
+    broker.start()
+    got = run_until([pub], lambda ev: set(kinds(ev[pub], "published")) >= set(tokens), 30, everything)[pub]
+    assert not kinds(got, "publish-failed"), got
+    assert not [e for e in kinds(got, "error") if "replay after restart refused" in e], got
+    # The broker was down when the fresh instance first tried: the host tried again.
+    assert [e for e in kinds(got, "error") if "reconnect after restart failed" in e], got
+    pub.close()
+
+
 def test_a_component_that_fails_every_time_ends_the_client_instead_of_restarting_for_ever(mosquitto, monkeypatch):
     """Every instance's `poll` traps (as a failure each one meets would): the client replaces
     the instance three times, then gives up and says so, rather than loop for ever."""
