@@ -314,6 +314,9 @@ pub struct Device {
     /// instance under its host token, so it completes exactly once.
     requests: BTreeMap<Token, Request>,
     restarts: u64,
+    /// What a restart handed back and the fresh instance refused (see
+    /// [`Device::replays_refused`]).
+    replays_refused: u64,
     /// Events produced while handling a restart, returned by the next poll.
     backlog: Vec<Event>,
 }
@@ -375,6 +378,7 @@ impl Device {
             subscriptions: Vec::new(),
             requests: BTreeMap::new(),
             restarts: 0,
+            replays_refused: 0,
             backlog: Vec::new(),
         })
     }
@@ -394,6 +398,14 @@ impl Device {
     /// How many times the watchdog replaced the instance.
     pub fn restarts(&self) -> u64 {
         self.restarts
+    }
+
+    /// Publishes and subscriptions a restart handed back that the fresh instance refused
+    /// (each also reported: a `PublishFailed` or an `Error`). It has the failed instance's
+    /// config and takes back what that one held, so this stays 0; the simulator checks it
+    /// on every run (a refused publish is failed, not lost, and the loss check lets it by).
+    pub fn replays_refused(&self) -> u64 {
+        self.replays_refused
     }
 
     /// Publishes accepted and not yet completed (acknowledged, failed or cancelled).
@@ -485,6 +497,7 @@ impl Device {
             {
                 // Nothing waits for its answer any more: said, so that the application
                 // knows the subscription is gone and can make it again.
+                self.replays_refused += 1;
                 let filters: Vec<&str> = subs.iter().map(|s| s.filter.as_str()).collect();
                 self.backlog.push(Event::Error(format!("replay after restart refused: the subscription to {filters:?}: {}", client_error_text(&e))));
             }
@@ -589,6 +602,7 @@ impl Device {
     /// A publish the fresh instance refused though the old one accepted it (same config, so
     /// it is already failing again): reported and completed, never dropped silently.
     fn fail_replay(&mut self, token: Token, why: &str) {
+        self.replays_refused += 1;
         self.unacked.remove(token);
         self.packet_ids.remove(token);
         self.backlog.push(Event::Error(format!("replay after restart refused: {why}")));

@@ -186,10 +186,11 @@ pub async fn run(ctx: Arc<DeviceCtx>) -> turmoil::Result {
         if power_cut(&ctx) {
             return std::future::pending().await;
         }
-        let restarts = dev.restarts();
+        let (restarts, refused) = (dev.restarts(), dev.replays_refused());
         {
             let mut w = ctx.world.lock();
             w.rec.restarts = w.rec.restarts.max(restarts);
+            w.rec.replays_refused = w.rec.replays_refused.max(refused);
         }
         let deadline = dev.next_deadline().map_err(|e| format!("next-deadline: {e}"))?;
         let take_at = ctx.app_take_every_ms.map(|_| next_take);

@@ -590,6 +590,16 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
     if !rec.up_down_out_of_turn.is_empty() {
         check(&mut checks, "up_down_alternate", false, rec.up_down_out_of_turn[..rec.up_down_out_of_turn.len().min(5)].join("; "));
     }
+    // And this: a watchdog restart hands the fresh instance what the failed one held; one it
+    // refused is failed to the application, which `no_qos1_loss` lets by as told.
+    if rec.replays_refused > 0 {
+        check(
+            &mut checks,
+            "restart_refuses_nothing",
+            false,
+            format!("{} publishes or subscriptions refused when handed back after a restart", rec.replays_refused),
+        );
+    }
     let e = &sc.expect;
     if e.no_qos1_loss == Some(true) {
         let never_reached_broker = lost.iter().filter(|s| !at_broker.contains(s)).count();

@@ -100,6 +100,9 @@ pub struct Record {
     pub boots: Vec<u32>,
     pub discards: u64,
     pub restarts: u64,
+    /// The most [`mqtt_host::Device::replays_refused`] of any device: 0, or a restart
+    /// failed something the application had been promised.
+    pub replays_refused: u64,
     pub broker_max_inflight_to_device: u64,
     pub broker_expired: u64,
     pub disconnect_called_at: Option<u64>,
