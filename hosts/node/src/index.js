@@ -152,7 +152,6 @@ export class Client extends EventEmitter {
   #connectRequested = false;
   // After a restart, a failed first attempt of the fresh instance is an outage like any
   // other (the application's connect succeeded before): the timer that tries again.
-  #restarted = false;
   #retryTimer = null;
   #reportedUp = false;
   #failing = 0; // restarts since a poll last went through
@@ -252,7 +251,6 @@ export class Client extends EventEmitter {
       // instance until answered (they did not in the failed one): without room for them, a
       // full queue lost its last publishes to `queue-full` here.
       this.#live = this.#freshInstance(this.#subscribed.length);
-      this.#restarted = true;
       if (this.#reportedUp) {
         this.#reportedUp = false;
         this.#backlog.push({ kind: 'down', value: 'socket: closed' });
@@ -332,7 +330,7 @@ export class Client extends EventEmitter {
   #translate(e) {
     if (e.kind === 'up') this.#reportedUp = true;
     if (e.kind === 'down') this.#reportedUp = false;
-    if (e.kind === 'connect-failed' && this.#restarted && this.#connectRequested) {
+    if (e.kind === 'connect-failed' && this.restarts > 0 && this.#connectRequested) {
       // As the Rust host does: the host stands in for the application that wanted the
       // connection, and tries again (the instance never retries a first attempt itself).
       clearTimeout(this.#retryTimer);

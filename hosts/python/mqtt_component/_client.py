@@ -10,7 +10,8 @@ If the instance fails (a trap, or a call the watchdog stopped), it is replaced, 
 host's `Device` replaces it: a fresh instance gets the same config, resumes the session
 under the packet ids the failed one reported, subscribes again, is handed every publish
 accepted and not yet completed (with room in its queue for the subscriptions besides), and
-then connects if it was asked to, so nothing accepted is lost. The application keeps its tokens: they are this class's, not the instance's.
+then connects if it was asked to (trying again while that fails), so nothing accepted is
+lost. The application keeps its tokens: they are this class's, not the instance's.
 """
 
 import copy
@@ -164,7 +165,6 @@ class Client:
         self._backlog: List[Event] = []
         # After a restart, a failed first attempt of the fresh instance is an outage like
         # any other (the application's connect succeeded before): when to try again.
-        self._restarted = False
         self._retry_connect_at: Optional[int] = None
 
     # -- the instance and its replacement ------------------------------------------------
@@ -208,7 +208,6 @@ class Client:
             # fresh instance until answered (they did not in the failed one): without room
             # for them, a full queue lost its last publishes to `queue-full` here.
             self._live = self._fresh_instance(room=len(self._subscribed))
-            self._restarted = True
             if self._reported_up:
                 # The old connection went with the old instance, which can no longer say so.
                 self._reported_up = False
@@ -305,7 +304,7 @@ class Client:
             self._reported_up = True
         elif e.kind == "down":
             self._reported_up = False
-        elif e.kind == "connect-failed" and self._restarted and self._connect_requested:
+        elif e.kind == "connect-failed" and self.restarts and self._connect_requested:
             # As the Rust host does: the host stands in for the application that wanted the
             # connection, and tries again (the instance itself never retries a first attempt).
             backoff = min(config_value(self.config, "backoff_max_ms"), 5_000)
