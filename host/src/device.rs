@@ -276,7 +276,9 @@ pub struct Device {
     /// One-shot fuel budget for the next call (fault injection).
     next_call_fuel: Option<u64>,
     connect_requested: bool,
-    /// After a restart, a failed first connect is retried by us, not reported.
+    /// A restart's fresh instance is connecting on the application's behalf (until `Up`, or
+    /// the application's own `connect` or `disconnect`): a failed attempt is retried by us,
+    /// not reported as `ConnectFailed`, which answers the application's own `connect`.
     restarted: bool,
     /// A restart is replaying state into a fresh instance: a failure now is not retried.
     restarting: bool,
@@ -637,6 +639,10 @@ impl Device {
     /// Start connecting; `ClientEvent::Up` or `ConnectFailed` follows from `poll`.
     pub fn connect(&mut self) -> Result<(), DeviceError> {
         self.connect_requested = true;
+        // The application's own attempt: its failure is its to hear of, and it replaces any
+        // retry we were to make for it.
+        self.restarted = false;
+        self.retry_connect_at = None;
         self.call_connect()
     }
 
@@ -696,9 +702,54 @@ impl Device {
     /// [`Device::try_publish`] for several publishes, in order, in one call into the
     /// component (each call across the boundary costs about as much as a publish inside
     /// it): one result per publish, in order. After a `QueueFull` no later publish is taken.
-    pub fn try_publish_many(&mut self, ps: Vec<Publish>) -> Vec<Result<Token, Box<(DeviceError, Publish)>>> {
-        let first = self.next_token;
+    pub fn try_publish_many(&mut self, mut ps: Vec<Publish>) -> Vec<Result<Token, Box<(DeviceError, Publish)>>> {
+        let mut next = self.next_token;
         self.next_token += ps.len() as Token;
+        let mut results = Vec::with_capacity(ps.len());
+        // As many as there is room for, and more while the client refused some as invalid
+        // (which takes no place): one call unless it did.
+        while !ps.is_empty() {
+            let rest = ps.split_off(ps.len().min(self.room()));
+            if ps.is_empty() {
+                ps = rest;
+                break;
+            }
+            let n = ps.len() as Token;
+            let taken = self.hand_over_recorded(next, std::mem::replace(&mut ps, rest));
+            next += n;
+            let only_invalid = taken.iter().all(|r| r.as_ref().err().is_none_or(|b| matches!(b.0, DeviceError::Client(ClientError::Invalid(_)))));
+            results.extend(taken);
+            if !only_invalid {
+                break;
+            }
+        }
+        let full = |p| Err(Box::new((DeviceError::Client(ClientError::QueueFull), p)));
+        if results.iter().any(|r| r.as_ref().err().is_some_and(|b| !matches!(b.0, DeviceError::Client(_)))) {
+            // The instance is gone: the rest is recorded as it was, for a later restart.
+            results.extend(self.hand_over_recorded(next, ps));
+        } else {
+            results.extend(ps.into_iter().map(full));
+        }
+        results
+    }
+
+    /// Places left for the application's requests: `max_queued` less the publishes and
+    /// subscription changes it handed over that have not completed. The instance holds no
+    /// more than that already, but after a restart it may take more: the fresh one is given
+    /// room for the subscriptions it makes again (see [`Device::replay_config`]), and keeps
+    /// it once they are answered. Held to the config's figure, the next restart has room for
+    /// all of it again (before, each restart let the application add as many publishes as
+    /// there were subscriptions, and the one after refused them: found by explore, seed 5207).
+    fn room(&self) -> usize {
+        (self.config.max_queued as usize).saturating_sub(self.unacked.len() + self.requests.len())
+    }
+
+    /// [`Device::try_publish_many`] once the room is known to be there: hands `ps` over
+    /// under `first`, `first + 1`… and records those taken.
+    fn hand_over_recorded(&mut self, first: Token, ps: Vec<Publish>) -> Vec<Result<Token, Box<(DeviceError, Publish)>>> {
+        if ps.is_empty() {
+            return Vec::new();
+        }
         let results = match self.hand_over(first, &ps) {
             Ok(Some(results)) => results,
             // The instance died in the call, and the restart could not give these to the
@@ -768,6 +819,9 @@ impl Device {
 
     /// Records a subscription change under a new token, then gives it to the client.
     fn request(&mut self, request: Request) -> Result<Token, DeviceError> {
+        if self.room() == 0 {
+            return Err(DeviceError::Client(ClientError::QueueFull));
+        }
         let token = self.next_token;
         self.next_token += 1;
         self.requests.insert(token, request.clone());
@@ -823,6 +877,7 @@ impl Device {
         // that wanted the connection; it no longer does (before, the retry's `connect` met
         // the closed client and failed the next `poll`: found by explore, seed 301).
         self.retry_connect_at = None;
+        self.restarted = false;
         let call = |api: &GuestClient, store: &mut Store<HostState>, c| api.call_disconnect(store, c);
         if self.guarded("disconnect", call)?.is_none() {
             // The instance died inside the call; the fresh one was given back what was

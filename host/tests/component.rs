@@ -117,6 +117,52 @@ fn a_restart_says_down_only_for_a_connection_the_application_was_told_of() {
     assert_eq!(changes, ["up", "down", "up"], "{events:?}");
 }
 
+/// The room a restart gives the fresh instance for the subscriptions it makes again is not
+/// the application's to fill: once they are answered the application still gets
+/// `max_queued` places, no more, so a second restart can hand everything back again. Before,
+/// the application could fill the extra place, and the second restart refused a publish.
+#[test]
+fn a_second_restart_with_a_full_queue_hands_everything_back_too() {
+    let (lo, mut d) = connected_with_a_small_queue();
+    let s = d.subscribe(vec![sub("a")]).unwrap();
+    poll_until(&mut d, &lo, |e| matches!(e, Event::Subscribed((x, _)) if *x == s));
+    d.starve_next_call(1_000);
+    if !d.poll().expect("the watchdog recovers").iter().any(|e| matches!(e, Event::Up(_))) {
+        poll_until(&mut d, &lo, |e| matches!(e, Event::Up(_)));
+    }
+    // The subscription made again is answered (the application hears nothing of it).
+    for _ in 0..3 {
+        d.poll().unwrap();
+    }
+    fill_the_queue_trap_and_complete(&lo, &mut d, |d| {
+        assert!(matches!(d.subscribe(vec![sub("b")]), Err(DeviceError::Client(ClientError::QueueFull))), "a subscription takes a place too");
+    });
+    assert_eq!(d.restarts(), 2);
+}
+
+/// A restart's fresh instance that cannot connect is retried by the host, which stands in
+/// for the application (whose connect succeeded long before): an `Error`, not
+/// `ConnectFailed`. Once the application calls `connect` itself, the attempt is its own, and
+/// so is hearing that it failed (and trying again when it chooses). Before, its failure was
+/// reported as the host's, and retried for it.
+#[test]
+fn after_a_restart_the_applications_own_connect_hears_that_it_failed() {
+    let lo = Loopback::new();
+    let mut d = device(&lo);
+    d.connect().unwrap();
+    poll_until(&mut d, &lo, |e| matches!(e, Event::Up(_)));
+    lo.with(|s| s.refuse = true);
+    d.starve_next_call(1_000);
+    d.poll().expect("the watchdog recovers");
+    assert_eq!(d.restarts(), 1);
+    poll_until(&mut d, &lo, |e| matches!(e, Event::Error(m) if m.contains("reconnect after restart failed")));
+    // Before the host's retry: the application tries itself, as a first connect's would.
+    d.connect().unwrap();
+    let events = poll_until(&mut d, &lo, |e| matches!(e, Event::ConnectFailed(_) | Event::Error(_)));
+    assert!(events.iter().any(|e| matches!(e, Event::ConnectFailed(_))), "{events:?}");
+    assert!(!events.iter().any(|e| matches!(e, Event::Error(m) if m.contains("after restart"))), "{events:?}");
+}
+
 #[test]
 fn a_restarted_instance_is_given_back_each_live_subscription_request() {
     let lo = Loopback::new();
@@ -148,6 +194,33 @@ fn connected_with_a_small_queue() -> (Loopback, Device) {
     d.connect().unwrap();
     poll_until(&mut d, &lo, |e| matches!(e, Event::Up(_)));
     (lo, d)
+}
+
+/// With acknowledgements held, fills the queue of a device from
+/// [`connected_with_a_small_queue`] (3 publishes, the fourth refused), runs `full`, makes the
+/// component trap, then lets the acknowledgements go: each publish completes once, in order,
+/// and none is failed or refused on the way.
+fn fill_the_queue_trap_and_complete(lo: &Loopback, d: &mut Device, full: impl FnOnce(&mut Device)) {
+    lo.hold_acks(true);
+    let tokens: Vec<u64> = (0..3u8).map(|i| d.publish(qos1(&[b'0' + i])).unwrap()).collect();
+    assert!(matches!(d.publish(qos1(b"x")), Err(DeviceError::Client(ClientError::QueueFull))), "max_queued is 3, restarts or not");
+    d.poll().unwrap();
+    full(d);
+    d.starve_next_call(1_000);
+    let mut events = d.poll().expect("the watchdog recovers");
+    lo.hold_acks(false);
+    lo.release_acks();
+    let mut done = Vec::new();
+    for _ in 0..50 {
+        done.extend(events.iter().filter_map(completes).filter(|t| tokens.contains(t)));
+        assert!(!events.iter().any(|e| matches!(e, Event::PublishFailed(_)) || matches!(e, Event::Error(m) if m.contains("refused"))), "{events:?}");
+        if done.len() == tokens.len() {
+            break;
+        }
+        lo.advance(100);
+        events = d.poll().unwrap();
+    }
+    assert_eq!(done, tokens, "each accepted publish completes once, in order");
 }
 
 /// Publishes handed over in one call are taken in order; one the client refuses takes
@@ -1146,27 +1219,8 @@ fn a_restart_with_a_full_queue_and_a_subscription_hands_everything_back() {
     let (lo, mut d) = connected_with_a_small_queue();
     let s = d.subscribe(vec![sub("a")]).unwrap();
     poll_until(&mut d, &lo, |e| matches!(e, Event::Subscribed((x, _)) if *x == s));
-    lo.hold_acks(true);
-    let tokens: Vec<u64> = (0..3u8).map(|i| d.publish(qos1(&[b'0' + i])).unwrap()).collect();
-    assert!(matches!(d.publish(qos1(b"x")), Err(DeviceError::Client(ClientError::QueueFull))), "the queue is full");
-    d.poll().unwrap();
-    lo.with(|s| s.subscribes.clear());
-    d.starve_next_call(1_000);
-    let mut events = d.poll().expect("the watchdog recovers");
+    fill_the_queue_trap_and_complete(&lo, &mut d, |_| lo.with(|s| s.subscribes.clear()));
     assert_eq!(d.restarts(), 1);
-    lo.hold_acks(false);
-    lo.release_acks();
-    let mut done = Vec::new();
-    for _ in 0..50 {
-        done.extend(events.iter().filter_map(completes).filter(|t| tokens.contains(t)));
-        assert!(!events.iter().any(|e| matches!(e, Event::PublishFailed(_)) || matches!(e, Event::Error(m) if m.contains("refused"))), "{events:?}");
-        if done.len() == tokens.len() {
-            break;
-        }
-        lo.advance(100);
-        events = d.poll().unwrap();
-    }
-    assert_eq!(done, tokens, "each accepted publish completes once, in order");
     assert_eq!(lo.with(|s| s.subscribes.clone()), vec![vec!["a".to_string()]], "the subscription is made again");
     let payloads: std::collections::BTreeSet<Vec<u8>> = lo.with(|s| s.received.iter().map(|r| r.1.clone()).collect());
     assert_eq!(payloads, [b"0", b"1", b"2"].map(|p| p.to_vec()).into(), "the broker has all three");

@@ -597,7 +597,7 @@ fn evaluate(sc: &Scenario, name: &str, seed: u64, rec: &Record, wills: &[String]
             &mut checks,
             "restart_refuses_nothing",
             false,
-            format!("{} publishes or subscriptions refused when handed back after a restart", rec.replays_refused),
+            format!("{} publishes or subscriptions refused when handed back after a restart (the most on one device)", rec.replays_refused),
         );
     }
     let e = &sc.expect;

@@ -145,13 +145,17 @@ export class Client extends EventEmitter {
   #nextToken = 1n;
   #toHost = new Map(); // guest token -> ours (null: not the application's)
   #unacked = new Map(); // token -> the `publish` record, in order
+  #kept = new Set(); // those of them the store keeps for the next client
   #packetIds = new Map(); // token -> { packetId, released }
   #requests = new Map(); // token -> ['subscribe' | 'unsubscribe', arg]
   #subscribed = []; // answered subscriptions, to make again
   #sessionBroker = 0;
   #connectRequested = false;
   // After a restart, a failed first attempt of the fresh instance is an outage like any
-  // other (the application's connect succeeded before): the timer that tries again.
+  // other (the application's connect succeeded before), retried for it until `up` or until
+  // the application calls `connect` or `disconnect` itself: whether that holds, and the
+  // timer that tries again.
+  #restarted = false;
   #retryTimer = null;
   #reportedUp = false;
   #failing = 0; // restarts since a poll last went through
@@ -241,6 +245,7 @@ export class Client extends EventEmitter {
     this.#takeIds();
     this.#sockets.closeAll();
     this.restarts += 1;
+    this.#restarted = true;
     this.#failing += 1;
     if (this.#failing > MAX_RESTARTS_IN_A_ROW) {
       this.#failed = `the component failed ${this.#failing} times in a row, the last: ${why.message ?? why}`;
@@ -301,6 +306,7 @@ export class Client extends EventEmitter {
       // Refused by an instance with the same config: it fails now, never silently.
       this.#unacked.delete(token);
       this.#packetIds.delete(token);
+      this.#kept.delete(token);
       this.#backlog.push({ kind: 'error', value: `replay after restart refused: ${result.val.tag}` });
       this.#backlog.push({ kind: 'publish-failed', value: { token, code: 0 } });
     } else {
@@ -328,9 +334,12 @@ export class Client extends EventEmitter {
 
   /// The instance's event under the application's tokens (null: not the application's).
   #translate(e) {
-    if (e.kind === 'up') this.#reportedUp = true;
+    if (e.kind === 'up') {
+      this.#reportedUp = true;
+      this.#restarted = false;
+    }
     if (e.kind === 'down') this.#reportedUp = false;
-    if (e.kind === 'connect-failed' && this.restarts > 0 && this.#connectRequested) {
+    if (e.kind === 'connect-failed' && this.#restarted && this.#connectRequested) {
       // As the Rust host does: the host stands in for the application that wanted the
       // connection, and tries again (the instance never retries a first attempt itself).
       clearTimeout(this.#retryTimer);
@@ -352,9 +361,12 @@ export class Client extends EventEmitter {
     this.#toHost.delete(guest);
     if (e.kind === 'published' || e.kind === 'publish-failed') {
       const kept = e.kind === 'publish-failed' && e.value.code === 1; // kept for the next client
-      if (!kept) {
+      if (kept) {
+        this.#kept.add(token);
+      } else {
         this.#unacked.delete(token);
         this.#packetIds.delete(token);
+        this.#kept.delete(token);
       }
     } else {
       const request = token === null ? undefined : this.#requests.get(token);
@@ -428,14 +440,22 @@ export class Client extends EventEmitter {
   /// Start connecting (`up` or `connect-failed` tells how it went).
   connect() {
     this.#connectRequested = true;
+    // The application's own attempt: its failure is its to hear of (`connect-failed`), and
+    // it replaces any retry made for it after a restart.
+    this.#restarted = false;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
     this.#call('connect');
     this.#schedule();
   }
 
   /// Queue a publish; returns its token (a bigint), reported later by `published` (QoS 1:
-  /// PUBACK; QoS 2: PUBCOMP; QoS 0: written) or `publish-failed`.
+  /// PUBACK; QoS 2: PUBCOMP; QoS 0: written) or `publish-failed`. Throws `ClientError` when
+  /// the client refuses it.
   publish(topic, payload, { qos: level = 1, retain = false } = {}) {
-    return this.publishMany([[topic, payload, level, retain]])[0];
+    const answer = this.publishMany([[topic, payload, level, retain]])[0];
+    if (answer instanceof ClientError) throw answer;
+    return answer;
   }
 
   /// `publish`, as a promise settled when the broker has it (or it failed for good).
@@ -444,8 +464,9 @@ export class Client extends EventEmitter {
     return new Promise((resolve, reject) => this.#waiting.set(token, { resolve, reject }));
   }
 
-  /// Several publishes in one call; their tokens, in order. Throws `ClientError` when the
-  /// first is refused; after a later refusal (`queue-full`), the tokens of those taken.
+  /// Several publishes in one call: one answer per publish, in order, its token or the
+  /// `ClientError` that refused it. Each is judged on its own: one refused as invalid does
+  /// not stop those after it; after `queue-full`, none is taken.
   publishMany(publishes) {
     const records = publishes.map(([topic, payload, level = 1, retain = false]) => ({
       topic,
@@ -455,20 +476,33 @@ export class Client extends EventEmitter {
       properties: undefined,
       deadlineMs: undefined,
     }));
-    const results = this.#call('publish', now(), records) ?? this.#call('publish', now(), records);
-    if (!results) throw new ClientFailed('the component failed twice in a row taking these publishes');
-    const tokens = [];
-    for (const [i, r] of results.entries()) {
-      if (r.tag === 'err') {
-        if (tokens.length) break;
-        throw new ClientError(r.val.tag, r.val.val);
+    if (this.#failed) throw new ClientFailed(this.#failed);
+    const answers = [];
+    let stop = new ClientError('queue-full');
+    // As many as there is room for (see `#room`), and more while the client refused some as
+    // invalid, which takes no place: one call unless it did.
+    while (answers.length < records.length && this.#room() > 0) {
+      const offered = records.slice(answers.length, answers.length + this.#room());
+      const results = this.#call('publish', now(), offered) ?? this.#call('publish', now(), offered);
+      if (!results) throw new ClientFailed('the component failed twice in a row taking these publishes');
+      for (const [i, r] of results.entries()) {
+        if (r.tag === 'err') {
+          answers.push(new ClientError(r.val.tag, r.val.val));
+        } else {
+          const token = this.#newToken(r.val);
+          this.#unacked.set(token, offered[i]);
+          answers.push(token);
+        }
       }
-      const token = this.#newToken(r.val);
-      this.#unacked.set(token, records[i]);
-      tokens.push(token);
+      const refusals = answers.slice(-results.length).filter((a) => a instanceof ClientError && a.kind !== 'invalid');
+      if (refusals.length || results.length < offered.length) {
+        stop = refusals.at(-1) ?? stop;
+        break;
+      }
     }
+    while (answers.length < records.length) answers.push(new ClientError(stop.kind, stop.detail));
     this.#schedule();
-    return tokens;
+    return answers;
   }
 
   /// Subscribe to one filter (at `qos`) or to several `[filter, qos]` pairs; returns the token
@@ -483,7 +517,19 @@ export class Client extends EventEmitter {
     return this.#request('unsubscribe', typeof filters === 'string' ? [filters] : filters);
   }
 
+  /// Places left for the application's requests: `maxQueued` less the publishes and
+  /// subscription changes it handed over that have not completed. The instance holds no more
+  /// than that already, but after a restart it may take more: the fresh one is given room for
+  /// the subscriptions it makes again, and keeps it once they are answered. Held to the
+  /// config's figure, the next restart has room for all of it again.
+  #room() {
+    const held = this.#unacked.size - this.#kept.size + this.#requests.size;
+    return Math.max(0, this.#config.maxQueued - held);
+  }
+
   #request(kind, arg) {
+    if (this.#failed) throw new ClientFailed(this.#failed);
+    if (this.#room() === 0) throw new ClientError('queue-full');
     const ask = () => this.#call(kind, ...(kind === 'subscribe' ? [arg, undefined] : [arg]));
     const guest = ask() ?? ask();
     if (guest === undefined) throw new ClientFailed(`the component failed twice in a row at \`${kind}\``);
@@ -497,6 +543,7 @@ export class Client extends EventEmitter {
   /// reported `publish-failed`.
   disconnect() {
     this.#connectRequested = false;
+    this.#restarted = false;
     clearTimeout(this.#retryTimer);
     this.#retryTimer = null;
     this.#call('disconnect');

@@ -242,6 +242,89 @@ test('a failure with the broker down and the queue full loses nothing', async ()
   assert.ok(events.some((e) => e.kind === 'error' && /reconnect after restart failed/.test(e.value)), 'the host tried again');
 });
 
+test('a batch answers each publish and tracks every one taken', async () => {
+  // One refused as invalid does not stop those after it, and every one taken completes under
+  // the token it was given. Before, the answer stopped at the refusal, and those after it
+  // were sent all the same, under tokens the application never had (and a restart would not
+  // have handed them back).
+  const server = await broker();
+  const sub = await connected(server, 'node-batch-sub');
+  await subscribed(sub, 'node/batch', 1);
+  const received = [];
+  sub.on('message', (m) => received.push(m.payload.toString()));
+  const pub = await connected(server, 'node-batch-pub');
+  const published = [];
+  pub.on('published', (t) => published.push(t));
+  const answers = pub.publishMany([
+    ['node/batch', '1'],
+    ['node/+', '2'],
+    ['node/batch', '3'],
+  ]);
+  assert.ok(answers[1] instanceof ClientError && answers[1].kind === 'invalid', String(answers));
+  assert.throws(() => pub.publish('node/+', '4'), (e) => e instanceof ClientError && e.kind === 'invalid');
+  const tokens = [answers[0], answers[2], pub.publish('node/batch', '5')];
+  assert.ok(tokens.every((t) => typeof t === 'bigint'), String(answers));
+  await until(() => received.length === 3 && published.length === 3, () => JSON.stringify({ received, published: published.map(String) }));
+  assert.deepEqual(received, ['1', '3', '5']);
+  assert.deepEqual(published, tokens);
+});
+
+test('a second failure with the queue full loses nothing either', async () => {
+  // The room a restart gives the fresh instance for the subscription it makes again is not
+  // the application's to fill: once that is answered the application still gets maxQueued
+  // places, no more, so a second failure with the queue full hands everything back again.
+  // Before, the application could fill the spare place, and the second restart refused a
+  // publish it handed back.
+  const server = await broker();
+  const pub = await connected(server, 'node-full-trap-twice', { max_inflight: 2, max_queued: 3 });
+  await subscribed(pub, 'node/full2/echo', 1);
+  const events = [];
+  pub.on('event', (e) => events.push(e));
+  const up = next(pub, 'up');
+  pub.failImport = { name: 'recv', times: 1 };
+  pub.publish('node/full2/warm', 'x', { qos: 0 }); // a poll follows, and fails
+  await up;
+  // The subscription made again is answered (the application hears nothing of it).
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const down = next(pub, 'down');
+  await server.stop();
+  await down;
+  const tokens = [0, 1, 2].map((i) => pub.publish('node/full2', `${i}`));
+  const full = (e) => e instanceof ClientError && e.kind === 'queue-full';
+  assert.throws(() => pub.publish('node/full2', 'x'), full, 'maxQueued is 3, restarts or not');
+  assert.throws(() => pub.subscribe('node/full2/other', 1), full, 'a subscription takes a place too');
+  pub.failImport = { name: 'open', times: 1 };
+  await until(() => pub.restarts === 2, () => JSON.stringify(events));
+  await server.start();
+  const published = () => events.filter((e) => e.kind === 'published').map((e) => e.value);
+  await until(() => tokens.every((t) => published().includes(t)), () => JSON.stringify(events.map((e) => e.kind)));
+  assert.deepEqual(events.filter((e) => e.kind === 'publish-failed'), []);
+  assert.deepEqual(events.filter((e) => e.kind === 'error' && /replay after restart refused/.test(e.value)), []);
+});
+
+test("after a restart the application's own connect hears that it failed", async () => {
+  // With the broker down, a restart's fresh instance cannot connect: the host retries for the
+  // application, whose connect succeeded long before, and says so as an error. Once the
+  // application calls connect itself, the attempt is its own, and connect-failed answers it.
+  // Before, that failure too was taken for the host's and retried.
+  const server = await broker();
+  const client = await connected(server, 'node-own-connect');
+  const events = [];
+  client.on('event', (e) => events.push(e));
+  const down = next(client, 'down');
+  await server.stop();
+  await down;
+  client.failImport = { name: 'open', times: 1 };
+  const retried = () => events.some((e) => e.kind === 'error' && /reconnect after restart failed/.test(e.value));
+  await until(retried, () => JSON.stringify(events));
+  assert.equal(client.restarts, 1);
+  const from = events.length;
+  const failed = next(client, 'connect-failed');
+  client.connect();
+  await failed;
+  assert.deepEqual(events.slice(from).filter((e) => e.kind === 'error' && /after restart/.test(e.value)), []);
+});
+
 test('a component that fails every time ends the client instead of restarting for ever', async () => {
   const server = await broker();
   const failing = await connected(server, 'node-always-failing');

@@ -17,7 +17,7 @@ lost. The application keeps its tokens: they are this class's, not the instance'
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from wasmtime.component import Linker, Variant
 
@@ -156,6 +156,7 @@ class Client:
         self._next_token = 1
         self._to_host: Dict[int, Optional[int]] = {}  # guest token -> ours (None: not the app's)
         self._unacked: Dict[int, Any] = {}  # token -> the `publish` record, in order
+        self._kept: Set[int] = set()  # those of them the store keeps for the next client
         self._packet_ids: Dict[int, Tuple[int, bool]] = {}  # token -> (packet id, released)
         self._requests: Dict[int, Tuple[str, Any]] = {}  # token -> ("subscribe"|"unsubscribe", arg)
         self._subscribed: List[Any] = []  # answered subscriptions, to make again
@@ -164,7 +165,10 @@ class Client:
         self._reported_up = False
         self._backlog: List[Event] = []
         # After a restart, a failed first attempt of the fresh instance is an outage like
-        # any other (the application's connect succeeded before): when to try again.
+        # any other (the application's connect succeeded before), retried for it until `up`
+        # or until the application calls `connect` or `disconnect` itself: whether that
+        # holds, and when to try again.
+        self._restarted = False
         self._retry_connect_at: Optional[int] = None
 
     # -- the instance and its replacement ------------------------------------------------
@@ -199,6 +203,7 @@ class Client:
         self._take_ids()
         self._sockets.close_handles()
         self.restarts += 1
+        self._restarted = True
         self._failing += 1
         if self._failing > MAX_RESTARTS_IN_A_ROW:
             self._failed = f"the component failed {self._failing} times in a row, the last {why}"
@@ -262,6 +267,7 @@ class Client:
             # Refused by an instance with the same config: it fails now, never silently.
             self._unacked.pop(token, None)
             self._packet_ids.pop(token, None)
+            self._kept.discard(token)
             self._backlog.append(Event("error", f"replay after restart refused: {result.tag}"))
             self._backlog.append(Event("publish-failed", (token, 0)))
         else:
@@ -302,9 +308,10 @@ class Client:
         such as the answer to a subscription made again after a restart)."""
         if e.kind == "up":
             self._reported_up = True
+            self._restarted = False
         elif e.kind == "down":
             self._reported_up = False
-        elif e.kind == "connect-failed" and self.restarts and self._connect_requested:
+        elif e.kind == "connect-failed" and self._restarted and self._connect_requested:
             # As the Rust host does: the host stands in for the application that wanted the
             # connection, and tries again (the instance itself never retries a first attempt).
             backoff = min(config_value(self.config, "backoff_max_ms"), 5_000)
@@ -318,9 +325,12 @@ class Client:
         token = self._to_host.pop(guest, guest)
         if e.kind in ("published", "publish-failed"):
             kept = e.kind == "publish-failed" and e.value[1] == 1  # kept for the next client
-            if not kept:
+            if kept:
+                self._kept.add(token)
+            else:
                 self._unacked.pop(token, None)
                 self._packet_ids.pop(token, None)
+                self._kept.discard(token)
         else:
             request = self._requests.pop(token, None) if token is not None else None
             if e.kind == "subscribed" and request is not None:
@@ -337,36 +347,55 @@ class Client:
     def connect(self) -> None:
         """Start connecting (it goes on in `poll`; `up` or `connect-failed` tells how it went)."""
         self._connect_requested = True
+        # The application's own attempt: its failure is its to hear of (`connect-failed`),
+        # and it replaces any retry made for it after a restart.
+        self._restarted = False
+        self._retry_connect_at = None
         self._refused(self._call("connect"))
 
     def publish(self, topic: str, payload: Union[bytes, str], qos: int = 1, retain: bool = False) -> int:
         """Queue a publish; returns its token, reported later by a `published` event (QoS 1:
-        PUBACK; QoS 2: PUBCOMP; QoS 0: written) or `publish-failed`."""
-        return self.publish_many([(topic, payload, qos, retain)])[0]
+        PUBACK; QoS 2: PUBCOMP; QoS 0: written) or `publish-failed`. Raises `ClientError`
+        when the client refuses it."""
+        result = self.publish_many([(topic, payload, qos, retain)])[0]
+        if isinstance(result, ClientError):
+            raise result
+        return result
 
-    def publish_many(self, publishes: Iterable[Tuple[str, Union[bytes, str], int, bool]]) -> List[int]:
-        """Queue several publishes in one call; their tokens, in order. Raises `ClientError`
-        at the first refused (`queue-full` takes none after it; those before it are queued)."""
+    def publish_many(self, publishes: Iterable[Tuple[str, Union[bytes, str], int, bool]]) -> List[Union[int, ClientError]]:
+        """Queue several publishes in one call: one answer per publish, in order, its token or
+        the `ClientError` that refused it. Each is judged on its own: one refused as invalid
+        does not stop those after it; after `queue-full`, none is taken."""
         records = []
         for topic, payload, qos, retain in publishes:
             data = payload.encode() if isinstance(payload, str) else bytes(payload)
             records.append(_record(topic=topic, payload=data, qos=_qos(qos), retain=bool(retain), properties=None, deadline_ms=None))
-        results = self._call("publish", _platform.now_ms(), records)
-        if results is None:
-            # The instance failed in this call; its replacement knows nothing of these.
-            results = self._call("publish", _platform.now_ms(), records)
-        if results is None:
-            raise ClientFailed("the component failed twice in a row taking these publishes")
-        tokens = []
-        for record, result in zip(records, results):
-            if isinstance(result, Variant):
-                if tokens:
-                    break  # the ones before it were taken: their tokens are the answer
-                raise ClientError(result.tag, result.payload)
-            token = self._new_token(result)
-            self._unacked[token] = record
-            tokens.append(token)
-        return tokens
+        answers: List[Union[int, ClientError]] = []
+        stop = ClientError("queue-full")
+        # As many as there is room for (see `_room`), and more while the client refused some
+        # as invalid, which takes no place: one call unless it did.
+        while len(answers) < len(records) and self._room() > 0:
+            offered = records[len(answers) : len(answers) + self._room()]
+            results = self._call("publish", _platform.now_ms(), offered)
+            if results is None:
+                # The instance failed in this call; its replacement knows nothing of these.
+                results = self._call("publish", _platform.now_ms(), offered)
+            if results is None:
+                raise ClientFailed("the component failed twice in a row taking these publishes")
+            for record, result in zip(offered, results):
+                if isinstance(result, Variant):
+                    answers.append(ClientError(result.tag, result.payload))
+                else:
+                    token = self._new_token(result)
+                    self._unacked[token] = record
+                    answers.append(token)
+            refusals = [a for a in answers[-len(offered) :] if isinstance(a, ClientError) and a.kind != "invalid"]
+            if refusals or len(results) < len(offered):
+                stop = refusals[-1] if refusals else stop
+                break
+        if self._failed:
+            raise ClientFailed(self._failed)
+        return answers + [ClientError(stop.kind, stop.detail) for _ in records[len(answers) :]]
 
     def subscribe(self, filters: Union[str, Sequence[Tuple[str, int]]], qos: int = 1) -> int:
         """Subscribe to one filter (at `qos`) or to several `(filter, qos)` pairs; returns the
@@ -378,12 +407,23 @@ class Client:
     def unsubscribe(self, filters: Union[str, Sequence[str]]) -> int:
         return self._request("unsubscribe", [filters] if isinstance(filters, str) else list(filters))
 
+    def _room(self) -> int:
+        """Places left for the application's requests: `max_queued` less the publishes and
+        subscription changes it handed over that have not completed. The instance holds no
+        more than that already, but after a restart it may take more: the fresh one is given
+        room for the subscriptions it makes again, and keeps it once they are answered. Held
+        to the config's figure, the next restart has room for all of it again."""
+        held = len(self._unacked) - len(self._kept) + len(self._requests)
+        return max(0, config_value(self.config, "max_queued") - held)
+
     def _request(self, kind: str, arg: Any) -> int:
         def ask():
             return self._live.method(kind, arg, None) if kind == "subscribe" else self._live.method(kind, arg)
 
         if self._failed:
             raise ClientFailed(self._failed)
+        if self._room() == 0:
+            raise ClientError("queue-full", None)
         try:
             guest = self._refused(ask())
         except Trap as why:
@@ -397,6 +437,7 @@ class Client:
         """Send DISCONNECT (no will) on the next poll and stop; unacknowledged publishes are
         reported `publish-failed` (code 1 with a store: kept for the next client)."""
         self._connect_requested = False
+        self._restarted = False
         self._retry_connect_at = None
         self._call("disconnect")
 

@@ -97,6 +97,32 @@ def test_a_subscriber_with_the_defaults_loses_nothing_at_full_speed(mosquitto, q
     sub.close()
 
 
+def test_a_batch_answers_each_publish_and_tracks_every_one_taken(mosquitto):
+    """`publish_many` answers each publish: its token, or the `ClientError` that refused it.
+    One refused as invalid does not stop those after it, and every one taken completes under
+    the token it was given. Before, the answer stopped at the refusal, and those after it were
+    sent all the same, under tokens the application never had (and a restart would not have
+    handed them back)."""
+    broker = mosquitto()
+    sub = Client("127.0.0.1", "py-batch-sub", port=broker.port)
+    connected(sub)
+    sub.subscribe("py/batch", 1)
+    run_until([sub], lambda ev: kinds(ev[sub], "subscribed"))
+    pub = Client("127.0.0.1", "py-batch-pub", port=broker.port)
+    connected(pub)
+    answers = pub.publish_many([("py/batch", b"1", 1, False), ("py/+", b"2", 1, False), ("py/batch", b"3", 1, False)])
+    assert isinstance(answers[1], ClientError) and answers[1].kind == "invalid", answers
+    with pytest.raises(ClientError, match="invalid"):
+        pub.publish("py/+", b"4", 1)
+    tokens = [answers[0], answers[2], pub.publish("py/batch", b"5", 1)]
+    assert all(isinstance(t, int) for t in tokens), answers
+    got = run_until([sub, pub], lambda ev: len(kinds(ev[sub], "message")) == 3 and len(kinds(ev[pub], "published")) == 3)
+    assert [m.payload for m in kinds(got[sub], "message")] == [b"1", b"3", b"5"]
+    assert kinds(got[pub], "published") == tokens
+    pub.close()
+    sub.close()
+
+
 def test_a_broker_outage_loses_no_qos1_message(mosquitto, tmp_path):
     """Mosquitto goes down (saving its sessions) with publishes in flight and more published
     while it is down; once it is back, both clients reconnect by themselves and the
@@ -406,6 +432,56 @@ def test_a_trap_with_a_full_queue_and_a_subscription_loses_nothing(mosquitto):
     # The broker was down when the fresh instance first tried: the host tried again.
     assert [e for e in kinds(got, "error") if "reconnect after restart failed" in e], got
     pub.close()
+
+
+def test_a_second_trap_with_a_full_queue_loses_nothing_either(mosquitto):
+    """The room a restart gives the fresh instance for the subscription it makes again is not
+    the application's to fill: once that is answered the application still gets `max_queued`
+    places, no more, so a second trap with the queue full hands everything back again.
+    Before, the application could fill the spare place, and the second restart refused a
+    publish it handed back."""
+    broker = mosquitto()
+    pub = Client("127.0.0.1", "py-full-trap-twice", port=broker.port, max_inflight=2, max_queued=3)
+    connected(pub)
+    pub.subscribe("py/full2/echo", 1)
+    everything = run_until([pub], lambda ev: kinds(ev[pub], "subscribed"))
+    pub._live.starve_next = True
+    run_until([pub], lambda ev: pub.restarts == 1 and kinds(ev[pub], "up"), 10, everything)
+    for _ in range(20):  # the subscription made again is answered (the application hears nothing)
+        pub.poll(0.005)
+    broker.stop()
+    run_until([pub], lambda ev: len(kinds(ev[pub], "down")) == 2, 10, everything)
+    tokens = [pub.publish("py/full2", b"%d" % i, 1) for i in range(3)]
+    with pytest.raises(ClientError, match="queue-full"):
+        pub.publish("py/full2", b"x", 1)
+    with pytest.raises(ClientError, match="queue-full"):
+        pub.subscribe("py/full2/other", 1)
+    pub._live.starve_next = True
+    run_until([pub], lambda ev: pub.restarts == 2, 10, everything)
+    broker.start()
+    got = run_until([pub], lambda ev: set(kinds(ev[pub], "published")) >= set(tokens), 30, everything)[pub]
+    assert not kinds(got, "publish-failed"), got
+    assert not [e for e in kinds(got, "error") if "replay after restart refused" in e], got
+    pub.close()
+
+
+def test_after_a_restart_the_applications_own_connect_hears_that_it_failed(mosquitto):
+    """With the broker down, a restart's fresh instance cannot connect: the host retries for
+    the application, whose connect succeeded long before, and says so as an `error`. Once the
+    application calls `connect` itself, the attempt is its own, and `connect-failed` answers
+    it. Before, that failure too was taken for the host's and retried."""
+    broker = mosquitto()
+    client = Client("127.0.0.1", "py-own-connect", port=broker.port)
+    connected(client)
+    broker.stop()
+    everything = run_until([client], lambda ev: kinds(ev[client], "down"), 10)
+    client._live.starve_next = True
+    run_until([client], lambda ev: [e for e in kinds(ev[client], "error") if "reconnect after restart failed" in e], 10, everything)
+    assert client.restarts == 1
+    client.connect()
+    got = run_until([client], lambda ev: kinds(ev[client], "connect-failed"), 10)[client]
+    assert not [e for e in kinds(got, "error") if "after restart" in e], got
+    client.close()
 
 
 def test_a_component_that_fails_every_time_ends_the_client_instead_of_restarting_for_ever(mosquitto, monkeypatch):
