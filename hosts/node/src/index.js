@@ -229,6 +229,9 @@ export class Client extends EventEmitter {
   /// modules are compiled already) and `undefined` is returned: the call is not made again.
   #call(name, ...args) {
     if (this.#failed) throw new ClientFailed(this.#failed);
+    // Not a failure of the instance, which `close` dropped: before, the error this met was
+    // taken for one, and the "restart" brought a closed client back to life.
+    if (this.#closed) throw new ClientError('closed', 'close() was called');
     try {
       return this.#live.client[name](...args);
     } catch (e) {
@@ -477,6 +480,7 @@ export class Client extends EventEmitter {
       deadlineMs: undefined,
     }));
     if (this.#failed) throw new ClientFailed(this.#failed);
+    if (this.#closed) throw new ClientError('closed', 'close() was called');
     const answers = [];
     let stop = new ClientError('queue-full');
     // As many as there is room for (see `#room`), and more while the client refused some as

@@ -325,6 +325,20 @@ test("after a restart the application's own connect hears that it failed", async
   assert.deepEqual(events.slice(from).filter((e) => e.kind === 'error' && /after restart/.test(e.value)), []);
 });
 
+test('a closed client refuses every call clearly', async () => {
+  // After close(), each call throws ClientError ("closed") and nothing starts again. Before,
+  // the error a call met in the dropped instance was taken for a failure of it, and the
+  // "restart" made a fresh instance, which took the publish and opened a connection.
+  const server = await broker();
+  const client = await connected(server, 'node-closed');
+  client.close();
+  const closed = (e) => e instanceof ClientError && e.kind === 'closed';
+  for (const call of [() => client.publish('t', 'x'), () => client.subscribe('t'), () => client.connect(), () => client.stats()]) {
+    assert.throws(call, closed);
+  }
+  assert.equal(client.restarts, 0);
+});
+
 test('a component that fails every time ends the client instead of restarting for ever', async () => {
   const server = await broker();
   const failing = await connected(server, 'node-always-failing');

@@ -190,6 +190,8 @@ class Client:
         have done, or the call was a poll, made again by the caller's loop)."""
         if self._failed:
             raise ClientFailed(self._failed)
+        if self._live is None:
+            raise ClientError("closed", "close() was called")
         try:
             return self._live.method(name, *args)
         except Trap as why:
@@ -370,6 +372,8 @@ class Client:
         for topic, payload, qos, retain in publishes:
             data = payload.encode() if isinstance(payload, str) else bytes(payload)
             records.append(_record(topic=topic, payload=data, qos=_qos(qos), retain=bool(retain), properties=None, deadline_ms=None))
+        if self._live is None and not self._failed:
+            raise ClientError("closed", "close() was called")
         answers: List[Union[int, ClientError]] = []
         stop = ClientError("queue-full")
         # As many as there is room for (see `_room`), and more while the client refused some
@@ -422,6 +426,8 @@ class Client:
 
         if self._failed:
             raise ClientFailed(self._failed)
+        if self._live is None:
+            raise ClientError("closed", "close() was called")
         if self._room() == 0:
             raise ClientError("queue-full", None)
         try:

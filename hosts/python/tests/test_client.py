@@ -509,6 +509,19 @@ def test_a_component_that_fails_every_time_ends_the_client_instead_of_restarting
     client.close()
 
 
+def test_a_closed_client_refuses_every_call_clearly(mosquitto):
+    """After `close`, each call raises `ClientError` ("closed") and nothing starts again.
+    Before, they met an AttributeError of the dropped instance."""
+    broker = mosquitto()
+    client = Client("127.0.0.1", "py-closed", port=broker.port)
+    connected(client)
+    client.close()
+    for call in (lambda: client.publish("t", b"x"), lambda: client.subscribe("t"), client.poll, client.connect, client.stats):
+        with pytest.raises(ClientError, match="closed"):
+            call()
+    assert client.restarts == 0
+
+
 def test_polling_a_client_that_has_nothing_left_to_do_returns(mosquitto):
     """After `disconnect`, with no socket and no deadline, `poll()` without a timeout returns
     at once instead of waiting (or spinning) for ever."""
