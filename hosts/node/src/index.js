@@ -145,7 +145,6 @@ export class Client extends EventEmitter {
   #nextToken = 1n;
   #toHost = new Map(); // guest token -> ours (null: not the application's)
   #unacked = new Map(); // token -> the `publish` record, in order
-  #kept = new Set(); // those of them the store keeps for the next client
   #packetIds = new Map(); // token -> { packetId, released }
   #requests = new Map(); // token -> ['subscribe' | 'unsubscribe', arg]
   #subscribed = []; // answered subscriptions, to make again
@@ -309,7 +308,6 @@ export class Client extends EventEmitter {
       // Refused by an instance with the same config: it fails now, never silently.
       this.#unacked.delete(token);
       this.#packetIds.delete(token);
-      this.#kept.delete(token);
       this.#backlog.push({ kind: 'error', value: `replay after restart refused: ${result.val.tag}` });
       this.#backlog.push({ kind: 'publish-failed', value: { token, code: 0 } });
     } else {
@@ -363,14 +361,11 @@ export class Client extends EventEmitter {
     const token = this.#toHost.has(guest) ? this.#toHost.get(guest) : guest;
     this.#toHost.delete(guest);
     if (e.kind === 'published' || e.kind === 'publish-failed') {
-      const kept = e.kind === 'publish-failed' && e.value.code === 1; // kept for the next client
-      if (kept) {
-        this.#kept.add(token);
-      } else {
-        this.#unacked.delete(token);
-        this.#packetIds.delete(token);
-        this.#kept.delete(token);
-      }
+      // Done with, here, even when the store keeps it for the next client (code 1): a fresh
+      // instance has it from the store, and handing it over again would store it twice (the
+      // next client then sent it twice, at QoS 2 too).
+      this.#unacked.delete(token);
+      this.#packetIds.delete(token);
     } else {
       const request = token === null ? undefined : this.#requests.get(token);
       this.#requests.delete(token);
@@ -527,8 +522,7 @@ export class Client extends EventEmitter {
   /// the subscriptions it makes again, and keeps it once they are answered. Held to the
   /// config's figure, the next restart has room for all of it again.
   #room() {
-    const held = this.#unacked.size - this.#kept.size + this.#requests.size;
-    return Math.max(0, this.#config.maxQueued - held);
+    return Math.max(0, this.#config.maxQueued - this.#unacked.size - this.#requests.size);
   }
 
   #request(kind, arg) {
@@ -550,7 +544,12 @@ export class Client extends EventEmitter {
     this.#restarted = false;
     clearTimeout(this.#retryTimer);
     this.#retryTimer = null;
+    const restarts = this.restarts;
     this.#call('disconnect');
+    // The instance failed inside the call: the fresh one was handed back what was accepted,
+    // and is closed too, so that those fail now (as Rust's `Device` does). Before, it was
+    // left open, taking publishes that would never be sent.
+    if (this.restarts !== restarts) this.#call('disconnect');
     this.#schedule();
   }
 

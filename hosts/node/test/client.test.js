@@ -302,6 +302,18 @@ test('a second failure with the queue full loses nothing either', async () => {
   assert.deepEqual(events.filter((e) => e.kind === 'error' && /replay after restart refused/.test(e.value)), []);
 });
 
+test('a failure inside disconnect still closes the client', async () => {
+  // The fresh instance is closed too, so a later publish is refused (closed) and what was
+  // outstanding is reported failed. Before, it was left open, taking publishes it would
+  // never send.
+  const server = await broker();
+  const client = await connected(server, 'node-fail-disconnect');
+  client.failImport = { name: 'recv', times: 1 };
+  client.disconnect();
+  assert.equal(client.restarts, 1);
+  assert.throws(() => client.publish('node/after', 'x'), (e) => e instanceof ClientError && e.kind === 'closed');
+});
+
 test("after a restart the application's own connect hears that it failed", async () => {
   // With the broker down, a restart's fresh instance cannot connect: the host retries for the
   // application, whose connect succeeded long before, and says so as an error. Once the

@@ -17,7 +17,7 @@ lost. The application keeps its tokens: they are this class's, not the instance'
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from wasmtime.component import Linker, Variant
 
@@ -156,7 +156,6 @@ class Client:
         self._next_token = 1
         self._to_host: Dict[int, Optional[int]] = {}  # guest token -> ours (None: not the app's)
         self._unacked: Dict[int, Any] = {}  # token -> the `publish` record, in order
-        self._kept: Set[int] = set()  # those of them the store keeps for the next client
         self._packet_ids: Dict[int, Tuple[int, bool]] = {}  # token -> (packet id, released)
         self._requests: Dict[int, Tuple[str, Any]] = {}  # token -> ("subscribe"|"unsubscribe", arg)
         self._subscribed: List[Any] = []  # answered subscriptions, to make again
@@ -269,7 +268,6 @@ class Client:
             # Refused by an instance with the same config: it fails now, never silently.
             self._unacked.pop(token, None)
             self._packet_ids.pop(token, None)
-            self._kept.discard(token)
             self._backlog.append(Event("error", f"replay after restart refused: {result.tag}"))
             self._backlog.append(Event("publish-failed", (token, 0)))
         else:
@@ -326,13 +324,11 @@ class Client:
         # start-up) is the store's, and the application's as it is.
         token = self._to_host.pop(guest, guest)
         if e.kind in ("published", "publish-failed"):
-            kept = e.kind == "publish-failed" and e.value[1] == 1  # kept for the next client
-            if kept:
-                self._kept.add(token)
-            else:
-                self._unacked.pop(token, None)
-                self._packet_ids.pop(token, None)
-                self._kept.discard(token)
+            # Done with, here, even when the store keeps it for the next client (code 1):
+            # a fresh instance has it from the store, and handing it over again would store
+            # it twice (the next client then sent it twice, at QoS 2 too).
+            self._unacked.pop(token, None)
+            self._packet_ids.pop(token, None)
         else:
             request = self._requests.pop(token, None) if token is not None else None
             if e.kind == "subscribed" and request is not None:
@@ -417,8 +413,7 @@ class Client:
         more than that already, but after a restart it may take more: the fresh one is given
         room for the subscriptions it makes again, and keeps it once they are answered. Held
         to the config's figure, the next restart has room for all of it again."""
-        held = len(self._unacked) - len(self._kept) + len(self._requests)
-        return max(0, config_value(self.config, "max_queued") - held)
+        return max(0, config_value(self.config, "max_queued") - len(self._unacked) - len(self._requests))
 
     def _request(self, kind: str, arg: Any) -> int:
         def ask():
@@ -445,7 +440,13 @@ class Client:
         self._connect_requested = False
         self._restarted = False
         self._retry_connect_at = None
+        restarts = self.restarts
         self._call("disconnect")
+        if self.restarts != restarts:
+            # The instance failed inside the call: the fresh one was handed back what was
+            # accepted, and is closed too, so that those fail now (as Rust's `Device` does).
+            # Before, it was left open, taking publishes that would never be sent.
+            self._call("disconnect")
 
     def is_connected(self) -> bool:
         return bool(self._call("is-connected"))

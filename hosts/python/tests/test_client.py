@@ -287,6 +287,39 @@ def test_a_store_keeps_what_a_killed_process_accepted(mosquitto, tmp_path):
     sub.close()
 
 
+def test_a_trap_after_disconnect_leaves_the_store_as_it_was(mosquitto, tmp_path):
+    """`disconnect` reports each unacknowledged publish `publish-failed` code 1: the store
+    keeps it for the next client. A trap after that hands the fresh instance nothing more (it
+    has them from the store), so the next client sends each QoS 2 message once. Before, the
+    host handed them over again as new publishes, the store held each twice, and the next
+    client sent each twice."""
+    broker = mosquitto()
+    sub = Client("127.0.0.1", "py-kept-sub", port=broker.port)
+    connected(sub)
+    sub.subscribe("py/kept", 2)
+    run_until([sub], lambda ev: kinds(ev[sub], "subscribed"))
+    store = tmp_path / "client.flash"
+    first = Client("127.0.0.1", "py-kept", port=broker.port, store=store)
+    tokens = [first.publish("py/kept", b"%d" % i, 2) for i in range(3)]
+    first.disconnect()
+    got = run_until([first], lambda ev: len(kinds(ev[first], "publish-failed")) == 3, 10)[first]
+    assert sorted(kinds(got, "publish-failed")) == [(t, 1) for t in tokens]
+    first._live.starve_next = True
+    first.poll(0.1)
+    assert first.restarts == 1
+    first.close()
+    again = Client("127.0.0.1", "py-kept", port=broker.port, store=store)
+    again.connect()
+    everything = {again: [], sub: []}
+    run_until([again, sub], lambda ev: len(kinds(ev[again], "published")) >= 3 and len(kinds(ev[sub], "message")) >= 3, 30, everything)
+    for _ in range(10):  # time for a second copy to arrive, were there one
+        for c in (again, sub):
+            everything[c] += c.poll(0.05)
+    assert sorted(m.payload for m in kinds(everything[sub], "message")) == [b"0", b"1", b"2"]
+    again.close()
+    sub.close()
+
+
 def test_a_file_that_is_not_a_store_is_refused_and_left_alone(tmp_path):
     from mqtt_component import StoreError
 
@@ -463,6 +496,21 @@ def test_a_second_trap_with_a_full_queue_loses_nothing_either(mosquitto):
     assert not kinds(got, "publish-failed"), got
     assert not [e for e in kinds(got, "error") if "replay after restart refused" in e], got
     pub.close()
+
+
+def test_a_trap_inside_disconnect_still_closes_the_client(mosquitto):
+    """The instance fails inside `disconnect`: the fresh one is closed too, so a later publish
+    is refused `closed` and what was outstanding is reported failed. Before, the fresh instance
+    was left open, taking publishes it would never send."""
+    broker = mosquitto()
+    client = Client("127.0.0.1", "py-trap-disconnect", port=broker.port)
+    connected(client)
+    client._live.starve_next = True
+    client.disconnect()
+    assert client.restarts == 1
+    with pytest.raises(ClientError, match="closed"):
+        client.publish("py/after", b"x", 1)
+    client.close()
 
 
 def test_after_a_restart_the_applications_own_connect_hears_that_it_failed(mosquitto):
