@@ -1427,6 +1427,33 @@ fn answers_not_taken_count_against_max_queued() {
     assert_eq!(h.client.publish(h.now, qos0, None), Err(ApiError::QueueFull));
 }
 
+/// Status events that no poll has handed over yet (the link, up) take no place in the
+/// queue: an application that publishes straight after connecting, before its first poll,
+/// has all of `max_queued`. Before, the link and up events took two of its three places.
+#[test]
+fn status_events_not_taken_leave_max_queued_whole() {
+    let mut cfg = config(false);
+    cfg.max_inflight = 2;
+    cfg.max_queued = 3;
+    let mut client = mqtt_protocol::Client::new(cfg).unwrap();
+    let now = mqtt_protocol::Instant::from_millis(1_000);
+    client.handle_link(now, LinkState::Up);
+    client.connect(now).unwrap();
+    assert!(matches!(client.poll_action(), Some(Action::OpenSocket { .. })));
+    client.handle_socket_open(now);
+    client.transmit_into(&mut Vec::new());
+    let connack = Packet::ConnAck(mqtt_protocol::codec::ConnAck { session_present: false, code: 0, properties: Properties::default() });
+    client.handle_input(now, &connack.encode(mqtt_protocol::ProtocolVersion::V311));
+    assert!(client.is_connected());
+    for i in 0..3u8 {
+        client.publish(now, qos1("t", &[i]), None).unwrap();
+    }
+    assert_eq!(client.publish(now, qos1("t", b"x"), None), Err(ApiError::QueueFull));
+    let mut events = Vec::new();
+    client.poll_events(u32::MAX, |e| events.push(e));
+    assert!(matches!(events[..], [Event::Link(LinkState::Up), Event::Up { .. }]), "{events:?}");
+}
+
 #[test]
 fn qos0_waits_in_the_queue_while_the_socket_is_behind() {
     let mut cfg = config(false);

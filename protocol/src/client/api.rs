@@ -77,11 +77,8 @@ impl Client {
     }
 
     pub(super) fn enqueue(&mut self, now: Instant, request: Request, deadline: Option<Instant>) -> Result<Token, ApiError> {
-        // Answers `poll` has not handed over yet count as held: QoS 0 completes when it is
-        // sent, so a host publishing it without ever polling would otherwise grow the event
-        // queue until the instance runs out of memory.
-        let unanswered = self.events.len() - self.queued_messages;
-        if self.pending.len() + self.inflight.len() + unanswered >= self.cfg.max_queued as usize {
+        // Answers `poll` has not handed over yet count as held (see `EventQueue`).
+        if self.pending.len() + self.inflight.len() + self.events.answers() >= self.cfg.max_queued as usize {
             return Err(ApiError::QueueFull);
         }
         let key = match &request {

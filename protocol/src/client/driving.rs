@@ -211,7 +211,7 @@ impl Client {
 
     fn next_event(&mut self, messages: bool) -> Option<Event> {
         let i = if messages { 0 } else { self.events.iter().position(|e| !matches!(e, Event::Message(_)))? };
-        let e = take_at(&mut self.events, i);
+        let e = self.events.take(i);
         if matches!(e, Some(Event::Message(_))) {
             if self.deadlines_suspended() {
                 self.resumed_at = self.now;

@@ -79,7 +79,7 @@ impl Client {
                 f.waiting = Waiting::Release;
                 f.sent_at = now;
                 f.repubs = 0;
-                let rel = PubResponse { packet_id: a.packet_id, reason: 0, properties: Properties::default() };
+                let rel = PubResponse::success(a.packet_id);
                 self.send(now, &Packet::PubRel(rel));
             }
             Packet::PubRel(a) => {
@@ -246,7 +246,7 @@ impl Client {
                     // A resend. Of a message the application has: answered again. Of one
                     // still queued: answered when the application takes it.
                     if !self.events.iter().any(|e| matches!(e, Event::Message(m) if m.owed == Owed::PubRec(pid))) {
-                        let rec = PubResponse { packet_id: pid, reason: 0, properties: Properties::default() };
+                        let rec = PubResponse::success(pid);
                         self.send(now, &Packet::PubRec(rec));
                     }
                     if !self.faulty(TestFault::Qos2DeliverTwice) {
@@ -274,7 +274,7 @@ impl Client {
             // mqtt_as's policy: the oldest waiting message makes room. The application chose
             // to lose it, so it is acknowledged as if taken.
             if let Some(i) = self.events.iter().position(|e| matches!(e, Event::Message(_))) {
-                let dropped = take_at(&mut self.events, i);
+                let dropped = self.events.take(i);
                 self.queued_messages -= 1;
                 self.stats.discards += 1;
                 self.settle(dropped);
@@ -300,7 +300,7 @@ impl Client {
             Owed::Nothing => {}
             Owed::PubAck(packet_id) => {
                 if connected {
-                    self.send(now, &Packet::PubAck(PubResponse { packet_id, reason: 0, properties: Properties::default() }));
+                    self.send(now, &Packet::PubAck(PubResponse::success(packet_id)));
                 }
             }
             // Unless the broker lost the session since (`resume` forgot the id).
@@ -313,7 +313,7 @@ impl Client {
                     self.record(|s| s.received(packet_id.get()));
                 }
                 if connected {
-                    self.send(now, &Packet::PubRec(PubResponse { packet_id, reason: 0, properties: Properties::default() }));
+                    self.send(now, &Packet::PubRec(PubResponse::success(packet_id)));
                 }
             }
             Owed::PubRec(_) => {}

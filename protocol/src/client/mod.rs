@@ -30,6 +30,7 @@ use crate::types::*;
 mod api;
 mod connection;
 mod driving;
+mod event_queue;
 mod incoming;
 mod restart;
 mod session;
@@ -44,6 +45,7 @@ pub(crate) use incoming::Owed;
 /// 64 KiB keeps a loopback socket busy; a stalled one then costs the client at most this.
 pub const MAX_UNSENT: usize = 64 * 1024;
 
+use event_queue::EventQueue;
 use timers::Timer;
 
 /// `VecDeque::remove`, by rotation: the element at `i`, the others keeping their order.
@@ -216,7 +218,7 @@ pub struct Client {
     unsent_elsewhere: usize,
     /// Rarely more than two at a time (close, open).
     actions: Vec<Action>,
-    events: VecDeque<Event>,
+    events: EventQueue,
     queued_messages: usize,
     socket_open: bool,
 
@@ -339,7 +341,7 @@ impl Client {
             transmits: Vec::new(),
             unsent_elsewhere: 0,
             actions: Vec::new(),
-            events: VecDeque::new(),
+            events: EventQueue::default(),
             queued_messages: 0,
             socket_open: false,
             ever_up: false,

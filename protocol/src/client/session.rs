@@ -202,7 +202,7 @@ impl Client {
     pub(super) fn packet_for(&mut self, pid: PacketId, waiting: &mut Waiting, resend: bool) -> Packet {
         match waiting {
             Waiting::Publish(p) => self.publish_packet(p, Some(pid), resend),
-            Waiting::Release => Packet::PubRel(PubResponse { packet_id: pid, reason: 0, properties: Properties::default() }),
+            Waiting::Release => Packet::PubRel(PubResponse::success(pid)),
             Waiting::SubAck(filters, p) => {
                 let mut properties = Properties::default();
                 if self.version == ProtocolVersion::V5 {

@@ -138,6 +138,13 @@ pub struct PubResponse {
     pub properties: Properties,
 }
 
+impl PubResponse {
+    /// Success (reason 0, no properties): how the client answers, and releases.
+    pub fn success(packet_id: PacketId) -> PubResponse {
+        PubResponse { packet_id, reason: 0, properties: Properties::default() }
+    }
+}
+
 /// One filter of a SUBSCRIBE, with its options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscribeFilter {
