@@ -481,7 +481,8 @@ export class Client extends EventEmitter {
     // As many as there is room for (see `#room`), and more while the client refused some as
     // invalid, which takes no place: one call unless it did.
     while (answers.length < records.length && this.#room() > 0) {
-      const offered = records.slice(answers.length, answers.length + this.#room());
+      const start = answers.length;
+      const offered = records.slice(start, start + this.#room());
       const results = this.#call('publish', now(), offered) ?? this.#call('publish', now(), offered);
       if (!results) throw new ClientFailed('the component failed twice in a row taking these publishes');
       for (const [i, r] of results.entries()) {
@@ -493,7 +494,7 @@ export class Client extends EventEmitter {
           answers.push(token);
         }
       }
-      const refusals = answers.slice(-results.length).filter((a) => a instanceof ClientError && a.kind !== 'invalid');
+      const refusals = answers.slice(start).filter((a) => a instanceof ClientError && a.kind !== 'invalid');
       if (refusals.length || results.length < offered.length) {
         stop = refusals.at(-1) ?? stop;
         break;

@@ -375,7 +375,8 @@ class Client:
         # As many as there is room for (see `_room`), and more while the client refused some
         # as invalid, which takes no place: one call unless it did.
         while len(answers) < len(records) and self._room() > 0:
-            offered = records[len(answers) : len(answers) + self._room()]
+            start = len(answers)
+            offered = records[start : start + self._room()]
             results = self._call("publish", _platform.now_ms(), offered)
             if results is None:
                 # The instance failed in this call; its replacement knows nothing of these.
@@ -389,7 +390,7 @@ class Client:
                     token = self._new_token(result)
                     self._unacked[token] = record
                     answers.append(token)
-            refusals = [a for a in answers[-len(offered) :] if isinstance(a, ClientError) and a.kind != "invalid"]
+            refusals = [a for a in answers[start:] if isinstance(a, ClientError) and a.kind != "invalid"]
             if refusals or len(results) < len(offered):
                 stop = refusals[-1] if refusals else stop
                 break
