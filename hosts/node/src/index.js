@@ -227,10 +227,7 @@ export class Client extends EventEmitter {
   /// A method of the instance. If the instance fails, it is replaced (synchronously: its
   /// modules are compiled already) and `undefined` is returned: the call is not made again.
   #call(name, ...args) {
-    if (this.#failed) throw new ClientFailed(this.#failed);
-    // Not a failure of the instance, which `close` dropped: before, the error this met was
-    // taken for one, and the "restart" brought a closed client back to life.
-    if (this.#closed) throw new ClientError('closed', 'close() was called');
+    this.#usable();
     try {
       return this.#live.client[name](...args);
     } catch (e) {
@@ -238,6 +235,14 @@ export class Client extends EventEmitter {
       this.#restart(e);
       return undefined;
     }
+  }
+
+  /// Throws when no call can be made: the client failed for good, or was closed (not a
+  /// failure of the instance, which `close` dropped: before, the error a call met was taken
+  /// for one, and the "restart" brought a closed client back to life).
+  #usable() {
+    if (this.#failed) throw new ClientFailed(this.#failed);
+    if (this.#closed) throw new ClientError('closed', 'close() was called');
   }
 
   /// Replaces the failed instance; a failure while doing it ends the client, and so does a
@@ -474,8 +479,7 @@ export class Client extends EventEmitter {
       properties: undefined,
       deadlineMs: undefined,
     }));
-    if (this.#failed) throw new ClientFailed(this.#failed);
-    if (this.#closed) throw new ClientError('closed', 'close() was called');
+    this.#usable();
     const answers = [];
     let stop = new ClientError('queue-full');
     // As many as there is room for (see `#room`), and more while the client refused some as
@@ -527,7 +531,7 @@ export class Client extends EventEmitter {
   }
 
   #request(kind, arg) {
-    if (this.#failed) throw new ClientFailed(this.#failed);
+    this.#usable();
     if (this.#room() === 0) throw new ClientError('queue-full');
     const ask = () => this.#call(kind, ...(kind === 'subscribe' ? [arg, undefined] : [arg]));
     const guest = ask() ?? ask();

@@ -187,15 +187,19 @@ class Client:
         """A method of the instance; if the instance fails, it is replaced and the call is
         not made again (`None` is returned: the replacement was handed what the call would
         have done, or the call was a poll, made again by the caller's loop)."""
-        if self._failed:
-            raise ClientFailed(self._failed)
-        if self._live is None:
-            raise ClientError("closed", "close() was called")
+        self._usable()
         try:
             return self._live.method(name, *args)
         except Trap as why:
             self._restart(why)
             return None
+
+    def _usable(self) -> None:
+        """Raises when no call can be made: the client failed for good, or was closed."""
+        if self._failed:
+            raise ClientFailed(self._failed)
+        if self._live is None:
+            raise ClientError("closed", "close() was called")
 
     def _restart(self, why: Trap) -> None:
         """Replaces the failed instance (see the module's comment); a failure while doing it
@@ -368,8 +372,7 @@ class Client:
         for topic, payload, qos, retain in publishes:
             data = payload.encode() if isinstance(payload, str) else bytes(payload)
             records.append(_record(topic=topic, payload=data, qos=_qos(qos), retain=bool(retain), properties=None, deadline_ms=None))
-        if self._live is None and not self._failed:
-            raise ClientError("closed", "close() was called")
+        self._usable()
         answers: List[Union[int, ClientError]] = []
         stop = ClientError("queue-full")
         # As many as there is room for (see `_room`), and more while the client refused some
@@ -394,8 +397,6 @@ class Client:
             if refusals or len(results) < len(offered):
                 stop = refusals[-1] if refusals else stop
                 break
-        if self._failed:
-            raise ClientFailed(self._failed)
         return answers + [ClientError(stop.kind, stop.detail) for _ in records[len(answers) :]]
 
     def subscribe(self, filters: Union[str, Sequence[Tuple[str, int]]], qos: int = 1) -> int:
@@ -420,10 +421,7 @@ class Client:
         def ask():
             return self._live.method(kind, arg, None) if kind == "subscribe" else self._live.method(kind, arg)
 
-        if self._failed:
-            raise ClientFailed(self._failed)
-        if self._live is None:
-            raise ClientError("closed", "close() was called")
+        self._usable()
         if self._room() == 0:
             raise ClientError("queue-full", None)
         try:
