@@ -78,7 +78,7 @@ impl Client {
     pub(super) fn reading_paused(&self) -> bool {
         self.cfg.backpressure
             && matches!(self.state, State::Connected)
-            && self.queued_messages >= self.cfg.queue_len as usize
+            && self.events.messages() >= self.cfg.queue_len as usize
             && !self.faulty(TestFault::IgnoreBackpressure)
     }
 
@@ -211,13 +211,13 @@ impl Client {
 
     fn next_event(&mut self, messages: bool) -> Option<Event> {
         let i = if messages { 0 } else { self.events.iter().position(|e| !matches!(e, Event::Message(_)))? };
-        let e = self.events.take(i);
-        if matches!(e, Some(Event::Message(_))) {
-            if self.deadlines_suspended() {
-                self.resumed_at = self.now;
-            }
-            self.queued_messages -= 1;
+        // Deadlines held back start again from now, asked before the take: it may be the
+        // message whose taking ends the hold. Anything handed over while the hold lasts
+        // sets it too, and the last to set it is the take that ended the hold.
+        if self.deadlines_suspended() {
+            self.resumed_at = self.now;
         }
+        let e = self.events.take(i);
         self.settle(e)
     }
 

@@ -265,22 +265,20 @@ impl Client {
         };
         let properties = (self.version == ProtocolVersion::V5).then_some(p.properties);
         let message = Message { topic: p.topic, payload: p.payload, qos: p.qos, retained: p.retain, dup: p.dup, properties, owed };
-        if self.queued_messages >= self.cfg.queue_len as usize && self.faulty(TestFault::DiscardNewest) {
+        if self.events.messages() >= self.cfg.queue_len as usize && self.faulty(TestFault::DiscardNewest) {
             self.stats.discards += 1;
             self.answer(owed);
             return;
         }
-        if self.queued_messages >= self.cfg.queue_len as usize {
+        if self.events.messages() >= self.cfg.queue_len as usize {
             // mqtt_as's policy: the oldest waiting message makes room. The application chose
             // to lose it, so it is acknowledged as if taken.
             if let Some(i) = self.events.iter().position(|e| matches!(e, Event::Message(_))) {
                 let dropped = self.events.take(i);
-                self.queued_messages -= 1;
                 self.stats.discards += 1;
                 self.settle(dropped);
             }
         }
-        self.queued_messages += 1;
         self.events.push_back(Event::Message(message));
     }
 

@@ -219,7 +219,6 @@ pub struct Client {
     /// Rarely more than two at a time (close, open).
     actions: Vec<Action>,
     events: EventQueue,
-    queued_messages: usize,
     socket_open: bool,
 
     // What is left as flags is not where the connection stands (that is `state`: Up is owed a
@@ -342,7 +341,6 @@ impl Client {
             unsent_elsewhere: 0,
             actions: Vec::new(),
             events: EventQueue::default(),
-            queued_messages: 0,
             socket_open: false,
             ever_up: false,
             initial_done: false,
