@@ -1,6 +1,8 @@
 """Messages per second through a local Mosquitto: this host's client against paho-mqtt, side
 by side in one run, each with one publisher and one subscriber in this process, QoS 1,
-100-byte payloads, 100 publishes outstanding, TCP_NODELAY on both.
+100-byte payloads, 100 publishes outstanding, TCP_NODELAY on both, and the same window on
+both: paho's `max_inflight_messages` and this client's `max_inflight` are set to it (this
+client's default is 16, paho's 20).
 
     python3 -m venv /tmp/venv && /tmp/venv/bin/pip install -r requirements-test.txt paho-mqtt==2.1.0
     printf 'listener 1883\nallow_anonymous true\n' | cat - ../../bench/mosquitto.conf > /tmp/bench-mosquitto.conf
@@ -26,8 +28,8 @@ PAYLOAD = b"." * 100
 def run_ours(port: int, count: int, window: int) -> float:
     from mqtt_component import Client
 
-    sub = Client("127.0.0.1", "bench-py-sub", port=port)
-    pub = Client("127.0.0.1", "bench-py-pub", port=port)
+    sub = Client("127.0.0.1", "bench-py-sub", port=port, max_inflight=window)
+    pub = Client("127.0.0.1", "bench-py-pub", port=port, max_inflight=window)
     for c in (sub, pub):
         c.connect()
         while not any(e.kind == "up" for e in c.poll(5)):

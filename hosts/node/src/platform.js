@@ -138,7 +138,9 @@ export class Sockets {
     // Node queues what the kernel does not take yet; past WRITE_AHEAD the component keeps
     // the rest and tries again when `drain` wakes it.
     if (s.sock.writableLength > WRITE_AHEAD) return ok(0);
-    s.sock.write(Buffer.from(data));
+    // The bindings hand over a copy of the component's bytes that nothing else holds: the
+    // socket may keep it as it is (a view, not another copy).
+    s.sock.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
     return ok(data.length);
   }
 
@@ -162,7 +164,9 @@ export class Sockets {
     }
     s.buffered -= taken;
     if (s.buffered <= READ_AHEAD / 2 && s.sock.isPaused()) s.sock.resume();
-    return ok(new Uint8Array(Buffer.concat(parts, taken)));
+    // The bindings copy what this returns into the component's memory at once, so a view of
+    // a chunk will do; several are joined (one copy).
+    return ok(parts.length === 1 ? parts[0] : Buffer.concat(parts, taken));
   }
 
   close(handle) {
