@@ -12,7 +12,7 @@ event; cProfile put most of a run there, not in MQTT. Three changes, invisible t
 - A type object's descriptions (cases, fields, element, payload, whether a variant needs
   tags) are computed once per object and kept: a type does not change.
 - A C copy of a name or a string is made with one foreign call, not through a ctypes array
-  built for each.
+  built for each, and read back with one copy; a record is read without its field names.
 
 They are checked against wasmtime-py's own conversion in tests/test_fast_values.py. They are
 applied only to the version they were written against (`requirements-test.txt` pins it): any
@@ -36,11 +36,14 @@ _SIZE = ctypes.sizeof(_VAL)
 _U8_AT = _VAL.of.offset
 _U8_KIND = ffi.WASMTIME_COMPONENT_U8.value
 _LIST_KIND = ffi.WASMTIME_COMPONENT_LIST
+_RECORD_KIND = ffi.WASMTIME_COMPONENT_RECORD.value
+_BOOL_KIND = ffi.WASMTIME_COMPONENT_BOOL
 
 # wasmtime-py's own list conversions, which every list other than `list<u8>` still takes
 # (and which the tests compare against).
 STOCK_TO_C = _types.ListType.convert_to_c
 STOCK_FROM_C = _types.ListType.convert_from_c
+STOCK_RECORD_FROM_C = _types.RecordType.convert_from_c
 
 
 def _bytes_to_c(val: Any, ptr: Any) -> None:
@@ -92,6 +95,16 @@ def _bytes_to_capi(s: Any) -> Any:
     return vec
 
 
+def _to_bytes(vec: Any) -> bytearray:
+    """wasmtime-py's `to_bytes` (every string, enum case and variant case read back, and
+    every record field's name) with one copy out of C, not an array type made per call."""
+    return bytearray(ctypes.string_at(vec.data, vec.size)) if vec.size else bytearray()
+
+
+def _to_str(vec: Any) -> str:
+    return ctypes.string_at(vec.data, vec.size).decode("utf-8") if vec.size else ""
+
+
 def _memoize(cls: type, name: str) -> None:
     """Turns the property `name` of `cls` into one computed once per object."""
     prop = getattr(cls, name)
@@ -138,6 +151,29 @@ def apply() -> bool:
     _types.ListType.convert_to_c = convert_to_c
     _types.ListType.convert_from_c = convert_from_c
 
+    def record_from_c(self: Any, c: Any) -> Any:
+        # wasmtime gives a record's fields in the type's order: wasmtime-py reads each name
+        # back from C only to assert that it is the one it expected (nine a message). A
+        # record of another length takes wasmtime-py's way, assert and all.
+        fields = self.fields
+        raw = c.of.record
+        if c.kind != _RECORD_KIND or raw.size != len(fields):
+            return STOCK_RECORD_FROM_C(self, c)
+        try:
+            ret = _types.Record()
+            for i, (name, ty) in enumerate(fields):
+                field = raw.data[i]
+                setattr(ret, name, ty.convert_from_c(field.val))
+                # Taken: what it owned is Python's now, so deleting the record frees only the
+                # rest (as wasmtime-py marks it).
+                field.val.kind = _BOOL_KIND
+                field.val.of.boolean = False
+            return ret
+        finally:
+            ffi.wasmtime_component_valrecord_delete(raw)
+
+    _types.RecordType.convert_from_c = record_from_c
+
     # Whether a variant's cases need tags to tell apart: worked out from its cases at every
     # value, and it cannot change.
     tagged = _types.VariantLikeType._tagged
@@ -150,5 +186,7 @@ def apply() -> bool:
 
     _types.VariantLikeType._tagged = memo_tagged
     ffi.bytes_to_capi = _bytes_to_capi
+    ffi.to_bytes = _to_bytes
+    ffi.to_str = _to_str
     _types._mqtt_fast_values = True
     return True

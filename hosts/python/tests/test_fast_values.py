@@ -63,3 +63,35 @@ def test_a_name_or_string_is_copied_to_c_whole(text):
         assert ffi.to_bytes(vec) == text
     finally:
         ffi.wasm_byte_vec_delete(ctypes.byref(vec))
+
+
+@pytest.fixture(scope="module")
+def tls_params():
+    """`socket.open`'s `tls-params` record (strings, options, a list of strings), and a store."""
+    engine = _instance.Runtime.engine()
+    component = Component.from_file(engine, str(_instance.default_component()))
+    socket = component.type.imports(engine)["mqtt-as:client/socket@0.1.0"].ty
+    (_, tls) = socket.exports(engine)["open"].ty.params[2]
+    return tls.payload, Store(engine)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"server-name": "", "ca-file": None, "client-cert-file": None, "client-key-file": None, "alpn": []},
+        {"server-name": "broker.\u00e9xample", "ca-file": "/ca.pem", "client-cert-file": "c", "client-key-file": "k", "alpn": ["x-amzn-mqtt-ca", "mqtt"]},
+    ],
+    ids=["empty", "full"],
+)
+def test_a_record_reads_back_as_wasmtime_py_reads_it(tls_params, fields):
+    from wasmtime.component import Record
+
+    ty, store = tls_params
+    value = Record()
+    for name, v in fields.items():
+        setattr(value, name, v)
+    ours, stock = type(ty).convert_from_c, _fast_values.STOCK_RECORD_FROM_C
+    assert ours is not stock
+    # Ours and wasmtime-py's on the same lowered record, field by field.
+    assert vars(ours(ty, lowered(type(ty).convert_to_c, ty, store, value))) == fields
+    assert vars(stock(ty, lowered(type(ty).convert_to_c, ty, store, value))) == fields
