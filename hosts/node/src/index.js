@@ -49,7 +49,14 @@ export class ClientFailed extends Error {
 }
 
 const now = () => BigInt(Math.floor(performance.now()));
-const isRefusal = (e) => e !== null && typeof e === 'object' && !(e instanceof Error) && typeof e.tag === 'string';
+/// The `client-error` a method of the instance refused with, or null (a trap). jco throws a
+/// method's `err` wrapped in an `Error` with it as `payload` (the version `build.mjs` pins),
+/// or as it is (later ones).
+function refusal(e) {
+  const isError = (v) => v !== null && typeof v === 'object' && !(v instanceof Error) && typeof v.tag === 'string';
+  if (isError(e)) return e;
+  return e instanceof Error && isError(e.payload) ? e.payload : null;
+}
 
 /// The transpiled component (`npm run build` makes it), its core modules compiled once per
 /// process, so that an instance is made synchronously (a replacement is made inside the call
@@ -217,7 +224,8 @@ export class Client extends EventEmitter {
     try {
       return { root, client: root.client.Client.create(config) };
     } catch (e) {
-      if (isRefusal(e)) throw new ClientError(e.tag, e.val);
+      const refused = refusal(e);
+      if (refused) throw new ClientError(refused.tag, refused.val);
       throw e;
     }
   }
@@ -231,7 +239,8 @@ export class Client extends EventEmitter {
     try {
       return this.#live.client[name](...args);
     } catch (e) {
-      if (isRefusal(e)) throw new ClientError(e.tag, e.val);
+      const refused = refusal(e);
+      if (refused) throw new ClientError(refused.tag, refused.val);
       this.#restart(e);
       return undefined;
     }

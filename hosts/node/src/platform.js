@@ -45,8 +45,20 @@ function errorName(e) {
   return 'other';
 }
 
-const err = (val) => ({ tag: 'err', val });
-const ok = (val) => ({ tag: 'ok', val });
+/// An import's answer is jco's convention for a `result`: what it returns is the `ok`, and a
+/// value it throws with a `payload` of its own is the `err` (a thrown `Error` is a trap). Every
+/// jco takes that; the newer ones also take a returned `{ tag, val }`, which the one
+/// `build.mjs` pins does not (see there).
+export class Refused {
+  constructor(payload) {
+    this.payload = payload;
+  }
+}
+
+/// Ends the import with `err(payload)`.
+export function refuse(payload) {
+  throw new Refused(payload);
+}
 
 export class Sockets {
   #allowed;
@@ -65,7 +77,7 @@ export class Sockets {
   open(host, port, params) {
     if (!this.#allowed.some(([h, p]) => h === host && p === port)) {
       this.#log('warn', `refused a connection to ${host}:${port}: not a configured broker`);
-      return err('not-permitted');
+      return refuse('not-permitted');
     }
     let sock;
     const s = { state: 'connecting', error: null, chunks: [], buffered: 0, ended: false, sock: null };
@@ -86,7 +98,7 @@ export class Sockets {
       }
     } catch (e) {
       this.#log('warn', `opening ${host}:${port} failed: ${e.message}`);
-      return err(params ? 'tls-failed' : errorName(e));
+      return refuse(params ? 'tls-failed' : errorName(e));
     }
     // Every MQTT packet leaves at once, as the other hosts send them.
     sock.setNoDelay(true);
@@ -118,40 +130,40 @@ export class Sockets {
     });
     this.#next += 1;
     this.#socks.set(this.#next, s);
-    return ok(this.#next);
+    return this.#next;
   }
 
   status(handle) {
     const s = this.#socks.get(handle);
-    if (!s) return err('bad-handle');
-    if (s.state === 'failed') return err(s.error);
-    if (s.state === 'open') return ok('open');
-    return s.ended ? err('closed') : ok('connecting');
+    if (!s) return refuse('bad-handle');
+    if (s.state === 'failed') return refuse(s.error);
+    if (s.state === 'open') return 'open';
+    return s.ended ? refuse('closed') : 'connecting';
   }
 
   send(handle, data) {
     const s = this.#socks.get(handle);
-    if (!s) return err('bad-handle');
-    if (s.state === 'failed') return err(s.error);
-    if (s.state !== 'open') return ok(0);
-    if (s.ended || s.sock.destroyed) return err('closed');
+    if (!s) return refuse('bad-handle');
+    if (s.state === 'failed') return refuse(s.error);
+    if (s.state !== 'open') return 0;
+    if (s.ended || s.sock.destroyed) return refuse('closed');
     // Node queues what the kernel does not take yet; past WRITE_AHEAD the component keeps
     // the rest and tries again when `drain` wakes it.
-    if (s.sock.writableLength > WRITE_AHEAD) return ok(0);
+    if (s.sock.writableLength > WRITE_AHEAD) return 0;
     // The bindings hand over a copy of the component's bytes that nothing else holds: the
     // socket may keep it as it is (a view, not another copy).
     s.sock.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
-    return ok(data.length);
+    return data.length;
   }
 
   /// Up to `max` bytes that arrived; an empty answer (or a short one) means nothing more now:
   /// the client is woken when more comes.
   recv(handle, max) {
     const s = this.#socks.get(handle);
-    if (!s) return err('bad-handle');
-    if (s.state === 'failed' && s.buffered === 0) return err(s.error);
-    if (s.state !== 'open' && s.buffered === 0) return ok(new Uint8Array(0));
-    if (s.buffered === 0) return s.ended ? err('closed') : ok(new Uint8Array(0));
+    if (!s) return refuse('bad-handle');
+    if (s.state === 'failed' && s.buffered === 0) return refuse(s.error);
+    if (s.state !== 'open' && s.buffered === 0) return new Uint8Array(0);
+    if (s.buffered === 0) return s.ended ? refuse('closed') : new Uint8Array(0);
     const parts = [];
     let taken = 0;
     while (s.chunks.length && taken < max) {
@@ -166,7 +178,7 @@ export class Sockets {
     if (s.buffered <= READ_AHEAD / 2 && s.sock.isPaused()) s.sock.resume();
     // The bindings copy what this returns into the component's memory at once, so a view of
     // a chunk will do; several are joined (one copy).
-    return ok(parts.length === 1 ? parts[0] : Buffer.concat(parts, taken));
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts, taken);
   }
 
   close(handle) {
@@ -202,7 +214,7 @@ export function imports({ sockets, ids, log, flash }) {
     [INTERFACE('wifi')]: {
       // The operating system manages the link: it is up, and joining is not ours to do.
       state: () => 'up',
-      connect: () => ok(undefined),
+      connect: () => {},
       disconnect: () => {},
       rssi: () => undefined,
     },
@@ -218,10 +230,10 @@ export function imports({ sockets, ids, log, flash }) {
           // No flash: capacity 0, so nothing is kept across a restart of the process (the
           // contract's "host without storage"); nothing else is called.
           geometry: () => ({ capacity: 0, sectorSize: 4096, writeSize: 4 }),
-          read: () => err('out-of-range'),
-          write: () => err('out-of-range'),
-          erase: () => err('out-of-range'),
-          sync: () => ok(undefined),
+          read: () => refuse('out-of-range'),
+          write: () => refuse('out-of-range'),
+          erase: () => refuse('out-of-range'),
+          sync: () => {},
         },
     [INTERFACE('packet-ids')]: {
       sent: (publishes) => ids.sent(publishes),

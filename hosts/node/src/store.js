@@ -17,6 +17,8 @@
 
 import fs from 'node:fs';
 
+import { refuse } from './platform.js';
+
 const MAGIC = Buffer.from('MQFLASH1');
 const DATA = 64;
 const MAX_CAPACITY = 16 * 1024 * 1024;
@@ -147,49 +149,47 @@ export class FileFlash {
       return run();
     } catch (e) {
       this.log('error', `store file ${this.path}: ${what} failed: ${e.message}`);
-      return { tag: 'err', val: 'io' };
+      return refuse('io');
     }
   }
 
-  // The contract's `storage` interface: each returns `{ tag: 'ok' | 'err', val }`.
+  // The contract's `storage` interface: each returns its `ok`, or throws its `err` (see
+  // `Refused`).
 
   read(offset, len) {
     const at = this.#at(offset, len);
-    if (at === null) return { tag: 'err', val: 'out-of-range' };
+    if (at === null) return refuse('out-of-range');
     return this.#io('read', () => {
       const buf = Buffer.alloc(len);
       fs.readSync(this.fd, buf, 0, len, at);
-      return { tag: 'ok', val: new Uint8Array(buf) };
+      return new Uint8Array(buf);
     });
   }
 
   write(offset, data) {
-    if (offset % this.writeSize || data.length % this.writeSize) return { tag: 'err', val: 'out-of-range' };
+    if (offset % this.writeSize || data.length % this.writeSize) return refuse('out-of-range');
     const at = this.#at(offset, data.length);
-    if (at === null) return { tag: 'err', val: 'out-of-range' };
+    if (at === null) return refuse('out-of-range');
     return this.#io('write', () => {
       // NOR: the cells keep `old & new`.
       const cells = Buffer.alloc(data.length);
       fs.readSync(this.fd, cells, 0, data.length, at);
       for (let i = 0; i < cells.length; i++) cells[i] &= data[i];
       fs.writeSync(this.fd, cells, 0, cells.length, at);
-      return { tag: 'ok', val: undefined };
     });
   }
 
   erase(sector) {
     const at = this.#at(sector * this.sectorSize, this.sectorSize);
-    if (at === null) return { tag: 'err', val: 'out-of-range' };
+    if (at === null) return refuse('out-of-range');
     return this.#io('erase', () => {
       fs.writeSync(this.fd, Buffer.alloc(this.sectorSize, 0xff), 0, this.sectorSize, at);
-      return { tag: 'ok', val: undefined };
     });
   }
 
   sync() {
     return this.#io('fsync', () => {
       fs.fsyncSync(this.fd);
-      return { tag: 'ok', val: undefined };
     });
   }
 
