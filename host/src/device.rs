@@ -701,7 +701,9 @@ impl Device {
 
     /// [`Device::try_publish`] for several publishes, in order, in one call into the
     /// component (each call across the boundary costs about as much as a publish inside
-    /// it): one result per publish, in order. After a `QueueFull` no later publish is taken.
+    /// it): one result per publish, in order. Each is judged on its own, but after a refusal
+    /// other than `Invalid` (the queue full, the client closed, the instance gone) no later
+    /// publish is taken, and each is refused the same way.
     pub fn try_publish_many(&mut self, mut ps: Vec<Publish>) -> Vec<Result<Token, Box<(DeviceError, Publish)>>> {
         let mut next = self.next_token;
         self.next_token += ps.len() as Token;
@@ -723,13 +725,14 @@ impl Device {
                 break;
             }
         }
-        let full = |p| Err(Box::new((DeviceError::Client(ClientError::QueueFull), p)));
-        if results.iter().any(|r| r.as_ref().err().is_some_and(|b| !matches!(b.0, DeviceError::Client(_)))) {
-            // The instance is gone: the rest is recorded as it was, for a later restart.
-            results.extend(self.hand_over_recorded(next, ps));
-        } else {
-            results.extend(ps.into_iter().map(full));
-        }
+        // What is left is refused as the last publish that stopped the loop was (closed, say,
+        // or the instance gone), or for want of room. It is not recorded: a batch the
+        // instance could not take because it was gone was recorded for a later restart only
+        // as far as there was room (before, the rest of the call was recorded too, past
+        // `max_queued`, and a refusal such as `Closed` was answered `QueueFull` for the rest).
+        let stop = results.iter().rev().find_map(|r| r.as_ref().err().filter(|b| !matches!(b.0, DeviceError::Client(ClientError::Invalid(_)))));
+        let why = stop.map_or(DeviceError::Client(ClientError::QueueFull), |b| b.0.duplicate());
+        results.extend(ps.into_iter().map(|p| Err(Box::new((why.duplicate(), p)))));
         results
     }
 

@@ -223,6 +223,24 @@ fn fill_the_queue_trap_and_complete(lo: &Loopback, d: &mut Device, full: impl Fn
     assert_eq!(done, tokens, "each accepted publish completes once, in order");
 }
 
+/// A batch larger than the queue, after `disconnect`: every publish of it is refused as the
+/// client refuses the first, `Closed`. Before, those past `max_queued` (which the host does not
+/// offer) were answered `QueueFull`, though the queue was empty.
+#[test]
+fn a_batch_after_disconnect_is_refused_closed_every_publish_of_it() {
+    let (_lo, mut d) = connected_with_a_small_queue();
+    d.disconnect().unwrap();
+    d.poll().unwrap();
+    let results = d.try_publish_many((0..5u8).map(|i| qos1(&[i])).collect());
+    assert_eq!(results.len(), 5);
+    for (i, r) in results.into_iter().enumerate() {
+        let e = r.expect_err("closed");
+        assert!(matches!(e.0, DeviceError::Client(ClientError::Closed)), "publish {i}: {:?}", e.0);
+        assert_eq!(e.1.payload, [i as u8], "the refused publish comes back whole");
+    }
+    assert_eq!(d.unacked(), 0);
+}
+
 /// Publishes handed over in one call are taken in order; one the client refuses takes
 /// nothing and comes back whole, and once the queue is full no later one is taken.
 #[test]

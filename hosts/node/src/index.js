@@ -478,7 +478,8 @@ export class Client extends EventEmitter {
 
   /// Several publishes in one call: one answer per publish, in order, its token or the
   /// `ClientError` that refused it. Each is judged on its own: one refused as invalid does
-  /// not stop those after it; after `queue-full`, none is taken.
+  /// not stop those after it; after any other refusal (`queue-full`, `closed`), none is
+  /// taken, and each is refused the same way.
   publishMany(publishes) {
     const records = publishes.map(([topic, payload, level = 1, retain = false]) => ({
       topic,

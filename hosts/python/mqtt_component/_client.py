@@ -367,7 +367,8 @@ class Client:
     def publish_many(self, publishes: Iterable[Tuple[str, Union[bytes, str], int, bool]]) -> List[Union[int, ClientError]]:
         """Queue several publishes in one call: one answer per publish, in order, its token or
         the `ClientError` that refused it. Each is judged on its own: one refused as invalid
-        does not stop those after it; after `queue-full`, none is taken."""
+        does not stop those after it; after any other refusal (`queue-full`, `closed`), none
+        is taken, and each is refused the same way."""
         records = []
         for topic, payload, qos, retain in publishes:
             data = payload.encode() if isinstance(payload, str) else bytes(payload)
