@@ -44,6 +44,7 @@ _BOOL_KIND = ffi.WASMTIME_COMPONENT_BOOL
 STOCK_TO_C = _types.ListType.convert_to_c
 STOCK_FROM_C = _types.ListType.convert_from_c
 STOCK_RECORD_FROM_C = _types.RecordType.convert_from_c
+STOCK_RECORD_TO_C = _types.RecordType.convert_to_c
 
 
 def _bytes_to_c(val: Any, ptr: Any) -> None:
@@ -173,6 +174,34 @@ def apply() -> bool:
             ffi.wasmtime_component_valrecord_delete(raw)
 
     _types.RecordType.convert_from_c = record_from_c
+
+    def record_to_c(self: Any, store: Any, val: Any, ptr: Any) -> None:
+        # wasmtime-py's, but each field's name is encoded once per type, not once per value,
+        # and copied to C straight into its place in the record (six names a publish).
+        fields = self.__dict__.get("_mqtt_named_fields")
+        if fields is None:
+            fields = self.__dict__["_mqtt_named_fields"] = [(name, name.encode("utf-8"), ty) for name, ty in self.fields]
+        raw = ffi.wasmtime_component_valrecord_t()
+        ffi.wasmtime_component_valrecord_new_uninit(raw, len(fields))
+        i = 0
+        try:
+            for name, encoded, ty in fields:
+                entry = raw.data[i]
+                ty.convert_to_c(store, getattr(val, name), ctypes.pointer(entry.val))
+                _BYTE_VEC_NEW(ctypes.byref(entry.name), len(encoded), encoded)
+                i += 1
+            ptr.contents.kind = ffi.WASMTIME_COMPONENT_RECORD
+            ptr.contents.of.record = raw
+        except BaseException:
+            # As wasmtime-py cleans up: the fields not filled in own nothing (their names are
+            # empty, as wasmtime makes a record's entries), and the rest is freed.
+            for j in range(i, len(fields)):
+                raw.data[j].val.kind = _BOOL_KIND
+                raw.data[j].val.of.boolean = False
+            ffi.wasmtime_component_valrecord_delete(ctypes.byref(raw))
+            raise
+
+    _types.RecordType.convert_to_c = record_to_c
 
     # Whether a variant's cases need tags to tell apart: worked out from its cases at every
     # value, and it cannot change.
