@@ -12,7 +12,8 @@ event; cProfile put most of a run there, not in MQTT. Three changes, invisible t
 - A type object's descriptions (cases, fields, element, payload, whether a variant needs
   tags) are computed once per object and kept: a type does not change.
 - A C copy of a name or a string is made with one foreign call, not through a ctypes array
-  built for each, and read back with one copy; a record is read without its field names.
+  built for each, and read back with one copy; a record's field names are encoded once per
+  type, and a record is read back without them.
 
 They are checked against wasmtime-py's own conversion in tests/test_fast_values.py. They are
 applied only to the version they were written against (`requirements-test.txt` pins it): any
