@@ -1,5 +1,5 @@
-"""The block conversion of `list<u8>` (mqtt_component/_fast_values.py) against wasmtime-py's
-own, value by value, on the `list<u8>` of the component's `socket.send`."""
+"""The conversions of mqtt_component/_fast_values.py against wasmtime-py's own, value by
+value: `list<u8>` on the component's `socket.send`, records on its `socket.open`."""
 
 import ctypes
 import random
@@ -14,14 +14,35 @@ PAYLOADS = [b"", b"\x00", bytes(range(256)), random.Random(7).randbytes(5000)]
 
 
 @pytest.fixture(scope="module")
-def bytes_list():
-    """`send`'s `data: list<u8>`, and a store to convert in."""
+def socket_param():
+    """The type of parameter `index` of the component's `socket` import `func`, and a store to
+    convert in."""
     engine = _instance.Runtime.engine()
     component = Component.from_file(engine, str(_instance.default_component()))
     socket = component.type.imports(engine)["mqtt-as:client/socket@0.1.0"].ty
-    send = socket.exports(engine)["send"].ty
-    (_, data) = send.params[1]
-    return data, Store(engine)
+    store = Store(engine)
+
+    def param(func, index):
+        (_, ty) = socket.exports(engine)[func].ty.params[index]
+        return ty, store
+
+    return param
+
+
+@pytest.fixture(scope="module")
+def bytes_list(socket_param):
+    """`send`'s `data: list<u8>`, and a store to convert in."""
+    return socket_param("send", 1)
+
+
+def record(fields):
+    """A wasmtime-py `Record` with `fields` (WIT names) set."""
+    from wasmtime.component import Record
+
+    value = Record()
+    for name, v in fields.items():
+        setattr(value, name, v)
+    return value
 
 
 def lowered(convert, ty, store, value):
@@ -66,13 +87,10 @@ def test_a_name_or_string_is_copied_to_c_whole(text):
 
 
 @pytest.fixture(scope="module")
-def tls_params():
+def tls_params(socket_param):
     """`socket.open`'s `tls-params` record (strings, options, a list of strings), and a store."""
-    engine = _instance.Runtime.engine()
-    component = Component.from_file(engine, str(_instance.default_component()))
-    socket = component.type.imports(engine)["mqtt-as:client/socket@0.1.0"].ty
-    (_, tls) = socket.exports(engine)["open"].ty.params[2]
-    return tls.payload, Store(engine)
+    tls, store = socket_param("open", 2)
+    return tls.payload, store
 
 
 @pytest.mark.parametrize(
@@ -84,12 +102,8 @@ def tls_params():
     ids=["empty", "full"],
 )
 def test_a_record_reads_back_as_wasmtime_py_reads_it(tls_params, fields):
-    from wasmtime.component import Record
-
     ty, store = tls_params
-    value = Record()
-    for name, v in fields.items():
-        setattr(value, name, v)
+    value = record(fields)
     ours, stock = type(ty).convert_from_c, _fast_values.STOCK_RECORD_FROM_C
     assert ours is not stock
     # Ours and wasmtime-py's on the same lowered record, field by field.
@@ -98,25 +112,17 @@ def test_a_record_reads_back_as_wasmtime_py_reads_it(tls_params, fields):
 
 
 def test_a_record_crosses_to_c_as_wasmtime_py_makes_it(tls_params):
-    from wasmtime.component import Record
-
     ty, store = tls_params
-    value = Record()
     fields = {"server-name": "b", "ca-file": None, "client-cert-file": "c", "client-key-file": None, "alpn": ["mqtt"]}
-    for name, v in fields.items():
-        setattr(value, name, v)
+    value = record(fields)
     ours = type(ty).convert_to_c
     assert ours is not _fast_values.STOCK_RECORD_TO_C
     assert vars(_fast_values.STOCK_RECORD_FROM_C(ty, lowered(ours, ty, store, value))) == fields
 
 
 def test_a_record_with_a_bad_field_is_refused_as_wasmtime_py_refuses_it(tls_params):
-    from wasmtime.component import Record
-
     ty, store = tls_params
-    value = Record()
-    for name, v in {"server-name": "b", "ca-file": 7, "client-cert-file": None, "client-key-file": None, "alpn": []}.items():
-        setattr(value, name, v)
+    value = record({"server-name": "b", "ca-file": 7, "client-cert-file": None, "client-key-file": None, "alpn": []})
     # The second field is not a string: both refuse it the same way, and again and again (what
     # the first field made is freed each time).
     for convert in (type(ty).convert_to_c, _fast_values.STOCK_RECORD_TO_C):
