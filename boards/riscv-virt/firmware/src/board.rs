@@ -1,0 +1,210 @@
+//! The component's imports on this board, and the calls that drive it.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use smoltcp::wire::Ipv4Address;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceAny};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+
+use crate::bindings::exports::mqtt_as::client::client::{Config, Polled, Publish};
+use crate::bindings::mqtt_as::client::{clock, log, packet_ids, socket, storage, wifi};
+use crate::bindings::MqttClient;
+use crate::engine;
+use crate::net::{Failure, Network};
+
+/// The client component, precompiled for Pulley by `build.rs`.
+static COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mqtt_client.pulley.cwasm"));
+
+/// The guest's linear memory may grow to this and no further (a `memory.grow` past it
+/// fails, which the guest reports), so that no peer can exhaust the board's RAM through it.
+const MAX_GUEST_MEMORY: usize = 16 << 20;
+
+pub struct Board {
+    pub net: Network,
+    limits: StoreLimits,
+}
+
+impl socket::Host for Board {
+    fn open(&mut self, host: String, port: u16, tls: Option<socket::TlsParams>) -> Result<u32, socket::SocketError> {
+        if tls.is_some() {
+            crate::println!("socket: TLS is not on this board yet");
+            return Err(socket::SocketError::TlsFailed);
+        }
+        let Ok(address) = host.parse::<Ipv4Address>() else {
+            crate::println!("socket: `{host}` is not an IPv4 address, and this board has no DNS");
+            return Err(socket::SocketError::DnsFailed);
+        };
+        self.net.open(address, port).map_err(socket_error)
+    }
+    fn status(&mut self, handle: u32) -> Result<socket::SocketState, socket::SocketError> {
+        match self.net.status(handle).map_err(socket_error)? {
+            true => Ok(socket::SocketState::Open),
+            false => Ok(socket::SocketState::Connecting),
+        }
+    }
+    fn send(&mut self, handle: u32, data: Vec<u8>) -> Result<u32, socket::SocketError> {
+        self.net.send(handle, &data).map_err(socket_error)
+    }
+    fn recv(&mut self, handle: u32, max: u32) -> Result<Vec<u8>, socket::SocketError> {
+        self.net.recv(handle, max).map_err(socket_error)
+    }
+    fn close(&mut self, handle: u32) {
+        self.net.close(handle)
+    }
+}
+
+fn socket_error(f: Failure) -> socket::SocketError {
+    match f {
+        Failure::Refused => socket::SocketError::Refused,
+        Failure::Reset => socket::SocketError::Reset,
+        Failure::Closed => socket::SocketError::Closed,
+        Failure::Unreachable => socket::SocketError::Unreachable,
+        Failure::BadHandle => socket::SocketError::BadHandle,
+    }
+}
+
+impl clock::Host for Board {
+    fn now_ms(&mut self) -> u64 {
+        crate::machine::now_ms()
+    }
+    fn wall_ms(&mut self) -> Option<u64> {
+        None
+    }
+}
+
+/// The board's "WiFi" is virtio-net's cable: up or down as QEMU's `set_link` leaves it.
+impl wifi::Host for Board {
+    fn state(&mut self) -> wifi::LinkState {
+        self.link()
+    }
+    fn connect(&mut self, _ssid: String, _password: String) -> Result<(), String> {
+        Ok(())
+    }
+    fn disconnect(&mut self) {}
+    fn rssi(&mut self) -> Option<i32> {
+        None
+    }
+}
+
+/// No flash yet: capacity 0, so the client keeps nothing across a power cut (as mqtt_as).
+impl storage::Host for Board {
+    fn geometry(&mut self) -> storage::Layout {
+        storage::Layout { capacity: 0, sector_size: 0, write_size: 0 }
+    }
+    fn read(&mut self, _offset: u32, _len: u32) -> Result<Vec<u8>, storage::StorageError> {
+        Err(storage::StorageError::OutOfRange)
+    }
+    fn write(&mut self, _offset: u32, _data: Vec<u8>) -> Result<(), storage::StorageError> {
+        Err(storage::StorageError::OutOfRange)
+    }
+    fn erase(&mut self, _sector: u32) -> Result<(), storage::StorageError> {
+        Err(storage::StorageError::OutOfRange)
+    }
+    fn sync(&mut self) -> Result<(), storage::StorageError> {
+        Err(storage::StorageError::OutOfRange)
+    }
+}
+
+/// Only a host that replaces a failed instance needs the ids; this one stops instead (see
+/// `Client::call`).
+impl packet_ids::Host for Board {
+    fn sent(&mut self, _publishes: Vec<packet_ids::InFlight>) {}
+    fn session(&mut self, _broker: u32) {}
+}
+
+impl log::Host for Board {
+    fn log(&mut self, level: log::Level, message: String) {
+        if !matches!(level, log::Level::Trace | log::Level::Debug) {
+            crate::println!("client: {message}");
+        }
+    }
+}
+
+impl Board {
+    pub fn link(&self) -> wifi::LinkState {
+        if self.net.link_up() {
+            wifi::LinkState::Up
+        } else {
+            wifi::LinkState::Down
+        }
+    }
+}
+
+/// One instance of the component and its client.
+pub struct Client {
+    store: Store<Board>,
+    bindings: MqttClient,
+    client: ResourceAny,
+}
+
+/// A call into the component failed: a trap, or its fuel ran out.
+pub type Trap = wasmtime::Error;
+
+impl Client {
+    pub fn new(net: Network, config: &Config) -> Result<Client, String> {
+        let engine = Engine::new(&engine::engine_config()).map_err(|e| alloc::format!("engine: {e}"))?;
+        // SAFETY: bytes that `build.rs` made with `Engine::precompile_component` under the
+        // same engine settings; wasmtime checks the header and settings before using them.
+        let component = unsafe { Component::deserialize(&engine, COMPONENT) }.map_err(|e| alloc::format!("loading the component: {e}"))?;
+        let mut linker = Linker::new(&engine);
+        MqttClient::add_to_linker::<Board, HasSelf<Board>>(&mut linker, |b| b).map_err(|e| alloc::format!("linking: {e}"))?;
+        let limits = StoreLimitsBuilder::new().memory_size(MAX_GUEST_MEMORY).build();
+        let mut store = Store::new(&engine, Board { net, limits });
+        store.limiter(|b| &mut b.limits);
+        store.set_fuel(engine::FUEL_PER_CALL).map_err(|e| alloc::format!("fuel: {e}"))?;
+        let bindings = MqttClient::instantiate(&mut store, &component, &linker).map_err(|e| alloc::format!("instantiating: {e}"))?;
+        store.set_fuel(engine::FUEL_PER_CALL).map_err(|e| alloc::format!("fuel: {e}"))?;
+        let client = bindings
+            .mqtt_as_client_client()
+            .client()
+            .call_create(&mut store, config)
+            .map_err(|e| alloc::format!("create: {e}"))?
+            .map_err(|e| alloc::format!("the config was refused: {e:?}"))?;
+        Ok(Client { store, bindings, client })
+    }
+
+    pub fn board(&mut self) -> &mut Board {
+        self.store.data_mut()
+    }
+
+    fn refuel(&mut self) -> Result<(), Trap> {
+        self.store.set_fuel(engine::FUEL_PER_CALL)
+    }
+
+    pub fn connect(&mut self) -> Result<(), String> {
+        self.refuel().map_err(|e| alloc::format!("{e}"))?;
+        let api = self.bindings.mqtt_as_client_client().client();
+        api.call_connect(&mut self.store, self.client).map_err(|e| alloc::format!("connect: {e}"))?.map_err(|e| alloc::format!("connect: {e:?}"))
+    }
+
+    pub fn subscribe(&mut self, filter: &str) -> Result<u64, String> {
+        use crate::bindings::exports::mqtt_as::client::client::{Qos, Subscription};
+        self.refuel().map_err(|e| alloc::format!("{e}"))?;
+        let api = self.bindings.mqtt_as_client_client().client();
+        let sub = Subscription { filter: filter.into(), qos: Qos::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 };
+        api.call_subscribe(&mut self.store, self.client, &[sub], None)
+            .map_err(|e| alloc::format!("subscribe: {e}"))?
+            .map_err(|e| alloc::format!("subscribe: {e:?}"))
+    }
+
+    pub fn publish(&mut self, now: u64, p: Publish) -> Result<Result<u64, String>, Trap> {
+        self.refuel()?;
+        let api = self.bindings.mqtt_as_client_client().client();
+        let mut answers = api.call_publish(&mut self.store, self.client, now, &[p])?;
+        Ok(answers.pop().map_or_else(|| Err("no answer".into()), |a| a.map_err(|e| alloc::format!("{e:?}"))))
+    }
+
+    pub fn poll(&mut self, now: u64, max_messages: u32) -> Result<Polled, Trap> {
+        self.refuel()?;
+        let link = self.store.data().link();
+        let api = self.bindings.mqtt_as_client_client().client();
+        api.call_poll(&mut self.store, self.client, now, link, max_messages)
+    }
+
+    pub fn disconnect(&mut self) -> Result<(), Trap> {
+        self.refuel()?;
+        let api = self.bindings.mqtt_as_client_client().client();
+        api.call_disconnect(&mut self.store, self.client)
+    }
+}

@@ -1,0 +1,181 @@
+//! The bare-metal RISC-V board (`firmware/`, its own Cargo workspace: it builds for
+//! `riscv64gc-unknown-none-elf`) built and run in QEMU's `virt` machine from a Linux
+//! machine: for its tests, and for anyone who wants to watch the component run with no OS.
+//!
+//! QEMU's user-mode network puts the machine it runs on at 10.0.2.2 for the board, so a
+//! broker on this machine's loopback is reachable there. QEMU's monitor (a Unix socket)
+//! turns the board's link off and on: its virtio-net reports the cable unplugged, which the
+//! component sees through its `wifi` import as mqtt_as sees WiFi go.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// The Rust target the firmware builds for.
+pub const TARGET: &str = "riscv64gc-unknown-none-elf";
+const QEMU: &str = "qemu-system-riscv64";
+
+/// Builds the firmware (release) into `target_dir` and returns its ELF file. The first build
+/// takes minutes: wasmtime for the board, and wasmtime with Cranelift for the build script,
+/// which precompiles the component for Pulley.
+pub fn build_firmware(target_dir: &Path) -> anyhow::Result<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware/Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--locked", "--target", TARGET, "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        // What an outer cargo (a test run) sets for its own build is not the firmware's.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTC_WRAPPER")
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("building the firmware failed ({status}): see cargo's output above (the target is added with `rustup target add {TARGET}`)");
+    }
+    Ok(target_dir.join(TARGET).join("release/mqtt-riscv-virt-firmware"))
+}
+
+/// The target dir the tests and the CLI build the firmware in: beside the workspace's own.
+pub fn default_target_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/riscv-virt")
+}
+
+/// A board running in QEMU; killed on drop.
+pub struct Board {
+    child: Child,
+    monitor: UnixStream,
+    console: Arc<(Mutex<String>, Condvar)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Board {
+    /// Boots `firmware` with `bootargs` (the firmware's `key=value` settings). With `echo`,
+    /// the console is also copied to stdout as it comes.
+    pub fn start(firmware: &Path, bootargs: &str, echo: bool) -> anyhow::Result<Board> {
+        let dir = tempfile::Builder::new().prefix("riscv-virt-").tempdir()?;
+        let socket = dir.path().join("monitor");
+        let mut child = Command::new(QEMU)
+            .args(["-machine", "virt", "-bios", "none", "-m", "256M", "-smp", "1", "-display", "none", "-serial", "stdio"])
+            .arg("-kernel")
+            .arg(firmware)
+            .args(["-append", bootargs])
+            .args(["-device", "virtio-net-device,netdev=net0", "-netdev", "user,id=net0"])
+            .arg("-monitor")
+            .arg(format!("unix:{},server,nowait", socket.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {QEMU}: install it with `apt-get install qemu-system-misc`"))?;
+        let stdout = child.stdout.take().expect("piped");
+        let console = Arc::new((Mutex::new(String::new()), Condvar::new()));
+        let sink = console.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if echo {
+                    println!("{line}");
+                }
+                let (text, changed) = &*sink;
+                let mut text = text.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+                changed.notify_all();
+            }
+        });
+        let monitor = connect_monitor(&socket, &mut child)?;
+        let mut board = Board { child, monitor, console, _dir: dir };
+        board.read_prompt()?;
+        Ok(board)
+    }
+
+    /// Plugs the board's cable in (`true`) or pulls it out.
+    pub fn set_link(&mut self, up: bool) -> anyhow::Result<()> {
+        writeln!(self.monitor, "set_link net0 {}", if up { "on" } else { "off" })?;
+        self.read_prompt()
+    }
+
+    /// Waits for the monitor's next prompt: the command before it has been carried out.
+    fn read_prompt(&mut self) -> anyhow::Result<()> {
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while !seen.ends_with(b"(qemu) ") {
+            if self.monitor.read(&mut byte)? == 0 {
+                bail!("QEMU's monitor closed");
+            }
+            seen.push(byte[0]);
+        }
+        Ok(())
+    }
+
+    /// What the board has printed so far.
+    pub fn console(&self) -> String {
+        self.console.0.lock().unwrap().clone()
+    }
+
+    /// Waits until the console shows `text`, for at most `limit`.
+    pub fn wait_for(&self, text: &str, limit: Duration) -> anyhow::Result<()> {
+        let (console, changed) = &*self.console;
+        let end = Instant::now() + limit;
+        let mut seen = console.lock().unwrap();
+        while !seen.contains(text) {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!("no `{text}` on the board's console within {limit:?}; it printed:\n{seen}");
+            }
+            seen = changed.wait_timeout(seen, left).unwrap().0;
+        }
+        Ok(())
+    }
+
+    /// Waits for the board to end the emulation (for at most `limit`, then kills it) and
+    /// returns how it ended and everything it printed.
+    pub fn wait(mut self, limit: Duration) -> anyhow::Result<(ExitStatus, String)> {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                // The console reader finishes with the pipe; give it a moment to.
+                std::thread::sleep(Duration::from_millis(100));
+                return Ok((status, self.console()));
+            }
+            if Instant::now() > end {
+                bail!("the board ran past {limit:?}; it printed:\n{}", self.console());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// QEMU makes the monitor's socket as it starts: tried until it is there, or QEMU is gone.
+fn connect_monitor(socket: &Path, child: &mut Child) -> anyhow::Result<UnixStream> {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match UnixStream::connect(socket) {
+            Ok(s) => return Ok(s),
+            Err(_) if Instant::now() < end => {
+                if let Some(status) = child.try_wait()? {
+                    bail!("{QEMU} exited at start ({status})");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e).context("connecting to QEMU's monitor"),
+        }
+    }
+}
