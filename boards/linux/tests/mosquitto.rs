@@ -17,21 +17,10 @@ fn start_broker() -> Mosquitto {
     Mosquitto::start(SETTINGS).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A `mosquitto_sub` observer that cannot miss what is published once this returns, however
-/// loaded the machine: a first run with `-c -E` makes a persistent session holding the
-/// subscription and exits once Mosquitto acknowledged it (QoS 1 messages then queue for
-/// it); the second resumes that session and prints `count` messages (or gives up after
-/// `wait_s`). A sleep before publishing was not enough when tests run side by side.
+/// A `mosquitto_sub` that has subscribed (see `mosquitto_launcher::observer`) and prints
+/// `count` messages or gives up after `wait_s`.
 fn observer(port: u16, topic: &str, count: u32, wait_s: u32) -> Child {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let id = format!("observer-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    let port = port.to_string();
-    let base = ["-h", "127.0.0.1", "-p", port.as_str(), "-t", topic, "-q", "1", "-c", "-i", id.as_str()];
-    let subscribed =
-        Command::new("mosquitto_sub").args(base).arg("-E").status().expect("mosquitto_sub (mosquitto-clients) must be installed; .ci/run installs it");
-    assert!(subscribed.success(), "mosquitto_sub -E failed");
-    Command::new("mosquitto_sub").args(base).args(["-C", &count.to_string(), "-W", &wait_s.to_string()]).stdout(Stdio::piped()).spawn().unwrap()
+    mosquitto_launcher::observer(port, topic, count, wait_s, &[]).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn cfg(port: u16, id: &str, v5: bool) -> Config {

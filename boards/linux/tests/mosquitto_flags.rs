@@ -20,16 +20,10 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A `mosquitto_sub -v` that has subscribed (a persistent session made first, see
-/// `mosquitto.rs`) and prints `count` messages or gives up after `wait_s`.
+/// A `mosquitto_sub` that has subscribed (see `mosquitto_launcher::observer`) and prints
+/// `count` messages or gives up after `wait_s`.
 fn watch(port: u16, topic: &str, count: u32, wait_s: u32, extra: &[&str]) -> Child {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let id = format!("flags-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    let port = port.to_string();
-    let base = ["-h", "127.0.0.1", "-p", port.as_str(), "-t", topic, "-q", "1", "-c", "-i", id.as_str()];
-    assert!(Command::new("mosquitto_sub").args(base).arg("-E").status().expect("mosquitto_sub is installed (.ci/test installs it)").success());
-    Command::new("mosquitto_sub").args(base).args(["-C", &count.to_string(), "-W", &wait_s.to_string()]).args(extra).stdout(Stdio::piped()).spawn().unwrap()
+    mosquitto_launcher::observer(port, topic, count, wait_s, extra).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn lines(child: Child) -> Vec<String> {

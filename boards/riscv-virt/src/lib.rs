@@ -51,7 +51,56 @@ pub fn default_target_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/riscv-virt")
 }
 
-/// A board running in QEMU; killed on drop.
+/// How to boot a board.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// The firmware's `key=value` settings (`port=1883 count=10 …`).
+    pub bootargs: String,
+    /// A file for the flash bank the store lives in (see [`erased_flash`]); the same file
+    /// in the next boot is what survives a power cut. None: a bank of QEMU's memory only.
+    pub flash: Option<PathBuf>,
+    /// Start with the cable pulled: the board boots with its link down.
+    pub link_down: bool,
+    /// Copy the console to stdout as it comes.
+    pub echo: bool,
+}
+
+/// QEMU's flash banks on `virt` are 32 MiB, and a file behind one must be exactly that.
+pub const FLASH_BANK: u64 = 32 << 20;
+
+/// What starts a flash image: given a file for bank 0, QEMU's reset vector jumps to the
+/// bank instead of RAM (as a microcontroller starts from its flash), so the bank begins with
+/// the jump to the firmware QEMU loaded at 0x8000_0000, leaving `a0` and `a1` (the hart id and
+/// the device tree) as they are. `li t0, 1; slli t0, t0, 31; jr t0`: the address built by a
+/// shift because `lui` would sign-extend it on RV64. The store lives past this first block.
+const BOOT_STUB: [u32; 3] = [0x0010_0293, 0x01f2_9293, 0x0002_8067];
+
+/// Makes `path` a fresh flash image for [`Launch::flash`]: the boot stub, then erased flash
+/// (every byte 0xff).
+pub fn erased_flash(path: &Path) -> std::io::Result<()> {
+    let mut image = vec![0xff; FLASH_BANK as usize];
+    for (i, word) in BOOT_STUB.iter().enumerate() {
+        image[i * 4..i * 4 + 4].copy_from_slice(&word.to_le_bytes());
+    }
+    std::fs::write(path, image)
+}
+
+/// Refuses a file that is not a flash image [`erased_flash`] made: QEMU would jump into it.
+fn check_flash(path: &Path) -> anyhow::Result<()> {
+    let mut start = [0u8; 12];
+    let mut file = std::fs::File::open(path).with_context(|| format!("the flash file {}", path.display()))?;
+    let len = file.metadata()?.len();
+    if len != FLASH_BANK {
+        bail!("the flash file {} is {len} bytes; a bank is {FLASH_BANK}", path.display());
+    }
+    file.read_exact(&mut start)?;
+    if start.chunks_exact(4).zip(BOOT_STUB).any(|(b, w)| b != w.to_le_bytes()) {
+        bail!("{} is not a flash image of this board (it does not start with the boot stub)", path.display());
+    }
+    Ok(())
+}
+
+/// A board running in QEMU; killed on drop (a power cut: nothing is flushed or said).
 pub struct Board {
     child: Child,
     monitor: UnixStream,
@@ -60,19 +109,28 @@ pub struct Board {
 }
 
 impl Board {
-    /// Boots `firmware` with `bootargs` (the firmware's `key=value` settings). With `echo`,
-    /// the console is also copied to stdout as it comes.
-    pub fn start(firmware: &Path, bootargs: &str, echo: bool) -> anyhow::Result<Board> {
+    /// Boots `firmware` as `launch` says.
+    pub fn start(firmware: &Path, launch: &Launch) -> anyhow::Result<Board> {
         let dir = tempfile::Builder::new().prefix("riscv-virt-").tempdir()?;
         let socket = dir.path().join("monitor");
-        let mut child = Command::new(QEMU)
-            .args(["-machine", "virt", "-bios", "none", "-m", "256M", "-smp", "1", "-display", "none", "-serial", "stdio"])
+        let mut qemu = Command::new(QEMU);
+        qemu.args(["-machine", "virt", "-bios", "none", "-m", "256M", "-smp", "1", "-display", "none", "-serial", "stdio"])
             .arg("-kernel")
             .arg(firmware)
-            .args(["-append", bootargs])
+            .args(["-append", &launch.bootargs])
             .args(["-device", "virtio-net-device,netdev=net0", "-netdev", "user,id=net0"])
             .arg("-monitor")
-            .arg(format!("unix:{},server,nowait", socket.display()))
+            .arg(format!("unix:{},server,nowait", socket.display()));
+        if let Some(flash) = &launch.flash {
+            check_flash(flash)?;
+            qemu.arg("-drive").arg(format!("if=pflash,unit=0,format=raw,file={}", flash.display()));
+        }
+        if launch.link_down {
+            // Frozen until the cable is out (`-S`), so not one frame leaves before.
+            qemu.arg("-S");
+        }
+        let echo = launch.echo;
+        let mut child = qemu
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -96,6 +154,11 @@ impl Board {
         let monitor = connect_monitor(&socket, &mut child)?;
         let mut board = Board { child, monitor, console, _dir: dir };
         board.read_prompt()?;
+        if launch.link_down {
+            board.set_link(false)?;
+            writeln!(board.monitor, "cont")?;
+            board.read_prompt()?;
+        }
         Ok(board)
     }
 

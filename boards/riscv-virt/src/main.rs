@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use mqtt_riscv_virt::{build_firmware, default_target_dir, Board};
+use mqtt_riscv_virt::{build_firmware, default_target_dir, erased_flash, Board, Launch};
 
 #[derive(Parser)]
 #[command(about = "Run the MQTT client component on a bare-metal RISC-V board in QEMU")]
@@ -33,6 +33,10 @@ struct Args {
     /// ...and plug it back in after this long.
     #[arg(long, value_parser = humantime::parse_duration, requires = "outage_after")]
     outage_for: Option<Duration>,
+    /// Keep accepted publishes in this flash file until acknowledged (made, erased, if
+    /// missing): what a run killed before then left is sent by the next run on the file.
+    #[arg(long)]
+    store: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -48,15 +52,21 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let firmware = build_firmware(&default_target_dir())?;
     let bootargs = format!(
-        "port={} count={} interval-ms={} client-id={} topic={} limit-s={}",
+        "port={} count={} interval-ms={} client-id={} topic={} limit-s={} store={}",
         args.port,
         args.count,
         args.interval.as_millis(),
         args.client_id,
         args.topic,
-        args.limit.as_secs().max(1)
+        args.limit.as_secs().max(1),
+        if args.store.is_some() { "on" } else { "off" }
     );
-    let mut board = Board::start(&firmware, &bootargs, true)?;
+    if let Some(file) = &args.store
+        && !file.exists()
+    {
+        erased_flash(file)?;
+    }
+    let mut board = Board::start(&firmware, &Launch { bootargs, flash: args.store.clone(), link_down: false, echo: true })?;
     if let (Some(after), Some(length)) = (args.outage_after, args.outage_for) {
         board.wait_for("up (session present", Duration::from_secs(30))?;
         std::thread::sleep(after);

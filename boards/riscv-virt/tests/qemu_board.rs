@@ -5,12 +5,12 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use mosquitto_launcher::Mosquitto;
-use mqtt_riscv_virt::{build_firmware, default_target_dir, Board};
+use mqtt_riscv_virt::{build_firmware, default_target_dir, erased_flash, Board, Launch};
 
 /// Built once for all the tests of this file.
 fn firmware() -> PathBuf {
@@ -18,17 +18,14 @@ fn firmware() -> PathBuf {
     FIRMWARE.get_or_init(|| build_firmware(&default_target_dir()).expect("building the firmware")).clone()
 }
 
-/// `mosquitto_sub` on `topic` at QoS 1 until it has `count` messages.
+fn boot(bootargs: String) -> Board {
+    Board::start(&firmware(), &Launch { bootargs, ..Launch::default() }).unwrap()
+}
+
+/// A `mosquitto_sub` at the broker, subscribed before this returns, until it has `count`
+/// messages.
 fn witness(broker: &Mosquitto, topic: &str, count: u32) -> Child {
-    let child = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", topic, "-q", "1", "-C", &count.to_string(), "-W", "90"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting mosquitto_sub (apt-get install mosquitto-clients)");
-    // Subscribed before the board publishes: mosquitto_sub says nothing when it is, so give
-    // it the time a local subscribe takes, many times over.
-    std::thread::sleep(Duration::from_millis(300));
-    child
+    mosquitto_launcher::observer(broker.port, topic, count, 90, &[]).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn witnessed(child: Child) -> BTreeSet<u32> {
@@ -42,7 +39,7 @@ fn every_qos1_message_is_acknowledged_and_comes_back_through_a_real_mosquitto() 
     let topic = "riscv-virt/plain";
     let sub = witness(&broker, topic, 20);
     let bootargs = format!("port={} count=20 interval-ms=20 client-id=plain topic={topic} limit-s=60", broker.port);
-    let board = Board::start(&firmware(), &bootargs, false).unwrap();
+    let board = boot(bootargs);
     let (status, console) = board.wait(Duration::from_secs(90)).unwrap();
     assert!(status.success(), "{console}");
     assert!(console.contains("DONE published=20 acknowledged=20 received=20 duplicates=0"), "{console}");
@@ -55,7 +52,7 @@ fn a_link_outage_mid_run_loses_nothing() {
     let topic = "riscv-virt/outage";
     let sub = witness(&broker, topic, 100);
     let bootargs = format!("port={} count=100 interval-ms=50 client-id=outage topic={topic} limit-s=60", broker.port);
-    let mut board = Board::start(&firmware(), &bootargs, false).unwrap();
+    let mut board = boot(bootargs);
     board.wait_for("up (session present: false)", Duration::from_secs(30)).unwrap();
     // A second in: publishing, with messages on their way both ways.
     std::thread::sleep(Duration::from_secs(1));
@@ -77,7 +74,7 @@ fn no_broker_fails_within_the_limit_saying_how_far_it_got() {
     // A port nothing listens on: the client keeps trying (refused, backing off) and holds the
     // message; the board gives up at its limit and says so.
     let port = mosquitto_launcher::free_port().unwrap();
-    let board = Board::start(&firmware(), &format!("port={port} count=1 limit-s=3"), false).unwrap();
+    let board = boot(format!("port={port} count=1 limit-s=3"));
     let (status, console) = board.wait(Duration::from_secs(60)).unwrap();
     assert_eq!(status.code(), Some(1), "{console}");
     assert!(console.contains("FAILED: gave up after 3 s: 1 published, 0 acknowledged, 0 of 1 received"), "{console}");
@@ -85,8 +82,34 @@ fn no_broker_fails_within_the_limit_saying_how_far_it_got() {
 
 #[test]
 fn a_bad_boot_setting_is_refused_naming_it() {
-    let board = Board::start(&firmware(), "port=1883 count=lots", false).unwrap();
+    let board = boot("port=1883 count=lots".into());
     let (status, console) = board.wait(Duration::from_secs(30)).unwrap();
     assert_eq!(status.code(), Some(1), "{console}");
     assert!(console.contains("FAILED: count: `lots` is not a count"), "{console}");
+}
+
+#[test]
+fn what_was_accepted_before_a_power_cut_is_delivered_by_the_next_boot() {
+    let broker = Mosquitto::start("").unwrap();
+    let topic = "riscv-virt/power-cut";
+    let dir = tempfile::tempdir().unwrap();
+    let flash = dir.path().join("flash.img");
+    erased_flash(&flash).unwrap();
+    let sub = witness(&broker, topic, 30);
+    // First life: the cable out from the start, so every publish is accepted (kept in flash)
+    // and none can leave; then the power goes (QEMU killed: nothing flushed, nothing said).
+    let first = format!("port={} count=30 interval-ms=10 client-id=power-cut topic={topic} store=on limit-s=60", broker.port);
+    let board = Board::start(&firmware(), &Launch { bootargs: first, flash: Some(flash.clone()), link_down: true, echo: false }).unwrap();
+    board.wait_for("published 30, every one accepted", Duration::from_secs(30)).unwrap();
+    let console = board.console();
+    drop(board);
+    assert!(!console.contains("up (session"), "the first life never reached the broker:\n{console}");
+    // Second life on the same flash, cable in, nothing new to publish: what the first
+    // accepted goes out and is acknowledged.
+    let second = format!("port={} count=0 client-id=power-cut topic={topic} store=on limit-s=60", broker.port);
+    let board = Board::start(&firmware(), &Launch { bootargs: second, flash: Some(flash), link_down: false, echo: false }).unwrap();
+    let (status, console) = board.wait(Duration::from_secs(90)).unwrap();
+    assert!(status.success(), "{console}");
+    assert!(console.contains("restored=30"), "{console}");
+    assert_eq!(witnessed(sub), (0..30).collect(), "what the broker delivered to another subscriber");
 }

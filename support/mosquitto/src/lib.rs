@@ -81,6 +81,26 @@ pub fn tls_certs(dir: &Path, name: &str) -> std::io::Result<TlsCerts> {
     Ok(certs)
 }
 
+/// A `mosquitto_sub` at QoS 1 on `topic` that cannot miss what is published once this
+/// returns, however loaded the machine: a first run with `-c -E` makes a persistent session
+/// holding the subscription and exits once Mosquitto acknowledged it (QoS 1 messages then
+/// queue for it); the second resumes that session, with `extra` flags, and prints `count`
+/// messages on its stdout (piped) or gives up after `wait_s`. A sleep before publishing was
+/// not enough when tests run side by side.
+pub fn observer(port: u16, topic: &str, count: u32, wait_s: u32, extra: &[&str]) -> std::io::Result<Child> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let id = format!("observer-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let port = port.to_string();
+    let base = ["-h", "127.0.0.1", "-p", port.as_str(), "-t", topic, "-q", "1", "-c", "-i", id.as_str()];
+    let missing = |e: std::io::Error| std::io::Error::new(e.kind(), format!("mosquitto_sub: {e}: install it with `apt-get install mosquitto-clients`"));
+    let subscribed = Command::new("mosquitto_sub").args(base).arg("-E").status().map_err(missing)?;
+    if !subscribed.success() {
+        return Err(std::io::Error::other(format!("mosquitto_sub -E (subscribing to {topic}) failed: {subscribed}")));
+    }
+    Command::new("mosquitto_sub").args(base).args(["-C", &count.to_string(), "-W", &wait_s.to_string()]).args(extra).stdout(Stdio::piped()).spawn()
+}
+
 /// A free loopback port (the OS picks it; Mosquitto binds it a moment later).
 pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

@@ -13,6 +13,8 @@ pub struct Args {
     pub interval_ms: u64,
     /// Give up (and fail) after this long.
     pub limit_ms: u64,
+    /// Keep accepted QoS 1 publishes in the flash bank (`store=on`) until acknowledged.
+    pub store: bool,
 }
 
 impl Args {
@@ -25,6 +27,7 @@ impl Args {
             count: 10,
             interval_ms: 100,
             limit_ms: 60_000,
+            store: false,
         };
         for word in bootargs.split_whitespace() {
             let (key, value) = word.split_once('=').ok_or_else(|| alloc::format!("`{word}`: expected key=value"))?;
@@ -37,7 +40,14 @@ impl Args {
                 "count" => args.count = u32::try_from(number("a count")?).map_err(|_| alloc::format!("count: {value} is too large"))?,
                 "interval-ms" => args.interval_ms = number("milliseconds")?,
                 "limit-s" => args.limit_ms = number("seconds")?.saturating_mul(1000),
-                _ => return Err(alloc::format!("unknown setting `{key}` (broker, port, client-id, topic, count, interval-ms, limit-s)")),
+                "store" => {
+                    args.store = match value {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(alloc::format!("store: `{value}` is not on or off")),
+                    }
+                }
+                _ => return Err(alloc::format!("unknown setting `{key}` (broker, port, client-id, topic, count, interval-ms, limit-s, store)")),
             }
         }
         Ok(args)

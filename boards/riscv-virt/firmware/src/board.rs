@@ -3,6 +3,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use mqtt_protocol::store::{Flash, FlashError};
 use smoltcp::wire::Ipv4Address;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceAny};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
@@ -11,6 +12,7 @@ use crate::bindings::exports::mqtt_as::client::client::{Config, Polled, Publish}
 use crate::bindings::mqtt_as::client::{clock, log, packet_ids, socket, storage, wifi};
 use crate::bindings::MqttClient;
 use crate::engine;
+use crate::flash::CfiFlash;
 use crate::net::{Failure, Network};
 
 /// The client component, precompiled for Pulley by `build.rs`.
@@ -22,6 +24,7 @@ const MAX_GUEST_MEMORY: usize = 16 << 20;
 
 pub struct Board {
     pub net: Network,
+    flash: Option<CfiFlash>,
     limits: StoreLimits,
 }
 
@@ -87,22 +90,31 @@ impl wifi::Host for Board {
     }
 }
 
-/// No flash yet: capacity 0, so the client keeps nothing across a power cut (as mqtt_as).
+fn storage_error(e: FlashError) -> storage::StorageError {
+    match e {
+        FlashError::OutOfRange => storage::StorageError::OutOfRange,
+        FlashError::Io => storage::StorageError::Io,
+    }
+}
+
+/// The CFI flash bank when the board was told to keep a store (`store=on`); otherwise
+/// capacity 0, and the client keeps nothing across a power cut (as mqtt_as).
 impl storage::Host for Board {
     fn geometry(&mut self) -> storage::Layout {
-        storage::Layout { capacity: 0, sector_size: 0, write_size: 0 }
+        let g = self.flash.as_ref().map(|f| f.geometry()).unwrap_or_default();
+        storage::Layout { capacity: g.capacity, sector_size: g.sector_size, write_size: g.write_size }
     }
-    fn read(&mut self, _offset: u32, _len: u32) -> Result<Vec<u8>, storage::StorageError> {
-        Err(storage::StorageError::OutOfRange)
+    fn read(&mut self, offset: u32, len: u32) -> Result<Vec<u8>, storage::StorageError> {
+        self.flash.as_mut().ok_or(storage::StorageError::OutOfRange)?.read(offset, len).map_err(storage_error)
     }
-    fn write(&mut self, _offset: u32, _data: Vec<u8>) -> Result<(), storage::StorageError> {
-        Err(storage::StorageError::OutOfRange)
+    fn write(&mut self, offset: u32, data: Vec<u8>) -> Result<(), storage::StorageError> {
+        self.flash.as_mut().ok_or(storage::StorageError::OutOfRange)?.write(offset, &data).map_err(storage_error)
     }
-    fn erase(&mut self, _sector: u32) -> Result<(), storage::StorageError> {
-        Err(storage::StorageError::OutOfRange)
+    fn erase(&mut self, sector: u32) -> Result<(), storage::StorageError> {
+        self.flash.as_mut().ok_or(storage::StorageError::OutOfRange)?.erase(sector).map_err(storage_error)
     }
     fn sync(&mut self) -> Result<(), storage::StorageError> {
-        Err(storage::StorageError::OutOfRange)
+        self.flash.as_mut().ok_or(storage::StorageError::OutOfRange)?.sync().map_err(storage_error)
     }
 }
 
@@ -142,7 +154,7 @@ pub struct Client {
 pub type Trap = wasmtime::Error;
 
 impl Client {
-    pub fn new(net: Network, config: &Config) -> Result<Client, String> {
+    pub fn new(net: Network, flash: Option<CfiFlash>, config: &Config) -> Result<Client, String> {
         let engine = Engine::new(&engine::engine_config()).map_err(|e| alloc::format!("engine: {e}"))?;
         // SAFETY: bytes that `build.rs` made with `Engine::precompile_component` under the
         // same engine settings; wasmtime checks the header and settings before using them.
@@ -150,7 +162,7 @@ impl Client {
         let mut linker = Linker::new(&engine);
         MqttClient::add_to_linker::<Board, HasSelf<Board>>(&mut linker, |b| b).map_err(|e| alloc::format!("linking: {e}"))?;
         let limits = StoreLimitsBuilder::new().memory_size(MAX_GUEST_MEMORY).build();
-        let mut store = Store::new(&engine, Board { net, limits });
+        let mut store = Store::new(&engine, Board { net, flash, limits });
         store.limiter(|b| &mut b.limits);
         store.set_fuel(engine::FUEL_PER_CALL).map_err(|e| alloc::format!("fuel: {e}"))?;
         let bindings = MqttClient::instantiate(&mut store, &component, &linker).map_err(|e| alloc::format!("instantiating: {e}"))?;
@@ -200,6 +212,12 @@ impl Client {
         let link = self.store.data().link();
         let api = self.bindings.mqtt_as_client_client().client();
         api.call_poll(&mut self.store, self.client, now, link, max_messages)
+    }
+
+    pub fn stats(&mut self) -> Result<crate::bindings::exports::mqtt_as::client::client::Stats, Trap> {
+        self.refuel()?;
+        let api = self.bindings.mqtt_as_client_client().client();
+        api.call_stats(&mut self.store, self.client)
     }
 
     pub fn disconnect(&mut self) -> Result<(), Trap> {

@@ -16,6 +16,7 @@ extern crate alloc;
 mod args;
 mod board;
 mod engine;
+mod flash;
 mod heap;
 mod machine;
 mod net;
@@ -67,7 +68,8 @@ fn run(dtb: usize) -> Result<(), String> {
     println!("riscv-virt: broker {}:{}, {} messages to {} every {} ms", args.broker, args.port, args.count, args.topic, args.interval_ms);
     let net = net::Network::start()?;
     let started = machine::now_ms();
-    let mut client = board::Client::new(net, &config(&args))?;
+    let flash = args.store.then_some(flash::CfiFlash);
+    let mut client = board::Client::new(net, flash, &config(&args))?;
     let (in_use, _) = HEAP.usage();
     println!("component loaded and created in {} ms; heap in use {} KiB", machine::now_ms() - started, in_use / 1024);
     client.connect()?;
@@ -101,11 +103,13 @@ struct Demo {
     acknowledged: u32,
     received: BTreeSet<u32>,
     duplicates: u32,
+    /// Completions of publishes an earlier life of the board kept in flash.
+    restored: u32,
 }
 
 impl Demo {
     fn new(args: args::Args) -> Demo {
-        Demo { args, published: 0, tokens: BTreeSet::new(), acknowledged: 0, received: BTreeSet::new(), duplicates: 0 }
+        Demo { args, published: 0, tokens: BTreeSet::new(), acknowledged: 0, received: BTreeSet::new(), duplicates: 0, restored: 0 }
     }
 
     fn done(&self) -> bool {
@@ -145,6 +149,9 @@ impl Demo {
                     Ok(token) => {
                         self.tokens.insert(token);
                         self.published += 1;
+                        if self.published == self.args.count {
+                            println!("published {}, every one accepted", self.published);
+                        }
                         next_publish = now + self.args.interval_ms;
                         due = true;
                     }
@@ -164,13 +171,15 @@ impl Demo {
                 self.event(e)?;
             }
             client.board().net.poll();
-            if self.done() {
+            // Done with this life's messages, and nothing left of an earlier one's.
+            if self.done() && client.stats().map_err(trapped).map(|s| s.inflight == 0 && s.queued == 0)? {
                 println!(
-                    "DONE published={} acknowledged={} received={} duplicates={} in {} ms",
+                    "DONE published={} acknowledged={} received={} duplicates={} restored={} in {} ms",
                     self.published,
                     self.acknowledged,
                     self.received.len(),
                     self.duplicates,
+                    self.restored,
                     machine::now_ms() - start
                 );
                 let (in_use, peak) = HEAP.usage();
@@ -203,6 +212,8 @@ impl Demo {
             Event::Published(token) => {
                 if self.tokens.remove(&token) {
                     self.acknowledged += 1;
+                } else {
+                    self.restored += 1;
                 }
             }
             Event::PublishFailed((token, reason)) => return Err(alloc::format!("publish {token} failed: reason {reason:#04x}")),
