@@ -9,8 +9,9 @@
 use core::fmt;
 
 const UART0: usize = 0x1000_0000;
-/// The CLINT's `mtime`, counting at 10 MHz on `virt`.
+/// The CLINT's `mtime`, counting at 10 MHz on `virt`, and hart 0's `mtimecmp`.
 const MTIME: usize = 0x0200_bff8;
+const MTIMECMP: usize = 0x0200_4000;
 const MTIME_HZ: u64 = 10_000_000;
 /// SiFive's test finisher: a write ends QEMU with an exit status.
 const FINISHER: usize = 0x0010_0000;
@@ -49,6 +50,31 @@ pub fn now_ms() -> u64 {
     // SAFETY: the CLINT's 64-bit `mtime`, read in one access on RV64.
     let ticks = unsafe { core::ptr::read_volatile(MTIME as *const u64) };
     ticks / (MTIME_HZ / 1000)
+}
+
+/// Lets the hart sleep (`wfi`) until `ms` on the timer, but not beyond the next
+/// millisecond: the NIC raises no interrupt here, so frames are looked for at least that
+/// often. Where the firmware would otherwise spin, this keeps the core (and QEMU's host
+/// thread) idle, as a battery-powered board must be.
+pub fn idle_until(ms: u64) {
+    let tick = MTIME_HZ / 1000;
+    // SAFETY: the CLINT's registers for hart 0. The timer interrupt is enabled in `mie` only
+    // to end the `wfi`: with `mstatus.MIE` clear it is never taken, so no handler runs.
+    unsafe {
+        let now = core::ptr::read_volatile(MTIME as *const u64);
+        let until = ms.saturating_mul(tick).min(now + tick);
+        if until <= now {
+            return;
+        }
+        riscv::interrupt::machine::disable();
+        riscv::register::mie::set_mtimer();
+        core::ptr::write_volatile(MTIMECMP as *mut u64, until);
+        while core::ptr::read_volatile(MTIME as *const u64) < until {
+            riscv::asm::wfi();
+        }
+        // Pending no more.
+        core::ptr::write_volatile(MTIMECMP as *mut u64, u64::MAX);
+    }
 }
 
 /// Ends the emulation: status 0 for success, anything else for failure.

@@ -163,6 +163,11 @@ impl Demo {
                 }
             }
             if !due {
+                let mut wake = deadline.unwrap_or(u64::MAX).min(give_up);
+                if self.published < self.args.count {
+                    wake = wake.min(next_publish);
+                }
+                machine::idle_until(wake);
                 continue;
             }
             let polled = client.poll(now, 64).map_err(trapped)?;
