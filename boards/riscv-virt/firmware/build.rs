@@ -23,6 +23,8 @@ fn main() {
     println!("cargo:rustc-link-arg=-Tlink.x");
     println!("cargo:rerun-if-changed=memory.x");
 
+    config_keys(&manifest.join("../../../hosts/config_keys.json"), &out.join("config_keys.rs"));
+
     let wasm_path = manifest.join("../../../host/component/mqtt_client.wasm");
     println!("cargo:rerun-if-changed={}", wasm_path.display());
     println!("cargo:rerun-if-changed=src/engine.rs");
@@ -31,4 +33,43 @@ fn main() {
     let engine = wasmtime::Engine::new(&config).expect("an engine for Pulley");
     let compiled = engine.precompile_component(&wasm).expect("precompiling the component for Pulley");
     std::fs::write(out.join("mqtt_client.pulley.cwasm"), compiled).expect("writing to OUT_DIR");
+}
+
+/// Writes `set_key`, which sets a config key by its name or an alias from a boot setting's
+/// text, from the core's key list (`hosts/config_keys.json`, which a host test makes from
+/// the core and keeps current): the Python and Node hosts read the same list, so a key has
+/// the same names on every host, and a key added to the core reaches this board's settings
+/// with no edit here.
+fn config_keys(json: &std::path::Path, out: &std::path::Path) {
+    println!("cargo:rerun-if-changed={}", json.display());
+    let text = std::fs::read_to_string(json).unwrap_or_else(|e| panic!("reading {}: {e}", json.display()));
+    let list: serde_json::Value = serde_json::from_str(&text).expect("hosts/config_keys.json is JSON");
+    let mut arms = String::new();
+    let mut names = Vec::new();
+    let mut fields = Vec::new();
+    for key in list["keys"].as_array().expect("a `keys` list") {
+        let field = key["field"].as_str().expect("a field");
+        let name = key["name"].as_str().expect("a name");
+        let ty = key["type"].as_str().expect("a type");
+        let mut patterns = vec![format!("{name:?}")];
+        for alias in key["aliases"].as_array().expect("aliases") {
+            patterns.push(format!("{:?}", alias.as_str().expect("an alias")));
+        }
+        names.push(name.to_string());
+        fields.push((field.to_string(), name.to_string()));
+        arms.push_str(&format!(
+            "        {} => config.{field} = <{ty} as FromWord>::from_word(value).map_err(|why| alloc::format!(\"{name}: {{why}}\"))?,\n",
+            patterns.join(" | ")
+        ));
+    }
+    let code = format!(
+        "/// Sets the config key `key` (a name or an alias of `hosts/config_keys.json`) from `value`;\n\
+         /// `Ok(false)` if no key has that name.\n\
+         pub fn set_key(config: &mut Config, key: &str, value: &str) -> Result<bool, String> {{\n    match key {{\n{arms}        _ => return Ok(false),\n    }}\n    Ok(true)\n}}\n\n\
+         /// Every key's name, for an error that lists them.\n\
+         pub const KEYS: &[&str] = &{names:?};\n\n\
+         /// Each key's field in the config record, and its name in the schema.\n\
+         pub const FIELD_NAMES: &[(&str, &str)] = &{fields:?};\n"
+    );
+    std::fs::write(out, code).expect("writing to OUT_DIR");
 }

@@ -153,13 +153,32 @@ impl Board {
         });
         let monitor = connect_monitor(&socket, &mut child)?;
         let mut board = Board { child, monitor, console, _dir: dir };
-        board.read_prompt()?;
+        if let Err(e) = board.read_prompt() {
+            // A board that ends at once (a bad setting) takes QEMU and its monitor with it:
+            // that is its result, for `wait`, not a failure to start.
+            if !board.ends_within(Duration::from_secs(2))? {
+                return Err(e);
+            }
+            return Ok(board);
+        }
         if launch.link_down {
             board.set_link(false)?;
             writeln!(board.monitor, "cont")?;
             board.read_prompt()?;
         }
         Ok(board)
+    }
+
+    /// Whether QEMU exits within `limit`.
+    fn ends_within(&mut self, limit: Duration) -> anyhow::Result<bool> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if self.child.try_wait()?.is_some() {
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(false)
     }
 
     /// Plugs the board's cable in (`true`) or pulls it out.

@@ -37,6 +37,11 @@ struct Args {
     /// missing): what a run killed before then left is sent by the next run on the file.
     #[arg(long)]
     store: Option<std::path::PathBuf>,
+    /// Any of the client's config keys, by the names every host uses (`keepalive_s=10`,
+    /// `mqttv5=true`, `max_inflight=4`: see hosts/config_keys.json); repeatable. No spaces in
+    /// a value.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -51,8 +56,8 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let firmware = build_firmware(&default_target_dir())?;
-    let bootargs = format!(
-        "port={} count={} interval-ms={} client-id={} topic={} limit-s={} store={}",
+    let mut bootargs = format!(
+        "port={} count={} interval-ms={} client_id={} topic={} limit-s={} store={}",
         args.port,
         args.count,
         args.interval.as_millis(),
@@ -61,6 +66,13 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.limit.as_secs().max(1),
         if args.store.is_some() { "on" } else { "off" }
     );
+    for setting in &args.settings {
+        if setting.contains(char::is_whitespace) || !setting.contains('=') {
+            anyhow::bail!("--set {setting:?}: expected KEY=VALUE with no spaces");
+        }
+        bootargs.push(' ');
+        bootargs.push_str(setting);
+    }
     if let Some(file) = &args.store
         && !file.exists()
     {

@@ -38,7 +38,7 @@ fn every_qos1_message_is_acknowledged_and_comes_back_through_a_real_mosquitto() 
     let broker = Mosquitto::start("").unwrap();
     let topic = "riscv-virt/plain";
     let sub = witness(&broker, topic, 20);
-    let bootargs = format!("port={} count=20 interval-ms=20 client-id=plain topic={topic} limit-s=60", broker.port);
+    let bootargs = format!("port={} count=20 interval-ms=20 client_id=plain topic={topic} limit-s=60", broker.port);
     let board = boot(bootargs);
     let (status, console) = board.wait(Duration::from_secs(90)).unwrap();
     assert!(status.success(), "{console}");
@@ -51,7 +51,7 @@ fn a_link_outage_mid_run_loses_nothing() {
     let broker = Mosquitto::start("").unwrap();
     let topic = "riscv-virt/outage";
     let sub = witness(&broker, topic, 100);
-    let bootargs = format!("port={} count=100 interval-ms=50 client-id=outage topic={topic} limit-s=60", broker.port);
+    let bootargs = format!("port={} count=100 interval-ms=50 client_id=outage topic={topic} limit-s=60", broker.port);
     let mut board = boot(bootargs);
     board.wait_for("up (session present: false)", Duration::from_secs(30)).unwrap();
     // A second in: publishing, with messages on their way both ways.
@@ -82,10 +82,34 @@ fn no_broker_fails_within_the_limit_saying_how_far_it_got() {
 
 #[test]
 fn a_bad_boot_setting_is_refused_naming_it() {
-    let board = boot("port=1883 count=lots".into());
-    let (status, console) = board.wait(Duration::from_secs(30)).unwrap();
-    assert_eq!(status.code(), Some(1), "{console}");
-    assert!(console.contains("FAILED: count: `lots` is not a count"), "{console}");
+    for (bootargs, why) in [
+        ("port=1883 count=lots", "FAILED: count: `lots` is not a whole number from 0 to 4294967295"),
+        ("port=1883 keepalive=forever", "FAILED: keepalive_s: `forever` is not a whole number from 0 to 65535"),
+        ("port=1883 colour=blue", "FAILED: unknown setting `colour`: the demo's are"),
+        // Read, then refused by the client's own check, which names the key.
+        ("port=1883 keepalive_s=1 response_time_ms=5000", "FAILED: the config was refused: config key `keepalive_s`: 1 s is out of range"),
+    ] {
+        let board = boot(bootargs.into());
+        let (status, console) = board.wait(Duration::from_secs(30)).unwrap();
+        assert_eq!(status.code(), Some(1), "{bootargs}: {console}");
+        assert!(console.contains(why), "{bootargs}: {console}");
+    }
+}
+
+#[test]
+fn the_client_s_config_keys_are_boot_settings_by_the_names_every_host_uses() {
+    // MQTT 5 and a small in-flight window, by the schema's names and aliases.
+    let broker = Mosquitto::start("").unwrap();
+    let topic = "riscv-virt/keys";
+    let sub = witness(&broker, topic, 10);
+    let bootargs = format!("port={} count=10 interval-ms=0 id=keys topic={topic} v5=true max_inflight=2 keepalive_s=20", broker.port);
+    let (status, console) = boot(bootargs).wait(Duration::from_secs(60)).unwrap();
+    assert!(status.success(), "{console}");
+    assert!(console.contains("DONE published=10 acknowledged=10 received=10"), "{console}");
+    assert_eq!(witnessed(sub), (0..10).collect());
+    // Mosquitto's own record of the connection: MQTT 5 (p5), clean at first (c1), keepalive 20.
+    let log = std::fs::read_to_string(broker.dir().join("mosquitto.log")).unwrap();
+    assert!(log.contains(" as keys (p5, c1, k20"), "{log}");
 }
 
 #[test]
@@ -98,7 +122,7 @@ fn what_was_accepted_before_a_power_cut_is_delivered_by_the_next_boot() {
     let sub = witness(&broker, topic, 30);
     // First life: the cable out from the start, so every publish is accepted (kept in flash)
     // and none can leave; then the power goes (QEMU killed: nothing flushed, nothing said).
-    let first = format!("port={} count=30 interval-ms=10 client-id=power-cut topic={topic} store=on limit-s=60", broker.port);
+    let first = format!("port={} count=30 interval-ms=10 client_id=power-cut topic={topic} store=on limit-s=60", broker.port);
     let board = Board::start(&firmware(), &Launch { bootargs: first, flash: Some(flash.clone()), link_down: true, echo: false }).unwrap();
     board.wait_for("published 30, every one accepted", Duration::from_secs(30)).unwrap();
     let console = board.console();
@@ -106,7 +130,7 @@ fn what_was_accepted_before_a_power_cut_is_delivered_by_the_next_boot() {
     assert!(!console.contains("up (session"), "the first life never reached the broker:\n{console}");
     // Second life on the same flash, cable in, nothing new to publish: what the first
     // accepted goes out and is acknowledged.
-    let second = format!("port={} count=0 client-id=power-cut topic={topic} store=on limit-s=60", broker.port);
+    let second = format!("port={} count=0 client_id=power-cut topic={topic} store=on limit-s=60", broker.port);
     let board = Board::start(&firmware(), &Launch { bootargs: second, flash: Some(flash), link_down: false, echo: false }).unwrap();
     let (status, console) = board.wait(Duration::from_secs(90)).unwrap();
     assert!(status.success(), "{console}");

@@ -1,13 +1,17 @@
 //! What the device is told at boot: QEMU's `-append` becomes the device tree's
-//! `/chosen/bootargs`, read here as `key=value` words.
+//! `/chosen/bootargs`, read here as `key=value` words (no spaces inside a value). The demo's
+//! own settings are below; every other key is one of the client's config keys, by the names
+//! every host uses (`hosts/config_keys.json`: `keepalive_s`, `clean`, `mqttv5`, …).
 
 use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 
-/// The demo's settings (see the README's "A bare-metal RISC-V board" for each).
+use crate::bindings::exports::mqtt_as::client::client::Config;
+
+include!(concat!(env!("OUT_DIR"), "/config_keys.rs"));
+
+/// The demo's settings, and the client's config.
 pub struct Args {
-    pub broker: String,
-    pub port: u16,
-    pub client_id: String,
     pub topic: String,
     pub count: u32,
     pub interval_ms: u64,
@@ -15,31 +19,23 @@ pub struct Args {
     pub limit_ms: u64,
     /// Keep accepted QoS 1 publishes in the flash bank (`store=on`) until acknowledged.
     pub store: bool,
+    pub config: Config,
 }
+
+/// The demo's own keys.
+const OWN: &[&str] = &["topic", "count", "interval-ms", "limit-s", "store"];
 
 impl Args {
     pub fn parse(bootargs: &str) -> Result<Args, String> {
-        let mut args = Args {
-            broker: "10.0.2.2".into(),
-            port: 1883,
-            client_id: "riscv-virt".into(),
-            topic: "riscv-virt/counter".into(),
-            count: 10,
-            interval_ms: 100,
-            limit_ms: 60_000,
-            store: false,
-        };
+        let mut args = Args { topic: "riscv-virt/counter".into(), count: 10, interval_ms: 100, limit_ms: 60_000, store: false, config: board_config() };
         for word in bootargs.split_whitespace() {
             let (key, value) = word.split_once('=').ok_or_else(|| alloc::format!("`{word}`: expected key=value"))?;
-            let number = |what: &str| value.parse::<u64>().map_err(|_| alloc::format!("{key}: `{value}` is not {what}"));
+            let number = || u64::from_word(value).map_err(|why| alloc::format!("{key}: {why}"));
             match key {
-                "broker" => args.broker = value.to_string(),
-                "port" => args.port = u16::try_from(number("a port")?).map_err(|_| alloc::format!("port: {value} is over 65535"))?,
-                "client-id" => args.client_id = value.to_string(),
                 "topic" => args.topic = value.to_string(),
-                "count" => args.count = u32::try_from(number("a count")?).map_err(|_| alloc::format!("count: {value} is too large"))?,
-                "interval-ms" => args.interval_ms = number("milliseconds")?,
-                "limit-s" => args.limit_ms = number("seconds")?.saturating_mul(1000),
+                "count" => args.count = u32::from_word(value).map_err(|why| alloc::format!("count: {why}"))?,
+                "interval-ms" => args.interval_ms = number()?,
+                "limit-s" => args.limit_ms = number()?.saturating_mul(1000),
                 "store" => {
                     args.store = match value {
                         "on" => true,
@@ -47,11 +43,111 @@ impl Args {
                         _ => return Err(alloc::format!("store: `{value}` is not on or off")),
                     }
                 }
-                _ => return Err(alloc::format!("unknown setting `{key}` (broker, port, client-id, topic, count, interval-ms, limit-s, store)")),
+                _ => {
+                    if !set_key(&mut args.config, key, value)? {
+                        return Err(alloc::format!("unknown setting `{key}`: the demo's are {OWN:?}, the client's {KEYS:?}"));
+                    }
+                }
             }
         }
         Ok(args)
     }
+}
+
+/// The core's defaults, but for the broker (the machine QEMU runs on, as its user-mode
+/// network shows it), the id and an unclean session: what the broker sent while the link was
+/// down waits for the client there.
+fn board_config() -> Config {
+    macro_rules! from_core {
+        ([$d:ident] $($(#[$meta:meta])* $key:ident : $ty:ty,)*) => {
+            Config { $($key: $d.$key,)* ssl_params: None, will: None }
+        };
+    }
+    let d =
+        mqtt_protocol::Config { client_id: "riscv-virt".into(), server: "10.0.2.2".into(), clean_init: true, clean: false, ..mqtt_protocol::Config::default() };
+    mqtt_protocol::with_config_keys!(from_core; d)
+}
+
+/// A config value from a boot setting's text. Written here rather than with serde: these
+/// few shapes are all the keys have, and serde's deserializers for text formats (TOML, JSON)
+/// would want a value syntax that QEMU's command line does not carry well.
+trait FromWord: Sized {
+    fn from_word(word: &str) -> Result<Self, String>;
+}
+
+impl FromWord for String {
+    fn from_word(word: &str) -> Result<Self, String> {
+        Ok(word.to_string())
+    }
+}
+
+impl FromWord for bool {
+    fn from_word(word: &str) -> Result<Self, String> {
+        match word {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(alloc::format!("`{word}` is not true or false")),
+        }
+    }
+}
+
+macro_rules! whole_numbers {
+    ($($t:ty),*) => {$(
+        impl FromWord for $t {
+            fn from_word(word: &str) -> Result<Self, String> {
+                word.parse().map_err(|_| alloc::format!("`{word}` is not a whole number from 0 to {}", <$t>::MAX))
+            }
+        }
+    )*};
+}
+whole_numbers!(u16, u32, u64);
+
+/// Empty: unset.
+impl<T: FromWord> FromWord for Option<T> {
+    fn from_word(word: &str) -> Result<Self, String> {
+        if word.is_empty() {
+            Ok(None)
+        } else {
+            T::from_word(word).map(Some)
+        }
+    }
+}
+
+/// The text's bytes (a password, authentication data).
+impl FromWord for Vec<u8> {
+    fn from_word(word: &str) -> Result<Self, String> {
+        Ok(word.as_bytes().to_vec())
+    }
+}
+
+/// Comma-separated (failover brokers).
+impl FromWord for Vec<String> {
+    fn from_word(word: &str) -> Result<Self, String> {
+        Ok(word.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+    }
+}
+
+/// Comma-separated `name=value` pairs (user properties).
+impl FromWord for Vec<(String, String)> {
+    fn from_word(word: &str) -> Result<Self, String> {
+        word.split(',')
+            .filter(|s| !s.is_empty())
+            .map(|pair| {
+                let (name, value) = pair.split_once('=').ok_or_else(|| alloc::format!("`{pair}` is not name=value"))?;
+                Ok((name.to_string(), value.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// `text` (the client's refusal of a config) with each key named as the settings name it,
+/// not by its field in the config record (`keepalive_s`, not `keepalive_secs`).
+pub fn with_setting_names(text: &str) -> String {
+    let mut text = text.to_string();
+    for (field, name) in FIELD_NAMES {
+        text = text.replace(&alloc::format!("`{field}`"), &alloc::format!("`{name}`"));
+    }
+    text
 }
 
 /// The bootargs from the device tree QEMU hands over in `a1`.

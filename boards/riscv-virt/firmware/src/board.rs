@@ -8,7 +8,7 @@ use smoltcp::wire::Ipv4Address;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceAny};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 
-use crate::bindings::exports::mqtt_as::client::client::{Config, Polled, Publish};
+use crate::bindings::exports::mqtt_as::client::client::{ClientError, Config, Polled, Publish};
 use crate::bindings::mqtt_as::client::{clock, log, packet_ids, socket, storage, wifi};
 use crate::bindings::MqttClient;
 use crate::engine;
@@ -167,12 +167,11 @@ impl Client {
         store.set_fuel(engine::FUEL_PER_CALL).map_err(|e| alloc::format!("fuel: {e}"))?;
         let bindings = MqttClient::instantiate(&mut store, &component, &linker).map_err(|e| alloc::format!("instantiating: {e}"))?;
         store.set_fuel(engine::FUEL_PER_CALL).map_err(|e| alloc::format!("fuel: {e}"))?;
-        let client = bindings
-            .mqtt_as_client_client()
-            .client()
-            .call_create(&mut store, config)
-            .map_err(|e| alloc::format!("create: {e}"))?
-            .map_err(|e| alloc::format!("the config was refused: {e:?}"))?;
+        let client =
+            bindings.mqtt_as_client_client().client().call_create(&mut store, config).map_err(|e| alloc::format!("create: {e}"))?.map_err(|e| match e {
+                ClientError::Invalid(why) => alloc::format!("the config was refused: {}", crate::args::with_setting_names(&why)),
+                other => alloc::format!("the config was refused: {other:?}"),
+            })?;
         Ok(Client { store, bindings, client })
     }
 

@@ -29,7 +29,7 @@ mod bindings {
 use alloc::collections::BTreeSet;
 use alloc::string::{String, ToString};
 
-use bindings::exports::mqtt_as::client::client::{Config, Event, Publish, Qos};
+use bindings::exports::mqtt_as::client::client::{Event, Publish, Qos};
 
 #[global_allocator]
 static HEAP: heap::CountingHeap = heap::CountingHeap::empty();
@@ -65,35 +65,17 @@ fn heap_size() -> usize {
 
 fn run(dtb: usize) -> Result<(), String> {
     let args = args::Args::parse(args::bootargs(dtb)?)?;
-    println!("riscv-virt: broker {}:{}, {} messages to {} every {} ms", args.broker, args.port, args.count, args.topic, args.interval_ms);
+    let port = args.config.port.unwrap_or(if args.config.ssl { 8883 } else { 1883 });
+    println!("riscv-virt: broker {}:{port}, {} messages to {} every {} ms", args.config.server, args.count, args.topic, args.interval_ms);
     let net = net::Network::start()?;
     let started = machine::now_ms();
     let flash = args.store.then_some(flash::CfiFlash);
-    let mut client = board::Client::new(net, flash, &config(&args))?;
+    let mut client = board::Client::new(net, flash, &args.config)?;
     let (in_use, _) = HEAP.usage();
     println!("component loaded and created in {} ms; heap in use {} KiB", machine::now_ms() - started, in_use / 1024);
     client.connect()?;
     client.subscribe(&args.topic)?;
     Demo::new(args).run(&mut client)
-}
-
-/// The core's defaults, but for the broker, the id and an unclean session: what the broker
-/// sent while the link was down waits for the client there.
-fn config(args: &args::Args) -> Config {
-    macro_rules! from_core {
-        ([$d:ident] $($(#[$meta:meta])* $key:ident : $ty:ty,)*) => {
-            Config { $($key: $d.$key,)* ssl_params: None, will: None }
-        };
-    }
-    let d = mqtt_protocol::Config {
-        client_id: args.client_id.clone(),
-        server: args.broker.clone(),
-        port: Some(args.port),
-        clean_init: true,
-        clean: false,
-        ..mqtt_protocol::Config::default()
-    };
-    mqtt_protocol::with_config_keys!(from_core; d)
 }
 
 struct Demo {
