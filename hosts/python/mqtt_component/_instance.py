@@ -14,7 +14,7 @@ from typing import Any, Optional
 from wasmtime import Config as EngineConfig, Engine, Store, WasmtimeError
 from wasmtime.component import Component, Linker, ResourceAny, Variant
 
-from . import _fast_values, _platform
+from . import _fast_values, _platform, _precompiled
 
 # wasmtime-py's conversions, a byte and a type description at a time, were most of a run's
 # time (see _fast_values).
@@ -48,6 +48,9 @@ class Runtime:
     _engine: Optional[Engine] = None
     _components: dict = {}
 
+    # Every engine setting, as `_precompiled` keys the compiled code by it.
+    _SETTINGS = "epoch_interruption=true"
+
     @classmethod
     def engine(cls) -> Engine:
         with cls._lock:
@@ -70,7 +73,7 @@ class Runtime:
         key = str(path)
         with cls._lock:
             if key not in cls._components:
-                cls._components[key] = Component.from_file(engine, key)
+                cls._components[key], _ = _precompiled.load(engine, path, cls._SETTINGS, _precompiled.cache_dir())
             return cls._components[key]
 
 
