@@ -170,7 +170,8 @@ impl Demo {
                     machine::now_ms() - start
                 );
                 let (in_use, peak) = HEAP.usage();
-                println!("heap in use {} KiB, at most {} KiB", in_use / 1024, peak / 1024);
+                let (open, closing) = client.board().net.sockets();
+                println!("heap in use {} KiB, at most {} KiB; sockets open {open}, closing {closing}", in_use / 1024, peak / 1024);
                 client.disconnect().map_err(trapped)?;
                 let bye = machine::now_ms();
                 while machine::now_ms() < bye + 200 {

@@ -27,6 +27,10 @@ const QUEUE_SIZE: usize = 16;
 const RX_BUFFER: usize = 2048;
 /// Per connection, each way: a few hundred 100-byte messages, and the whole of a large one.
 const TCP_BUFFER: usize = 64 * 1024;
+/// How long a closed connection waits for its peer to finish the close.
+const CLOSE_TIMEOUT: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(5);
+/// Closes under way at most (see `Network::close`).
+const MAX_CLOSING: usize = 4;
 const ADDRESS: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
 const GATEWAY: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
 /// Offset of the device-specific configuration in a virtio-mmio slot, and of virtio-net's
@@ -192,7 +196,8 @@ impl Network {
     pub fn readable(&self) -> bool {
         self.connections.values().any(|c| {
             let s = self.sockets.get::<tcp::Socket>(c.socket);
-            s.can_recv() || !s.may_recv() || (!c.established && s.state() == tcp::State::Established)
+            let connecting = matches!(s.state(), tcp::State::SynSent | tcp::State::SynReceived);
+            s.can_recv() || (!s.may_recv() && !connecting) || (!c.established && s.state() == tcp::State::Established)
         })
     }
 
@@ -263,10 +268,29 @@ impl Network {
     }
 
     pub fn close(&mut self, id: u32) {
-        if let Some(c) = self.connections.remove(&id) {
-            self.sockets.get_mut::<tcp::Socket>(c.socket).close();
-            self.closing.push(c.socket);
+        let Some(c) = self.connections.remove(&id) else { return };
+        let link = self.link_up();
+        let socket = self.sockets.get_mut::<tcp::Socket>(c.socket);
+        if link && matches!(socket.state(), tcp::State::Established | tcp::State::CloseWait) {
+            // A FIN, and the peer's answer waited for, but not for ever.
+            socket.set_timeout(Some(CLOSE_TIMEOUT));
+            socket.close();
+        } else {
+            // Nothing to close gracefully, or no link to do it over: a reset.
+            socket.abort();
         }
+        self.closing.push(c.socket);
+        // A socket and its buffers (128 KiB) each: bounded whatever the peers do. The oldest
+        // close still waiting on its peer is cut short.
+        while self.closing.len() > MAX_CLOSING {
+            let oldest = self.closing.remove(0);
+            self.sockets.remove(oldest);
+        }
+    }
+
+    /// Connections open, and closes still under way: for the console.
+    pub fn sockets(&self) -> (usize, usize) {
+        (self.connections.len(), self.closing.len())
     }
 }
 
