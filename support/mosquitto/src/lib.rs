@@ -157,6 +157,19 @@ impl Mosquitto {
         Mosquitto::launch_on(port, &settings, session)
     }
 
+    /// Stops it as a service stop does (SIGTERM: with `persistence true` in its settings it
+    /// saves its sessions and their queued messages), waits for it to exit, and starts it
+    /// again on the same port with the same settings.
+    pub fn restart_gracefully(mut self) -> std::io::Result<Mosquitto> {
+        let pid = libc::pid_t::try_from(self.child.id()).map_err(std::io::Error::other)?;
+        // SAFETY: a signal to the child this value owns, which has not been waited for.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        self.child.wait()?;
+        self.restart()
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
