@@ -29,7 +29,8 @@ fn main() {
     println!("cargo:rerun-if-changed={}", wasm_path.display());
     println!("cargo:rerun-if-changed=src/engine.rs");
     let wasm = std::fs::read(&wasm_path).unwrap_or_else(|e| panic!("reading {}: {e}", wasm_path.display()));
-    let config = engine::engine_config();
+    let width = env::var("CARGO_CFG_TARGET_POINTER_WIDTH").expect("cargo sets the target's pointer width");
+    let config = engine::engine_config(width.parse().expect("a number of bits"));
     let engine = wasmtime::Engine::new(&config).expect("an engine for Pulley");
     let compiled = engine.precompile_component(&wasm).expect("precompiling the component for Pulley");
     std::fs::write(out.join("mqtt_client.pulley.cwasm"), compiled).expect("writing to OUT_DIR");

@@ -1,6 +1,7 @@
 //! The bare-metal RISC-V board (`firmware/`, its own Cargo workspace: it builds for
-//! `riscv64gc-unknown-none-elf`) built and run in QEMU's `virt` machine from a Linux
-//! machine: for its tests, and for anyone who wants to watch the component run with no OS.
+//! `riscv32imac-unknown-none-elf`, the core of ESP32-C3/C6-class chips, and for
+//! `riscv64gc-unknown-none-elf`) built and run in QEMU's `virt` machine from a Linux machine:
+//! for its tests, and for anyone who wants to watch the component run with no OS.
 //!
 //! QEMU's user-mode network puts the machine it runs on at 10.0.2.2 for the board, so a
 //! broker on this machine's loopback is reachable there. QEMU's monitor (a Unix socket)
@@ -16,18 +17,42 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-/// The Rust target the firmware builds for.
-pub const TARGET: &str = "riscv64gc-unknown-none-elf";
-const QEMU: &str = "qemu-system-riscv64";
+/// The RISC-V core the board has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Arch {
+    /// RV32IMAC: the microcontroller class (ESP32-C3/C6); the component runs as `pulley32`.
+    #[default]
+    Rv32,
+    /// RV64GC; the component runs as `pulley64`.
+    Rv64,
+}
 
-/// Builds the firmware (release) into `target_dir` and returns its ELF file. The first build
-/// takes minutes: wasmtime for the board, and wasmtime with Cranelift for the build script,
-/// which precompiles the component for Pulley.
-pub fn build_firmware(target_dir: &Path) -> anyhow::Result<PathBuf> {
+impl Arch {
+    /// The Rust target the firmware builds for.
+    pub fn target(self) -> &'static str {
+        match self {
+            Arch::Rv32 => "riscv32imac-unknown-none-elf",
+            Arch::Rv64 => "riscv64gc-unknown-none-elf",
+        }
+    }
+
+    fn qemu(self) -> &'static str {
+        match self {
+            Arch::Rv32 => "qemu-system-riscv32",
+            Arch::Rv64 => "qemu-system-riscv64",
+        }
+    }
+}
+
+/// Builds the firmware (release) for `arch` into `target_dir` and returns its ELF file. The
+/// first build takes minutes: wasmtime for the board, and wasmtime with Cranelift for the
+/// build script, which precompiles the component for Pulley.
+pub fn build_firmware(target_dir: &Path, arch: Arch) -> anyhow::Result<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware/Cargo.toml");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = arch.target();
     let status = Command::new(cargo)
-        .args(["build", "--release", "--locked", "--target", TARGET, "--manifest-path"])
+        .args(["build", "--release", "--locked", "--target", target, "--manifest-path"])
         .arg(&manifest)
         .arg("--target-dir")
         .arg(target_dir)
@@ -41,9 +66,9 @@ pub fn build_firmware(target_dir: &Path) -> anyhow::Result<PathBuf> {
         .status()
         .context("running cargo")?;
     if !status.success() {
-        bail!("building the firmware failed ({status}): see cargo's output above (the target is added with `rustup target add {TARGET}`)");
+        bail!("building the firmware failed ({status}): see cargo's output above (the target is added with `rustup target add {target}`)");
     }
-    Ok(target_dir.join(TARGET).join("release/mqtt-riscv-virt-firmware"))
+    Ok(target_dir.join(target).join("release/mqtt-riscv-virt-firmware"))
 }
 
 /// The target dir the tests and the CLI build the firmware in: beside the workspace's own.
@@ -63,6 +88,8 @@ pub struct Launch {
     pub link_down: bool,
     /// Copy the console to stdout as it comes.
     pub echo: bool,
+    /// The core the firmware was built for.
+    pub arch: Arch,
 }
 
 /// QEMU's flash banks on `virt` are 32 MiB, and a file behind one must be exactly that.
@@ -103,7 +130,8 @@ fn check_flash(path: &Path) -> anyhow::Result<()> {
 /// A board running in QEMU; killed on drop (a power cut: nothing is flushed or said).
 pub struct Board {
     child: Child,
-    monitor: UnixStream,
+    /// None when QEMU had already ended when the monitor was looked for.
+    monitor: Option<UnixStream>,
     console: Arc<(Mutex<String>, Condvar)>,
     _dir: tempfile::TempDir,
 }
@@ -113,7 +141,8 @@ impl Board {
     pub fn start(firmware: &Path, launch: &Launch) -> anyhow::Result<Board> {
         let dir = tempfile::Builder::new().prefix("riscv-virt-").tempdir()?;
         let socket = dir.path().join("monitor");
-        let mut qemu = Command::new(QEMU);
+        let qemu_name = launch.arch.qemu();
+        let mut qemu = Command::new(qemu_name);
         qemu.args(["-machine", "virt", "-bios", "none", "-m", "256M", "-smp", "1", "-display", "none", "-serial", "stdio"])
             .arg("-kernel")
             .arg(firmware)
@@ -134,7 +163,7 @@ impl Board {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
-            .with_context(|| format!("starting {QEMU}: install it with `apt-get install qemu-system-misc`"))?;
+            .with_context(|| format!("starting {qemu_name}: install it with `apt-get install qemu-system-misc`"))?;
         let stdout = child.stdout.take().expect("piped");
         let console = Arc::new((Mutex::new(String::new()), Condvar::new()));
         let sink = console.clone();
@@ -151,20 +180,22 @@ impl Board {
                 changed.notify_all();
             }
         });
-        let monitor = connect_monitor(&socket, &mut child)?;
+        let monitor = connect_monitor(&socket, &mut child, qemu_name)?;
         let mut board = Board { child, monitor, console, _dir: dir };
+        if board.monitor.is_none() {
+            return Ok(board);
+        }
         if let Err(e) = board.read_prompt() {
             // A board that ends at once (a bad setting) takes QEMU and its monitor with it:
             // that is its result, for `wait`, not a failure to start.
-            if !board.ends_within(Duration::from_secs(2))? {
+            if !board.ends_within(Duration::from_secs(10))? {
                 return Err(e);
             }
             return Ok(board);
         }
         if launch.link_down {
             board.set_link(false)?;
-            writeln!(board.monitor, "cont")?;
-            board.read_prompt()?;
+            board.command("cont")?;
         }
         Ok(board)
     }
@@ -183,16 +214,23 @@ impl Board {
 
     /// Plugs the board's cable in (`true`) or pulls it out.
     pub fn set_link(&mut self, up: bool) -> anyhow::Result<()> {
-        writeln!(self.monitor, "set_link net0 {}", if up { "on" } else { "off" })?;
+        self.command(if up { "set_link net0 on" } else { "set_link net0 off" })
+    }
+
+    /// Gives QEMU's monitor a command and waits until it is carried out.
+    fn command(&mut self, command: &str) -> anyhow::Result<()> {
+        let Some(monitor) = &mut self.monitor else { bail!("the board has ended: no monitor for `{command}`") };
+        writeln!(monitor, "{command}")?;
         self.read_prompt()
     }
 
     /// Waits for the monitor's next prompt: the command before it has been carried out.
     fn read_prompt(&mut self) -> anyhow::Result<()> {
+        let Some(monitor) = &mut self.monitor else { bail!("the board has ended: no monitor") };
         let mut seen = Vec::new();
         let mut byte = [0u8; 1];
         while !seen.ends_with(b"(qemu) ") {
-            if self.monitor.read(&mut byte)? == 0 {
+            if monitor.read(&mut byte)? == 0 {
                 bail!("QEMU's monitor closed");
             }
             seen.push(byte[0]);
@@ -245,19 +283,20 @@ impl Drop for Board {
     }
 }
 
-/// QEMU makes the monitor's socket as it starts: tried until it is there, or QEMU is gone.
-fn connect_monitor(socket: &Path, child: &mut Child) -> anyhow::Result<UnixStream> {
+/// QEMU makes the monitor's socket as it starts: tried until it is there, or QEMU is gone
+/// (None: a board that ended at once, whose result `wait` gives).
+fn connect_monitor(socket: &Path, child: &mut Child, qemu: &str) -> anyhow::Result<Option<UnixStream>> {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
         match UnixStream::connect(socket) {
-            Ok(s) => return Ok(s),
+            Ok(s) => return Ok(Some(s)),
             Err(_) if Instant::now() < end => {
-                if let Some(status) = child.try_wait()? {
-                    bail!("{QEMU} exited at start ({status})");
+                if child.try_wait()?.is_some() {
+                    return Ok(None);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(e) => return Err(e).context("connecting to QEMU's monitor"),
+            Err(e) => return Err(e).with_context(|| format!("connecting to {qemu}'s monitor")),
         }
     }
 }

@@ -6,11 +6,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use mqtt_riscv_virt::{build_firmware, default_target_dir, erased_flash, Board, Launch};
+use mqtt_riscv_virt::{build_firmware, default_target_dir, erased_flash, Arch, Board, Launch};
 
 #[derive(Parser)]
 #[command(about = "Run the MQTT client component on a bare-metal RISC-V board in QEMU")]
 struct Args {
+    /// The board's core.
+    #[arg(long, value_enum, default_value_t = Arch::Rv32)]
+    arch: Arch,
     /// The broker's port on this machine (the board reaches it at 10.0.2.2).
     #[arg(long, default_value_t = 1883)]
     port: u16,
@@ -55,7 +58,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let firmware = build_firmware(&default_target_dir())?;
+    let firmware = build_firmware(&default_target_dir(), args.arch)?;
     let mut bootargs = format!(
         "port={} count={} interval-ms={} client_id={} topic={} limit-s={} store={}",
         args.port,
@@ -78,7 +81,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     {
         erased_flash(file)?;
     }
-    let mut board = Board::start(&firmware, &Launch { bootargs, flash: args.store.clone(), link_down: false, echo: true })?;
+    let mut board = Board::start(&firmware, &Launch { bootargs, flash: args.store.clone(), link_down: false, echo: true, arch: args.arch })?;
     if let (Some(after), Some(length)) = (args.outage_after, args.outage_for) {
         board.wait_for("up (session present", Duration::from_secs(30))?;
         std::thread::sleep(after);

@@ -11,17 +11,51 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use mosquitto_launcher::Mosquitto;
-use mqtt_riscv_virt::{build_firmware, default_target_dir, erased_flash, Board, Launch};
+use mqtt_riscv_virt::{build_firmware, default_target_dir, erased_flash, Arch, Board, Launch};
 
-/// Built once for all the tests of this file.
-fn firmware() -> PathBuf {
-    static FIRMWARE: OnceLock<PathBuf> = OnceLock::new();
-    FIRMWARE.get_or_init(|| build_firmware(&default_target_dir()).expect("building the firmware")).clone()
+/// Built once per core for all the tests of this file.
+fn firmware(arch: Arch) -> PathBuf {
+    static RV32: OnceLock<PathBuf> = OnceLock::new();
+    static RV64: OnceLock<PathBuf> = OnceLock::new();
+    let built = match arch {
+        Arch::Rv32 => &RV32,
+        Arch::Rv64 => &RV64,
+    };
+    built.get_or_init(|| build_firmware(&default_target_dir(), arch).expect("building the firmware")).clone()
 }
 
-fn boot(bootargs: String) -> Board {
-    Board::start(&firmware(), &Launch { bootargs, ..Launch::default() }).unwrap()
+fn boot(arch: Arch, bootargs: String) -> Board {
+    Board::start(&firmware(arch), &Launch { bootargs, arch, ..Launch::default() }).unwrap()
 }
+
+/// Each scenario below on both cores: RV32IMAC (the microcontroller class, `pulley32`) and
+/// RV64GC (`pulley64`).
+macro_rules! on_both_cores {
+    ($($scenario:ident),* $(,)?) => {
+        mod rv32 {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario(super::Arch::Rv32)
+            })*
+        }
+        mod rv64 {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario(super::Arch::Rv64)
+            })*
+        }
+    };
+}
+
+on_both_cores!(
+    every_qos1_message_is_acknowledged_and_comes_back_through_a_real_mosquitto,
+    a_link_outage_mid_run_loses_nothing,
+    a_broker_restart_mid_run_loses_nothing,
+    no_broker_fails_within_the_limit_saying_how_far_it_got,
+    a_bad_boot_setting_is_refused_naming_it,
+    the_client_s_config_keys_are_boot_settings_by_the_names_every_host_uses,
+    what_was_accepted_before_a_power_cut_is_delivered_by_the_next_boot,
+);
 
 /// A `mosquitto_sub` at the broker, subscribed before this returns, and the number of
 /// distinct messages to wait for (QoS 1 may bring some twice, after an outage).
@@ -48,26 +82,24 @@ fn witnessed(Witness(mut child, count): Witness) -> BTreeSet<u32> {
     seen
 }
 
-#[test]
-fn every_qos1_message_is_acknowledged_and_comes_back_through_a_real_mosquitto() {
+fn every_qos1_message_is_acknowledged_and_comes_back_through_a_real_mosquitto(arch: Arch) {
     let broker = Mosquitto::start("").unwrap();
     let topic = "riscv-virt/plain";
     let sub = witness(&broker, topic, 20);
     let bootargs = format!("port={} count=20 interval-ms=20 client_id=plain topic={topic} limit-s=60", broker.port);
-    let board = boot(bootargs);
+    let board = boot(arch, bootargs);
     let (status, console) = board.wait(Duration::from_secs(90)).unwrap();
     assert!(status.success(), "{console}");
     assert!(console.contains("DONE published=20 acknowledged=20 received=20 duplicates=0"), "{console}");
     assert_eq!(witnessed(sub), (0..20).collect(), "what the broker delivered to another subscriber");
 }
 
-#[test]
-fn a_link_outage_mid_run_loses_nothing() {
+fn a_link_outage_mid_run_loses_nothing(arch: Arch) {
     let broker = Mosquitto::start("").unwrap();
     let topic = "riscv-virt/outage";
     let sub = witness(&broker, topic, 100);
     let bootargs = format!("port={} count=100 interval-ms=50 client_id=outage topic={topic} limit-s=60", broker.port);
-    let mut board = boot(bootargs);
+    let mut board = boot(arch, bootargs);
     board.wait_for("up (session present: false)", Duration::from_secs(30)).unwrap();
     // A second in: publishing, with messages on their way both ways.
     std::thread::sleep(Duration::from_secs(1));
@@ -84,8 +116,7 @@ fn a_link_outage_mid_run_loses_nothing() {
     assert_eq!(witnessed(sub), (0..100).collect(), "what the broker delivered to another subscriber");
 }
 
-#[test]
-fn a_broker_restart_mid_run_loses_nothing() {
+fn a_broker_restart_mid_run_loses_nothing(arch: Arch) {
     // Mosquitto keeps its sessions over the restart (as a service does): in a directory it
     // can write to, as it drops to its own user when started as root.
     let keep = tempfile::tempdir().unwrap();
@@ -93,7 +124,7 @@ fn a_broker_restart_mid_run_loses_nothing() {
     let broker = Mosquitto::start(&format!("persistence true\npersistence_location {}/\n", keep.path().display())).unwrap();
     let topic = "riscv-virt/restart";
     let sub = witness(&broker, topic, 100);
-    let board = boot(format!("port={} count=100 interval-ms=50 client_id=restart topic={topic} limit-s=60", broker.port));
+    let board = boot(arch, format!("port={} count=100 interval-ms=50 client_id=restart topic={topic} limit-s=60", broker.port));
     board.wait_for("up (session present: false)", Duration::from_secs(30)).unwrap();
     std::thread::sleep(Duration::from_secs(1));
     let broker = broker.restart_gracefully().unwrap();
@@ -107,19 +138,17 @@ fn a_broker_restart_mid_run_loses_nothing() {
     drop(broker);
 }
 
-#[test]
-fn no_broker_fails_within_the_limit_saying_how_far_it_got() {
+fn no_broker_fails_within_the_limit_saying_how_far_it_got(arch: Arch) {
     // A port nothing listens on: the client keeps trying (refused, backing off) and holds the
     // message; the board gives up at its limit and says so.
     let port = mosquitto_launcher::free_port().unwrap();
-    let board = boot(format!("port={port} count=1 limit-s=3"));
+    let board = boot(arch, format!("port={port} count=1 limit-s=3"));
     let (status, console) = board.wait(Duration::from_secs(60)).unwrap();
     assert_eq!(status.code(), Some(1), "{console}");
     assert!(console.contains("FAILED: gave up after 3 s: 1 published, 0 acknowledged, 0 of 1 received"), "{console}");
 }
 
-#[test]
-fn a_bad_boot_setting_is_refused_naming_it() {
+fn a_bad_boot_setting_is_refused_naming_it(arch: Arch) {
     for (bootargs, why) in [
         ("port=1883 count=lots", "FAILED: count: `lots` is not a whole number from 0 to 4294967295"),
         ("port=1883 keepalive=forever", "FAILED: keepalive_s: `forever` is not a whole number from 0 to 65535"),
@@ -127,21 +156,20 @@ fn a_bad_boot_setting_is_refused_naming_it() {
         // Read, then refused by the client's own check, which names the key.
         ("port=1883 keepalive_s=1 response_time_ms=5000", "FAILED: the config was refused: config key `keepalive_s`: 1 s is out of range"),
     ] {
-        let board = boot(bootargs.into());
+        let board = boot(arch, bootargs.into());
         let (status, console) = board.wait(Duration::from_secs(30)).unwrap();
         assert_eq!(status.code(), Some(1), "{bootargs}: {console}");
         assert!(console.contains(why), "{bootargs}: {console}");
     }
 }
 
-#[test]
-fn the_client_s_config_keys_are_boot_settings_by_the_names_every_host_uses() {
+fn the_client_s_config_keys_are_boot_settings_by_the_names_every_host_uses(arch: Arch) {
     // MQTT 5 and a small in-flight window, by the schema's names and aliases.
     let broker = Mosquitto::start("").unwrap();
     let topic = "riscv-virt/keys";
     let sub = witness(&broker, topic, 10);
     let bootargs = format!("port={} count=10 interval-ms=0 id=keys topic={topic} v5=true max_inflight=2 keepalive_s=20", broker.port);
-    let (status, console) = boot(bootargs).wait(Duration::from_secs(60)).unwrap();
+    let (status, console) = boot(arch, bootargs).wait(Duration::from_secs(60)).unwrap();
     assert!(status.success(), "{console}");
     assert!(console.contains("DONE published=10 acknowledged=10 received=10"), "{console}");
     assert_eq!(witnessed(sub), (0..10).collect());
@@ -150,8 +178,7 @@ fn the_client_s_config_keys_are_boot_settings_by_the_names_every_host_uses() {
     assert!(log.contains(" as keys (p5, c1, k20"), "{log}");
 }
 
-#[test]
-fn what_was_accepted_before_a_power_cut_is_delivered_by_the_next_boot() {
+fn what_was_accepted_before_a_power_cut_is_delivered_by_the_next_boot(arch: Arch) {
     let broker = Mosquitto::start("").unwrap();
     let topic = "riscv-virt/power-cut";
     let dir = tempfile::tempdir().unwrap();
@@ -161,7 +188,7 @@ fn what_was_accepted_before_a_power_cut_is_delivered_by_the_next_boot() {
     // First life: the cable out from the start, so every publish is accepted (kept in flash)
     // and none can leave; then the power goes (QEMU killed: nothing flushed, nothing said).
     let first = format!("port={} count=30 interval-ms=10 client_id=power-cut topic={topic} store=on limit-s=60", broker.port);
-    let board = Board::start(&firmware(), &Launch { bootargs: first, flash: Some(flash.clone()), link_down: true, echo: false }).unwrap();
+    let board = Board::start(&firmware(arch), &Launch { bootargs: first, flash: Some(flash.clone()), link_down: true, echo: false, arch }).unwrap();
     board.wait_for("published 30, every one accepted", Duration::from_secs(30)).unwrap();
     let console = board.console();
     drop(board);
@@ -169,7 +196,7 @@ fn what_was_accepted_before_a_power_cut_is_delivered_by_the_next_boot() {
     // Second life on the same flash, cable in, nothing new to publish: what the first
     // accepted goes out and is acknowledged.
     let second = format!("port={} count=0 client_id=power-cut topic={topic} store=on limit-s=60", broker.port);
-    let board = Board::start(&firmware(), &Launch { bootargs: second, flash: Some(flash), link_down: false, echo: false }).unwrap();
+    let board = Board::start(&firmware(arch), &Launch { bootargs: second, flash: Some(flash), link_down: false, echo: false, arch }).unwrap();
     let (status, console) = board.wait(Duration::from_secs(90)).unwrap();
     assert!(status.success(), "{console}");
     assert!(console.contains("restored=30"), "{console}");

@@ -160,7 +160,7 @@ pub type Trap = wasmtime::Error;
 
 impl Client {
     pub fn new(net: Network, flash: Option<CfiFlash>, config: &Config) -> Result<Client, String> {
-        let engine = Engine::new(&engine::engine_config()).map_err(|e| alloc::format!("engine: {e}"))?;
+        let engine = Engine::new(&engine::engine_config(usize::BITS)).map_err(|e| alloc::format!("engine: {e}"))?;
         // SAFETY: bytes that `build.rs` made with `Engine::precompile_component` under the
         // same engine settings (wasmtime checks the header and settings before using them),
         // in a static: they live as long as the firmware and nothing writes to them.

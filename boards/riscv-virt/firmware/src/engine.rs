@@ -6,17 +6,24 @@
 //! grows by copying, every bounds check is explicit (Pulley does them anyway), and a
 //! runaway call is stopped by fuel rather than a clock interrupt.
 
-/// Pulley's 64-bit flavour, for a 64-bit RISC-V core.
-pub const TARGET: &str = "pulley64";
+/// Pulley's flavour for a core whose pointers are `pointer_width` bits (RV64 or RV32): the
+/// firmware's own width at run time, the target's (not the build machine's) in `build.rs`.
+pub fn pulley(pointer_width: u32) -> &'static str {
+    if pointer_width == 32 {
+        "pulley32"
+    } else {
+        "pulley64"
+    }
+}
 
 /// Fuel a single call into the component may burn before it traps: a thousand times what a
 /// `poll` that takes a full read costs, so only a call that runs away meets it.
 pub const FUEL_PER_CALL: u64 = 200_000_000;
 
-pub fn engine_config() -> wasmtime::Config {
+pub fn engine_config(pointer_width: u32) -> wasmtime::Config {
     let mut config = wasmtime::Config::new();
     // Named on both sides: a RISC-V build of wasmtime would otherwise expect native code.
-    config.target(TARGET).expect("wasmtime built with Pulley");
+    config.target(pulley(pointer_width)).expect("wasmtime built with Pulley");
     config.wasm_component_model(true);
     config.consume_fuel(true);
     config.signals_based_traps(false);

@@ -47,9 +47,26 @@ macro_rules! println {
 
 /// Milliseconds since reset, from the machine timer (monotonic).
 pub fn now_ms() -> u64 {
-    // SAFETY: the CLINT's 64-bit `mtime`, read in one access on RV64.
-    let ticks = unsafe { core::ptr::read_volatile(MTIME as *const u64) };
-    ticks / (MTIME_HZ / 1000)
+    mtime() / (MTIME_HZ / 1000)
+}
+
+/// The 64-bit `mtime`: one access on RV64; on RV32 its high half read again until it did not
+/// change while the low half was read (a carry between the two reads would tear it).
+fn mtime() -> u64 {
+    // SAFETY: the CLINT's `mtime`, mapped at this address on `virt`.
+    unsafe {
+        if cfg!(target_pointer_width = "64") {
+            core::ptr::read_volatile(MTIME as *const u64)
+        } else {
+            loop {
+                let high = core::ptr::read_volatile((MTIME + 4) as *const u32);
+                let low = core::ptr::read_volatile(MTIME as *const u32);
+                if core::ptr::read_volatile((MTIME + 4) as *const u32) == high {
+                    break (u64::from(high) << 32) | u64::from(low);
+                }
+            }
+        }
+    }
 }
 
 /// Lets the hart sleep (`wfi`) until `ms` on the timer, but not beyond the next
@@ -61,19 +78,34 @@ pub fn idle_until(ms: u64) {
     // SAFETY: the CLINT's registers for hart 0. The timer interrupt is enabled in `mie` only
     // to end the `wfi`: with `mstatus.MIE` clear it is never taken, so no handler runs.
     unsafe {
-        let now = core::ptr::read_volatile(MTIME as *const u64);
+        let now = mtime();
         let until = ms.saturating_mul(tick).min(now + tick);
         if until <= now {
             return;
         }
         riscv::interrupt::machine::disable();
         riscv::register::mie::set_mtimer();
-        core::ptr::write_volatile(MTIMECMP as *mut u64, until);
-        while core::ptr::read_volatile(MTIME as *const u64) < until {
+        set_mtimecmp(until);
+        while mtime() < until {
             riscv::asm::wfi();
         }
         // Pending no more.
-        core::ptr::write_volatile(MTIMECMP as *mut u64, u64::MAX);
+        set_mtimecmp(u64::MAX);
+    }
+}
+
+/// Sets hart 0's `mtimecmp`. On RV32 in two writes, the high half first set to its maximum so
+/// that no value between the two writes is one the timer has passed.
+fn set_mtimecmp(at: u64) {
+    // SAFETY: hart 0's `mtimecmp` on `virt`.
+    unsafe {
+        if cfg!(target_pointer_width = "64") {
+            core::ptr::write_volatile(MTIMECMP as *mut u64, at);
+        } else {
+            core::ptr::write_volatile((MTIMECMP + 4) as *mut u32, u32::MAX);
+            core::ptr::write_volatile(MTIMECMP as *mut u32, at as u32);
+            core::ptr::write_volatile((MTIMECMP + 4) as *mut u32, (at >> 32) as u32);
+        }
     }
 }
 
