@@ -133,6 +133,8 @@ pub struct Board {
     /// None when QEMU had already ended when the monitor was looked for.
     monitor: Option<UnixStream>,
     console: Arc<(Mutex<String>, Condvar)>,
+    /// Reads the console until QEMU's end closes it.
+    reader: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -167,7 +169,7 @@ impl Board {
         let stdout = child.stdout.take().expect("piped");
         let console = Arc::new((Mutex::new(String::new()), Condvar::new()));
         let sink = console.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if echo {
@@ -181,7 +183,7 @@ impl Board {
             }
         });
         let monitor = connect_monitor(&socket, &mut child, qemu_name)?;
-        let mut board = Board { child, monitor, console, _dir: dir };
+        let mut board = Board { child, monitor, console, reader: Some(reader), _dir: dir };
         if board.monitor.is_none() {
             return Ok(board);
         }
@@ -264,8 +266,10 @@ impl Board {
         let end = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                // The console reader finishes with the pipe; give it a moment to.
-                std::thread::sleep(Duration::from_millis(100));
+                // Everything QEMU printed, to the end of its output.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return Ok((status, self.console()));
             }
             if Instant::now() > end {
