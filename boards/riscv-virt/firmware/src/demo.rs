@@ -10,6 +10,9 @@ use alloc::string::{String, ToString};
 use crate::bindings::exports::mqtt_as::client::client::{Event, Publish, Qos};
 use crate::{args, board, machine, println, HEAP};
 
+/// How often the link's state is looked at while nothing else wakes the board.
+const LINK_CHECK_MS: u64 = 100;
+
 pub struct Demo {
     args: args::Args,
     published: u32,
@@ -77,9 +80,15 @@ impl Demo {
                 }
             }
             if !due {
-                let mut wake = deadline.unwrap_or(u64::MAX).min(give_up);
+                // Asleep until the client's deadline, the next publish, the network stack's own
+                // timer, a frame, or the time to give up. The link's state has no interrupt:
+                // it is looked at every 100 ms at the latest.
+                let mut wake = deadline.unwrap_or(u64::MAX).min(give_up).min(now + LINK_CHECK_MS);
                 if self.published < self.args.count {
                     wake = wake.min(next_publish);
+                }
+                if let Some(at) = client.board().net.next_poll_ms() {
+                    wake = wake.min(at);
                 }
                 machine::idle_until(wake);
                 continue;

@@ -15,6 +15,13 @@ const MTIMECMP: usize = 0x0200_4000;
 const MTIME_HZ: u64 = 10_000_000;
 /// SiFive's test finisher: a write ends QEMU with an exit status.
 const FINISHER: usize = 0x0010_0000;
+/// The platform-level interrupt controller; context 0 is hart 0 in machine mode.
+const PLIC: usize = 0x0c00_0000;
+const PLIC_ENABLE_0: usize = PLIC + 0x2000;
+const PLIC_THRESHOLD_0: usize = PLIC + 0x20_0000;
+const PLIC_CLAIM_0: usize = PLIC + 0x20_0004;
+/// The interrupt of the first virtio-mmio slot; slot `i` has `VIRTIO_IRQ_BASE + i`.
+pub const VIRTIO_IRQ_BASE: usize = 1;
 /// The first of eight virtio-mmio transports, each 0x1000 apart.
 pub const VIRTIO_MMIO_BASE: usize = 0x1000_1000;
 pub const VIRTIO_MMIO_SIZE: usize = 0x1000;
@@ -69,29 +76,52 @@ fn mtime() -> u64 {
     }
 }
 
-/// Lets the hart sleep (`wfi`) until `ms` on the timer, but not beyond the next
-/// millisecond: the NIC raises no interrupt here, so frames are looked for at least that
-/// often. Where the firmware would otherwise spin, this keeps the core (and QEMU's host
-/// thread) idle, as a battery-powered board must be.
-pub fn idle_until(ms: u64) {
-    let tick = MTIME_HZ / 1000;
-    // SAFETY: the CLINT's registers for hart 0. The timer interrupt is enabled in `mie` only
-    // to end the `wfi`: with `mstatus.MIE` clear it is never taken, so no handler runs.
+/// Routes interrupt `irq` to hart 0, so that it ends a `wfi` (see `idle_until`).
+pub fn route_interrupt(irq: usize) {
+    // SAFETY: the PLIC's priority, enable and threshold registers for context 0 on `virt`.
     unsafe {
-        let now = mtime();
-        let until = ms.saturating_mul(tick).min(now + tick);
-        if until <= now {
-            return;
-        }
-        riscv::interrupt::machine::disable();
-        riscv::register::mie::set_mtimer();
-        set_mtimecmp(until);
-        while mtime() < until {
-            riscv::asm::wfi();
-        }
-        // Pending no more.
-        set_mtimecmp(u64::MAX);
+        core::ptr::write_volatile((PLIC + 4 * irq) as *mut u32, 1);
+        let enable = (PLIC_ENABLE_0 + 4 * (irq / 32)) as *mut u32;
+        core::ptr::write_volatile(enable, core::ptr::read_volatile(enable) | 1 << (irq % 32));
+        core::ptr::write_volatile(PLIC_THRESHOLD_0 as *mut u32, 0);
+        riscv::register::mie::set_mext();
     }
+}
+
+/// Takes every interrupt the PLIC holds for hart 0 (claimed and completed), once the devices
+/// behind them have been answered: otherwise the next `wfi` would end at once.
+pub fn settle_interrupts() {
+    // SAFETY: context 0's claim/complete register on `virt`.
+    unsafe {
+        loop {
+            let irq = core::ptr::read_volatile(PLIC_CLAIM_0 as *const u32);
+            if irq == 0 {
+                break;
+            }
+            core::ptr::write_volatile(PLIC_CLAIM_0 as *mut u32, irq);
+        }
+    }
+}
+
+/// Lets the hart sleep (`wfi`) until `ms` on the timer or an interrupt routed to it (a frame
+/// from the NIC), whichever comes first. The interrupts are enabled in `mie` only to end the
+/// `wfi`: with `mstatus.MIE` clear none is taken, so no handler runs. Where the firmware would
+/// otherwise spin, this keeps the core (and QEMU's host thread) idle, as a battery-powered
+/// board must be.
+pub fn idle_until(ms: u64) {
+    let now = mtime();
+    let until = ms.saturating_mul(MTIME_HZ / 1000);
+    if until <= now {
+        return;
+    }
+    riscv::interrupt::machine::disable();
+    // SAFETY: enabling the timer interrupt in `mie`; never taken, as above.
+    unsafe { riscv::register::mie::set_mtimer() };
+    set_mtimecmp(until);
+    // One wake-up, whatever woke it: the caller looks at the network and the clock.
+    riscv::asm::wfi();
+    // Pending no more.
+    set_mtimecmp(u64::MAX);
 }
 
 /// Sets hart 0's `mtimecmp`. On RV32 in two writes, the high half first set to its maximum so

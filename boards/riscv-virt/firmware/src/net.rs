@@ -155,8 +155,12 @@ pub struct Network {
 impl Network {
     /// Finds the virtio-net device and brings the interface up.
     pub fn start() -> Result<Network, &'static str> {
-        let (transport, base) = find_nic().ok_or("no virtio-net device (start QEMU with -device virtio-net-device)")?;
-        let nic = Nic::new(transport, RX_BUFFER).map_err(|_| "virtio-net would not start")?;
+        let (transport, slot) = find_nic().ok_or("no virtio-net device (start QEMU with -device virtio-net-device)")?;
+        let base = machine::VIRTIO_MMIO_BASE + slot * machine::VIRTIO_MMIO_SIZE;
+        let mut nic = Nic::new(transport, RX_BUFFER).map_err(|_| "virtio-net would not start")?;
+        // A frame in, or one out, ends the hart's sleep (`machine::idle_until`).
+        nic.enable_interrupts();
+        machine::route_interrupt(machine::VIRTIO_IRQ_BASE + slot);
         let mac = nic.mac_address();
         let mut phy = Phy(nic);
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
@@ -180,6 +184,10 @@ impl Network {
 
     /// Moves frames between the NIC and the sockets; true if anything changed.
     pub fn poll(&mut self) -> bool {
+        // The device's interrupt answered first, then the PLIC's: a frame that comes after
+        // this is seen by the next poll, and wakes the hart if it sleeps first.
+        self.phy.0.ack_interrupt();
+        machine::settle_interrupts();
         let changed = self.iface.poll(now(), &mut self.phy, &mut self.sockets) == smoltcp::iface::PollResult::SocketStateChanged;
         let sockets = &mut self.sockets;
         self.closing.retain(|h| {
@@ -190,6 +198,12 @@ impl Network {
             !done
         });
         changed
+    }
+
+    /// When smoltcp next has something to do of its own (a retransmission, a delayed ACK), in
+    /// the machine timer's milliseconds; None: only when a frame comes.
+    pub fn next_poll_ms(&mut self) -> Option<u64> {
+        self.iface.poll_at(now(), &self.sockets).map(|at| at.total_millis().max(0) as u64)
     }
 
     /// Whether any connection has bytes to read or changed state the client has not seen.
@@ -298,12 +312,13 @@ fn now() -> Instant {
     Instant::from_millis(machine::now_ms() as i64)
 }
 
+/// The NIC's transport, and its virtio-mmio slot.
 fn find_nic() -> Option<(MmioTransport<'static>, usize)> {
     (0..machine::VIRTIO_MMIO_SLOTS).find_map(|slot| {
         let base = machine::VIRTIO_MMIO_BASE + slot * machine::VIRTIO_MMIO_SIZE;
         let header = NonNull::new(base as *mut VirtIOHeader)?;
         // SAFETY: a virtio-mmio slot of `virt`, mapped for the firmware's whole life.
         let transport = unsafe { MmioTransport::new(header, machine::VIRTIO_MMIO_SIZE) }.ok()?;
-        (transport.device_type() == DeviceType::Network).then_some((transport, base))
+        (transport.device_type() == DeviceType::Network).then_some((transport, slot))
     })
 }
