@@ -46,7 +46,6 @@ fn config_keys(json: &std::path::Path, out: &std::path::Path) {
     let text = std::fs::read_to_string(json).unwrap_or_else(|e| panic!("reading {}: {e}", json.display()));
     let list: serde_json::Value = serde_json::from_str(&text).expect("hosts/config_keys.json is JSON");
     let mut arms = String::new();
-    let mut names = Vec::new();
     let mut fields = Vec::new();
     for key in list["keys"].as_array().expect("a `keys` list") {
         let field = key["field"].as_str().expect("a field");
@@ -56,7 +55,6 @@ fn config_keys(json: &std::path::Path, out: &std::path::Path) {
         for alias in key["aliases"].as_array().expect("aliases") {
             patterns.push(format!("{:?}", alias.as_str().expect("an alias")));
         }
-        names.push(name.to_string());
         fields.push((field.to_string(), name.to_string()));
         arms.push_str(&format!(
             "        {} => config.{field} = <{ty} as FromWord>::from_word(value).map_err(|why| alloc::format!(\"{name}: {{why}}\"))?,\n",
@@ -67,8 +65,6 @@ fn config_keys(json: &std::path::Path, out: &std::path::Path) {
         "/// Sets the config key `key` (a name or an alias of `hosts/config_keys.json`) from `value`;\n\
          /// `Ok(false)` if no key has that name.\n\
          pub fn set_key(config: &mut Config, key: &str, value: &str) -> Result<bool, String> {{\n    match key {{\n{arms}        _ => return Ok(false),\n    }}\n    Ok(true)\n}}\n\n\
-         /// Every key's name, for an error that lists them.\n\
-         pub const KEYS: &[&str] = &{names:?};\n\n\
          /// Each key's field in the config record, and its name in the schema.\n\
          pub const FIELD_NAMES: &[(&str, &str)] = &{fields:?};\n"
     );

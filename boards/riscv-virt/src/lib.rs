@@ -263,20 +263,15 @@ impl Board {
     /// Waits for the board to end the emulation (for at most `limit`, then kills it) and
     /// returns how it ended and everything it printed.
     pub fn wait(mut self, limit: Duration) -> anyhow::Result<(ExitStatus, String)> {
-        let end = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                // Everything QEMU printed, to the end of its output.
-                if let Some(reader) = self.reader.take() {
-                    let _ = reader.join();
-                }
-                return Ok((status, self.console()));
-            }
-            if Instant::now() > end {
-                bail!("the board ran past {limit:?}; it printed:\n{}", self.console());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if !self.ends_within(limit)? {
+            bail!("the board ran past {limit:?}; it printed:\n{}", self.console());
         }
+        let status = self.child.wait()?;
+        // Everything QEMU printed, to the end of its output.
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        Ok((status, self.console()))
     }
 }
 

@@ -45,7 +45,8 @@ impl Args {
                 }
                 _ => {
                     if !set_key(&mut args.config, key, value)? {
-                        return Err(alloc::format!("unknown setting `{key}`: the demo's are {OWN:?}, the client's {KEYS:?}"));
+                        let keys: Vec<&str> = FIELD_NAMES.iter().map(|&(_, name)| name).collect();
+                        return Err(alloc::format!("unknown setting `{key}`: the demo's are {OWN:?}, the client's {keys:?}"));
                     }
                 }
             }

@@ -8,12 +8,12 @@ use smoltcp::wire::Ipv4Address;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceAny};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 
-use crate::bindings::exports::mqtt_as::client::client::{ClientError, Config, Polled, Publish};
+use crate::bindings::exports::mqtt_as::client::client::{ClientError, Config, GuestClient, Polled, Publish};
 use crate::bindings::mqtt_as::client::{clock, log, packet_ids, socket, storage, wifi};
 use crate::bindings::MqttClient;
 use crate::engine;
 use crate::flash::CfiFlash;
-use crate::net::{Failure, Network};
+use crate::net::Network;
 
 /// The client component, precompiled for Pulley by `build.rs`. Loaded where it lies (in the
 /// firmware image, flash on a chip) rather than copied to the heap, which saves its 336 KB
@@ -43,32 +43,19 @@ impl socket::Host for Board {
             crate::println!("socket: `{host}` is not an IPv4 address, and this board has no DNS");
             return Err(socket::SocketError::DnsFailed);
         };
-        self.net.open(address, port).map_err(socket_error)
+        self.net.open(address, port)
     }
     fn status(&mut self, handle: u32) -> Result<socket::SocketState, socket::SocketError> {
-        match self.net.status(handle).map_err(socket_error)? {
-            true => Ok(socket::SocketState::Open),
-            false => Ok(socket::SocketState::Connecting),
-        }
+        self.net.status(handle)
     }
     fn send(&mut self, handle: u32, data: Vec<u8>) -> Result<u32, socket::SocketError> {
-        self.net.send(handle, &data).map_err(socket_error)
+        self.net.send(handle, &data)
     }
     fn recv(&mut self, handle: u32, max: u32) -> Result<Vec<u8>, socket::SocketError> {
-        self.net.recv(handle, max).map_err(socket_error)
+        self.net.recv(handle, max)
     }
     fn close(&mut self, handle: u32) {
         self.net.close(handle)
-    }
-}
-
-fn socket_error(f: Failure) -> socket::SocketError {
-    match f {
-        Failure::Refused => socket::SocketError::Refused,
-        Failure::Reset => socket::SocketError::Reset,
-        Failure::Closed => socket::SocketError::Closed,
-        Failure::Unreachable => socket::SocketError::Unreachable,
-        Failure::BadHandle => socket::SocketError::BadHandle,
     }
 }
 
@@ -186,49 +173,39 @@ impl Client {
         self.store.data_mut()
     }
 
-    fn refuel(&mut self) -> Result<(), Trap> {
-        self.store.set_fuel(engine::FUEL_PER_CALL)
+    /// One call into the client with a fresh fuel budget.
+    fn call<T>(&mut self, f: impl FnOnce(&GuestClient, &mut Store<Board>, ResourceAny) -> Result<T, Trap>) -> Result<T, Trap> {
+        self.store.set_fuel(engine::FUEL_PER_CALL)?;
+        f(&self.bindings.mqtt_as_client_client().client(), &mut self.store, self.client)
     }
 
     pub fn connect(&mut self) -> Result<(), String> {
-        self.refuel().map_err(|e| alloc::format!("{e}"))?;
-        let api = self.bindings.mqtt_as_client_client().client();
-        api.call_connect(&mut self.store, self.client).map_err(|e| alloc::format!("connect: {e}"))?.map_err(|e| alloc::format!("connect: {e:?}"))
+        self.call(|api, store, c| api.call_connect(store, c)).map_err(|e| alloc::format!("connect: {e}"))?.map_err(|e| alloc::format!("connect: {e:?}"))
     }
 
     pub fn subscribe(&mut self, filter: &str) -> Result<u64, String> {
         use crate::bindings::exports::mqtt_as::client::client::{Qos, Subscription};
-        self.refuel().map_err(|e| alloc::format!("{e}"))?;
-        let api = self.bindings.mqtt_as_client_client().client();
         let sub = Subscription { filter: filter.into(), qos: Qos::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 };
-        api.call_subscribe(&mut self.store, self.client, &[sub], None)
+        self.call(|api, store, c| api.call_subscribe(store, c, &[sub], None))
             .map_err(|e| alloc::format!("subscribe: {e}"))?
             .map_err(|e| alloc::format!("subscribe: {e:?}"))
     }
 
     pub fn publish(&mut self, now: u64, p: Publish) -> Result<Result<u64, String>, Trap> {
-        self.refuel()?;
-        let api = self.bindings.mqtt_as_client_client().client();
-        let mut answers = api.call_publish(&mut self.store, self.client, now, &[p])?;
+        let mut answers = self.call(|api, store, c| api.call_publish(store, c, now, &[p]))?;
         Ok(answers.pop().map_or_else(|| Err("no answer".into()), |a| a.map_err(|e| alloc::format!("{e:?}"))))
     }
 
     pub fn poll(&mut self, now: u64, max_messages: u32) -> Result<Polled, Trap> {
-        self.refuel()?;
         let link = self.store.data().link();
-        let api = self.bindings.mqtt_as_client_client().client();
-        api.call_poll(&mut self.store, self.client, now, link, max_messages)
+        self.call(|api, store, c| api.call_poll(store, c, now, link, max_messages))
     }
 
     pub fn stats(&mut self) -> Result<crate::bindings::exports::mqtt_as::client::client::Stats, Trap> {
-        self.refuel()?;
-        let api = self.bindings.mqtt_as_client_client().client();
-        api.call_stats(&mut self.store, self.client)
+        self.call(|api, store, c| api.call_stats(store, c))
     }
 
     pub fn disconnect(&mut self) -> Result<(), Trap> {
-        self.refuel()?;
-        let api = self.bindings.mqtt_as_client_client().client();
-        api.call_disconnect(&mut self.store, self.client)
+        self.call(|api, store, c| api.call_disconnect(store, c))
     }
 }

@@ -114,9 +114,11 @@ impl Demo {
                 let (open, closing) = client.board().net.sockets();
                 println!("heap in use {} KiB, at most {} KiB; sockets open {open}, closing {closing}", in_use / 1024, peak / 1024);
                 client.disconnect().map_err(trapped)?;
-                let bye = machine::now_ms();
-                while machine::now_ms() < bye + 200 {
+                // The DISCONNECT out, and the close begun, before the emulation ends.
+                let bye = machine::now_ms() + 200;
+                while machine::now_ms() < bye {
                     client.board().net.poll();
+                    machine::idle_until(bye);
                 }
                 return Ok(());
             }

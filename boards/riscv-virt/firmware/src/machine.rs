@@ -23,9 +23,14 @@ const PLIC_CLAIM_0: usize = PLIC + 0x20_0004;
 /// The interrupt of the first virtio-mmio slot; slot `i` has `VIRTIO_IRQ_BASE + i`.
 pub const VIRTIO_IRQ_BASE: usize = 1;
 /// The first of eight virtio-mmio transports, each 0x1000 apart.
-pub const VIRTIO_MMIO_BASE: usize = 0x1000_1000;
+const VIRTIO_MMIO_BASE: usize = 0x1000_1000;
 pub const VIRTIO_MMIO_SIZE: usize = 0x1000;
 pub const VIRTIO_MMIO_SLOTS: usize = 8;
+
+/// The address of virtio-mmio slot `slot`.
+pub fn virtio_mmio(slot: usize) -> usize {
+    VIRTIO_MMIO_BASE + slot * VIRTIO_MMIO_SIZE
+}
 
 /// The 16550 console: a byte waits for the transmit holding register to empty.
 pub struct Console;

@@ -21,6 +21,7 @@ use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::{DeviceType, Transport};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
 
+use crate::bindings::mqtt_as::client::socket::{SocketError, SocketState};
 use crate::machine;
 
 const QUEUE_SIZE: usize = 16;
@@ -122,16 +123,6 @@ impl phy::Device for Phy {
     }
 }
 
-/// Why a connection can no longer be used, as the `socket` import reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    Refused,
-    Reset,
-    Closed,
-    Unreachable,
-    BadHandle,
-}
-
 struct Connection {
     socket: SocketHandle,
     /// Whether the handshake ever completed: a connection that closes before it did was
@@ -156,7 +147,7 @@ impl Network {
     /// Finds the virtio-net device and brings the interface up.
     pub fn start() -> Result<Network, &'static str> {
         let (transport, slot) = find_nic().ok_or("no virtio-net device (start QEMU with -device virtio-net-device)")?;
-        let base = machine::VIRTIO_MMIO_BASE + slot * machine::VIRTIO_MMIO_SIZE;
+        let base = machine::virtio_mmio(slot);
         let mut nic = Nic::new(transport, RX_BUFFER).map_err(|_| "virtio-net would not start")?;
         // A frame in, or one out, ends the hart's sleep (`machine::idle_until`).
         nic.enable_interrupts();
@@ -222,7 +213,7 @@ impl Network {
         status & 1 == 1
     }
 
-    pub fn open(&mut self, address: Ipv4Address, port: u16) -> Result<u32, Failure> {
+    pub fn open(&mut self, address: Ipv4Address, port: u16) -> Result<u32, SocketError> {
         let socket = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; TCP_BUFFER]), tcp::SocketBuffer::new(vec![0; TCP_BUFFER]));
         let handle = self.sockets.add(socket);
         let local = self.next_port;
@@ -231,7 +222,7 @@ impl Network {
         socket.set_nagle_enabled(false);
         if socket.connect(self.iface.context(), (IpAddress::Ipv4(address), port), local).is_err() {
             self.sockets.remove(handle);
-            return Err(Failure::Unreachable);
+            return Err(SocketError::Unreachable);
         }
         let id = self.next_handle;
         self.next_handle = self.next_handle.wrapping_add(1).max(1);
@@ -239,44 +230,43 @@ impl Network {
         Ok(id)
     }
 
-    /// `Ok(true)` once the connection is open, `Ok(false)` while it is being made.
-    pub fn status(&mut self, id: u32) -> Result<bool, Failure> {
-        let c = self.connections.get_mut(&id).ok_or(Failure::BadHandle)?;
+    pub fn status(&mut self, id: u32) -> Result<SocketState, SocketError> {
+        let c = self.connections.get_mut(&id).ok_or(SocketError::BadHandle)?;
         match self.sockets.get::<tcp::Socket>(c.socket).state() {
-            tcp::State::SynSent | tcp::State::SynReceived => Ok(false),
+            tcp::State::SynSent | tcp::State::SynReceived => Ok(SocketState::Connecting),
             tcp::State::Established => {
                 c.established = true;
-                Ok(true)
+                Ok(SocketState::Open)
             }
-            tcp::State::Closed if !c.established => Err(Failure::Refused),
-            tcp::State::Closed => Err(Failure::Reset),
+            tcp::State::Closed if !c.established => Err(SocketError::Refused),
+            tcp::State::Closed => Err(SocketError::Reset),
             // The peer sent FIN: what it sent before can still be read.
-            tcp::State::CloseWait if c.established => Ok(true),
-            _ => Err(Failure::Closed),
+            tcp::State::CloseWait if c.established => Ok(SocketState::Open),
+            _ => Err(SocketError::Closed),
         }
     }
 
-    pub fn send(&mut self, id: u32, data: &[u8]) -> Result<u32, Failure> {
-        let c = self.connections.get(&id).ok_or(Failure::BadHandle)?;
+    pub fn send(&mut self, id: u32, data: &[u8]) -> Result<u32, SocketError> {
+        let c = self.connections.get(&id).ok_or(SocketError::BadHandle)?;
         let socket = self.sockets.get_mut::<tcp::Socket>(c.socket);
         if !socket.may_send() {
-            return Err(if socket.state() == tcp::State::Closed { Failure::Reset } else { Failure::Closed });
+            return Err(ended(socket));
         }
-        let n = socket.send_slice(data).map_err(|_| Failure::Closed)?;
+        let n = socket.send_slice(data).map_err(|_| SocketError::Closed)?;
         Ok(n as u32)
     }
 
-    pub fn recv(&mut self, id: u32, max: u32) -> Result<Vec<u8>, Failure> {
-        let c = self.connections.get(&id).ok_or(Failure::BadHandle)?;
+    pub fn recv(&mut self, id: u32, max: u32) -> Result<Vec<u8>, SocketError> {
+        let c = self.connections.get(&id).ok_or(SocketError::BadHandle)?;
         let socket = self.sockets.get_mut::<tcp::Socket>(c.socket);
         if !socket.can_recv() {
             if !socket.may_recv() {
-                return Err(if socket.state() == tcp::State::Closed { Failure::Reset } else { Failure::Closed });
+                return Err(ended(socket));
             }
             return Ok(Vec::new());
         }
         let mut data = vec![0; (max as usize).min(socket.recv_queue())];
-        let n = socket.recv_slice(&mut data).map_err(|_| Failure::Closed)?;
+        let n = socket.recv_slice(&mut data).map_err(|_| SocketError::Closed)?;
         data.truncate(n);
         Ok(data)
     }
@@ -308,6 +298,16 @@ impl Network {
     }
 }
 
+/// Why a connection that can no longer carry data ended: reset (by the peer or an abort) or
+/// closed.
+fn ended(socket: &tcp::Socket) -> SocketError {
+    if socket.state() == tcp::State::Closed {
+        SocketError::Reset
+    } else {
+        SocketError::Closed
+    }
+}
+
 fn now() -> Instant {
     Instant::from_millis(machine::now_ms() as i64)
 }
@@ -315,8 +315,7 @@ fn now() -> Instant {
 /// The NIC's transport, and its virtio-mmio slot.
 fn find_nic() -> Option<(MmioTransport<'static>, usize)> {
     (0..machine::VIRTIO_MMIO_SLOTS).find_map(|slot| {
-        let base = machine::VIRTIO_MMIO_BASE + slot * machine::VIRTIO_MMIO_SIZE;
-        let header = NonNull::new(base as *mut VirtIOHeader)?;
+        let header = NonNull::new(machine::virtio_mmio(slot) as *mut VirtIOHeader)?;
         // SAFETY: a virtio-mmio slot of `virt`, mapped for the firmware's whole life.
         let transport = unsafe { MmioTransport::new(header, machine::VIRTIO_MMIO_SIZE) }.ok()?;
         (transport.device_type() == DeviceType::Network).then_some((transport, slot))
