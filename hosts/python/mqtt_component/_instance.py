@@ -40,6 +40,20 @@ def default_component() -> Path:
     return Path(__file__).resolve().parents[3] / "host" / "component" / "mqtt_client.wasm"
 
 
+# Every engine setting, in one place: applied to the engine, and the key `_precompiled` files
+# the compiled code under (code compiled under other settings does not load).
+ENGINE_SETTINGS = {"epoch_interruption": True}
+ENGINE_SETTINGS_KEY = ",".join(f"{name}={value}" for name, value in sorted(ENGINE_SETTINGS.items()))
+
+
+def new_engine() -> Engine:
+    """An engine with `ENGINE_SETTINGS`."""
+    config = EngineConfig()
+    for name, value in ENGINE_SETTINGS.items():
+        setattr(config, name, value)
+    return Engine(config)
+
+
 class Runtime:
     """One engine for every client of the process, the components it compiled, and the
     thread that advances its epoch."""
@@ -48,16 +62,11 @@ class Runtime:
     _engine: Optional[Engine] = None
     _components: dict = {}
 
-    # Every engine setting, as `_precompiled` keys the compiled code by it.
-    _SETTINGS = "epoch_interruption=true"
-
     @classmethod
     def engine(cls) -> Engine:
         with cls._lock:
             if cls._engine is None:
-                config = EngineConfig()
-                config.epoch_interruption = True
-                cls._engine = Engine(config)
+                cls._engine = new_engine()
                 threading.Thread(target=cls._tick, args=(cls._engine,), name="mqtt-component-epoch", daemon=True).start()
             return cls._engine
 
@@ -73,7 +82,7 @@ class Runtime:
         key = str(path)
         with cls._lock:
             if key not in cls._components:
-                cls._components[key], _ = _precompiled.load(engine, path, cls._SETTINGS, _precompiled.cache_dir())
+                cls._components[key], _ = _precompiled.load(engine, path, ENGINE_SETTINGS_KEY, _precompiled.cache_dir())
             return cls._components[key]
 
 

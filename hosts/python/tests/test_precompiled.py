@@ -5,13 +5,10 @@ import pytest
 from wasmtime import Config, Engine
 
 from mqtt_component import _precompiled
-from mqtt_component._instance import Runtime, default_component
+from mqtt_component._instance import ENGINE_SETTINGS_KEY, default_component, new_engine
 
-
-def engine() -> Engine:
-    config = Config()
-    config.epoch_interruption = True
-    return Engine(config)
+# A fresh engine each time, as in a process started later.
+engine = new_engine
 
 
 def exports(component) -> list:
@@ -19,30 +16,30 @@ def exports(component) -> list:
 
 
 def test_the_first_load_compiles_and_writes_the_code_the_next_load_takes(tmp_path):
-    first, how = _precompiled.load(engine(), default_component(), Runtime._SETTINGS, tmp_path)
+    first, how = _precompiled.load(engine(), default_component(), ENGINE_SETTINGS_KEY, tmp_path)
     assert how == "compiled"
     files = list(tmp_path.glob("*.cwasm"))
     assert len(files) == 1 and files[0].stat().st_size > 0
     # A fresh engine, as in a process started later.
-    second, how = _precompiled.load(engine(), default_component(), Runtime._SETTINGS, tmp_path)
+    second, how = _precompiled.load(engine(), default_component(), ENGINE_SETTINGS_KEY, tmp_path)
     assert how == "cache"
     assert exports(second) == exports(first)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def test_a_damaged_file_is_compiled_again_and_replaced(tmp_path, damage):
-    _precompiled.load(engine(), default_component(), Runtime._SETTINGS, tmp_path)
+    _precompiled.load(engine(), default_component(), ENGINE_SETTINGS_KEY, tmp_path)
     (cached,) = tmp_path.glob("*.cwasm")
     good = cached.read_bytes()
     cached.write_bytes({"truncated": good[: len(good) // 2], "garbage": b"\x7fELF" + b"\x00" * 4096, "empty": b""}[damage])
-    component, how = _precompiled.load(engine(), default_component(), Runtime._SETTINGS, tmp_path)
+    component, how = _precompiled.load(engine(), default_component(), ENGINE_SETTINGS_KEY, tmp_path)
     assert how == "compiled"
     assert exports(component)
     assert cached.read_bytes() == good
 
 
 def test_other_engine_settings_get_their_own_file(tmp_path):
-    _precompiled.load(engine(), default_component(), Runtime._SETTINGS, tmp_path)
+    _precompiled.load(engine(), default_component(), ENGINE_SETTINGS_KEY, tmp_path)
     plain = Engine(Config())
     _, how = _precompiled.load(plain, default_component(), "epoch_interruption=false", tmp_path)
     assert how == "compiled"
@@ -53,7 +50,7 @@ def test_a_cache_that_cannot_be_written_only_costs_the_compile(tmp_path):
     # A directory that cannot be made (a file is in the way): refused even to root.
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
-    component, how = _precompiled.load(engine(), default_component(), Runtime._SETTINGS, blocker / "cache")
+    component, how = _precompiled.load(engine(), default_component(), ENGINE_SETTINGS_KEY, blocker / "cache")
     assert how == "compiled" and exports(component)
 
 
