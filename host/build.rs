@@ -21,7 +21,7 @@
 //! same way).
 //!
 //! Either way the build then precompiles the component (once per watchdog, see
-//! `src/engine_config.rs`) and its test-faults build with wasmtime's Cranelift for the
+//! `../device/src/engine_config.rs`) and its test-faults build with wasmtime's Cranelift for the
 //! target (`precompile`), so a binary loads machine code at start instead of compiling
 //! ~100 KB of wasm (~140 ms and ~15 MiB of peak RSS).
 //!
@@ -42,7 +42,7 @@
 use std::env;
 use std::path::{Path, PathBuf};
 
-#[path = "src/engine_config.rs"]
+#[path = "../device/src/engine_config.rs"]
 mod engine_config;
 
 /// The files `component/` holds, besides `SOURCES`.
@@ -58,7 +58,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", path.display());
     }
     println!("cargo:rerun-if-env-changed=MQTT_REBUILD_COMPONENT");
-    println!("cargo:rerun-if-changed={}", manifest.join("src/engine_config.rs").display());
+    println!("cargo:rerun-if-changed={}", manifest.join("../device/src/engine_config.rs").display());
 
     let fingerprint = fingerprint(&root, &inputs);
     let recorded = std::fs::read_to_string(committed.join("SOURCES")).unwrap_or_default();

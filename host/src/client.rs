@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
-use crate::device::{Device, DeviceError, Publish, Token};
-use crate::token_map::TokenMap;
 use crate::ClientError;
+use crate::{Device, DeviceError, Publish, Token};
 use crate::{DownReason, Event, LinkState, Message, Qos, Stats, SubscribeProperties, Subscription};
+use mqtt_device::TokenMap;
 use mqtt_protocol::KEPT_IN_STORE;
 
 /// What the application hears about without asking.

@@ -9,12 +9,11 @@
 use std::path::Path;
 
 use anyhow::Context;
-use wasmtime::component::{Component, Linker};
+use mqtt_device::{engine_config, Program, Watchdog};
+use wasmtime::component::Component;
 use wasmtime::Engine;
 
-use crate::bindings::{MqttClient, MqttClientPre};
-use crate::device::HostState;
-use crate::engine_config::{engine_config, Watchdog};
+use crate::Platform;
 
 /// The component built from `client-component/` when this crate was compiled.
 pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mqtt_client.wasm"));
@@ -55,15 +54,19 @@ pub fn with_test_fault(mut config: crate::Config, fault: &str) -> crate::Config 
     config
 }
 
-/// A compiled component ready to instantiate: one [`Engine`] and one `InstancePre`, shared
-/// by every [`crate::Device`] made from it. Cloning is cheap.
+/// A compiled component ready to instantiate: one [`Engine`] and one `InstancePre` (the
+/// device's [`Program`]), shared by every [`crate::Device`] made from it. Cloning is cheap.
 #[derive(Clone)]
 pub struct ComponentFile {
-    pub(crate) engine: Engine,
-    pub(crate) pre: MqttClientPre<HostState>,
-    pub(crate) watchdog: Watchdog,
+    program: Program<dyn Platform>,
     bytes: Wasm,
     precompiled: bool,
+}
+
+impl AsRef<Program<dyn Platform>> for ComponentFile {
+    fn as_ref(&self) -> &Program<dyn Platform> {
+        &self.program
+    }
 }
 
 /// The wasm a [`ComponentFile`] was loaded from, kept only for [`ComponentFile::bytes`]:
@@ -158,18 +161,16 @@ impl ComponentFile {
     }
 
     fn link(engine: Engine, component: Component, wasm: Wasm, watchdog: Watchdog, precompiled: bool) -> anyhow::Result<Self> {
-        let mut linker = Linker::<HostState>::new(&engine);
-        MqttClient::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
-        let pre = MqttClientPre::new(linker.instantiate_pre(&component)?)?;
         if watchdog == Watchdog::Clock {
             crate::epoch_ticker::watch(&engine);
         }
-        Ok(ComponentFile { engine, pre, watchdog, bytes: wasm, precompiled })
+        let program = Program::new(engine, &component, watchdog)?;
+        Ok(ComponentFile { program, bytes: wasm, precompiled })
     }
 
     /// What stops a runaway call in instances of this component.
     pub fn watchdog(&self) -> Watchdog {
-        self.watchdog
+        self.program.watchdog()
     }
 
     /// Whether this was loaded from machine code precompiled at build time (`false`: compiled
@@ -180,8 +181,8 @@ impl ComponentFile {
 
     /// Names of the component's imports (interfaces), e.g. `mqtt-as:client/socket@0.1.0`.
     pub fn import_names(&self) -> Vec<String> {
-        let ty = self.pre.instance_pre().component().component_type();
-        ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect()
+        let ty = self.program.component().component_type();
+        ty.imports(self.program.engine()).map(|(name, _)| name.to_string()).collect()
     }
 
     /// The component's bytes, as loaded (for `component --out FILE`).

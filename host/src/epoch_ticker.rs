@@ -1,6 +1,6 @@
 //! The clock behind [`crate::Watchdog::Clock`]: one thread per process advances the epoch
 //! of every engine that runs the component under it, every [`TICK`]. A guest call is given
-//! [`CALL_TICKS`] ticks, so a call that runs away traps within about a second.
+//! [`mqtt_device::CALL_TICKS`] ticks, so a call that runs away traps within about a second.
 //!
 //! One thread for every engine instead of one per engine: a program (or a benchmark) may
 //! load many components, and each would otherwise start a thread. The thread holds only
@@ -14,10 +14,6 @@ use wasmtime::{Engine, EngineWeak};
 
 /// How often the epoch advances.
 pub const TICK: Duration = Duration::from_millis(100);
-/// Ticks a call may run: it traps after between `CALL_TICKS - 1` and `CALL_TICKS` ticks. A
-/// legitimate call takes microseconds (milliseconds for a poll full of input), so even a
-/// host descheduled for a while does not trap one.
-pub const CALL_TICKS: u64 = 10;
 
 struct Watched {
     engines: Vec<EngineWeak>,
@@ -56,7 +52,7 @@ fn tick() {
 #[cfg(all(test, feature = "compile"))]
 mod tests {
     use super::*;
-    use crate::engine_config::{engine_config, Watchdog};
+    use mqtt_device::{engine_config, Watchdog, CALL_TICKS};
 
     /// `(module (func (export "spin") (loop (br 0))))`: a call that never ends.
     const SPIN: &[u8] = &[

@@ -14,12 +14,9 @@
 //!   task of its own ([`Client::spawn`]), or by whichever task polls its [`EventLoop`]
 //!   ([`Client::new`], rumqttc's shape).
 
-mod bindings;
 mod client;
 mod component;
 mod config_builder;
-mod device;
-mod engine_config;
 mod epoch_ticker;
 pub mod file_flash;
 pub mod loopback;
@@ -30,19 +27,16 @@ pub mod settings;
 pub mod source_position;
 mod store_lock;
 pub mod stream_sockets;
-mod token_map;
 
-pub use bindings::exports::mqtt_as::client::client::{
-    ClientError, Config, DownReason, Event, Message, PublishProperties, Qos, Stats, SubscribeProperties, Subscription, Will,
-};
-pub use bindings::mqtt_as::client::log::Level as LogLevel;
-pub use bindings::mqtt_as::client::socket::{SocketError, SocketState, TlsParams};
-pub use bindings::mqtt_as::client::wifi::LinkState;
 pub use client::{Client, ClientEvent, Error as ClientCallError, EventLoop, Events};
 pub use component::{with_test_fault, ComponentFile, CORE_MODULE_PATH, EMBEDDED_COMPONENT, FAULTY_COMPONENT, RUSTC_CORE_MODULE_PATH};
 pub use config_builder::{ConfigBuilder, ConfigValue};
-pub use device::{brokers, Device, DeviceError, Publish, Token, MAX_GUEST_MEMORY};
-pub use engine_config::Watchdog;
+pub use mqtt_device::{
+    brokers, ClientError, Config, DeviceError, DownReason, Event, LinkState, LogLevel, Message, Publish, PublishProperties, Qos, SocketError, SocketState,
+    Stats, SubscribeProperties, Subscription, TlsParams, Token, Watchdog, Will, MAX_GUEST_MEMORY,
+};
+/// One running client on a [`Platform`] (see [`mqtt_device::Device`]).
+pub type Device = mqtt_device::Device<dyn Platform>;
 pub use file_flash::FileFlash;
 pub use mqtt_protocol::store::{Flash, Geometry, MemFlash};
 pub use mqtt_protocol::with_config_keys;

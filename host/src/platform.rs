@@ -11,45 +11,7 @@ use tokio::sync::Notify;
 
 use mqtt_protocol::store::Flash;
 
-use crate::{LinkState, SocketError, SocketState, TlsParams};
-
-/// Non-blocking TCP (and TLS) connections, identified by host-chosen handles.
-pub trait Socket {
-    /// Start opening a connection; the handle's `status` says when it is open.
-    fn open(&mut self, host: &str, port: u16, tls: Option<TlsParams>) -> Result<u32, SocketError>;
-    fn status(&mut self, handle: u32) -> Result<SocketState, SocketError>;
-    /// Accept what fits and return how many bytes that was (0 when the buffer is full).
-    fn send(&mut self, handle: u32, data: &[u8]) -> Result<u32, SocketError>;
-    /// What has arrived, at most `max` bytes; empty when nothing has. Fewer than `max`
-    /// tells the component that nothing more is there now (it does not ask again until its
-    /// next poll), so return less only when that is so, and have the client polled when
-    /// more comes ([`Platform::wakeup`]). End of stream is `Err(SocketError::Closed)`.
-    fn recv(&mut self, handle: u32, max: u32) -> Result<Vec<u8>, SocketError>;
-    fn close(&mut self, handle: u32);
-    /// Push out what `send` accepted but the connection still holds (a TLS stream's
-    /// records that the socket had no room for); called before every poll. Sockets that
-    /// hold nothing back need not implement it.
-    fn flush(&mut self) {}
-}
-
-pub trait Clock {
-    /// Monotonic milliseconds.
-    fn now_ms(&mut self) -> u64;
-    /// Unix-epoch milliseconds, when known.
-    fn wall_ms(&mut self) -> Option<u64> {
-        None
-    }
-}
-
-pub trait Wifi {
-    fn state(&mut self) -> LinkState;
-    /// Join a network; the outcome shows in `state`. Hosts whose OS manages the link say so.
-    fn connect(&mut self, ssid: &str, password: &str) -> Result<(), String>;
-    fn disconnect(&mut self);
-    fn rssi(&mut self) -> Option<i32> {
-        None
-    }
-}
+pub use mqtt_device::{Clock, Socket, Wifi};
 
 /// Everything the component imports, in one object the host owns.
 pub trait Platform: Socket + Clock + Wifi + Send + 'static {
@@ -74,5 +36,28 @@ pub trait Platform: Socket + Clock + Wifi + Send + 'static {
     /// of a failed first connect, so the reason reaches the application and not only a log.
     fn take_failure(&mut self) -> Option<String> {
         None
+    }
+}
+
+/// The device's view of any platform: its flash and failures as the platform says, its log
+/// lines to `tracing` under the device's name.
+impl mqtt_device::DevicePlatform for dyn Platform {
+    fn storage(&mut self) -> Option<&mut dyn Flash> {
+        Platform::storage(self)
+    }
+
+    fn take_failure(&mut self) -> Option<String> {
+        Platform::take_failure(self)
+    }
+
+    fn log(&mut self, device: &str, level: crate::LogLevel, message: &str) {
+        use crate::LogLevel as Level;
+        match level {
+            Level::Trace => tracing::trace!(device = %device, "{message}"),
+            Level::Debug => tracing::debug!(device = %device, "{message}"),
+            Level::Info => tracing::info!(device = %device, "{message}"),
+            Level::Warn => tracing::warn!(device = %device, "{message}"),
+            Level::Error => tracing::error!(device = %device, "{message}"),
+        }
     }
 }

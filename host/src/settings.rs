@@ -222,15 +222,7 @@ pub fn every_key_changed(base: &Config) -> (Config, Settings) {
 /// A config with the core's defaults (`mqtt_protocol::Config::default`, so the two never
 /// drift apart), for `server` and `client_id`.
 pub fn default_config(server: &str, client_id: &str) -> Config {
-    // Every key by name from the core's list; the record literal is whole, so a WIT field that
-    // is in neither that list nor here is a compile error.
-    macro_rules! from_core {
-        ([$d:ident] $($(#[$meta:meta])* $key:ident : $ty:ty,)*) => {
-            Config { $($key: $d.$key,)* ssl_params: None, will: None }
-        };
-    }
-    let d = mqtt_protocol::Config { client_id: client_id.into(), server: server.into(), ..mqtt_protocol::Config::default() };
-    mqtt_protocol::with_config_keys!(from_core; d)
+    mqtt_protocol::Config { client_id: client_id.into(), server: server.into(), ..mqtt_protocol::Config::default() }.into()
 }
 
 /// Checks a config by the rules the client's `create` applies (`mqtt_protocol::Config::validate`,

@@ -55,6 +55,7 @@ on_both_cores!(
     a_bad_boot_setting_is_refused_naming_it,
     the_client_s_config_keys_are_boot_settings_by_the_names_every_host_uses,
     what_was_accepted_before_a_power_cut_is_delivered_by_the_next_boot,
+    an_instance_that_keeps_failing_is_restarted_and_loses_nothing,
 );
 
 /// A `mosquitto_sub` at the broker, subscribed before this returns, and the number of
@@ -148,11 +149,33 @@ fn no_broker_fails_within_the_limit_saying_how_far_it_got(arch: Arch) {
     assert!(console.contains("FAILED: gave up after 3 s: 1 published, 0 acknowledged, 0 of 1 received"), "{console}");
 }
 
+/// Every fortieth poll runs out of fuel at once (`fault-every`): each time the device throws the
+/// instance away, makes a fresh one and hands it what the failed one held (in flight under its
+/// packet ids, the subscription, the connection), as the Rust host's does.
+fn an_instance_that_keeps_failing_is_restarted_and_loses_nothing(arch: Arch) {
+    let broker = Mosquitto::start("").unwrap();
+    let topic = "riscv-virt/faults";
+    let sub = witness(&broker, topic, 60);
+    let bootargs = format!("port={} count=60 interval-ms=20 client_id=faults topic={topic} limit-s=60 fault-every=40", broker.port);
+    let (status, console) = boot(arch, bootargs).wait(Duration::from_secs(90)).unwrap();
+    assert!(status.success(), "{console}");
+    assert!(console.contains("DONE published=60 acknowledged=60 received=60"), "{console}");
+    let restarts: u32 = console
+        .split_once(" restarts=")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no restart count: {console}"));
+    assert!(restarts >= 5, "{restarts} restarts: {console}");
+    assert!(console.contains("component failed in `poll`"), "{console}");
+    assert_eq!(witnessed(sub), (0..60).collect(), "what the broker delivered to another subscriber");
+}
+
 fn a_bad_boot_setting_is_refused_naming_it(arch: Arch) {
     for (bootargs, why) in [
         ("port=1883 count=lots", "FAILED: count: `lots` is not a whole number from 0 to 4294967295"),
         ("port=1883 keepalive=forever", "FAILED: keepalive_s: `forever` is not a whole number from 0 to 65535"),
         ("port=1883 colour=blue", "FAILED: unknown setting `colour`: the demo's are"),
+        ("port=1883 fault-every=0", "FAILED: fault-every: 0 would fail every poll; at least 1"),
         // Read, then refused by the client's own check, which names the key.
         ("port=1883 keepalive_s=1 response_time_ms=5000", "FAILED: the config was refused: config key `keepalive_s`: 1 s is out of range"),
     ] {

@@ -6,7 +6,7 @@
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use crate::bindings::exports::mqtt_as::client::client::Config;
+use mqtt_device::Config;
 
 include!(concat!(env!("OUT_DIR"), "/config_keys.rs"));
 
@@ -19,15 +19,19 @@ pub struct Args {
     pub limit_ms: u64,
     /// Keep accepted QoS 1 publishes in the flash bank (`store=on`) until acknowledged.
     pub store: bool,
+    /// Fault injection: every this many polls, one runs out of fuel (`fault-every=N`), so
+    /// that the tests see the device restart the instance and lose nothing.
+    pub fault_every: Option<u64>,
     pub config: Config,
 }
 
 /// The demo's own keys.
-const OWN: &[&str] = &["topic", "count", "interval-ms", "limit-s", "store"];
+const OWN: &[&str] = &["topic", "count", "interval-ms", "limit-s", "store", "fault-every"];
 
 impl Args {
     pub fn parse(bootargs: &str) -> Result<Args, String> {
-        let mut args = Args { topic: "riscv-virt/counter".into(), count: 10, interval_ms: 100, limit_ms: 60_000, store: false, config: board_config() };
+        let mut args =
+            Args { topic: "riscv-virt/counter".into(), count: 10, interval_ms: 100, limit_ms: 60_000, store: false, fault_every: None, config: board_config() };
         for word in bootargs.split_whitespace() {
             let (key, value) = word.split_once('=').ok_or_else(|| alloc::format!("`{word}`: expected key=value"))?;
             let number = || u64::from_word(value).map_err(|why| alloc::format!("{key}: {why}"));
@@ -36,6 +40,10 @@ impl Args {
                 "count" => args.count = u32::from_word(value).map_err(|why| alloc::format!("count: {why}"))?,
                 "interval-ms" => args.interval_ms = number()?,
                 "limit-s" => args.limit_ms = number()?.saturating_mul(1000),
+                "fault-every" => match number()? {
+                    0 => return Err("fault-every: 0 would fail every poll; at least 1".into()),
+                    n => args.fault_every = Some(n),
+                },
                 "store" => {
                     args.store = match value {
                         "on" => true,
@@ -59,14 +67,8 @@ impl Args {
 /// network shows it), the id and an unclean session: what the broker sent while the link was
 /// down waits for the client there.
 fn board_config() -> Config {
-    macro_rules! from_core {
-        ([$d:ident] $($(#[$meta:meta])* $key:ident : $ty:ty,)*) => {
-            Config { $($key: $d.$key,)* ssl_params: None, will: None }
-        };
-    }
-    let d =
-        mqtt_protocol::Config { client_id: "riscv-virt".into(), server: "10.0.2.2".into(), clean_init: true, clean: false, ..mqtt_protocol::Config::default() };
-    mqtt_protocol::with_config_keys!(from_core; d)
+    mqtt_protocol::Config { client_id: "riscv-virt".into(), server: "10.0.2.2".into(), clean_init: true, clean: false, ..mqtt_protocol::Config::default() }
+        .into()
 }
 
 /// A config value from a boot setting's text. Written here rather than with serde: these

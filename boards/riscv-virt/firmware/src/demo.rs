@@ -7,8 +7,10 @@
 use alloc::collections::BTreeSet;
 use alloc::string::{String, ToString};
 
-use crate::bindings::exports::mqtt_as::client::client::{Event, Publish, Qos};
-use crate::{args, board, machine, println, HEAP};
+use mqtt_device::{DeviceError, Event, Publish, Qos};
+
+use crate::board::Device;
+use crate::{args, machine, println, HEAP};
 
 /// How often the link's state is looked at while nothing else wakes the board.
 const LINK_CHECK_MS: u64 = 100;
@@ -20,27 +22,33 @@ pub struct Demo {
     acknowledged: u32,
     received: BTreeSet<u32>,
     duplicates: u32,
-    /// Completions of publishes an earlier life of the board kept in flash.
+    /// Publishes an earlier life of the board kept in flash, found at start. Their completions
+    /// name no token of this life, and the device keeps them from the application, so they
+    /// are counted here and known to be done when the client holds nothing any more.
     restored: u32,
+    polls: u64,
 }
 
 impl Demo {
-    pub fn new(args: args::Args) -> Demo {
-        Demo { args, published: 0, tokens: BTreeSet::new(), acknowledged: 0, received: BTreeSet::new(), duplicates: 0, restored: 0 }
+    /// The demo on a client just made: what it holds already (before the demo's subscription)
+    /// is what an earlier life kept in flash.
+    pub fn new(args: args::Args, client: &mut Device) -> Result<Demo, String> {
+        let restored = client.stats().map_err(failed)?.map_or(0, |s| s.queued + s.inflight);
+        Ok(Demo { args, published: 0, tokens: BTreeSet::new(), acknowledged: 0, received: BTreeSet::new(), duplicates: 0, restored, polls: 0 })
     }
 
     fn done(&self) -> bool {
         self.acknowledged == self.args.count && self.received.len() == self.args.count as usize
     }
 
-    pub fn run(mut self, client: &mut board::Client) -> Result<(), String> {
+    pub fn run(mut self, client: &mut Device) -> Result<(), String> {
         let start = machine::now_ms();
         let give_up = start + self.args.limit_ms;
         let mut next_publish = start;
         let mut deadline = Some(start);
-        let mut link = client.board().net.link_up();
+        let mut link = client.platform_mut().net.link_up();
         loop {
-            let activity = client.board().net.poll();
+            let activity = client.platform_mut().net.poll();
             let now = machine::now_ms();
             if now > give_up {
                 return Err(alloc::format!(
@@ -52,8 +60,8 @@ impl Demo {
                     self.args.count
                 ));
             }
-            let mut due = activity || deadline.is_some_and(|d| now >= d) || client.board().net.readable();
-            let link_now = client.board().net.link_up();
+            let mut due = activity || deadline.is_some_and(|d| now >= d) || client.platform_mut().net.readable();
+            let link_now = client.platform_mut().net.link_up();
             if link_now != link {
                 println!("link {}", if link_now { "up" } else { "down" });
                 link = link_now;
@@ -61,8 +69,7 @@ impl Demo {
             }
             if self.published < self.args.count && now >= next_publish {
                 let payload = self.published.to_string().into_bytes();
-                let p = Publish { topic: self.args.topic.clone(), payload, qos: Qos::AtLeastOnce, retain: false, properties: None, deadline_ms: None };
-                match client.publish(now, p).map_err(trapped)? {
+                match client.try_publish(Publish::new(self.args.topic.clone(), payload, Qos::AtLeastOnce)) {
                     Ok(token) => {
                         self.tokens.insert(token);
                         self.published += 1;
@@ -73,10 +80,11 @@ impl Demo {
                         due = true;
                     }
                     // Full for now (a long outage): tried again at the next interval.
-                    Err(why) => {
-                        println!("publish {} refused for now: {why}", self.published);
+                    Err(refused) if matches!(refused.0, DeviceError::Client(_)) => {
+                        println!("publish {} refused for now: {}", self.published, refused.0);
                         next_publish = now + self.args.interval_ms;
                     }
+                    Err(refused) => return Err(alloc::format!("publish: {}", refused.0)),
                 }
             }
             if !due {
@@ -87,37 +95,45 @@ impl Demo {
                 if self.published < self.args.count {
                     wake = wake.min(next_publish);
                 }
-                if let Some(at) = client.board().net.next_poll_ms() {
+                if let Some(at) = client.platform_mut().net.next_poll_ms() {
                     wake = wake.min(at);
                 }
                 machine::idle_until(wake);
                 continue;
             }
-            let polled = client.poll(now, 64).map_err(trapped)?;
-            deadline = polled.next_deadline;
-            for e in polled.events {
+            self.polls += 1;
+            if self.args.fault_every.is_some_and(|n| self.polls.is_multiple_of(n)) {
+                // Fault injection (`fault-every`): this poll runs out of fuel at once, and the
+                // device must restart the instance without losing anything it held.
+                client.starve_next_call(0);
+            }
+            let events = client.poll_taking(64).map_err(failed)?;
+            deadline = client.next_deadline().map_err(failed)?;
+            for e in events {
                 self.event(e)?;
             }
-            client.board().net.poll();
+            client.platform_mut().net.poll();
             // Done with this life's messages, and nothing left of an earlier one's.
-            if self.done() && client.stats().map_err(trapped).map(|s| s.inflight == 0 && s.queued == 0)? {
+            if self.done() && client.stats().map_err(failed)?.is_some_and(|s| s.inflight == 0 && s.queued == 0) {
                 println!(
-                    "DONE published={} acknowledged={} received={} duplicates={} restored={} in {} ms",
+                    "DONE published={} acknowledged={} received={} duplicates={} restored={} restarts={} polls={} in {} ms",
                     self.published,
                     self.acknowledged,
                     self.received.len(),
                     self.duplicates,
                     self.restored,
+                    client.restarts(),
+                    self.polls,
                     machine::now_ms() - start
                 );
                 let (in_use, peak) = HEAP.usage();
-                let (open, closing) = client.board().net.sockets();
+                let (open, closing) = client.platform_mut().net.sockets();
                 println!("heap in use {} KiB, at most {} KiB; sockets open {open}, closing {closing}", in_use / 1024, peak / 1024);
-                client.disconnect().map_err(trapped)?;
+                client.disconnect().map_err(failed)?;
                 // The DISCONNECT out, and the close begun, before the emulation ends.
                 let bye = machine::now_ms() + 200;
                 while machine::now_ms() < bye {
-                    client.board().net.poll();
+                    client.platform_mut().net.poll();
                     machine::idle_until(bye);
                 }
                 return Ok(());
@@ -143,8 +159,6 @@ impl Demo {
             Event::Published(token) => {
                 if self.tokens.remove(&token) {
                     self.acknowledged += 1;
-                } else {
-                    self.restored += 1;
                 }
             }
             Event::PublishFailed((token, reason)) => return Err(alloc::format!("publish {token} failed: reason {reason:#04x}")),
@@ -157,6 +171,8 @@ impl Demo {
     }
 }
 
-fn trapped(e: board::Trap) -> String {
-    alloc::format!("the component trapped: {e}")
+/// The device could not go on: the component cannot be instantiated again, or failed again
+/// while being given back what it held.
+fn failed(e: DeviceError) -> String {
+    alloc::format!("the client failed: {e}")
 }

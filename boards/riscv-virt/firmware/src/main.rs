@@ -23,10 +23,6 @@ mod machine;
 mod net;
 mod wasmtime_platform;
 
-mod bindings {
-    wasmtime::component::bindgen!({ path: "../../../wit", world: "mqtt-client" });
-}
-
 use alloc::string::String;
 
 #[global_allocator]
@@ -68,10 +64,12 @@ fn run(dtb: usize) -> Result<(), String> {
     let net = net::Network::start()?;
     let started = machine::now_ms();
     let flash = args.store.then_some(flash::CfiFlash);
-    let mut client = board::Client::new(net, flash, &args.config)?;
+    let mut client = board::start(net, flash, args.config.clone())?;
     let (in_use, _) = HEAP.usage();
     println!("component loaded and created in {} ms; heap in use {} KiB", machine::now_ms() - started, in_use / 1024);
-    client.connect()?;
-    client.subscribe(&args.topic)?;
-    demo::Demo::new(args).run(&mut client)
+    let subscription = mqtt_device::Subscription::new(args.topic.clone(), mqtt_device::Qos::AtLeastOnce);
+    let demo = demo::Demo::new(args, &mut client)?;
+    client.connect().map_err(|e| alloc::format!("connect: {e}"))?;
+    client.subscribe(alloc::vec![subscription]).map_err(|e| alloc::format!("subscribe: {e}"))?;
+    demo.run(&mut client)
 }

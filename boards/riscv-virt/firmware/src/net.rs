@@ -21,8 +21,8 @@ use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::{DeviceType, Transport};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
 
-use crate::bindings::mqtt_as::client::socket::{SocketError, SocketState};
 use crate::machine;
+use mqtt_device::{SocketError, SocketState};
 
 const QUEUE_SIZE: usize = 16;
 const RX_BUFFER: usize = 2048;

@@ -1,7 +1,7 @@
 //! The wasmtime settings the client component runs under.
 //!
-//! Shared, as source, by `build.rs` (which precompiles the embedded component) and by
-//! [`crate::ComponentFile`] at run time: a precompiled artifact loads only into an engine
+//! Shared, as source, by the host's `build.rs` (which precompiles the embedded component) and
+//! by its `ComponentFile` at run time: a precompiled artifact loads only into an engine
 //! whose tunables and wasm features match the ones it was compiled with, so both sides must
 //! build their `Config` here and nowhere else.
 

@@ -9,14 +9,14 @@
 //! case is a push at the back and a take at the front. Ordered (not a hash map) because a
 //! restart replays what waits in token order, and iteration must not depend on a hasher.
 
-use std::collections::VecDeque;
+use alloc::collections::VecDeque;
 
 /// Keys in increasing order with their values; a removed entry leaves `None` in its slot
 /// until the slots around it go (removal at either end trims them, and they are compacted
 /// when they outnumber the live entries), so memory stays within a few times the live
 /// entries whatever the order of removal.
 #[derive(Clone, Debug)]
-pub(crate) struct TokenMap<V> {
+pub struct TokenMap<V> {
     slots: VecDeque<(u64, Option<V>)>,
     live: usize,
 }
@@ -34,6 +34,10 @@ impl<V> TokenMap<V> {
 
     pub fn len(&self) -> usize {
         self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
     }
 
     fn position(&self, key: u64) -> Result<usize, usize> {
@@ -109,7 +113,7 @@ impl<V> TokenMap<V> {
 
 impl<V> IntoIterator for TokenMap<V> {
     type Item = (u64, V);
-    type IntoIter = std::iter::FilterMap<std::collections::vec_deque::IntoIter<(u64, Option<V>)>, fn((u64, Option<V>)) -> Option<(u64, V)>>;
+    type IntoIter = core::iter::FilterMap<alloc::collections::vec_deque::IntoIter<(u64, Option<V>)>, fn((u64, Option<V>)) -> Option<(u64, V)>>;
 
     /// Live entries in key order.
     fn into_iter(self) -> Self::IntoIter {
@@ -120,8 +124,8 @@ impl<V> IntoIterator for TokenMap<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::collections::BTreeMap;
     use proptest::prelude::*;
-    use std::collections::BTreeMap;
 
     #[derive(Debug, Clone)]
     enum Op {

@@ -9,7 +9,11 @@
 //! tokens, and only the rest are handed over. This is the role the NO_NET bridge's host
 //! plays when it reboots its ESP8266.
 
-use std::collections::BTreeMap;
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use alloc::{format, vec};
 
 use wasmtime::component::ResourceAny;
 use wasmtime::Store;
@@ -17,10 +21,9 @@ use wasmtime::Store;
 use crate::bindings::exports::mqtt_as::client::client::{ClientError, Config, Event, GuestClient, Qos, Stats, SubscribeProperties, Subscription};
 use crate::bindings::mqtt_as::client::{clock, log, packet_ids, socket, storage, wifi};
 use crate::bindings::MqttClient;
-use crate::component::ComponentFile;
 use crate::engine_config::Watchdog;
-use crate::epoch_ticker::CALL_TICKS;
-use crate::platform::Platform;
+use crate::platform::DevicePlatform;
+use crate::program::Program;
 use crate::token_map::TokenMap;
 use crate::{DownReason, LinkState, SocketError, SocketState, TlsParams};
 
@@ -33,10 +36,16 @@ pub use mqtt_protocol::Token;
 /// loop in well under a second.
 pub const DEFAULT_FUEL_PER_CALL: u64 = 500_000_000;
 
+/// Ticks of the epoch a call may run under [`Watchdog::Clock`]: it traps after between
+/// `CALL_TICKS - 1` and `CALL_TICKS` of them. The host advances the epoch every 100 ms (its
+/// `epoch_ticker`), so a legitimate call, which takes microseconds (milliseconds for a poll
+/// full of input), is not trapped even on a host descheduled for a while.
+pub const CALL_TICKS: u64 = 10;
+
 /// The store's data: the platform, and the handles the instance has open (closed for it
 /// if it dies).
-pub struct HostState {
-    platform: Option<Box<dyn Platform>>,
+pub struct HostState<P: ?Sized> {
+    platform: Option<Box<P>>,
     open_handles: Vec<u32>,
     name: String,
     memory: MemoryWatch,
@@ -46,27 +55,29 @@ pub struct HostState {
     session_broker: Option<u32>,
 }
 
-impl HostState {
-    fn new(platform: Box<dyn Platform>, name: String) -> HostState {
-        HostState { platform: Some(platform), open_handles: Vec::new(), name, memory: MemoryWatch::default(), sent_ids: Vec::new(), session_broker: None }
+impl<P: DevicePlatform + ?Sized> HostState<P> {
+    fn new(platform: Box<P>, name: String, max_memory: usize) -> Self {
+        let memory = MemoryWatch { bytes: 0, max: max_memory };
+        HostState { platform: Some(platform), open_handles: Vec::new(), name, memory, sent_ids: Vec::new(), session_broker: None }
     }
 }
 
-/// Most linear memory one instance may have. The client bounds its own buffers (queue,
+/// Most linear memory one instance may have, unless its [`Program`] says otherwise
+/// ([`Program::with_memory_limit`]). The client bounds its own buffers (queue,
 /// in-flight, max packet size) far below this; the cap is the backstop that turns a runaway
 /// allocation into a failed `memory.grow` (the guest aborts, the watchdog restarts it)
 /// instead of a host that swaps.
 pub const MAX_GUEST_MEMORY: usize = 64 << 20;
 
 /// Sees every growth of the guest's linear memory: its current size, and the cap.
-#[derive(Default)]
 struct MemoryWatch {
     bytes: usize,
+    max: usize,
 }
 
 impl wasmtime::ResourceLimiter for MemoryWatch {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > MAX_GUEST_MEMORY {
+        if desired > self.max {
             return Ok(false);
         }
         self.bytes = desired;
@@ -77,15 +88,15 @@ impl wasmtime::ResourceLimiter for MemoryWatch {
     }
 }
 
-impl HostState {
-    fn p(&mut self) -> &mut dyn Platform {
+impl<P: DevicePlatform + ?Sized> HostState<P> {
+    fn p(&mut self) -> &mut P {
         // Only `Device::restart` takes the platform, and it moves it into the next store
         // before any further call.
         self.platform.as_deref_mut().expect("platform present outside a restart")
     }
 }
 
-impl socket::Host for HostState {
+impl<P: DevicePlatform + ?Sized> socket::Host for HostState<P> {
     fn open(&mut self, host: String, port: u16, tls: Option<TlsParams>) -> Result<u32, SocketError> {
         let h = self.p().open(&host, port, tls)?;
         self.open_handles.push(h);
@@ -106,7 +117,7 @@ impl socket::Host for HostState {
     }
 }
 
-impl clock::Host for HostState {
+impl<P: DevicePlatform + ?Sized> clock::Host for HostState<P> {
     fn now_ms(&mut self) -> u64 {
         self.p().now_ms()
     }
@@ -115,7 +126,7 @@ impl clock::Host for HostState {
     }
 }
 
-impl wifi::Host for HostState {
+impl<P: DevicePlatform + ?Sized> wifi::Host for HostState<P> {
     fn state(&mut self) -> LinkState {
         self.p().state()
     }
@@ -138,7 +149,7 @@ fn storage_error(e: mqtt_protocol::store::FlashError) -> storage::StorageError {
 }
 
 /// The platform's flash, or none: capacity 0, and every access out of range.
-impl storage::Host for HostState {
+impl<P: DevicePlatform + ?Sized> storage::Host for HostState<P> {
     fn geometry(&mut self) -> storage::Layout {
         let g = self.p().storage().map(|f| f.geometry()).unwrap_or_default();
         storage::Layout { capacity: g.capacity, sector_size: g.sector_size, write_size: g.write_size }
@@ -161,7 +172,7 @@ impl storage::Host for HostState {
 /// polls are repeats; beyond it they are dropped rather than kept without bound.
 const MAX_SENT_IDS: usize = 1 << 16;
 
-impl packet_ids::Host for HostState {
+impl<P: DevicePlatform + ?Sized> packet_ids::Host for HostState<P> {
     fn sent(&mut self, publishes: Vec<packet_ids::InFlight>) {
         let room = MAX_SENT_IDS.saturating_sub(self.sent_ids.len());
         self.sent_ids.extend(publishes.into_iter().take(room));
@@ -172,16 +183,11 @@ impl packet_ids::Host for HostState {
     }
 }
 
-impl log::Host for HostState {
+impl<P: DevicePlatform + ?Sized> log::Host for HostState<P> {
     fn log(&mut self, level: log::Level, message: String) {
-        let name = &self.name;
-        match level {
-            log::Level::Trace => tracing::trace!(device = %name, "{message}"),
-            log::Level::Debug => tracing::debug!(device = %name, "{message}"),
-            log::Level::Info => tracing::info!(device = %name, "{message}"),
-            log::Level::Warn => tracing::warn!(device = %name, "{message}"),
-            log::Level::Error => tracing::error!(device = %name, "{message}"),
-        }
+        // Not `p()`: the name is borrowed beside the platform.
+        let HostState { platform, name, .. } = self;
+        platform.as_deref_mut().expect("platform present outside a restart").log(name, level, &message);
     }
 }
 
@@ -262,16 +268,16 @@ enum Request {
     Unsubscribe(Vec<String>),
 }
 
-struct Live {
-    store: Store<HostState>,
+struct Live<P: ?Sized + 'static> {
+    store: Store<HostState<P>>,
     instance: MqttClient,
     client: ResourceAny,
 }
 
-pub struct Device {
-    component: ComponentFile,
+pub struct Device<P: DevicePlatform + ?Sized> {
+    component: Program<P>,
     config: Config,
-    live: Live,
+    live: Live<P>,
     fuel_per_call: u64,
     /// One-shot fuel budget for the next call (fault injection).
     next_call_fuel: Option<u64>,
@@ -327,17 +333,24 @@ pub struct Device {
 /// the clock under [`Watchdog::Clock`]. `starved` (fault injection): too little to run, so
 /// the call traps; under the clock that is a deadline already passed, which traps at the
 /// call's first check.
-fn arm(store: &mut Store<HostState>, watchdog: Watchdog, fuel: u64, starved: bool) -> wasmtime::Result<()> {
+fn arm<P: ?Sized>(store: &mut Store<HostState<P>>, watchdog: Watchdog, fuel: u64, starved: bool) -> wasmtime::Result<()> {
     match watchdog {
         Watchdog::Fuel => store.set_fuel(fuel),
+        // Epochs are 64-bit atomics; a target without them (RV32IMAC) runs under fuel.
+        #[cfg(target_has_atomic = "64")]
         Watchdog::Clock => {
             store.set_epoch_deadline(if starved { 0 } else { CALL_TICKS });
             Ok(())
         }
+        #[cfg(not(target_has_atomic = "64"))]
+        Watchdog::Clock => {
+            let _ = starved;
+            Err(wasmtime::format_err!("the clock watchdog needs 64-bit atomics, which this target lacks: run under fuel"))
+        }
     }
 }
 
-fn instantiate(component: &ComponentFile, state: HostState, config: &Config, fuel: u64) -> anyhow::Result<Live> {
+fn instantiate<P: DevicePlatform + ?Sized>(component: &Program<P>, state: HostState<P>, config: &Config, fuel: u64) -> anyhow::Result<Live<P>> {
     let mut store = Store::new(&component.engine, state);
     store.limiter(|s| &mut s.memory);
     arm(&mut store, component.watchdog, fuel, false)?;
@@ -350,11 +363,12 @@ fn instantiate(component: &ComponentFile, state: HostState, config: &Config, fue
     }
 }
 
-impl Device {
+impl<P: DevicePlatform + ?Sized> Device<P> {
     /// Instantiate the component on `platform` and create the client. A bad config is
     /// reported as [`DeviceError::Client`] with the key and the reason.
-    pub fn new(component: &ComponentFile, platform: Box<dyn Platform>, config: Config, name: &str) -> Result<Self, DeviceError> {
-        let state = HostState::new(platform, name.into());
+    pub fn new(component: &impl AsRef<Program<P>>, platform: Box<P>, config: Config, name: &str) -> Result<Self, DeviceError> {
+        let component = component.as_ref();
+        let state = HostState::new(platform, name.into(), component.max_memory);
         let live = instantiate(component, state, &config, DEFAULT_FUEL_PER_CALL).map_err(|e| match e.downcast::<DeviceError>() {
             Ok(d) => d,
             Err(e) => DeviceError::Instantiate(e),
@@ -420,7 +434,7 @@ impl Device {
         self.live.store.data().memory.bytes
     }
 
-    pub fn platform_mut(&mut self) -> &mut dyn Platform {
+    pub fn platform_mut(&mut self) -> &mut P {
         self.live.store.data_mut().p()
     }
 
@@ -429,7 +443,7 @@ impl Device {
     fn guarded<T>(
         &mut self,
         what: &str,
-        f: impl FnOnce(&GuestClient, &mut Store<HostState>, ResourceAny) -> wasmtime::Result<T>,
+        f: impl FnOnce(&GuestClient, &mut Store<HostState<P>>, ResourceAny) -> wasmtime::Result<T>,
     ) -> Result<Option<T>, DeviceError> {
         self.deadline_before_call = self.deadline_after_poll.take();
         let starved = self.next_call_fuel.take();
@@ -455,24 +469,24 @@ impl Device {
         self.take_sent_ids();
         let state = self.live.store.data_mut();
         let name = state.name.clone();
-        tracing::warn!(device = %name, "component failed in `{what}` ({why:#}); restarting it");
         let mut platform = state.platform.take().expect("platform present");
-        for h in std::mem::take(&mut state.open_handles) {
+        platform.log(&name, log::Level::Warn, &format!("component failed in `{what}` ({why:#}); restarting it"));
+        for h in core::mem::take(&mut state.open_handles) {
             platform.close(h);
         }
-        let fresh = HostState::new(platform, name);
+        let fresh = HostState::new(platform, name, self.component.max_memory);
         let live = instantiate(&self.component, fresh, &self.replay_config(), self.fuel_per_call).map_err(DeviceError::Instantiate)?;
         self.live = live;
         self.restarted = true;
         // Publishes the store keeps name their record, not the instance: the fresh one has
         // them back under the same tokens.
-        let mut stored = std::mem::take(&mut self.guest_to_host);
+        let mut stored = core::mem::take(&mut self.guest_to_host);
         stored.retain(|guest, _| guest & mqtt_protocol::STORED_TOKEN != 0);
         // The old instance's connection was closed above, and it can no longer say so: an
         // application (or a driver deciding whether a publish can wait for the window)
         // would otherwise take the fresh instance's `Up` as a second one on a link that
         // never went.
-        if std::mem::take(&mut self.reported_up) {
+        if core::mem::take(&mut self.reported_up) {
             self.backlog.push(Event::Down(DownReason::Socket(SocketError::Closed)));
         }
         self.backlog.push(Event::Error(format!("component restarted after a failure in `{what}`: {why:#}")));
@@ -481,7 +495,7 @@ impl Device {
         // Asked before anything else: from `connect` on, any call may complete some of them
         // (a platform whose connection comes up at once, a broker that answers inside the
         // call), and a record closed then is one the broker has, not one to send again.
-        let mut from_store = std::collections::BTreeSet::new();
+        let mut from_store = BTreeSet::new();
         for (guest, token) in stored {
             if self.guarded("stored", |api, store, c| api.call_stored(store, c, guest))? == Some(true) {
                 self.guest_to_host.insert(guest, token);
@@ -493,10 +507,9 @@ impl Device {
         let resumed = self.resume_in_flight()?;
         // What the broker already answered first (no token waits for these answers), then
         // the requests still waiting, in the order they were made, each under its token.
-        for (token, subs, props) in self.subscriptions.clone() {
-            if !self.requests.contains_key(&token)
-                && let Some(Err(e)) = self.call_subscribe(&subs, props.as_ref())?
-            {
+        let answered: Vec<_> = self.answered_subscriptions().cloned().collect();
+        for (_, subs, props) in answered {
+            if let Some(Err(e)) = self.call_subscribe(&subs, props.as_ref())? {
                 // Nothing waits for its answer any more: said, so that the application
                 // knows the subscription is gone and can make it again.
                 self.replays_refused += 1;
@@ -525,7 +538,7 @@ impl Device {
             if from_store.contains(&token) || resumed.contains(&token) {
                 continue;
             }
-            if let Some(Err(e)) = self.hand_over(token, std::slice::from_ref(&p))?.and_then(|mut r| r.pop()) {
+            if let Some(Err(e)) = self.hand_over(token, core::slice::from_ref(&p))?.and_then(|mut r| r.pop()) {
                 self.fail_replay(token, &client_error_text(&e));
             }
         }
@@ -539,13 +552,20 @@ impl Device {
         Ok(())
     }
 
+    /// The subscriptions the broker answered: no token waits for them, and a restart makes
+    /// them again on its own account (those still waiting are handed over as requests).
+    fn answered_subscriptions(&self) -> impl Iterator<Item = &(Token, Vec<Subscription>, Option<SubscribeProperties>)> {
+        self.subscriptions.iter().filter(|(t, ..)| !self.requests.contains_key(t))
+    }
+
     /// The config a fresh instance gets after a restart: the application's, with room for
     /// the answered subscriptions it is given again besides what the failed instance held.
     /// Those count against `max_queued` in the fresh instance until answered (they did not
     /// in the failed one), so without the room, a full queue lost its last publishes to
     /// `QueueFull` across a restart.
+    ///
     fn replay_config(&self) -> Config {
-        let answered = self.subscriptions.iter().filter(|(t, ..)| !self.requests.contains_key(t)).count();
+        let answered = self.answered_subscriptions().count();
         let mut config = self.config.clone();
         config.max_queued = config.max_queued.saturating_add(u32::try_from(answered).unwrap_or(u32::MAX));
         config
@@ -555,7 +575,7 @@ impl Device {
     /// every unacknowledged publish whose packet id the failed one reported, in the order
     /// they were handed over, under that id; returns their tokens.
     /// One it refuses fails ([`Device::fail_replay`]), as in [`Device::restart`].
-    fn resume_in_flight(&mut self) -> Result<std::collections::BTreeSet<Token>, DeviceError> {
+    fn resume_in_flight(&mut self) -> Result<BTreeSet<Token>, DeviceError> {
         let mut tokens = Vec::new();
         let mut publishes = Vec::new();
         let mut ids = Vec::new();
@@ -581,7 +601,7 @@ impl Device {
             None => None,
         }
         .unwrap_or_default();
-        let mut resumed = std::collections::BTreeSet::new();
+        let mut resumed = BTreeSet::new();
         for (i, token) in tokens.into_iter().enumerate() {
             match results.get(i) {
                 Some(Ok(guest)) => {
@@ -618,7 +638,7 @@ impl Device {
         if let Some(broker) = self.live.store.data_mut().session_broker.take() {
             self.session_broker = broker;
         }
-        let mut ids = std::mem::take(&mut self.live.store.data_mut().sent_ids);
+        let mut ids = core::mem::take(&mut self.live.store.data_mut().sent_ids);
         for s in ids.drain(..) {
             if let Some(&host) = self.guest_to_host.get(s.token)
                 && self.unacked.get(host).is_some()
@@ -693,7 +713,7 @@ impl Device {
     }
 
     /// [`Device::publish`] that hands the publish back when the client refuses it, so that
-    /// it can be offered again (the async [`crate::Client`] waits for room on `QueueFull`).
+    /// it can be offered again (the Rust host's async `Client` waits for room on `QueueFull`).
     pub fn try_publish(&mut self, p: Publish) -> Result<Token, Box<(DeviceError, Publish)>> {
         let mut results = self.try_publish_many(vec![p]);
         results.pop().expect("one result per publish")
@@ -717,7 +737,7 @@ impl Device {
                 break;
             }
             let n = ps.len() as Token;
-            let taken = self.hand_over_recorded(next, std::mem::replace(&mut ps, rest));
+            let taken = self.hand_over_recorded(next, core::mem::replace(&mut ps, rest));
             next += n;
             let only_invalid = taken.iter().all(|r| r.as_ref().err().is_none_or(|b| matches!(b.0, DeviceError::Client(ClientError::Invalid(_)))));
             results.extend(taken);
@@ -789,7 +809,7 @@ impl Device {
     /// gives it to the fresh instance from the record.
     fn record_and_hand_over(&mut self, token: Token, p: Publish) -> Result<Token, Box<(DeviceError, Publish)>> {
         self.unacked.insert(token, p.clone());
-        match self.hand_over(token, std::slice::from_ref(&p)) {
+        match self.hand_over(token, core::slice::from_ref(&p)) {
             Ok(r) => match r.and_then(|mut r| r.pop()) {
                 Some(Err(e)) => {
                     self.unacked.remove(token);
@@ -881,7 +901,7 @@ impl Device {
         // the closed client and failed the next `poll`: found by explore, seed 301).
         self.retry_connect_at = None;
         self.restarted = false;
-        let call = |api: &GuestClient, store: &mut Store<HostState>, c| api.call_disconnect(store, c);
+        let call = |api: &GuestClient, store: &mut Store<HostState<P>>, c| api.call_disconnect(store, c);
         if self.guarded("disconnect", call)?.is_none() {
             // The instance died inside the call; the fresh one was given back what was
             // accepted: close it too, so those requests fail now instead of waiting forever.
@@ -950,7 +970,7 @@ impl Device {
         }
         self.platform_mut().flush();
         // The clock and the link go in as arguments (see the WIT `poll`).
-        let poll = |api: &GuestClient, store: &mut Store<HostState>, c| {
+        let poll = |api: &GuestClient, store: &mut Store<HostState<P>>, c| {
             let p = store.data_mut().p();
             let (now, link) = (p.now_ms(), p.state());
             api.call_poll(store, c, now, link, max_messages)
@@ -961,7 +981,7 @@ impl Device {
             // application had asked for: its poll puts that on the wire now.
             polled = self.guarded("poll", poll)?;
         }
-        let before = std::mem::take(&mut self.backlog);
+        let before = core::mem::take(&mut self.backlog);
         // After a second restart (`None`) the fresh instance's deadline is asked for again.
         self.deadline_after_poll = polled.as_ref().map(|p| p.next_deadline);
         // Translated where they lie: an event is over 200 bytes (a message and its
@@ -1015,5 +1035,19 @@ impl Device {
             _ => {}
         }
         true
+    }
+}
+
+/// The contract's config from the core's: every key by name from the core's list (the record
+/// literal is whole, so a WIT field in neither that list nor here is a compile error), with no
+/// TLS parameters and no will, which the core's config does not carry.
+impl From<mqtt_protocol::Config> for Config {
+    fn from(core: mqtt_protocol::Config) -> Config {
+        macro_rules! from_core {
+            ([$d:ident] $($(#[$meta:meta])* $key:ident : $ty:ty,)*) => {
+                Config { $($key: $d.$key,)* ssl_params: None, will: None }
+            };
+        }
+        mqtt_protocol::with_config_keys!(from_core; core)
     }
 }
