@@ -291,6 +291,9 @@ pub struct Device<P: DevicePlatform + ?Sized> {
     /// The application was told `Up` and no `Down` since: a restart, which closes the
     /// connection, says `Down` first (see [`Device::restart`]).
     reported_up: bool,
+    /// Some instance was up once: the power-up purge (`clean_init`) is behind this client
+    /// (see [`Device::replay_config`]).
+    ever_up: bool,
     /// When to try again to connect a restarted instance whose first attempt failed.
     retry_connect_at: Option<u64>,
     /// The guest's deadline as the last `poll` returned it; `None` once another guest call
@@ -383,6 +386,7 @@ impl<P: DevicePlatform + ?Sized> Device<P> {
             restarted: false,
             restarting: false,
             reported_up: false,
+            ever_up: false,
             retry_connect_at: None,
             deadline_after_poll: None,
             deadline_before_call: None,
@@ -564,10 +568,25 @@ impl<P: DevicePlatform + ?Sized> Device<P> {
     /// in the failed one), so without the room, a full queue lost its last publishes to
     /// `QueueFull` across a restart.
     ///
+    /// And, once the client was up on a session the broker keeps after the power-up
+    /// connection (`clean` false), `clean_init` false: the power-up purge is done, and the
+    /// fresh instance resumes that session. Before, with mqtt_as's usual `clean_init = true,
+    /// clean = false`, it purged the session again, and the broker dropped what it held for the
+    /// client, the messages the failed instance had not yet handed over among them
+    /// (`scenarios/guest-trap-in-a-session-kept-after-power-up.toml`). Never the other way:
+    /// with `clean_init` false and `clean` true the failed instance may still be on its
+    /// power-up connection, whose session the broker keeps, and the fresh one resumes it
+    /// (`guest-trap-resends-under-its-packet-ids.toml`); if it had reconnected since, that
+    /// session is gone and resuming finds none. Not with an empty client id either (MQTT 5,
+    /// the broker assigns one): the fresh instance does not know the id the session is under,
+    /// and the core refuses a kept session without a stable id (found by `explore`).
     fn replay_config(&self) -> Config {
         let answered = self.answered_subscriptions().count();
         let mut config = self.config.clone();
         config.max_queued = config.max_queued.saturating_add(u32::try_from(answered).unwrap_or(u32::MAX));
+        if self.ever_up && !config.clean && !config.client_id.is_empty() {
+            config.clean_init = false;
+        }
         config
     }
 
@@ -1023,6 +1042,7 @@ impl<P: DevicePlatform + ?Sized> Device<P> {
             Event::Up(_) => {
                 self.restarted = false;
                 self.reported_up = true;
+                self.ever_up = true;
             }
             Event::Down(_) => self.reported_up = false,
             Event::ConnectFailed(why) if self.restarted => {

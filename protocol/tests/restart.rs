@@ -101,7 +101,7 @@ fn resuming_is_refused_after_connect_under_an_id_in_use_or_at_qos_0() {
 #[test]
 fn nothing_is_reported_where_a_fresh_client_would_not_resume_the_session() {
     let mut clean = Client::new(config(false)).unwrap();
-    assert!(!clean.report_sent_ids(), "clean_init: the fresh client's first connection is clean");
+    assert!(!clean.report_sent_ids(), "clean_init and clean: every connection is clean");
     let mut h = Harness::with_client(clean);
     connect(&mut h, false);
     h.client.publish(h.now, qos1("t", b"x"), None).unwrap();
@@ -173,4 +173,22 @@ fn a_fresh_client_whose_session_moved_fails_back_with_a_clean_start() {
     assert!(matches!(&sent[..], [Packet::Connect(c)] if c.clean_start), "not where the session lives: {sent:?}");
     h.connack(false);
     assert_eq!(h.client.take_session_broker(), Some(0), "and the host hears it moved back");
+}
+
+/// mqtt_as's usual session: purged at power-up (`clean_init`), kept from then on (`clean`
+/// false). A fresh instance of a client that was up resumes it (its host gives it
+/// `clean_init = clean`), so the failed one must say its ids and where the session lives.
+#[test]
+fn ids_are_reported_for_a_session_kept_after_the_first_connection() {
+    // MQTT 5: under 3.1.1 the first connection only purges, and the client reconnects.
+    let mut cfg = config(true);
+    cfg.clean_init = true;
+    cfg.clean = false;
+    let mut client = Client::new(cfg).unwrap();
+    assert!(client.report_sent_ids(), "clean false: the session outlives the first connection");
+    let mut h = Harness::with_client(client);
+    connect(&mut h, false);
+    h.client.publish(h.now, qos1("t", b"x"), None).unwrap();
+    h.pump();
+    assert_eq!(h.client.take_sent_ids().len(), 1);
 }

@@ -167,6 +167,9 @@ fn an_instance_that_keeps_failing_is_restarted_and_loses_nothing(arch: Arch) {
         .unwrap_or_else(|| panic!("no restart count: {console}"));
     assert!(restarts >= 5, "{restarts} restarts: {console}");
     assert!(console.contains("component failed in `poll`"), "{console}");
+    // The board's session is mqtt_as's usual one (purged at power-up, kept from then on): a
+    // fresh instance resumes it rather than purging it again.
+    assert!(console.contains("up (session present: true)"), "{console}");
     assert_eq!(witnessed(sub), (0..60).collect(), "what the broker delivered to another subscriber");
 }
 

@@ -164,6 +164,7 @@ export class Client extends EventEmitter {
   #restarted = false;
   #retryTimer = null;
   #reportedUp = false;
+  #everUp = false; // some instance was up: the power-up purge is behind the client
   #failing = 0; // restarts since a poll last went through
   #backlog = [];
   #waiting = new Map(); // token -> { resolve, reject } of publishAsync
@@ -199,9 +200,15 @@ export class Client extends EventEmitter {
     else if (process.env.MQTT_COMPONENT_DEBUG) console.debug(`mqtt-component [${this.#config.clientId}] ${level}: ${message}`);
   }
 
-  /// `room`: places in its queue beyond the config's `maxQueued` (see `#restart`).
-  #freshInstance(room = 0) {
-    const config = room ? { ...this.#config, maxQueued: this.#config.maxQueued + room } : this.#config;
+  /// `room`: places in its queue beyond the config's `maxQueued` (see `#restart`). `wasUp`: an
+  /// instance of this client was up once, so the power-up purge (`cleanInit`) is behind it:
+  /// on a session kept after it (`clean` false) the fresh instance resumes the session
+  /// instead of purging it again, and with it what the broker held for the client (as the
+  /// Rust host does; see its `Device::replay_config`). Not with an empty client id: the fresh
+  /// instance does not know the id the broker assigned.
+  #freshInstance(room = 0, wasUp = false) {
+    let config = room ? { ...this.#config, maxQueued: this.#config.maxQueued + room } : this.#config;
+    if (wasUp && !config.clean && config.clientId !== '') config = { ...config, cleanInit: false };
     const ids = {
       sent: (publishes) => this.#ids.reported.push(...publishes),
       session: (broker) => (this.#ids.broker = broker),
@@ -271,7 +278,7 @@ export class Client extends EventEmitter {
       // The answered subscriptions it is given again count against `maxQueued` in the fresh
       // instance until answered (they did not in the failed one): without room for them, a
       // full queue lost its last publishes to `queue-full` here.
-      this.#live = this.#freshInstance(this.#subscribed.length);
+      this.#live = this.#freshInstance(this.#subscribed.length, this.#everUp);
       if (this.#reportedUp) {
         this.#reportedUp = false;
         this.#backlog.push({ kind: 'down', value: 'socket: closed' });
@@ -351,6 +358,7 @@ export class Client extends EventEmitter {
   #translate(e) {
     if (e.kind === 'up') {
       this.#reportedUp = true;
+      this.#everUp = true;
       this.#restarted = false;
     }
     if (e.kind === 'down') this.#reportedUp = false;

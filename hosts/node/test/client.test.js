@@ -97,12 +97,12 @@ for (const level of [0, 1, 2]) {
 
 /// A Mosquitto that keeps its sessions across a restart (SIGTERM saves them), and a
 /// subscriber to `topic` at `level` whose session outlives its connections.
-async function persistentSubscriber(id, topic, level = 1) {
+async function persistentSubscriber(id, topic, level = 1, cleanInit = false) {
   const server = await broker();
   server.settings = `persistence true\npersistence_location ${server.dir}/\n`;
   await server.stop();
   await server.start();
-  const sub = await connected(server, id, { clean_init: false, clean: false });
+  const sub = await connected(server, id, { clean_init: cleanInit, clean: false });
   await subscribed(sub, topic, level);
   return { server, sub };
 }
@@ -174,10 +174,12 @@ test('a wrong config value is refused, naming the key', async () => {
 /// `count` publishes at `level` from one client to another, flat out; once a third of them
 /// are acknowledged, the next import call of `trapIn`'s component throws, which ends that
 /// instance. Both sessions outlive their connections: only then is delivery (and QoS 2
-/// exactly once) promised across a new connection.
-async function floodWithATrap(level, count, trapIn, store) {
-  const { server, sub } = await persistentSubscriber(`node-trap-sub-${level}`, 'node/trap', level);
-  const pub = await connected(server, `node-trap-pub-${level}`, { clean_init: false, clean: false, store });
+/// exactly once) promised across a new connection. With `cleanInit` (mqtt_as's usual choice)
+/// they are purged at power-up and kept from then on: the fresh instance resumes them all
+/// the same.
+async function floodWithATrap(level, count, trapIn, store, cleanInit = false) {
+  const { server, sub } = await persistentSubscriber(`node-trap-sub-${level}`, 'node/trap', level, cleanInit);
+  const pub = await connected(server, `node-trap-pub-${level}`, { clean_init: cleanInit, clean: false, store });
   const tokens = [];
   const completed = [];
   const received = [];
@@ -199,22 +201,25 @@ async function floodWithATrap(level, count, trapIn, store) {
 
 const sorted = (xs) => [...xs].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 
-for (const withStore of [false, true]) {
-  test(`a failure in the publisher loses nothing, and QoS 2 stays exactly once (${withStore ? 'with' : 'without'} a store)`, async () => {
-    const store = withStore ? join(mkdtempSync(join(tmpdir(), 'node-trap-store-')), 'pub.flash') : undefined;
-    const { pub, tokens, completed, received } = await floodWithATrap(2, 300, 'pub', store);
-    assert.equal(pub.restarts, 1);
-    assert.deepEqual(sorted(completed), sorted(tokens), 'every token completes, once');
-    assert.deepEqual(sorted(received), [...Array(300).keys()], 'every message exactly once');
+for (const cleanInit of [false, true]) {
+  const session = cleanInit ? 'a session kept after power-up' : 'a session kept from the start';
+  for (const withStore of [false, true]) {
+    test(`a failure in the publisher loses nothing, and QoS 2 stays exactly once (${withStore ? 'with' : 'without'} a store, ${session})`, async () => {
+      const store = withStore ? join(mkdtempSync(join(tmpdir(), 'node-trap-store-')), 'pub.flash') : undefined;
+      const { pub, tokens, completed, received } = await floodWithATrap(2, 300, 'pub', store, cleanInit);
+      assert.equal(pub.restarts, 1);
+      assert.deepEqual(sorted(completed), sorted(tokens), 'every token completes, once');
+      assert.deepEqual(sorted(received), [...Array(300).keys()], 'every message exactly once');
+    });
+  }
+
+  test(`a failure in the subscriber loses no QoS 1 message (${session})`, async () => {
+    const { sub, tokens, completed, received } = await floodWithATrap(1, 300, 'sub', undefined, cleanInit);
+    assert.equal(sub.restarts, 1);
+    assert.deepEqual(sorted(completed), sorted(tokens));
+    assert.deepEqual([...new Set(received)].sort((a, b) => a - b), [...Array(300).keys()], 'nothing lost (a resend may come twice)');
   });
 }
-
-test('a failure in the subscriber loses no QoS 1 message', async () => {
-  const { sub, tokens, completed, received } = await floodWithATrap(1, 300, 'sub');
-  assert.equal(sub.restarts, 1);
-  assert.deepEqual(sorted(completed), sorted(tokens));
-  assert.deepEqual([...new Set(received)].sort((a, b) => a - b), [...Array(300).keys()], 'nothing lost (a resend may come twice)');
-});
 
 test('a failure with the broker down and the queue full loses nothing', async () => {
   // The fresh instance takes back every publish, with room for the answered subscription it

@@ -162,6 +162,7 @@ class Client:
         self._session_broker = 0
         self._connect_requested = False
         self._reported_up = False
+        self._ever_up = False
         self._backlog: List[Event] = []
         # After a restart, a failed first attempt of the fresh instance is an outage like
         # any other (the application's connect succeeded before), retried for it until `up`
@@ -172,12 +173,20 @@ class Client:
 
     # -- the instance and its replacement ------------------------------------------------
 
-    def _fresh_instance(self, room: int = 0) -> Instance:
-        """`room`: places in its queue beyond the config's `max_queued` (see `_restart`)."""
+    def _fresh_instance(self, room: int = 0, was_up: bool = False) -> Instance:
+        """`room`: places in its queue beyond the config's `max_queued` (see `_restart`).
+        `was_up`: an instance of this client was up once, so the power-up purge
+        (`clean_init`) is behind it: on a session kept after it (`clean` false) the fresh
+        instance resumes the session instead of purging it again, and with it what the broker
+        held for the client (as the Rust host does; see its `Device::replay_config`). Not with
+        an empty client id: the fresh instance does not know the id the broker assigned."""
         config = self.config
-        if room:
+        resume = was_up and not config_value(config, "clean") and config_value(config, "client_id") != ""
+        if room or resume:
             config = copy.copy(config)
             setattr(config, "max-queued", config_value(config, "max_queued") + room)
+            if resume:
+                setattr(config, "clean-init", False)
         live = Instance(self._linker, self._component, config)
         if live.refused is not None:
             raise ClientError(live.refused.tag, live.refused.payload)
@@ -217,7 +226,7 @@ class Client:
             # The answered subscriptions it is given again count against `max_queued` in the
             # fresh instance until answered (they did not in the failed one): without room
             # for them, a full queue lost its last publishes to `queue-full` here.
-            self._live = self._fresh_instance(room=len(self._subscribed))
+            self._live = self._fresh_instance(room=len(self._subscribed), was_up=self._ever_up)
             if self._reported_up:
                 # The old connection went with the old instance, which can no longer say so.
                 self._reported_up = False
@@ -312,6 +321,7 @@ class Client:
         such as the answer to a subscription made again after a restart)."""
         if e.kind == "up":
             self._reported_up = True
+            self._ever_up = True
             self._restarted = False
         elif e.kind == "down":
             self._reported_up = False

@@ -383,7 +383,7 @@ def test_a_store_a_node_client_has_is_refused_and_a_stale_lock_file_taken_over(t
         FileFlash(str(store))
 
 
-def flood_with_a_trap(broker, qos, count, trap_in, store=None):
+def flood_with_a_trap(broker, qos, count, trap_in, store=None, clean_init=False):
     """`count` publishes at `qos` from one client to another, flat out; once a third of them
     are acknowledged, the next call into `trap_in`'s ("pub" or "sub") component traps.
     Returns the publisher's tokens, the tokens it saw completed, the payloads received, and
@@ -391,11 +391,13 @@ def flood_with_a_trap(broker, qos, count, trap_in, store=None):
     # Both sessions outlive their connections: a clean one drops what the broker held for
     # the client (the subscriber's queued messages, the publisher's half of each QoS 2
     # exchange), so only these promise delivery, and QoS 2 exactly once, across a restart.
-    sub = Client("127.0.0.1", f"py-trap-sub-{qos}", port=broker.port, clean_init=False, clean=False)
+    # With `clean_init` (mqtt_as's usual choice) the session is purged at power-up and kept
+    # from then on: the fresh instance resumes it all the same.
+    sub = Client("127.0.0.1", f"py-trap-sub-{qos}", port=broker.port, clean_init=clean_init, clean=False)
     connected(sub)
     sub.subscribe("py/trap", qos)
     run_until([sub], lambda ev: kinds(ev[sub], "subscribed"))
-    pub = Client("127.0.0.1", f"py-trap-pub-{qos}", port=broker.port, clean_init=False, clean=False, store=store)
+    pub = Client("127.0.0.1", f"py-trap-pub-{qos}", port=broker.port, clean_init=clean_init, clean=False, store=store)
     connected(pub)
     tokens, completed, received = [], [], []
     trapped = False
@@ -414,15 +416,16 @@ def flood_with_a_trap(broker, qos, count, trap_in, store=None):
     return tokens, completed, received, pub, sub
 
 
+@pytest.mark.parametrize("clean_init", [False, True])
 @pytest.mark.parametrize("with_store", [False, True])
-def test_a_trap_in_the_publisher_loses_nothing_and_qos2_stays_exactly_once(mosquitto, tmp_path, with_store):
+def test_a_trap_in_the_publisher_loses_nothing_and_qos2_stays_exactly_once(mosquitto, tmp_path, with_store, clean_init):
     """The publisher's component fails mid-flood; the fresh instance resumes the session
     under the packet ids the failed one reported (without a store), or gets them back from
     the store, so at QoS 2 every message arrives exactly once, and every token the
     application holds completes exactly once."""
     broker = mosquitto()
     store = tmp_path / "pub.flash" if with_store else None
-    tokens, completed, received, pub, sub = flood_with_a_trap(broker, 2, 300, "pub", store)
+    tokens, completed, received, pub, sub = flood_with_a_trap(broker, 2, 300, "pub", store, clean_init)
     assert pub.restarts == 1
     assert sorted(completed) == sorted(tokens), "every token completes, once"
     assert sorted(received, key=int) == [b"%d" % i for i in range(300)], "exactly once"
@@ -430,9 +433,12 @@ def test_a_trap_in_the_publisher_loses_nothing_and_qos2_stays_exactly_once(mosqu
     sub.close()
 
 
-def test_a_trap_in_the_subscriber_loses_no_qos1_message(mosquitto):
+@pytest.mark.parametrize("clean_init", [False, True])
+def test_a_trap_in_the_subscriber_loses_no_qos1_message(mosquitto, clean_init):
+    """With `clean_init` true the fresh instance must not purge the session again: the
+    broker would drop the messages it held for the subscriber."""
     broker = mosquitto()
-    tokens, completed, received, pub, sub = flood_with_a_trap(broker, 1, 300, "sub")
+    tokens, completed, received, pub, sub = flood_with_a_trap(broker, 1, 300, "sub", clean_init=clean_init)
     assert sub.restarts == 1
     assert sorted(completed) == sorted(tokens)
     assert set(received) == {b"%d" % i for i in range(300)}, "nothing lost (a resend may come twice)"

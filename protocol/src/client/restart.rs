@@ -13,18 +13,21 @@ use super::*;
 impl Client {
     /// Keep a list of the packet ids publishes go out under, for [`Client::take_sent_ids`],
     /// where a fresh instance would need them: without a store (it keeps them itself) and
-    /// with `clean_init` false (otherwise the fresh instance's first connection is clean, and
-    /// the broker forgets them). Call after [`Client::attach_store`]; returns whether it keeps
-    /// them.
+    /// with a session the broker keeps, from the start (`clean_init` false) or after the
+    /// first connection (`clean` false; a host gives the fresh instance of a client that was
+    /// up `clean_init = clean`, as its next connection would have had). With both true every
+    /// connection is clean and the broker forgets the ids. Call after
+    /// [`Client::attach_store`]; returns whether it keeps them.
     ///
-    /// With `clean_init` false it also keeps the broker the session lives on, for
+    /// With such a session it also keeps the broker the session lives on, for
     /// [`Client::take_session_broker`] (with or without a store: the store keeps ids, not
     /// where they belong).
     pub fn report_sent_ids(&mut self) -> bool {
-        let wanted = self.store.is_none() && !self.cfg.clean_init;
+        let kept = !(self.cfg.clean_init && self.cfg.clean);
+        let wanted = self.store.is_none() && kept;
         self.sent_ids = wanted.then(Vec::new);
         // A fresh instance's session is taken to be on the first broker.
-        self.session_told = (!self.cfg.clean_init).then_some(0);
+        self.session_told = kept.then_some(0);
         wanted
     }
 
