@@ -388,6 +388,27 @@ enum AcksAfterRestart {
     Immediately,
 }
 
+/// mqtt_as's usual session, purged at power-up (`clean_init`) and kept from then on (`clean`
+/// false): once the client was up, a restart resumes it rather than purging it again, which
+/// dropped what the broker held for the client
+/// (`scenarios/guest-trap-in-a-session-kept-after-power-up.toml` has the losses).
+#[test]
+fn a_restart_resumes_a_session_kept_after_power_up() {
+    let lo = Loopback::new();
+    let mut cfg = default_config("broker", "dev-1");
+    cfg.clean_init = true;
+    cfg.clean = false;
+    let component = ComponentFile::embedded().expect("embedded component loads");
+    let mut d = Device::new(&component, Box::new(lo.clone()), cfg, "dev-1").expect("device");
+    d.connect().unwrap();
+    let first = poll_until(&mut d, &lo, |e| matches!(e, Event::Up(_)));
+    assert!(first.iter().any(|e| matches!(e, Event::Up(false))), "power-up: the session was purged: {first:?}");
+    d.starve_next_call(100);
+    let after = poll_until(&mut d, &lo, |e| matches!(e, Event::Up(_)));
+    assert_eq!(d.restarts(), 1);
+    assert!(after.iter().any(|e| matches!(e, Event::Up(true))), "the fresh instance resumed the session: {after:?}");
+}
+
 /// A device on `lo` with `clean_init` and `clean` off (what a restart resumes), connected.
 fn up_on_a_session_that_outlives_connections(lo: &Loopback) -> Device {
     let mut cfg = default_config("broker", "dev-1");
