@@ -36,6 +36,12 @@ pub use mqtt_protocol::Token;
 /// loop in well under a second.
 pub const DEFAULT_FUEL_PER_CALL: u64 = 500_000_000;
 
+/// Restarts without a poll going through in between before the device gives up
+/// ([`DeviceError::GaveUp`]): a failure that every fresh instance meets at once would
+/// otherwise restart them for ever, as fast as the host can poll. The Python and Node hosts
+/// stop at the same count.
+pub const MAX_RESTARTS_IN_A_ROW: u32 = 3;
+
 /// Ticks of the epoch a call may run under [`Watchdog::Clock`]: it traps after between
 /// `CALL_TICKS - 1` and `CALL_TICKS` of them. The host advances the epoch every 100 ms (its
 /// `epoch_ticker`), so a legitimate call, which takes microseconds (milliseconds for a poll
@@ -230,6 +236,11 @@ pub enum DeviceError {
     /// only repeat that, so the device gives up and says so.
     #[error("the component failed again while being restarted: {0:#}")]
     RestartFailed(anyhow::Error),
+    /// Every instance failed at once, more than [`MAX_RESTARTS_IN_A_ROW`] times without a
+    /// poll going through: the device stopped (its connections closed), and every later call
+    /// answers this.
+    #[error("{0}; the device stopped")]
+    GaveUp(String),
 }
 
 impl DeviceError {
@@ -239,6 +250,7 @@ impl DeviceError {
             DeviceError::Client(e) => DeviceError::Client(e.clone()),
             DeviceError::Instantiate(e) => DeviceError::Instantiate(anyhow::anyhow!("{e:#}")),
             DeviceError::RestartFailed(e) => DeviceError::RestartFailed(anyhow::anyhow!("{e:#}")),
+            DeviceError::GaveUp(why) => DeviceError::GaveUp(why.clone()),
         }
     }
 }
@@ -281,6 +293,12 @@ pub struct Device<P: DevicePlatform + ?Sized> {
     fuel_per_call: u64,
     /// One-shot fuel budget for the next call (fault injection).
     next_call_fuel: Option<u64>,
+    /// Every poll runs out of fuel (fault injection: see [`Device::starve_polls`]).
+    starve_polls: bool,
+    /// Restarts since a poll last went through (see [`MAX_RESTARTS_IN_A_ROW`]).
+    failing: u32,
+    /// Why the device stopped, once it gave up.
+    gave_up: Option<String>,
     connect_requested: bool,
     /// A restart's fresh instance is connecting on the application's behalf (until `Up`, or
     /// the application's own `connect` or `disconnect`): a failed attempt is retried by us,
@@ -382,6 +400,9 @@ impl<P: DevicePlatform + ?Sized> Device<P> {
             live,
             fuel_per_call: DEFAULT_FUEL_PER_CALL,
             next_call_fuel: None,
+            starve_polls: false,
+            failing: 0,
+            gave_up: None,
             connect_requested: false,
             restarted: false,
             restarting: false,
@@ -413,6 +434,13 @@ impl<P: DevicePlatform + ?Sized> Device<P> {
     /// and scenarios use this to prove recovery works).
     pub fn starve_next_call(&mut self, fuel: u64) {
         self.next_call_fuel = Some(fuel);
+    }
+
+    /// Fault injection: every poll from now on runs out of fuel (`false` ends it), as a
+    /// component would that fails at each poll: the device restarts the instance, and gives
+    /// up after [`MAX_RESTARTS_IN_A_ROW`] restarts with no poll going through.
+    pub fn starve_polls(&mut self, starve: bool) {
+        self.starve_polls = starve;
     }
 
     /// How many times the watchdog replaced the instance.
@@ -449,8 +477,11 @@ impl<P: DevicePlatform + ?Sized> Device<P> {
         what: &str,
         f: impl FnOnce(&GuestClient, &mut Store<HostState<P>>, ResourceAny) -> wasmtime::Result<T>,
     ) -> Result<Option<T>, DeviceError> {
+        if let Some(why) = &self.gave_up {
+            return Err(DeviceError::GaveUp(why.clone()));
+        }
         self.deadline_before_call = self.deadline_after_poll.take();
-        let starved = self.next_call_fuel.take();
+        let starved = self.next_call_fuel.take().or_else(|| (self.starve_polls && what == "poll").then_some(0));
         let fuel = starved.unwrap_or(self.fuel_per_call);
         arm(&mut self.live.store, self.component.watchdog, fuel, starved.is_some()).map_err(|e| DeviceError::Instantiate(e.into()))?;
         let l = &mut self.live;
@@ -458,12 +489,35 @@ impl<P: DevicePlatform + ?Sized> Device<P> {
             Ok(v) => Ok(Some(v)),
             Err(trap) if self.restarting => Err(DeviceError::RestartFailed(anyhow::Error::from(trap).context(format!("in `{what}`")))),
             Err(trap) => {
+                self.failing += 1;
+                if self.failing > MAX_RESTARTS_IN_A_ROW {
+                    return Err(self.give_up(format!(
+                        "the component failed {} times in a row, the last in `{what}`: {:#}",
+                        self.failing,
+                        anyhow::Error::from(trap)
+                    )));
+                }
                 self.restarting = true;
                 let r = self.restart(what, trap.into());
                 self.restarting = false;
                 r.map(|()| None)
             }
         }
+    }
+
+    /// Stops the device for good: the failed instance's connections are closed, and every
+    /// later call answers `why`.
+    fn give_up(&mut self, why: String) -> DeviceError {
+        let state = self.live.store.data_mut();
+        let name = state.name.clone();
+        let handles = core::mem::take(&mut state.open_handles);
+        let platform = state.p();
+        for h in handles {
+            platform.close(h);
+        }
+        platform.log(&name, log::Level::Error, &why);
+        self.gave_up = Some(why.clone());
+        DeviceError::GaveUp(why)
     }
 
     fn restart(&mut self, what: &str, why: anyhow::Error) -> Result<(), DeviceError> {
@@ -999,6 +1053,9 @@ impl<P: DevicePlatform + ?Sized> Device<P> {
             // The instance died in the call, and the fresh one was given back what the
             // application had asked for: its poll puts that on the wire now.
             polled = self.guarded("poll", poll)?;
+        }
+        if polled.is_some() {
+            self.failing = 0;
         }
         let before = core::mem::take(&mut self.backlog);
         // After a second restart (`None`) the fresh instance's deadline is asked for again.

@@ -29,7 +29,7 @@ pub use bindings::mqtt_as::client::socket::{SocketError, SocketState, TlsParams}
 pub use bindings::mqtt_as::client::wifi::LinkState;
 pub use bindings::mqtt_as::client::{packet_ids, storage};
 pub use bindings::{MqttClient, MqttClientPre};
-pub use device::{brokers, Device, DeviceError, HostState, Publish, Token, CALL_TICKS, DEFAULT_FUEL_PER_CALL, MAX_GUEST_MEMORY};
+pub use device::{brokers, Device, DeviceError, HostState, Publish, Token, CALL_TICKS, DEFAULT_FUEL_PER_CALL, MAX_GUEST_MEMORY, MAX_RESTARTS_IN_A_ROW};
 pub use engine_config::{engine_config, Watchdog};
 pub use platform::{Clock, DevicePlatform, Socket, Wifi};
 pub use program::Program;

@@ -33,7 +33,7 @@ pub use component::{with_test_fault, ComponentFile, CORE_MODULE_PATH, EMBEDDED_C
 pub use config_builder::{ConfigBuilder, ConfigValue};
 pub use mqtt_device::{
     brokers, ClientError, Config, DeviceError, DownReason, Event, LinkState, LogLevel, Message, Publish, PublishProperties, Qos, SocketError, SocketState,
-    Stats, SubscribeProperties, Subscription, TlsParams, Token, Watchdog, Will, MAX_GUEST_MEMORY,
+    Stats, SubscribeProperties, Subscription, TlsParams, Token, Watchdog, Will, MAX_GUEST_MEMORY, MAX_RESTARTS_IN_A_ROW,
 };
 /// One running client on a [`Platform`] (see [`mqtt_device::Device`]).
 pub type Device = mqtt_device::Device<dyn Platform>;

@@ -174,6 +174,11 @@ impl LoopbackState {
         self.client.as_deref().map(|c| self.broker.subscriptions(c)).unwrap_or_default()
     }
 
+    /// Connections the client opened and has not closed.
+    pub fn open_connections(&self) -> usize {
+        self.conns.len()
+    }
+
     /// Lets the broker's deadlines that have passed fall due, then carries out what it asks.
     fn tick(&mut self) {
         if self.broker.poll_timeout().is_some_and(|t| t <= self.now_ms) {

@@ -388,6 +388,37 @@ enum AcksAfterRestart {
     Immediately,
 }
 
+/// Every instance's poll fails at once (as each would meet the same fault): the device
+/// replaces the instance `MAX_RESTARTS_IN_A_ROW` times, then stops, closes the connection and
+/// says why on every later call, rather than restart for ever as fast as the host polls (as
+/// the Python and Node hosts do). A single failure between polls that go through never
+/// stops it: the count starts again at each.
+#[test]
+fn a_component_that_fails_at_every_poll_stops_the_device_instead_of_restarting_for_ever() {
+    let lo = Loopback::new();
+    let mut d = device(&lo);
+    d.connect().unwrap();
+    poll_until(&mut d, &lo, |e| matches!(e, Event::Up(_)));
+    for _ in 0..10 {
+        d.starve_next_call(100);
+        let events = d.poll().expect("one failure at a time is restarted");
+        if !events.iter().any(|e| matches!(e, Event::Up(_))) {
+            poll_until(&mut d, &lo, |e| matches!(e, Event::Up(_)));
+        }
+    }
+    assert_eq!(d.restarts(), 10);
+    d.starve_polls(true);
+    let stopped = (0..10).find_map(|_| d.poll().err()).expect("the device gives up");
+    let why = stopped.to_string();
+    assert!(matches!(stopped, DeviceError::GaveUp(_)), "{why}");
+    assert!(why.contains("failed 4 times in a row, the last in `poll`"), "{why}");
+    assert_eq!(d.restarts(), 10 + u64::from(mqtt_host::MAX_RESTARTS_IN_A_ROW));
+    assert_eq!(lo.with(|s| s.open_connections()), 0, "the failed instance's connection was closed");
+    d.starve_polls(false);
+    assert!(matches!(d.poll(), Err(DeviceError::GaveUp(_))), "stopped for good");
+    assert!(matches!(d.publish(qos1(b"late")), Err(DeviceError::GaveUp(_))));
+}
+
 /// mqtt_as's usual session, purged at power-up (`clean_init`) and kept from then on (`clean`
 /// false): once the client was up, a restart resumes it rather than purging it again, which
 /// dropped what the broker held for the client
