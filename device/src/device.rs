@@ -18,7 +18,7 @@ use alloc::{format, vec};
 use wasmtime::component::ResourceAny;
 use wasmtime::Store;
 
-use crate::bindings::exports::mqtt_as::client::client::{ClientError, Config, Event, GuestClient, Qos, Stats, SubscribeProperties, Subscription};
+use crate::bindings::exports::mqtt_as::client::client::{ClientError, Config, Event, GuestClient, Polled, Qos, Stats, SubscribeProperties, Subscription};
 use crate::bindings::mqtt_as::client::{clock, log, packet_ids, socket, storage, wifi};
 use crate::bindings::MqttClient;
 use crate::engine_config::Watchdog;
@@ -99,6 +99,13 @@ impl<P: DevicePlatform + ?Sized> HostState<P> {
         // Only `Device::restart` takes the platform, and it moves it into the next store
         // before any further call.
         self.platform.as_deref_mut().expect("platform present outside a restart")
+    }
+
+    /// Closes the connections the instance left open: it failed, and cannot close them.
+    fn close_open_handles(&mut self) {
+        for h in core::mem::take(&mut self.open_handles) {
+            self.p().close(h);
+        }
     }
 }
 
@@ -481,7 +488,7 @@ impl<P: DevicePlatform + ?Sized> Device<P> {
             return Err(DeviceError::GaveUp(why.clone()));
         }
         self.deadline_before_call = self.deadline_after_poll.take();
-        let starved = self.next_call_fuel.take().or_else(|| (self.starve_polls && what == "poll").then_some(0));
+        let starved = self.next_call_fuel.take();
         let fuel = starved.unwrap_or(self.fuel_per_call);
         arm(&mut self.live.store, self.component.watchdog, fuel, starved.is_some()).map_err(|e| DeviceError::Instantiate(e.into()))?;
         let l = &mut self.live;
@@ -509,13 +516,9 @@ impl<P: DevicePlatform + ?Sized> Device<P> {
     /// later call answers `why`.
     fn give_up(&mut self, why: String) -> DeviceError {
         let state = self.live.store.data_mut();
+        state.close_open_handles();
         let name = state.name.clone();
-        let handles = core::mem::take(&mut state.open_handles);
-        let platform = state.p();
-        for h in handles {
-            platform.close(h);
-        }
-        platform.log(&name, log::Level::Error, &why);
+        state.p().log(&name, log::Level::Error, &why);
         self.gave_up = Some(why.clone());
         DeviceError::GaveUp(why)
     }
@@ -526,12 +529,10 @@ impl<P: DevicePlatform + ?Sized> Device<P> {
         // says it before the bytes leave, so no id is on the wire unreported).
         self.take_sent_ids();
         let state = self.live.store.data_mut();
+        state.close_open_handles();
         let name = state.name.clone();
         let mut platform = state.platform.take().expect("platform present");
         platform.log(&name, log::Level::Warn, &format!("component failed in `{what}` ({why:#}); restarting it"));
-        for h in core::mem::take(&mut state.open_handles) {
-            platform.close(h);
-        }
         let fresh = HostState::new(platform, name, self.component.max_memory);
         let live = instantiate(&self.component, fresh, &self.replay_config(), self.fuel_per_call).map_err(DeviceError::Instantiate)?;
         self.live = live;
@@ -1048,11 +1049,11 @@ impl<P: DevicePlatform + ?Sized> Device<P> {
             let (now, link) = (p.now_ms(), p.state());
             api.call_poll(store, c, now, link, max_messages)
         };
-        let mut polled = self.guarded("poll", poll)?;
+        let mut polled = self.guarded_poll(poll)?;
         if polled.is_none() {
             // The instance died in the call, and the fresh one was given back what the
             // application had asked for: its poll puts that on the wire now.
-            polled = self.guarded("poll", poll)?;
+            polled = self.guarded_poll(poll)?;
         }
         if polled.is_some() {
             self.failing = 0;
@@ -1075,6 +1076,17 @@ impl<P: DevicePlatform + ?Sized> Device<P> {
         };
         out.append(&mut self.backlog);
         Ok(out)
+    }
+
+    /// One `poll` into the guest, starved of fuel under [`Device::starve_polls`].
+    fn guarded_poll(
+        &mut self,
+        poll: impl FnOnce(&GuestClient, &mut Store<HostState<P>>, ResourceAny) -> wasmtime::Result<Polled>,
+    ) -> Result<Option<Polled>, DeviceError> {
+        if self.starve_polls {
+            self.next_call_fuel = Some(0);
+        }
+        self.guarded("poll", poll)
     }
 
     /// Guest tokens → host tokens; completes `unacked`; hides what a restart caused. False

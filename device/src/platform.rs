@@ -60,12 +60,6 @@ pub trait DevicePlatform: Socket + Clock + Wifi + 'static {
         None
     }
 
-    /// Why the latest connection attempt failed, in the platform's words, taken once (the
-    /// component only hears a `socket-error` code).
-    fn take_failure(&mut self) -> Option<String> {
-        None
-    }
-
     /// A line from the client component (its `log` import), or from the device itself (a
     /// restart, at `Warn`), for the client named `device`.
     fn log(&mut self, device: &str, level: LogLevel, message: &str);

@@ -39,15 +39,11 @@ pub trait Platform: Socket + Clock + Wifi + Send + 'static {
     }
 }
 
-/// The device's view of any platform: its flash and failures as the platform says, its log
-/// lines to `tracing` under the device's name.
+/// The device's view of any platform: its flash as the platform says, its log lines to
+/// `tracing` under the device's name.
 impl mqtt_device::DevicePlatform for dyn Platform {
     fn storage(&mut self) -> Option<&mut dyn Flash> {
         Platform::storage(self)
-    }
-
-    fn take_failure(&mut self) -> Option<String> {
-        Platform::take_failure(self)
     }
 
     fn log(&mut self, device: &str, level: crate::LogLevel, message: &str) {

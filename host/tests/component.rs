@@ -426,13 +426,7 @@ fn a_component_that_fails_at_every_poll_stops_the_device_instead_of_restarting_f
 #[test]
 fn a_restart_resumes_a_session_kept_after_power_up() {
     let lo = Loopback::new();
-    let mut cfg = default_config("broker", "dev-1");
-    cfg.clean_init = true;
-    cfg.clean = false;
-    let component = ComponentFile::embedded().expect("embedded component loads");
-    let mut d = Device::new(&component, Box::new(lo.clone()), cfg, "dev-1").expect("device");
-    d.connect().unwrap();
-    let first = poll_until(&mut d, &lo, |e| matches!(e, Event::Up(_)));
+    let (mut d, first) = up_on_a_session(&lo, true, false);
     assert!(first.iter().any(|e| matches!(e, Event::Up(false))), "power-up: the session was purged: {first:?}");
     d.starve_next_call(100);
     let after = poll_until(&mut d, &lo, |e| matches!(e, Event::Up(_)));
@@ -442,14 +436,19 @@ fn a_restart_resumes_a_session_kept_after_power_up() {
 
 /// A device on `lo` with `clean_init` and `clean` off (what a restart resumes), connected.
 fn up_on_a_session_that_outlives_connections(lo: &Loopback) -> Device {
+    up_on_a_session(lo, false, false).0
+}
+
+/// A device on `lo` with these session flags, connected, and the events up to its `Up`.
+fn up_on_a_session(lo: &Loopback, clean_init: bool, clean: bool) -> (Device, Vec<Event>) {
     let mut cfg = default_config("broker", "dev-1");
-    cfg.clean_init = false;
-    cfg.clean = false;
+    cfg.clean_init = clean_init;
+    cfg.clean = clean;
     let component = ComponentFile::embedded().expect("embedded component loads");
     let mut d = Device::new(&component, Box::new(lo.clone()), cfg, "dev-1").expect("device");
     d.connect().unwrap();
-    poll_until(&mut d, lo, |e| matches!(e, Event::Up(_)));
-    d
+    let events = poll_until(&mut d, lo, |e| matches!(e, Event::Up(_)));
+    (d, events)
 }
 
 fn restart_on_a_store(acks: AcksAfterRestart) {

@@ -15,7 +15,7 @@ impl Client {
     /// where a fresh instance would need them: without a store (it keeps them itself) and
     /// with a session the broker keeps, from the start (`clean_init` false) or after the
     /// first connection (`clean` false; a host gives the fresh instance of a client that was
-    /// up `clean_init = clean`, as its next connection would have had). With both true every
+    /// up `clean_init` false then, the power-up purge being behind it). With both true every
     /// connection is clean and the broker forgets the ids. Call after
     /// [`Client::attach_store`]; returns whether it keeps them.
     ///

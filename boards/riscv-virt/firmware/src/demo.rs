@@ -171,8 +171,8 @@ impl Demo {
     }
 }
 
-/// The device could not go on: the component cannot be instantiated again, or failed again
-/// while being given back what it held.
+/// The device could not go on: the component cannot be instantiated again, failed again
+/// while being given back what it held, or failed at once too many times in a row.
 fn failed(e: DeviceError) -> String {
     alloc::format!("the client failed: {e}")
 }
