@@ -675,8 +675,6 @@ struct Driver {
     /// Publishes of QoS 1 and 2 in `in_flight`: while any are, a poll has likely woken a
     /// broker that owes this client an answer (see [`give_way`]).
     awaiting_broker: usize,
-    /// The last poll handed over a QoS 1 or 2 message, so it sent the broker an answer.
-    acknowledged: bool,
     sub_waiters: BTreeMap<Token, Reply<Vec<u8>>>,
     ping_waiters: Vec<oneshot::Sender<bool>>,
     tokens: Arc<EventTokens>,
@@ -720,7 +718,6 @@ impl Driver {
             connect_waiters: Vec::new(),
             in_flight: TokenMap::new(),
             awaiting_broker: 0,
-            acknowledged: false,
             sub_waiters: BTreeMap::new(),
             ping_waiters: Vec::new(),
             tokens,
@@ -765,9 +762,6 @@ impl Driver {
             if let Err(e) = self.poll() {
                 self.emit(ClientEvent::Error(e.to_string()));
                 return false;
-            }
-            if self.awaiting_broker > 0 || std::mem::take(&mut self.acknowledged) {
-                give_way();
             }
             if self.settled > 0 {
                 // One `add_permits` a turn, not one a publish: it takes the semaphore's lock.
@@ -848,8 +842,6 @@ impl Driver {
     /// after `queue_len` of them the client would stop reading the socket for good (with
     /// `backpressure`), acknowledgements of its own publishes and all.
     fn emit_message(&mut self, m: Message) {
-        // Taking it acknowledged it (QoS 1 and 2): the poll sent the broker an answer.
-        self.acknowledged |= m.qos != Qos::AtMostOnce;
         // Counted before it is sent: a take that came first would count below zero.
         self.backlog.held.fetch_add(1, Ordering::AcqRel);
         if !self.events.push(ClientEvent::Message(m)) {
@@ -985,11 +977,17 @@ impl Driver {
                     first || bytes <= OFFER_BYTES
                 })
                 .count();
-            let (batch, by): (Vec<Publish>, Vec<Publisher>) = self.waiting_room.drain(..n).unzip();
-            // Each publish's QoS, for those the client takes (`batch` moves into the call).
-            let levels: Vec<Qos> = batch.iter().map(|p| p.qos).collect();
+            // Each publish's QoS goes beside its publisher: `batch` moves into the call.
+            let (batch, by): (Vec<Publish>, Vec<(Publisher, Qos)>) = self
+                .waiting_room
+                .drain(..n)
+                .map(|(p, by)| {
+                    let qos = p.qos;
+                    (p, (by, qos))
+                })
+                .unzip();
             let mut refused = Vec::new();
-            for ((r, by), qos) in self.device.try_publish_many(batch).into_iter().zip(by).zip(levels) {
+            for (r, (by, qos)) in self.device.try_publish_many(batch).into_iter().zip(by) {
                 match r {
                     Ok(token) => {
                         answered = true;
@@ -1083,6 +1081,8 @@ impl Driver {
 
     fn poll(&mut self) -> Result<(), DeviceError> {
         let events = self.device.poll_taking(self.backlog.room() as u32)?;
+        // Handing over a QoS 1 or 2 message acknowledged it: the poll sent the broker an answer.
+        let acknowledged = events.iter().any(|e| matches!(e, Event::Message(m) if m.qos != Qos::AtMostOnce));
         self.room_may_open |= !events.is_empty();
         for e in events {
             match e {
@@ -1132,6 +1132,9 @@ impl Driver {
                     self.emit(ClientEvent::Error(e));
                 }
             }
+        }
+        if self.awaiting_broker > 0 || acknowledged {
+            give_way();
         }
         Ok(())
     }
